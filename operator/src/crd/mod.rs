@@ -1,0 +1,1 @@
+//! Custom resources of imagewarden (`imagewarden.io/v1alpha1`).

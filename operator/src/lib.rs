@@ -1,0 +1,3 @@
+//! imagewarden's operator: turns `ScanRule`s into `ScanTask`s and `ImageScanResult`s.
+
+pub mod crd;

@@ -1,0 +1,10 @@
+//! imagewarden's scanner: reads container images from registries and local files,
+//! lists what is installed in them and matches that against vulnerability advisories.
+//!
+//! This crate knows nothing of Kubernetes; the operator wraps it.
+
+pub mod inventory;
+
+/// Version of the scanner, recorded in every result so that results made by an
+/// older scanner can be told apart and rescanned.
+pub const SCANNER_VERSION: &str = env!("CARGO_PKG_VERSION");

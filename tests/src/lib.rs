@@ -1,0 +1,1 @@
+//! Fixtures that start the real parts imagewarden talks to, for tests.
