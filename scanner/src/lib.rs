@@ -4,6 +4,9 @@
 //! This crate knows nothing of Kubernetes; the operator wraps it.
 
 pub mod inventory;
+pub mod matcher;
+pub mod report;
+pub mod vulndb;
 
 /// Version of the scanner, recorded in every result so that results made by an
 /// older scanner can be told apart and rescanned.

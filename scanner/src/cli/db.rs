@@ -2,6 +2,9 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
+use imagewarden_scanner::vulndb::{Db, DbBuilder, DbInfo};
+
 /// `imagewarden db` subcommands.
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -18,9 +21,82 @@ pub enum Command {
     Info {
         /// The index file.
         file: std::path::PathBuf,
+        /// Print the index metadata as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
-pub fn run(_cmd: Command) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("imagewarden db is not available in this build yet")
+pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Build { source, out } => {
+            let started = std::time::Instant::now();
+            let mut builder = DbBuilder::new();
+            for s in &source {
+                builder
+                    .add_source(s)
+                    .with_context(|| format!("reading OSV source {s}"))?;
+            }
+            if builder.is_empty() {
+                anyhow::bail!(
+                    "no OSV records found in {}; nothing to build",
+                    source.join(", ")
+                );
+            }
+            let info = builder.write_file(&out)?;
+            let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+            eprintln!(
+                "wrote {} ({} records, {:.1} MiB) in {:.1}s",
+                out.display(),
+                info.records,
+                size as f64 / (1024.0 * 1024.0),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Info { file, json } => {
+            let db = Db::open_index(&file)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(db.info())?);
+            } else {
+                print!("{}", describe(db.info(), db.size()));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn describe(info: &DbInfo, size: usize) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "format:          {}", info.format);
+    let _ = writeln!(out, "digest:          {}", info.digest);
+    let _ = writeln!(out, "built at:        {}", info.built_at);
+    let _ = writeln!(out, "built by:        imagewarden {}", info.scanner_version);
+    let _ = writeln!(
+        out,
+        "size:            {:.1} MiB",
+        size as f64 / (1024.0 * 1024.0)
+    );
+    let _ = writeln!(
+        out,
+        "records:         {} ({} malicious-package)",
+        info.records, info.malicious_records
+    );
+    let _ = writeln!(out, "withdrawn:       {} skipped", info.withdrawn_skipped);
+    let _ = writeln!(
+        out,
+        "newest modified: {}",
+        info.newest_modified.as_deref().unwrap_or("-")
+    );
+    let _ = writeln!(out, "sources:         {}", info.sources.join(", "));
+    let _ = writeln!(
+        out,
+        "\n{:<24} {:>8} {:>9}",
+        "ECOSYSTEM", "RECORDS", "PACKAGES"
+    );
+    for (eco, s) in &info.ecosystems {
+        let _ = writeln!(out, "{eco:<24} {:>8} {:>9}", s.records, s.packages);
+    }
+    out
 }

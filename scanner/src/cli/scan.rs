@@ -1,14 +1,84 @@
 //! `imagewarden scan`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::Context as _;
+use imagewarden_scanner::inventory::Inventory;
+use imagewarden_scanner::matcher::match_inventory;
+use imagewarden_scanner::report::filter::{read_ignore_file, FindingFilter};
+use imagewarden_scanner::report::{render, Format, ScanReport};
+use imagewarden_scanner::vulndb::{Db, Severity};
 
 /// Arguments of `imagewarden scan`.
 #[derive(clap::Args)]
 pub struct Args {
     /// The image: a registry reference, or oci-layout:DIR, docker-archive:FILE, oci-archive:FILE, dir:ROOTFS.
-    pub target: String,
+    /// Not needed with --inventory.
+    #[arg(required_unless_present = "inventory")]
+    pub target: Option<String>,
+    /// Scan a previously listed inventory (the JSON of `imagewarden inventory`) instead of an image.
+    #[arg(long, value_name = "FILE")]
+    pub inventory: Option<PathBuf>,
+    /// The vulnerability database: an index file from `imagewarden db build`, or OSV
+    /// directories / all.zip files / http(s) base URLs compiled in memory. Repeatable.
+    #[arg(long, required = true, env = "IMAGEWARDEN_DB", value_delimiter = ',')]
+    pub db: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Write the report here instead of standard output.
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// Report only these severities (comma-separated: critical,high,medium,low,unknown).
+    #[arg(long, value_delimiter = ',')]
+    pub severity: Vec<Severity>,
+    /// Leave out vulnerabilities that have no fixed version yet.
+    #[arg(long)]
+    pub ignore_unfixed: bool,
+    /// Ids to leave out: YAML (`vulnerabilities: [{id, package, expires}]`) or one id per line.
+    #[arg(long, value_name = "FILE")]
+    pub ignore_file: Option<PathBuf>,
+    /// Exit with this code when findings at or above --fail-on remain.
+    #[arg(long, default_value_t = 0)]
+    pub exit_code: u8,
+    /// Lowest severity that makes --exit-code apply.
+    #[arg(long, default_value = "unknown")]
+    pub fail_on: Severity,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("imagewarden scan is not available in this build yet")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let inventory: Inventory = match (&args.inventory, &args.target) {
+        (Some(path), _) => {
+            let text = std::fs::read(path).with_context(|| format!("cannot read inventory {}", path.display()))?;
+            serde_json::from_slice(&text)
+                .with_context(|| format!("{}: not an inventory JSON (as printed by `imagewarden inventory`)", path.display()))?
+        }
+        (None, Some(target)) => anyhow::bail!(
+            "scanning {target} directly is not available in this build; list it with `imagewarden inventory` and pass --inventory FILE"
+        ),
+        (None, None) => anyhow::bail!("name an image to scan, or pass --inventory FILE"),
+    };
+    let db = Db::load(&args.db).context("loading the vulnerability database")?;
+    let mut matches = match_inventory(&inventory, &db)?;
+    let mut filter = FindingFilter {
+        severities: args.severity.clone(),
+        ignore_unfixed: args.ignore_unfixed,
+        ignore: Vec::new(),
+    };
+    if let Some(path) = &args.ignore_file {
+        filter.ignore = read_ignore_file(path)?;
+    }
+    let ignored = filter.apply(&mut matches, chrono::Utc::now().date_naive());
+    let report = ScanReport::new(&inventory, db.info(), matches, ignored);
+    let text = render(&report, args.format)?;
+    match &args.output {
+        Some(path) => std::fs::write(path, text)
+            .with_context(|| format!("cannot write report to {}", path.display()))?,
+        None => print!("{text}"),
+    }
+    if args.exit_code != 0 && report.has_findings_at_or_above(args.fail_on) {
+        return Ok(ExitCode::from(args.exit_code));
+    }
+    Ok(ExitCode::SUCCESS)
 }

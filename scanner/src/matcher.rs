@@ -1,0 +1,480 @@
+//! Matching an inventory against the vulnerability database: `Inventory × Db → findings`.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::inventory::{Ecosystem, Inventory, Package};
+use crate::vulndb::ecosystem::{app_ecosystem_key, normalize_name, os_ecosystem_key};
+use crate::vulndb::version::VersionScheme;
+use crate::vulndb::{
+    Advisory, AffectedPackage, Db, DbError, RangeEvent, Rating, Severity, VersionRange,
+};
+
+/// Which result class a finding belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FindingClass {
+    /// An operating-system package (dpkg, apk, rpm).
+    Os,
+    /// An application (language) package.
+    App,
+}
+
+/// The package a finding is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FindingPackage {
+    pub ecosystem: Ecosystem,
+    pub name: String,
+    pub version: String,
+    pub purl: String,
+    /// Source package the advisory named, when it differs from `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+}
+
+/// One advisory affecting one installed package (duplicate reports of one issue merged).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    pub id: String,
+    pub aliases: Vec<String>,
+    pub severity: Severity,
+    pub score: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector: Option<String>,
+    pub package: FindingPackage,
+    /// The first version that fixes it, when one is published.
+    pub fixed_version: Option<String>,
+    pub title: String,
+    pub link: Option<String>,
+    pub class: FindingClass,
+}
+
+impl Finding {
+    /// The finding's id and all its aliases.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.id.as_str()).chain(self.aliases.iter().map(String::as_str))
+    }
+}
+
+/// What matching found, by result class.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Matches {
+    /// Vulnerabilities, most severe first.
+    pub vulnerabilities: Vec<Finding>,
+    /// Installed packages that an OSV `MAL-` record says are malicious.
+    pub malicious_packages: Vec<Finding>,
+}
+
+/// Matches every package of `inventory` against `db`.
+pub fn match_inventory(inventory: &Inventory, db: &Db) -> Result<Matches, DbError> {
+    let mut matcher = Matcher {
+        db,
+        advisories: HashMap::new(),
+    };
+    let mut out = Matches::default();
+    for pkg in &inventory.packages {
+        let (vulns, malicious) = matcher.match_package(inventory, pkg)?;
+        out.vulnerabilities.extend(vulns);
+        out.malicious_packages.extend(malicious);
+    }
+    sort_findings(&mut out.vulnerabilities);
+    sort_findings(&mut out.malicious_packages);
+    Ok(out)
+}
+
+/// Most severe first, then by package and id, so reports are stable.
+pub fn sort_findings(findings: &mut [Finding]) {
+    findings.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then_with(|| b.score.partial_cmp(&a.score).unwrap_or(Ordering::Equal))
+            .then_with(|| a.package.name.cmp(&b.package.name))
+            .then_with(|| a.package.version.cmp(&b.package.version))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+}
+
+struct Matcher<'a> {
+    db: &'a Db,
+    advisories: HashMap<u32, Advisory>,
+}
+
+/// A hit before duplicates are merged.
+struct Hit {
+    advisory: Advisory,
+    rating: Rating,
+    fixed: Option<String>,
+    via_source: Option<String>,
+}
+
+impl Matcher<'_> {
+    fn advisory(&mut self, index: u32) -> Result<Advisory, DbError> {
+        if let Some(a) = self.advisories.get(&index) {
+            return Ok(a.clone());
+        }
+        let a = self.db.advisory(index)?;
+        self.advisories.insert(index, a.clone());
+        Ok(a)
+    }
+
+    fn match_package(
+        &mut self,
+        inventory: &Inventory,
+        pkg: &Package,
+    ) -> Result<(Vec<Finding>, Vec<Finding>), DbError> {
+        let eco = pkg.ecosystem;
+        let scheme = VersionScheme::for_ecosystem(eco);
+        // (name, version) pairs the advisories may use: distro advisories name the
+        // source package, so it is asked first; the binary name is the fallback.
+        let mut queries: Vec<(String, String, Option<String>)> = Vec::new();
+        let key = if eco.is_os() {
+            let Some(key) = os_ecosystem_key(eco, inventory.os.as_ref()) else {
+                tracing::debug!(package = %pkg.name, "no OS release known; OS package not matched");
+                return Ok((Vec::new(), Vec::new()));
+            };
+            if let Some(src) = pkg
+                .source_name
+                .as_deref()
+                .filter(|s| !s.is_empty() && *s != pkg.name)
+            {
+                let v = pkg
+                    .source_version
+                    .clone()
+                    .unwrap_or_else(|| pkg.version.clone());
+                queries.push((src.to_string(), v, Some(src.to_string())));
+            }
+            queries.push((pkg.name.clone(), pkg.version.clone(), None));
+            key
+        } else {
+            let mut version = pkg.version.clone();
+            if eco == Ecosystem::Go {
+                // Go toolchain versions are written `go1.21.3`; OSV's stdlib ranges are SemVer.
+                if let Some(v) = version.strip_prefix("go") {
+                    version = v.to_string();
+                }
+            }
+            queries.push((normalize_name(eco, &pkg.name), version, None));
+            app_ecosystem_key(eco)
+        };
+        let mut hits: Vec<Hit> = Vec::new();
+        for (name, version, via_source) in queries {
+            for entry in self.db.affected(&key, &name)? {
+                let Some(fixed) = affects(scheme, &version, &entry) else {
+                    continue;
+                };
+                let advisory = self.advisory(entry.advisory)?;
+                if hits.iter().any(|h| h.advisory.id == advisory.id) {
+                    continue;
+                }
+                let rating = entry
+                    .rating
+                    .clone()
+                    .or_else(|| advisory.rating.clone())
+                    .unwrap_or_default();
+                hits.push(Hit {
+                    advisory,
+                    rating,
+                    fixed,
+                    via_source: via_source.clone(),
+                });
+            }
+        }
+        let class = if eco.is_os() {
+            FindingClass::Os
+        } else {
+            FindingClass::App
+        };
+        let (malicious, vulns): (Vec<Hit>, Vec<Hit>) =
+            hits.into_iter().partition(|h| h.advisory.malicious);
+        let to_findings = |hits: Vec<Hit>| -> Vec<Finding> {
+            merge_duplicates(hits, class)
+                .into_iter()
+                .map(|(primary, merged)| {
+                    let mut aliases: Vec<String> = Vec::new();
+                    let mut rating = primary.rating.clone();
+                    let mut fixed = primary.fixed.clone();
+                    for h in std::iter::once(&primary).chain(merged.iter()) {
+                        for id in std::iter::once(&h.advisory.id).chain(h.advisory.aliases.iter()) {
+                            if *id != primary.advisory.id && !aliases.contains(id) {
+                                aliases.push(id.clone());
+                            }
+                        }
+                        if rating.severity == Severity::Unknown
+                            && h.rating.severity != Severity::Unknown
+                        {
+                            rating = h.rating.clone();
+                        }
+                        if fixed.is_none() {
+                            fixed = h.fixed.clone();
+                        }
+                    }
+                    aliases.sort();
+                    Finding {
+                        id: primary.advisory.id.clone(),
+                        aliases,
+                        severity: rating.severity,
+                        score: rating.score,
+                        vector: rating.vector.clone(),
+                        package: FindingPackage {
+                            ecosystem: eco,
+                            name: pkg.name.clone(),
+                            version: pkg.version.clone(),
+                            purl: pkg.purl.clone(),
+                            source_name: primary.via_source.clone(),
+                            layer: pkg.layer.clone(),
+                            path: pkg.path.clone(),
+                        },
+                        fixed_version: fixed,
+                        title: primary.advisory.title.clone(),
+                        link: primary.advisory.link.clone(),
+                        class,
+                    }
+                })
+                .collect()
+        };
+        Ok((to_findings(vulns), to_findings(malicious)))
+    }
+}
+
+/// How much a record is preferred as the primary report of an issue (lower first):
+/// for OS packages the distro's own advisory, for applications the ecosystem's own database.
+fn primary_rank(id: &str, class: FindingClass) -> u8 {
+    const DISTRO_ADVISORY: [&str; 8] = [
+        "DSA-",
+        "DLA-",
+        "USN-",
+        "RHSA-",
+        "ALSA-",
+        "RLSA-",
+        "SUSE-",
+        "openSUSE-",
+    ];
+    const DISTRO_CVE: [&str; 4] = ["DEBIAN-", "UBUNTU-", "ALPINE-", "ALBA-"];
+    match class {
+        FindingClass::Os if DISTRO_ADVISORY.iter().any(|p| id.starts_with(p)) => 0,
+        FindingClass::Os if DISTRO_CVE.iter().any(|p| id.starts_with(p)) => 1,
+        FindingClass::App if id.starts_with("GHSA-") => 1,
+        FindingClass::App if id.starts_with("CVE-") => 2,
+        FindingClass::App => 0,
+        FindingClass::Os => 2,
+    }
+}
+
+/// Groups reports of one issue: a record joins a preferred one when its id is among
+/// the preferred record's ids, or all its aliases are (so two distro advisories that
+/// share one CVE but fix different ones stay apart).
+fn merge_duplicates(mut hits: Vec<Hit>, class: FindingClass) -> Vec<(Hit, Vec<Hit>)> {
+    hits.sort_by(|a, b| {
+        primary_rank(&a.advisory.id, class)
+            .cmp(&primary_rank(&b.advisory.id, class))
+            .then_with(|| a.advisory.id.cmp(&b.advisory.id))
+    });
+    let mut groups: Vec<(Hit, Vec<Hit>)> = Vec::new();
+    for hit in hits {
+        let joins = groups.iter_mut().position(|(p, merged)| {
+            std::iter::once(&*p).chain(merged.iter()).any(|m| {
+                let ids = || std::iter::once(&m.advisory.id).chain(m.advisory.aliases.iter());
+                ids().any(|i| *i == hit.advisory.id)
+                    || m.advisory.aliases.contains(&hit.advisory.id)
+                    || hit.advisory.aliases.contains(&m.advisory.id)
+                    || (!hit.advisory.aliases.is_empty()
+                        && hit.advisory.aliases.iter().all(|a| ids().any(|i| i == a)))
+            })
+        });
+        match joins {
+            Some(g) => groups[g].1.push(hit),
+            None => groups.push((hit, Vec::new())),
+        }
+    }
+    groups
+}
+
+/// Whether `version` is affected by `entry`; `Some(fixed)` when it is, with the
+/// version that fixes it when the range names one.
+pub fn affects(
+    scheme: VersionScheme,
+    version: &str,
+    entry: &AffectedPackage,
+) -> Option<Option<String>> {
+    let mut listed = false;
+    if entry
+        .versions
+        .iter()
+        .any(|v| v == version || scheme.compare(v, version) == Ordering::Equal)
+    {
+        listed = true;
+    }
+    for range in &entry.ranges {
+        let s = if range.semver {
+            VersionScheme::SemVer
+        } else {
+            scheme
+        };
+        if let Some(fixed) = range_affects(s, version, range) {
+            return Some(fixed);
+        }
+    }
+    listed.then_some(None)
+}
+
+fn event_version(e: &RangeEvent) -> &str {
+    match e {
+        RangeEvent::Introduced(v)
+        | RangeEvent::Fixed(v)
+        | RangeEvent::LastAffected(v)
+        | RangeEvent::Limit(v) => v,
+    }
+}
+
+/// OSV range evaluation: walk the events in version order up to `version`;
+/// `introduced` opens, `fixed` (at or below) and `last_affected` (below) close.
+fn range_affects(
+    scheme: VersionScheme,
+    version: &str,
+    range: &VersionRange,
+) -> Option<Option<String>> {
+    let cmp = |a: &str, b: &str| -> Ordering {
+        match (a == "0", b == "0") {
+            (true, true) => Ordering::Equal,
+            (true, false) => Ordering::Less,
+            (false, true) => Ordering::Greater,
+            (false, false) => scheme.compare(a, b),
+        }
+    };
+    let mut events: Vec<&RangeEvent> = range
+        .events
+        .iter()
+        .filter(|e| !matches!(e, RangeEvent::Limit(_)))
+        .collect();
+    events.sort_by(|a, b| cmp(event_version(a), event_version(b)));
+    let mut affected = false;
+    for e in &events {
+        let at = cmp(version, event_version(e));
+        match e {
+            RangeEvent::Introduced(_) if at != Ordering::Less => affected = true,
+            RangeEvent::Fixed(_) if at != Ordering::Less => affected = false,
+            RangeEvent::LastAffected(_) if at == Ordering::Greater => affected = false,
+            _ => {}
+        }
+    }
+    if !affected {
+        return None;
+    }
+    let limits: Vec<&str> = range
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            RangeEvent::Limit(v) => Some(v.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !limits.is_empty()
+        && !limits
+            .iter()
+            .any(|l| *l == "*" || cmp(version, l) == Ordering::Less)
+    {
+        return None;
+    }
+    let fixed = events
+        .iter()
+        .filter_map(|e| match e {
+            RangeEvent::Fixed(v) if cmp(version, v) == Ordering::Less => Some(v.as_str()),
+            _ => None,
+        })
+        .next()
+        .map(str::to_string);
+    Some(fixed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(semver: bool, events: &[(&str, &str)]) -> AffectedPackage {
+        AffectedPackage {
+            advisory: 0,
+            ranges: vec![VersionRange {
+                semver,
+                events: events
+                    .iter()
+                    .map(|(k, v)| match *k {
+                        "introduced" => RangeEvent::Introduced(v.to_string()),
+                        "fixed" => RangeEvent::Fixed(v.to_string()),
+                        "last_affected" => RangeEvent::LastAffected(v.to_string()),
+                        _ => RangeEvent::Limit(v.to_string()),
+                    })
+                    .collect(),
+            }],
+            versions: vec![],
+            rating: None,
+        }
+    }
+
+    #[test]
+    fn evaluates_introduced_fixed_ranges() {
+        let e = range(false, &[("introduced", "0"), ("fixed", "1.1.0l-1~deb9u6")]);
+        assert_eq!(
+            affects(VersionScheme::Dpkg, "1.1.0f-3+deb9u2", &e),
+            Some(Some("1.1.0l-1~deb9u6".into()))
+        );
+        assert_eq!(affects(VersionScheme::Dpkg, "1.1.0l-1~deb9u6", &e), None);
+        assert_eq!(affects(VersionScheme::Dpkg, "1.1.0l-1~deb9u7", &e), None);
+    }
+
+    #[test]
+    fn evaluates_multiple_intervals_in_one_range() {
+        let e = range(
+            true,
+            &[
+                ("introduced", "1.0.0"),
+                ("fixed", "1.2.0"),
+                ("introduced", "2.0.0"),
+                ("fixed", "2.0.3"),
+            ],
+        );
+        assert_eq!(affects(VersionScheme::SemVer, "0.9.0", &e), None);
+        assert_eq!(
+            affects(VersionScheme::SemVer, "1.1.0", &e),
+            Some(Some("1.2.0".into()))
+        );
+        assert_eq!(affects(VersionScheme::SemVer, "1.5.0", &e), None);
+        assert_eq!(
+            affects(VersionScheme::SemVer, "2.0.1", &e),
+            Some(Some("2.0.3".into()))
+        );
+        assert_eq!(affects(VersionScheme::SemVer, "2.0.3", &e), None);
+    }
+
+    #[test]
+    fn evaluates_last_affected_and_limit() {
+        let e = range(false, &[("introduced", "1.0"), ("last_affected", "1.4")]);
+        assert_eq!(affects(VersionScheme::Pep440, "1.4", &e), Some(None));
+        assert_eq!(affects(VersionScheme::Pep440, "1.4.post1", &e), None);
+        let e = range(false, &[("introduced", "0"), ("limit", "2.0")]);
+        assert_eq!(affects(VersionScheme::Pep440, "1.9", &e), Some(None));
+        assert_eq!(affects(VersionScheme::Pep440, "2.0", &e), None);
+    }
+
+    #[test]
+    fn open_ended_range_has_no_fix() {
+        let e = range(false, &[("introduced", "0")]);
+        assert_eq!(affects(VersionScheme::Apk, "1.0-r0", &e), Some(None));
+    }
+
+    #[test]
+    fn explicit_versions_match_exactly() {
+        let mut e = range(false, &[]);
+        e.ranges.clear();
+        e.versions = vec!["1.0.0".into(), "1.0.1".into()];
+        assert_eq!(affects(VersionScheme::SemVer, "1.0.1", &e), Some(None));
+        assert_eq!(affects(VersionScheme::SemVer, "1.0.2", &e), None);
+    }
+}

@@ -1,0 +1,128 @@
+//! CycloneDX 1.5 JSON: the affected packages as components and the findings as
+//! `vulnerabilities` referring to them.
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::ScanReport;
+use crate::matcher::Finding;
+use crate::vulndb::Severity;
+
+fn method(vector: Option<&str>) -> &'static str {
+    match vector {
+        Some(v) if v.starts_with("CVSS:4.0") => "CVSSv4",
+        Some(v) if v.starts_with("CVSS:3.1") => "CVSSv31",
+        Some(v) if v.starts_with("CVSS:3.0") => "CVSSv3",
+        Some(_) => "CVSSv2",
+        None => "other",
+    }
+}
+
+fn source(id: &str) -> Value {
+    let (name, url) = if id.starts_with("CVE-") {
+        ("NVD", format!("https://nvd.nist.gov/vuln/detail/{id}"))
+    } else if id.starts_with("GHSA-") {
+        ("GitHub", format!("https://github.com/advisories/{id}"))
+    } else if id.starts_with("DSA-") || id.starts_with("DLA-") {
+        (
+            "Debian",
+            format!("https://security-tracker.debian.org/tracker/{id}"),
+        )
+    } else {
+        ("OSV", format!("https://osv.dev/vulnerability/{id}"))
+    };
+    json!({"name": name, "url": url})
+}
+
+fn bom_ref(f: &Finding) -> String {
+    if f.package.purl.is_empty() {
+        format!(
+            "{}/{}@{}",
+            f.package.ecosystem, f.package.name, f.package.version
+        )
+    } else {
+        f.package.purl.clone()
+    }
+}
+
+/// Builds the CycloneDX document of a report.
+pub fn render(report: &ScanReport) -> Value {
+    let mut components: Vec<Value> = Vec::new();
+    let mut refs: Vec<String> = Vec::new();
+    let findings: Vec<&Finding> = report
+        .vulnerabilities
+        .iter()
+        .chain(report.malicious_packages.iter())
+        .collect();
+    for f in &findings {
+        let r = bom_ref(f);
+        if !refs.contains(&r) {
+            let mut c = json!({
+                "bom-ref": r,
+                "type": "library",
+                "name": f.package.name,
+                "version": f.package.version,
+            });
+            if !f.package.purl.is_empty() {
+                c["purl"] = json!(f.package.purl);
+            }
+            components.push(c);
+            refs.push(r);
+        }
+    }
+    let vulnerabilities: Vec<Value> = findings
+        .iter()
+        .map(|f| {
+            let mut rating = json!({"severity": if f.severity == Severity::Unknown { "unknown" } else { f.severity.as_str() }, "method": method(f.vector.as_deref())});
+            if let Some(score) = f.score {
+                rating["score"] = json!(score);
+            }
+            if let Some(v) = &f.vector {
+                rating["vector"] = json!(v);
+            }
+            let mut v = json!({
+                "bom-ref": format!("{}/{}", f.id, bom_ref(f)),
+                "id": f.id,
+                "source": source(&f.id),
+                "ratings": [rating],
+                "description": f.title,
+                "affects": [{"ref": bom_ref(f)}],
+                "references": f.aliases.iter().map(|a| json!({"id": a, "source": source(a)})).collect::<Vec<_>>(),
+            });
+            if let Some(link) = &f.link {
+                v["advisories"] = json!([{"url": link}]);
+            }
+            if let Some(fixed) = &f.fixed_version {
+                v["recommendation"] = json!(format!("Upgrade {} to {fixed} or later", f.package.name));
+            }
+            if report.malicious_packages.iter().any(|m| std::ptr::eq(m, *f)) {
+                v["properties"] = json!([{"name": "imagewarden:class", "value": "malicious-package"}]);
+            }
+            v
+        })
+        .collect();
+    // A stable serial number: the same report yields the same document.
+    let digest = Sha256::digest(serde_json::to_vec(&vulnerabilities).unwrap_or_default());
+    let h = hex::encode(&digest[..16]);
+    let serial = format!(
+        "urn:uuid:{}-{}-4{}-a{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    );
+    json!({
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.5",
+        "serialNumber": serial,
+        "version": 1,
+        "metadata": {
+            "timestamp": report.database.built_at,
+            "tools": {"components": [{"type": "application", "name": "imagewarden", "version": report.scanner_version}]},
+            "component": {"bom-ref": report.target, "type": "container", "name": report.target},
+        },
+        "components": components,
+        "vulnerabilities": vulnerabilities,
+    })
+}

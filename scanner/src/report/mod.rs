@@ -1,0 +1,151 @@
+//! Scan reports: [`ScanReport`] is the JSON contract; the printers (table, SARIF,
+//! CycloneDX) only format it.
+//!
+//! Result classes are sibling sections of the report (`vulnerabilities`,
+//! `maliciousPackages`; baseline risks, secrets and malware findings are added
+//! beside them the same way), and `summary` counts vulnerabilities by severity.
+
+pub mod cyclonedx;
+pub mod filter;
+pub mod sarif;
+pub mod table;
+
+use serde::{Deserialize, Serialize};
+
+use crate::inventory::{Inventory, OsInfo};
+use crate::matcher::{Finding, Matches};
+use crate::vulndb::{DbInfo, Severity};
+
+/// The report of one scan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanReport {
+    /// What was scanned, as the user named it.
+    pub target: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    pub os: Option<OsInfo>,
+    pub scanner_version: String,
+    pub database: DatabaseSummary,
+    pub summary: SeveritySummary,
+    pub vulnerabilities: Vec<Finding>,
+    /// Installed packages known to be malicious (OSV `MAL-` records).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub malicious_packages: Vec<Finding>,
+    /// Findings left out by an ignore file, by id (kept so that a report says what it hides).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<String>,
+}
+
+/// Which database the scan used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSummary {
+    /// Content digest of the compiled records; equal digests mean equal answers.
+    pub digest: String,
+    pub built_at: String,
+    pub newest_modified: Option<String>,
+    pub records: u64,
+}
+
+impl From<&DbInfo> for DatabaseSummary {
+    fn from(info: &DbInfo) -> Self {
+        DatabaseSummary {
+            digest: info.digest.clone(),
+            built_at: info.built_at.clone(),
+            newest_modified: info.newest_modified.clone(),
+            records: info.records,
+        }
+    }
+}
+
+/// Count of findings per severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SeveritySummary {
+    pub critical: u64,
+    pub high: u64,
+    pub medium: u64,
+    pub low: u64,
+    pub unknown: u64,
+}
+
+impl SeveritySummary {
+    pub fn count(findings: &[Finding]) -> SeveritySummary {
+        let mut s = SeveritySummary::default();
+        for f in findings {
+            *s.get_mut(f.severity) += 1;
+        }
+        s
+    }
+
+    fn get_mut(&mut self, sev: Severity) -> &mut u64 {
+        match sev {
+            Severity::Critical => &mut self.critical,
+            Severity::High => &mut self.high,
+            Severity::Medium => &mut self.medium,
+            Severity::Low => &mut self.low,
+            Severity::Unknown => &mut self.unknown,
+        }
+    }
+
+    pub fn get(&self, sev: Severity) -> u64 {
+        match sev {
+            Severity::Critical => self.critical,
+            Severity::High => self.high,
+            Severity::Medium => self.medium,
+            Severity::Low => self.low,
+            Severity::Unknown => self.unknown,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.critical + self.high + self.medium + self.low + self.unknown
+    }
+}
+
+impl ScanReport {
+    /// Builds the report of `inventory` from what matching (and filtering) kept.
+    pub fn new(
+        inventory: &Inventory,
+        db: &DbInfo,
+        matches: Matches,
+        ignored: Vec<String>,
+    ) -> ScanReport {
+        ScanReport {
+            target: inventory.target.clone(),
+            digest: inventory.digest.clone(),
+            os: inventory.os.clone(),
+            scanner_version: crate::SCANNER_VERSION.to_string(),
+            database: DatabaseSummary::from(db),
+            summary: SeveritySummary::count(&matches.vulnerabilities),
+            vulnerabilities: matches.vulnerabilities,
+            malicious_packages: matches.malicious_packages,
+            ignored,
+        }
+    }
+
+    /// Whether any vulnerability or malicious package at or above `threshold` remains.
+    pub fn has_findings_at_or_above(&self, threshold: Severity) -> bool {
+        !self.malicious_packages.is_empty()
+            || self.vulnerabilities.iter().any(|f| f.severity >= threshold)
+    }
+}
+
+/// Output formats of `imagewarden scan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Sarif,
+    Cyclonedx,
+}
+
+/// Renders `report` in `format`.
+pub fn render(report: &ScanReport, format: Format) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Table => table::render(report),
+        Format::Json => serde_json::to_string_pretty(report)? + "\n",
+        Format::Sarif => serde_json::to_string_pretty(&sarif::render(report))? + "\n",
+        Format::Cyclonedx => serde_json::to_string_pretty(&cyclonedx::render(report))? + "\n",
+    })
+}

@@ -1,0 +1,92 @@
+//! The human-readable table.
+
+use std::fmt::Write;
+
+use super::ScanReport;
+use crate::vulndb::Severity;
+
+fn cell(s: &str, width: usize) -> String {
+    let mut out: String = s.chars().take(width).collect();
+    if s.chars().count() > width && width > 1 {
+        out.pop();
+        out.push('…');
+    }
+    out
+}
+
+/// Renders the report as a plain-text table, most severe first.
+pub fn render(report: &ScanReport) -> String {
+    let mut out = String::new();
+    let os = report
+        .os
+        .as_ref()
+        .map(|o| format!(" ({} {})", o.family, o.version))
+        .unwrap_or_default();
+    let s = &report.summary;
+    let _ = writeln!(out, "{}{}", report.target, os);
+    let _ = writeln!(
+        out,
+        "Total: {} (CRITICAL: {}, HIGH: {}, MEDIUM: {}, LOW: {}, UNKNOWN: {})",
+        s.total(),
+        s.critical,
+        s.high,
+        s.medium,
+        s.low,
+        s.unknown
+    );
+    if !report.vulnerabilities.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<28} {:<24} {:<20} {:<9} {:<24} TITLE",
+            "PACKAGE", "VERSION", "ID", "SEVERITY", "FIXED"
+        );
+        for f in &report.vulnerabilities {
+            let sev = match f.score {
+                Some(score) => format!("{} {score:.1}", sev_label(f.severity)),
+                None => sev_label(f.severity).to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<28} {:<24} {:<20} {:<9} {:<24} {}",
+                cell(&f.package.name, 28),
+                cell(&f.package.version, 24),
+                cell(&f.id, 20),
+                cell(&sev, 9),
+                cell(f.fixed_version.as_deref().unwrap_or("-"), 24),
+                cell(&f.title, 60)
+            );
+        }
+    }
+    if !report.malicious_packages.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nMalicious packages: {}",
+            report.malicious_packages.len()
+        );
+        for f in &report.malicious_packages {
+            let _ = writeln!(
+                out,
+                "{:<28} {:<24} {:<20} {}",
+                cell(&f.package.name, 28),
+                cell(&f.package.version, 24),
+                f.id,
+                f.title
+            );
+        }
+    }
+    if !report.ignored.is_empty() {
+        let _ = writeln!(out, "\nIgnored: {}", report.ignored.join(", "));
+    }
+    out
+}
+
+fn sev_label(s: Severity) -> &'static str {
+    match s {
+        Severity::Critical => "CRITICAL",
+        Severity::High => "HIGH",
+        Severity::Medium => "MEDIUM",
+        Severity::Low => "LOW",
+        Severity::Unknown => "UNKNOWN",
+    }
+}

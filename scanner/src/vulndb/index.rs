@@ -1,0 +1,328 @@
+//! The compiled index file.
+//!
+//! Layout (all integers little-endian):
+//! ```text
+//! header   magic "IWVDB\0\x01\n", u32 format, u32 flags,
+//!          5 × (u64 offset, u64 length): meta, keys, names, advisories, blobs
+//! meta     JSON [`DbInfo`]
+//! keys     sorted fixed-size entries: u32 name offset, u32 name length,
+//!          u64 blob offset, u32 blob length, u32 reserved (24 bytes)
+//! names    "<ecosystem key>\0<package name>" strings the keys point into
+//! advisories  fixed-size entries: u64 blob offset, u32 blob length, u32 reserved (16 bytes)
+//! blobs    postcard-encoded `Vec<AffectedPackage>` per key and `Advisory` per advisory
+//! ```
+//! Opening maps the file and parses only the header and meta: lookups binary-search
+//! the key table in place, and a package's records are decoded only when it is queried.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Advisory, AffectedPackage, DbError};
+
+const MAGIC: &[u8; 8] = b"IWVDB\0\x01\n";
+/// Version of the index layout this scanner writes and reads.
+pub const FORMAT: u32 = 1;
+const HEADER_LEN: usize = 8 + 4 + 4 + 5 * 16;
+const KEY_ENTRY: usize = 24;
+const ADV_ENTRY: usize = 16;
+
+/// What an index holds, stored in the index and printed by `imagewarden db info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DbInfo {
+    pub format: u32,
+    /// Content digest (`sha256:...`) of the compiled records: equal digests mean equal answers.
+    pub digest: String,
+    /// When the index was compiled (RFC 3339 UTC).
+    pub built_at: String,
+    pub scanner_version: String,
+    pub sources: Vec<String>,
+    /// Advisories kept (withdrawn ones are not).
+    pub records: u64,
+    /// Of which `MAL-` (malicious package) records.
+    pub malicious_records: u64,
+    pub withdrawn_skipped: u64,
+    /// Newest `modified` timestamp among kept records.
+    pub newest_modified: Option<String>,
+    /// Per ecosystem key (`Debian:9`, `PyPI`): advisories and package names.
+    pub ecosystems: BTreeMap<String, EcosystemStats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct EcosystemStats {
+    pub records: u64,
+    pub packages: u64,
+}
+
+/// The key a package's entries are filed under.
+pub fn package_key(ecosystem_key: &str, name: &str) -> String {
+    format!("{ecosystem_key}\0{name}")
+}
+
+/// Writes an index from advisories and per-package entries (`by_key` sorted by key bytes).
+pub(crate) fn write_index(
+    out: &mut impl Write,
+    mut info: DbInfo,
+    advisories: &[Advisory],
+    by_key: &BTreeMap<String, Vec<AffectedPackage>>,
+) -> anyhow::Result<DbInfo> {
+    let mut keys = Vec::with_capacity(by_key.len() * KEY_ENTRY);
+    let mut names = Vec::new();
+    let mut blobs = Vec::new();
+    let mut adv_table = Vec::with_capacity(advisories.len() * ADV_ENTRY);
+    let mut hasher = Sha256::new();
+    for (key, entries) in by_key {
+        let blob = postcard::to_allocvec(entries)?;
+        keys.extend_from_slice(&(names.len() as u32).to_le_bytes());
+        keys.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        keys.extend_from_slice(&(blobs.len() as u64).to_le_bytes());
+        keys.extend_from_slice(&(blob.len() as u32).to_le_bytes());
+        keys.extend_from_slice(&0u32.to_le_bytes());
+        names.extend_from_slice(key.as_bytes());
+        hasher.update(key.as_bytes());
+        hasher.update(&blob);
+        blobs.extend_from_slice(&blob);
+    }
+    for adv in advisories {
+        let blob = postcard::to_allocvec(adv)?;
+        adv_table.extend_from_slice(&(blobs.len() as u64).to_le_bytes());
+        adv_table.extend_from_slice(&(blob.len() as u32).to_le_bytes());
+        adv_table.extend_from_slice(&0u32.to_le_bytes());
+        hasher.update(&blob);
+        blobs.extend_from_slice(&blob);
+    }
+    info.format = FORMAT;
+    info.digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+    let meta = serde_json::to_vec(&info)?;
+    let sections = [&meta, &keys, &names, &adv_table, &blobs];
+    let mut header = Vec::with_capacity(HEADER_LEN);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&FORMAT.to_le_bytes());
+    header.extend_from_slice(&0u32.to_le_bytes());
+    let mut offset = HEADER_LEN as u64;
+    for s in sections {
+        header.extend_from_slice(&offset.to_le_bytes());
+        header.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        offset += s.len() as u64;
+    }
+    out.write_all(&header)?;
+    for s in sections {
+        out.write_all(s)?;
+    }
+    out.flush()?;
+    Ok(info)
+}
+
+enum Backing {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Backing {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Backing::Mapped(m) => m,
+            Backing::Owned(v) => v,
+        }
+    }
+}
+
+/// An opened vulnerability database. Cheap to share (`Arc<Db>`); all lookups take `&self`.
+pub struct Db {
+    data: Backing,
+    origin: String,
+    info: DbInfo,
+    keys: (usize, usize),
+    names: (usize, usize),
+    advisories: (usize, usize),
+    blobs: (usize, usize),
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("origin", &self.origin)
+            .field("records", &self.info.records)
+            .finish()
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+impl Db {
+    /// Opens an index file by mapping it; only the header and metadata are read.
+    pub fn open_index(path: &Path) -> Result<Db, DbError> {
+        let file = std::fs::File::open(path).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot open vulnerability index {}: {e}", path.display()),
+            )
+        })?;
+        // SAFETY: the index is written once by `db build` and never modified in place;
+        // replacing it (rename) leaves this mapping on the old inode.
+        let map = unsafe { memmap2::Mmap::map(&file) }?;
+        Db::from_backing(Backing::Mapped(map), path.display().to_string())
+    }
+
+    /// Reads an index held in memory (e.g. built from OSV sources without a file).
+    pub fn from_bytes(bytes: Vec<u8>, origin: &str) -> Result<Db, DbError> {
+        Db::from_backing(Backing::Owned(bytes), origin.to_string())
+    }
+
+    /// Whether the file at `path` starts like an index file.
+    pub fn is_index_file(path: &Path) -> bool {
+        use std::io::Read;
+        let mut magic = [0u8; 8];
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok()
+            && &magic == MAGIC
+    }
+
+    fn from_backing(data: Backing, origin: String) -> Result<Db, DbError> {
+        let b = data.bytes();
+        let corrupt = |what: &str| DbError::Corrupt {
+            path: origin.clone(),
+            what: what.to_string(),
+        };
+        if b.len() < HEADER_LEN || &b[..8] != MAGIC {
+            return Err(DbError::BadMagic { path: origin });
+        }
+        let format = u32_at(b, 8);
+        if format != FORMAT {
+            return Err(DbError::UnsupportedFormat {
+                path: origin,
+                found: format,
+                supported: FORMAT,
+            });
+        }
+        let mut sections = [(0usize, 0usize); 5];
+        for (i, s) in sections.iter_mut().enumerate() {
+            let off = u64_at(b, 16 + i * 16) as usize;
+            let len = u64_at(b, 24 + i * 16) as usize;
+            if off.checked_add(len).is_none_or(|end| end > b.len()) {
+                return Err(corrupt("section past end of file"));
+            }
+            *s = (off, len);
+        }
+        let [meta, keys, names, advisories, blobs] = sections;
+        if keys.1 % KEY_ENTRY != 0 || advisories.1 % ADV_ENTRY != 0 {
+            return Err(corrupt("table size"));
+        }
+        let info: DbInfo = serde_json::from_slice(&b[meta.0..meta.0 + meta.1])
+            .map_err(|e| corrupt(&format!("metadata: {e}")))?;
+        Ok(Db {
+            data,
+            origin,
+            info,
+            keys,
+            names,
+            advisories,
+            blobs,
+        })
+    }
+
+    /// What the index holds.
+    pub fn info(&self) -> &DbInfo {
+        &self.info
+    }
+
+    /// Where the database was loaded from.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Size of the index in bytes.
+    pub fn size(&self) -> usize {
+        self.data.bytes().len()
+    }
+
+    fn key_count(&self) -> usize {
+        self.keys.1 / KEY_ENTRY
+    }
+
+    fn key_name(&self, i: usize) -> &[u8] {
+        let b = self.data.bytes();
+        let at = self.keys.0 + i * KEY_ENTRY;
+        let off = self.names.0 + u32_at(b, at) as usize;
+        let len = u32_at(b, at + 4) as usize;
+        b.get(off..off + len).unwrap_or(&[])
+    }
+
+    fn blob(&self, off: u64, len: u32) -> Result<&[u8], DbError> {
+        let start = self.blobs.0 + off as usize;
+        let end = start + len as usize;
+        if end > self.blobs.0 + self.blobs.1 {
+            return Err(DbError::Corrupt {
+                path: self.origin.clone(),
+                what: "record past end of blobs".into(),
+            });
+        }
+        Ok(&self.data.bytes()[start..end])
+    }
+
+    /// The entries of every advisory affecting `name` in `ecosystem_key`
+    /// (`Debian:9`, `PyPI`, ...; the name already normalized, see [`super::ecosystem`]).
+    pub fn affected(
+        &self,
+        ecosystem_key: &str,
+        name: &str,
+    ) -> Result<Vec<AffectedPackage>, DbError> {
+        let key = package_key(ecosystem_key, name);
+        let (mut lo, mut hi) = (0, self.key_count());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.key_name(mid).cmp(key.as_bytes()) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => {
+                    let b = self.data.bytes();
+                    let at = self.keys.0 + mid * KEY_ENTRY;
+                    let blob = self.blob(u64_at(b, at + 8), u32_at(b, at + 16))?;
+                    return postcard::from_bytes(blob).map_err(|e| DbError::Corrupt {
+                        path: self.origin.clone(),
+                        what: format!("entries of {ecosystem_key}/{name}: {e}"),
+                    });
+                }
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// The advisory at position `index` (from [`AffectedPackage::advisory`]).
+    pub fn advisory(&self, index: u32) -> Result<Advisory, DbError> {
+        let i = index as usize;
+        if i >= self.advisories.1 / ADV_ENTRY {
+            return Err(DbError::Corrupt {
+                path: self.origin.clone(),
+                what: format!("advisory {index} out of range"),
+            });
+        }
+        let b = self.data.bytes();
+        let at = self.advisories.0 + i * ADV_ENTRY;
+        let blob = self.blob(u64_at(b, at), u32_at(b, at + 8))?;
+        postcard::from_bytes(blob).map_err(|e| DbError::Corrupt {
+            path: self.origin.clone(),
+            what: format!("advisory {index}: {e}"),
+        })
+    }
+
+    /// Every (ecosystem key, package name) the index has entries for, in key order.
+    pub fn packages(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        (0..self.key_count()).filter_map(|i| {
+            let k = std::str::from_utf8(self.key_name(i)).ok()?;
+            let (e, n) = k.split_once('\0')?;
+            Some((e.to_string(), n.to_string()))
+        })
+    }
+}

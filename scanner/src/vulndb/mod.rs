@@ -1,0 +1,84 @@
+//! The vulnerability database: OSV records compiled into one index file.
+//!
+//! [`DbBuilder`] reads OSV records (directories of JSON, osv.dev `all.zip`
+//! archives, http(s) base URLs) and writes the index; [`Db`] opens an index
+//! (memory-mapped) or builds one in memory from OSV sources, and answers
+//! "which advisories affect this package" for the matcher.
+
+pub mod ecosystem;
+pub mod index;
+pub mod osv;
+pub mod severity;
+pub mod source;
+pub mod version;
+
+pub use index::{Db, DbInfo, EcosystemStats};
+pub use severity::{Rating, Severity};
+pub use source::DbBuilder;
+
+use serde::{Deserialize, Serialize};
+
+/// One advisory, as the index keeps it: what a report shows, without the
+/// per-package ranges (those live in [`AffectedPackage`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Advisory {
+    pub id: String,
+    /// Other ids of the same issue (`aliases` and `upstream` of the OSV record).
+    pub aliases: Vec<String>,
+    /// The OSV `summary`, else the first line of `details`.
+    pub title: String,
+    /// The advisory's own page when it names one, else its first reference.
+    pub link: Option<String>,
+    pub modified: Option<String>,
+    pub published: Option<String>,
+    /// Record-level rating, when the record has one.
+    pub rating: Option<Rating>,
+    /// An OSV `MAL-` record: the package is malicious, not vulnerable.
+    pub malicious: bool,
+}
+
+/// One `affected[]` entry of an advisory, filed under its (ecosystem, package) key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AffectedPackage {
+    /// Position of the advisory in the index (see [`Db::advisory`]).
+    pub advisory: u32,
+    pub ranges: Vec<VersionRange>,
+    /// Explicitly listed affected versions.
+    pub versions: Vec<String>,
+    /// Rating specific to this package (per-affected `severity`, distro urgency), when given.
+    pub rating: Option<Rating>,
+}
+
+/// An OSV range of type `ECOSYSTEM` or `SEMVER` (`GIT` ranges are not kept:
+/// installed packages carry versions, not commits).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionRange {
+    /// `SEMVER` range: compared with SemVer rules whatever the ecosystem.
+    pub semver: bool,
+    pub events: Vec<RangeEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RangeEvent {
+    Introduced(String),
+    Fixed(String),
+    LastAffected(String),
+    Limit(String),
+}
+
+/// Errors of the vulnerability database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("{path}: not an imagewarden vulnerability index (bad magic); build one with `imagewarden db build`")]
+    BadMagic { path: String },
+    #[error("{path}: index format {found} is not supported (this scanner reads {supported}); rebuild it with this scanner")]
+    UnsupportedFormat {
+        path: String,
+        found: u32,
+        supported: u32,
+    },
+    #[error("{path}: index is truncated or corrupt ({what}); rebuild it")]
+    Corrupt { path: String, what: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}

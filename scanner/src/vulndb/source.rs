@@ -1,0 +1,447 @@
+//! Reading OSV records from their sources and compiling them: [`DbBuilder`].
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io::{Cursor, Read, Seek};
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use super::ecosystem::{normalize_name, parse_osv_ecosystem};
+use super::index::{package_key, write_index, Db, DbInfo};
+use super::osv::{OsvAffected, OsvRecord};
+use super::severity::{rate_osv, rate_specific};
+use super::{Advisory, AffectedPackage, RangeEvent, VersionRange};
+
+/// Ecosystems fetched from an http(s) base URL laid out as osv.dev's bucket
+/// (`<base>/<Ecosystem>/all.zip`).
+pub const URL_ECOSYSTEMS: [&str; 15] = [
+    "Debian",
+    "Ubuntu",
+    "Alpine",
+    "Rocky Linux",
+    "AlmaLinux",
+    "PyPI",
+    "npm",
+    "Go",
+    "Maven",
+    "crates.io",
+    "Packagist",
+    "RubyGems",
+    "NuGet",
+    "SUSE",
+    "openSUSE",
+];
+
+/// Collects OSV records and compiles them into an index.
+#[derive(Default)]
+pub struct DbBuilder {
+    advisories: Vec<Advisory>,
+    by_key: BTreeMap<String, Vec<AffectedPackage>>,
+    seen: HashSet<String>,
+    /// Per ecosystem key: advisory positions, to count records.
+    eco_records: BTreeMap<String, BTreeSet<u32>>,
+    sources: Vec<String>,
+    withdrawn: u64,
+    duplicates: u64,
+    unreadable: u64,
+    newest_modified: Option<String>,
+}
+
+impl DbBuilder {
+    pub fn new() -> DbBuilder {
+        DbBuilder::default()
+    }
+
+    /// Number of advisories collected so far.
+    pub fn len(&self) -> usize {
+        self.advisories.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.advisories.is_empty()
+    }
+
+    /// Adds one OSV record. Withdrawn records and repeated ids are skipped;
+    /// `affected` entries of ecosystems the scanner has no packages for are dropped.
+    pub fn add_record(&mut self, rec: OsvRecord) {
+        if rec.withdrawn.is_some() {
+            self.withdrawn += 1;
+            return;
+        }
+        if !self.seen.insert(rec.id.clone()) {
+            self.duplicates += 1;
+            return;
+        }
+        let index = self.advisories.len() as u32;
+        // Go records of unknown age carry the zero time; it is no information.
+        if let Some(m) = rec.modified.as_deref().filter(|m| !m.starts_with("0001-")) {
+            if self.newest_modified.as_deref().is_none_or(|n| m > n) {
+                self.newest_modified = Some(m.to_string());
+            }
+        }
+        for affected in &rec.affected {
+            let Some(pkg) = &affected.package else {
+                continue;
+            };
+            let Some((ecosystem, eco_key)) = parse_osv_ecosystem(&pkg.ecosystem) else {
+                continue;
+            };
+            let entry = compile_affected(index, affected);
+            if entry.ranges.is_empty() && entry.versions.is_empty() {
+                continue;
+            }
+            let name = normalize_name(ecosystem, &pkg.name);
+            self.eco_records
+                .entry(eco_key.clone())
+                .or_default()
+                .insert(index);
+            self.by_key
+                .entry(package_key(&eco_key, &name))
+                .or_default()
+                .push(entry);
+        }
+        self.advisories.push(compile_advisory(&rec));
+    }
+
+    /// Adds records from a JSON document: one record, or an array of records.
+    pub fn add_json(&mut self, bytes: &[u8], origin: &str) {
+        let value: serde_json::Value = match serde_json::from_slice(bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(%origin, error = %e, "skipping file that is not JSON");
+                self.unreadable += 1;
+                return;
+            }
+        };
+        let items = match value {
+            serde_json::Value::Array(items) => items,
+            other => vec![other],
+        };
+        for item in items {
+            match serde_json::from_value::<OsvRecord>(item) {
+                Ok(rec) => self.add_record(rec),
+                Err(e) => {
+                    tracing::warn!(%origin, error = %e, "skipping JSON that is not an OSV record");
+                    self.unreadable += 1;
+                }
+            }
+        }
+    }
+
+    /// Adds every `.json` member of a zip archive (osv.dev's `all.zip`).
+    pub fn add_zip<R: Read + Seek>(&mut self, reader: R, origin: &str) -> anyhow::Result<()> {
+        let mut zip =
+            zip::ZipArchive::new(reader).with_context(|| format!("{origin}: not a zip archive"))?;
+        let mut buf = Vec::new();
+        for i in 0..zip.len() {
+            let mut file = zip
+                .by_index(i)
+                .with_context(|| format!("{origin}: member {i}"))?;
+            if !file.is_file() || !file.name().ends_with(".json") {
+                continue;
+            }
+            let name = format!("{origin}!{}", file.name());
+            buf.clear();
+            file.read_to_end(&mut buf)
+                .with_context(|| format!("reading {name}"))?;
+            self.add_json(&buf, &name);
+        }
+        Ok(())
+    }
+
+    /// Adds every `.json` file and `.zip` archive under a directory, recursively.
+    pub fn add_dir(&mut self, dir: &Path) -> anyhow::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read OSV directory {}", dir.display()))?
+            .collect::<Result<_, _>>()?;
+        // Sorted, so that which of two records with one id wins does not depend on the file system.
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                self.add_dir(&path)?;
+            } else if path.extension().is_some_and(|e| e == "json") {
+                let bytes =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                self.add_json(&bytes, &path.display().to_string());
+            } else if path.extension().is_some_and(|e| e == "zip") {
+                self.add_zip_file(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add_zip_file(&mut self, path: &Path) -> anyhow::Result<()> {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        self.add_zip(std::io::BufReader::new(file), &path.display().to_string())
+    }
+
+    /// Adds a source as the CLI names it: a directory, a zip file, a JSON file, or an
+    /// http(s) URL (a `.zip` URL, or a base URL with `<Ecosystem>/all.zip` under it).
+    pub fn add_source(&mut self, source: &str) -> anyhow::Result<()> {
+        if source.starts_with("http://") || source.starts_with("https://") {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the HTTP client runtime")?;
+            let archives = runtime.block_on(fetch_url_source(source))?;
+            for (url, bytes) in archives {
+                self.add_zip(Cursor::new(bytes), &url)?;
+            }
+        } else {
+            let path = Path::new(source);
+            let meta = std::fs::metadata(path)
+                .with_context(|| format!("OSV source {source}: no such file or directory (expected a directory, a .zip, or an http(s) URL)"))?;
+            if meta.is_dir() {
+                self.add_dir(path)?;
+            } else if source.ends_with(".json") {
+                let bytes = std::fs::read(path).with_context(|| format!("reading {source}"))?;
+                self.add_json(&bytes, source);
+            } else {
+                self.add_zip_file(path)?;
+            }
+        }
+        self.sources.push(source.to_string());
+        Ok(())
+    }
+
+    fn info(&self) -> DbInfo {
+        let mut ecosystems: BTreeMap<String, super::EcosystemStats> = self
+            .eco_records
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    super::EcosystemStats {
+                        records: v.len() as u64,
+                        packages: 0,
+                    },
+                )
+            })
+            .collect();
+        for key in self.by_key.keys() {
+            if let Some((eco, _)) = key.split_once('\0') {
+                if let Some(s) = ecosystems.get_mut(eco) {
+                    s.packages += 1;
+                }
+            }
+        }
+        DbInfo {
+            format: super::index::FORMAT,
+            digest: String::new(),
+            built_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            scanner_version: crate::SCANNER_VERSION.to_string(),
+            sources: self.sources.clone(),
+            records: self.advisories.len() as u64,
+            malicious_records: self.advisories.iter().filter(|a| a.malicious).count() as u64,
+            withdrawn_skipped: self.withdrawn,
+            newest_modified: self.newest_modified.clone(),
+            ecosystems,
+        }
+    }
+
+    /// Writes the index to `out`.
+    pub fn write(&self, out: &mut impl std::io::Write) -> anyhow::Result<DbInfo> {
+        if self.duplicates > 0 || self.unreadable > 0 {
+            tracing::info!(
+                duplicates = self.duplicates,
+                unreadable = self.unreadable,
+                "records skipped while compiling"
+            );
+        }
+        write_index(out, self.info(), &self.advisories, &self.by_key)
+    }
+
+    /// Writes the index to `path` atomically (a temporary file renamed over it), so a
+    /// scanner that has the old index mapped keeps reading a complete file.
+    pub fn write_file(&self, path: &Path) -> anyhow::Result<DbInfo> {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("index"),
+            std::process::id()
+        ));
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(&tmp)
+                .with_context(|| format!("cannot create {}", tmp.display()))?,
+        );
+        let info = self.write(&mut out)?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot move the index into place at {}", path.display()))?;
+        Ok(info)
+    }
+
+    /// Compiles the index in memory and opens it.
+    pub fn into_db(self, origin: &str) -> anyhow::Result<Db> {
+        let mut bytes = Vec::new();
+        self.write(&mut bytes)?;
+        Ok(Db::from_bytes(bytes, origin)?)
+    }
+}
+
+impl Db {
+    /// Opens what `--db` names: one index file, or OSV sources (directories, zip
+    /// files, URLs) compiled in memory.
+    pub fn load(sources: &[String]) -> anyhow::Result<Db> {
+        if let [single] = sources {
+            let path = Path::new(single);
+            if path.is_file() && Db::is_index_file(path) {
+                return Ok(Db::open_index(path)?);
+            }
+        }
+        let mut builder = DbBuilder::new();
+        for s in sources {
+            builder.add_source(s)?;
+        }
+        if builder.is_empty() {
+            anyhow::bail!("no OSV records found in {}", sources.join(", "));
+        }
+        builder.into_db(&sources.join(","))
+    }
+}
+
+/// Downloads the archives of an http(s) source: the URL itself when it names a
+/// `.zip`, else `<base>/<Ecosystem>/all.zip` for each of [`URL_ECOSYSTEMS`]
+/// (ecosystems the server does not have are skipped).
+pub async fn fetch_url_source(url: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("imagewarden/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("building the HTTP client")?;
+    let urls: Vec<String> = if url.ends_with(".zip") {
+        vec![url.to_string()]
+    } else {
+        let base = url.trim_end_matches('/');
+        URL_ECOSYSTEMS
+            .iter()
+            .map(|e| format!("{base}/{}/all.zip", e.replace(' ', "%20")))
+            .collect()
+    };
+    let single = urls.len() == 1;
+    let mut out = Vec::new();
+    for u in urls {
+        let resp = client
+            .get(&u)
+            .send()
+            .await
+            .with_context(|| format!("fetching {u}"))?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND && !single {
+            tracing::debug!(url = %u, "no archive for this ecosystem");
+            continue;
+        }
+        let resp = resp
+            .error_for_status()
+            .with_context(|| format!("fetching {u}"))?;
+        let bytes = resp.bytes().await.with_context(|| format!("reading {u}"))?;
+        out.push((u, bytes.to_vec()));
+    }
+    if out.is_empty() {
+        anyhow::bail!("{url}: no <Ecosystem>/all.zip archive found under this base URL");
+    }
+    Ok(out)
+}
+
+fn compile_advisory(rec: &OsvRecord) -> Advisory {
+    let mut aliases: Vec<String> = Vec::new();
+    for a in rec.aliases.iter().chain(rec.upstream.iter()) {
+        if a != &rec.id && !aliases.contains(a) {
+            aliases.push(a.clone());
+        }
+    }
+    let title = rec
+        .summary
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            rec.details
+                .as_deref()
+                .and_then(|d| d.lines().map(str::trim).find(|l| !l.is_empty()))
+        })
+        .map(|t| truncate(t, 200))
+        .unwrap_or_default();
+    let link = rec
+        .references
+        .iter()
+        .find(|r| r.kind == "ADVISORY")
+        .or_else(|| rec.references.first())
+        .map(|r| r.url.clone())
+        .or_else(|| default_link(&rec.id));
+    let rating = rate_osv(&rec.severity).or_else(|| rate_specific(rec.database_specific.as_ref()));
+    Advisory {
+        id: rec.id.clone(),
+        aliases,
+        title,
+        link,
+        modified: rec.modified.clone(),
+        published: rec.published.clone(),
+        rating,
+        malicious: rec.id.starts_with("MAL-"),
+    }
+}
+
+/// The public page of well-known advisory ids, for records that list no reference.
+fn default_link(id: &str) -> Option<String> {
+    if id.starts_with("DSA-") || id.starts_with("DLA-") {
+        Some(format!("https://security-tracker.debian.org/tracker/{id}"))
+    } else if let Some(cve) = id.strip_prefix("ALPINE-") {
+        Some(format!("https://security.alpinelinux.org/vuln/{cve}"))
+    } else if id.starts_with("CVE-") {
+        Some(format!("https://nvd.nist.gov/vuln/detail/{id}"))
+    } else {
+        Some(format!("https://osv.dev/vulnerability/{id}"))
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn compile_affected(advisory: u32, a: &OsvAffected) -> AffectedPackage {
+    let ranges = a
+        .ranges
+        .iter()
+        .filter(|r| r.kind == "ECOSYSTEM" || r.kind == "SEMVER")
+        .map(|r| VersionRange {
+            semver: r.kind == "SEMVER",
+            events: r
+                .events
+                .iter()
+                .filter_map(|e| {
+                    if let Some(v) = &e.introduced {
+                        Some(RangeEvent::Introduced(v.clone()))
+                    } else if let Some(v) = &e.fixed {
+                        Some(RangeEvent::Fixed(v.clone()))
+                    } else if let Some(v) = &e.last_affected {
+                        Some(RangeEvent::LastAffected(v.clone()))
+                    } else {
+                        e.limit.as_ref().map(|v| RangeEvent::Limit(v.clone()))
+                    }
+                })
+                .collect(),
+        })
+        .filter(|r| !r.events.is_empty())
+        .collect();
+    let rating = rate_osv(&a.severity)
+        .or_else(|| rate_specific(a.ecosystem_specific.as_ref()))
+        .or_else(|| rate_specific(a.database_specific.as_ref()));
+    AffectedPackage {
+        advisory,
+        ranges,
+        versions: a.versions.clone(),
+        rating,
+    }
+}
