@@ -3,9 +3,12 @@
 //!
 //! This crate knows nothing of Kubernetes; the operator wraps it.
 
+pub mod analyzer;
 pub mod inventory;
+pub mod layer;
 pub mod matcher;
 pub mod report;
+pub mod source;
 pub mod vulndb;
 
 /// Version of the scanner, recorded in every result so that results made by an

@@ -1,14 +1,187 @@
 //! `imagewarden inventory`.
 
+use imagewarden_scanner::inventory::Inventory;
+use imagewarden_scanner::source::{self, ImageRef, Platform, PullOptions, RegistryCredentials};
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// Output formats of `imagewarden inventory`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Json,
+    Cyclonedx,
+    Table,
+}
 
 /// Arguments of `imagewarden inventory`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The image: a registry reference, or oci-layout:DIR, docker-archive:FILE, oci-archive:FILE, dir:ROOTFS.
+    /// The image: a registry reference, or oci-layout:DIR[:TAG], docker-archive:FILE, oci-archive:FILE, dir:ROOTFS, sbom:FILE.
     pub target: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Write the output to this file instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Platform to take from a multi-platform image (os/arch[/variant]).
+    #[arg(long, default_value = "linux/amd64")]
+    pub platform: Platform,
+    /// Registry user name (basic authentication).
+    #[arg(long, env = "IMAGEWARDEN_USERNAME")]
+    pub username: Option<String>,
+    /// Registry password.
+    #[arg(long, env = "IMAGEWARDEN_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Registry bearer token.
+    #[arg(long, env = "IMAGEWARDEN_REGISTRY_TOKEN", hide_env_values = true)]
+    pub registry_token: Option<String>,
+    /// Docker config.json (or the directory holding it) to take registry credentials from.
+    #[arg(long)]
+    pub registry_config: Option<PathBuf>,
+    /// PEM file with CA certificates to trust for the registry.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Talk plain HTTP to the registry.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("imagewarden inventory is not available in this build yet")
+impl Args {
+    fn pull_options(&self) -> PullOptions {
+        PullOptions {
+            credentials: RegistryCredentials {
+                username: self.username.clone(),
+                password: self.password.clone(),
+                bearer_token: self.registry_token.clone(),
+                docker_config: self.registry_config.clone(),
+            },
+            ca_file: self.ca_file.clone(),
+            insecure: self.insecure,
+            platform: self.platform.clone(),
+            progress: true,
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let target = ImageRef::parse(&args.target)?;
+    let opts = args.pull_options();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let scanned = runtime.block_on(source::scan(&target, &opts))?;
+    let text = match args.format {
+        Format::Json => serde_json::to_string_pretty(&scanned.inventory)? + "\n",
+        Format::Cyclonedx => serde_json::to_string_pretty(&cyclonedx(&scanned.inventory))? + "\n",
+        Format::Table => table(&scanned.inventory),
+    };
+    match &args.output {
+        Some(p) => std::fs::write(p, text)?,
+        None => std::io::stdout().lock().write_all(text.as_bytes())?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// CycloneDX 1.5 JSON of an inventory.
+pub fn cyclonedx(inv: &Inventory) -> serde_json::Value {
+    let mut components: Vec<serde_json::Value> = Vec::new();
+    if let Some(os) = &inv.os {
+        components.push(serde_json::json!({
+            "type": "operating-system",
+            "bom-ref": format!("os:{}@{}", os.family, os.version),
+            "name": os.family,
+            "version": os.version,
+        }));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for p in &inv.packages {
+        // bom-refs must be unique; the same package found at two paths is listed once per path.
+        let mut bom_ref = p.purl.clone();
+        if !seen.insert(bom_ref.clone()) {
+            bom_ref = format!("{}#{}", p.purl, p.path);
+            seen.insert(bom_ref.clone());
+        }
+        let mut props = vec![
+            serde_json::json!({"name": "imagewarden:ecosystem", "value": p.ecosystem.as_str()}),
+            serde_json::json!({"name": "imagewarden:path", "value": p.path}),
+        ];
+        if let Some(l) = &p.layer {
+            props.push(serde_json::json!({"name": "imagewarden:layer", "value": l}));
+        }
+        if let Some(s) = &p.source_name {
+            props.push(serde_json::json!({"name": "imagewarden:sourceName", "value": s}));
+        }
+        if let Some(s) = &p.source_version {
+            props.push(serde_json::json!({"name": "imagewarden:sourceVersion", "value": s}));
+        }
+        components.push(serde_json::json!({
+            "type": "library",
+            "bom-ref": bom_ref,
+            "name": p.name,
+            "version": p.version,
+            "purl": p.purl,
+            "properties": props,
+        }));
+    }
+    let mut metadata = serde_json::json!({
+        "tools": {"components": [{"type": "application", "name": "imagewarden", "version": imagewarden_scanner::SCANNER_VERSION}]},
+        "component": {"type": "container", "bom-ref": "image", "name": inv.target},
+    });
+    if let Some(d) = &inv.digest {
+        metadata["component"]["version"] = serde_json::Value::String(d.clone());
+    }
+    serde_json::json!({
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.5",
+        "version": 1,
+        "metadata": metadata,
+        "components": components,
+    })
+}
+
+/// A plain table: one package a line.
+pub fn table(inv: &Inventory) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("Target: {}\n", inv.target));
+    if let Some(d) = &inv.digest {
+        out.push_str(&format!("Digest: {d}\n"));
+    }
+    match &inv.os {
+        Some(os) => out.push_str(&format!("OS:     {} {}\n", os.family, os.version)),
+        None => out.push_str("OS:     unknown\n"),
+    }
+    out.push_str(&format!("Packages: {}\n\n", inv.packages.len()));
+    let rows: Vec<[String; 5]> = inv
+        .packages
+        .iter()
+        .map(|p| {
+            [
+                p.ecosystem.as_str().to_string(),
+                p.name.clone(),
+                p.version.clone(),
+                p.source_name.clone().unwrap_or_default(),
+                p.path.clone(),
+            ]
+        })
+        .collect();
+    let header = ["ECOSYSTEM", "NAME", "VERSION", "SOURCE", "PATH"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    for r in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }

@@ -1,0 +1,124 @@
+//! dpkg's database: `var/lib/dpkg/status` and distroless `var/lib/dpkg/status.d/*`.
+
+use super::{package, purl_encode, Analyzer, FileMeta, Output};
+use crate::inventory::Ecosystem;
+
+/// Reads installed packages from dpkg status files.
+pub struct DpkgStatusAnalyzer;
+
+impl Analyzer for DpkgStatusAnalyzer {
+    fn name(&self) -> &'static str {
+        "dpkg"
+    }
+    fn wants(&self, file: &FileMeta<'_>) -> bool {
+        file.path == "var/lib/dpkg/status"
+            || file
+                .path
+                .strip_prefix("var/lib/dpkg/status.d/")
+                .is_some_and(|n| !n.is_empty() && !n.contains('/') && !n.ends_with(".md5sums"))
+    }
+    fn size_cap(&self) -> u64 {
+        64 << 20
+    }
+    fn analyze(&self, path: &str, data: &[u8], out: &mut Output) {
+        parse_status(path, &String::from_utf8_lossy(data), out);
+    }
+}
+
+/// Parses a dpkg status file; only packages in state `install ok installed` are kept
+/// (status.d files of distroless images carry no Status field and are all installed).
+pub fn parse_status(path: &str, text: &str, out: &mut Output) {
+    let distroless = path != "var/lib/dpkg/status";
+    for stanza in text.split("\n\n") {
+        if stanza.trim().is_empty() {
+            continue;
+        }
+        let mut name = None;
+        let mut version = None;
+        let mut status = None;
+        let mut source = None;
+        let mut arch = None;
+        for line in stanza.lines() {
+            if line.starts_with([' ', '\t']) {
+                continue;
+            }
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
+            let v = v.trim();
+            match k {
+                "Package" => name = Some(v),
+                "Version" => version = Some(v),
+                "Status" => status = Some(v),
+                "Source" => source = Some(v),
+                "Architecture" => arch = Some(v),
+                _ => {}
+            }
+        }
+        let (Some(name), Some(version)) = (name, version) else {
+            if name.is_some() || version.is_some() {
+                out.warn(format!(
+                    "{path}: skipped a stanza without Package or Version ({})",
+                    name.unwrap_or("?")
+                ));
+            }
+            continue;
+        };
+        match status {
+            Some(s)
+                if s.split_whitespace().collect::<Vec<_>>() == ["install", "ok", "installed"] => {}
+            None if distroless => {}
+            _ => continue,
+        }
+        // `Source: openssl (1.1.1n-0+deb11u3)`: the version in parentheses is the
+        // source version when it differs from the binary version.
+        let (source_name, source_version) = match source {
+            Some(s) => match s.split_once('(') {
+                Some((n, v)) => (
+                    n.trim().to_string(),
+                    v.trim_end_matches(')').trim().to_string(),
+                ),
+                None => (s.trim().to_string(), version.to_string()),
+            },
+            None => (name.to_string(), version.to_string()),
+        };
+        let mut purl = format!("pkg:deb/_/{}@{}", purl_encode(name), purl_encode(version));
+        if let Some(a) = arch {
+            purl.push_str(&format!("?arch={}", purl_encode(a)));
+        }
+        if source_name != name {
+            let sep = if purl.contains('?') { '&' } else { '?' };
+            purl.push_str(&format!("{sep}upstream={}", purl_encode(&source_name)));
+        }
+        let mut p = package(Ecosystem::Debian, name, version, purl, path);
+        p.source_name = Some(source_name);
+        p.source_version = Some(source_version);
+        out.package(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyzer::Finding;
+
+    #[test]
+    fn source_with_version_in_parentheses() {
+        let mut out = Output::default();
+        parse_status(
+            "var/lib/dpkg/status",
+            "Package: libssl1.1\nStatus: install ok installed\nArchitecture: amd64\nSource: openssl (1.1.1n-0+deb11u3)\nVersion: 1.1.1n-0+deb11u3+b1\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 1\n",
+            &mut out,
+        );
+        assert_eq!(out.findings.len(), 1);
+        let Finding::Package(p) = &out.findings[0] else {
+            panic!()
+        };
+        assert_eq!(p.source_name.as_deref(), Some("openssl"));
+        assert_eq!(p.source_version.as_deref(), Some("1.1.1n-0+deb11u3"));
+        assert_eq!(
+            p.purl,
+            "pkg:deb/_/libssl1.1@1.1.1n-0%2Bdeb11u3%2Bb1?arch=amd64&upstream=openssl"
+        );
+    }
+}

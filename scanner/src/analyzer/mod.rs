@@ -1,0 +1,283 @@
+//! Analyzers: one module per package format. Each one names the paths it wants and a size
+//! cap, so a layer is read once and only the files some analyzer wants are opened.
+
+pub mod apk;
+pub mod binary;
+pub mod cargo;
+pub mod composer;
+pub mod dotnet;
+pub mod dpkg;
+pub mod gem;
+pub mod java;
+pub mod node;
+pub mod os;
+pub mod python;
+pub mod rpm;
+
+use crate::inventory::{Ecosystem, Inventory, OsInfo, Package};
+
+/// What an analyzer found in one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// A fact about the operating system; the one with the lowest `rank` wins.
+    Os(OsFact),
+    /// An installed package. OS packages get their distro-specific ecosystem and purl
+    /// qualifiers later, in [`finalize`], once the operating system of the image is known.
+    Package(Package),
+}
+
+/// One file's statement about the operating system.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OsFact {
+    pub family: String,
+    pub version: String,
+    /// Lower is more authoritative (`etc/os-release` is 0).
+    pub rank: u8,
+}
+
+/// Findings and warnings collected from one file.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Output {
+    pub findings: Vec<Finding>,
+    pub warnings: Vec<String>,
+}
+
+impl Output {
+    pub fn package(&mut self, p: Package) {
+        self.findings.push(Finding::Package(p));
+    }
+    pub fn warn(&mut self, w: impl Into<String>) {
+        self.warnings.push(w.into());
+    }
+}
+
+/// A file the layer walker offers to analyzers.
+#[derive(Debug, Clone, Copy)]
+pub struct FileMeta<'a> {
+    /// Path inside the image, relative, without a leading `/` (`etc/os-release`).
+    pub path: &'a str,
+    /// Unix mode bits.
+    pub mode: u32,
+    pub size: u64,
+}
+
+/// A package-format or OS-detection analyzer.
+pub trait Analyzer: Send + Sync {
+    /// Short name used in warnings.
+    fn name(&self) -> &'static str;
+    /// Whether this analyzer wants to read the file.
+    fn wants(&self, file: &FileMeta<'_>) -> bool;
+    /// The largest file this analyzer reads; bigger files are skipped with a warning.
+    fn size_cap(&self) -> u64 {
+        8 << 20
+    }
+    /// Whether only ELF files are of interest (the walker checks the magic before reading on).
+    fn elf_only(&self) -> bool {
+        false
+    }
+    /// Parses the file's content.
+    fn analyze(&self, path: &str, data: &[u8], out: &mut Output);
+}
+
+/// Every analyzer, in the order their results are reported.
+pub fn default_analyzers() -> Vec<Box<dyn Analyzer>> {
+    vec![
+        Box::new(os::OsReleaseAnalyzer),
+        Box::new(dpkg::DpkgStatusAnalyzer),
+        Box::new(apk::ApkInstalledAnalyzer),
+        Box::new(rpm::RpmSqliteAnalyzer),
+        Box::new(python::PythonMetadataAnalyzer),
+        Box::new(node::NodePackageJsonAnalyzer),
+        Box::new(java::JavaArchiveAnalyzer),
+        Box::new(binary::ExecutableAnalyzer),
+        Box::new(cargo::CargoLockAnalyzer),
+        Box::new(composer::ComposerInstalledAnalyzer),
+        Box::new(gem::GemspecAnalyzer),
+        Box::new(dotnet::DotnetDepsAnalyzer),
+    ]
+}
+
+/// The file name part of a path.
+pub(crate) fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Percent-encodes a purl name or version segment (RFC 3986 unreserved characters stay).
+pub fn purl_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A package with no layer and no source, as most analyzers build it.
+pub(crate) fn package(
+    ecosystem: Ecosystem,
+    name: impl Into<String>,
+    version: impl Into<String>,
+    purl: String,
+    path: &str,
+) -> Package {
+    Package {
+        ecosystem,
+        name: name.into(),
+        version: version.into(),
+        purl,
+        source_name: None,
+        source_version: None,
+        layer: None,
+        path: path.to_string(),
+    }
+}
+
+/// The OS chosen from all OS facts of the final filesystem.
+pub fn choose_os<'a>(facts: impl IntoIterator<Item = &'a OsFact>) -> Option<OsInfo> {
+    facts
+        .into_iter()
+        .filter(|f| !f.family.is_empty())
+        .min_by_key(|f| f.rank)
+        .map(|f| OsInfo {
+            family: f.family.clone(),
+            version: f.version.clone(),
+        })
+}
+
+/// Gives OS packages their distro ecosystem and the purl `distro=` qualifier, and sorts the
+/// packages, once the operating system is known.
+pub fn finalize(
+    target: String,
+    digest: Option<String>,
+    os: Option<OsInfo>,
+    mut packages: Vec<Package>,
+) -> Inventory {
+    let os = match os {
+        // distroless images have dpkg records but no os-release file.
+        None if packages.iter().any(|p| p.purl.starts_with("pkg:deb/")) => Some(OsInfo {
+            family: "debian".into(),
+            version: String::new(),
+        }),
+        other => other,
+    };
+    for p in &mut packages {
+        if !p.ecosystem.is_os() {
+            continue;
+        }
+        let Some(os) = &os else { continue };
+        if let Some(eco) = os_ecosystem(&os.family, p.ecosystem) {
+            p.ecosystem = eco;
+        }
+        let namespace = match p.ecosystem {
+            Ecosystem::Ubuntu => "ubuntu",
+            Ecosystem::Debian => "debian",
+            Ecosystem::Alpine => "alpine",
+            _ => os.family.as_str(),
+        };
+        // Analyzers write OS purls with a placeholder namespace: `pkg:TYPE/_/...`.
+        if let Some(rest) = p.purl.strip_prefix("pkg:deb/_/") {
+            p.purl = format!("pkg:deb/{namespace}/{rest}");
+        } else if let Some(rest) = p.purl.strip_prefix("pkg:apk/_/") {
+            p.purl = format!("pkg:apk/{namespace}/{rest}");
+        } else if let Some(rest) = p.purl.strip_prefix("pkg:rpm/_/") {
+            p.purl = format!("pkg:rpm/{}/{rest}", rpm_namespace(&os.family));
+        }
+        if !os.version.is_empty() && !p.purl.contains("distro=") {
+            let sep = if p.purl.contains('?') { '&' } else { '?' };
+            p.purl = format!("{}{sep}distro={}-{}", p.purl, os.family, os.version);
+        }
+    }
+    // Packages whose OS could not be told keep the placeholder namespace as the type's default.
+    for p in &mut packages {
+        if let Some(rest) = p.purl.strip_prefix("pkg:deb/_/") {
+            p.purl = format!("pkg:deb/debian/{rest}");
+        } else if let Some(rest) = p.purl.strip_prefix("pkg:apk/_/") {
+            p.purl = format!("pkg:apk/alpine/{rest}");
+        } else if let Some(rest) = p.purl.strip_prefix("pkg:rpm/_/") {
+            p.purl = format!("pkg:rpm/redhat/{rest}");
+        }
+    }
+    packages.sort_by(|a, b| {
+        (a.ecosystem, &a.name, &a.version, &a.path).cmp(&(
+            b.ecosystem,
+            &b.name,
+            &b.version,
+            &b.path,
+        ))
+    });
+    packages.dedup_by(|a, b| {
+        a.ecosystem == b.ecosystem && a.name == b.name && a.version == b.version && a.path == b.path
+    });
+    Inventory {
+        target,
+        digest,
+        os,
+        packages,
+    }
+}
+
+/// The OSV ecosystem of an OS package, given the image's os-release `ID`.
+pub fn os_ecosystem(family: &str, found_as: Ecosystem) -> Option<Ecosystem> {
+    Some(match (family, found_as) {
+        ("ubuntu", Ecosystem::Debian) => Ecosystem::Ubuntu,
+        (_, Ecosystem::Debian) => Ecosystem::Debian,
+        (_, Ecosystem::Alpine) => Ecosystem::Alpine,
+        ("rocky", _) => Ecosystem::RockyLinux,
+        ("almalinux", _) => Ecosystem::AlmaLinux,
+        ("amzn", _) => Ecosystem::AmazonLinux,
+        ("sles" | "sled" | "suse", _) => Ecosystem::SUSE,
+        (f, _) if f.starts_with("opensuse") => Ecosystem::OpenSuse,
+        ("rhel" | "centos" | "redhat" | "ol" | "fedora", _) => Ecosystem::RedHat,
+        _ => return None,
+    })
+}
+
+fn rpm_namespace(family: &str) -> &str {
+    match family {
+        "rhel" => "redhat",
+        "amzn" => "amazon",
+        "ol" => "oracle",
+        f if f.starts_with("opensuse") || f == "sles" => "suse",
+        f => f,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purl_encoding_keeps_unreserved_and_escapes_the_rest() {
+        assert_eq!(purl_encode("1.1.0l-1~deb9u6"), "1.1.0l-1~deb9u6");
+        assert_eq!(purl_encode("1:2.3+dfsg"), "1%3A2.3%2Bdfsg");
+        assert_eq!(purl_encode("@types"), "%40types");
+    }
+
+    #[test]
+    fn dpkg_packages_on_ubuntu_become_ubuntu_with_distro_qualifier() {
+        let p = package(
+            Ecosystem::Debian,
+            "bash",
+            "4.4",
+            "pkg:deb/_/bash@4.4?arch=amd64".into(),
+            "var/lib/dpkg/status",
+        );
+        let inv = finalize(
+            "t".into(),
+            None,
+            Some(OsInfo {
+                family: "ubuntu".into(),
+                version: "18.04".into(),
+            }),
+            vec![p],
+        );
+        assert_eq!(inv.packages[0].ecosystem, Ecosystem::Ubuntu);
+        assert_eq!(
+            inv.packages[0].purl,
+            "pkg:deb/ubuntu/bash@4.4?arch=amd64&distro=ubuntu-18.04"
+        );
+    }
+}

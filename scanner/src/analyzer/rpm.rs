@@ -1,0 +1,204 @@
+//! rpm's package database in its SQLite form (`rpmdb.sqlite`, RHEL 9, Fedora 33+, SUSE).
+//! Each row is an rpm header blob; the tags are read without librpm.
+
+use super::{package, purl_encode, Analyzer, FileMeta, Output};
+use crate::inventory::Ecosystem;
+
+/// Reads installed rpm packages from an SQLite rpm database.
+pub struct RpmSqliteAnalyzer;
+
+const PATHS: &[&str] = &[
+    "var/lib/rpm/rpmdb.sqlite",
+    "usr/lib/sysimage/rpm/rpmdb.sqlite",
+];
+
+impl Analyzer for RpmSqliteAnalyzer {
+    fn name(&self) -> &'static str {
+        "rpm-sqlite"
+    }
+    fn wants(&self, file: &FileMeta<'_>) -> bool {
+        PATHS.contains(&file.path)
+    }
+    fn size_cap(&self) -> u64 {
+        512 << 20
+    }
+    fn analyze(&self, path: &str, data: &[u8], out: &mut Output) {
+        match read_sqlite(data) {
+            Ok(blobs) => {
+                for blob in blobs {
+                    match parse_header(&blob) {
+                        Some(h) => emit(path, h, out),
+                        None => out.warn(format!("{path}: skipped an unreadable rpm header")),
+                    }
+                }
+            }
+            Err(e) => out.warn(format!("{path}: unreadable rpm database: {e}")),
+        }
+    }
+}
+
+fn read_sqlite(data: &[u8]) -> Result<Vec<Vec<u8>>, Box<dyn std::error::Error>> {
+    // SQLite reads databases from files; the copy lives only while it is read.
+    let tmp = TempFile::new(data)?;
+    let conn = rusqlite::Connection::open_with_flags(
+        &tmp.0,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let mut stmt = conn.prepare("SELECT blob FROM Packages")?;
+    let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+    let mut blobs = Vec::new();
+    for r in rows {
+        blobs.push(r?);
+    }
+    Ok(blobs)
+}
+
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(data: &[u8]) -> std::io::Result<Self> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "imagewarden-rpmdb-{}-{}.sqlite",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&p, data)?;
+        Ok(TempFile(p))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The tags of one rpm header that an inventory needs.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RpmHeader {
+    pub name: String,
+    pub epoch: Option<u32>,
+    pub version: String,
+    pub release: String,
+    pub arch: String,
+    pub source_rpm: String,
+}
+
+/// Parses an rpm header blob as stored in the database (index count, data length,
+/// index entries, data store; all big-endian).
+pub fn parse_header(blob: &[u8]) -> Option<RpmHeader> {
+    let be32 = |o: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(blob.get(o..o + 4)?.try_into().ok()?))
+    };
+    let il = be32(0)? as usize;
+    let dl = be32(4)? as usize;
+    let store_start = 8usize.checked_add(il.checked_mul(16)?)?;
+    let store = blob.get(store_start..store_start.checked_add(dl)?)?;
+    let string_at = |off: usize| -> Option<String> {
+        let s = store.get(off..)?;
+        let end = s.iter().position(|b| *b == 0)?;
+        Some(String::from_utf8_lossy(&s[..end]).into_owned())
+    };
+    let mut h = RpmHeader::default();
+    for i in 0..il {
+        let e = 8 + i * 16;
+        let (tag, kind, off) = (be32(e)?, be32(e + 4)?, be32(e + 8)? as usize);
+        match (tag, kind) {
+            (1000, 6) => h.name = string_at(off)?,
+            (1001, 6) => h.version = string_at(off)?,
+            (1002, 6) => h.release = string_at(off)?,
+            (1003, 4) => {
+                h.epoch = Some(u32::from_be_bytes(
+                    store.get(off..off + 4)?.try_into().ok()?,
+                ))
+            }
+            (1022, 6) => h.arch = string_at(off)?,
+            (1044, 6) => h.source_rpm = string_at(off)?,
+            _ => {}
+        }
+    }
+    (!h.name.is_empty() && !h.version.is_empty()).then_some(h)
+}
+
+/// `openssl-1.1.1k-5.el8.src.rpm` → (`openssl`, `1.1.1k`, `5.el8`).
+pub fn split_source_rpm(s: &str) -> Option<(String, String, String)> {
+    let s = s.strip_suffix(".rpm")?;
+    let s = s.rsplit_once('.')?.0; // arch: src / nosrc
+    let (rest, release) = s.rsplit_once('-')?;
+    let (name, version) = rest.rsplit_once('-')?;
+    Some((name.into(), version.into(), release.into()))
+}
+
+fn emit(path: &str, h: RpmHeader, out: &mut Output) {
+    if h.name == "gpg-pubkey" {
+        return;
+    }
+    let vr = if h.release.is_empty() {
+        h.version.clone()
+    } else {
+        format!("{}-{}", h.version, h.release)
+    };
+    let version = match h.epoch {
+        Some(e) if e > 0 => format!("{e}:{vr}"),
+        _ => vr.clone(),
+    };
+    let mut purl = format!("pkg:rpm/_/{}@{}", purl_encode(&h.name), purl_encode(&vr));
+    let mut q = Vec::new();
+    if !h.arch.is_empty() {
+        q.push(format!("arch={}", purl_encode(&h.arch)));
+    }
+    if let Some(e) = h.epoch.filter(|e| *e > 0) {
+        q.push(format!("epoch={e}"));
+    }
+    if !q.is_empty() {
+        purl = format!("{purl}?{}", q.join("&"));
+    }
+    // The family-specific ecosystem is set once the OS is known.
+    let mut p = package(Ecosystem::RedHat, h.name.clone(), version, purl, path);
+    if let Some((n, v, r)) = split_source_rpm(&h.source_rpm) {
+        p.source_name = Some(n);
+        p.source_version = Some(match h.epoch {
+            Some(e) if e > 0 => format!("{e}:{v}-{r}"),
+            _ => format!("{v}-{r}"),
+        });
+    }
+    out.package(p);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_blob_tags() {
+        let mut store = Vec::new();
+        let mut idx = Vec::new();
+        let mut add_str = |tag: u32, s: &str, store: &mut Vec<u8>| {
+            idx.extend_from_slice(&tag.to_be_bytes());
+            idx.extend_from_slice(&6u32.to_be_bytes());
+            idx.extend_from_slice(&(store.len() as u32).to_be_bytes());
+            idx.extend_from_slice(&1u32.to_be_bytes());
+            store.extend_from_slice(s.as_bytes());
+            store.push(0);
+        };
+        add_str(1000, "openssl-libs", &mut store);
+        add_str(1001, "1.1.1k", &mut store);
+        add_str(1002, "5.el8", &mut store);
+        add_str(1022, "x86_64", &mut store);
+        add_str(1044, "openssl-1.1.1k-5.el8.src.rpm", &mut store);
+        let mut blob = Vec::new();
+        blob.extend_from_slice(&((idx.len() / 16) as u32).to_be_bytes());
+        blob.extend_from_slice(&(store.len() as u32).to_be_bytes());
+        blob.extend_from_slice(&idx);
+        blob.extend_from_slice(&store);
+        let h = parse_header(&blob).unwrap();
+        assert_eq!(h.name, "openssl-libs");
+        assert_eq!(h.release, "5.el8");
+        assert_eq!(
+            split_source_rpm(&h.source_rpm),
+            Some(("openssl".into(), "1.1.1k".into(), "5.el8".into()))
+        );
+    }
+}

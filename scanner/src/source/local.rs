@@ -1,0 +1,326 @@
+//! Local images: OCI image layouts, docker-save and OCI archives, unpacked root filesystems.
+
+use super::oci::{self, Descriptor, Manifest};
+use super::progress::{bar, ProgressReader};
+use super::{assemble, ImageRef, PullOptions, ScannedImage, SourceError};
+use crate::analyzer::{Analyzer, FileMeta};
+use crate::layer::{self, scan_layer, FileResult, LayerScan};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+/// Largest JSON document (manifest, index, config) read from an image.
+const JSON_CAP: u64 = 16 << 20;
+
+fn blob_path(dir: &Path, digest: &str) -> Result<std::path::PathBuf, SourceError> {
+    let (alg, hex) = digest
+        .split_once(':')
+        .ok_or_else(|| SourceError::Invalid(format!("malformed digest {digest:?}")))?;
+    let safe = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric());
+    if !safe(alg) || !safe(hex) {
+        return Err(SourceError::Invalid(format!("malformed digest {digest:?}")));
+    }
+    Ok(dir.join("blobs").join(alg).join(hex))
+}
+
+fn read_json_file(path: &Path, what: &str) -> Result<Vec<u8>, SourceError> {
+    let f = File::open(path).map_err(SourceError::io(format!("{what}: {}", path.display())))?;
+    let mut buf = Vec::new();
+    f.take(JSON_CAP + 1)
+        .read_to_end(&mut buf)
+        .map_err(SourceError::io(format!("{what}: {}", path.display())))?;
+    if buf.len() as u64 > JSON_CAP {
+        return Err(SourceError::Invalid(format!(
+            "{what}: {} is larger than {JSON_CAP} bytes",
+            path.display()
+        )));
+    }
+    Ok(buf)
+}
+
+/// Reads an OCI image layout directory.
+pub fn scan_layout(
+    target: &ImageRef,
+    dir: &Path,
+    tag: Option<&str>,
+    opts: &PullOptions,
+    analyzers: &[Box<dyn Analyzer>],
+) -> Result<ScannedImage, SourceError> {
+    let what = target.to_string();
+    let index_bytes = read_json_file(&dir.join("index.json"), &what)?;
+    let root = oci::parse_manifest(&index_bytes, &format!("{what}: index.json"))?;
+    let fetch_json = |d: &Descriptor| -> Result<Vec<u8>, SourceError> {
+        let p = blob_path(dir, &d.digest)?;
+        if !p.exists() {
+            return Err(SourceError::MissingBlob {
+                image: what.clone(),
+                digest: d.digest.clone(),
+            });
+        }
+        let bytes = read_json_file(&p, &what)?;
+        oci::verify_digest(&bytes, &d.digest, &format!("{what}: blob {}", d.digest))?;
+        Ok(bytes)
+    };
+    let root = match (tag, root) {
+        (Some(tag), Manifest::Index(entries)) => {
+            let d = oci::select_tag(&entries, tag, &what)?.clone();
+            Manifest::Index(vec![Descriptor {
+                platform: None,
+                ..d
+            }])
+        }
+        (_, root) => root,
+    };
+    let (digest, config, layers) =
+        oci::resolve_image(root, None, &opts.platform, &what, fetch_json)?;
+    let config_json = fetch_json(&config)?;
+    let mut scans = Vec::with_capacity(layers.len());
+    for l in &layers {
+        let p = blob_path(dir, &l.digest)?;
+        let f = File::open(&p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => SourceError::MissingBlob {
+                image: what.clone(),
+                digest: l.digest.clone(),
+            },
+            _ => SourceError::Io {
+                what: format!("{what}: {}", p.display()),
+                source: e,
+            },
+        })?;
+        let size = (l.size > 0).then_some(l.size as u64);
+        let reader = ProgressReader {
+            inner: f,
+            bar: bar(opts.progress, size, short(&l.digest)),
+        };
+        scans.push(scan_layer(reader, Some(&l.digest), size, analyzers)?);
+    }
+    Ok(assemble(
+        target,
+        digest,
+        &scans,
+        Some(config_json),
+        Vec::new(),
+    ))
+}
+
+fn short(digest: &str) -> String {
+    digest.chars().take(19).collect()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerManifestEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+/// Reads a docker-save or OCI archive in one pass: layers are walked as they come (their
+/// order in the archive does not matter: results are kept per layer and merged afterwards
+/// in the manifest's order); small JSON documents are kept for the manifest resolution.
+pub fn scan_archive(
+    target: &ImageRef,
+    path: &Path,
+    opts: &PullOptions,
+    analyzers: &[Box<dyn Analyzer>],
+) -> Result<ScannedImage, SourceError> {
+    let what = target.to_string();
+    let file = File::open(path).map_err(SourceError::io(format!("{what}: cannot open")))?;
+    let len = file.metadata().ok().map(|m| m.len());
+    let reader = ProgressReader {
+        inner: file,
+        bar: bar(opts.progress, len, format!("reading {}", path.display())),
+    };
+    let corrupt = SourceError::io(format!("{what}: unreadable archive"));
+    let stream = layer::decompress(BufReader::with_capacity(64 << 10, reader)).map_err(corrupt)?;
+    let mut archive = tar::Archive::new(stream);
+    let mut json: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut layers: HashMap<String, LayerScan> = HashMap::new();
+    let entries = archive
+        .entries()
+        .map_err(SourceError::io(format!("{what}: unreadable archive")))?;
+    for entry in entries {
+        let entry = entry.map_err(SourceError::io(format!("{what}: unreadable archive")))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let Some(name) = layer::normalize_entry_path(&entry.path_bytes()) else {
+            continue;
+        };
+        let size = entry.header().size().unwrap_or(0);
+        let mut buffered = BufReader::with_capacity(64 << 10, entry);
+        let head = buffered
+            .fill_buf()
+            .map_err(SourceError::io(format!("{what}: {name}")))?;
+        let looks_json = head
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'{' || *b == b'[');
+        let looks_layer = head.starts_with(&[0x1f, 0x8b])
+            || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+            || head.get(257..262) == Some(b"ustar".as_slice())
+            || name.ends_with(".tar")
+            || name.starts_with("blobs/");
+        if !looks_layer || looks_json || size == 0 {
+            if size <= JSON_CAP {
+                let mut buf = Vec::new();
+                buffered
+                    .read_to_end(&mut buf)
+                    .map_err(SourceError::io(format!("{what}: {name}")))?;
+                json.insert(name, buf);
+            }
+            continue;
+        }
+        let expected = name
+            .strip_prefix("blobs/sha256/")
+            .filter(|h| h.len() == 64)
+            .map(|h| format!("sha256:{h}"));
+        let scan = scan_layer(buffered, expected.as_deref(), Some(size), analyzers)?;
+        layers.insert(name, scan);
+    }
+
+    let use_docker = json.contains_key("manifest.json")
+        && (matches!(target, ImageRef::DockerArchive(_)) || !json.contains_key("index.json"));
+    if use_docker {
+        let entries: Vec<DockerManifestEntry> = serde_json::from_slice(&json["manifest.json"])
+            .map_err(|e| SourceError::Invalid(format!("{what}: manifest.json: {e}")))?;
+        let entry = entries
+            .first()
+            .ok_or_else(|| SourceError::Invalid(format!("{what}: manifest.json lists no image")))?;
+        if entries.len() > 1 {
+            tracing::info!(
+                "{what}: the archive holds {} images; reading the first ({:?})",
+                entries.len(),
+                entry.repo_tags
+            );
+        }
+        let mut ordered = Vec::with_capacity(entry.layers.len());
+        for l in &entry.layers {
+            let l = layer::normalize_entry_path(l.as_bytes()).unwrap_or_default();
+            let scan = layers.remove(&l).ok_or_else(|| SourceError::MissingBlob {
+                image: what.clone(),
+                digest: l.clone(),
+            })?;
+            ordered.push(scan);
+        }
+        let config = json.get(entry.config.trim_start_matches("./")).cloned();
+        return Ok(assemble(target, None, &ordered, config, Vec::new()));
+    }
+
+    let index = json.get("index.json").ok_or_else(|| {
+        SourceError::Invalid(format!(
+            "{what}: neither manifest.json (docker save) nor index.json (OCI layout) found"
+        ))
+    })?;
+    let root = oci::parse_manifest(index, &format!("{what}: index.json"))?;
+    let fetch_json = |d: &Descriptor| -> Result<Vec<u8>, SourceError> {
+        let key = format!("blobs/{}", d.digest.replacen(':', "/", 1));
+        let bytes = json
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| SourceError::MissingBlob {
+                image: what.clone(),
+                digest: d.digest.clone(),
+            })?;
+        oci::verify_digest(&bytes, &d.digest, &format!("{what}: blob {}", d.digest))?;
+        Ok(bytes)
+    };
+    let (digest, config, descs) =
+        oci::resolve_image(root, None, &opts.platform, &what, fetch_json)?;
+    let config_json = fetch_json(&config)?;
+    let mut ordered = Vec::with_capacity(descs.len());
+    for d in &descs {
+        let key = format!("blobs/{}", d.digest.replacen(':', "/", 1));
+        let scan = layers
+            .remove(&key)
+            .ok_or_else(|| SourceError::MissingBlob {
+                image: what.clone(),
+                digest: d.digest.clone(),
+            })?;
+        ordered.push(scan);
+    }
+    Ok(assemble(
+        target,
+        digest,
+        &ordered,
+        Some(config_json),
+        Vec::new(),
+    ))
+}
+
+/// Reads an unpacked root filesystem. Symbolic links are never followed.
+pub fn scan_dir(
+    target: &ImageRef,
+    root: &Path,
+    analyzers: &[Box<dyn Analyzer>],
+) -> Result<ScannedImage, SourceError> {
+    use std::os::unix::fs::PermissionsExt;
+    let what = target.to_string();
+    let mut scan = LayerScan::default();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if dir == root => {
+                return Err(SourceError::Io {
+                    what: format!("{what}: cannot read"),
+                    source: e,
+                })
+            }
+            Err(e) => {
+                scan.warnings
+                    .push(format!("{}: cannot read: {e}", dir.display()));
+                continue;
+            }
+        };
+        for entry in entries.flatten() {
+            let p = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            if !meta.is_file() {
+                continue;
+            }
+            let Ok(rel) = p.strip_prefix(root) else {
+                continue;
+            };
+            let rel = rel.to_string_lossy().into_owned();
+            let fm = FileMeta {
+                path: &rel,
+                mode: meta.permissions().mode(),
+                size: meta.len(),
+            };
+            let wanting: Vec<&dyn Analyzer> = analyzers
+                .iter()
+                .map(|a| a.as_ref())
+                .filter(|a| a.wants(&fm) && meta.len() <= a.size_cap())
+                .collect();
+            if wanting.is_empty() {
+                continue;
+            }
+            let cap = wanting.iter().map(|a| a.size_cap()).max().unwrap_or(0);
+            let mut data = Vec::new();
+            let read = File::open(&p).and_then(|f| f.take(cap).read_to_end(&mut data));
+            if let Err(e) = read {
+                scan.warnings.push(format!("{rel}: cannot read: {e}"));
+                continue;
+            }
+            let mut result = FileResult::default();
+            for a in wanting {
+                if a.elf_only() && !data.starts_with(b"\x7fELF") {
+                    continue;
+                }
+                a.analyze(&rel, &data, &mut result.output);
+            }
+            scan.files.insert(rel, result);
+        }
+    }
+    Ok(assemble(target, None, &[scan], None, Vec::new()))
+}

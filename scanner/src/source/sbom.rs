@@ -1,0 +1,345 @@
+//! CycloneDX SBOMs (JSON or XML) as an inventory source: packages come from the
+//! components' purls, the OS from the `operating-system` component or the purls' `distro=`.
+
+use super::{ImageRef, ScannedImage, SourceError};
+use crate::analyzer;
+use crate::inventory::{Ecosystem, OsInfo, Package};
+use std::path::Path;
+
+/// A parsed package URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purl {
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub version: String,
+    pub qualifiers: Vec<(String, String)>,
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Purl {
+    /// Parses `pkg:type/namespace/name@version?qualifiers#subpath`.
+    pub fn parse(s: &str) -> Option<Purl> {
+        let rest = s.trim().strip_prefix("pkg:")?;
+        let rest = rest.split('#').next()?;
+        let (rest, qualifiers) = match rest.split_once('?') {
+            Some((r, q)) => (
+                r,
+                q.split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_ascii_lowercase(), percent_decode(v)))
+                    .collect(),
+            ),
+            None => (rest, Vec::new()),
+        };
+        let (path, version) = match rest.rsplit_once('@') {
+            Some((p, v)) => (p, percent_decode(v)),
+            None => (rest, String::new()),
+        };
+        let mut segs: Vec<String> = path.split('/').map(percent_decode).collect();
+        if segs.len() < 2 {
+            return None;
+        }
+        let kind = segs.remove(0).to_ascii_lowercase();
+        let name = segs.pop()?;
+        let namespace = (!segs.is_empty()).then(|| segs.join("/"));
+        Some(Purl {
+            kind,
+            namespace,
+            name,
+            version,
+            qualifiers,
+        })
+    }
+
+    pub fn qualifier(&self, k: &str) -> Option<&str> {
+        self.qualifiers
+            .iter()
+            .find(|(q, _)| q == k)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The inventory package a purl describes, when its ecosystem is one the matcher knows.
+pub fn package_from_purl(purl_text: &str, path: &str) -> Option<Package> {
+    let p = Purl::parse(purl_text)?;
+    if p.version.is_empty() {
+        return None;
+    }
+    let ns = p.namespace.clone().unwrap_or_default();
+    let (ecosystem, name, version) = match p.kind.as_str() {
+        "deb" => (
+            if ns == "ubuntu" {
+                Ecosystem::Ubuntu
+            } else {
+                Ecosystem::Debian
+            },
+            p.name.clone(),
+            p.version.clone(),
+        ),
+        "apk" => (Ecosystem::Alpine, p.name.clone(), p.version.clone()),
+        "rpm" => {
+            let eco = match ns.as_str() {
+                "rocky" => Ecosystem::RockyLinux,
+                "almalinux" => Ecosystem::AlmaLinux,
+                "amazon" | "amzn" => Ecosystem::AmazonLinux,
+                "suse" | "sles" => Ecosystem::SUSE,
+                "opensuse" => Ecosystem::OpenSuse,
+                _ => Ecosystem::RedHat,
+            };
+            let v = match p.qualifier("epoch") {
+                Some(e) if e != "0" => format!("{e}:{}", p.version),
+                _ => p.version.clone(),
+            };
+            (eco, p.name.clone(), v)
+        }
+        "pypi" => (
+            Ecosystem::PyPI,
+            crate::analyzer::python::normalize_name(&p.name),
+            p.version.clone(),
+        ),
+        "npm" => (
+            Ecosystem::Npm,
+            match &p.namespace {
+                Some(scope) => format!("{scope}/{}", p.name),
+                None => p.name.clone(),
+            },
+            p.version.clone(),
+        ),
+        "maven" => (
+            Ecosystem::Maven,
+            format!("{ns}:{}", p.name),
+            p.version.clone(),
+        ),
+        "golang" => {
+            if p.version.starts_with('(') {
+                return None; // "(devel)": no published version
+            }
+            let name = match &p.namespace {
+                Some(n) => format!("{n}/{}", p.name),
+                None => p.name.clone(),
+            };
+            let v = p
+                .version
+                .strip_prefix('v')
+                .unwrap_or(&p.version)
+                .to_string();
+            (Ecosystem::Go, name, v)
+        }
+        "cargo" => (Ecosystem::CratesIo, p.name.clone(), p.version.clone()),
+        "composer" => (
+            Ecosystem::Packagist,
+            format!("{ns}/{}", p.name),
+            p.version.clone(),
+        ),
+        "gem" => (Ecosystem::RubyGems, p.name.clone(), p.version.clone()),
+        "nuget" => (Ecosystem::NuGet, p.name.clone(), p.version.clone()),
+        _ => return None,
+    };
+    let (source_name, source_version) = match p.qualifier("upstream") {
+        Some(u) => match u.split_once('@') {
+            Some((n, v)) => (Some(n.to_string()), Some(v.to_string())),
+            None => (Some(u.to_string()), Some(version.clone())),
+        },
+        None if ecosystem.is_os() => (Some(name.clone()), Some(version.clone())),
+        None => (None, None),
+    };
+    Some(Package {
+        ecosystem,
+        name,
+        version,
+        purl: purl_text.trim().to_string(),
+        source_name,
+        source_version,
+        layer: None,
+        path: path.to_string(),
+    })
+}
+
+/// What an SBOM lists: purls and the OS component.
+#[derive(Debug, Default)]
+struct SbomContent {
+    purls: Vec<String>,
+    os: Option<OsInfo>,
+}
+
+fn parse_json(bytes: &[u8], what: &str) -> Result<SbomContent, SourceError> {
+    let v: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| SourceError::Invalid(format!("{what}: not CycloneDX JSON: {e}")))?;
+    if v.get("bomFormat").and_then(|f| f.as_str()) != Some("CycloneDX") {
+        return Err(SourceError::Invalid(format!(
+            "{what}: not a CycloneDX SBOM (bomFormat is not \"CycloneDX\")"
+        )));
+    }
+    let mut out = SbomContent::default();
+    fn walk(list: &serde_json::Value, out: &mut SbomContent) {
+        for c in list.as_array().into_iter().flatten() {
+            let s = |k: &str| c.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+            if s("type") == "operating-system" && out.os.is_none() {
+                out.os = Some(OsInfo {
+                    family: s("name").to_ascii_lowercase(),
+                    version: s("version").to_string(),
+                });
+            }
+            if !s("purl").is_empty() {
+                out.purls.push(s("purl").to_string());
+            }
+            if let Some(nested) = c.get("components") {
+                walk(nested, out);
+            }
+        }
+    }
+    if let Some(c) = v.get("components") {
+        walk(c, &mut out);
+    }
+    Ok(out)
+}
+
+fn parse_xml(bytes: &[u8], what: &str) -> Result<SbomContent, SourceError> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(bytes);
+    let mut out = SbomContent::default();
+    let mut stack: Vec<String> = Vec::new();
+    // For each open <component>: whether it is the OS, and its name and version.
+    let mut components: Vec<(bool, String, String)> = Vec::new();
+    let mut buf = Vec::new();
+    let bad = |e: quick_xml::Error| SourceError::Invalid(format!("{what}: not CycloneDX XML: {e}"));
+    loop {
+        match reader.read_event_into(&mut buf).map_err(bad)? {
+            Event::Start(e) => {
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                if name == "component" {
+                    let listed = stack.last().map(String::as_str) == Some("components");
+                    let is_os = e.attributes().flatten().any(|a| {
+                        a.key.local_name().as_ref() == b"type"
+                            && a.value.as_ref() == b"operating-system"
+                    });
+                    components.push((listed && is_os, String::new(), String::new()));
+                }
+                stack.push(name);
+            }
+            Event::End(_) => {
+                let closed_component = stack.pop().as_deref() == Some("component");
+                if let (true, Some((true, n, v))) = (closed_component, components.last()) {
+                    if out.os.is_none() {
+                        out.os = Some(OsInfo {
+                            family: n.to_ascii_lowercase(),
+                            version: v.clone(),
+                        });
+                    }
+                }
+                if closed_component {
+                    components.pop();
+                }
+            }
+            Event::Text(t) => {
+                let text = t
+                    .unescape()
+                    .map(|c| c.into_owned())
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&t).into_owned());
+                let n = stack.len();
+                if n >= 2 && stack[n - 2] == "component" {
+                    if let Some(c) = components.last_mut() {
+                        match stack[n - 1].as_str() {
+                            "purl" => out.purls.push(text.trim().to_string()),
+                            "name" => c.1 = text.trim().to_string(),
+                            "version" => c.2 = text.trim().to_string(),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+        buf.clear();
+    }
+    if stack.is_empty() && out.purls.is_empty() && out.os.is_none() {
+        tracing::warn!("{what}: the SBOM lists no components");
+    }
+    Ok(out)
+}
+
+/// Reads a CycloneDX SBOM file as an inventory.
+pub fn read(target: &ImageRef, path: &Path) -> Result<ScannedImage, SourceError> {
+    let what = target.to_string();
+    let bytes = std::fs::read(path).map_err(SourceError::io(what.clone()))?;
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    let content = match first {
+        Some(b'{') => parse_json(&bytes, &what)?,
+        Some(b'<') => parse_xml(&bytes, &what)?,
+        _ => {
+            return Err(SourceError::Invalid(format!(
+                "{what}: neither CycloneDX JSON nor XML"
+            )))
+        }
+    };
+    let mut warnings = Vec::new();
+    let mut packages = Vec::new();
+    for p in &content.purls {
+        match package_from_purl(p, "") {
+            Some(pkg) => packages.push(pkg),
+            None => warnings.push(format!(
+                "{what}: purl {p} names no package that can be matched"
+            )),
+        }
+    }
+    let os = content.os.or_else(|| {
+        content.purls.iter().find_map(|p| {
+            let d = Purl::parse(p)?.qualifier("distro")?.to_string();
+            let (f, v) = d.split_once('-')?;
+            Some(OsInfo {
+                family: f.to_string(),
+                version: v.to_string(),
+            })
+        })
+    });
+    let inventory = analyzer::finalize(what, None, os, packages);
+    Ok(ScannedImage {
+        inventory,
+        config: None,
+        config_json: None,
+        layers: Vec::new(),
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purl_with_upstream_and_epoch() {
+        let p = package_from_purl(
+            "pkg:deb/debian/bsdutils@1:2.29.2-1+deb9u1?arch=amd64&upstream=util-linux%402.29.2-1+deb9u1&distro=debian-9",
+            "",
+        )
+        .unwrap();
+        assert_eq!(p.version, "1:2.29.2-1+deb9u1");
+        assert_eq!(p.source_name.as_deref(), Some("util-linux"));
+        assert_eq!(p.source_version.as_deref(), Some("2.29.2-1+deb9u1"));
+        let g = package_from_purl("pkg:golang/github.com/opencontainers/runc@v1.0.1", "").unwrap();
+        assert_eq!(
+            (g.name.as_str(), g.version.as_str()),
+            ("github.com/opencontainers/runc", "1.0.1")
+        );
+    }
+}
