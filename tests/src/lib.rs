@@ -1,1 +1,21 @@
-//! Fixtures that start the real parts imagewarden talks to, for tests.
+//! Fixtures that start the real parts imagewarden talks to, for tests: a Kubernetes
+//! control plane (etcd + kube-apiserver + kube-controller-manager built from the pinned
+//! Go modules in `tests/k8s-bin/`) and a CNCF Distribution registry (Debian's
+//! `docker-registry`). Each runs on free 127.0.0.1 ports with a temporary directory and
+//! stops when dropped.
+
+pub mod control_plane;
+pub mod pki;
+pub mod process;
+pub mod registry;
+
+pub use control_plane::ControlPlane;
+pub use registry::{Registry, RegistryMode};
+
+/// Root of the repository checkout.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}

@@ -1,0 +1,161 @@
+//! `ImageScanResult`: the findings for one image digest.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Severity, SeverityCounts};
+
+/// Findings for one image digest: system and application vulnerabilities, baseline
+/// risks and malicious samples, summarized by severity. Read with
+/// `kubectl get scanresults`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "imagewarden.io",
+    version = "v1alpha1",
+    kind = "ImageScanResult",
+    namespaced,
+    status = "ImageScanResultStatus",
+    shortname = "scanresults",
+    shortname = "scanresult",
+    shortname = "isr",
+    category = "imagewarden",
+    printcolumn = r#"{"name":"Repository","type":"string","jsonPath":".spec.repository"}"#,
+    printcolumn = r#"{"name":"Tag","type":"string","jsonPath":".spec.tags[0]"}"#,
+    printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".status.shortDigest"}"#,
+    printcolumn = r#"{"name":"Critical","type":"integer","jsonPath":".status.summary.critical"}"#,
+    printcolumn = r#"{"name":"High","type":"integer","jsonPath":".status.summary.high"}"#,
+    printcolumn = r#"{"name":"Medium","type":"integer","jsonPath":".status.summary.medium"}"#,
+    printcolumn = r#"{"name":"Low","type":"integer","jsonPath":".status.summary.low"}"#,
+    printcolumn = r#"{"name":"Unknown","type":"integer","jsonPath":".status.summary.unknown"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageScanResultSpec {
+    /// Registry host (and port) the image was read from.
+    pub registry: String,
+    /// Repository inside the registry, e.g. `team-a/api`.
+    pub repository: String,
+    /// Manifest digest of the image (`sha256:...`).
+    pub digest: String,
+    /// Tags that pointed at this digest when it was last seen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+/// Class of a finding.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum FindingClass {
+    /// A vulnerability of an operating-system package (dpkg, apk, rpm).
+    SystemVulnerability,
+    /// A vulnerability of an application package (PyPI, npm, Maven, Go, ...).
+    ApplicationVulnerability,
+    /// A configuration risk or an exposed secret.
+    BaselineRisk,
+    /// A known-malicious file or package.
+    MaliciousSample,
+}
+
+/// The operating system the image is built on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperatingSystem {
+    /// Distribution id (`debian`, `ubuntu`, `alpine`, `rhel`, ...).
+    pub family: String,
+    /// Distribution release.
+    pub version: String,
+}
+
+/// Finding counts by severity, in total and per class.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultSummary {
+    /// All findings of severity Critical.
+    pub critical: u32,
+    /// All findings of severity High.
+    pub high: u32,
+    /// All findings of severity Medium.
+    pub medium: u32,
+    /// All findings of severity Low.
+    pub low: u32,
+    /// All findings of unknown severity.
+    pub unknown: u32,
+    /// Vulnerabilities of operating-system packages.
+    pub system_vulnerabilities: SeverityCounts,
+    /// Vulnerabilities of application packages.
+    pub application_vulnerabilities: SeverityCounts,
+    /// Configuration risks and exposed secrets.
+    pub baseline_risks: SeverityCounts,
+    /// Known-malicious files and packages.
+    pub malicious_samples: SeverityCounts,
+}
+
+/// One finding.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    /// Advisory or check id (`CVE-2022-1292`, `DLA-3008-1`, `IW-BASE-001`, ...).
+    pub id: String,
+    /// Class of the finding.
+    pub class: FindingClass,
+    /// Severity of the finding.
+    pub severity: Severity,
+    /// CVSS base score, when the advisory carries a vector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Affected package name (vulnerabilities and malicious packages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    /// Installed version of the package.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// First version that fixes the vulnerability, when one exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_version: Option<String>,
+    /// One-line description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Where in the image: file path or image configuration key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Primary link for more information.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+/// Observed state of an ImageScanResult.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageScanResultStatus {
+    /// First 12 hex digits of the digest, for display.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short_digest: Option<String>,
+    /// Operating system of the image, when one was recognized.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<OperatingSystem>,
+    /// Version of the scanner that produced the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanner_version: Option<String>,
+    /// Version of the vulnerability database the findings were matched against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_version: Option<String>,
+    /// When the image was scanned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_time: Option<Time>,
+    /// Counts by severity.
+    #[serde(default)]
+    pub summary: ResultSummary,
+    /// Findings, most severe first. Cut to keep the object small; see `truncated`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<Finding>,
+    /// Whether `findings` was cut to keep the object under 1 MiB.
+    #[serde(default)]
+    pub truncated: bool,
+    /// Number of findings before any cut.
+    #[serde(default)]
+    pub total_findings: u32,
+    /// Standard conditions (`Scanned`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

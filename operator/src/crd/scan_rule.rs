@@ -1,0 +1,239 @@
+//! `ScanRule`: which images of a registry to scan, when, and whom to tell.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{SecretKeyRef, SecretRef, Severity};
+
+/// A declarative scan rule: a registry, a scope in it (a registry namespace or one
+/// repository), a tag filter, the triggers that start a scan, the scanners to run and
+/// the notification targets that hear about results.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "imagewarden.io",
+    version = "v1alpha1",
+    kind = "ScanRule",
+    namespaced,
+    status = "ScanRuleStatus",
+    shortname = "sr",
+    category = "imagewarden",
+    printcolumn = r#"{"name":"Registry","type":"string","jsonPath":".spec.registry.url"}"#,
+    printcolumn = r#"{"name":"Scope","type":"string","jsonPath":".spec.scope.name"}"#,
+    printcolumn = r#"{"name":"TagFilter","type":"string","jsonPath":".spec.tagFilter"}"#,
+    printcolumn = r#"{"name":"LastTask","type":"string","jsonPath":".status.lastTask"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanRuleSpec {
+    /// The registry to scan.
+    pub registry: RegistrySpec,
+    /// The part of the registry this rule covers.
+    pub scope: ScopeSpec,
+    /// Regular expression (Rust `regex` syntax) that a tag must match, anywhere in the tag
+    /// unless anchored with ^ and $. Default: every tag.
+    #[serde(default = "default_tag_filter")]
+    #[schemars(default = "default_tag_filter")]
+    pub tag_filter: String,
+    /// Keep only the newest N matching tags of each repository (by image creation time).
+    /// Unset: all matching tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_tags: Option<u32>,
+    /// What starts a scan besides the manual `imagewarden.io/scan-now` annotation.
+    #[serde(default)]
+    pub triggers: TriggerSpec,
+    /// Which scanners run on each image. Default: all of them.
+    #[serde(default = "default_scanners")]
+    #[schemars(default = "default_scanners")]
+    pub scanners: Vec<ScannerKind>,
+    /// Where results are reported when a scan task finishes or new findings appear.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<NotificationTarget>,
+    /// Building patched images (`<tag>_fixd`) for images with fixable OS vulnerabilities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix: Option<FixSpec>,
+}
+
+fn default_tag_filter() -> String {
+    ".*".to_string()
+}
+
+fn default_scanners() -> Vec<ScannerKind> {
+    vec![
+        ScannerKind::Vulnerability,
+        ScannerKind::Baseline,
+        ScannerKind::Secret,
+        ScannerKind::Malware,
+    ]
+}
+
+/// How to reach a registry.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrySpec {
+    /// Registry address, e.g. `registry.example.com`, `registry.example.com:5000` or
+    /// `https://registry.example.com`. A scheme, when given, must match `insecure`.
+    pub url: String,
+    /// Secret with the registry credentials: either of type
+    /// `kubernetes.io/dockerconfigjson` (key `.dockerconfigjson`) or with keys
+    /// `username` and `password`. Unset: anonymous access.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretRef>,
+    /// Secret key holding PEM CA certificates to trust for this registry, in addition
+    /// to the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+    /// Talk plain HTTP to the registry. Only for registries on a trusted network.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// Kind of registry scope.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ScopeType {
+    /// Every repository under a registry namespace (the path prefix before the last `/`).
+    Namespace,
+    /// One repository.
+    Repository,
+}
+
+/// The part of the registry a rule covers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScopeSpec {
+    /// `Namespace` (all repositories under `name/`) or `Repository` (exactly `name`).
+    #[serde(rename = "type")]
+    pub scope_type: ScopeType,
+    /// The registry namespace (e.g. `team-a`) or repository (e.g. `team-a/api`).
+    pub name: String,
+}
+
+/// What starts a scan.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggerSpec {
+    /// Scan an image when the registry reports that it was pushed (CNCF Distribution
+    /// notifications or Harbor webhooks sent to the operator's push endpoint).
+    #[serde(default)]
+    pub on_push: bool,
+    /// Cron schedule (5 fields, UTC) for full scans of the rule's scope, e.g. `0 3 * * *`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+}
+
+/// A scanner that runs on each image.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum ScannerKind {
+    /// OS and application package vulnerabilities.
+    Vulnerability,
+    /// Configuration risks (CIS Docker Benchmark section 4).
+    Baseline,
+    /// Exposed secrets in files and in the image configuration.
+    Secret,
+    /// Malicious samples: YARA rules, known-bad hashes, malicious packages.
+    Malware,
+}
+
+/// Kind of notification target.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum NotificationType {
+    /// DingTalk custom robot (markdown message, optional signing secret).
+    DingTalk,
+    /// A JSON document POSTed to a plain HTTP URL.
+    HTTP,
+    /// A JSON document POSTed to an HTTPS URL, verifying the server certificate.
+    HTTPS,
+}
+
+/// An event that can be notified.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum NotificationEvent {
+    /// A scan task finished and every image was scanned.
+    ScanCompleted,
+    /// A scan task finished with images that could not be scanned.
+    ScanFailed,
+    /// A vulnerability database update revealed findings that were not there before.
+    NewFindings,
+}
+
+/// One place that hears about scan results.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationTarget {
+    /// Name of the target, unique within the rule; used in the task's delivery status.
+    pub name: String,
+    /// Kind of target.
+    #[serde(rename = "type")]
+    pub target_type: NotificationType,
+    /// Webhook URL. For DingTalk the URL carries the access token, so prefer `urlSecretRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Secret key holding the webhook URL; takes precedence over `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_secret_ref: Option<SecretKeyRef>,
+    /// Secret key holding the signing secret: DingTalk's robot secret (`SEC...`), or the
+    /// HMAC-SHA256 key for the `X-Imagewarden-Signature` header of HTTP(S) targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret_ref: Option<SecretKeyRef>,
+    /// Secret whose keys and values are sent as extra HTTP headers (e.g. `Authorization`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_secret_ref: Option<SecretRef>,
+    /// Secret key holding PEM CA certificates that sign the HTTPS server's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+    /// Skip verification of the HTTPS server certificate. Records a Warning event on use.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// Events to notify. Default: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<NotificationEvent>,
+    /// Notify only when findings at or above this severity exist. Unset: always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_severity: Option<Severity>,
+}
+
+/// Building patched images for images with fixable OS vulnerabilities.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FixSpec {
+    /// Build and push patched images.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Suffix appended to the tag of the patched image.
+    #[serde(default = "default_fix_suffix")]
+    #[schemars(default = "default_fix_suffix")]
+    pub tag_suffix: String,
+    /// Replace an existing patched tag instead of leaving it alone.
+    #[serde(default)]
+    pub overwrite: bool,
+}
+
+fn default_fix_suffix() -> String {
+    "_fixd".to_string()
+}
+
+/// Observed state of a ScanRule.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanRuleStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` (the rule is valid and its registry reachable) and other conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Name of the most recent ScanTask started for this rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_task: Option<String>,
+    /// When the schedule last started a task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    /// The `imagewarden.io/scan-now` annotation value that was last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scan_now: Option<String>,
+    /// Number of images (repository:tag) the rule matched when it last resolved its scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched_images: Option<u32>,
+}
