@@ -71,7 +71,9 @@ impl ControlPlane {
     /// Starts etcd, kube-apiserver and what `options` asks for.
     pub async fn start_with(options: ControlPlaneOptions) -> Result<Self> {
         let bin = k8s_bin_dir()?;
-        let dir = tempfile::Builder::new().prefix("imagewarden-cp-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("imagewarden-cp-")
+            .tempdir()?;
         let path = |name: &str| dir.path().join(name);
 
         let ca = TestCa::new("imagewarden-test-ca")?;
@@ -114,7 +116,10 @@ impl ControlPlane {
             format!("--tls-private-key-file={}", path("apiserver.key").display()),
             format!("--client-ca-file={}", path("ca.crt").display()),
             format!("--service-account-key-file={}", path("sa.pub").display()),
-            format!("--service-account-signing-key-file={}", path("sa.key").display()),
+            format!(
+                "--service-account-signing-key-file={}",
+                path("sa.key").display()
+            ),
             "--service-account-issuer=https://kubernetes.default.svc".to_string(),
             "--service-cluster-ip-range=10.96.0.0/16".to_string(),
             "--authorization-mode=Node,RBAC".to_string(),

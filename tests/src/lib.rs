@@ -5,6 +5,7 @@
 //! stops when dropped.
 
 pub mod control_plane;
+pub mod image;
 pub mod pki;
 pub mod process;
 pub mod registry;

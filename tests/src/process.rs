@@ -82,7 +82,11 @@ pub fn free_port() -> Result<u16> {
 }
 
 /// Polls `ready` every 100 ms until it returns true, the process dies, or `timeout` passes.
-pub async fn wait_until<F, Fut>(process: &mut Running, timeout: Duration, mut ready: F) -> Result<()>
+pub async fn wait_until<F, Fut>(
+    process: &mut Running,
+    timeout: Duration,
+    mut ready: F,
+) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

@@ -62,7 +62,9 @@ impl Registry {
             Path::new(REGISTRY_BIN).exists(),
             "{REGISTRY_BIN} not found: install Debian's docker-registry package (.ci/run does)"
         );
-        let dir = tempfile::Builder::new().prefix("imagewarden-registry-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("imagewarden-registry-")
+            .tempdir()?;
         let port = free_port()?;
         let host = format!("127.0.0.1:{port}");
 
@@ -112,7 +114,8 @@ http:
             credentials = Some((user, password));
         }
         if !options.notifications.is_empty() {
-            config.push_str("notifications:\n  events:\n    includereferences: true\n  endpoints:\n");
+            config
+                .push_str("notifications:\n  events:\n    includereferences: true\n  endpoints:\n");
             for ep in &options.notifications {
                 config.push_str(&format!(
                     "    - name: {}\n      url: {}\n      timeout: 2s\n      threshold: 5\n      backoff: 1s\n",

@@ -40,7 +40,10 @@ async fn crds_are_accepted_and_examples_round_trip() -> Result<()> {
 
     for file in ["scanrule.yaml", "scantask.yaml", "imagescanresult.yaml"] {
         let out = cp.kubectl_output(&["apply", "--server-side", "-f", &example(file)])?;
-        assert!(out.contains("serverside-applied"), "kubectl apply {file}: {out}");
+        assert!(
+            out.contains("serverside-applied"),
+            "kubectl apply {file}: {out}"
+        );
     }
 
     let client = cp.client().await?;
@@ -99,22 +102,65 @@ async fn crds_are_accepted_and_examples_round_trip() -> Result<()> {
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "REPOSITORY", "TAG", "DIGEST", "CRITICAL", "HIGH", "MEDIUM", "LOW", "UNKNOWN", "AGE"]
+        [
+            "NAME",
+            "REPOSITORY",
+            "TAG",
+            "DIGEST",
+            "CRITICAL",
+            "HIGH",
+            "MEDIUM",
+            "LOW",
+            "UNKNOWN",
+            "AGE"
+        ]
     );
     let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(
         &row[..9],
-        ["team-a-api-3b5e2a7c6f1d", "team-a/api", "v1.4.2", "3b5e2a7c6f1d", "2", "7", "11", "3", "1"]
+        [
+            "team-a-api-3b5e2a7c6f1d",
+            "team-a/api",
+            "v1.4.2",
+            "3b5e2a7c6f1d",
+            "2",
+            "7",
+            "11",
+            "3",
+            "1"
+        ]
     );
 
     let rules_table = cp.kubectl_output(&["get", "scanrules"])?;
-    let header: Vec<&str> = rules_table.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "REGISTRY", "SCOPE", "TAGFILTER", "LASTTASK", "AGE"]);
-    let tasks_table = cp.kubectl_output(&["get", "st"])?;
-    let header: Vec<&str> = tasks_table.lines().next().unwrap().split_whitespace().collect();
+    let header: Vec<&str> = rules_table
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
     assert_eq!(
         header,
-        ["NAME", "RULE", "TRIGGER", "PHASE", "TOTAL", "SUCCEEDED", "FAILED", "AGE"]
+        ["NAME", "REGISTRY", "SCOPE", "TAGFILTER", "LASTTASK", "AGE"]
+    );
+    let tasks_table = cp.kubectl_output(&["get", "st"])?;
+    let header: Vec<&str> = tasks_table
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "RULE",
+            "TRIGGER",
+            "PHASE",
+            "TOTAL",
+            "SUCCEEDED",
+            "FAILED",
+            "AGE"
+        ]
     );
     Ok(())
 }
