@@ -411,7 +411,7 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 fn compile_affected(advisory: u32, a: &OsvAffected) -> AffectedPackage {
-    let ranges = a
+    let ranges: Vec<VersionRange> = a
         .ranges
         .iter()
         .filter(|r| r.kind == "ECOSYSTEM" || r.kind == "SEMVER")
@@ -438,10 +438,17 @@ fn compile_affected(advisory: u32, a: &OsvAffected) -> AffectedPackage {
     let rating = rate_osv(&a.severity)
         .or_else(|| rate_specific(a.ecosystem_specific.as_ref()))
         .or_else(|| rate_specific(a.database_specific.as_ref()));
+    // osv.dev enumerates every affected version next to the ranges; where a range
+    // can be evaluated the list adds nothing but size, so it is kept only without one.
+    let versions = if ranges.is_empty() {
+        a.versions.clone()
+    } else {
+        Vec::new()
+    };
     AffectedPackage {
         advisory,
         ranges,
-        versions: a.versions.clone(),
+        versions,
         rating,
     }
 }
