@@ -38,7 +38,7 @@ pub fn render(report: &ScanReport) -> String {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<28} {:<24} {:<20} {:<9} {:<24} TITLE",
+            "{:<28} {:<24} {:<20} {:<13} {:<24} TITLE",
             "PACKAGE", "VERSION", "ID", "SEVERITY", "FIXED"
         );
         for f in &report.vulnerabilities {
@@ -48,11 +48,11 @@ pub fn render(report: &ScanReport) -> String {
             };
             let _ = writeln!(
                 out,
-                "{:<28} {:<24} {:<20} {:<9} {:<24} {}",
+                "{:<28} {:<24} {:<20} {:<13} {:<24} {}",
                 cell(&f.package.name, 28),
                 cell(&f.package.version, 24),
                 cell(&f.id, 20),
-                cell(&sev, 9),
+                cell(&sev, 13),
                 cell(f.fixed_version.as_deref().unwrap_or("-"), 24),
                 cell(&f.title, 60)
             );
