@@ -113,7 +113,7 @@ fn db_info_prints_ecosystems_counts_and_dates() {
         "crates.io",
         "newest modified:",
         "built at:",
-        "withdrawn:       2 skipped",
+        "withdrawn:       3 skipped",
     ] {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }

@@ -8,6 +8,7 @@ use imagewarden_scanner::inventory::Inventory;
 use imagewarden_scanner::matcher::match_inventory;
 use imagewarden_scanner::report::filter::{read_ignore_file, FindingFilter};
 use imagewarden_scanner::report::{render, Format, ScanReport};
+use imagewarden_scanner::source::{self, ImageRef, Platform, PullOptions, RegistryCredentials};
 use imagewarden_scanner::vulndb::{Db, Severity};
 
 /// Arguments of `imagewarden scan`.
@@ -45,18 +46,73 @@ pub struct Args {
     /// Lowest severity that makes --exit-code apply.
     #[arg(long, default_value = "unknown")]
     pub fail_on: Severity,
+    /// Platform to take from a multi-platform image (os/arch[/variant]).
+    #[arg(long, default_value = "linux/amd64")]
+    pub platform: Platform,
+    /// Registry user name (basic authentication).
+    #[arg(long, env = "IMAGEWARDEN_USERNAME")]
+    pub username: Option<String>,
+    /// Registry password.
+    #[arg(long, env = "IMAGEWARDEN_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Registry bearer token.
+    #[arg(long, env = "IMAGEWARDEN_REGISTRY_TOKEN", hide_env_values = true)]
+    pub registry_token: Option<String>,
+    /// Docker config.json (or the directory holding it) to take registry credentials from.
+    #[arg(long)]
+    pub registry_config: Option<PathBuf>,
+    /// PEM file with CA certificates to trust for the registry.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Talk plain HTTP to the registry.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+impl Args {
+    fn pull_options(&self) -> PullOptions {
+        PullOptions {
+            credentials: RegistryCredentials {
+                username: self.username.clone(),
+                password: self.password.clone(),
+                bearer_token: self.registry_token.clone(),
+                docker_config: self.registry_config.clone(),
+            },
+            ca_file: self.ca_file.clone(),
+            insecure: self.insecure,
+            platform: self.platform.clone(),
+            progress: true,
+        }
+    }
+}
+
+/// Lists the packages of the image the user named.
+fn read_image(args: &Args, target: &str) -> anyhow::Result<Inventory> {
+    let image = ImageRef::parse(target)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the image reader runtime")?;
+    let inventory = runtime
+        .block_on(source::inventory(&image, &args.pull_options()))
+        .with_context(|| format!("reading image {target}"))?;
+    Ok(inventory)
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let inventory: Inventory = match (&args.inventory, &args.target) {
         (Some(path), _) => {
-            let text = std::fs::read(path).with_context(|| format!("cannot read inventory {}", path.display()))?;
-            serde_json::from_slice(&text)
-                .with_context(|| format!("{}: not an inventory JSON (as printed by `imagewarden inventory`)", path.display()))?
+            let text = std::fs::read(path)
+                .with_context(|| format!("cannot read inventory {}", path.display()))?;
+            serde_json::from_slice(&text).with_context(|| {
+                format!(
+                    "{}: not an inventory JSON (as printed by `imagewarden inventory`)",
+                    path.display()
+                )
+            })?
         }
-        (None, Some(target)) => anyhow::bail!(
-            "scanning {target} directly is not available in this build; list it with `imagewarden inventory` and pass --inventory FILE"
-        ),
+        (None, Some(target)) => read_image(&args, target)?,
         (None, None) => anyhow::bail!("name an image to scan, or pass --inventory FILE"),
     };
     let db = Db::load(&args.db).context("loading the vulnerability database")?;
