@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Downloads real packages that the inventory fixture tests build images from, into
+# ${IMAGEWARDEN_CACHE:-$HOME/.cache/imagewarden}/fixtures. Each fixture is fetched once;
+# delete its directory to fetch it again. Then run the tests with
+#   IMAGEWARDEN_FIXTURES=<that directory> cargo test -p imagewarden-scanner --test inventory_fixtures
+set -euo pipefail
+
+DEST="${IMAGEWARDEN_CACHE:-$HOME/.cache/imagewarden}/fixtures"
+mkdir -p "$DEST"
+echo "fixtures: $DEST"
+
+fetch() { # name command...
+    local name=$1
+    shift
+    if [ -e "$DEST/$name/.done" ]; then
+        echo "  $name: present"
+        return
+    fi
+    echo "  $name: fetching"
+    rm -rf "$DEST/$name"
+    mkdir -p "$DEST/$name"
+    ( cd "$DEST/$name" && "$@" )
+    touch "$DEST/$name/.done"
+}
+
+pypi() {
+    # Django 3.2.0 as a wheel; PyYAML 5.3 has no Linux wheel on PyPI, so its sdist.
+    pip download --quiet --no-deps --only-binary=:all: --dest . "Django==3.2.0"
+    pip download --quiet --no-deps --no-binary=:all: --dest . "PyYAML==5.3"
+    ls Django-3.2-py3-none-any.whl PyYAML-5.3.tar.gz >/dev/null
+}
+
+npm_packages() {
+    npm pack --silent lodash@4.17.15 >/dev/null
+    ls lodash-4.17.15.tgz >/dev/null
+}
+
+maven() {
+    mvn --batch-mode --quiet dependency:copy \
+        -Dartifact=org.apache.logging.log4j:log4j-core:2.14.1:jar \
+        -DoutputDirectory="$PWD"
+    ls log4j-core-2.14.1.jar >/dev/null
+}
+
+go_binary() {
+    # A tiny program pinned to golang.org/x/text v0.3.5 (affected by GO-2021-0113).
+    local src
+    src=$(mktemp -d)
+    cat >"$src/go.mod" <<'MOD'
+module example.com/textfixture
+
+go 1.18
+
+require golang.org/x/text v0.3.5
+MOD
+    cat >"$src/main.go" <<'GO'
+package main
+
+import (
+	"fmt"
+
+	"golang.org/x/text/language"
+)
+
+func main() {
+	fmt.Println(language.MustParse("en-US"))
+}
+GO
+    local out=$PWD
+    ( cd "$src" && GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1 && \
+        GOFLAGS=-mod=mod CGO_ENABLED=0 go build -trimpath -o "$out/textfixture" . )
+    rm -rf "$src"
+    test -x textfixture
+}
+
+fetch pypi pypi
+fetch npm npm_packages
+fetch maven maven
+fetch go go_binary
+echo "done: IMAGEWARDEN_FIXTURES=$DEST"
