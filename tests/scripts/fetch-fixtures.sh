@@ -1,25 +1,26 @@
 #!/usr/bin/env bash
 # Downloads real packages that the inventory fixture tests build images from, into
 # ${IMAGEWARDEN_CACHE:-$HOME/.cache/imagewarden}/fixtures. Each fixture is fetched once;
-# delete its directory to fetch it again. Then run the tests with
+# delete its directory to fetch it again. Progress goes to stderr; the only line on stdout
+# is the fixture directory, so that callers can capture it. Then run the tests with
 #   IMAGEWARDEN_FIXTURES=<that directory> cargo test -p imagewarden-scanner --test inventory_fixtures
 set -euo pipefail
 
 DEST="${IMAGEWARDEN_CACHE:-$HOME/.cache/imagewarden}/fixtures"
 mkdir -p "$DEST"
-echo "fixtures: $DEST"
+echo "fixtures: $DEST" >&2
 
 fetch() { # name command...
     local name=$1
     shift
     if [ -e "$DEST/$name/.done" ]; then
-        echo "  $name: present"
+        echo "  $name: present" >&2
         return
     fi
-    echo "  $name: fetching"
+    echo "  $name: fetching" >&2
     rm -rf "$DEST/$name"
     mkdir -p "$DEST/$name"
-    ( cd "$DEST/$name" && "$@" )
+    ( cd "$DEST/$name" && "$@" ) >&2
     touch "$DEST/$name/.done"
 }
 
@@ -77,4 +78,4 @@ fetch pypi pypi
 fetch npm npm_packages
 fetch maven maven
 fetch go go_binary
-echo "done: IMAGEWARDEN_FIXTURES=$DEST"
+echo "$DEST"
