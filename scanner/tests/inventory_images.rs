@@ -327,3 +327,35 @@ fn sboms_in_cyclonedx_xml_become_inventories() {
         .iter()
         .all(|p| p.ecosystem == Ecosystem::Alpine));
 }
+
+#[test]
+fn rpm_sqlite_database_written_by_rpm_lists_epoch_release_and_source_rpm() {
+    let db = std::fs::read(testdata("rpmdb.sqlite")).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = gzip(&tar_layer(&[
+        file(
+            "etc/os-release",
+            "NAME=\"Rocky Linux\"\nID=\"rocky\"\nVERSION_ID=\"8.4\"\n",
+        ),
+        file("var/lib/rpm/rpmdb.sqlite", &db),
+    ]));
+    Layout::single(tmp.path(), &[layer]);
+    let inv = scan(&format!("oci-layout:{}", tmp.path().display()))
+        .unwrap()
+        .inventory;
+    assert_eq!(
+        names(&inv, Ecosystem::RockyLinux),
+        ["bash@4.4.20-1.el8", "openssl-libs@1:1.1.1k-5.el8"]
+    );
+    let ssl = inv
+        .packages
+        .iter()
+        .find(|p| p.name == "openssl-libs")
+        .unwrap();
+    assert_eq!(ssl.source_name.as_deref(), Some("openssl-libs"));
+    assert_eq!(ssl.source_version.as_deref(), Some("1:1.1.1k-5.el8"));
+    assert_eq!(
+        ssl.purl,
+        "pkg:rpm/rocky/openssl-libs@1.1.1k-5.el8?arch=x86_64&epoch=1&distro=rocky-8.4"
+    );
+}
