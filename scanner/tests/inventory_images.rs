@@ -359,3 +359,31 @@ fn rpm_sqlite_database_written_by_rpm_lists_epoch_release_and_source_rpm() {
         "pkg:rpm/rocky/openssl-libs@1.1.1k-5.el8?arch=x86_64&epoch=1&distro=rocky-8.4"
     );
 }
+
+#[test]
+fn rpm_berkeley_db_written_by_db_load_lists_the_same_packages() {
+    // 4096-byte pages (one overflow page per header) and 512-byte pages (chains of them).
+    for fixture in ["rpm-Packages-bdb", "rpm-Packages-bdb-512"] {
+        let db = std::fs::read(testdata(fixture)).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let layer = gzip(&tar_layer(&[
+            file("etc/redhat-release", "CentOS Linux release 8.4.2105\n"),
+            file("var/lib/rpm/Packages", &db),
+        ]));
+        Layout::single(tmp.path(), &[layer]);
+        let image = scan(&format!("oci-layout:{}", tmp.path().display())).unwrap();
+        let inv = image.inventory;
+        assert_eq!(inv.os.as_ref().unwrap().family, "centos", "{fixture}");
+        assert_eq!(
+            names(&inv, Ecosystem::RedHat),
+            ["bash@4.4.20-1.el8", "openssl-libs@1:1.1.1k-5.el8"],
+            "{fixture}: {:?}",
+            image.warnings
+        );
+        let bash = inv.packages.iter().find(|p| p.name == "bash").unwrap();
+        assert_eq!(
+            bash.purl,
+            "pkg:rpm/centos/bash@4.4.20-1.el8?arch=noarch&distro=centos-8.4.2105"
+        );
+    }
+}

@@ -86,6 +86,7 @@ pub fn default_analyzers() -> Vec<Box<dyn Analyzer>> {
         Box::new(dpkg::DpkgStatusAnalyzer),
         Box::new(apk::ApkInstalledAnalyzer),
         Box::new(rpm::RpmSqliteAnalyzer),
+        Box::new(rpm::RpmBerkeleyDbAnalyzer),
         Box::new(python::PythonMetadataAnalyzer),
         Box::new(node::NodePackageJsonAnalyzer),
         Box::new(java::JavaArchiveAnalyzer),

@@ -1,5 +1,6 @@
-//! rpm's package database in its SQLite form (`rpmdb.sqlite`, RHEL 9, Fedora 33+, SUSE).
-//! Each row is an rpm header blob; the tags are read without librpm.
+//! rpm's package databases: the SQLite form (`rpmdb.sqlite`: RHEL 9, Fedora 33+) and the
+//! Berkeley DB hash form (`Packages`: RHEL/CentOS 7 and 8, Amazon Linux 2). Each record is
+//! an rpm header blob; databases and headers are read without librpm or libdb.
 
 use super::{package, purl_encode, Analyzer, FileMeta, Output};
 use crate::inventory::Ecosystem;
@@ -35,6 +36,126 @@ impl Analyzer for RpmSqliteAnalyzer {
             Err(e) => out.warn(format!("{path}: unreadable rpm database: {e}")),
         }
     }
+}
+
+/// Reads installed rpm packages from a Berkeley DB `Packages` database.
+pub struct RpmBerkeleyDbAnalyzer;
+
+const BDB_PATHS: &[&str] = &["var/lib/rpm/Packages", "usr/lib/sysimage/rpm/Packages"];
+
+impl Analyzer for RpmBerkeleyDbAnalyzer {
+    fn name(&self) -> &'static str {
+        "rpm-bdb"
+    }
+    fn wants(&self, file: &FileMeta<'_>) -> bool {
+        BDB_PATHS.contains(&file.path)
+    }
+    fn size_cap(&self) -> u64 {
+        512 << 20
+    }
+    fn analyze(&self, path: &str, data: &[u8], out: &mut Output) {
+        match read_bdb_hash(data) {
+            Ok(blobs) => {
+                // rpm keeps a small bookkeeping record (the next package number) beside the headers.
+                for blob in blobs.iter().filter(|b| b.len() > 16) {
+                    match parse_header(blob) {
+                        Some(h) => emit(path, h, out),
+                        None => out.warn(format!("{path}: skipped an unreadable rpm header")),
+                    }
+                }
+            }
+            Err(e) => out.warn(format!("{path}: unreadable rpm database: {e}")),
+        }
+    }
+}
+
+/// The values of a Berkeley DB hash database (keys are rpm's package numbers, unused here).
+/// Reads hash pages in file order and follows overflow chains; every offset is checked.
+pub fn read_bdb_hash(data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    const HASH_MAGIC: u32 = 0x0006_1561;
+    let magic = data.get(12..16).ok_or("too short for a Berkeley DB file")?;
+    let le = match (
+        u32::from_le_bytes(magic.try_into().unwrap()),
+        u32::from_be_bytes(magic.try_into().unwrap()),
+    ) {
+        (HASH_MAGIC, _) => true,
+        (_, HASH_MAGIC) => false,
+        _ => return Err("not a Berkeley DB hash database".into()),
+    };
+    let u16_at = |b: &[u8], o: usize| -> Option<usize> {
+        let x: [u8; 2] = b.get(o..o + 2)?.try_into().ok()?;
+        Some(if le {
+            u16::from_le_bytes(x)
+        } else {
+            u16::from_be_bytes(x)
+        } as usize)
+    };
+    let u32_at = |b: &[u8], o: usize| -> Option<usize> {
+        let x: [u8; 4] = b.get(o..o + 4)?.try_into().ok()?;
+        Some(if le {
+            u32::from_le_bytes(x)
+        } else {
+            u32::from_be_bytes(x)
+        } as usize)
+    };
+    let page_size = u32_at(data, 20).ok_or("no page size")?;
+    if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
+        return Err(format!("implausible page size {page_size}"));
+    }
+    let pages = data.len() / page_size;
+    let page = |n: usize| data.get(n * page_size..(n + 1) * page_size);
+    let mut values = Vec::new();
+    for n in 1..pages {
+        let Some(p) = page(n) else { break };
+        // P_HASH_UNSORTED = 2, P_HASH = 13.
+        if p[25] != 13 && p[25] != 2 {
+            continue;
+        }
+        let entries = u16_at(p, 20).unwrap_or(0);
+        for i in (1..entries).step_by(2) {
+            let Some(off) = u16_at(p, 26 + 2 * i) else {
+                break;
+            };
+            // Items are laid out from the end of the page: item i ends where item i-1 starts.
+            let end = u16_at(p, 26 + 2 * (i - 1))
+                .unwrap_or(page_size)
+                .min(page_size);
+            let Some(item) = p.get(off..end.max(off)) else {
+                continue;
+            };
+            match item.first() {
+                // H_KEYDATA: the value in place.
+                Some(1) => values.push(item[1..].to_vec()),
+                // H_OFFPAGE: first overflow page and total length.
+                Some(3) => {
+                    let (Some(mut next), Some(total)) = (u32_at(item, 4), u32_at(item, 8)) else {
+                        continue;
+                    };
+                    if total > data.len() {
+                        return Err(format!(
+                            "overflow item of {total} bytes in a {} byte file",
+                            data.len()
+                        ));
+                    }
+                    let mut value = Vec::with_capacity(total);
+                    let mut hops = 0;
+                    while next != 0 && value.len() < total && hops <= pages {
+                        let op = page(next)
+                            .ok_or_else(|| format!("overflow page {next} is past the end"))?;
+                        let used = u16_at(op, 22).unwrap_or(0);
+                        let chunk = op.get(26..26 + used).ok_or("overflow page overruns")?;
+                        value.extend_from_slice(chunk);
+                        next = u32_at(op, 16).unwrap_or(0);
+                        hops += 1;
+                    }
+                    value.truncate(total);
+                    values.push(value);
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(values)
 }
 
 fn read_sqlite(data: &[u8]) -> Result<Vec<Vec<u8>>, Box<dyn std::error::Error>> {
