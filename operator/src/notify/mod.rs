@@ -1,0 +1,506 @@
+//! Notifications: telling the targets a `ScanRule` names (DingTalk robots, HTTP and HTTPS
+//! webhooks) that a scan task completed or failed, or that a database update revealed
+//! new findings.
+//!
+//! The controller calls [`notify_task`] when a task reaches `Completed` or `Failed`. It
+//! may call it again on every reconcile: what was delivered, failed or skipped is
+//! recorded in `ScanTask.status.notifications` and never sent again.
+//!
+//! Delivery is at least once, with an idempotency key: before sending, a `Pending` entry
+//! is written to the task's status (server-side apply, field manager
+//! [`FIELD_MANAGER`]); after the target answers, the entry becomes `Delivered` or
+//! `Failed`. A crash between the two leaves `Pending`, and the next call sends again with
+//! the same key (header `X-Imagewarden-Delivery`, payload `deliveryId`), so receivers
+//! drop the duplicate by key.
+//!
+//! Pure parts (payload, markdown, signatures, retry decisions, delivery planning,
+//! redaction) live in their own modules with unit tests; this module and `delivery` do
+//! the I/O.
+
+mod delivery;
+pub mod dingtalk;
+pub mod payload;
+pub mod plan;
+pub mod redact;
+pub mod retry;
+pub mod signing;
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client, Resource, ResourceExt};
+
+pub use payload::{build_payload, new_findings_view, NotificationPayload};
+pub use plan::{DeliveryState, CONDITION_NOTIFICATION_FAILED};
+pub use retry::RetryPolicy;
+
+use crate::crd::{
+    ImageScanResult, NotificationDelivery, NotificationEvent, NotificationTarget, ScanRule,
+    ScanTask, ScanTaskStatus,
+};
+use delivery::{ResolvedTarget, Secrets};
+use plan::{event_name, notification_condition, plan, set_condition, upsert, Planned};
+use redact::truncate;
+
+/// Field manager of every status write.
+pub const FIELD_MANAGER: &str = "imagewarden-operator";
+/// Header carrying the idempotency key of a delivery.
+pub const DELIVERY_HEADER: &str = "X-Imagewarden-Delivery";
+/// Header carrying the event (`ScanCompleted`, `ScanFailed`, `NewFindings`).
+pub const EVENT_HEADER: &str = "X-Imagewarden-Event";
+/// Header carrying `sha256=<hex HMAC-SHA256 of "{timestamp}.{body}">` when the target has
+/// a signing secret.
+pub const SIGNATURE_HEADER: &str = "X-Imagewarden-Signature";
+/// Header carrying the Unix time (seconds) the signature was made at.
+pub const TIMESTAMP_HEADER: &str = "X-Imagewarden-Timestamp";
+
+/// How notifications are delivered.
+#[derive(Clone, Debug)]
+pub struct NotifyOptions {
+    /// Attempts and waits between them.
+    pub retry: RetryPolicy,
+    /// Longest time one HTTP request (connect, send, response) may take.
+    pub request_timeout: Duration,
+    /// Longest time establishing a connection may take.
+    pub connect_timeout: Duration,
+    /// Findings listed per image.
+    pub top_findings: usize,
+    /// `User-Agent` of requests.
+    pub user_agent: String,
+}
+
+impl Default for NotifyOptions {
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(5),
+            top_findings: 10,
+            user_agent: format!("imagewarden-operator/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// Why notifying could not be recorded. Delivery failures are not errors: they are
+/// recorded in the task's status, with a condition and an event.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The task object lacks a namespace or name.
+    #[error("ScanTask without namespace or name")]
+    InvalidTask,
+    /// Reading the task failed.
+    #[error("reading ScanTask {namespace}/{name}: {source}")]
+    ReadTask {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Writing the task's status failed; `Pending` entries will be sent on the next call.
+    #[error("recording notification status of ScanTask {namespace}/{name}: {source}")]
+    WriteStatus {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// Short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::InvalidTask => "invalid_task",
+            Error::ReadTask { .. } => "read_task",
+            Error::WriteStatus { .. } => "write_status",
+        }
+    }
+}
+
+/// What one call of [`notify_task`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NotifyReport {
+    /// The entries this call wrote, in their final state (`Delivered`, `Failed` or
+    /// `Skipped`), one per target it acted on; empty when there was nothing to do.
+    pub deliveries: Vec<NotificationDelivery>,
+}
+
+impl NotifyReport {
+    /// Whether any delivery of this call failed.
+    pub fn any_failed(&self) -> bool {
+        self.deliveries
+            .iter()
+            .any(|d| d.state == DeliveryState::Failed.as_str())
+    }
+}
+
+/// The idempotency key of the delivery of `event` of `task` to `target`: stable across
+/// restarts and re-sends, different for a new task of the same name (through the task's
+/// uid).
+pub fn delivery_id(
+    rule: &ScanRule,
+    task: &ScanTask,
+    event: NotificationEvent,
+    target: &str,
+) -> String {
+    let uid: String = task
+        .metadata
+        .uid
+        .as_deref()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| *c != '-')
+        .take(12)
+        .collect();
+    format!(
+        "{}/{}/{}/{uid}/{}/{target}",
+        task.namespace().unwrap_or_default(),
+        rule.name_any(),
+        task.name_any(),
+        event_name(event),
+    )
+}
+
+/// Copies what notifications recorded (the `notifications` list and the
+/// `NotificationFailed` condition) from the task's current status into `next`, for
+/// writers that apply the whole status with the same field manager: an apply that leaves
+/// those fields out would remove them.
+pub fn carry_over_notification_status(current: Option<&ScanTaskStatus>, next: &mut ScanTaskStatus) {
+    let Some(current) = current else { return };
+    next.notifications = current.notifications.clone();
+    if let Some(c) = current
+        .conditions
+        .iter()
+        .find(|c| c.type_ == CONDITION_NOTIFICATION_FAILED)
+    {
+        set_condition(&mut next.conditions, c.clone());
+    }
+}
+
+// One notify at a time per task in this process, so overlapping reconciles of the same
+// task do not both send a `Pending` entry.
+static TASK_LOCKS: LazyLock<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
+    LazyLock::new(Default::default);
+
+async fn lock_task(key: String) -> tokio::sync::OwnedMutexGuard<()> {
+    let lock = {
+        let mut locks = TASK_LOCKS.lock().unwrap_or_else(|e| e.into_inner());
+        locks.retain(|_, l| Arc::strong_count(l) > 1);
+        locks.entry(key).or_default().clone()
+    };
+    lock.lock_owned().await
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+fn entry(
+    target: &NotificationTarget,
+    event: NotificationEvent,
+    state: DeliveryState,
+    attempts: u32,
+    message: Option<String>,
+) -> NotificationDelivery {
+    NotificationDelivery {
+        target: target.name.clone(),
+        event: event_name(event).to_string(),
+        state: state.as_str().to_string(),
+        attempts,
+        last_transition_time: Some(now()),
+        message,
+    }
+}
+
+/// Notifies the targets of `rule` of `event` of `task`, and records each delivery in the
+/// task's status.
+///
+/// `results` are the task's ImageScanResults (for `NewFindings`, views holding only the
+/// new findings, see [`new_findings_view`]). The task is read again from the API server,
+/// so a stale `task` from a cache never causes a second send. Secrets are read from the
+/// rule's namespace. For each target the event selects:
+/// 1. a `Pending` entry is written (or `Skipped` when `minSeverity` is not reached, or
+///    `Failed` when the target is misconfigured, e.g. a missing Secret);
+/// 2. the notification is sent, retrying network errors, 5xx and 429 with backoff;
+/// 3. the entry becomes `Delivered` or `Failed`, the `NotificationFailed` condition is
+///    set, and an event is recorded (Warning on failure and on `insecureSkipVerify`).
+///
+/// Returns an error only when the API server could not be read or written; calling
+/// again then is safe.
+pub async fn notify_task(
+    client: &Client,
+    recorder: &Recorder,
+    rule: &ScanRule,
+    task: &ScanTask,
+    results: &[ImageScanResult],
+    event: NotificationEvent,
+    opts: &NotifyOptions,
+) -> Result<NotifyReport, Error> {
+    let (Some(namespace), Some(name)) = (task.namespace(), task.meta().name.clone()) else {
+        return Err(Error::InvalidTask);
+    };
+    if rule.spec.notifications.is_empty() {
+        return Ok(NotifyReport::default());
+    }
+    let _guard = lock_task(format!("{namespace}/{name}")).await;
+    let tasks: Api<ScanTask> = Api::namespaced(client.clone(), &namespace);
+    let secrets_ns = rule.namespace().unwrap_or_else(|| namespace.clone());
+    let secrets = Secrets {
+        api: Api::<Secret>::namespaced(client.clone(), &secrets_ns),
+        namespace: secrets_ns,
+    };
+    let read_err = |source| Error::ReadTask {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        source,
+    };
+    let write_err = |source| Error::WriteStatus {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        source,
+    };
+
+    // 1. Decide against the stored status and record intent.
+    let mut conflicts = 0;
+    let (current, intents, sends) = loop {
+        let current = tasks.get(&name).await.map_err(read_err)?;
+        if task.metadata.uid.is_some() && current.metadata.uid != task.metadata.uid {
+            tracing::info!(task = %name, "task was replaced; not notifying for the old one");
+            return Ok(NotifyReport::default());
+        }
+        let recorded = current
+            .status
+            .as_ref()
+            .map(|s| s.notifications.clone())
+            .unwrap_or_default();
+        let payload_base = build_payload(rule, &current, results, event, opts.top_findings);
+        let planned = plan(
+            &rule.spec.notifications,
+            &recorded,
+            event,
+            payload_base.summary.worst(),
+        );
+        if planned.is_empty() {
+            return Ok(NotifyReport::default());
+        }
+        let mut intents = Vec::new();
+        let mut sends: Vec<(ResolvedTarget, u32, &NotificationTarget)> = Vec::new();
+        for p in planned {
+            match p {
+                Planned::Skip { target, reason } => intents.push(entry(
+                    target,
+                    event,
+                    DeliveryState::Skipped,
+                    0,
+                    Some(reason),
+                )),
+                Planned::Send {
+                    target,
+                    previous_attempts,
+                } => match delivery::resolve(&secrets, target, opts).await {
+                    Ok(resolved) => {
+                        intents.push(entry(
+                            target,
+                            event,
+                            DeliveryState::Pending,
+                            previous_attempts,
+                            None,
+                        ));
+                        sends.push((resolved, previous_attempts, target));
+                    }
+                    Err(message) => intents.push(entry(
+                        target,
+                        event,
+                        DeliveryState::Failed,
+                        previous_attempts,
+                        Some(format!("target misconfigured: {message}")),
+                    )),
+                },
+            }
+        }
+        match write_deliveries(&tasks, &current, &intents).await {
+            Ok(updated) => break (updated, intents, sends),
+            Err(kube::Error::Api(e)) if e.code == 409 && conflicts < 5 => conflicts += 1,
+            Err(e) => return Err(write_err(e)),
+        }
+    };
+    let task_ref = current.object_ref(&());
+    let mut report = NotifyReport::default();
+    for e in &intents {
+        if e.state != DeliveryState::Pending.as_str() {
+            report.deliveries.push(e.clone());
+            if e.state == DeliveryState::Failed.as_str() {
+                publish(
+                    recorder,
+                    &task_ref,
+                    EventType::Warning,
+                    "NotificationFailed",
+                    format!(
+                        "notification {} of target {} failed: {}",
+                        e.event,
+                        e.target,
+                        e.message.as_deref().unwrap_or_default()
+                    ),
+                )
+                .await;
+            }
+        }
+    }
+    for (resolved, _, _) in &sends {
+        if resolved.insecure {
+            publish(
+                recorder,
+                &task_ref,
+                EventType::Warning,
+                "InsecureSkipVerify",
+                format!(
+                    "target {} ({}) does not verify the server's certificate \
+                     (insecureSkipVerify): anyone on the network path can read and alter \
+                     notifications",
+                    resolved.name, resolved.display_url
+                ),
+            )
+            .await;
+        }
+    }
+
+    // 2. Deliver, all targets at once.
+    let base = build_payload(rule, &current, results, event, opts.top_findings);
+    let outcomes = futures::future::join_all(sends.iter().map(|(resolved, _, target)| {
+        let mut payload = base.clone();
+        payload.delivery_id = delivery_id(rule, &current, event, &target.name);
+        async move { resolved.deliver(&payload, &opts.retry).await }
+    }))
+    .await;
+
+    // 3. Record outcomes.
+    let mut finals = Vec::new();
+    for ((resolved, previous, target), outcome) in sends.iter().zip(outcomes) {
+        let state = if outcome.delivered {
+            DeliveryState::Delivered
+        } else {
+            DeliveryState::Failed
+        };
+        tracing::info!(
+            task = %name,
+            target_name = %resolved.name,
+            event = event_name(event),
+            state = state.as_str(),
+            attempts = outcome.attempts,
+            message = %outcome.message,
+            "notification"
+        );
+        finals.push(entry(
+            target,
+            event,
+            state,
+            previous + outcome.attempts,
+            Some(truncate(&outcome.message, 1000)),
+        ));
+    }
+    if !finals.is_empty() {
+        let mut conflicts = 0;
+        let mut latest = current.clone();
+        loop {
+            match write_deliveries(&tasks, &latest, &finals).await {
+                Ok(_) => break,
+                Err(kube::Error::Api(e)) if e.code == 409 && conflicts < 5 => {
+                    conflicts += 1;
+                    latest = tasks.get(&name).await.map_err(read_err)?;
+                }
+                Err(e) => return Err(write_err(e)),
+            }
+        }
+    }
+    for e in &finals {
+        let failed = e.state == DeliveryState::Failed.as_str();
+        publish(
+            recorder,
+            &task_ref,
+            if failed {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            if failed {
+                "NotificationFailed"
+            } else {
+                "NotificationDelivered"
+            },
+            format!(
+                "notification {} of target {}: {}",
+                e.event,
+                e.target,
+                e.message.as_deref().unwrap_or_default()
+            ),
+        )
+        .await;
+        report.deliveries.push(e.clone());
+    }
+    Ok(report)
+}
+
+/// Writes `entries` into the notifications of `current`'s status, with the
+/// `NotificationFailed` condition they call for. The whole status is applied, with
+/// `current`'s resourceVersion as precondition, so a concurrent change surfaces as a 409
+/// instead of being overwritten.
+async fn write_deliveries(
+    tasks: &Api<ScanTask>,
+    current: &ScanTask,
+    entries: &[NotificationDelivery],
+) -> Result<ScanTask, kube::Error> {
+    let mut status = current.status.clone().unwrap_or_default();
+    let mut changed = false;
+    for e in entries {
+        changed |= upsert(&mut status.notifications, e.clone());
+    }
+    if let Some(c) =
+        notification_condition(&status.notifications, current.metadata.generation, now())
+    {
+        changed |= set_condition(&mut status.conditions, c);
+    }
+    if !changed {
+        return Ok(current.clone());
+    }
+    let patch = serde_json::json!({
+        "apiVersion": "imagewarden.io/v1alpha1",
+        "kind": "ScanTask",
+        "metadata": {
+            "name": current.name_any(),
+            "resourceVersion": current.resource_version(),
+        },
+        "status": status,
+    });
+    tasks
+        .patch_status(
+            &current.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+}
+
+async fn publish(
+    recorder: &Recorder,
+    regarding: &k8s_openapi::api::core::v1::ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(truncate(&note, 1000)),
+        action: "Notify".to_string(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, regarding).await {
+        tracing::warn!(reason, error = %e, "could not record event");
+    }
+}
