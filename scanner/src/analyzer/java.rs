@@ -8,10 +8,12 @@ use std::io::{Cursor, Read};
 /// Reads Maven coordinates out of Java archives.
 pub struct JavaArchiveAnalyzer;
 
-/// Largest archive read into memory, and largest nested archive extracted from it.
+/// Largest archive read into memory.
 const ARCHIVE_CAP: u64 = 256 << 20;
+/// Largest archive nested in another one that is extracted into memory.
+const NESTED_CAP: u64 = 128 << 20;
 /// How deep archives nested in archives are opened.
-const MAX_DEPTH: usize = 4;
+const MAX_DEPTH: usize = 3;
 
 const EXTENSIONS: &[&str] = &[".jar", ".war", ".ear", ".par", ".sar", ".jpi", ".hpi"];
 
@@ -47,7 +49,6 @@ fn analyze_archive(
     };
     let mut found = false;
     let mut manifest = None;
-    let mut nested = Vec::new();
     for i in 0..zip.len() {
         let Ok(mut entry) = zip.by_index(i) else {
             out.warn(format!("{archive_name}: unreadable entry #{i}"));
@@ -68,15 +69,19 @@ fn analyze_archive(
         } else if name.eq_ignore_ascii_case("META-INF/MANIFEST.MF") {
             manifest = read_capped(&mut entry, 1 << 20);
         } else if EXTENSIONS.iter().any(|e| lower.ends_with(e)) && depth < MAX_DEPTH {
-            if entry.size() > ARCHIVE_CAP {
+            if entry.size() > NESTED_CAP {
                 out.warn(format!(
                     "{archive_name}!{name}: nested archive over the size cap, skipped"
                 ));
                 continue;
             }
             let mut buf = Vec::with_capacity(entry.size() as usize);
-            if (&mut entry).take(ARCHIVE_CAP).read_to_end(&mut buf).is_ok() {
-                nested.push((name, buf));
+            let read = (&mut entry).take(NESTED_CAP).read_to_end(&mut buf);
+            drop(entry);
+            // Nested archives are read one at a time: memory stays within depth × cap.
+            if read.is_ok() {
+                let nested_name = format!("{archive_name}!{name}");
+                analyze_archive(file_path, &nested_name, &buf, depth + 1, out);
             }
         }
     }
@@ -92,15 +97,6 @@ fn analyze_archive(
             (None, Some((a, v))) => emit(file_path, "", &a, &v, out),
             (None, None) => {}
         }
-    }
-    for (name, buf) in nested {
-        analyze_archive(
-            file_path,
-            &format!("{archive_name}!{name}"),
-            &buf,
-            depth + 1,
-            out,
-        );
     }
 }
 

@@ -212,7 +212,8 @@ pub fn walk_tar<R: Read>(
             continue;
         }
         let mode = header.mode().unwrap_or(0);
-        let size = header.size().unwrap_or(0);
+        // Entry::size includes PAX size records, unlike the raw header field.
+        let size = entry.size();
         let meta = FileMeta {
             path: &path,
             mode,

@@ -83,6 +83,8 @@ impl ImageRef {
             "docker-archive" => ImageRef::DockerArchive(rest.into()),
             "oci-archive" => ImageRef::OciArchive(rest.into()),
             "dir" => ImageRef::Dir(rest.into()),
+            // skopeo's spelling of a registry reference.
+            "docker" if rest.starts_with("//") => ImageRef::Registry(rest[2..].to_string()),
             "sbom" => ImageRef::Sbom(rest.into()),
             "oci-layout" | "oci" => {
                 // The tag follows the last `:` unless that would cut into a path.
