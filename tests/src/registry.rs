@@ -172,6 +172,11 @@ http:
         }
     }
 
+    /// Root of the registry's filesystem storage (`docker/registry/v2/...` below it).
+    pub fn storage_path(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
     /// The registry's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.process.log_path()).unwrap_or_default()

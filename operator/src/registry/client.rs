@@ -1,0 +1,801 @@
+//! A small client for the read side of the distribution API: catalog, tag lists,
+//! manifest digests and image configs, with anonymous, Basic and Bearer-token auth.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use reqwest::header::{HeaderMap, ACCEPT, LINK, WWW_AUTHENTICATE};
+use reqwest::{Method, Response, StatusCode, Url};
+use serde::Deserialize;
+
+use super::access::{Credentials, RegistryAccess};
+use super::error::{InRepository, RegistryError};
+
+/// Media types a manifest may have; sent in `Accept` so the registry answers with the
+/// digest of what it stores instead of converting (or refusing) it.
+pub const MANIFEST_MEDIA_TYPES: &[&str] = &[
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+const INDEX_MEDIA_TYPES: &[&str] = &[
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+/// Largest manifest or config blob read into memory.
+const MAX_DOCUMENT_BYTES: usize = 4 << 20;
+
+/// Largest error body quoted in an error message.
+const MAX_QUOTED_BODY: usize = 300;
+
+/// A cached bearer token.
+struct Token {
+    value: String,
+    valid_until: Instant,
+}
+
+/// Read access to one registry. Cheap to share behind an `Arc`; tokens are cached per
+/// scope for their lifetime.
+pub struct RegistryClient {
+    host: String,
+    base: Url,
+    http: reqwest::Client,
+    credentials: Option<Credentials>,
+    tokens: Mutex<HashMap<String, Token>>,
+    /// Set once the registry asked for Basic auth, so later requests send it up front.
+    basic_auth: Mutex<bool>,
+}
+
+impl std::fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryClient")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A page of a paginated listing and the URL of the next one.
+pub(crate) struct Page<T> {
+    pub items: T,
+    pub next: Option<Url>,
+}
+
+#[derive(Deserialize)]
+struct CatalogPage {
+    #[serde(default)]
+    repositories: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct TagsPage {
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestDoc {
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    manifests: Option<Vec<Descriptor>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor {
+    #[serde(default)]
+    media_type: Option<String>,
+    digest: String,
+    #[serde(default)]
+    platform: Option<Platform>,
+}
+
+#[derive(Deserialize)]
+struct Platform {
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    os: String,
+}
+
+#[derive(Deserialize)]
+struct ImageConfig {
+    #[serde(default)]
+    created: Option<String>,
+}
+
+/// A `WWW-Authenticate` challenge.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Challenge {
+    Basic,
+    Bearer {
+        realm: String,
+        service: Option<String>,
+        scope: Option<String>,
+    },
+    Other(String),
+}
+
+impl RegistryClient {
+    /// A client for `access` (TLS roots: the system's plus `access.ca_pem`).
+    pub fn new(access: &RegistryAccess) -> Result<Self, RegistryError> {
+        Self::with_timeout(access, Duration::from_secs(30))
+    }
+
+    /// A client whose requests give up after `timeout`.
+    pub fn with_timeout(access: &RegistryAccess, timeout: Duration) -> Result<Self, RegistryError> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10).min(timeout))
+            .timeout(timeout)
+            .user_agent(concat!("imagewarden/", env!("CARGO_PKG_VERSION")));
+        if !access.insecure {
+            builder = builder.https_only(true);
+        }
+        if let Some(pem) = &access.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
+                RegistryError::Config {
+                    registry: access.host.clone(),
+                    message: format!("the CA Secret is not PEM certificates: {e}"),
+                }
+            })?;
+            if certs.is_empty() {
+                return Err(RegistryError::Config {
+                    registry: access.host.clone(),
+                    message: "the CA Secret holds no PEM certificate".into(),
+                });
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder.build().map_err(|e| RegistryError::Config {
+            registry: access.host.clone(),
+            message: format!("cannot build an HTTP client: {}", error_chain(&e)),
+        })?;
+        Ok(Self {
+            host: access.host.clone(),
+            base: access.base_url(),
+            http,
+            credentials: access.credentials.clone(),
+            tokens: Mutex::new(HashMap::new()),
+            basic_auth: Mutex::new(false),
+        })
+    }
+
+    /// The registry's `host[:port]`.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Checks that the registry answers `/v2/` with these credentials.
+    pub async fn ping(&self) -> Result<(), RegistryError> {
+        let url = self.url("v2/", &[]);
+        // Any scope works for the token service; the catalog scope asks for nothing.
+        self.send(Method::GET, url, None, "registry:catalog:*", None)
+            .await
+            .map(drop)
+    }
+
+    /// One page of `/v2/_catalog`. `url` is `None` for the first page.
+    pub(crate) async fn catalog_page(
+        &self,
+        url: Option<Url>,
+        page_size: u32,
+    ) -> Result<Page<Vec<String>>, RegistryError> {
+        let url = url.unwrap_or_else(|| self.url("v2/_catalog", &[("n", &page_size.to_string())]));
+        let response = self
+            .send(Method::GET, url, None, "registry:catalog:*", None)
+            .await?;
+        let next = self.next_link(response.headers(), None)?;
+        let page: CatalogPage = self.json(response, None).await?;
+        Ok(Page {
+            items: page.repositories.unwrap_or_default(),
+            next,
+        })
+    }
+
+    /// One page of `/v2/<repository>/tags/list`. `url` is `None` for the first page.
+    pub(crate) async fn tags_page(
+        &self,
+        repository: &str,
+        url: Option<Url>,
+        page_size: u32,
+    ) -> Result<Page<Vec<String>>, RegistryError> {
+        let url = url.unwrap_or_else(|| {
+            self.url(
+                &format!("v2/{repository}/tags/list"),
+                &[("n", &page_size.to_string())],
+            )
+        });
+        let response = self
+            .send(
+                Method::GET,
+                url,
+                None,
+                &pull_scope(repository),
+                Some(repository),
+            )
+            .await?;
+        let next = self.next_link(response.headers(), Some(repository))?;
+        let page: TagsPage = self.json(response, Some(repository)).await?;
+        Ok(Page {
+            items: page.tags.unwrap_or_default(),
+            next,
+        })
+    }
+
+    /// The manifest digest `repository:tag` points at (`HEAD /v2/<name>/manifests/<tag>`,
+    /// header `Docker-Content-Digest`), for any of [`MANIFEST_MEDIA_TYPES`].
+    pub async fn resolve_digest(
+        &self,
+        repository: &str,
+        tag: &str,
+    ) -> Result<String, RegistryError> {
+        let url = self.url(&format!("v2/{repository}/manifests/{tag}"), &[]);
+        let accept = MANIFEST_MEDIA_TYPES.join(", ");
+        let response = self
+            .send(
+                Method::HEAD,
+                url,
+                Some(&accept),
+                &pull_scope(repository),
+                Some(repository),
+            )
+            .await?;
+        let digest = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|d| is_digest(d));
+        match digest {
+            Some(digest) => Ok(digest.to_string()),
+            None => Err(RegistryError::Protocol {
+                registry: self.host.clone(),
+                repository: InRepository(Some(repository.to_string())),
+                message: format!("HEAD of tag {tag} carried no valid Docker-Content-Digest header"),
+            }),
+        }
+    }
+
+    /// The `created` time of the image `repository@digest`; for an index, of its
+    /// linux/amd64 image (or its first image). `None` when the config has no time.
+    pub async fn image_created(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> Result<Option<DateTime<Utc>>, RegistryError> {
+        let mut manifest = self.manifest(repository, digest).await?;
+        if is_index(&manifest) {
+            let children = manifest.manifests.take().unwrap_or_default();
+            let chosen = children
+                .iter()
+                .find(|d| {
+                    d.platform
+                        .as_ref()
+                        .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+                })
+                .or_else(|| {
+                    // Skip attestation manifests (platform unknown/unknown).
+                    children.iter().find(|d| {
+                        d.platform.as_ref().is_none_or(|p| p.os != "unknown")
+                            && !d
+                                .media_type
+                                .as_deref()
+                                .is_some_and(|m| INDEX_MEDIA_TYPES.contains(&m))
+                    })
+                });
+            let Some(chosen) = chosen else {
+                return Ok(None);
+            };
+            manifest = self.manifest(repository, &chosen.digest).await?;
+        }
+        let Some(config) = manifest.config else {
+            return Ok(None);
+        };
+        let url = self.url(&format!("v2/{repository}/blobs/{}", config.digest), &[]);
+        let response = self
+            .send(
+                Method::GET,
+                url,
+                None,
+                &pull_scope(repository),
+                Some(repository),
+            )
+            .await?;
+        let config: ImageConfig = self.json(response, Some(repository)).await?;
+        Ok(config
+            .created
+            .and_then(|c| DateTime::parse_from_rfc3339(&c).ok())
+            .map(|c| c.with_timezone(&Utc)))
+    }
+
+    async fn manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<ManifestDoc, RegistryError> {
+        let url = self.url(&format!("v2/{repository}/manifests/{reference}"), &[]);
+        let accept = MANIFEST_MEDIA_TYPES.join(", ");
+        let response = self
+            .send(
+                Method::GET,
+                url,
+                Some(&accept),
+                &pull_scope(repository),
+                Some(repository),
+            )
+            .await?;
+        self.json(response, Some(repository)).await
+    }
+
+    fn url(&self, path: &str, query: &[(&str, &str)]) -> Url {
+        let mut url = self.base.join(path).expect("registry paths are relative");
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+
+    /// The `rel="next"` target of a `Link` header, resolved against the registry; a link to
+    /// another origin is refused so credentials never leave the registry.
+    fn next_link(
+        &self,
+        headers: &HeaderMap,
+        repository: Option<&str>,
+    ) -> Result<Option<Url>, RegistryError> {
+        let Some(target) = headers
+            .get_all(LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(next_link_target)
+        else {
+            return Ok(None);
+        };
+        let url = self
+            .base
+            .join(&target)
+            .map_err(|e| RegistryError::Protocol {
+                registry: self.host.clone(),
+                repository: InRepository(repository.map(str::to_string)),
+                message: format!("bad Link header target {target:?}: {e}"),
+            })?;
+        if url.origin() != self.base.origin() {
+            return Err(RegistryError::Protocol {
+                registry: self.host.clone(),
+                repository: InRepository(repository.map(str::to_string)),
+                message: format!("the next-page Link points to another origin: {url}"),
+            });
+        }
+        Ok(Some(url))
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        response: Response,
+        repository: Option<&str>,
+    ) -> Result<T, RegistryError> {
+        let url = response.url().to_string();
+        let body = self.body(response, repository).await?;
+        serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+            registry: self.host.clone(),
+            repository: InRepository(repository.map(str::to_string)),
+            message: format!("{url} did not return the expected JSON: {e}"),
+        })
+    }
+
+    async fn body(
+        &self,
+        mut response: Response,
+        repository: Option<&str>,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(&e, repository))?
+        {
+            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+                return Err(RegistryError::Protocol {
+                    registry: self.host.clone(),
+                    repository: InRepository(repository.map(str::to_string)),
+                    message: format!(
+                        "{} returned more than {MAX_DOCUMENT_BYTES} bytes",
+                        response.url()
+                    ),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    /// Sends a request, answering auth challenges once: Basic with the credentials, or a
+    /// token for `scope` from the Bearer realm. Returns only successful responses.
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        accept: Option<&str>,
+        scope: &str,
+        repository: Option<&str>,
+    ) -> Result<Response, RegistryError> {
+        let mut challenged = false;
+        loop {
+            let mut request = self.http.request(method.clone(), url.clone());
+            if let Some(accept) = accept {
+                request = request.header(ACCEPT, accept);
+            }
+            if let Some(token) = self.cached_token(scope) {
+                request = request.bearer_auth(token);
+            } else if *self.basic_auth.lock().expect("lock") {
+                if let Some(c) = &self.credentials {
+                    request = request.basic_auth(&c.username, Some(&c.password));
+                }
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| self.transport_error(&e, repository))?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(response);
+            }
+            if status == StatusCode::UNAUTHORIZED && !challenged {
+                challenged = true;
+                let challenge = response
+                    .headers()
+                    .get(WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(parse_challenge);
+                match challenge {
+                    Some(Challenge::Basic) if self.credentials.is_some() => {
+                        *self.basic_auth.lock().expect("lock") = true;
+                        continue;
+                    }
+                    Some(Challenge::Bearer {
+                        realm,
+                        service,
+                        scope: challenge_scope,
+                    }) => {
+                        // The registry's own scope is authoritative; ours is the fallback.
+                        let wanted = challenge_scope.unwrap_or_else(|| scope.to_string());
+                        self.fetch_token(&realm, service.as_deref(), &wanted, scope, repository)
+                            .await?;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            return Err(self.status_error(response, repository).await);
+        }
+    }
+
+    fn cached_token(&self, scope: &str) -> Option<String> {
+        let tokens = self.tokens.lock().expect("lock");
+        tokens
+            .get(scope)
+            .filter(|t| t.valid_until > Instant::now())
+            .map(|t| t.value.clone())
+    }
+
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        wanted_scope: &str,
+        cache_scope: &str,
+        repository: Option<&str>,
+    ) -> Result<(), RegistryError> {
+        let mut url = Url::parse(realm).map_err(|e| RegistryError::Protocol {
+            registry: self.host.clone(),
+            repository: InRepository(repository.map(str::to_string)),
+            message: format!("the Bearer challenge's realm {realm:?} is not a URL: {e}"),
+        })?;
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(service) = service {
+                query.append_pair("service", service);
+            }
+            for scope in wanted_scope.split(' ').filter(|s| !s.is_empty()) {
+                query.append_pair("scope", scope);
+            }
+        }
+        let mut request = self.http.get(url);
+        if let Some(c) = &self.credentials {
+            request = request.basic_auth(&c.username, Some(&c.password));
+        }
+        let requested = Instant::now();
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e, repository))?;
+        if !response.status().is_success() {
+            return Err(self.status_error(response, repository).await);
+        }
+        let token: TokenResponse = self.json(response, repository).await?;
+        let value = token
+            .token
+            .or(token.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| RegistryError::Protocol {
+                registry: self.host.clone(),
+                repository: InRepository(repository.map(str::to_string)),
+                message: format!("the token service {realm} returned no token"),
+            })?;
+        // The distribution token spec's default lifetime is 60 s; renew a little early.
+        let lifetime = Duration::from_secs(token.expires_in.unwrap_or(60).max(1));
+        let valid_until = requested + lifetime.saturating_sub(Duration::from_secs(5));
+        self.tokens
+            .lock()
+            .expect("lock")
+            .insert(cache_scope.to_string(), Token { value, valid_until });
+        Ok(())
+    }
+
+    fn transport_error(&self, error: &reqwest::Error, repository: Option<&str>) -> RegistryError {
+        let reason = error_chain(error);
+        if error.is_connect() || error.is_timeout() || error.is_request() {
+            RegistryError::Unreachable {
+                registry: self.host.clone(),
+                reason,
+            }
+        } else {
+            RegistryError::Protocol {
+                registry: self.host.clone(),
+                repository: InRepository(repository.map(str::to_string)),
+                message: reason,
+            }
+        }
+    }
+
+    async fn status_error(&self, response: Response, repository: Option<&str>) -> RegistryError {
+        let status = response.status();
+        let url = response.url().to_string();
+        let message = error_message(response).await;
+        let registry = self.host.clone();
+        let repository = InRepository(repository.map(str::to_string));
+        match status {
+            StatusCode::UNAUTHORIZED => RegistryError::Unauthorized {
+                registry,
+                repository,
+                status: status.as_u16(),
+                message: if self.credentials.is_none() {
+                    format!("{message} (no credentials are configured)")
+                } else {
+                    message
+                },
+            },
+            StatusCode::FORBIDDEN => RegistryError::Forbidden {
+                registry,
+                repository,
+                status: status.as_u16(),
+                message,
+            },
+            StatusCode::NOT_FOUND => RegistryError::NotFound {
+                registry,
+                repository,
+                message,
+            },
+            _ => RegistryError::Http {
+                registry,
+                repository,
+                status: status.as_u16(),
+                url,
+                message,
+            },
+        }
+    }
+}
+
+/// The distribution error body (`{"errors":[{"code","message"}]}`) as text, or the start
+/// of whatever else the body was.
+async fn error_message(response: Response) -> String {
+    #[derive(Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorEntry>,
+    }
+    #[derive(Deserialize)]
+    struct ErrorEntry {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let status = response.status();
+    let body = response.bytes().await.unwrap_or_default();
+    if let Ok(errors) = serde_json::from_slice::<Errors>(&body) {
+        let text = errors
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", e.code, e.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        if !text.is_empty() {
+            return text;
+        }
+    }
+    let text = String::from_utf8_lossy(&body);
+    let text = text.trim();
+    if text.is_empty() {
+        status.canonical_reason().unwrap_or("no body").to_string()
+    } else {
+        text.chars().take(MAX_QUOTED_BODY).collect()
+    }
+}
+
+/// An error and its sources, joined by `: `.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    let mut seen = HashSet::new();
+    while let Some(e) = source {
+        let part = e.to_string();
+        if seen.insert(part.clone()) && !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
+}
+
+fn is_index(manifest: &ManifestDoc) -> bool {
+    manifest
+        .media_type
+        .as_deref()
+        .is_some_and(|m| INDEX_MEDIA_TYPES.contains(&m))
+        || (manifest.config.is_none() && manifest.manifests.is_some())
+}
+
+fn pull_scope(repository: &str) -> String {
+    format!("repository:{repository}:pull")
+}
+
+/// `algorithm:hex` with a known algorithm and the right length.
+pub(crate) fn is_digest(digest: &str) -> bool {
+    let Some((algorithm, hex)) = digest.split_once(':') else {
+        return false;
+    };
+    let len = match algorithm {
+        "sha256" => 64,
+        "sha512" => 128,
+        _ => return false,
+    };
+    hex.len() == len
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The target of the `rel="next"` entry of one `Link` header value
+/// (`</v2/_catalog?last=b&n=2>; rel="next"`).
+pub(crate) fn next_link_target(header: &str) -> Option<String> {
+    header.split(',').find_map(|entry| {
+        let (target, params) = entry.trim().split_once(';')?;
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        let is_next = params.split(';').any(|p| {
+            p.trim()
+                .split_once('=')
+                .is_some_and(|(k, v)| k.trim() == "rel" && v.trim().trim_matches('"') == "next")
+        });
+        is_next.then(|| target.to_string())
+    })
+}
+
+/// Parses a `WWW-Authenticate` header value.
+pub(crate) fn parse_challenge(header: &str) -> Challenge {
+    let header = header.trim();
+    let (scheme, params) = header.split_once(' ').unwrap_or((header, ""));
+    if scheme.eq_ignore_ascii_case("basic") {
+        return Challenge::Basic;
+    }
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Challenge::Other(header.to_string());
+    }
+    let params = parse_auth_params(params);
+    match params.get("realm") {
+        Some(realm) => Challenge::Bearer {
+            realm: realm.clone(),
+            service: params.get("service").cloned(),
+            scope: params.get("scope").cloned(),
+        },
+        None => Challenge::Other(header.to_string()),
+    }
+}
+
+/// `k="v",k2=v2` with commas allowed inside quotes (scopes hold `pull,push`).
+fn parse_auth_params(params: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut chars = params.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=')).collect();
+        if key.is_empty() || chars.next().is_none() {
+            break;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            value = std::iter::from_fn(|| chars.next_if(|c| *c != ',')).collect();
+        }
+        out.insert(key.trim().to_ascii_lowercase(), value.trim().to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_challenge_keeps_quoted_commas() {
+        let header = r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:team-a/api:pull,push""#;
+        assert_eq!(
+            parse_challenge(header),
+            Challenge::Bearer {
+                realm: "https://auth.example/token".into(),
+                service: Some("registry.example".into()),
+                scope: Some("repository:team-a/api:pull,push".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn basic_and_unknown_challenges() {
+        assert_eq!(parse_challenge(r#"Basic realm="x""#), Challenge::Basic);
+        assert!(matches!(parse_challenge("Negotiate"), Challenge::Other(_)));
+        assert!(matches!(
+            parse_challenge("Bearer service=x"),
+            Challenge::Other(_)
+        ));
+    }
+
+    #[test]
+    fn next_link_is_found_among_several() {
+        assert_eq!(
+            next_link_target(r#"</v2/_catalog?last=b&n=2>; rel="next""#).as_deref(),
+            Some("/v2/_catalog?last=b&n=2")
+        );
+        assert_eq!(
+            next_link_target(r#"<https://r/x?p=1>; rel="prev", <https://r/x?p=3>; rel=next"#)
+                .as_deref(),
+            Some("https://r/x?p=3")
+        );
+        assert_eq!(next_link_target(r#"</x>; rel="prev""#), None);
+    }
+
+    #[test]
+    fn digests_are_validated() {
+        assert!(is_digest(&format!("sha256:{}", "a".repeat(64))));
+        assert!(!is_digest(&format!("sha256:{}", "A".repeat(64))));
+        assert!(!is_digest("sha256:abc"));
+        assert!(!is_digest("md5:abc"));
+    }
+}

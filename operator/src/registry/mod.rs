@@ -1,0 +1,23 @@
+//! Talking to the registries a `ScanRule` points at: which images its scope holds
+//! (catalog and tag discovery, resolved to manifest digests), and which images were just
+//! pushed (the push-webhook receiver, the matcher that routes a push to rules, and the
+//! coalescer that turns a burst of pushes into one batch per rule).
+//!
+//! Nothing here reads Kubernetes objects: the controller resolves Secrets into a
+//! [`RegistryAccess`] and hands in the rule's spec.
+
+pub mod access;
+pub mod client;
+pub mod discovery;
+pub mod error;
+pub mod push;
+pub mod webhook;
+
+pub use access::{Credentials, CredentialsError, RegistryAccess};
+pub use client::RegistryClient;
+pub use discovery::{
+    discover, DiscoveredImage, Discovery, DiscoveryLimits, RepositoryError, Scope, TagFilter,
+};
+pub use error::RegistryError;
+pub use push::{coalesce_pushes, rule_matches_push, PushBatch, PushCoalescer, PushEvent};
+pub use webhook::{router, serve, WebhookError};

@@ -1,0 +1,454 @@
+//! The push-webhook receiver: registries POST here when an image is pushed.
+//!
+//! - `POST /webhook/distribution`: CNCF Distribution notification envelopes
+//!   (`application/vnd.docker.distribution.events.v1+json`). Only `push` events of a
+//!   manifest under a tag count; blob pushes, pulls, deletes and pushes by digest are
+//!   ignored.
+//! - `POST /webhook/harbor`: Harbor's default-format webhooks; only `PUSH_ARTIFACT`
+//!   counts, other event types are accepted and ignored (Harbor's CloudEvents format is
+//!   not understood).
+//!
+//! Both require the shared token, as `Authorization: Bearer <token>` (Distribution's
+//! `headers:` setting) or as the bare `Authorization: <token>` Harbor's "auth header"
+//! sends. Answers: 202 with the number of pushes taken, 401 for a missing or wrong
+//! token, 400 with the reason for a body that is not the expected JSON, 503 when the
+//! operator is no longer reading events.
+
+use std::io;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use super::client::{is_digest, MANIFEST_MEDIA_TYPES};
+use super::push::PushEvent;
+
+/// Path of the CNCF Distribution notification endpoint.
+pub const DISTRIBUTION_PATH: &str = "/webhook/distribution";
+/// Path of the Harbor webhook endpoint.
+pub const HARBOR_PATH: &str = "/webhook/harbor";
+
+/// Why a webhook request was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WebhookError {
+    #[error("missing or wrong token in the Authorization header")]
+    Unauthorized,
+    #[error("malformed {format} webhook body: {message}")]
+    Malformed {
+        format: &'static str,
+        message: String,
+    },
+    #[error("the operator is not accepting push events (shutting down)")]
+    Unavailable,
+}
+
+impl IntoResponse for WebhookError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Malformed { .. } => StatusCode::BAD_REQUEST,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let mut response = (status, format!("{self}\n")).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"imagewarden\""),
+            );
+        }
+        response
+    }
+}
+
+/// Shared state of the receiver.
+struct WebhookState {
+    token: String,
+    events: mpsc::Sender<PushEvent>,
+}
+
+/// The receiver's routes. Every accepted push goes to `events`. An empty `token` refuses
+/// every request, so a missing configuration never opens the endpoint.
+pub fn router(token: impl Into<String>, events: mpsc::Sender<PushEvent>) -> Router {
+    let state = Arc::new(WebhookState {
+        token: token.into(),
+        events,
+    });
+    Router::new()
+        .route(DISTRIBUTION_PATH, post(distribution))
+        .route(HARBOR_PATH, post(harbor))
+        .with_state(state)
+}
+
+/// Serves [`router`] on `listener` until the task is dropped or the listener fails.
+pub async fn serve(
+    listener: TcpListener,
+    token: impl Into<String>,
+    events: mpsc::Sender<PushEvent>,
+) -> io::Result<()> {
+    axum::serve(listener, router(token, events)).await
+}
+
+async fn distribution(
+    State(state): State<Arc<WebhookState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WebhookError> {
+    authorize(&state.token, &headers)?;
+    let events = parse_distribution_envelope(&body)?;
+    forward(&state, events).await
+}
+
+async fn harbor(
+    State(state): State<Arc<WebhookState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WebhookError> {
+    authorize(&state.token, &headers)?;
+    let events = parse_harbor_webhook(&body)?;
+    forward(&state, events).await
+}
+
+async fn forward(state: &WebhookState, events: Vec<PushEvent>) -> Result<Response, WebhookError> {
+    let accepted = events.len();
+    for event in events {
+        tracing::debug!(
+            registry = %event.registry_host,
+            repository = %event.repository,
+            tag = %event.tag,
+            digest = %event.digest,
+            "push received"
+        );
+        state
+            .events
+            .send(event)
+            .await
+            .map_err(|_| WebhookError::Unavailable)?;
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::CONTENT_TYPE, "application/json")],
+        format!("{{\"accepted\":{accepted}}}\n"),
+    )
+        .into_response())
+}
+
+/// Checks the `Authorization` header against `token` in constant time (for equal lengths).
+pub fn authorize(token: &str, headers: &HeaderMap) -> Result<(), WebhookError> {
+    if token.is_empty() {
+        return Err(WebhookError::Unauthorized);
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .ok_or(WebhookError::Unauthorized)?;
+    let presented = match presented.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ => presented,
+    };
+    if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+        Ok(())
+    } else {
+        Err(WebhookError::Unauthorized)
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    events: Vec<DistributionEvent>,
+}
+
+#[derive(Deserialize)]
+struct DistributionEvent {
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    target: Option<Target>,
+    #[serde(default)]
+    request: Option<Request>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Target {
+    #[serde(default)]
+    media_type: String,
+    #[serde(default)]
+    digest: String,
+    #[serde(default)]
+    repository: String,
+    #[serde(default)]
+    tag: String,
+    #[serde(default)]
+    url: String,
+}
+
+#[derive(Deserialize)]
+struct Request {
+    #[serde(default)]
+    host: String,
+}
+
+/// The tagged manifest pushes in a CNCF Distribution notification envelope.
+pub fn parse_distribution_envelope(body: &[u8]) -> Result<Vec<PushEvent>, WebhookError> {
+    let malformed = |message: String| WebhookError::Malformed {
+        format: "Distribution",
+        message,
+    };
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| {
+        malformed(format!(
+            "{e}; expected {{\"events\":[{{\"action\",\"target\",\"request\"}}]}}"
+        ))
+    })?;
+    let mut pushes = Vec::new();
+    for event in envelope.events {
+        let Some(target) = event.target else { continue };
+        let is_manifest = MANIFEST_MEDIA_TYPES.contains(&target.media_type.as_str())
+            || target.url.contains("/manifests/");
+        if event.action != "push" || !is_manifest || target.tag.is_empty() {
+            continue;
+        }
+        if target.repository.is_empty() || !is_digest(&target.digest) {
+            return Err(malformed(format!(
+                "a manifest push of tag {:?} lacks a repository or a valid digest",
+                target.tag
+            )));
+        }
+        // The push request's Host is the registry name clients used; the target URL is
+        // built from it too, so it serves when `request` is absent.
+        let host = event
+            .request
+            .map(|r| r.host)
+            .filter(|h| !h.is_empty())
+            .or_else(|| url_host(&target.url))
+            .ok_or_else(|| {
+                malformed(format!(
+                    "the push of {}:{} names no registry host (request.host or target.url)",
+                    target.repository, target.tag
+                ))
+            })?;
+        pushes.push(PushEvent {
+            registry_host: host.to_ascii_lowercase(),
+            repository: target.repository,
+            tag: target.tag,
+            digest: target.digest,
+        });
+    }
+    Ok(pushes)
+}
+
+fn url_host(url: &str) -> Option<String> {
+    reqwest::Url::parse(url).ok().and_then(|u| {
+        let host = u.host_str()?.to_string();
+        Some(match u.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host,
+        })
+    })
+}
+
+#[derive(Deserialize)]
+struct HarborWebhook {
+    #[serde(rename = "type")]
+    event_type: String,
+    #[serde(default)]
+    event_data: Option<HarborEventData>,
+}
+
+#[derive(Deserialize)]
+struct HarborEventData {
+    #[serde(default)]
+    resources: Vec<HarborResource>,
+    repository: HarborRepository,
+}
+
+#[derive(Deserialize)]
+struct HarborResource {
+    #[serde(default)]
+    digest: String,
+    #[serde(default)]
+    tag: String,
+    #[serde(default)]
+    resource_url: String,
+}
+
+#[derive(Deserialize)]
+struct HarborRepository {
+    #[serde(default)]
+    repo_full_name: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    name: String,
+}
+
+/// The tagged pushes in a Harbor webhook (default payload format). Event types other than
+/// `PUSH_ARTIFACT` yield no pushes.
+pub fn parse_harbor_webhook(body: &[u8]) -> Result<Vec<PushEvent>, WebhookError> {
+    let malformed = |message: String| WebhookError::Malformed {
+        format: "Harbor",
+        message,
+    };
+    let webhook: HarborWebhook = serde_json::from_slice(body).map_err(|e| {
+        malformed(format!(
+            "{e}; expected {{\"type\":\"PUSH_ARTIFACT\",\"event_data\":{{\"resources\",\"repository\"}}}}"
+        ))
+    })?;
+    if webhook.event_type != "PUSH_ARTIFACT" {
+        return Ok(Vec::new());
+    }
+    let data = webhook
+        .event_data
+        .ok_or_else(|| malformed("PUSH_ARTIFACT without event_data".into()))?;
+    let repository = if !data.repository.repo_full_name.is_empty() {
+        data.repository.repo_full_name
+    } else if !data.repository.namespace.is_empty() && !data.repository.name.is_empty() {
+        format!("{}/{}", data.repository.namespace, data.repository.name)
+    } else {
+        return Err(malformed(
+            "event_data.repository has neither repo_full_name nor namespace and name".into(),
+        ));
+    };
+    let mut pushes = Vec::new();
+    for resource in data.resources {
+        // A push by digest carries no tag, or the digest in its place.
+        if resource.tag.is_empty() || is_digest(&resource.tag) {
+            continue;
+        }
+        if !is_digest(&resource.digest) {
+            return Err(malformed(format!(
+                "the push of {repository}:{} has no valid digest",
+                resource.tag
+            )));
+        }
+        // resource_url is `host[:port]/namespace/name:tag`.
+        let host = resource
+            .resource_url
+            .split_once('/')
+            .map(|(host, _)| host)
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| {
+                malformed(format!(
+                    "the push of {repository}:{} has no registry host in resource_url {:?}",
+                    resource.tag, resource.resource_url
+                ))
+            })?;
+        pushes.push(PushEvent {
+            registry_host: host.to_ascii_lowercase(),
+            repository: repository.clone(),
+            tag: resource.tag,
+            digest: resource.digest,
+        });
+    }
+    Ok(pushes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "sha256:8a9e9863dbb6e10edb5adfe917c00da84e1700fa76e7ed02476aa6e6fb8ee0d8";
+
+    #[test]
+    fn harbor_documented_sample_parses() {
+        // The PUSH_ARTIFACT sample from Harbor's "Configure Webhook Notifications" page.
+        let body = format!(
+            r#"{{
+            "type": "PUSH_ARTIFACT",
+            "occur_at": 1586922308,
+            "operator": "admin",
+            "event_data": {{
+                "resources": [{{
+                    "digest": "{DIGEST}",
+                    "tag": "latest",
+                    "resource_url": "hj.harbor.com/library/busybox:latest"
+                }}],
+                "repository": {{
+                    "date_created": 1586922308,
+                    "name": "busybox",
+                    "namespace": "library",
+                    "repo_full_name": "library/busybox",
+                    "repo_type": "private"
+                }}
+            }}
+        }}"#
+        );
+        assert_eq!(
+            parse_harbor_webhook(body.as_bytes()).unwrap(),
+            vec![PushEvent {
+                registry_host: "hj.harbor.com".into(),
+                repository: "library/busybox".into(),
+                tag: "latest".into(),
+                digest: DIGEST.into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn harbor_other_events_and_digest_pushes_are_ignored() {
+        let pull = r#"{"type":"PULL_ARTIFACT","event_data":{"resources":[],"repository":{"repo_full_name":"a/b"}}}"#;
+        assert!(parse_harbor_webhook(pull.as_bytes()).unwrap().is_empty());
+        let by_digest = format!(
+            r#"{{"type":"PUSH_ARTIFACT","event_data":{{"resources":[{{"digest":"{DIGEST}","tag":"{DIGEST}","resource_url":"h/a/b@{DIGEST}"}}],"repository":{{"repo_full_name":"a/b"}}}}}}"#
+        );
+        assert!(parse_harbor_webhook(by_digest.as_bytes())
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn malformed_bodies_say_what_was_expected() {
+        let err = parse_harbor_webhook(b"{}").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("malformed Harbor webhook body: missing field `type`"),
+            "{err}"
+        );
+        let err = parse_distribution_envelope(b"[]").unwrap_err();
+        assert!(err.to_string().contains("expected {\"events\""), "{err}");
+    }
+
+    #[test]
+    fn distribution_ignores_blobs_pulls_and_untagged_pushes() {
+        let body = format!(
+            r#"{{"events":[
+              {{"action":"push","target":{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{DIGEST}","repository":"a/b","url":"http://r:5000/v2/a/b/blobs/{DIGEST}"}},"request":{{"host":"r:5000"}}}},
+              {{"action":"pull","target":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{DIGEST}","repository":"a/b","tag":"v1"}},"request":{{"host":"r:5000"}}}},
+              {{"action":"push","target":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{DIGEST}","repository":"a/b"}},"request":{{"host":"r:5000"}}}},
+              {{"action":"push","target":{{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","digest":"{DIGEST}","repository":"a/b","tag":"v2","url":"http://R:5000/v2/a/b/manifests/{DIGEST}"}}}}
+            ]}}"#
+        );
+        assert_eq!(
+            parse_distribution_envelope(body.as_bytes()).unwrap(),
+            vec![PushEvent {
+                registry_host: "r:5000".into(),
+                repository: "a/b".into(),
+                tag: "v2".into(),
+                digest: DIGEST.into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn tokens_are_accepted_bare_or_as_bearer() {
+        let headers = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, v.parse().unwrap());
+            h
+        };
+        assert!(authorize("s3cret", &headers("Bearer s3cret")).is_ok());
+        assert!(authorize("s3cret", &headers("bearer s3cret")).is_ok());
+        assert!(authorize("s3cret", &headers("s3cret")).is_ok());
+        assert!(authorize("s3cret", &headers("Bearer s3cre")).is_err());
+        assert!(authorize("s3cret", &HeaderMap::new()).is_err());
+        assert!(authorize("", &headers("Bearer ")).is_err());
+    }
+}
