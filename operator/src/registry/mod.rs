@@ -7,6 +7,8 @@
 //! [`RegistryAccess`] and hands in the rule's spec.
 
 pub mod access;
+#[cfg(test)]
+mod bearer_tests;
 pub mod client;
 pub mod discovery;
 pub mod error;
