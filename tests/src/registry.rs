@@ -30,10 +30,24 @@ pub struct NotificationEndpoint {
     pub bearer_token: Option<String>,
 }
 
+/// Token authentication as the distribution token spec describes it: the registry
+/// answers unauthenticated requests with `WWW-Authenticate: Bearer realm=...,service=...`
+/// and accepts JWTs from `issuer`, for audience `service`, whose `x5c` chain leads to
+/// `root_cert_pem`. The test supplies the token service at `realm`.
+#[derive(Clone, Debug)]
+pub struct TokenAuth {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+    pub root_cert_pem: String,
+}
+
 /// Options for [`Registry::start_with`].
 #[derive(Clone, Debug, Default)]
 pub struct RegistryOptions {
     pub notifications: Vec<NotificationEndpoint>,
+    /// Token authentication instead of anonymous access (not with `TlsAuth`).
+    pub token_auth: Option<TokenAuth>,
 }
 
 /// A running registry; stopped and its storage removed on drop.
@@ -112,6 +126,21 @@ http:
                 dir.path().join("htpasswd").display()
             ));
             credentials = Some((user, password));
+        }
+        if let Some(token) = &options.token_auth {
+            anyhow::ensure!(
+                mode != RegistryMode::TlsAuth,
+                "token auth replaces htpasswd auth; use Plain or Tls mode"
+            );
+            let bundle = dir.path().join("token-root.pem");
+            std::fs::write(&bundle, &token.root_cert_pem)?;
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                token.realm,
+                token.service,
+                token.issuer,
+                bundle.display()
+            ));
         }
         if !options.notifications.is_empty() {
             config

@@ -44,6 +44,7 @@ async fn notifying_registry(base: &str, token: &str) -> Result<Registry> {
                 url: format!("{base}/webhook/distribution"),
                 bearer_token: Some(token.into()),
             }],
+            ..Default::default()
         },
     )
     .await
