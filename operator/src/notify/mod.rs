@@ -332,42 +332,31 @@ pub async fn notify_task(
     };
     let task_ref = current.object_ref(&());
     let mut report = NotifyReport::default();
-    for e in &intents {
-        if e.state != DeliveryState::Pending.as_str() {
-            report.deliveries.push(e.clone());
-            if e.state == DeliveryState::Failed.as_str() {
-                publish(
-                    recorder,
-                    &task_ref,
-                    EventType::Warning,
-                    "NotificationFailed",
-                    format!(
-                        "notification {} of target {} failed: {}",
-                        e.event,
-                        e.target,
-                        e.message.as_deref().unwrap_or_default()
-                    ),
-                )
-                .await;
-            }
-        }
-    }
-    for (resolved, _, _) in &sends {
-        if resolved.insecure {
-            publish(
-                recorder,
-                &task_ref,
-                EventType::Warning,
-                "InsecureSkipVerify",
-                format!(
-                    "target {} ({}) does not verify the server's certificate \
-                     (insecureSkipVerify): anyone on the network path can read and alter \
-                     notifications",
-                    resolved.name, resolved.display_url
-                ),
-            )
-            .await;
-        }
+    report.deliveries.extend(
+        intents
+            .iter()
+            .filter(|e| e.state != DeliveryState::Pending.as_str())
+            .cloned(),
+    );
+    let insecure: Vec<String> = sends
+        .iter()
+        .filter(|(resolved, _, _)| resolved.insecure)
+        .map(|(resolved, _, _)| format!("{} ({})", resolved.name, resolved.display_url))
+        .collect();
+    if !insecure.is_empty() {
+        publish(
+            recorder,
+            &task_ref,
+            event,
+            EventType::Warning,
+            "InsecureSkipVerify",
+            format!(
+                "target(s) {} do not verify the server's certificate (insecureSkipVerify): \
+                 anyone on the network path can read and alter notifications",
+                insecure.join(", ")
+            ),
+        )
+        .await;
     }
 
     // 2. Deliver, all targets at once.
@@ -418,31 +407,8 @@ pub async fn notify_task(
             }
         }
     }
-    for e in &finals {
-        let failed = e.state == DeliveryState::Failed.as_str();
-        publish(
-            recorder,
-            &task_ref,
-            if failed {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            if failed {
-                "NotificationFailed"
-            } else {
-                "NotificationDelivered"
-            },
-            format!(
-                "notification {} of target {}: {}",
-                e.event,
-                e.target,
-                e.message.as_deref().unwrap_or_default()
-            ),
-        )
-        .await;
-        report.deliveries.push(e.clone());
-    }
+    report.deliveries.extend(finals);
+    publish_outcomes(recorder, &task_ref, event, &report).await;
     Ok(report)
 }
 
@@ -486,9 +452,66 @@ async fn write_deliveries(
         .await
 }
 
+/// Records one event per outcome of this call: the Events API merges events of the same
+/// reason for an object into one series, so one event per target would lose all but the
+/// first target's note.
+async fn publish_outcomes(
+    recorder: &Recorder,
+    regarding: &k8s_openapi::api::core::v1::ObjectReference,
+    event: NotificationEvent,
+    report: &NotifyReport,
+) {
+    let with_state = |state: DeliveryState| {
+        report
+            .deliveries
+            .iter()
+            .filter(move |d| d.state == state.as_str())
+    };
+    let failed: Vec<String> = with_state(DeliveryState::Failed)
+        .map(|d| format!("{}: {}", d.target, d.message.as_deref().unwrap_or_default()))
+        .collect();
+    if !failed.is_empty() {
+        let note = format!(
+            "{} notification failed for {} target(s): {}",
+            event_name(event),
+            failed.len(),
+            failed.join("; ")
+        );
+        publish(
+            recorder,
+            regarding,
+            event,
+            EventType::Warning,
+            "NotificationFailed",
+            note,
+        )
+        .await;
+    }
+    let delivered: Vec<&str> = with_state(DeliveryState::Delivered)
+        .map(|d| d.target.as_str())
+        .collect();
+    if !delivered.is_empty() {
+        let note = format!(
+            "{} notification delivered to target(s) {}",
+            event_name(event),
+            delivered.join(", ")
+        );
+        publish(
+            recorder,
+            regarding,
+            event,
+            EventType::Normal,
+            "NotificationDelivered",
+            note,
+        )
+        .await;
+    }
+}
+
 async fn publish(
     recorder: &Recorder,
     regarding: &k8s_openapi::api::core::v1::ObjectReference,
+    notified: NotificationEvent,
     type_: EventType,
     reason: &str,
     note: String,
@@ -497,7 +520,7 @@ async fn publish(
         type_,
         reason: reason.to_string(),
         note: Some(truncate(&note, 1000)),
-        action: "Notify".to_string(),
+        action: format!("Notify{}", event_name(notified)),
         secondary: None,
     };
     if let Err(e) = recorder.publish(&event, regarding).await {
