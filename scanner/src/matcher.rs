@@ -90,6 +90,23 @@ pub fn match_inventory(inventory: &Inventory, db: &Db) -> Result<Matches, DbErro
     Ok(out)
 }
 
+/// Findings of `current` that `previous` did not have (same advisory id or alias on the
+/// same package name and version): what to announce after a database update re-match.
+pub fn new_findings(previous: &[Finding], current: &[Finding]) -> Vec<Finding> {
+    current
+        .iter()
+        .filter(|f| {
+            !previous.iter().any(|p| {
+                p.package.name == f.package.name
+                    && p.package.version == f.package.version
+                    && p.package.ecosystem == f.package.ecosystem
+                    && p.ids().any(|id| f.ids().any(|other| other == id))
+            })
+        })
+        .cloned()
+        .collect()
+}
+
 /// Most severe first, then by package and id, so reports are stable.
 pub fn sort_findings(findings: &mut [Finding]) {
     findings.sort_by(|a, b| {

@@ -506,3 +506,38 @@ fn findings_are_sorted_most_severe_first() {
     sorted.sort_by(|a, b| b.cmp(a));
     assert_eq!(sevs, sorted);
 }
+
+#[test]
+fn rematch_after_database_update_reports_only_new_findings() {
+    // The "old" database lacks the npm records; the update adds them.
+    let mut old = DbBuilder::new();
+    for eco in ["Debian", "Alpine", "Go", "PyPI", "crates.io"] {
+        old.add_source(osv_dir().join(eco).to_str().unwrap())
+            .unwrap();
+    }
+    let old = old.into_db("old").unwrap();
+    let inv = inventory(
+        Some(("debian", "9.13")),
+        vec![
+            os_pkg(Ecosystem::Debian, "libssl1.1", "1.1.0l-1~deb9u5", "openssl"),
+            pkg(Ecosystem::Npm, "lodash", "4.17.15"),
+        ],
+    );
+    let before = match_inventory(&inv, &old).unwrap().vulnerabilities;
+    let after = scan(&inv).vulnerabilities;
+    let new = imagewarden_scanner::matcher::new_findings(&before, &after);
+    assert_eq!(ids(&new), set(&["NSWG-ECO-516"]));
+    assert!(imagewarden_scanner::matcher::new_findings(&after, &after).is_empty());
+}
+
+#[test]
+fn debian_advisory_titles_name_their_package() {
+    let m = scan(&inventory(
+        Some(("debian", "9")),
+        vec![pkg(Ecosystem::Debian, "tzdata", "2021a-0+deb9u3")],
+    ));
+    assert_eq!(
+        find(&m, "DLA-3051-1").title,
+        "tzdata: new timezone database"
+    );
+}

@@ -366,6 +366,20 @@ fn compile_advisory(rec: &OsvRecord) -> Advisory {
         })
         .map(|t| truncate(t, 200))
         .unwrap_or_default();
+    // Debian's advisory lists say only "security update"; name the package it is for.
+    let title = match rec.affected.iter().find_map(|a| a.package.as_ref()) {
+        Some(p)
+            if (rec.id.starts_with("DSA-") || rec.id.starts_with("DLA-"))
+                && !title.contains(&p.name) =>
+        {
+            if title.is_empty() {
+                p.name.clone()
+            } else {
+                format!("{}: {title}", p.name)
+            }
+        }
+        _ => title,
+    };
     let link = rec
         .references
         .iter()
