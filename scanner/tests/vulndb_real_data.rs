@@ -541,3 +541,28 @@ fn debian_advisory_titles_name_their_package() {
         "tzdata: new timezone database"
     );
 }
+
+#[test]
+fn go_stdlib_versions_match_with_or_without_the_go_prefix() {
+    // GO-2022-0493: stdlib fixed 1.17.10, and 1.18.2 for the 1.18 line.
+    for v in ["1.17.5", "go1.17.5", "1.18.1"] {
+        let m = scan(&inventory(None, vec![pkg(Ecosystem::Go, "stdlib", v)]));
+        assert!(ids(&m.vulnerabilities).contains("GO-2022-0493"), "{v}");
+    }
+    assert_eq!(
+        find(
+            &scan(&inventory(
+                None,
+                vec![pkg(Ecosystem::Go, "stdlib", "1.18.1")]
+            )),
+            "GO-2022-0493"
+        )
+        .fixed_version
+        .as_deref(),
+        Some("1.18.2")
+    );
+    for v in ["1.17.10", "go1.18.2", "1.21.0"] {
+        let m = scan(&inventory(None, vec![pkg(Ecosystem::Go, "stdlib", v)]));
+        assert!(!ids(&m.vulnerabilities).contains("GO-2022-0493"), "{v}");
+    }
+}

@@ -9,7 +9,8 @@
 //!          u64 blob offset, u32 blob length, u32 reserved (24 bytes)
 //! names    "<ecosystem key>\0<package name>" strings the keys point into
 //! advisories  fixed-size entries: u64 blob offset, u32 blob length, u32 reserved (16 bytes)
-//! blobs    postcard-encoded `Vec<AffectedPackage>` per key and `Advisory` per advisory
+//! blobs    per key its postcard-encoded `AffectedPackage` entries back to back,
+//!          then one postcard-encoded `Advisory` per advisory
 //! ```
 //! Opening maps the file and parses only the header and meta: lookups binary-search
 //! the key table in place, and a package's records are decoded only when it is queried.
@@ -63,56 +64,79 @@ pub fn package_key(ecosystem_key: &str, name: &str) -> String {
     format!("{ecosystem_key}\0{name}")
 }
 
-/// Writes an index from advisories and per-package entries (`by_key` sorted by key bytes).
+/// Compiled records as the builder keeps them: postcard blobs, ready to be written.
+pub(crate) struct CompiledRecords<'a> {
+    /// Per key (sorted by key bytes): the concatenated postcard encodings of its
+    /// [`AffectedPackage`] entries.
+    pub by_key: &'a BTreeMap<String, Vec<u8>>,
+    /// Postcard-encoded [`Advisory`] blobs, back to back.
+    pub advisories: &'a [u8],
+    /// (offset into `advisories`, length) of each advisory, by position.
+    pub advisory_spans: &'a [(u64, u32)],
+}
+
+/// Writes an index; sections are streamed to `out`, nothing is copied whole.
 pub(crate) fn write_index(
     out: &mut impl Write,
     mut info: DbInfo,
-    advisories: &[Advisory],
-    by_key: &BTreeMap<String, Vec<AffectedPackage>>,
+    records: CompiledRecords<'_>,
 ) -> anyhow::Result<DbInfo> {
-    let mut keys = Vec::with_capacity(by_key.len() * KEY_ENTRY);
-    let mut names = Vec::new();
-    let mut blobs = Vec::new();
-    let mut adv_table = Vec::with_capacity(advisories.len() * ADV_ENTRY);
+    let key_blobs_len: u64 = records.by_key.values().map(|b| b.len() as u64).sum();
+    let names_len: u64 = records.by_key.keys().map(|k| k.len() as u64).sum();
     let mut hasher = Sha256::new();
-    for (key, entries) in by_key {
-        let blob = postcard::to_allocvec(entries)?;
-        keys.extend_from_slice(&(names.len() as u32).to_le_bytes());
-        keys.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        keys.extend_from_slice(&(blobs.len() as u64).to_le_bytes());
-        keys.extend_from_slice(&(blob.len() as u32).to_le_bytes());
-        keys.extend_from_slice(&0u32.to_le_bytes());
-        names.extend_from_slice(key.as_bytes());
+    for (key, blob) in records.by_key {
+        hasher.update((key.len() as u32).to_le_bytes());
         hasher.update(key.as_bytes());
-        hasher.update(&blob);
-        blobs.extend_from_slice(&blob);
+        hasher.update((blob.len() as u32).to_le_bytes());
+        hasher.update(blob);
     }
-    for adv in advisories {
-        let blob = postcard::to_allocvec(adv)?;
-        adv_table.extend_from_slice(&(blobs.len() as u64).to_le_bytes());
-        adv_table.extend_from_slice(&(blob.len() as u32).to_le_bytes());
-        adv_table.extend_from_slice(&0u32.to_le_bytes());
-        hasher.update(&blob);
-        blobs.extend_from_slice(&blob);
-    }
+    hasher.update(records.advisories);
     info.format = FORMAT;
     info.digest = format!("sha256:{}", hex::encode(hasher.finalize()));
     let meta = serde_json::to_vec(&info)?;
-    let sections = [&meta, &keys, &names, &adv_table, &blobs];
+    let lens = [
+        meta.len() as u64,
+        (records.by_key.len() * KEY_ENTRY) as u64,
+        names_len,
+        (records.advisory_spans.len() * ADV_ENTRY) as u64,
+        key_blobs_len + records.advisories.len() as u64,
+    ];
     let mut header = Vec::with_capacity(HEADER_LEN);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&FORMAT.to_le_bytes());
     header.extend_from_slice(&0u32.to_le_bytes());
     let mut offset = HEADER_LEN as u64;
-    for s in sections {
+    for len in lens {
         header.extend_from_slice(&offset.to_le_bytes());
-        header.extend_from_slice(&(s.len() as u64).to_le_bytes());
-        offset += s.len() as u64;
+        header.extend_from_slice(&len.to_le_bytes());
+        offset += len;
     }
     out.write_all(&header)?;
-    for s in sections {
-        out.write_all(s)?;
+    out.write_all(&meta)?;
+    let (mut name_off, mut blob_off) = (0u64, 0u64);
+    for (key, blob) in records.by_key {
+        let mut e = [0u8; KEY_ENTRY];
+        e[0..4].copy_from_slice(&(name_off as u32).to_le_bytes());
+        e[4..8].copy_from_slice(&(key.len() as u32).to_le_bytes());
+        e[8..16].copy_from_slice(&blob_off.to_le_bytes());
+        e[16..20].copy_from_slice(&(blob.len() as u32).to_le_bytes());
+        out.write_all(&e)?;
+        name_off += key.len() as u64;
+        blob_off += blob.len() as u64;
     }
+    for key in records.by_key.keys() {
+        out.write_all(key.as_bytes())?;
+    }
+    for (off, len) in records.advisory_spans {
+        let mut e = [0u8; ADV_ENTRY];
+        e[0..8].copy_from_slice(&(key_blobs_len + off).to_le_bytes());
+        e[8..12].copy_from_slice(&len.to_le_bytes());
+        out.write_all(&e)?;
+    }
+    for blob in records.by_key.values() {
+        out.write_all(blob)?;
+    }
+    out.write_all(records.advisories)?;
     out.flush()?;
     Ok(info)
 }
@@ -288,11 +312,18 @@ impl Db {
                 std::cmp::Ordering::Equal => {
                     let b = self.data.bytes();
                     let at = self.keys.0 + mid * KEY_ENTRY;
-                    let blob = self.blob(u64_at(b, at + 8), u32_at(b, at + 16))?;
-                    return postcard::from_bytes(blob).map_err(|e| DbError::Corrupt {
-                        path: self.origin.clone(),
-                        what: format!("entries of {ecosystem_key}/{name}: {e}"),
-                    });
+                    let mut blob = self.blob(u64_at(b, at + 8), u32_at(b, at + 16))?;
+                    let mut entries = Vec::new();
+                    while !blob.is_empty() {
+                        let (entry, rest) = postcard::take_from_bytes::<AffectedPackage>(blob)
+                            .map_err(|e| DbError::Corrupt {
+                                path: self.origin.clone(),
+                                what: format!("entries of {ecosystem_key}/{name}: {e}"),
+                            })?;
+                        entries.push(entry);
+                        blob = rest;
+                    }
+                    return Ok(entries);
                 }
             }
         }

@@ -1,13 +1,13 @@
 //! Reading OSV records from their sources and compiling them: [`DbBuilder`].
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::io::{Cursor, Read, Seek};
 use std::path::Path;
 
 use anyhow::Context as _;
 
 use super::ecosystem::{normalize_name, parse_osv_ecosystem};
-use super::index::{package_key, write_index, Db, DbInfo};
+use super::index::{package_key, write_index, CompiledRecords, Db, DbInfo};
 use super::osv::{OsvAffected, OsvRecord};
 use super::severity::{rate_osv, rate_specific};
 use super::{Advisory, AffectedPackage, RangeEvent, VersionRange};
@@ -35,11 +35,16 @@ pub const URL_ECOSYSTEMS: [&str; 15] = [
 /// Collects OSV records and compiles them into an index.
 #[derive(Default)]
 pub struct DbBuilder {
-    advisories: Vec<Advisory>,
-    by_key: BTreeMap<String, Vec<AffectedPackage>>,
+    /// Compiled advisories, postcard-encoded back to back; kept encoded so that
+    /// compiling a full OSV dump holds little more than the index itself.
+    advisories: Vec<u8>,
+    advisory_spans: Vec<(u64, u32)>,
+    malicious: u64,
+    /// Per package key: its compiled entries, postcard-encoded back to back.
+    by_key: BTreeMap<String, Vec<u8>>,
     seen: HashSet<String>,
-    /// Per ecosystem key: advisory positions, to count records.
-    eco_records: BTreeMap<String, BTreeSet<u32>>,
+    /// Per ecosystem key: (advisories, position of the last advisory counted).
+    eco_records: BTreeMap<String, (u64, u32)>,
     sources: Vec<String>,
     withdrawn: u64,
     duplicates: u64,
@@ -54,11 +59,11 @@ impl DbBuilder {
 
     /// Number of advisories collected so far.
     pub fn len(&self) -> usize {
-        self.advisories.len()
+        self.advisory_spans.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.advisories.is_empty()
+        self.advisory_spans.is_empty()
     }
 
     /// Adds one OSV record. Withdrawn records and repeated ids are skipped;
@@ -72,7 +77,7 @@ impl DbBuilder {
             self.duplicates += 1;
             return;
         }
-        let index = self.advisories.len() as u32;
+        let index = self.advisory_spans.len() as u32;
         // Go records of unknown age carry the zero time; it is no information.
         if let Some(m) = rec.modified.as_deref().filter(|m| !m.starts_with("0001-")) {
             if self.newest_modified.as_deref().is_none_or(|n| m > n) {
@@ -91,16 +96,33 @@ impl DbBuilder {
                 continue;
             }
             let name = normalize_name(ecosystem, &pkg.name);
-            self.eco_records
+            let counted = self
+                .eco_records
                 .entry(eco_key.clone())
-                .or_default()
-                .insert(index);
-            self.by_key
-                .entry(package_key(&eco_key, &name))
-                .or_default()
-                .push(entry);
+                .or_insert((0, u32::MAX));
+            if counted.1 != index {
+                *counted = (counted.0 + 1, index);
+            }
+            let blob = self.by_key.entry(package_key(&eco_key, &name)).or_default();
+            if let Err(e) = postcard::to_io(&entry, &mut *blob) {
+                tracing::warn!(id = %rec.id, error = %e, "cannot encode affected entry");
+            }
         }
-        self.advisories.push(compile_advisory(&rec));
+        let advisory = compile_advisory(&rec);
+        let start = self.advisories.len();
+        match postcard::to_io(&advisory, &mut self.advisories) {
+            Ok(_) => {
+                self.advisory_spans
+                    .push((start as u64, (self.advisories.len() - start) as u32));
+                self.malicious += u64::from(advisory.malicious);
+            }
+            Err(e) => {
+                // Cannot happen for in-memory writes; keep positions consistent regardless.
+                self.advisories.truncate(start);
+                self.advisory_spans.push((start as u64, 0));
+                tracing::warn!(id = %rec.id, error = %e, "cannot encode advisory");
+            }
+        }
     }
 
     /// Adds records from a JSON document: one record, or an array of records.
@@ -211,11 +233,11 @@ impl DbBuilder {
         let mut ecosystems: BTreeMap<String, super::EcosystemStats> = self
             .eco_records
             .iter()
-            .map(|(k, v)| {
+            .map(|(k, (records, _))| {
                 (
                     k.clone(),
                     super::EcosystemStats {
-                        records: v.len() as u64,
+                        records: *records,
                         packages: 0,
                     },
                 )
@@ -234,8 +256,8 @@ impl DbBuilder {
             built_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             scanner_version: crate::SCANNER_VERSION.to_string(),
             sources: self.sources.clone(),
-            records: self.advisories.len() as u64,
-            malicious_records: self.advisories.iter().filter(|a| a.malicious).count() as u64,
+            records: self.advisory_spans.len() as u64,
+            malicious_records: self.malicious,
             withdrawn_skipped: self.withdrawn,
             newest_modified: self.newest_modified.clone(),
             ecosystems,
@@ -251,7 +273,12 @@ impl DbBuilder {
                 "records skipped while compiling"
             );
         }
-        write_index(out, self.info(), &self.advisories, &self.by_key)
+        let records = CompiledRecords {
+            by_key: &self.by_key,
+            advisories: &self.advisories,
+            advisory_spans: &self.advisory_spans,
+        };
+        write_index(out, self.info(), records)
     }
 
     /// Writes the index to `path` atomically (a temporary file renamed over it), so a
