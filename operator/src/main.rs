@@ -1,1 +1,221 @@
-fn main() {}
+//! `imagewarden-operator`: runs the controllers (`run`), or scans one image and writes
+//! its ImageScanResult (`scan-image`, what scanner Jobs run).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::routing::get;
+use clap::{Parser, Subcommand};
+use imagewarden_operator::config::OperatorConfig;
+use imagewarden_operator::context::Context;
+use imagewarden_operator::executor::{self, ScanTarget};
+use imagewarden_operator::leader::{self, LeaseSettings};
+use imagewarden_operator::metrics::Metrics;
+use imagewarden_operator::registry::{Credentials, RegistryAccess};
+use imagewarden_operator::{controller, dbupdate};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use tracing::{error, info, warn};
+
+/// The imagewarden operator.
+#[derive(Parser)]
+#[command(name = "imagewarden-operator", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controllers, the push-webhook endpoint and the metrics endpoint.
+    Run(Box<OperatorConfig>),
+    /// Scan one image and write its ImageScanResult (what scanner Jobs run).
+    ScanImage(ScanImageArgs),
+}
+
+#[derive(clap::Args)]
+struct ScanImageArgs {
+    /// Namespace of the ImageScanResult.
+    #[arg(long)]
+    namespace: String,
+    /// Registry `host[:port]`.
+    #[arg(long)]
+    registry: String,
+    #[arg(long)]
+    repository: String,
+    /// Manifest digest to scan.
+    #[arg(long)]
+    digest: String,
+    /// Tags pointing at the digest.
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Vulnerability database (index file, OSV directory or zips).
+    #[arg(long = "db", required = true)]
+    db: Vec<String>,
+    /// Plain HTTP.
+    #[arg(long)]
+    insecure: bool,
+    /// Directory of the mounted credentials Secret.
+    #[arg(long)]
+    credentials_dir: Option<PathBuf>,
+    /// PEM CA file.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    #[arg(long)]
+    owner_kind: Option<String>,
+    #[arg(long)]
+    owner_name: Option<String>,
+    #[arg(long)]
+    owner_uid: Option<String>,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IMAGEWARDEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    let json = std::env::var("IMAGEWARDEN_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    match Cli::parse().command {
+        Command::Run(config) => run(*config).await,
+        Command::ScanImage(args) => scan_image(args).await,
+    }
+}
+
+async fn run(config: OperatorConfig) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+    info!(sources = ?config.db, "loading the vulnerability database");
+    let db = dbupdate::load(config.db.clone())
+        .await
+        .with_context(|| format!("loading the vulnerability database from {}", config.db.join(", ")))?;
+    info!(version = %db.version, records = db.db.info().records, "vulnerability database loaded");
+    let metrics = Arc::new(Metrics::default());
+    let ctx = Arc::new(Context::new(client.clone(), config.clone(), db, metrics.clone()));
+
+    let leading = if config.leader_elect {
+        let identity = config.identity.clone().unwrap_or_else(|| {
+            format!("{}-{}", hostname(), std::process::id())
+        });
+        leader::spawn(
+            client.clone(),
+            LeaseSettings {
+                namespace: config.lease_namespace.clone(),
+                identity,
+                lease_duration: Duration::from_secs(15),
+            },
+        )
+    } else {
+        tokio::sync::watch::channel(true).1
+    };
+
+    // Metrics and probes.
+    let probe_leading = leading.clone();
+    let m = metrics.clone();
+    let app = axum::Router::new()
+        .route("/metrics", get(move || { let m = m.clone(); async move { m.render() } }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind(config.metrics_addr)
+        .await
+        .with_context(|| format!("binding the metrics address {}", config.metrics_addr))?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            error!(error = %e, "metrics server stopped");
+        }
+    });
+
+    // Act only while leading; a replica that loses the Lease exits and is restarted.
+    let mut leading = leading;
+    while !*leading.borrow() {
+        info!("waiting for the leader Lease");
+        leading.changed().await?;
+    }
+    drop(probe_leading);
+    metrics.leader.store(1, std::sync::atomic::Ordering::Relaxed);
+    info!("leading: starting controllers");
+
+    let refresh_ctx = ctx.clone();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(refresh_ctx.config.db_refresh_interval);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            if let Err(e) = dbupdate::refresh(refresh_ctx.clone()).await {
+                warn!(error = %e, "refreshing the vulnerability database failed; keeping the current one");
+            }
+        }
+    });
+
+    let lost = async move {
+        loop {
+            if leading.changed().await.is_err() || !*leading.borrow() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = controller::run(ctx.clone()) => info!("controllers stopped"),
+        _ = lost => {
+            error!("lost the leader Lease; exiting so that only one replica acts");
+            std::process::exit(1);
+        }
+    }
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "imagewarden".into())
+}
+
+async fn scan_image(args: ScanImageArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let db = dbupdate::load(args.db.clone()).await?;
+    let mut access = RegistryAccess::new(&args.registry, args.insecure)?;
+    if let Some(dir) = &args.credentials_dir {
+        let mut data = std::collections::BTreeMap::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("..") || !entry.path().is_file() {
+                continue;
+            }
+            data.insert(name, k8s_openapi::ByteString(std::fs::read(entry.path())?));
+        }
+        let credentials = Credentials::from_secret_data(&data, &access.host)?;
+        access = access.with_credentials(credentials);
+    }
+    if let Some(ca) = &args.ca_file {
+        access = access.with_ca_pem(std::fs::read_to_string(ca)?);
+    }
+    let target = ScanTarget {
+        registry: access.host.clone(),
+        repository: args.repository,
+        digest: args.digest,
+        tags: args.tags,
+    };
+    let owner = match (args.owner_kind, args.owner_name, args.owner_uid) {
+        (Some(kind), Some(name), Some(uid)) => Some(OwnerReference {
+            api_version: "imagewarden.io/v1alpha1".into(),
+            kind,
+            name,
+            uid,
+            ..Default::default()
+        }),
+        _ => None,
+    };
+    let status = executor::scan(&target, &access, &db).await?;
+    let name = executor::store_result(&client, &args.namespace, &target, owner, &status).await?;
+    info!(result = %name, findings = status.total_findings, "result written");
+    Ok(())
+}

@@ -155,6 +155,10 @@ pub struct ImageScanResultStatus {
     /// Number of findings before any cut.
     #[serde(default)]
     pub total_findings: u32,
+    /// The image's package inventory, gzip-compressed JSON in base64, kept so that a
+    /// vulnerability database update re-matches the image without pulling it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<String>,
     /// Standard conditions (`Scanned`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

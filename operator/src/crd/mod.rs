@@ -4,9 +4,9 @@
 //! strings and variants are spelled out as separate optional fields, so the
 //! generated OpenAPI schemas are structural and `kubectl explain` documents them.
 
-mod image_scan_result;
-mod scan_rule;
-mod scan_task;
+pub mod image_scan_result;
+pub mod scan_rule;
+pub mod scan_task;
 
 pub use image_scan_result::*;
 pub use scan_rule::*;
@@ -106,10 +106,16 @@ mod tests {
             let json = serde_json::to_string(&crd).unwrap();
             let name = crd.metadata.name.clone().unwrap();
             for forbidden in ["\"oneOf\"", "\"anyOf\"", "\"$ref\"", "\"allOf\""] {
-                assert!(!json.contains(forbidden), "{name} schema contains {forbidden}");
+                assert!(
+                    !json.contains(forbidden),
+                    "{name} schema contains {forbidden}"
+                );
             }
             let version = &crd.spec.versions[0];
-            assert!(version.subresources.as_ref().unwrap().status.is_some(), "{name}");
+            assert!(
+                version.subresources.as_ref().unwrap().status.is_some(),
+                "{name}"
+            );
             assert_eq!(crd.spec.scope, "Namespaced", "{name}");
         }
     }

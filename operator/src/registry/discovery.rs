@@ -19,9 +19,10 @@ use chrono::{DateTime, Utc};
 use futures::{stream, StreamExt, TryStreamExt};
 use regex::Regex;
 
+use super::access::{Credentials, RegistryAccess};
 use super::client::RegistryClient;
 use super::error::{InRepository, RegistryError};
-use crate::crd::{ScopeSpec, ScopeType};
+use crate::crd::{ScanRuleSpec, ScopeSpec, ScopeType};
 
 /// A tag filter: a Rust `regex` that matches anywhere in the tag unless anchored.
 #[derive(Clone, Debug)]
@@ -193,12 +194,64 @@ pub async fn discover(
     Ok(discovery)
 }
 
+/// Why a rule's images could not be discovered.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleDiscoveryError {
+    /// The rule's `tagFilter` is not a valid regex; fixing the rule is the only cure.
+    #[error("tagFilter {pattern:?} is not a valid regular expression: {source}")]
+    InvalidTagFilter {
+        pattern: String,
+        #[source]
+        source: regex::Error,
+    },
+    /// The registry could not be read.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+impl RuleDiscoveryError {
+    /// A short, stable label for condition reasons.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidTagFilter { .. } => "InvalidTagFilter",
+            Self::Registry(e) => e.reason(),
+        }
+    }
+}
+
+/// Discovers the images of a `ScanRule`: its registry (with the Secrets already read into
+/// `ca_pem` and `credentials`), scope, tag filter and `maxTags`.
+pub async fn discover_for_rule(
+    spec: &ScanRuleSpec,
+    ca_pem: Option<String>,
+    credentials: Option<Credentials>,
+    limits: &DiscoveryLimits,
+) -> Result<Discovery, RuleDiscoveryError> {
+    let filter = TagFilter::new(&spec.tag_filter).map_err(|source| {
+        RuleDiscoveryError::InvalidTagFilter {
+            pattern: spec.tag_filter.clone(),
+            source,
+        }
+    })?;
+    let access = RegistryAccess::from_spec(&spec.registry, ca_pem, credentials)?;
+    let client = RegistryClient::new(&access)?;
+    Ok(discover(
+        &client,
+        &Scope::from(&spec.scope),
+        &filter,
+        spec.max_tags,
+        limits,
+    )
+    .await?)
+}
+
 /// Errors that fail the whole run: those that would repeat for every repository, and
 /// exceeded limits (a partial result would look complete).
 fn registry_wide(error: &RegistryError) -> bool {
     matches!(
         error,
         RegistryError::Unreachable { .. }
+            | RegistryError::Tls { .. }
             | RegistryError::Config { .. }
             | RegistryError::LimitExceeded { .. }
     )
@@ -351,11 +404,12 @@ async fn newest(
     max: usize,
     concurrency: usize,
 ) -> Result<Vec<DiscoveredImage>, RegistryError> {
-    let digests: HashSet<&str> = images.iter().map(|i| i.digest.as_str()).collect();
+    // Owned digests: a closure over borrowed ones makes the future not `Send` for callers.
+    let digests: HashSet<String> = images.iter().map(|i| i.digest.clone()).collect();
     let created: HashMap<String, Option<DateTime<Utc>>> = stream::iter(digests)
-        .map(|digest| async move {
-            let created = client.image_created(repository, digest).await?;
-            Ok::<_, RegistryError>((digest.to_string(), created))
+        .map(|digest: String| async move {
+            let created = client.image_created(repository, &digest).await?;
+            Ok::<_, RegistryError>((digest, created))
         })
         .buffer_unordered(concurrency)
         .try_collect()

@@ -1,0 +1,114 @@
+//! Vulnerability database refresh: reload the configured source, and when its content
+//! changed, re-match every stored inventory without pulling images again, update the
+//! results, and start a `DatabaseUpdate` task for each rule whose images gained findings
+//! (its notifications then report what is new).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use imagewarden_scanner::matcher::match_inventory;
+use imagewarden_scanner::vulndb::Db;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::ResourceExt;
+use tracing::{info, warn};
+
+use crate::context::{Context, LoadedDb, FIELD_MANAGER};
+use crate::controller::scan_rule::{start_task, task_name};
+use crate::crd::{FindingClass, ImageScanResult, ScanRule, TaskTrigger};
+use crate::result::{build_status, decode_inventory, ScanOutcome};
+use crate::Error;
+
+/// Loads the database from its configured sources (blocking work off the runtime).
+pub async fn load(sources: Vec<String>) -> anyhow::Result<LoadedDb> {
+    let db = tokio::task::spawn_blocking(move || Db::load(&sources)).await??;
+    Ok(LoadedDb::new(db))
+}
+
+/// Identity of a vulnerability finding across database versions.
+fn finding_keys(status: &crate::crd::ImageScanResultStatus) -> BTreeSet<(String, Option<String>)> {
+    status
+        .findings
+        .iter()
+        .map(|f| (f.id.clone(), f.package.clone()))
+        .collect()
+}
+
+/// Re-matches the stored inventory of `result` against `db`; returns the new status and
+/// how many findings are new.
+pub fn rematch(result: &ImageScanResult, db: &LoadedDb) -> Result<Option<(crate::crd::ImageScanResultStatus, usize)>, Error> {
+    let Some(old) = result.status.clone() else { return Ok(None) };
+    let Some(encoded) = old.inventory.as_deref() else { return Ok(None) };
+    let inventory = decode_inventory(encoded).map_err(|e| Error::Scan(format!("stored inventory of {}: {e}", result.name_any())))?;
+    let matches = match_inventory(&inventory, &db.db).map_err(|e| Error::Scan(e.to_string()))?;
+    // Findings that do not come from the database stay as they were.
+    let extra = old
+        .findings
+        .iter()
+        .filter(|f| f.class == FindingClass::BaselineRisk || (f.class == FindingClass::MaliciousSample && f.package.is_none()))
+        .cloned()
+        .collect();
+    let mut status = build_status(ScanOutcome {
+        digest: &result.spec.digest,
+        inventory: &inventory,
+        matches: &matches,
+        extra,
+        database_version: &db.version,
+    });
+    status.scan_time = old.scan_time.clone();
+    status.conditions = old.conditions.clone();
+    let before = finding_keys(&old);
+    let new = finding_keys(&status).difference(&before).count();
+    Ok(Some((status, new)))
+}
+
+/// Reloads the database; when it changed, re-matches stored results and starts tasks
+/// for the rules whose images have new findings.
+pub async fn refresh(ctx: Arc<Context>) -> anyhow::Result<()> {
+    let loaded = load(ctx.config.db.clone()).await?;
+    if loaded.version == ctx.db().version {
+        return Ok(());
+    }
+    info!(version = %loaded.version, "vulnerability database changed");
+    let loaded = Arc::new(loaded);
+    *ctx.db.write().expect("db lock") = loaded.clone();
+
+    let all: Api<ImageScanResult> = Api::all(ctx.client.clone());
+    // (namespace, rule) -> images with new findings
+    let mut touched: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for result in all.list(&ListParams::default()).await? {
+        let ns = result.namespace().unwrap_or_default();
+        let (status, new) = match rematch(&result, &loaded) {
+            Ok(Some(x)) => x,
+            Ok(None) => continue,
+            Err(e) => {
+                warn!(result = %result.name_any(), error = %e, "re-matching failed; the image will be rescanned on its next task");
+                continue;
+            }
+        };
+        let api: Api<ImageScanResult> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = serde_json::json!({
+            "apiVersion": "imagewarden.io/v1alpha1",
+            "kind": "ImageScanResult",
+            "status": status,
+        });
+        api.patch_status(&result.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
+        if new == 0 {
+            continue;
+        }
+        for owner in result.owner_references().iter().filter(|o| o.kind == "ScanRule") {
+            touched
+                .entry((ns.clone(), owner.name.clone()))
+                .or_default()
+                .push(format!("{}/{}@{}", result.spec.registry, result.spec.repository, result.spec.digest));
+        }
+    }
+    let version_tag: String = loaded.version.trim_start_matches("sha256:").chars().take(10).collect();
+    for ((ns, rule_name), images) in touched {
+        let Some(rule) = Api::<ScanRule>::namespaced(ctx.client.clone(), &ns).get_opt(&rule_name).await? else {
+            continue;
+        };
+        let name = task_name(&rule_name, "dbupdate", &version_tag);
+        start_task(&ctx, &rule, &name, TaskTrigger::DatabaseUpdate, images).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! Turning a scan into an `ImageScanResult`: deterministic names, findings sorted by
+//! severity, counts per class, and a size budget that keeps the object well under
+//! etcd's limit. Pure functions; the controllers do the I/O.
+
+use std::io::{Read, Write};
+
+use base64::Engine;
+use imagewarden_scanner::inventory::Inventory;
+use imagewarden_scanner::matcher::{self, Matches};
+use imagewarden_scanner::vulndb::Severity as DbSeverity;
+use sha2::{Digest, Sha256};
+
+use crate::crd::{
+    Finding, FindingClass, ImageScanResultStatus, OperatingSystem, ResultSummary, Severity,
+};
+
+/// Bytes the findings of one result may take when serialized. The object also holds the
+/// compressed inventory; together they stay well under the 1 MiB the result is promised
+/// to stay below (etcd's own limit is about 1.5 MiB).
+pub const FINDINGS_BUDGET: usize = 700 * 1024;
+
+/// Bytes the compressed inventory may take; larger inventories are not stored, and a
+/// database update then rescans the image instead of re-matching it.
+pub const INVENTORY_BUDGET: usize = 200 * 1024;
+
+/// Name of the ImageScanResult for `repository` at `digest`: readable, deterministic and
+/// a valid DNS subdomain. Different registries or repositories that sanitize alike get
+/// different names through a short hash of the full location.
+pub fn result_name(registry: &str, repository: &str, digest: &str) -> String {
+    let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
+    let mut base: String = repository
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    while base.contains("--") {
+        base = base.replace("--", "-");
+    }
+    let base: String = base.trim_matches('-').chars().take(40).collect();
+    let base = base.trim_end_matches('-');
+    let location = hex::encode(&Sha256::digest(format!("{registry}/{repository}").as_bytes())[..3]);
+    let short: String = hex.chars().take(12).collect();
+    if base.is_empty() {
+        format!("img-{location}-{short}")
+    } else {
+        format!("{base}-{location}-{short}")
+    }
+}
+
+/// First 12 hex digits of a digest.
+pub fn short_digest(digest: &str) -> String {
+    let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
+    hex.chars().take(12).collect()
+}
+
+/// The CRD severity of a scanner severity.
+pub fn severity(s: DbSeverity) -> Severity {
+    match s {
+        DbSeverity::Critical => Severity::Critical,
+        DbSeverity::High => Severity::High,
+        DbSeverity::Medium => Severity::Medium,
+        DbSeverity::Low => Severity::Low,
+        DbSeverity::Unknown => Severity::Unknown,
+    }
+}
+
+fn vulnerability_finding(f: &matcher::Finding, class: FindingClass) -> Finding {
+    Finding {
+        id: f.id.clone(),
+        class,
+        severity: severity(f.severity),
+        score: f.score,
+        package: Some(f.package.name.clone()),
+        version: Some(f.package.version.clone()),
+        fixed_version: f.fixed_version.clone(),
+        title: (!f.title.is_empty()).then(|| f.title.clone()),
+        location: (!f.package.path.is_empty()).then(|| f.package.path.clone()),
+        link: f.link.clone(),
+    }
+}
+
+/// Every finding of a scan in CRD form (not yet sorted or cut).
+pub fn findings_of(matches: &Matches, extra: Vec<Finding>) -> Vec<Finding> {
+    let mut findings: Vec<Finding> = matches
+        .vulnerabilities
+        .iter()
+        .map(|f| {
+            let class = match f.class {
+                matcher::FindingClass::Os => FindingClass::SystemVulnerability,
+                matcher::FindingClass::App => FindingClass::ApplicationVulnerability,
+            };
+            vulnerability_finding(f, class)
+        })
+        .collect();
+    findings.extend(
+        matches
+            .malicious_packages
+            .iter()
+            .map(|f| vulnerability_finding(f, FindingClass::MaliciousSample)),
+    );
+    findings.extend(extra);
+    findings
+}
+
+/// Counts by severity, in total and per class.
+pub fn summarize(findings: &[Finding]) -> ResultSummary {
+    let mut summary = ResultSummary::default();
+    for f in findings {
+        match f.class {
+            FindingClass::SystemVulnerability => summary.system_vulnerabilities.add(f.severity),
+            FindingClass::ApplicationVulnerability => {
+                summary.application_vulnerabilities.add(f.severity)
+            }
+            FindingClass::BaselineRisk => summary.baseline_risks.add(f.severity),
+            FindingClass::MaliciousSample => summary.malicious_samples.add(f.severity),
+        }
+        match f.severity {
+            Severity::Critical => summary.critical += 1,
+            Severity::High => summary.high += 1,
+            Severity::Medium => summary.medium += 1,
+            Severity::Low => summary.low += 1,
+            Severity::Unknown => summary.unknown += 1,
+        }
+    }
+    summary
+}
+
+/// Sorts findings most severe first (then by score, id, package) and keeps as many as fit
+/// in `budget` serialized bytes. Returns whether any were cut.
+pub fn sort_and_cut(findings: &mut Vec<Finding>, budget: usize) -> bool {
+    findings.sort_by(|a, b| {
+        a.severity
+            .cmp(&b.severity)
+            .then_with(|| {
+                b.score
+                    .unwrap_or(0.0)
+                    .partial_cmp(&a.score.unwrap_or(0.0))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
+            .then_with(|| a.id.cmp(&b.id))
+            .then_with(|| a.package.cmp(&b.package))
+    });
+    let mut used = 0usize;
+    let mut keep = findings.len();
+    for (i, f) in findings.iter().enumerate() {
+        used += serde_json::to_vec(f).map(|v| v.len() + 1).unwrap_or(0);
+        if used > budget {
+            keep = i;
+            break;
+        }
+    }
+    let cut = keep < findings.len();
+    findings.truncate(keep);
+    cut
+}
+
+/// What goes into the status of an ImageScanResult for one scan.
+pub struct ScanOutcome<'a> {
+    pub digest: &'a str,
+    pub inventory: &'a Inventory,
+    pub matches: &'a Matches,
+    /// Baseline, secret and malware findings, already in CRD form.
+    pub extra: Vec<Finding>,
+    pub database_version: &'a str,
+}
+
+/// Builds the status of an ImageScanResult (without scan time and conditions, which the
+/// caller sets).
+pub fn build_status(outcome: ScanOutcome<'_>) -> ImageScanResultStatus {
+    let mut findings = findings_of(outcome.matches, outcome.extra);
+    let summary = summarize(&findings);
+    let total = findings.len() as u32;
+    let truncated = sort_and_cut(&mut findings, FINDINGS_BUDGET);
+    ImageScanResultStatus {
+        short_digest: Some(short_digest(outcome.digest)),
+        os: outcome.inventory.os.as_ref().map(|os| OperatingSystem {
+            family: os.family.clone(),
+            version: os.version.clone(),
+        }),
+        scanner_version: Some(imagewarden_scanner::SCANNER_VERSION.to_string()),
+        database_version: Some(outcome.database_version.to_string()),
+        scan_time: None,
+        summary,
+        findings,
+        truncated,
+        total_findings: total,
+        inventory: encode_inventory(outcome.inventory),
+        conditions: Vec::new(),
+    }
+}
+
+/// The inventory as stored in a result: gzip-compressed JSON in base64, or `None` when it
+/// does not fit [`INVENTORY_BUDGET`].
+pub fn encode_inventory(inventory: &Inventory) -> Option<String> {
+    let json = serde_json::to_vec(inventory).ok()?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&json).ok()?;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(gz.finish().ok()?);
+    (encoded.len() <= INVENTORY_BUDGET).then_some(encoded)
+}
+
+/// Reads back an inventory stored by [`encode_inventory`].
+pub fn decode_inventory(encoded: &str) -> anyhow::Result<Inventory> {
+    let gz = base64::engine::general_purpose::STANDARD.decode(encoded)?;
+    let mut json = Vec::new();
+    // Bounded: a stored inventory is at most a few MiB uncompressed.
+    flate2::read::GzDecoder::new(&gz[..])
+        .take(64 << 20)
+        .read_to_end(&mut json)?;
+    Ok(serde_json::from_slice(&json)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(id: &str, severity: Severity, score: Option<f64>) -> Finding {
+        Finding {
+            id: id.into(),
+            class: FindingClass::SystemVulnerability,
+            severity,
+            score,
+            package: Some("openssl".into()),
+            version: Some("1.1.0f-3+deb9u2".into()),
+            fixed_version: Some("1.1.0l-1~deb9u6".into()),
+            title: Some("x".repeat(200)),
+            location: None,
+            link: None,
+        }
+    }
+
+    #[test]
+    fn names_are_valid_deterministic_and_distinct() {
+        let d = "sha256:3b5e2a7c6f1d8e9a0b4c2d6e8f0a1b3c5d7e9f1a2b4c6d8e0f2a4b6c8d0e2f4a";
+        let a = result_name("r.example.com", "Team-A/API_server", d);
+        assert_eq!(a, result_name("r.example.com", "Team-A/API_server", d));
+        assert!(a.starts_with("team-a-api-server-"), "{a}");
+        assert!(a.ends_with("-3b5e2a7c6f1d"), "{a}");
+        assert!(a.len() <= 63);
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+        assert_ne!(a, result_name("r.example.com", "team-a/api-server", d));
+        assert_ne!(a, result_name("other.example.com", "Team-A/API_server", d));
+        let long = result_name("r", &"x/".repeat(100), d);
+        assert!(long.len() <= 63, "{long}");
+    }
+
+    #[test]
+    fn findings_sort_most_severe_first_and_cut_to_budget() {
+        let mut findings = vec![
+            finding("CVE-3", Severity::Low, Some(2.0)),
+            finding("CVE-1", Severity::Critical, Some(9.1)),
+            finding("CVE-2", Severity::High, Some(7.5)),
+            finding("CVE-4", Severity::High, Some(8.8)),
+            finding("CVE-5", Severity::Unknown, None),
+        ];
+        let all = summarize(&findings);
+        assert_eq!((all.critical, all.high, all.low, all.unknown), (1, 2, 1, 1));
+        assert_eq!(all.system_vulnerabilities.total(), 5);
+        assert!(!sort_and_cut(&mut findings, 1 << 20));
+        let ids: Vec<&str> = findings.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(ids, ["CVE-1", "CVE-4", "CVE-2", "CVE-3", "CVE-5"]);
+
+        let one = serde_json::to_vec(&findings[0]).unwrap().len() + 1;
+        assert!(sort_and_cut(&mut findings, one * 2 + 10));
+        assert_eq!(findings.len(), 2);
+        assert_eq!(findings[1].id, "CVE-4");
+    }
+
+    #[test]
+    fn a_huge_report_still_fits_the_object_budget() {
+        let mut findings: Vec<Finding> = (0..50_000)
+            .map(|i| finding(&format!("CVE-2024-{i:05}"), Severity::Medium, Some(5.0)))
+            .collect();
+        assert!(sort_and_cut(&mut findings, FINDINGS_BUDGET));
+        let bytes = serde_json::to_vec(&findings).unwrap().len();
+        assert!(bytes <= FINDINGS_BUDGET + 1, "{bytes}");
+        assert!(!findings.is_empty());
+    }
+
+    #[test]
+    fn inventories_round_trip_through_their_stored_form() {
+        let inventory: Inventory = serde_json::from_value(serde_json::json!({
+            "target": "r/app:1", "os": {"family": "debian", "version": "9"},
+            "packages": [{"ecosystem": "Debian", "name": "libssl1.1", "version": "1.1.0f-3+deb9u2",
+                "purl": "pkg:deb/debian/libssl1.1@1.1.0f-3+deb9u2", "sourceName": "openssl",
+                "path": "var/lib/dpkg/status"}]
+        }))
+        .unwrap();
+        let stored = encode_inventory(&inventory).unwrap();
+        assert_eq!(decode_inventory(&stored).unwrap(), inventory);
+    }
+}
