@@ -87,6 +87,7 @@ pub fn default_analyzers() -> Vec<Box<dyn Analyzer>> {
         Box::new(apk::ApkInstalledAnalyzer),
         Box::new(rpm::RpmSqliteAnalyzer),
         Box::new(rpm::RpmBerkeleyDbAnalyzer),
+        Box::new(rpm::RpmNdbAnalyzer),
         Box::new(python::PythonMetadataAnalyzer),
         Box::new(node::NodePackageJsonAnalyzer),
         Box::new(java::JavaArchiveAnalyzer),

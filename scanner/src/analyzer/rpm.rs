@@ -1,5 +1,6 @@
 //! rpm's package databases: the SQLite form (`rpmdb.sqlite`: RHEL 9, Fedora 33+) and the
-//! Berkeley DB hash form (`Packages`: RHEL/CentOS 7 and 8, Amazon Linux 2). Each record is
+//! Berkeley DB hash form (`Packages`: RHEL/CentOS 7 and 8, Amazon Linux 2) and rpm's own
+//! NDB form (`Packages.db`: SUSE 15+). Each record is
 //! an rpm header blob; databases and headers are read without librpm or libdb.
 
 use super::{package, purl_encode, Analyzer, FileMeta, Output};
@@ -158,6 +159,81 @@ pub fn read_bdb_hash(data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     Ok(values)
 }
 
+/// Reads installed rpm packages from rpm's native `Packages.db` (NDB: SUSE 15+).
+pub struct RpmNdbAnalyzer;
+
+const NDB_PATHS: &[&str] = &[
+    "var/lib/rpm/Packages.db",
+    "usr/lib/sysimage/rpm/Packages.db",
+];
+
+impl Analyzer for RpmNdbAnalyzer {
+    fn name(&self) -> &'static str {
+        "rpm-ndb"
+    }
+    fn wants(&self, file: &FileMeta<'_>) -> bool {
+        NDB_PATHS.contains(&file.path)
+    }
+    fn size_cap(&self) -> u64 {
+        512 << 20
+    }
+    fn analyze(&self, path: &str, data: &[u8], out: &mut Output) {
+        match read_ndb(data) {
+            Ok(blobs) => {
+                for blob in blobs {
+                    match parse_header(&blob) {
+                        Some(h) => emit(path, h, out),
+                        None => out.warn(format!("{path}: skipped an unreadable rpm header")),
+                    }
+                }
+            }
+            Err(e) => out.warn(format!("{path}: unreadable rpm database: {e}")),
+        }
+    }
+}
+
+/// The header blobs of an NDB database: a 32-byte header (`RpmP`, version 0, generation,
+/// slot page count), slot pages of 16-byte slots (`Slot`, package index, block offset,
+/// block count), and blobs at 16-byte blocks (`BlbS`, package index, checksum, length).
+/// All little-endian.
+pub fn read_ndb(data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    const PAGE: usize = 4096;
+    let le32 = |o: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(data.get(o..o + 4)?.try_into().ok()?))
+    };
+    if data.get(0..4) != Some(b"RpmP".as_slice()) {
+        return Err("not an rpm NDB database".into());
+    }
+    if le32(4) != Some(0) {
+        return Err(format!("unsupported NDB version {:?}", le32(4)));
+    }
+    let slot_pages = le32(12).ok_or("truncated header")? as usize;
+    if slot_pages == 0 || slot_pages.saturating_mul(PAGE) > data.len() {
+        return Err(format!("implausible slot page count {slot_pages}"));
+    }
+    let mut blobs = Vec::new();
+    // The file header takes the place of the first two slots.
+    for slot in (32..slot_pages * PAGE).step_by(16) {
+        if data.get(slot..slot + 4) != Some(b"Slot".as_slice()) {
+            return Err(format!("bad slot at offset {slot}"));
+        }
+        let (pkg, blk_offset) = (le32(slot + 4).unwrap_or(0), le32(slot + 8).unwrap_or(0));
+        if pkg == 0 {
+            continue;
+        }
+        let at = blk_offset as usize * 16;
+        if data.get(at..at + 4) != Some(b"BlbS".as_slice()) || le32(at + 4) != Some(pkg) {
+            return Err(format!("package {pkg}: no blob at offset {at}"));
+        }
+        let len = le32(at + 12).unwrap_or(0) as usize;
+        let blob = data
+            .get(at + 16..(at + 16).saturating_add(len))
+            .ok_or_else(|| format!("package {pkg}: blob runs past the end"))?;
+        blobs.push(blob.to_vec());
+    }
+    Ok(blobs)
+}
+
 fn read_sqlite(data: &[u8]) -> Result<Vec<Vec<u8>>, Box<dyn std::error::Error>> {
     // SQLite reads databases from files; the copy lives only while it is read.
     let tmp = TempFile::new(data)?;
@@ -291,6 +367,27 @@ fn emit(path: &str, h: RpmHeader, out: &mut Output) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ndb_slots_point_at_blobs() {
+        let blob = b"0123456789abcdefXYZ".to_vec();
+        let mut db = vec![0u8; 4096];
+        db[0..4].copy_from_slice(b"RpmP");
+        db[12..16].copy_from_slice(&1u32.to_le_bytes());
+        for s in (32..4096).step_by(16) {
+            db[s..s + 4].copy_from_slice(b"Slot");
+        }
+        db[36..40].copy_from_slice(&7u32.to_le_bytes());
+        db[40..44].copy_from_slice(&(4096u32 / 16).to_le_bytes());
+        db.extend_from_slice(b"BlbS");
+        db.extend_from_slice(&7u32.to_le_bytes());
+        db.extend_from_slice(&0u32.to_le_bytes());
+        db.extend_from_slice(&(blob.len() as u32).to_le_bytes());
+        db.extend_from_slice(&blob);
+        assert_eq!(read_ndb(&db).unwrap(), vec![blob]);
+        db.truncate(4096 + 20);
+        assert!(read_ndb(&db).unwrap_err().contains("past the end"));
+    }
 
     #[test]
     fn header_blob_tags() {
