@@ -6,13 +6,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Result;
+use imagewarden_operator::crd::ScanRuleSpec;
 use imagewarden_operator::registry::{
-    discover, Credentials, DiscoveredImage, DiscoveryLimits, RegistryAccess, RegistryClient,
-    RegistryError, Scope, TagFilter,
+    discover, discover_for_rule, Credentials, DiscoveredImage, DiscoveryLimits, RegistryAccess,
+    RegistryClient, RegistryError, RuleDiscoveryError, Scope, TagFilter,
 };
 use imagewarden_tests::image::{auth_for, client_for, push_image, LayerBuilder, TestImage};
 use imagewarden_tests::process::free_port;
 use imagewarden_tests::{Registry, RegistryMode};
+use k8s_openapi::ByteString;
 use oci_client::client::{Config, ImageLayer};
 use oci_client::Reference;
 
@@ -433,12 +435,15 @@ async fn tls_registry_without_its_ca_is_refused() -> Result<()> {
     )
     .await
     .expect_err("an unknown CA must not be trusted");
+    assert!(matches!(err, RegistryError::Tls { .. }), "{err}");
+    assert!(!err.is_transient());
     let text = err.to_string();
     assert!(text.contains(&registry.host), "{text}");
     assert!(
         text.to_lowercase().contains("certificate") || text.contains("UnknownIssuer"),
         "{text}"
     );
+    assert!(text.contains("caSecretRef"), "{text}");
     Ok(())
 }
 
@@ -447,4 +452,71 @@ fn invalid_tag_filter_is_reported_with_the_regex_error() {
     let err = TagFilter::new("^v(1").expect_err("unclosed group");
     let text = err.to_string();
     assert!(text.contains("unclosed group"), "{text}");
+}
+
+/// A rule as a user writes it, against a TLS registry with basic auth, with its
+/// credentials in a `kubernetes.io/dockerconfigjson` Secret and its CA in another.
+#[tokio::test]
+async fn rule_with_a_dockerconfigjson_secret_discovers_its_images() -> Result<()> {
+    use base64::Engine as _;
+    let registry = Registry::start(RegistryMode::TlsAuth).await?;
+    let v1 = push_image(&registry, "team-a/api", "v1", &image("api 1")?).await?;
+    push_image(&registry, "team-a/api", "latest", &image("api 1")?).await?;
+    push_image(&registry, "team-b/api", "v1", &image("b")?).await?;
+
+    let (user, password) = registry.credentials().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let docker_config = serde_json::json!({
+        "auths": { format!("https://{}", registry.host): { "auth": auth } }
+    });
+    let secret_data = BTreeMap::from([(
+        ".dockerconfigjson".to_string(),
+        ByteString(serde_json::to_vec(&docker_config)?),
+    )]);
+    let credentials = Credentials::from_secret_data(&secret_data, &registry.host)?;
+
+    let rule: ScanRuleSpec = serde_json::from_value(serde_json::json!({
+        "registry": {"url": format!("https://{}", registry.host)},
+        "scope": {"type": "Namespace", "name": "team-a"},
+        "tagFilter": "^v[0-9]+$",
+    }))?;
+    let discovery = discover_for_rule(
+        &rule,
+        registry.ca_pem().map(str::to_string),
+        Some(credentials),
+        &DiscoveryLimits::default(),
+    )
+    .await?;
+    assert_eq!(discovery.images, vec![found("team-a/api", "v1", &v1)]);
+
+    let mut bad = rule.clone();
+    bad.tag_filter = "^v[0-9+$".into();
+    let err = discover_for_rule(&bad, None, None, &DiscoveryLimits::default())
+        .await
+        .expect_err("invalid regex");
+    assert!(
+        matches!(err, RuleDiscoveryError::InvalidTagFilter { .. }),
+        "{err}"
+    );
+    assert_eq!(err.reason(), "InvalidTagFilter");
+    assert!(err.to_string().contains("^v[0-9+$"), "{err}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn plain_http_registry_reached_over_https_is_a_tls_error() -> Result<()> {
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    let client = RegistryClient::new(&RegistryAccess::new(&registry.host, false)?)?;
+    let err = discover(
+        &client,
+        &Scope::Repository("team-a/api".into()),
+        &TagFilter::new(".*")?,
+        None,
+        &DiscoveryLimits::default(),
+    )
+    .await
+    .expect_err("the registry does not speak TLS");
+    assert!(matches!(err, RegistryError::Tls { .. }), "{err}");
+    assert!(err.to_string().contains("insecure: true"), "{err}");
+    Ok(())
 }

@@ -551,7 +551,17 @@ impl RegistryClient {
 
     fn transport_error(&self, error: &reqwest::Error, repository: Option<&str>) -> RegistryError {
         let reason = error_chain(error);
-        if error.is_connect() || error.is_timeout() || error.is_request() {
+        let lower = reason.to_ascii_lowercase();
+        if error.is_connect()
+            && ["certificate", "tls", "handshake", "corrupt message"]
+                .iter()
+                .any(|w| lower.contains(w))
+        {
+            RegistryError::Tls {
+                registry: self.host.clone(),
+                reason,
+            }
+        } else if error.is_connect() || error.is_timeout() || error.is_request() {
             RegistryError::Unreachable {
                 registry: self.host.clone(),
                 reason,

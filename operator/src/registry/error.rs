@@ -55,6 +55,10 @@ pub enum RegistryError {
         url: String,
         message: String,
     },
+    /// The TLS handshake failed: an untrusted or mismatched certificate, or a registry
+    /// that does not speak TLS.
+    #[error("registry {registry}: TLS handshake failed: {reason}; set the rule's caSecretRef to the CA that signed the registry's certificate, or insecure: true if the registry serves plain HTTP")]
+    Tls { registry: String, reason: String },
     /// The registry answered with something that does not follow the distribution API.
     #[error("registry {registry}{repository}: unexpected response: {message}")]
     Protocol {
@@ -82,6 +86,7 @@ impl RegistryError {
             Self::Unauthorized { .. } => "Unauthorized",
             Self::Forbidden { .. } => "Forbidden",
             Self::Unreachable { .. } => "Unreachable",
+            Self::Tls { .. } => "TLSError",
             Self::NotFound { .. } => "NotFound",
             Self::Http { .. } => "RegistryError",
             Self::Protocol { .. } => "ProtocolError",

@@ -18,7 +18,8 @@ pub mod webhook;
 pub use access::{Credentials, CredentialsError, RegistryAccess};
 pub use client::RegistryClient;
 pub use discovery::{
-    discover, DiscoveredImage, Discovery, DiscoveryLimits, RepositoryError, Scope, TagFilter,
+    discover, discover_for_rule, DiscoveredImage, Discovery, DiscoveryLimits, RepositoryError,
+    RuleDiscoveryError, Scope, TagFilter,
 };
 pub use error::RegistryError;
 pub use push::{coalesce_pushes, rule_matches_push, PushBatch, PushCoalescer, PushEvent};
