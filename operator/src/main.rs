@@ -155,6 +155,8 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         }
     });
 
+    spawn_push_trigger(ctx.clone()).await?;
+
     let lost = async move {
         loop {
             if leading.changed().await.is_err() || !*leading.borrow() {
@@ -169,6 +171,87 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
             std::process::exit(1);
         }
     }
+    Ok(())
+}
+
+/// Starts the push-webhook endpoint and turns coalesced pushes into `Push` tasks for the
+/// rules they match.
+async fn spawn_push_trigger(ctx: Arc<Context>) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use imagewarden_operator::controller::scan_rule::{start_task, task_name};
+    use imagewarden_operator::crd::{ScanRule, TaskTrigger};
+    use imagewarden_operator::registry::{coalesce_pushes, rule_matches_push, serve};
+    use kube::runtime::{reflector, watcher, WatchStreamExt};
+    use kube::ResourceExt;
+
+    let Some(token_file) = ctx.config.webhook_token_file.clone() else {
+        warn!("no --webhook-token-file: the push-webhook endpoint is off, onPush rules will not trigger");
+        return Ok(());
+    };
+    let token = std::fs::read_to_string(&token_file)
+        .with_context(|| format!("reading the webhook token from {}", token_file.display()))?
+        .trim()
+        .to_string();
+    anyhow::ensure!(!token.is_empty(), "the webhook token file {} is empty", token_file.display());
+    let listener = tokio::net::TcpListener::bind(ctx.config.webhook_addr)
+        .await
+        .with_context(|| format!("binding the webhook address {}", ctx.config.webhook_addr))?;
+    info!(addr = %ctx.config.webhook_addr, "push-webhook endpoint listening");
+    let (events_tx, events_rx) = tokio::sync::mpsc::channel(1024);
+    tokio::spawn(async move {
+        if let Err(e) = serve(listener, token, events_tx).await {
+            error!(error = %e, "push-webhook server stopped");
+        }
+    });
+
+    let (store, writer) = reflector::store::<ScanRule>();
+    let rules = kube::Api::<ScanRule>::all(ctx.client.clone());
+    tokio::spawn(
+        reflector(writer, watcher(rules, watcher::Config::default()))
+            .applied_objects()
+            .for_each(|_| async {}),
+    );
+    let (batches_tx, mut batches_rx) = tokio::sync::mpsc::channel(256);
+    let window = ctx.config.push_coalesce_window;
+    tokio::spawn(coalesce_pushes(
+        events_rx,
+        window,
+        move |event| {
+            store
+                .state()
+                .iter()
+                .filter(|rule| rule_matches_push(&rule.spec, event))
+                .map(|rule| (rule.namespace().unwrap_or_default(), rule.name_any()))
+                .collect::<Vec<_>>()
+        },
+        batches_tx,
+    ));
+    tokio::spawn(async move {
+        while let Some(batch) = batches_rx.recv().await {
+            let (ns, name) = batch.rule.clone();
+            let rule = match kube::Api::<ScanRule>::namespaced(ctx.client.clone(), &ns).get_opt(&name).await {
+                Ok(Some(rule)) => rule,
+                Ok(None) => continue,
+                Err(e) => {
+                    warn!(rule = %name, error = %e, "reading rule for a push");
+                    continue;
+                }
+            };
+            let images: Vec<String> = batch
+                .events
+                .iter()
+                .map(|e| format!("{}/{}:{}@{}", e.registry_host, e.repository, e.tag, e.digest))
+                .collect();
+            let suffix = {
+                use sha2::Digest;
+                hex::encode(&sha2::Sha256::digest(images.join(",").as_bytes())[..5])
+            };
+            let task = task_name(&name, "push", &suffix);
+            if let Err(e) = start_task(&ctx, &rule, &task, TaskTrigger::Push, images).await {
+                warn!(rule = %name, error = %e, "starting a push task");
+            }
+        }
+    });
     Ok(())
 }
 
