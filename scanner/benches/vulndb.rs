@@ -180,6 +180,10 @@ fn main() {
     println!("-- extrapolated to {FULL_DUMP_RECORDS:.0} records (linear in records) --");
     println!("full_build_s            {:.0}", build.as_secs_f64() * scale);
     println!(
+        "full_build_peak_rss_mib {:.0}   (compiled records are held encoded until written)",
+        mib(status_kib("VmHWM:")) * scale
+    );
+    println!(
         "full_index_mib          {:.0}",
         size as f64 * scale / 1048576.0
     );

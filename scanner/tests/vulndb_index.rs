@@ -286,3 +286,9 @@ fn malicious_package_records_are_kept_apart() {
     assert_eq!(m.malicious_packages[0].id, "MAL-2022-1");
     assert!(m.vulnerabilities.iter().all(|f| !f.id.starts_with("MAL-")));
 }
+
+#[test]
+fn db_can_be_shared_across_threads() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<Db>();
+}

@@ -200,6 +200,16 @@ impl DbBuilder {
         self.add_zip(std::io::BufReader::new(file), &path.display().to_string())
     }
 
+    /// Adds the archives of an http(s) source (see [`fetch_url_source`]); for async callers
+    /// such as the operator, where [`DbBuilder::add_source`] would block the runtime.
+    pub async fn add_url(&mut self, url: &str) -> anyhow::Result<()> {
+        for (u, bytes) in fetch_url_source(url).await? {
+            self.add_zip(Cursor::new(bytes), &u)?;
+        }
+        self.sources.push(url.to_string());
+        Ok(())
+    }
+
     /// Adds a source as the CLI names it: a directory, a zip file, a JSON file, or an
     /// http(s) URL (a `.zip` URL, or a base URL with `<Ecosystem>/all.zip` under it).
     pub fn add_source(&mut self, source: &str) -> anyhow::Result<()> {
@@ -208,10 +218,7 @@ impl DbBuilder {
                 .enable_all()
                 .build()
                 .context("starting the HTTP client runtime")?;
-            let archives = runtime.block_on(fetch_url_source(source))?;
-            for (url, bytes) in archives {
-                self.add_zip(Cursor::new(bytes), &url)?;
-            }
+            return runtime.block_on(self.add_url(source));
         } else {
             let path = Path::new(source);
             let meta = std::fs::metadata(path)

@@ -39,7 +39,29 @@ fn num(s: Option<regex::Match<'_>>) -> u64 {
     s.and_then(|m| m.as_str().parse().ok()).unwrap_or(0)
 }
 
+thread_local! {
+    /// Parsed versions: matching compares the same few strings many times, and the
+    /// regex is the costly part.
+    static PARSED: std::cell::RefCell<std::collections::HashMap<String, Option<Key>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 fn key(v: &str) -> Option<Key> {
+    if let Some(k) = PARSED.with(|c| c.borrow().get(v).cloned()) {
+        return k;
+    }
+    let k = parse_key(v);
+    PARSED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() > 50_000 {
+            c.clear();
+        }
+        c.insert(v.to_string(), k.clone());
+    });
+    k
+}
+
+fn parse_key(v: &str) -> Option<Key> {
     let lower = v.to_ascii_lowercase();
     let c = PEP440.captures(&lower)?;
     let mut release: Vec<u64> = c["release"]
