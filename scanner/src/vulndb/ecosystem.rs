@@ -48,11 +48,13 @@ pub fn parse_osv_ecosystem(s: &str) -> Option<(Ecosystem, String)> {
 pub fn os_ecosystem_key(ecosystem: Ecosystem, os: Option<&OsInfo>) -> Option<String> {
     let version = os.map(|o| o.version.trim()).unwrap_or("");
     let mut parts = version.split('.');
-    let major = parts.next().filter(|m| !m.is_empty())?;
-    let minor = parts.next();
+    // Only the leading digits count: Alpine edge says `3.19_alpha20230329`.
+    let digits = |s: &str| -> String { s.chars().take_while(char::is_ascii_digit).collect() };
+    let major = parts.next().map(digits).filter(|m| !m.is_empty())?;
+    let minor = parts.next().map(digits).filter(|m| !m.is_empty());
     Some(match ecosystem {
         Ecosystem::Debian => format!("Debian:{major}"),
-        Ecosystem::Ubuntu => format!("Ubuntu:{major}.{}", minor.unwrap_or("04")),
+        Ecosystem::Ubuntu => format!("Ubuntu:{major}.{}", minor.as_deref().unwrap_or("04")),
         Ecosystem::Alpine => format!("Alpine:v{major}.{}", minor?),
         Ecosystem::RockyLinux | Ecosystem::AlmaLinux => format!("{}:{major}", ecosystem.as_str()),
         Ecosystem::AmazonLinux => format!("Amazon Linux:{major}"),
@@ -139,6 +141,8 @@ mod tests {
             Some("Ubuntu:22.04")
         );
         assert_eq!(os_ecosystem_key(Ecosystem::Debian, None), None);
+        assert_eq!(os_ecosystem_key(Ecosystem::Alpine, Some(&os("3.19_alpha20230329"))).as_deref(), Some("Alpine:v3.19"));
+        assert_eq!(os_ecosystem_key(Ecosystem::Debian, Some(&os("bookworm/sid"))), None);
     }
 
     #[test]
