@@ -141,8 +141,14 @@ mod tests {
             Some("Ubuntu:22.04")
         );
         assert_eq!(os_ecosystem_key(Ecosystem::Debian, None), None);
-        assert_eq!(os_ecosystem_key(Ecosystem::Alpine, Some(&os("3.19_alpha20230329"))).as_deref(), Some("Alpine:v3.19"));
-        assert_eq!(os_ecosystem_key(Ecosystem::Debian, Some(&os("bookworm/sid"))), None);
+        assert_eq!(
+            os_ecosystem_key(Ecosystem::Alpine, Some(&os("3.19_alpha20230329"))).as_deref(),
+            Some("Alpine:v3.19")
+        );
+        assert_eq!(
+            os_ecosystem_key(Ecosystem::Debian, Some(&os("bookworm/sid"))),
+            None
+        );
     }
 
     #[test]
