@@ -538,6 +538,30 @@ fn fast_options() -> NotifyOptions {
 // ---------------------------------------------------------------------------------------
 // Scenarios
 
+fn payload_schema() -> Result<jsonschema::Validator> {
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        repo_root().join("docs/notification-payload.schema.json"),
+    )?)?;
+    jsonschema::validator_for(&schema).context("the payload schema compiles")
+}
+
+#[test]
+fn the_documented_sample_payload_follows_the_schema() -> Result<()> {
+    let doc = std::fs::read_to_string(repo_root().join("docs/notifications.md"))?;
+    let start = doc.find("```json\n").context("a JSON sample in the docs")? + "```json\n".len();
+    let end = start
+        + doc[start..]
+            .find("\n```")
+            .context("end of the JSON sample")?;
+    let sample: serde_json::Value = serde_json::from_str(&doc[start..end])?;
+    let errors: Vec<String> = payload_schema()?
+        .iter_errors(&sample)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn dingtalk_robot_checks_the_signature_and_its_errors_are_recorded() -> Result<()> {
     let env = env().await?;
@@ -647,10 +671,7 @@ async fn dingtalk_robot_checks_the_signature_and_its_errors_are_recorded() -> Re
 #[tokio::test]
 async fn http_payload_follows_the_schema_is_signed_and_filters_apply() -> Result<()> {
     let env = env().await?;
-    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
-        repo_root().join("docs/notification-payload.schema.json"),
-    )?)?;
-    let validator = jsonschema::validator_for(&schema).context("schema compiles")?;
+    let validator = payload_schema()?;
     let hook = Receiver::start(None, |_, _| Reply::status(204)).await?;
     let never = Receiver::start(None, |_, _| Reply::status(204)).await?;
     let picky = Receiver::start(None, |_, _| {

@@ -19,6 +19,8 @@
 
 mod delivery;
 pub mod dingtalk;
+#[cfg(test)]
+mod docs_example;
 pub mod payload;
 pub mod plan;
 pub mod redact;

@@ -495,7 +495,13 @@ pub(crate) mod tests {
                 Severity::Low => summary.low += 1,
                 Severity::Unknown => summary.unknown += 1,
             }
-            summary.system_vulnerabilities.add(f.severity);
+            match f.class {
+                FindingClass::SystemVulnerability => &mut summary.system_vulnerabilities,
+                FindingClass::ApplicationVulnerability => &mut summary.application_vulnerabilities,
+                FindingClass::BaselineRisk => &mut summary.baseline_risks,
+                FindingClass::MaliciousSample => &mut summary.malicious_samples,
+            }
+            .add(f.severity);
         }
         ImageScanResult {
             metadata: ObjectMeta {
