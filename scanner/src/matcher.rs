@@ -229,8 +229,14 @@ impl Matcher<'_> {
                         {
                             rating = h.rating.clone();
                         }
-                        if fixed.is_none() {
-                            fixed = h.fixed.clone();
+                        // The version that fixes every report of the issue is the highest.
+                        if let Some(f) = &h.fixed {
+                            if fixed
+                                .as_deref()
+                                .is_none_or(|cur| scheme.compare(f, cur) == Ordering::Greater)
+                            {
+                                fixed = Some(f.clone());
+                            }
                         }
                     }
                     aliases.sort();
@@ -285,26 +291,23 @@ fn primary_rank(id: &str, class: FindingClass) -> u8 {
     }
 }
 
-/// Groups reports of one issue: a record joins a preferred one when its id is among
-/// the preferred record's ids, or all its aliases are (so two distro advisories that
-/// share one CVE but fix different ones stay apart).
+/// Groups reports of one issue: two records are one issue when one's id is among the
+/// other's aliases, or all of one's aliases are among the other's ids (so two distro
+/// advisories that share one CVE but fix different ones stay apart). The preferred
+/// record of a group is its primary; among equals, the one naming the most issues.
 fn merge_duplicates(mut hits: Vec<Hit>, class: FindingClass) -> Vec<(Hit, Vec<Hit>)> {
     hits.sort_by(|a, b| {
         primary_rank(&a.advisory.id, class)
             .cmp(&primary_rank(&b.advisory.id, class))
+            .then_with(|| b.advisory.aliases.len().cmp(&a.advisory.aliases.len()))
             .then_with(|| a.advisory.id.cmp(&b.advisory.id))
     });
     let mut groups: Vec<(Hit, Vec<Hit>)> = Vec::new();
     for hit in hits {
         let joins = groups.iter_mut().position(|(p, merged)| {
-            std::iter::once(&*p).chain(merged.iter()).any(|m| {
-                let ids = || std::iter::once(&m.advisory.id).chain(m.advisory.aliases.iter());
-                ids().any(|i| *i == hit.advisory.id)
-                    || m.advisory.aliases.contains(&hit.advisory.id)
-                    || hit.advisory.aliases.contains(&m.advisory.id)
-                    || (!hit.advisory.aliases.is_empty()
-                        && hit.advisory.aliases.iter().all(|a| ids().any(|i| i == a)))
-            })
+            std::iter::once(&*p)
+                .chain(merged.iter())
+                .any(|m| same_issue(&m.advisory, &hit.advisory))
         });
         match joins {
             Some(g) => groups[g].1.push(hit),
@@ -312,6 +315,17 @@ fn merge_duplicates(mut hits: Vec<Hit>, class: FindingClass) -> Vec<(Hit, Vec<Hi
         }
     }
     groups
+}
+
+fn same_issue(a: &Advisory, b: &Advisory) -> bool {
+    let covers = |x: &Advisory, y: &Advisory| {
+        x.aliases.contains(&y.id)
+            || (!y.aliases.is_empty()
+                && y.aliases
+                    .iter()
+                    .all(|alias| *alias == x.id || x.aliases.contains(alias)))
+    };
+    a.id == b.id || covers(a, b) || covers(b, a)
 }
 
 /// Whether `version` is affected by `entry`; `Some(fixed)` when it is, with the

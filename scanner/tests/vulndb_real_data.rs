@@ -566,3 +566,47 @@ fn go_stdlib_versions_match_with_or_without_the_go_prefix() {
         assert!(!ids(&m.vulnerabilities).contains("GO-2022-0493"), "{v}");
     }
 }
+
+#[test]
+fn reissued_debian_advisories_of_one_issue_are_merged() {
+    // DSA-4273-2 re-issued DSA-4273-1 (same CVEs, later fixed version): one finding,
+    // fixed by the later version. DSA-4447-2 names no CVE and DSA-4565-2 another CVE,
+    // so they stay apart. Expected set computed with `dpkg --compare-versions`.
+    let p = |v: &str| {
+        inventory(
+            Some(("debian", "9.4")),
+            vec![pkg(Ecosystem::Debian, "intel-microcode", v)],
+        )
+    };
+    let m = scan(&p("3.20180312.1~deb9u1"));
+    assert_eq!(
+        ids(&m.vulnerabilities),
+        set(&[
+            "DLA-2546-1",
+            "DLA-2718-1",
+            "DSA-4273-1",
+            "DSA-4447-1",
+            "DSA-4447-2",
+            "DSA-4565-1",
+            "DSA-4565-2",
+            "DSA-4701-1"
+        ])
+    );
+    let f = find(&m, "DSA-4273-1");
+    assert_eq!(f.fixed_version.as_deref(), Some("3.20180807a.1~deb9u1"));
+    assert_eq!(
+        f.aliases,
+        vec![
+            "CVE-2018-3639".to_string(),
+            "CVE-2018-3640".to_string(),
+            "DSA-4273-2".to_string()
+        ]
+    );
+    // Past the first fix only the re-issue remains.
+    let m = scan(&p("3.20180703.2~deb9u1"));
+    assert!(!ids(&m.vulnerabilities).contains("DSA-4273-1"));
+    assert_eq!(
+        find(&m, "DSA-4273-2").fixed_version.as_deref(),
+        Some("3.20180807a.1~deb9u1")
+    );
+}
