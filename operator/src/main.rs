@@ -74,7 +74,11 @@ fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("IMAGEWARDEN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
     let json = std::env::var("IMAGEWARDEN_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -157,7 +161,11 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
 
     spawn_push_trigger(ctx.clone()).await?;
 
+    let elect = config.leader_elect;
     let lost = async move {
+        if !elect {
+            return futures::future::pending::<()>().await;
+        }
         loop {
             if leading.changed().await.is_err() || !*leading.borrow() {
                 return;

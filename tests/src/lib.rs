@@ -6,6 +6,7 @@
 
 pub mod control_plane;
 pub mod image;
+pub mod operator;
 pub mod pki;
 pub mod process;
 pub mod registry;

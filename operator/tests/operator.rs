@@ -1,0 +1,523 @@
+//! The operator as a real process against a real kube-apiserver (+ controller-manager)
+//! and a real registry: discovery, scans, results, triggers, restarts and leadership.
+
+use std::io::Read;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use imagewarden_operator::crd::{
+    FindingClass, ImageScanResult, ScanPhase, ScanRule, ScanTask,
+};
+use imagewarden_tests::control_plane::ControlPlaneOptions;
+use imagewarden_tests::image::{push_image, Layer, LayerBuilder, TestImage};
+use imagewarden_tests::operator::OperatorProcess;
+use imagewarden_tests::registry::{NotificationEndpoint, RegistryOptions};
+use imagewarden_tests::{repo_root, ControlPlane, Registry, RegistryMode};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::Client;
+
+const BIN: &str = env!("CARGO_BIN_EXE_imagewarden-operator");
+
+fn testdata(name: &str) -> std::path::PathBuf {
+    repo_root().join("scanner/testdata").join(name)
+}
+
+/// The single layer (uncompressed tar) of a real `docker save` archive.
+fn archive_layer(name: &str) -> Vec<u8> {
+    let f = std::fs::File::open(testdata(name)).unwrap();
+    let mut a = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_string_lossy().ends_with("layer.tar") {
+            let mut v = Vec::new();
+            e.read_to_end(&mut v).unwrap();
+            return v;
+        }
+    }
+    panic!("no layer in {name}");
+}
+
+fn layer_from_tar(tar: Vec<u8>) -> Layer {
+    use std::io::Write;
+    let diff_id = imagewarden_tests::image::sha256(&tar);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    Layer { gzip: gz.finish().unwrap(), diff_id }
+}
+
+/// The installed-package database of the real alpine:3.10 image.
+fn alpine310_installed() -> String {
+    let layer = archive_layer("alpine-310.tar.gz");
+    let mut a = tar::Archive::new(&layer[..]);
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().to_string_lossy() == "lib/apk/db/installed" {
+            let mut s = String::new();
+            e.read_to_string(&mut s).unwrap();
+            return s;
+        }
+    }
+    panic!("no apk database");
+}
+
+/// alpine:3.10 with musl held back at 1.1.22-r2, before the fix of CVE-2019-14697
+/// (Alpine secdb: fixed in 1.1.22-r3): a second layer replaces the package database.
+fn vulnerable_alpine() -> TestImage {
+    let installed = alpine310_installed().replace("P:musl\nV:1.1.22-r3", "P:musl\nV:1.1.22-r2");
+    assert!(installed.contains("V:1.1.22-r2"));
+    let layer2 = LayerBuilder::new()
+        .file("lib/apk/db/installed", 0o644, installed.as_bytes())
+        .unwrap()
+        .finish()
+        .unwrap();
+    TestImage { layers: vec![layer_from_tar(archive_layer("alpine-310.tar.gz")), layer2], ..Default::default() }
+}
+
+fn alpine311() -> TestImage {
+    TestImage { layers: vec![layer_from_tar(archive_layer("alpine-311.tar.gz"))], ..Default::default() }
+}
+
+fn db_args() -> Vec<String> {
+    vec![format!("--db={}", testdata("osv").display())]
+}
+
+async fn setup(controller_manager: bool) -> Result<(ControlPlane, Client)> {
+    let cp = ControlPlane::start_with(ControlPlaneOptions { controller_manager }).await?;
+    cp.install_crds(&imagewarden_operator::crd::all()).await?;
+    let client = cp.client().await?;
+    Ok((cp, client))
+}
+
+async fn apply<K>(client: &Client, yaml: &str) -> Result<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let obj: K = serde_yaml::from_str(yaml)?;
+    let api: Api<K> = Api::default_namespaced(client.clone());
+    let name = obj.meta().name.clone().unwrap();
+    Ok(api.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&obj)).await?)
+}
+
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await? {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn finished_task(client: &Client, name: &str, timeout: Duration) -> Result<ScanTask> {
+    let api: Api<ScanTask> = Api::default_namespaced(client.clone());
+    wait_for(&format!("task {name} to finish"), timeout, || {
+        let api = api.clone();
+        async move {
+            Ok(api.get_opt(name).await?.filter(|t| {
+                t.status.as_ref().is_some_and(|s| matches!(s.phase, ScanPhase::Completed | ScanPhase::Failed))
+            }))
+        }
+    })
+    .await
+}
+
+async fn last_task_of(client: &Client, rule: &str) -> Result<String> {
+    let api: Api<ScanRule> = Api::default_namespaced(client.clone());
+    wait_for(&format!("a task of rule {rule}"), Duration::from_secs(30), || {
+        let api = api.clone();
+        async move { Ok(api.get(rule).await?.status.and_then(|s| s.last_task)) }
+    })
+    .await
+}
+
+fn rule_yaml(name: &str, registry: &Registry, extra: &str) -> String {
+    format!(
+        "apiVersion: imagewarden.io/v1alpha1
+kind: ScanRule
+metadata:
+  name: {name}
+  annotations:
+    imagewarden.io/scan-now: first
+spec:
+  registry:
+    url: {host}
+    insecure: {insecure}
+  scope:
+    type: Namespace
+    name: team-a
+  tagFilter: '^v\\d'
+{extra}",
+        host = registry.host,
+        insecure = registry.mode == RegistryMode::Plain,
+    )
+}
+
+struct Pushed {
+    alpine: String,
+    app: String,
+}
+
+async fn populate(registry: &Registry) -> Result<Pushed> {
+    let alpine = push_image(registry, "team-a/alpine", "v1", &vulnerable_alpine()).await?;
+    push_image(registry, "team-a/alpine", "v1-rc", &vulnerable_alpine()).await?;
+    let app = push_image(registry, "team-a/app", "v2", &alpine311()).await?;
+    push_image(registry, "team-a/app", "dev", &alpine311()).await?;
+    push_image(registry, "team-b/other", "v1", &alpine311()).await?;
+    Ok(Pushed { alpine, app })
+}
+
+#[tokio::test]
+async fn namespace_rule_scans_each_matching_digest_once_and_cleans_up() -> Result<()> {
+    let (cp, client) = setup(true).await?;
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    let pushed = populate(&registry).await?;
+    let mut args = db_args();
+    args.push("--leader-elect=false".into());
+    let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+
+    apply::<ScanRule>(&client, &rule_yaml("team-a", &registry, "")).await?;
+    let task_name = last_task_of(&client, "team-a").await?;
+    let task = finished_task(&client, &task_name, Duration::from_secs(120)).await?;
+    let status = task.status.unwrap();
+    let mut images: Vec<(String, Option<String>, ScanPhase)> = status
+        .images
+        .iter()
+        .map(|i| (i.image.clone(), i.digest.clone(), i.phase))
+        .collect();
+    images.sort_by(|a, b| a.0.cmp(&b.0));
+    let h = &registry.host;
+    assert_eq!(
+        images,
+        vec![
+            (format!("{h}/team-a/alpine:v1"), Some(pushed.alpine.clone()), ScanPhase::Completed),
+            (format!("{h}/team-a/alpine:v1-rc"), Some(pushed.alpine.clone()), ScanPhase::Completed),
+            (format!("{h}/team-a/app:v2"), Some(pushed.app.clone()), ScanPhase::Completed),
+        ],
+        "operator log:\n{}",
+        operator.log()
+    );
+    assert_eq!((status.phase, status.total, status.succeeded, status.failed), (ScanPhase::Completed, 3, 3, 0));
+
+    // Two digests, two results, each scanned once.
+    let results: Api<ImageScanResult> = Api::default_namespaced(client.clone());
+    let list = results.list(&ListParams::default()).await?;
+    assert_eq!(list.items.len(), 2);
+    assert_eq!(operator.metric("imagewarden_image_scans_total{outcome=\"scanned\"}").await?, 2.0);
+    let vulnerable = list.items.iter().find(|r| r.spec.digest == pushed.alpine).unwrap();
+    let mut tags = vulnerable.spec.tags.clone();
+    tags.sort();
+    assert_eq!(tags, ["v1", "v1-rc"]);
+    let st = vulnerable.status.clone().unwrap();
+    assert_eq!(st.os.as_ref().unwrap().family, "alpine");
+    let musl = st.findings.iter().find(|f| f.id == "ALPINE-CVE-2019-14697").expect("musl finding");
+    assert_eq!(musl.class, FindingClass::SystemVulnerability);
+    assert_eq!(musl.package.as_deref(), Some("musl"));
+    assert_eq!(musl.fixed_version.as_deref(), Some("1.1.22-r3"));
+    assert!(st.summary.system_vulnerabilities.total() >= 1);
+    let clean = list.items.iter().find(|r| r.spec.digest == pushed.app).unwrap();
+    assert_eq!(clean.status.clone().unwrap().summary.system_vulnerabilities.total(), 0);
+
+    let table = cp.kubectl_output(&["get", "scanresults"])?;
+    assert!(table.contains("team-a/alpine") && table.contains(&pushed.alpine[7..19]), "{table}");
+
+    // A second manual scan reuses both results instead of rescanning.
+    let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
+    rules
+        .patch("team-a", &PatchParams::default(), &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"imagewarden.io/scan-now": "second"}}})))
+        .await?;
+    let second = wait_for("a second task", Duration::from_secs(30), || {
+        let rules = rules.clone();
+        let first = task_name.clone();
+        async move { Ok(rules.get("team-a").await?.status.and_then(|s| s.last_task).filter(|t| *t != first)) }
+    })
+    .await?;
+    let second = finished_task(&client, &second, Duration::from_secs(60)).await?;
+    assert_eq!(second.status.unwrap().succeeded, 3);
+    assert_eq!(operator.metric("imagewarden_image_scans_total{outcome=\"scanned\"}").await?, 2.0);
+    assert!(operator.metric("imagewarden_image_scans_total{outcome=\"reused\"}").await? >= 2.0);
+
+    // Deleting the rule deletes its tasks and results (garbage collection by owner).
+    rules.delete("team-a", &DeleteParams::foreground()).await?;
+    let tasks: Api<ScanTask> = Api::default_namespaced(client.clone());
+    wait_for("tasks and results to be collected", Duration::from_secs(60), || {
+        let (tasks, results) = (tasks.clone(), results.clone());
+        async move {
+            let n = tasks.list(&ListParams::default()).await?.items.len() + results.list(&ListParams::default()).await?.items.len();
+            Ok((n == 0).then_some(()))
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn invalid_tag_filter_is_a_condition_not_a_crash() -> Result<()> {
+    let (cp, client) = setup(false).await?;
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    let mut args = db_args();
+    args.push("--leader-elect=false".into());
+    let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    let yaml = rule_yaml("broken", &registry, "").replace("'^v\\d'", "'^v(\\d'");
+    apply::<ScanRule>(&client, &yaml).await?;
+    let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
+    let cond = wait_for("Ready=False", Duration::from_secs(30), || {
+        let rules = rules.clone();
+        async move {
+            Ok(rules.get("broken").await?.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready" && c.status == "False")))
+        }
+    })
+    .await?;
+    assert_eq!(cond.reason, "InvalidSpec");
+    assert!(cond.message.contains("spec.tagFilter") && cond.message.contains("unclosed group"), "{}", cond.message);
+    assert!(rules.get("broken").await?.status.unwrap().last_task.is_none());
+    // Still working: a valid rule next to it is scanned.
+    push_image(&registry, "team-a/app", "v2", &alpine311()).await?;
+    apply::<ScanRule>(&client, &rule_yaml("fine", &registry, "")).await?;
+    let t = last_task_of(&client, "fine").await?;
+    assert_eq!(finished_task(&client, &t, Duration::from_secs(90)).await?.status.unwrap().phase, ScanPhase::Completed, "{}", operator.log());
+    Ok(())
+}
+
+#[tokio::test]
+async fn wrong_registry_credentials_fail_each_image_with_the_reason() -> Result<()> {
+    let (cp, client) = setup(false).await?;
+    let registry = Registry::start(RegistryMode::TlsAuth).await?;
+    push_image(&registry, "team-a/app", "v2", &alpine311()).await?;
+    let mut args = db_args();
+    args.push("--leader-elect=false".into());
+    let _operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
+    let (user, _) = registry.credentials().unwrap();
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "creds"},
+        "stringData": {"username": user, "password": "not-the-password", "ca.crt": registry.ca_pem().unwrap()},
+    }))?;
+    secrets.create(&PostParams::default(), &secret).await?;
+    let extra = "    credentialsSecretRef: {name: creds}\n    caSecretRef: {name: creds, key: ca.crt}\n";
+    let yaml = rule_yaml("locked", &registry, "").replace("    insecure: false\n", &format!("    insecure: false\n{extra}")).replace("  annotations:\n    imagewarden.io/scan-now: first\n", "");
+    apply::<ScanRule>(&client, &yaml).await?;
+    let task: ScanTask = serde_yaml::from_str(&format!(
+        "apiVersion: imagewarden.io/v1alpha1\nkind: ScanTask\nmetadata: {{name: adhoc}}\nspec:\n  ruleRef: {{name: locked}}\n  images: ['{h}/team-a/app:v2']\n",
+        h = registry.host
+    ))?;
+    Api::<ScanTask>::default_namespaced(client.clone()).create(&PostParams::default(), &task).await?;
+    let done = finished_task(&client, "adhoc", Duration::from_secs(60)).await?;
+    let st = done.status.unwrap();
+    assert_eq!(st.phase, ScanPhase::Failed);
+    let msg = st.images[0].message.clone().unwrap_or_default();
+    assert_eq!(st.images[0].phase, ScanPhase::Failed);
+    assert!(msg.contains(&registry.host) && msg.to_lowercase().contains("unauthorized"), "{msg}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn killed_operator_finishes_the_task_after_restart_without_rescanning() -> Result<()> {
+    let (cp, client) = setup(false).await?;
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    for (i, image) in [vulnerable_alpine(), alpine311()].iter().enumerate() {
+        push_image(&registry, "team-a/app", &format!("v{i}"), image).await?;
+    }
+    // A third digest: alpine 3.11 with one more file.
+    let mut third = alpine311();
+    third.layers.push(LayerBuilder::new().file("etc/motd", 0o644, b"third\n")?.finish()?);
+    push_image(&registry, "team-a/app", "v9", &third).await?;
+
+    let mut args = db_args();
+    args.extend(["--leader-elect=false".to_string(), "--max-concurrent-scans=1".to_string()]);
+    let mut first = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    apply::<ScanRule>(&client, &rule_yaml("team-a", &registry, "")).await?;
+    let task_name = last_task_of(&client, "team-a").await?;
+    let results: Api<ImageScanResult> = Api::default_namespaced(client.clone());
+    wait_for("the first result", Duration::from_secs(60), || {
+        let results = results.clone();
+        async move { Ok((!results.list(&ListParams::default()).await?.items.is_empty()).then_some(())) }
+    })
+    .await?;
+    first.kill();
+    let before = results.list(&ListParams::default()).await?.items.len();
+    let tasks: Api<ScanTask> = Api::default_namespaced(client.clone());
+    if before == 3 {
+        // Everything finished before the kill; nothing left to prove.
+        bail!("all scans finished before the operator was killed; the test needs slower scans");
+    }
+    assert!(tasks.get(&task_name).await?.status.unwrap().phase != ScanPhase::Completed);
+
+    let second = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    let done = finished_task(&client, &task_name, Duration::from_secs(120)).await?;
+    assert_eq!(done.status.unwrap().succeeded, 3, "{}", second.log());
+    assert_eq!(results.list(&ListParams::default()).await?.items.len(), 3);
+    let rescanned = second.metric("imagewarden_image_scans_total{outcome=\"scanned\"}").await?;
+    assert_eq!(rescanned as usize + before, 3, "the restarted operator scanned only what had no result");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_push_starts_a_task_for_the_pushed_tag_only() -> Result<()> {
+    let (cp, client) = setup(false).await?;
+    let token = "push-token-1234";
+    let token_file = cp.dir().join("webhook-token");
+    std::fs::write(&token_file, token)?;
+    // The operator's webhook port must be known before the registry starts.
+    let mut args = db_args();
+    args.extend([
+        "--leader-elect=false".to_string(),
+        format!("--webhook-token-file={}", token_file.display()),
+        "--push-coalesce-window=1s".to_string(),
+    ]);
+    let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    let registry = Registry::start_with(
+        RegistryMode::Plain,
+        RegistryOptions {
+            notifications: vec![NotificationEndpoint {
+                name: "imagewarden".into(),
+                url: format!("http://127.0.0.1:{}/webhook/distribution", operator.webhook_port),
+                bearer_token: Some(token.into()),
+            }],
+            ..Default::default()
+        },
+    )
+    .await?;
+    let yaml = rule_yaml("on-push", &registry, "  triggers: {onPush: true}\n").replace("  annotations:\n    imagewarden.io/scan-now: first\n", "");
+    apply::<ScanRule>(&client, &yaml).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = Instant::now();
+    let digest = push_image(&registry, "team-a/app", "v3", &alpine311()).await?;
+    push_image(&registry, "team-a/app", "dev", &alpine311()).await?;
+    let tasks: Api<ScanTask> = Api::default_namespaced(client.clone());
+    let task = wait_for("a push task", Duration::from_secs(60), || {
+        let tasks = tasks.clone();
+        async move { Ok(tasks.list(&ListParams::default()).await?.items.into_iter().next()) }
+    })
+    .await?;
+    assert_eq!(task.spec.trigger, imagewarden_operator::crd::TaskTrigger::Push);
+    assert_eq!(task.spec.images, vec![format!("{}/team-a/app:v3@{digest}", registry.host)], "{}", operator.log());
+    let done = finished_task(&client, &task.metadata.name.clone().unwrap(), Duration::from_secs(60)).await?;
+    assert_eq!(done.status.unwrap().phase, ScanPhase::Completed);
+    let results: Api<ImageScanResult> = Api::default_namespaced(client.clone());
+    assert!(results.list(&ListParams::default()).await?.items.iter().any(|r| r.spec.digest == digest));
+    eprintln!("push to written result: {:?}", started.elapsed());
+    Ok(())
+}
+
+#[tokio::test]
+async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
+    let (cp, client) = setup(false).await?;
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    let digest = push_image(&registry, "team-a/app", "v2", &alpine311()).await?;
+    let mut args = db_args();
+    args.extend([
+        "--leader-elect=false".to_string(),
+        "--executor=job".to_string(),
+        "--scanner-image=registry.local/imagewarden:test".to_string(),
+    ]);
+    let _operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    apply::<ScanRule>(&client, &rule_yaml("jobs", &registry, "")).await?;
+    let task_name = last_task_of(&client, "jobs").await?;
+    let jobs: Api<Job> = Api::default_namespaced(client.clone());
+    let job = wait_for("a scanner Job", Duration::from_secs(60), || {
+        let jobs = jobs.clone();
+        async move { Ok(jobs.list(&ListParams::default()).await?.items.into_iter().next()) }
+    })
+    .await?;
+    let task = Api::<ScanTask>::default_namespaced(client.clone()).get(&task_name).await?;
+    let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("ScanTask", task_name.as_str()));
+    assert_eq!(Some(owner.uid.clone()), task.metadata.uid);
+    assert_eq!(owner.controller, Some(true));
+    let spec = job.spec.unwrap();
+    assert_eq!(spec.backoff_limit, Some(2));
+    assert_eq!(spec.active_deadline_seconds, Some(1800));
+    assert_eq!(spec.ttl_seconds_after_finished, Some(600));
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(pod.service_account_name.as_deref(), Some("imagewarden-scanner"));
+    assert_eq!(pod.security_context.as_ref().unwrap().run_as_non_root, Some(true));
+    let c = &pod.containers[0];
+    assert_eq!(c.image.as_deref(), Some("registry.local/imagewarden:test"));
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
+    let limits = c.resources.as_ref().unwrap().limits.as_ref().unwrap();
+    assert_eq!(limits["memory"].0, "512Mi");
+    assert_eq!(limits["cpu"].0, "1");
+    let args = c.args.clone().unwrap();
+    assert_eq!(args[0], "scan-image");
+    for want in [
+        format!("--registry={}", registry.host),
+        "--repository=team-a/app".to_string(),
+        format!("--digest={digest}"),
+        "--tag=v2".to_string(),
+        "--insecure".to_string(),
+        "--owner-kind=ScanTask".to_string(),
+    ] {
+        assert!(args.contains(&want), "missing {want} in {args:?}");
+    }
+    // Bounded: one Job per digest, not more.
+    assert_eq!(jobs.list(&ListParams::default()).await?.items.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn only_the_leader_of_two_replicas_acts() -> Result<()> {
+    let (cp, client) = setup(false).await?;
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    push_image(&registry, "team-a/app", "v2", &alpine311()).await?;
+    let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let _ = ns
+        .create(&PostParams::default(), &serde_json::from_value(serde_json::json!({"metadata": {"name": "imagewarden-system"}}))?)
+        .await;
+    let mut a_args = db_args();
+    a_args.push("--identity=replica-a".into());
+    let mut b_args = db_args();
+    b_args.push("--identity=replica-b".into());
+    let a = OperatorProcess::start(Path::new(BIN), &cp, &a_args).await?;
+    let b = OperatorProcess::start(Path::new(BIN), &cp, &b_args).await?;
+    apply::<ScanRule>(&client, &rule_yaml("team-a", &registry, "")).await?;
+    let task = last_task_of(&client, "team-a").await?;
+    finished_task(&client, &task, Duration::from_secs(90)).await?;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), "imagewarden-system");
+    let holder = leases.get("imagewarden-operator").await?.spec.unwrap().holder_identity.unwrap();
+    let (leader, follower) = if holder == "replica-a" { (&a, &b) } else { (&b, &a) };
+    assert_eq!(leader.metric("imagewarden_leader").await?, 1.0);
+    assert_eq!(follower.metric("imagewarden_leader").await?, 0.0);
+    assert!(leader.metric("imagewarden_reconciles_total{controller=\"scantask\"}").await? > 0.0);
+    assert_eq!(follower.metric("imagewarden_reconciles_total{controller=\"scantask\"}").await?, 0.0);
+    assert_eq!(follower.metric("imagewarden_reconciles_total{controller=\"scanrule\"}").await?, 0.0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_schedule_fires_a_task() -> Result<()> {
+    let (cp, client) = setup(false).await?;
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    push_image(&registry, "team-a/app", "v2", &alpine311()).await?;
+    let mut args = db_args();
+    args.push("--leader-elect=false".into());
+    let _operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    let yaml = rule_yaml("nightly", &registry, "  triggers: {schedule: '* * * * *'}\n").replace("  annotations:\n    imagewarden.io/scan-now: first\n", "");
+    apply::<ScanRule>(&client, &yaml).await?;
+    let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
+    let status = wait_for("a scheduled task", Duration::from_secs(75), || {
+        let rules = rules.clone();
+        async move { Ok(rules.get("nightly").await?.status.filter(|s| s.last_task.is_some())) }
+    })
+    .await?;
+    let task = status.last_task.unwrap();
+    assert!(task.starts_with("nightly-sched-"), "{task}");
+    assert!(status.last_schedule_time.is_some());
+    let t = Api::<ScanTask>::default_namespaced(client.clone()).get(&task).await?;
+    assert_eq!(t.spec.trigger, imagewarden_operator::crd::TaskTrigger::Schedule);
+    Ok(())
+}

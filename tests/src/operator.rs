@@ -1,0 +1,84 @@
+//! The operator binary run as a real process against a test control plane.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::control_plane::ControlPlane;
+use crate::process::{free_port, port_open, wait_until, Running};
+
+/// A running `imagewarden-operator run`; stopped on drop.
+pub struct OperatorProcess {
+    process: Running,
+    /// Port of `/metrics`.
+    pub metrics_port: u16,
+    /// Port of the push-webhook endpoint.
+    pub webhook_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl OperatorProcess {
+    /// Starts `binary run` with `args` (besides the kubeconfig and ports it sets itself).
+    pub async fn start(binary: &Path, cp: &ControlPlane, args: &[String]) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("imagewarden-operator-").tempdir()?;
+        let metrics_port = free_port()?;
+        let webhook_port = free_port()?;
+        let mut cmd = Command::new(binary);
+        cmd.arg("run")
+            .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
+            .arg(format!("--webhook-addr=127.0.0.1:{webhook_port}"))
+            .args(args)
+            .env("KUBECONFIG", cp.kubeconfig())
+            .env("IMAGEWARDEN_LOG", "info,kube=warn,imagewarden_operator=debug");
+        let mut process = Running::spawn("imagewarden-operator", cmd, &dir.path().join("operator.log"))?;
+        wait_until(&mut process, Duration::from_secs(120), || port_open(metrics_port)).await?;
+        Ok(Self { process, metrics_port, webhook_port, _dir: dir })
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> Result<String> {
+        let body = reqwest_get(&format!("http://127.0.0.1:{}/metrics", self.metrics_port)).await?;
+        Ok(body)
+    }
+
+    /// Value of one metric line (`name{labels}`), 0 when absent.
+    pub async fn metric(&self, series: &str) -> Result<f64> {
+        let text = self.metrics().await?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0))
+    }
+
+    /// The operator's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.process.log_path()).unwrap_or_default()
+    }
+
+    /// Kills the process at once (as a crash or a node failure would).
+    pub fn kill(&mut self) {
+        self.process.stop();
+    }
+
+    /// Path of the log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.process.log_path().to_path_buf()
+    }
+}
+
+async fn reqwest_get(url: &str) -> Result<String> {
+    // A plain HTTP/1.0 GET over TCP keeps this fixture free of an HTTP client.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut stream = tokio::net::TcpStream::connect(host).await?;
+    stream
+        .write_all(format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    Ok(text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
