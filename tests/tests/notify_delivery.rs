@@ -1044,7 +1044,7 @@ async fn a_pending_delivery_left_by_a_restart_is_sent_once() -> Result<()> {
     // The operator recorded its intent, then stopped before recording the outcome.
     let pending = NotificationDelivery {
         target: "webhook".into(),
-        event: "ScanCompleted".into(),
+        event: "ScanFailed".into(),
         state: "Pending".into(),
         attempts: 1,
         last_transition_time: None,
@@ -1054,25 +1054,22 @@ async fn a_pending_delivery_left_by_a_restart_is_sent_once() -> Result<()> {
         .completed_task(&rule, "nightly-5", vec![pending])
         .await?;
 
-    let report = env
-        .notify(
-            &rule,
-            &stale_task,
-            &results,
-            NotificationEvent::ScanCompleted,
-            &fast_options(),
-        )
-        .await?;
+    // What the controller calls for a finished task: rule and results are read from the API.
+    let report =
+        notify::notify_finished_task(&env.client, &env.recorder, &stale_task, &fast_options())
+            .await?;
     assert_eq!(report.deliveries.len(), 1);
     let got = hook.received();
     assert_eq!(got.len(), 1);
-    let expected_id = notify::delivery_id(
-        &rule,
-        &stale_task,
-        NotificationEvent::ScanCompleted,
-        "webhook",
-    );
+    let expected_id =
+        notify::delivery_id(&rule, &stale_task, NotificationEvent::ScanFailed, "webhook");
     assert_eq!(got[0].header("x-imagewarden-delivery"), Some(expected_id));
+    assert_eq!(got[0].json()["event"], "ScanFailed");
+    assert_eq!(
+        got[0].json()["imageScanResults"],
+        serde_json::json!(["nightly-5-api"])
+    );
+    assert_eq!(got[0].json()["summary"]["critical"], 1);
 
     let status = env.task_status("nightly-5").await?;
     assert_eq!(status.notifications.len(), 1);
@@ -1094,7 +1091,7 @@ async fn a_pending_delivery_left_by_a_restart_is_sent_once() -> Result<()> {
             &rule,
             &stale_task,
             &results,
-            NotificationEvent::ScanCompleted,
+            NotificationEvent::ScanFailed,
             &fast_options(),
         )
         .await?;

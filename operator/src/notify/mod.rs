@@ -43,8 +43,8 @@ pub use plan::{DeliveryState, CONDITION_NOTIFICATION_FAILED};
 pub use retry::RetryPolicy;
 
 use crate::crd::{
-    ImageScanResult, NotificationDelivery, NotificationEvent, NotificationTarget, ScanRule,
-    ScanTask, ScanTaskStatus,
+    ImageScanResult, NotificationDelivery, NotificationEvent, NotificationTarget, ScanPhase,
+    ScanRule, ScanTask, ScanTaskStatus,
 };
 use delivery::{ResolvedTarget, Secrets};
 use plan::{event_name, notification_condition, plan, set_condition, upsert, Planned};
@@ -104,6 +104,15 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Reading the task's rule or results failed.
+    #[error("reading {what} of ScanTask {namespace}/{name}: {source}")]
+    ReadInputs {
+        what: String,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     /// Writing the task's status failed; `Pending` entries will be sent on the next call.
     #[error("recording notification status of ScanTask {namespace}/{name}: {source}")]
     WriteStatus {
@@ -120,6 +129,7 @@ impl Error {
         match self {
             Error::InvalidTask => "invalid_task",
             Error::ReadTask { .. } => "read_task",
+            Error::ReadInputs { .. } => "read_inputs",
             Error::WriteStatus { .. } => "write_status",
         }
     }
@@ -414,6 +424,76 @@ pub async fn notify_task(
     Ok(report)
 }
 
+/// The event a finished task calls for: `ScanCompleted` or `ScanFailed` by its phase;
+/// none while it runs.
+pub fn finished_event(task: &ScanTask) -> Option<NotificationEvent> {
+    match task.status.as_ref().map(|s| s.phase) {
+        Some(ScanPhase::Completed) => Some(NotificationEvent::ScanCompleted),
+        Some(ScanPhase::Failed) => Some(NotificationEvent::ScanFailed),
+        _ => None,
+    }
+}
+
+/// [`notify_task`] for a task that reached `Completed` or `Failed`: reads the task's rule
+/// (`spec.ruleRef`) and the ImageScanResults its images name, and notifies
+/// [`finished_event`]. Does nothing for a task without a rule or that has not finished.
+/// The controller may call this on every reconcile of a finished task.
+pub async fn notify_finished_task(
+    client: &Client,
+    recorder: &Recorder,
+    task: &ScanTask,
+    opts: &NotifyOptions,
+) -> Result<NotifyReport, Error> {
+    let (Some(namespace), Some(name)) = (task.namespace(), task.meta().name.clone()) else {
+        return Err(Error::InvalidTask);
+    };
+    let (Some(event), Some(rule_ref)) = (finished_event(task), task.spec.rule_ref.as_ref()) else {
+        return Ok(NotifyReport::default());
+    };
+    let read_err = |what: String| {
+        let (namespace, name) = (namespace.clone(), name.clone());
+        move |source| Error::ReadInputs {
+            what,
+            namespace,
+            name,
+            source,
+        }
+    };
+    let rules: Api<ScanRule> = Api::namespaced(client.clone(), &namespace);
+    let Some(rule) = rules
+        .get_opt(&rule_ref.name)
+        .await
+        .map_err(read_err(format!("ScanRule {}", rule_ref.name)))?
+    else {
+        tracing::info!(task = %name, rule = %rule_ref.name, "rule is gone; nothing to notify");
+        return Ok(NotifyReport::default());
+    };
+    if rule.spec.notifications.is_empty() {
+        return Ok(NotifyReport::default());
+    }
+    let api: Api<ImageScanResult> = Api::namespaced(client.clone(), &namespace);
+    let mut names: Vec<&str> = task
+        .status
+        .iter()
+        .flat_map(|s| s.images.iter())
+        .filter_map(|i| i.result_name.as_deref())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut results = Vec::new();
+    for result in names {
+        // A result deleted since is reported without findings rather than blocking.
+        if let Some(r) = api
+            .get_opt(result)
+            .await
+            .map_err(read_err(format!("ImageScanResult {result}")))?
+        {
+            results.push(r);
+        }
+    }
+    notify_task(client, recorder, &rule, task, &results, event, opts).await
+}
+
 /// Writes `entries` into the notifications of `current`'s status, with the
 /// `NotificationFailed` condition they call for. The whole status is applied, with
 /// `current`'s resourceVersion as precondition, so a concurrent change surfaces as a 409
@@ -527,5 +607,76 @@ async fn publish(
     };
     if let Err(e) = recorder.publish(&event, regarding).await {
         tracing::warn!(reason, error = %e, "could not record event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::payload::tests::{sample_rule, sample_task};
+
+    #[test]
+    fn delivery_ids_name_the_task_instance_event_and_target() {
+        let task = sample_task(vec![]);
+        let id = delivery_id(
+            &sample_rule(),
+            &task,
+            NotificationEvent::ScanCompleted,
+            "hook",
+        );
+        assert_eq!(
+            id,
+            "team-a/team-a-releases/team-a-releases-1/0d2c6f9e1111/ScanCompleted/hook"
+        );
+        let mut recreated = task.clone();
+        recreated.metadata.uid = Some("5f0c1a2b-0000-0000-0000-000000000000".into());
+        assert_ne!(
+            delivery_id(
+                &sample_rule(),
+                &recreated,
+                NotificationEvent::ScanCompleted,
+                "hook"
+            ),
+            id
+        );
+    }
+
+    #[test]
+    fn finished_tasks_call_for_their_event() {
+        let mut task = sample_task(vec![]);
+        assert_eq!(
+            finished_event(&task),
+            Some(NotificationEvent::ScanCompleted)
+        );
+        task.status.as_mut().unwrap().phase = ScanPhase::Failed;
+        assert_eq!(finished_event(&task), Some(NotificationEvent::ScanFailed));
+        task.status.as_mut().unwrap().phase = ScanPhase::Running;
+        assert_eq!(finished_event(&task), None);
+    }
+
+    #[test]
+    fn carry_over_keeps_deliveries_and_their_condition() {
+        let now = Time("2026-01-01T00:00:00Z".parse().unwrap());
+        let delivered = NotificationDelivery {
+            target: "hook".into(),
+            event: "ScanCompleted".into(),
+            state: "Delivered".into(),
+            attempts: 1,
+            last_transition_time: Some(now.clone()),
+            message: None,
+        };
+        let current = ScanTaskStatus {
+            notifications: vec![delivered.clone()],
+            conditions: vec![notification_condition(&[delivered], None, now).unwrap()],
+            ..Default::default()
+        };
+        let mut next = ScanTaskStatus {
+            phase: ScanPhase::Completed,
+            ..Default::default()
+        };
+        carry_over_notification_status(Some(&current), &mut next);
+        assert_eq!(next.notifications, current.notifications);
+        assert_eq!(next.conditions, current.conditions);
+        assert_eq!(next.phase, ScanPhase::Completed);
     }
 }
