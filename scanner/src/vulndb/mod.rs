@@ -4,6 +4,23 @@
 //! archives, http(s) base URLs) and writes the index; [`Db`] opens an index
 //! (memory-mapped) or builds one in memory from OSV sources, and answers
 //! "which advisories affect this package" for the matcher.
+//!
+//! Embedding (what the operator does):
+//! ```no_run
+//! use imagewarden_scanner::matcher::match_inventory;
+//! use imagewarden_scanner::report::{filter::FindingFilter, ScanReport};
+//! use imagewarden_scanner::vulndb::Db;
+//! # fn inventory() -> imagewarden_scanner::inventory::Inventory { unimplemented!() }
+//! # fn main() -> anyhow::Result<()> {
+//! // Load once and share (`Arc<Db>`): opening maps the file and reads only its header.
+//! let db = std::sync::Arc::new(Db::open_index(std::path::Path::new("/var/lib/imagewarden/osv.iwdb"))?);
+//! let inventory = inventory();
+//! let mut matches = match_inventory(&inventory, &db)?;
+//! let ignored = FindingFilter::default().apply(&mut matches, chrono::Utc::now().date_naive());
+//! let report = ScanReport::new(&inventory, db.info(), matches, ignored);
+//! // `report.database.digest` says which database answered: equal digests, equal answers.
+//! # let _ = report; Ok(()) }
+//! ```
 
 pub mod ecosystem;
 pub mod index;

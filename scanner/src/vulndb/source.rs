@@ -127,6 +127,11 @@ impl DbBuilder {
 
     /// Adds records from a JSON document: one record, or an array of records.
     pub fn add_json(&mut self, bytes: &[u8], origin: &str) {
+        // The common case, one record per file, is read straight into the record type.
+        if let Ok(rec) = serde_json::from_slice::<OsvRecord>(bytes) {
+            self.add_record(rec);
+            return;
+        }
         let value: serde_json::Value = match serde_json::from_slice(bytes) {
             Ok(v) => v,
             Err(e) => {
