@@ -22,6 +22,10 @@ use super::{
 const USER: &str = "robot$scanner";
 const PASSWORD: &str = "tok3n-pa55";
 const TAGS: &[&str] = &["v1", "v2", "v3", "dev"];
+/// A tag whose manifest comes without a `Docker-Content-Digest` header.
+const NO_DIGEST_HEADER: &str = "no-digest-header";
+const NO_DIGEST_MANIFEST: &str =
+    r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#;
 
 struct Fake {
     realm: String,
@@ -156,6 +160,16 @@ async fn manifest(
     {
         return (StatusCode::NOT_ACCEPTABLE, "missing Accept").into_response();
     }
+    if tag == NO_DIGEST_HEADER {
+        return (
+            [(
+                header::CONTENT_TYPE,
+                "application/vnd.oci.image.manifest.v1+json",
+            )],
+            NO_DIGEST_MANIFEST,
+        )
+            .into_response();
+    }
     (
         [
             ("docker-content-digest", digest_of(&tag)),
@@ -279,5 +293,20 @@ async fn tag_page_limit_is_enforced() {
             }
         ),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn manifest_without_a_digest_header_is_hashed() {
+    use sha2::{Digest as _, Sha256};
+    let (host, _fake) = start().await;
+    let client = RegistryClient::new(&access(&host, PASSWORD)).unwrap();
+    let digest = client
+        .resolve_digest("team-a/api", NO_DIGEST_HEADER)
+        .await
+        .unwrap();
+    assert_eq!(
+        digest,
+        format!("sha256:{}", hex::encode(Sha256::digest(NO_DIGEST_MANIFEST)))
     );
 }

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, ACCEPT, LINK, WWW_AUTHENTICATE};
 use reqwest::{Method, Response, StatusCode, Url};
 use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
 
 use super::access::{Credentials, RegistryAccess};
 use super::error::{InRepository, RegistryError};
@@ -241,7 +242,8 @@ impl RegistryClient {
     }
 
     /// The manifest digest `repository:tag` points at (`HEAD /v2/<name>/manifests/<tag>`,
-    /// header `Docker-Content-Digest`), for any of [`MANIFEST_MEDIA_TYPES`].
+    /// header `Docker-Content-Digest`), for any of [`MANIFEST_MEDIA_TYPES`]. Where HEAD
+    /// gives no digest, the manifest is read and hashed.
     pub async fn resolve_digest(
         &self,
         repository: &str,
@@ -249,29 +251,35 @@ impl RegistryClient {
     ) -> Result<String, RegistryError> {
         let url = self.url(&format!("v2/{repository}/manifests/{tag}"), &[]);
         let accept = MANIFEST_MEDIA_TYPES.join(", ");
-        let response = self
+        let scope = pull_scope(repository);
+        let head = self
             .send(
                 Method::HEAD,
-                url,
+                url.clone(),
                 Some(&accept),
-                &pull_scope(repository),
+                &scope,
                 Some(repository),
             )
-            .await?;
-        let digest = response
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|d| is_digest(d));
-        match digest {
-            Some(digest) => Ok(digest.to_string()),
-            None => Err(RegistryError::Protocol {
-                registry: self.host.clone(),
-                repository: InRepository(Some(repository.to_string())),
-                message: format!("HEAD of tag {tag} carried no valid Docker-Content-Digest header"),
-            }),
+            .await;
+        match head {
+            Ok(response) => {
+                if let Some(digest) = content_digest(response.headers()) {
+                    return Ok(digest);
+                }
+            }
+            // Some registries do not implement HEAD on manifests.
+            Err(RegistryError::Http { status: 405, .. }) => {}
+            Err(e) => return Err(e),
         }
+        // No digest header: read the manifest and hash it, as the registry would.
+        let response = self
+            .send(Method::GET, url, Some(&accept), &scope, Some(repository))
+            .await?;
+        if let Some(digest) = content_digest(response.headers()) {
+            return Ok(digest);
+        }
+        let body = self.body(response, Some(repository)).await?;
+        Ok(format!("sha256:{}", hex::encode(Sha256::digest(&body))))
     }
 
     /// The `created` time of the image `repository@digest`; for an index, of its
@@ -664,6 +672,16 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = e.source();
     }
     text
+}
+
+/// A valid `Docker-Content-Digest` header value.
+fn content_digest(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|d| is_digest(d))
+        .map(str::to_string)
 }
 
 fn is_index(manifest: &ManifestDoc) -> bool {
