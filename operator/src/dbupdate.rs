@@ -13,6 +13,7 @@ use kube::ResourceExt;
 use tracing::{info, warn};
 
 use crate::context::{Context, LoadedDb, FIELD_MANAGER};
+use crate::controller::notify::NEW_FINDINGS_ANNOTATION;
 use crate::controller::scan_rule::{start_task, task_name};
 use crate::crd::{FindingClass, ImageScanResult, ScanRule, TaskTrigger};
 use crate::result::{build_status, decode_inventory, ScanOutcome};
@@ -35,7 +36,7 @@ fn finding_keys(status: &crate::crd::ImageScanResultStatus) -> BTreeSet<(String,
 
 /// Re-matches the stored inventory of `result` against `db`; returns the new status and
 /// how many findings are new.
-pub fn rematch(result: &ImageScanResult, db: &LoadedDb) -> Result<Option<(crate::crd::ImageScanResultStatus, usize)>, Error> {
+pub fn rematch(result: &ImageScanResult, db: &LoadedDb) -> Result<Option<(crate::crd::ImageScanResultStatus, Vec<String>)>, Error> {
     let Some(old) = result.status.clone() else { return Ok(None) };
     let Some(encoded) = old.inventory.as_deref() else { return Ok(None) };
     let inventory = decode_inventory(encoded).map_err(|e| Error::Scan(format!("stored inventory of {}: {e}", result.name_any())))?;
@@ -57,7 +58,11 @@ pub fn rematch(result: &ImageScanResult, db: &LoadedDb) -> Result<Option<(crate:
     status.scan_time = old.scan_time.clone();
     status.conditions = old.conditions.clone();
     let before = finding_keys(&old);
-    let new = finding_keys(&status).difference(&before).count();
+    let mut new: Vec<String> = finding_keys(&status)
+        .difference(&before)
+        .map(|(id, _)| id.clone())
+        .collect();
+    new.dedup();
     Ok(Some((status, new)))
 }
 
@@ -92,9 +97,13 @@ pub async fn refresh(ctx: Arc<Context>) -> anyhow::Result<()> {
             "status": status,
         });
         api.patch_status(&result.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
-        if new == 0 {
+        if new.is_empty() {
             continue;
         }
+        // Bounded: the annotation names at most 200 new ids.
+        let ids: Vec<&str> = new.iter().take(200).map(String::as_str).collect();
+        let annotate = serde_json::json!({"metadata": {"annotations": {NEW_FINDINGS_ANNOTATION: ids.join(",")}}});
+        api.patch(&result.name_any(), &PatchParams::default(), &Patch::Merge(annotate)).await?;
         for owner in result.owner_references().iter().filter(|o| o.kind == "ScanRule") {
             touched
                 .entry((ns.clone(), owner.name.clone()))

@@ -16,7 +16,13 @@ fn committed_crds_match_the_generated_ones() {
     }
     let count = std::fs::read_dir(&dir)
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "yaml"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "yaml")
+        })
         .count();
     assert!(
         stale.is_empty() && count == crds.len(),

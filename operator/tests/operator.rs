@@ -521,3 +521,100 @@ async fn a_schedule_fires_a_task() -> Result<()> {
     assert_eq!(t.spec.trigger, imagewarden_operator::crd::TaskTrigger::Schedule);
     Ok(())
 }
+
+/// An HTTP receiver on 127.0.0.1 that records every JSON body POSTed to it.
+async fn json_receiver() -> Result<(u16, tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>)> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((port, rx))
+}
+
+async fn next_body(rx: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>, what: &str) -> Result<serde_json::Value> {
+    match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
+        Ok(Some(v)) => Ok(v),
+        _ => bail!("no notification: {what}"),
+    }
+}
+
+#[tokio::test]
+async fn database_update_rematches_results_and_notifies_only_new_findings() -> Result<()> {
+    let (cp, client) = setup(false).await?;
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    let digest = push_image(&registry, "team-a/alpine", "v1", &vulnerable_alpine()).await?;
+    // The database starts without the musl advisory and gains it later.
+    let db = tempfile::tempdir()?;
+    let musl = "Alpine/ALPINE-CVE-2019-14697.json";
+    for eco in std::fs::read_dir(testdata("osv"))? {
+        let eco = eco?.path();
+        if !eco.is_dir() {
+            continue;
+        }
+        let dest = db.path().join(eco.file_name().unwrap());
+        std::fs::create_dir_all(&dest)?;
+        for f in std::fs::read_dir(&eco)? {
+            let f = f?.path();
+            if !f.ends_with(musl) {
+                std::fs::copy(&f, dest.join(f.file_name().unwrap()))?;
+            }
+        }
+    }
+    let (port, mut bodies) = json_receiver().await?;
+    let args = vec![
+        format!("--db={}", db.path().display()),
+        "--db-refresh-interval=2s".to_string(),
+        "--leader-elect=false".to_string(),
+    ];
+    let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    let notify = format!("  notifications:\n  - name: hook\n    type: HTTP\n    url: http://127.0.0.1:{port}/hook\n");
+    apply::<ScanRule>(&client, &rule_yaml("team-a", &registry, &notify)).await?;
+    let first = last_task_of(&client, "team-a").await?;
+    finished_task(&client, &first, Duration::from_secs(90)).await?;
+    let body = next_body(&mut bodies, "ScanCompleted").await?;
+    assert_eq!(body["event"], "ScanCompleted", "{body}");
+    assert!(body.to_string().contains(&first));
+    let results: Api<ImageScanResult> = Api::default_namespaced(client.clone());
+    let before = results.list(&ListParams::default()).await?.items.remove(0);
+    assert_eq!(before.spec.digest, digest);
+    assert!(!before.status.as_ref().unwrap().findings.iter().any(|f| f.id == "ALPINE-CVE-2019-14697"));
+    let tasks: Api<ScanTask> = Api::default_namespaced(client.clone());
+    let n = wait_for("the delivery to be recorded", Duration::from_secs(30), || {
+        let (tasks, first) = (tasks.clone(), first.clone());
+        async move {
+            let n = tasks.get(&first).await?.status.unwrap().notifications;
+            Ok(n.iter().all(|d| d.state != "Pending").then_some(n))
+        }
+    })
+    .await?;
+    assert_eq!((n.len(), n[0].state.as_str()), (1, "Delivered"), "{n:?}");
+
+    std::fs::copy(testdata("osv").join(musl), db.path().join(musl))?;
+    let after = wait_for("the result to be re-matched", Duration::from_secs(60), || {
+        let results = results.clone();
+        let old = before.status.clone().unwrap().database_version;
+        async move {
+            let r = results.list(&ListParams::default()).await?.items.remove(0);
+            Ok((r.status.as_ref().unwrap().database_version != old).then_some(r))
+        }
+    })
+    .await?;
+    assert!(after.status.as_ref().unwrap().findings.iter().any(|f| f.id == "ALPINE-CVE-2019-14697"));
+    let body = next_body(&mut bodies, "NewFindings").await?;
+    assert_eq!(body["event"], "NewFindings", "{body}\n{}", operator.log());
+    let text = body.to_string();
+    assert!(text.contains("ALPINE-CVE-2019-14697"), "{text}");
+    // No rescan happened: the image was re-matched from its stored inventory.
+    assert_eq!(operator.metric("imagewarden_image_scans_total{outcome=\"scanned\"}").await?, 1.0);
+    Ok(())
+}

@@ -80,10 +80,13 @@ pub fn summarize(status: &mut ScanTaskStatus) {
 
 async fn patch_status(task: &ScanTask, ctx: &Context, status: &ScanTaskStatus) -> Result<(), Error> {
     let api: Api<ScanTask> = Api::namespaced(ctx.client.clone(), &task.namespace().unwrap_or_default());
+    // Keep what notifications recorded: an apply without those fields would drop them.
+    let mut status = status.clone();
+    crate::notify::carry_over_notification_status(task.status.as_ref(), &mut status);
     let patch = serde_json::json!({
         "apiVersion": "imagewarden.io/v1alpha1",
         "kind": "ScanTask",
-        "status": status,
+        "status": &status,
     });
     api.patch_status(&task.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch))
         .await?;
