@@ -285,11 +285,26 @@ async fn push_created(
     tag: &str,
     created: &str,
 ) -> Result<String> {
+    push_created_for(registry, repository, tag, created, "amd64").await
+}
+
+/// Pushes an image for `architecture` whose config says it was created at `created`.
+async fn push_created_for(
+    registry: &Registry,
+    repository: &str,
+    tag: &str,
+    created: &str,
+    architecture: &str,
+) -> Result<String> {
     let layer = LayerBuilder::new()
-        .file("app/created", 0o644, created.as_bytes())?
+        .file(
+            "app/created",
+            0o644,
+            format!("{created} {architecture}").as_bytes(),
+        )?
         .finish()?;
     let config = serde_json::json!({
-        "architecture": "amd64",
+        "architecture": architecture,
         "os": "linux",
         "created": created,
         "config": {},
@@ -518,5 +533,106 @@ async fn plain_http_registry_reached_over_https_is_a_tls_error() -> Result<()> {
     .expect_err("the registry does not speak TLS");
     assert!(matches!(err, RegistryError::Tls { .. }), "{err}");
     assert!(err.to_string().contains("insecure: true"), "{err}");
+    Ok(())
+}
+
+/// Pushes an OCI index of `children` (digest, architecture) as `repository:tag` over plain
+/// HTTP; returns the index digest.
+async fn push_index(
+    registry: &Registry,
+    repository: &str,
+    tag: &str,
+    children: &[(&str, &str)],
+) -> Result<String> {
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/v2/{repository}/manifests", registry.host);
+    let mut manifests = Vec::new();
+    for (digest, architecture) in children {
+        let body = http
+            .get(format!("{base}/{digest}"))
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        manifests.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": body.len(),
+            "platform": {"architecture": architecture, "os": "linux"},
+        }));
+    }
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    }))?;
+    let response = http
+        .put(format!("{base}/{tag}"))
+        .header("content-type", "application/vnd.oci.image.index.v1+json")
+        .body(index.clone())
+        .send()
+        .await?
+        .error_for_status()?;
+    let digest = imagewarden_tests::image::sha256(&index);
+    assert_eq!(
+        response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok()),
+        Some(digest.as_str())
+    );
+    Ok(digest)
+}
+
+/// A multi-arch tag is as old as its linux/amd64 image, wherever that image sits in the
+/// index.
+#[tokio::test]
+async fn max_tags_dates_a_multi_arch_index_by_its_amd64_image() -> Result<()> {
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    let repository = "team-a/multi";
+    let arm = push_created_for(
+        &registry,
+        repository,
+        "arm-build",
+        "2020-01-01T00:00:00Z",
+        "arm64",
+    )
+    .await?;
+    let amd = push_created_for(
+        &registry,
+        repository,
+        "amd-build",
+        "2025-01-01T00:00:00Z",
+        "amd64",
+    )
+    .await?;
+    let index = push_index(
+        &registry,
+        repository,
+        "multi",
+        &[(&arm, "arm64"), (&amd, "amd64")],
+    )
+    .await?;
+    let mid = push_created(&registry, repository, "mid", "2024-01-01T00:00:00Z").await?;
+    push_created(&registry, repository, "old", "2023-01-01T00:00:00Z").await?;
+
+    let client = RegistryClient::new(&access(&registry))?;
+    let discovery = discover(
+        &client,
+        &Scope::Repository(repository.into()),
+        &TagFilter::new("^(multi|mid|old)$")?,
+        Some(2),
+        &DiscoveryLimits::default(),
+    )
+    .await?;
+    assert_eq!(
+        discovery.images,
+        vec![
+            found(repository, "mid", &mid),
+            found(repository, "multi", &index)
+        ]
+    );
     Ok(())
 }
