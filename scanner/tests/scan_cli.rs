@@ -399,3 +399,39 @@ fn scan_without_inventory_or_db_explains_what_to_do() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("cannot read inventory /nonexistent/inventory.json"));
 }
+
+#[test]
+fn releases_and_ecosystems_without_advisories_are_reported_as_unchecked() {
+    let f = fixture();
+    let inv = f.dir.join("bookworm.json");
+    std::fs::write(
+        &inv,
+        r#"{"target": "debian:12", "os": {"family": "debian", "version": "12.5"}, "packages": [
+            {"ecosystem": "Debian", "name": "libssl3", "version": "3.0.11-1~deb12u2", "sourceName": "openssl", "purl": "", "path": ""},
+            {"ecosystem": "Maven", "name": "org.apache.logging.log4j:log4j-core", "version": "2.14.1", "purl": "", "path": ""},
+            {"ecosystem": "npm", "name": "lodash", "version": "4.17.21", "purl": "", "path": ""}]}"#,
+    )
+    .unwrap();
+    let out = imagewarden(&[
+        "scan",
+        "--inventory",
+        inv.to_str().unwrap(),
+        "--db",
+        f.index.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        r["warnings"],
+        serde_json::json!([
+            "the vulnerability database has no advisories for Debian:12: 1 package(s) not checked",
+            "the vulnerability database has no advisories for Maven: 1 package(s) not checked"
+        ])
+    );
+    let (r, _) = scan_json(&f, &[]);
+    assert!(
+        r.get("warnings").is_none(),
+        "every package of the fixture is covered"
+    );
+}

@@ -35,6 +35,43 @@ pub struct ScanReport {
     /// Findings left out by an ignore file, by id (kept so that a report says what it hides).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored: Vec<String>,
+    /// What could not be checked, e.g. packages of a release the database has no advisories for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Says which packages of `inventory` the database cannot judge: their ecosystem (or OS
+/// release) has no advisories in it, so "no findings" would mean "not checked".
+pub fn coverage_warnings(inventory: &Inventory, db: &DbInfo) -> Vec<String> {
+    use crate::vulndb::ecosystem::{app_ecosystem_key, os_ecosystem_key};
+    let mut missing: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    let mut no_release = 0;
+    for p in &inventory.packages {
+        let key = if p.ecosystem.is_os() {
+            match os_ecosystem_key(p.ecosystem, inventory.os.as_ref()) {
+                Some(k) => k,
+                None => {
+                    no_release += 1;
+                    continue;
+                }
+            }
+        } else {
+            app_ecosystem_key(p.ecosystem)
+        };
+        if !db.ecosystems.contains_key(&key) {
+            *missing.entry(key).or_default() += 1;
+        }
+    }
+    let mut out: Vec<String> = missing
+        .into_iter()
+        .map(|(key, n)| format!("the vulnerability database has no advisories for {key}: {n} package(s) not checked"))
+        .collect();
+    if no_release > 0 {
+        out.push(format!(
+            "the operating system release is unknown: {no_release} OS package(s) not checked"
+        ));
+    }
+    out
 }
 
 /// Which database the scan used.
@@ -121,6 +158,7 @@ impl ScanReport {
             vulnerabilities: matches.vulnerabilities,
             malicious_packages: matches.malicious_packages,
             ignored,
+            warnings: coverage_warnings(inventory, db),
         }
     }
 

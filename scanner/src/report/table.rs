@@ -75,6 +75,9 @@ pub fn render(report: &ScanReport) -> String {
             );
         }
     }
+    for w in &report.warnings {
+        let _ = writeln!(out, "\nWarning: {w}");
+    }
     if !report.ignored.is_empty() {
         let _ = writeln!(out, "\nIgnored: {}", report.ignored.join(", "));
     }
