@@ -292,3 +292,36 @@ fn db_can_be_shared_across_threads() {
     fn shareable<T: Send + Sync + 'static>() {}
     shareable::<Db>();
 }
+
+#[test]
+fn url_sources_load_from_a_blocking_task_of_an_async_runtime() {
+    // As the operator's database refresh does: `Db::load` inside `spawn_blocking`.
+    let mut body = Vec::new();
+    zip_dir(&osv_dir().join("npm"), &mut body);
+    let base = serve_zips(
+        vec![("/npm/all.zip".to_string(), body)],
+        imagewarden_scanner::vulndb::source::URL_ECOSYSTEMS.len(),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = runtime
+        .block_on(async move {
+            tokio::task::spawn_blocking(move || Db::load(&[base]))
+                .await
+                .unwrap()
+        })
+        .unwrap();
+    assert_eq!(db.info().records, 3);
+    // And the async form, for callers already on the runtime.
+    let mut body = Vec::new();
+    zip_dir(&osv_dir().join("npm"), &mut body);
+    let url = serve_zips(vec![("/npm/all.zip".to_string(), body)], 1);
+    let mut builder = DbBuilder::new();
+    runtime
+        .block_on(builder.add_url(&format!("{url}/npm/all.zip")))
+        .unwrap();
+    assert_eq!(builder.len(), 3);
+}
