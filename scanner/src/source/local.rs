@@ -200,10 +200,13 @@ pub fn scan_archive(
         let mut ordered = Vec::with_capacity(entry.layers.len());
         for l in &entry.layers {
             let l = layer::normalize_entry_path(l.as_bytes()).unwrap_or_default();
-            let scan = layers.remove(&l).ok_or_else(|| SourceError::MissingBlob {
-                image: what.clone(),
-                digest: l.clone(),
-            })?;
+            let scan = layers
+                .get(&l)
+                .cloned()
+                .ok_or_else(|| SourceError::MissingBlob {
+                    image: what.clone(),
+                    digest: l.clone(),
+                })?;
             ordered.push(scan);
         }
         let config = json.get(entry.config.trim_start_matches("./")).cloned();
@@ -235,7 +238,8 @@ pub fn scan_archive(
     for d in &descs {
         let key = format!("blobs/{}", d.digest.replacen(':', "/", 1));
         let scan = layers
-            .remove(&key)
+            .get(&key)
+            .cloned()
             .ok_or_else(|| SourceError::MissingBlob {
                 image: what.clone(),
                 digest: d.digest.clone(),
