@@ -44,7 +44,7 @@ pub use retry::RetryPolicy;
 
 use crate::crd::{
     ImageScanResult, NotificationDelivery, NotificationEvent, NotificationTarget, ScanPhase,
-    ScanRule, ScanTask, ScanTaskStatus,
+    ScanRule, ScanTask, ScanTaskStatus, TaskTrigger,
 };
 use delivery::{ResolvedTarget, Secrets};
 use plan::{event_name, notification_condition, plan, set_condition, upsert, Planned};
@@ -424,9 +424,13 @@ pub async fn notify_task(
     Ok(report)
 }
 
-/// The event a finished task calls for: `ScanCompleted` or `ScanFailed` by its phase;
-/// none while it runs.
+/// The event a finished scan task calls for: `ScanCompleted` or `ScanFailed` by its
+/// phase; none while it runs, and none for tasks started by a database update (those
+/// notify `NewFindings` with views of only the new findings, which the caller knows).
 pub fn finished_event(task: &ScanTask) -> Option<NotificationEvent> {
+    if task.spec.trigger == TaskTrigger::DatabaseUpdate {
+        return None;
+    }
     match task.status.as_ref().map(|s| s.phase) {
         Some(ScanPhase::Completed) => Some(NotificationEvent::ScanCompleted),
         Some(ScanPhase::Failed) => Some(NotificationEvent::ScanFailed),
@@ -436,7 +440,8 @@ pub fn finished_event(task: &ScanTask) -> Option<NotificationEvent> {
 
 /// [`notify_task`] for a task that reached `Completed` or `Failed`: reads the task's rule
 /// (`spec.ruleRef`) and the ImageScanResults its images name, and notifies
-/// [`finished_event`]. Does nothing for a task without a rule or that has not finished.
+/// [`finished_event`]. Does nothing for a task without a rule, that has not finished, or
+/// that a database update started.
 /// The controller may call this on every reconcile of a finished task.
 pub async fn notify_finished_task(
     client: &Client,
@@ -650,6 +655,9 @@ mod tests {
         );
         task.status.as_mut().unwrap().phase = ScanPhase::Failed;
         assert_eq!(finished_event(&task), Some(NotificationEvent::ScanFailed));
+        task.spec.trigger = TaskTrigger::DatabaseUpdate;
+        assert_eq!(finished_event(&task), None);
+        task.spec.trigger = TaskTrigger::Schedule;
         task.status.as_mut().unwrap().phase = ScanPhase::Running;
         assert_eq!(finished_event(&task), None);
     }
