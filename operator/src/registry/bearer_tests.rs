@@ -29,6 +29,8 @@ const NO_DIGEST_MANIFEST: &str =
 
 struct Fake {
     realm: String,
+    /// Refuse the catalog to every token, as Harbor does for non-administrators.
+    catalog_admin_only: bool,
     token_requests: AtomicUsize,
     /// Scopes asked for, in order.
     scopes: Mutex<Vec<String>>,
@@ -105,6 +107,11 @@ async fn token(
 async fn catalog(State(fake): State<Arc<Fake>>, headers: HeaderMap) -> Response {
     if let Some(challenge) = fake.challenge(&headers, "registry:catalog:*") {
         return challenge;
+    }
+    if fake.catalog_admin_only {
+        return fake
+            .challenge(&HeaderMap::new(), "registry:catalog:*")
+            .unwrap();
     }
     axum::Json(serde_json::json!({"repositories": ["team-a/api", "team-b/api"]})).into_response()
 }
@@ -183,17 +190,66 @@ async fn manifest(
         .into_response()
 }
 
+/// Harbor's project API: `team-a`'s repositories, two pages, Basic auth.
+async fn harbor_repositories(
+    Path(project): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+    );
+    if headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        != Some(basic.as_str())
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            r#"{"errors":[{"code":"UNAUTHORIZED","message":"unauthorized"}]}"#,
+        )
+            .into_response();
+    }
+    if project != "team-a" {
+        return (StatusCode::NOT_FOUND, "no such project").into_response();
+    }
+    if query.get("page").map(String::as_str) == Some("2") {
+        return axum::Json(
+            serde_json::json!([{"name": "team-a/tools/ci"}, {"name": "team-a/web"}]),
+        )
+        .into_response();
+    }
+    let mut response = axum::Json(serde_json::json!([{"name": "team-a/api"}])).into_response();
+    response.headers_mut().insert(
+        header::LINK,
+        r#"</api/v2.0/projects/team-a/repositories?page=2&page_size=1>; rel="next""#
+            .parse()
+            .unwrap(),
+    );
+    response
+}
+
 async fn start() -> (String, Arc<Fake>) {
+    start_with(false).await
+}
+
+async fn start_with(catalog_admin_only: bool) -> (String, Arc<Fake>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let host = listener.local_addr().unwrap().to_string();
     let fake = Arc::new(Fake {
         realm: format!("http://{host}/token"),
+        catalog_admin_only,
         token_requests: AtomicUsize::new(0),
         scopes: Mutex::new(Vec::new()),
     });
     let app = Router::new()
         .route("/token", get(token))
         .route("/v2/_catalog", get(catalog))
+        .route(
+            "/api/v2.0/projects/{project}/repositories",
+            get(harbor_repositories),
+        )
         .route("/v2/{namespace}/{name}/tags/list", get(tags))
         .route("/v2/{namespace}/{name}/manifests/{tag}", get(manifest))
         .with_state(fake.clone());
@@ -309,4 +365,39 @@ async fn manifest_without_a_digest_header_is_hashed() {
         digest,
         format!("sha256:{}", hex::encode(Sha256::digest(NO_DIGEST_MANIFEST)))
     );
+}
+
+#[tokio::test]
+async fn harbor_project_api_lists_a_namespace_when_the_catalog_is_refused() {
+    let (host, _fake) = start_with(true).await;
+    let client = RegistryClient::new(&access(&host, PASSWORD)).unwrap();
+    let discovery = discover(
+        &client,
+        &Scope::Namespace("team-a".into()),
+        &TagFilter::new("^v1$").unwrap(),
+        None,
+        &DiscoveryLimits::default(),
+    )
+    .await
+    .unwrap();
+    let repositories: Vec<&str> = discovery
+        .images
+        .iter()
+        .map(|i| i.repository.as_str())
+        .collect();
+    // team-a/tools/ci belongs to namespace team-a/tools.
+    assert_eq!(repositories, vec!["team-a/api", "team-a/web"]);
+
+    // Wrong credentials: the catalog's refusal is what is reported.
+    let client = RegistryClient::new(&access(&host, "wrong")).unwrap();
+    let err = discover(
+        &client,
+        &Scope::Namespace("team-a".into()),
+        &TagFilter::new(".*").unwrap(),
+        None,
+        &DiscoveryLimits::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
 }

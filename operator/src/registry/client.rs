@@ -211,6 +211,45 @@ impl RegistryClient {
         })
     }
 
+    /// One page of Harbor's `/api/v2.0/projects/<project>/repositories` (Basic auth, as
+    /// Harbor's API takes it). `url` is `None` for the first page.
+    pub(crate) async fn harbor_repositories_page(
+        &self,
+        project: &str,
+        url: Option<Url>,
+        page_size: u32,
+    ) -> Result<Page<Vec<String>>, RegistryError> {
+        #[derive(Deserialize)]
+        struct HarborRepository {
+            name: String,
+        }
+        // Harbor caps page_size at 100.
+        let page_size = page_size.clamp(1, 100).to_string();
+        let url = url.unwrap_or_else(|| {
+            self.url(
+                &format!("api/v2.0/projects/{project}/repositories"),
+                &[("page", "1"), ("page_size", &page_size)],
+            )
+        });
+        let mut request = self.http.get(url).header(ACCEPT, "application/json");
+        if let Some(c) = &self.credentials {
+            request = request.basic_auth(&c.username, Some(&c.password));
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e, None))?;
+        if !response.status().is_success() {
+            return Err(self.status_error(response, None).await);
+        }
+        let next = self.next_link(response.headers(), None)?;
+        let page: Vec<HarborRepository> = self.json(response, None).await?;
+        Ok(Page {
+            items: page.into_iter().map(|r| r.name).collect(),
+            next,
+        })
+    }
+
     /// One page of `/v2/<repository>/tags/list`. `url` is `None` for the first page.
     pub(crate) async fn tags_page(
         &self,

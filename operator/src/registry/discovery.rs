@@ -8,6 +8,10 @@
 //! covers exactly the named repository and never reads the catalog, so it also works with
 //! credentials that lack catalog permission.
 //!
+//! Harbor lets only system administrators read `/v2/_catalog`; when the catalog refuses
+//! the credentials, a `Namespace` scope is listed through Harbor's project API
+//! (`/api/v2.0/projects/<project>/repositories`) with the same credentials instead.
+//!
 //! `maxTags` keeps the tags whose images were created last (the image config's `created`
 //! field; for an index, its linux/amd64 image). Images without a creation time count as
 //! oldest; ties go to the lexically greater tag. The config is read only when a repository
@@ -20,7 +24,7 @@ use futures::{stream, StreamExt, TryStreamExt};
 use regex::Regex;
 
 use super::access::{Credentials, RegistryAccess};
-use super::client::RegistryClient;
+use super::client::{Page, RegistryClient};
 use super::error::{InRepository, RegistryError};
 use crate::crd::{ScanRuleSpec, ScopeSpec, ScopeType};
 
@@ -264,14 +268,54 @@ pub async fn list_repositories(
     scope: &Scope,
     limits: &DiscoveryLimits,
 ) -> Result<Vec<String>, RegistryError> {
-    if let Scope::Repository(name) = scope {
-        return Ok(vec![name.clone()]);
+    let namespace = match scope {
+        Scope::Repository(name) => return Ok(vec![name.clone()]),
+        Scope::Namespace(namespace) => namespace,
+    };
+    let catalog = collect_repositories(client, scope, limits, "catalog pages", |next| {
+        client.catalog_page(next, limits.page_size)
+    })
+    .await;
+    match catalog {
+        // Harbor lets only system administrators read the catalog; project members and
+        // robot accounts list a project's repositories through Harbor's own API.
+        Err(
+            catalog_error @ (RegistryError::Unauthorized { .. } | RegistryError::Forbidden { .. }),
+        ) => {
+            let project = namespace.split('/').next().unwrap_or(namespace);
+            let harbor = collect_repositories(client, scope, limits, "project pages", |next| {
+                client.harbor_repositories_page(project, next, limits.page_size)
+            })
+            .await;
+            match harbor {
+                Ok(repositories) => Ok(repositories),
+                Err(harbor_error) => {
+                    tracing::debug!(error = %harbor_error, "no Harbor project API either");
+                    Err(catalog_error)
+                }
+            }
+        }
+        other => other,
     }
+}
+
+/// Follows a paginated repository listing, keeping the repositories in `scope`.
+async fn collect_repositories<F, Fut>(
+    client: &RegistryClient,
+    scope: &Scope,
+    limits: &DiscoveryLimits,
+    pages: &'static str,
+    mut fetch: F,
+) -> Result<Vec<String>, RegistryError>
+where
+    F: FnMut(Option<reqwest::Url>) -> Fut,
+    Fut: std::future::Future<Output = Result<Page<Vec<String>>, RegistryError>>,
+{
     let mut repositories = Vec::new();
     let mut seen_pages = HashSet::new();
     let mut next = None;
     for _ in 0..limits.max_pages {
-        let page = client.catalog_page(next.take(), limits.page_size).await?;
+        let page = fetch(next.take()).await?;
         repositories.extend(page.items.into_iter().filter(|r| scope.contains(r)));
         if repositories.len() > limits.max_repositories {
             return Err(RegistryError::LimitExceeded {
@@ -287,7 +331,7 @@ pub async fn list_repositories(
                 return Err(RegistryError::Protocol {
                     registry: client.host().to_string(),
                     repository: InRepository(None),
-                    message: format!("the catalog's next-page link repeats: {url}"),
+                    message: format!("the repository listing's next-page link repeats: {url}"),
                 })
             }
             None => {
@@ -300,7 +344,7 @@ pub async fn list_repositories(
     Err(RegistryError::LimitExceeded {
         registry: client.host().to_string(),
         repository: InRepository(None),
-        what: "catalog pages",
+        what: pages,
         limit: limits.max_pages,
     })
 }
