@@ -15,15 +15,16 @@ use imagewarden_scanner::vulndb::{Db, Severity};
 #[derive(clap::Args)]
 pub struct Args {
     /// The image: a registry reference, or oci-layout:DIR, docker-archive:FILE, oci-archive:FILE, dir:ROOTFS.
-    /// Not needed with --inventory.
-    #[arg(required_unless_present = "inventory")]
+    /// Without a target (and without --inventory), the bundled example image is scanned
+    /// with the bundled example database, offline.
     pub target: Option<String>,
     /// Scan a previously listed inventory (the JSON of `imagewarden inventory`) instead of an image.
     #[arg(long, value_name = "FILE")]
     pub inventory: Option<PathBuf>,
     /// The vulnerability database: an index file from `imagewarden db build`, or OSV
     /// directories / all.zip files / http(s) base URLs compiled in memory. Repeatable.
-    #[arg(long, required = true, env = "IMAGEWARDEN_DB", value_delimiter = ',')]
+    /// Required unless the bundled example is scanned.
+    #[arg(long, env = "IMAGEWARDEN_DB", value_delimiter = ',')]
     pub db: Vec<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
@@ -100,7 +101,45 @@ fn read_image(args: &Args, target: &str) -> anyhow::Result<Inventory> {
     Ok(inventory)
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+/// The example image scanned when no target is given: the real alpine:3.10 layer plus the
+/// package metadata of Django 3.2, PyYAML 5.3 and lodash 4.17.15 (see
+/// `scanner/examples/make_example_image.py`).
+const EXAMPLE_IMAGE: &[u8] = include_bytes!("../../examples/example-image.tar.gz");
+/// The database the example is scanned with: `scanner/testdata/osv` compiled by
+/// `imagewarden db build` (a test checks that it is current).
+pub const EXAMPLE_DB: &[u8] = include_bytes!("../../examples/example-db.idx");
+
+/// Writes the bundled example image to a temporary file and returns its target.
+fn example_target() -> anyhow::Result<(String, PathBuf)> {
+    let path =
+        std::env::temp_dir().join(format!("imagewarden-example-{}.tar.gz", std::process::id()));
+    std::fs::write(&path, EXAMPLE_IMAGE)
+        .with_context(|| format!("writing the example image to {}", path.display()))?;
+    Ok((format!("docker-archive:{}", path.display()), path))
+}
+
+pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    let mut example_file = None;
+    if args.target.is_none() && args.inventory.is_none() {
+        let (target, path) = example_target()?;
+        eprintln!("No image named: scanning the bundled example image (alpine 3.10 with Django 3.2, PyYAML 5.3 and lodash 4.17.15).");
+        args.target = Some(target);
+        example_file = Some(path);
+    }
+    let result = scan(&args, example_file.is_some());
+    if let Some(path) = example_file {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+fn scan(args: &Args, example: bool) -> anyhow::Result<ExitCode> {
+    let db = if args.db.is_empty() {
+        anyhow::ensure!(example, "--db is required: an index from `imagewarden db build`, OSV directories, all.zip files or URLs");
+        Db::from_bytes(EXAMPLE_DB.to_vec(), "bundled example database")?
+    } else {
+        Db::load(&args.db).context("loading the vulnerability database")?
+    };
     let inventory: Inventory = match (&args.inventory, &args.target) {
         (Some(path), _) => {
             let text = std::fs::read(path)
@@ -112,10 +151,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 )
             })?
         }
-        (None, Some(target)) => read_image(&args, target)?,
+        (None, Some(target)) => read_image(args, target)?,
         (None, None) => anyhow::bail!("name an image to scan, or pass --inventory FILE"),
     };
-    let db = Db::load(&args.db).context("loading the vulnerability database")?;
     let mut matches = match_inventory(&inventory, &db)?;
     let mut filter = FindingFilter {
         severities: args.severity.clone(),
