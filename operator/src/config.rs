@@ -17,10 +17,18 @@ pub enum ExecutorKind {
 #[derive(Clone, Debug, clap::Args)]
 pub struct JobSettings {
     /// Image of scanner Jobs (the operator's own image; it holds `imagewarden-operator scan-image`).
-    #[arg(long, env = "IMAGEWARDEN_SCANNER_IMAGE", default_value = "imagewarden:latest")]
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_SCANNER_IMAGE",
+        default_value = "imagewarden:latest"
+    )]
     pub scanner_image: String,
     /// ServiceAccount scanner Jobs run as (needs only to write ImageScanResults).
-    #[arg(long, env = "IMAGEWARDEN_SCANNER_SERVICE_ACCOUNT", default_value = "imagewarden-scanner")]
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_SCANNER_SERVICE_ACCOUNT",
+        default_value = "imagewarden-scanner"
+    )]
     pub scanner_service_account: String,
     /// Seconds a scanner Job may run before it is stopped.
     #[arg(long, default_value_t = 1800)]
@@ -57,7 +65,12 @@ pub struct OperatorConfig {
     #[arg(long, env = "IMAGEWARDEN_DB_REFRESH", value_parser = humantime_secs, default_value = "6h")]
     pub db_refresh_interval: Duration,
     /// Where scans run.
-    #[arg(long, env = "IMAGEWARDEN_EXECUTOR", value_enum, default_value = "inline")]
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_EXECUTOR",
+        value_enum,
+        default_value = "inline"
+    )]
     pub executor: ExecutorKind,
     /// Scans running at once, across all tasks.
     #[arg(long, env = "IMAGEWARDEN_MAX_CONCURRENT_SCANS", default_value_t = 2)]

@@ -56,7 +56,12 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, config: OperatorConfig, db: LoadedDb, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        client: Client,
+        config: OperatorConfig,
+        db: LoadedDb,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: config.identity.clone(),

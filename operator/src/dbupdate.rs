@@ -36,16 +36,27 @@ fn finding_keys(status: &crate::crd::ImageScanResultStatus) -> BTreeSet<(String,
 
 /// Re-matches the stored inventory of `result` against `db`; returns the new status and
 /// how many findings are new.
-pub fn rematch(result: &ImageScanResult, db: &LoadedDb) -> Result<Option<(crate::crd::ImageScanResultStatus, Vec<String>)>, Error> {
-    let Some(old) = result.status.clone() else { return Ok(None) };
-    let Some(encoded) = old.inventory.as_deref() else { return Ok(None) };
-    let inventory = decode_inventory(encoded).map_err(|e| Error::Scan(format!("stored inventory of {}: {e}", result.name_any())))?;
+pub fn rematch(
+    result: &ImageScanResult,
+    db: &LoadedDb,
+) -> Result<Option<(crate::crd::ImageScanResultStatus, Vec<String>)>, Error> {
+    let Some(old) = result.status.clone() else {
+        return Ok(None);
+    };
+    let Some(encoded) = old.inventory.as_deref() else {
+        return Ok(None);
+    };
+    let inventory = decode_inventory(encoded)
+        .map_err(|e| Error::Scan(format!("stored inventory of {}: {e}", result.name_any())))?;
     let matches = match_inventory(&inventory, &db.db).map_err(|e| Error::Scan(e.to_string()))?;
     // Findings that do not come from the database stay as they were.
     let extra = old
         .findings
         .iter()
-        .filter(|f| f.class == FindingClass::BaselineRisk || (f.class == FindingClass::MaliciousSample && f.package.is_none()))
+        .filter(|f| {
+            f.class == FindingClass::BaselineRisk
+                || (f.class == FindingClass::MaliciousSample && f.package.is_none())
+        })
         .cloned()
         .collect();
     let mut status = build_status(ScanOutcome {
@@ -96,24 +107,49 @@ pub async fn refresh(ctx: Arc<Context>) -> anyhow::Result<()> {
             "kind": "ImageScanResult",
             "status": status,
         });
-        api.patch_status(&result.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
+        api.patch_status(
+            &result.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await?;
         if new.is_empty() {
             continue;
         }
         // Bounded: the annotation names at most 200 new ids.
         let ids: Vec<&str> = new.iter().take(200).map(String::as_str).collect();
         let annotate = serde_json::json!({"metadata": {"annotations": {NEW_FINDINGS_ANNOTATION: ids.join(",")}}});
-        api.patch(&result.name_any(), &PatchParams::default(), &Patch::Merge(annotate)).await?;
-        for owner in result.owner_references().iter().filter(|o| o.kind == "ScanRule") {
+        api.patch(
+            &result.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(annotate),
+        )
+        .await?;
+        for owner in result
+            .owner_references()
+            .iter()
+            .filter(|o| o.kind == "ScanRule")
+        {
             touched
                 .entry((ns.clone(), owner.name.clone()))
                 .or_default()
-                .push(format!("{}/{}@{}", result.spec.registry, result.spec.repository, result.spec.digest));
+                .push(format!(
+                    "{}/{}@{}",
+                    result.spec.registry, result.spec.repository, result.spec.digest
+                ));
         }
     }
-    let version_tag: String = loaded.version.trim_start_matches("sha256:").chars().take(10).collect();
+    let version_tag: String = loaded
+        .version
+        .trim_start_matches("sha256:")
+        .chars()
+        .take(10)
+        .collect();
     for ((ns, rule_name), images) in touched {
-        let Some(rule) = Api::<ScanRule>::namespaced(ctx.client.clone(), &ns).get_opt(&rule_name).await? else {
+        let Some(rule) = Api::<ScanRule>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&rule_name)
+            .await?
+        else {
             continue;
         };
         let name = task_name(&rule_name, "dbupdate", &version_tag);

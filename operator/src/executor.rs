@@ -9,19 +9,18 @@ use imagewarden_scanner::matcher::match_inventory;
 use imagewarden_scanner::source::{self, ImageRef, PullOptions, RegistryCredentials};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
-    Capabilities, SeccompProfile,
+    Capabilities, Container, EmptyDirVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::Client;
 
-use crate::registry::RegistryAccess;
 use crate::config::JobSettings;
 use crate::context::{LoadedDb, FIELD_MANAGER};
 use crate::crd::{ImageScanResult, ImageScanResultSpec, ImageScanResultStatus};
+use crate::registry::RegistryAccess;
 use crate::result::{build_status, result_name, ScanOutcome};
 use crate::Error;
 
@@ -49,12 +48,18 @@ impl ScanTarget {
 }
 
 /// Pulls and scans `target` with the scanner library, matching against `db`.
-pub async fn scan(target: &ScanTarget, access: &RegistryAccess, db: &LoadedDb) -> Result<ImageScanResultStatus, Error> {
+pub async fn scan(
+    target: &ScanTarget,
+    access: &RegistryAccess,
+    db: &LoadedDb,
+) -> Result<ImageScanResultStatus, Error> {
     // The scanner takes a CA file; keep it for the duration of the pull.
     let ca_file = match &access.ca_pem {
         Some(pem) => {
-            let mut f = tempfile::NamedTempFile::new().map_err(|e| Error::Scan(format!("writing CA file: {e}")))?;
-            f.write_all(pem.as_bytes()).map_err(|e| Error::Scan(format!("writing CA file: {e}")))?;
+            let mut f = tempfile::NamedTempFile::new()
+                .map_err(|e| Error::Scan(format!("writing CA file: {e}")))?;
+            f.write_all(pem.as_bytes())
+                .map_err(|e| Error::Scan(format!("writing CA file: {e}")))?;
             Some(f)
         }
         None => None,
@@ -73,7 +78,8 @@ pub async fn scan(target: &ScanTarget, access: &RegistryAccess, db: &LoadedDb) -
     let scanned = source::scan(&reference, &opts)
         .await
         .map_err(|e| Error::Scan(e.to_string()))?;
-    let matches = match_inventory(&scanned.inventory, &db.db).map_err(|e| Error::Scan(e.to_string()))?;
+    let matches =
+        match_inventory(&scanned.inventory, &db.db).map_err(|e| Error::Scan(e.to_string()))?;
     let mut status = build_status(ScanOutcome {
         digest: &target.digest,
         inventory: &scanned.inventory,
@@ -96,7 +102,10 @@ pub async fn store_result(
     let api: Api<ImageScanResult> = Api::namespaced(client.clone(), namespace);
     let name = target.result_name();
     let existing = api.get_opt(&name).await?;
-    let mut tags: Vec<String> = existing.as_ref().map(|r| r.spec.tags.clone()).unwrap_or_default();
+    let mut tags: Vec<String> = existing
+        .as_ref()
+        .map(|r| r.spec.tags.clone())
+        .unwrap_or_default();
     for t in &target.tags {
         if !tags.contains(t) {
             tags.push(t.clone());
@@ -122,8 +131,14 @@ pub async fn store_result(
     );
     object.metadata.owner_references = (!owners.is_empty()).then_some(owners);
     object.metadata.labels = Some(BTreeMap::from([
-        ("app.kubernetes.io/managed-by".to_string(), "imagewarden".to_string()),
-        ("imagewarden.io/digest".to_string(), crate::result::short_digest(&target.digest)),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "imagewarden".to_string(),
+        ),
+        (
+            "imagewarden.io/digest".to_string(),
+            crate::result::short_digest(&target.digest),
+        ),
     ]));
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(&name, &params, &Patch::Apply(&object)).await?;
@@ -132,17 +147,27 @@ pub async fn store_result(
         "kind": "ImageScanResult",
         "status": status,
     });
-    api.patch_status(&name, &params, &Patch::Apply(status_patch)).await?;
+    api.patch_status(&name, &params, &Patch::Apply(status_patch))
+        .await?;
     Ok(name)
 }
 
 /// Labels of scanner Jobs.
 pub fn job_labels(task: &str, target: &ScanTarget) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app.kubernetes.io/name".to_string(), "imagewarden-scanner".to_string()),
-        ("app.kubernetes.io/managed-by".to_string(), "imagewarden".to_string()),
+        (
+            "app.kubernetes.io/name".to_string(),
+            "imagewarden-scanner".to_string(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "imagewarden".to_string(),
+        ),
         ("imagewarden.io/task".to_string(), task.to_string()),
-        ("imagewarden.io/digest".to_string(), crate::result::short_digest(&target.digest)),
+        (
+            "imagewarden.io/digest".to_string(),
+            crate::result::short_digest(&target.digest),
+        ),
     ])
 }
 
@@ -238,10 +263,12 @@ pub fn build_job(
     if let Some(claim) = &settings.job_db_volume_claim {
         volumes.push(Volume {
             name: "db".into(),
-            persistent_volume_claim: Some(k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
-                claim_name: claim.clone(),
-                read_only: Some(true),
-            }),
+            persistent_volume_claim: Some(
+                k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
+                    claim_name: claim.clone(),
+                    read_only: Some(true),
+                },
+            ),
             ..Default::default()
         });
         mounts.push(VolumeMount {
@@ -253,7 +280,10 @@ pub fn build_job(
     }
     let limits = BTreeMap::from([
         ("cpu".to_string(), Quantity(settings.job_cpu_limit.clone())),
-        ("memory".to_string(), Quantity(settings.job_memory_limit.clone())),
+        (
+            "memory".to_string(),
+            Quantity(settings.job_memory_limit.clone()),
+        ),
     ]);
     let requests = BTreeMap::from([
         ("cpu".to_string(), Quantity("100m".into())),
@@ -320,8 +350,7 @@ pub fn build_job(
                 }),
             },
             ..Default::default()
-        },
-        ),
+        }),
         ..Default::default()
     }
 }

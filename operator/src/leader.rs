@@ -42,7 +42,12 @@ pub fn can_acquire(lease: &LeaseSpec, identity: &str, now: chrono::DateTime<Utc>
 
 async fn try_acquire(api: &Api<Lease>, s: &LeaseSettings) -> Result<bool, kube::Error> {
     let now = Utc::now();
-    let micro = || MicroTime(k8s_openapi::jiff::Timestamp::from_second(now.timestamp()).unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+    let micro = || {
+        MicroTime(
+            k8s_openapi::jiff::Timestamp::from_second(now.timestamp())
+                .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        )
+    };
     let spec_for = |acquire: Option<MicroTime>, transitions: i32| LeaseSpec {
         holder_identity: Some(s.identity.clone()),
         lease_duration_seconds: Some(s.lease_duration.as_secs() as i32),
@@ -54,7 +59,10 @@ async fn try_acquire(api: &Api<Lease>, s: &LeaseSettings) -> Result<bool, kube::
     match api.get_opt(LEASE_NAME).await? {
         None => {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(LEASE_NAME.into()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(LEASE_NAME.into()),
+                    ..Default::default()
+                },
                 spec: Some(spec_for(None, 0)),
             };
             match api.create(&PostParams::default(), &lease).await {
@@ -70,8 +78,14 @@ async fn try_acquire(api: &Api<Lease>, s: &LeaseSettings) -> Result<bool, kube::
             }
             let same = spec.holder_identity.as_deref() == Some(s.identity.as_str());
             let transitions = spec.lease_transitions.unwrap_or(0) + i32::from(!same);
-            lease.spec = Some(spec_for(if same { spec.acquire_time } else { None }, transitions));
-            match api.replace(LEASE_NAME, &PostParams::default(), &lease).await {
+            lease.spec = Some(spec_for(
+                if same { spec.acquire_time } else { None },
+                transitions,
+            ));
+            match api
+                .replace(LEASE_NAME, &PostParams::default(), &lease)
+                .await
+            {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
                 Err(e) => Err(e),
@@ -127,7 +141,10 @@ mod tests {
         let held = |by: &str, renewed_secs_ago: i64| LeaseSpec {
             holder_identity: Some(by.into()),
             lease_duration_seconds: Some(15),
-            renew_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::from_second(now.timestamp() - renewed_secs_ago).unwrap())),
+            renew_time: Some(MicroTime(
+                k8s_openapi::jiff::Timestamp::from_second(now.timestamp() - renewed_secs_ago)
+                    .unwrap(),
+            )),
             ..Default::default()
         };
         assert!(can_acquire(&LeaseSpec::default(), "a", now));

@@ -49,13 +49,18 @@ pub fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
 }
 
 /// A Kubernetes time as chrono's UTC time (second precision).
-pub fn to_chrono(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> chrono::DateTime<chrono::Utc> {
+pub fn to_chrono(
+    t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp(t.0.as_second(), 0).unwrap_or_default()
 }
 
 /// chrono's UTC time as a Kubernetes time.
-pub fn from_chrono(t: chrono::DateTime<chrono::Utc>) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+pub fn from_chrono(
+    t: chrono::DateTime<chrono::Utc>,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
     k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-        k8s_openapi::jiff::Timestamp::from_second(t.timestamp()).unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        k8s_openapi::jiff::Timestamp::from_second(t.timestamp())
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
     )
 }

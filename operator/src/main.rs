@@ -96,19 +96,30 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: OperatorConfig) -> anyhow::Result<()> {
-    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
-    info!(sources = ?config.db, "loading the vulnerability database");
-    let db = dbupdate::load(config.db.clone())
+    let client = kube::Client::try_default()
         .await
-        .with_context(|| format!("loading the vulnerability database from {}", config.db.join(", ")))?;
+        .context("connecting to the Kubernetes API")?;
+    info!(sources = ?config.db, "loading the vulnerability database");
+    let db = dbupdate::load(config.db.clone()).await.with_context(|| {
+        format!(
+            "loading the vulnerability database from {}",
+            config.db.join(", ")
+        )
+    })?;
     info!(version = %db.version, records = db.db.info().records, "vulnerability database loaded");
     let metrics = Arc::new(Metrics::default());
-    let ctx = Arc::new(Context::new(client.clone(), config.clone(), db, metrics.clone()));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config.clone(),
+        db,
+        metrics.clone(),
+    ));
 
     let leading = if config.leader_elect {
-        let identity = config.identity.clone().unwrap_or_else(|| {
-            format!("{}-{}", hostname(), std::process::id())
-        });
+        let identity = config
+            .identity
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
         leader::spawn(
             client.clone(),
             LeaseSettings {
@@ -125,7 +136,13 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     let probe_leading = leading.clone();
     let m = metrics.clone();
     let app = axum::Router::new()
-        .route("/metrics", get(move || { let m = m.clone(); async move { m.render() } }))
+        .route(
+            "/metrics",
+            get(move || {
+                let m = m.clone();
+                async move { m.render() }
+            }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }));
     let listener = tokio::net::TcpListener::bind(config.metrics_addr)
@@ -144,7 +161,9 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         leading.changed().await?;
     }
     drop(probe_leading);
-    metrics.leader.store(1, std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .leader
+        .store(1, std::sync::atomic::Ordering::Relaxed);
     info!("leading: starting controllers");
 
     let refresh_ctx = ctx.clone();
@@ -200,7 +219,11 @@ async fn spawn_push_trigger(ctx: Arc<Context>) -> anyhow::Result<()> {
         .with_context(|| format!("reading the webhook token from {}", token_file.display()))?
         .trim()
         .to_string();
-    anyhow::ensure!(!token.is_empty(), "the webhook token file {} is empty", token_file.display());
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the webhook token file {} is empty",
+        token_file.display()
+    );
     let listener = tokio::net::TcpListener::bind(ctx.config.webhook_addr)
         .await
         .with_context(|| format!("binding the webhook address {}", ctx.config.webhook_addr))?;
@@ -237,7 +260,10 @@ async fn spawn_push_trigger(ctx: Arc<Context>) -> anyhow::Result<()> {
     tokio::spawn(async move {
         while let Some(batch) = batches_rx.recv().await {
             let (ns, name) = batch.rule.clone();
-            let rule = match kube::Api::<ScanRule>::namespaced(ctx.client.clone(), &ns).get_opt(&name).await {
+            let rule = match kube::Api::<ScanRule>::namespaced(ctx.client.clone(), &ns)
+                .get_opt(&name)
+                .await
+            {
                 Ok(Some(rule)) => rule,
                 Ok(None) => continue,
                 Err(e) => {
@@ -248,7 +274,12 @@ async fn spawn_push_trigger(ctx: Arc<Context>) -> anyhow::Result<()> {
             let images: Vec<String> = batch
                 .events
                 .iter()
-                .map(|e| format!("{}/{}:{}@{}", e.registry_host, e.repository, e.tag, e.digest))
+                .map(|e| {
+                    format!(
+                        "{}/{}:{}@{}",
+                        e.registry_host, e.repository, e.tag, e.digest
+                    )
+                })
                 .collect();
             let suffix = {
                 use sha2::Digest;
@@ -270,7 +301,9 @@ fn hostname() -> String {
 }
 
 async fn scan_image(args: ScanImageArgs) -> anyhow::Result<()> {
-    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
     let db = dbupdate::load(args.db.clone()).await?;
     let mut access = RegistryAccess::new(&args.registry, args.insecure)?;
     if let Some(dir) = &args.credentials_dir {

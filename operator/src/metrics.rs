@@ -56,20 +56,48 @@ impl Metrics {
     /// The metrics in Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counter = |out: &mut String, name: &str, help: &str, label: &str, map: &BTreeMap<String, u64>| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (k, v) in map {
-                let _ = writeln!(out, "{name}{{{label}=\"{k}\"}} {v}");
-            }
-        };
-        counter(&mut out, "imagewarden_reconciles_total", "Reconciles by controller.", "controller", &self.reconciles.lock().unwrap());
+        let counter =
+            |out: &mut String, name: &str, help: &str, label: &str, map: &BTreeMap<String, u64>| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                for (k, v) in map {
+                    let _ = writeln!(out, "{name}{{{label}=\"{k}\"}} {v}");
+                }
+            };
+        counter(
+            &mut out,
+            "imagewarden_reconciles_total",
+            "Reconciles by controller.",
+            "controller",
+            &self.reconciles.lock().unwrap(),
+        );
         let _ = writeln!(out, "# HELP imagewarden_reconcile_errors_total Reconcile errors.\n# TYPE imagewarden_reconcile_errors_total counter");
         for ((c, e), v) in self.errors.lock().unwrap().iter() {
-            let _ = writeln!(out, "imagewarden_reconcile_errors_total{{controller=\"{c}\",error=\"{e}\"}} {v}");
+            let _ = writeln!(
+                out,
+                "imagewarden_reconcile_errors_total{{controller=\"{c}\",error=\"{e}\"}} {v}"
+            );
         }
-        counter(&mut out, "imagewarden_tasks_started_total", "Scan tasks started, by trigger.", "trigger", &self.tasks_started.lock().unwrap());
-        counter(&mut out, "imagewarden_tasks_finished_total", "Scan tasks finished, by phase.", "phase", &self.tasks_finished.lock().unwrap());
-        counter(&mut out, "imagewarden_image_scans_total", "Image scans, by outcome (scanned, reused, failed).", "outcome", &self.scans.lock().unwrap());
+        counter(
+            &mut out,
+            "imagewarden_tasks_started_total",
+            "Scan tasks started, by trigger.",
+            "trigger",
+            &self.tasks_started.lock().unwrap(),
+        );
+        counter(
+            &mut out,
+            "imagewarden_tasks_finished_total",
+            "Scan tasks finished, by phase.",
+            "phase",
+            &self.tasks_finished.lock().unwrap(),
+        );
+        counter(
+            &mut out,
+            "imagewarden_image_scans_total",
+            "Image scans, by outcome (scanned, reused, failed).",
+            "outcome",
+            &self.scans.lock().unwrap(),
+        );
         let _ = writeln!(
             out,
             "# HELP imagewarden_scan_duration_seconds Duration of image scans.\n# TYPE imagewarden_scan_duration_seconds summary\nimagewarden_scan_duration_seconds_sum {}\nimagewarden_scan_duration_seconds_count {}",
@@ -77,11 +105,27 @@ impl Metrics {
             self.scan_seconds_count.load(Ordering::Relaxed)
         );
         for (name, help, v) in [
-            ("imagewarden_scan_queue_depth", "Images waiting for a scan slot.", &self.queue_depth),
-            ("imagewarden_scans_running", "Scans running now.", &self.scans_running),
-            ("imagewarden_leader", "1 while this replica holds the leader Lease.", &self.leader),
+            (
+                "imagewarden_scan_queue_depth",
+                "Images waiting for a scan slot.",
+                &self.queue_depth,
+            ),
+            (
+                "imagewarden_scans_running",
+                "Scans running now.",
+                &self.scans_running,
+            ),
+            (
+                "imagewarden_leader",
+                "1 while this replica holds the leader Lease.",
+                &self.leader,
+            ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", v.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
         }
         out
     }

@@ -6,9 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use imagewarden_operator::crd::{
-    FindingClass, ImageScanResult, ScanPhase, ScanRule, ScanTask,
-};
+use imagewarden_operator::crd::{FindingClass, ImageScanResult, ScanPhase, ScanRule, ScanTask};
 use imagewarden_tests::control_plane::ControlPlaneOptions;
 use imagewarden_tests::image::{push_image, Layer, LayerBuilder, TestImage};
 use imagewarden_tests::operator::OperatorProcess;
@@ -45,7 +43,10 @@ fn layer_from_tar(tar: Vec<u8>) -> Layer {
     let diff_id = imagewarden_tests::image::sha256(&tar);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&tar).unwrap();
-    Layer { gzip: gz.finish().unwrap(), diff_id }
+    Layer {
+        gzip: gz.finish().unwrap(),
+        diff_id,
+    }
 }
 
 /// The installed-package database of the real alpine:3.10 image.
@@ -73,11 +74,17 @@ fn vulnerable_alpine() -> TestImage {
         .unwrap()
         .finish()
         .unwrap();
-    TestImage { layers: vec![layer_from_tar(archive_layer("alpine-310.tar.gz")), layer2], ..Default::default() }
+    TestImage {
+        layers: vec![layer_from_tar(archive_layer("alpine-310.tar.gz")), layer2],
+        ..Default::default()
+    }
 }
 
 fn alpine311() -> TestImage {
-    TestImage { layers: vec![layer_from_tar(archive_layer("alpine-311.tar.gz"))], ..Default::default() }
+    TestImage {
+        layers: vec![layer_from_tar(archive_layer("alpine-311.tar.gz"))],
+        ..Default::default()
+    }
 }
 
 fn db_args() -> Vec<String> {
@@ -93,13 +100,23 @@ async fn setup(controller_manager: bool) -> Result<(ControlPlane, Client)> {
 
 async fn apply<K>(client: &Client, yaml: &str) -> Result<K>
 where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
     K::DynamicType: Default,
 {
     let obj: K = serde_yaml::from_str(yaml)?;
     let api: Api<K> = Api::default_namespaced(client.clone());
     let name = obj.meta().name.clone().unwrap();
-    Ok(api.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&obj)).await?)
+    Ok(api
+        .patch(
+            &name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&obj),
+        )
+        .await?)
 }
 
 async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
@@ -125,7 +142,9 @@ async fn finished_task(client: &Client, name: &str, timeout: Duration) -> Result
         let api = api.clone();
         async move {
             Ok(api.get_opt(name).await?.filter(|t| {
-                t.status.as_ref().is_some_and(|s| matches!(s.phase, ScanPhase::Completed | ScanPhase::Failed))
+                t.status
+                    .as_ref()
+                    .is_some_and(|s| matches!(s.phase, ScanPhase::Completed | ScanPhase::Failed))
             }))
         }
     })
@@ -134,10 +153,14 @@ async fn finished_task(client: &Client, name: &str, timeout: Duration) -> Result
 
 async fn last_task_of(client: &Client, rule: &str) -> Result<String> {
     let api: Api<ScanRule> = Api::default_namespaced(client.clone());
-    wait_for(&format!("a task of rule {rule}"), Duration::from_secs(30), || {
-        let api = api.clone();
-        async move { Ok(api.get(rule).await?.status.and_then(|s| s.last_task)) }
-    })
+    wait_for(
+        &format!("a task of rule {rule}"),
+        Duration::from_secs(30),
+        || {
+            let api = api.clone();
+            async move { Ok(api.get(rule).await?.status.and_then(|s| s.last_task)) }
+        },
+    )
     .await
 }
 
@@ -200,36 +223,80 @@ async fn namespace_rule_scans_each_matching_digest_once_and_cleans_up() -> Resul
     assert_eq!(
         images,
         vec![
-            (format!("{h}/team-a/alpine:v1"), Some(pushed.alpine.clone()), ScanPhase::Completed),
-            (format!("{h}/team-a/alpine:v1-rc"), Some(pushed.alpine.clone()), ScanPhase::Completed),
-            (format!("{h}/team-a/app:v2"), Some(pushed.app.clone()), ScanPhase::Completed),
+            (
+                format!("{h}/team-a/alpine:v1"),
+                Some(pushed.alpine.clone()),
+                ScanPhase::Completed
+            ),
+            (
+                format!("{h}/team-a/alpine:v1-rc"),
+                Some(pushed.alpine.clone()),
+                ScanPhase::Completed
+            ),
+            (
+                format!("{h}/team-a/app:v2"),
+                Some(pushed.app.clone()),
+                ScanPhase::Completed
+            ),
         ],
         "operator log:\n{}",
         operator.log()
     );
-    assert_eq!((status.phase, status.total, status.succeeded, status.failed), (ScanPhase::Completed, 3, 3, 0));
+    assert_eq!(
+        (status.phase, status.total, status.succeeded, status.failed),
+        (ScanPhase::Completed, 3, 3, 0)
+    );
 
     // Two digests, two results, each scanned once.
     let results: Api<ImageScanResult> = Api::default_namespaced(client.clone());
     let list = results.list(&ListParams::default()).await?;
     assert_eq!(list.items.len(), 2);
-    assert_eq!(operator.metric("imagewarden_image_scans_total{outcome=\"scanned\"}").await?, 2.0);
-    let vulnerable = list.items.iter().find(|r| r.spec.digest == pushed.alpine).unwrap();
+    assert_eq!(
+        operator
+            .metric("imagewarden_image_scans_total{outcome=\"scanned\"}")
+            .await?,
+        2.0
+    );
+    let vulnerable = list
+        .items
+        .iter()
+        .find(|r| r.spec.digest == pushed.alpine)
+        .unwrap();
     let mut tags = vulnerable.spec.tags.clone();
     tags.sort();
     assert_eq!(tags, ["v1", "v1-rc"]);
     let st = vulnerable.status.clone().unwrap();
     assert_eq!(st.os.as_ref().unwrap().family, "alpine");
-    let musl = st.findings.iter().find(|f| f.id == "ALPINE-CVE-2019-14697").expect("musl finding");
+    let musl = st
+        .findings
+        .iter()
+        .find(|f| f.id == "ALPINE-CVE-2019-14697")
+        .expect("musl finding");
     assert_eq!(musl.class, FindingClass::SystemVulnerability);
     assert_eq!(musl.package.as_deref(), Some("musl"));
     assert_eq!(musl.fixed_version.as_deref(), Some("1.1.22-r3"));
     assert!(st.summary.system_vulnerabilities.total() >= 1);
-    let clean = list.items.iter().find(|r| r.spec.digest == pushed.app).unwrap();
-    assert_eq!(clean.status.clone().unwrap().summary.system_vulnerabilities.total(), 0);
+    let clean = list
+        .items
+        .iter()
+        .find(|r| r.spec.digest == pushed.app)
+        .unwrap();
+    assert_eq!(
+        clean
+            .status
+            .clone()
+            .unwrap()
+            .summary
+            .system_vulnerabilities
+            .total(),
+        0
+    );
 
     let table = cp.kubectl_output(&["get", "scanresults"])?;
-    assert!(table.contains("team-a/alpine") && table.contains(&pushed.alpine[7..19]), "{table}");
+    assert!(
+        table.contains("team-a/alpine") && table.contains(&pushed.alpine[7..19]),
+        "{table}"
+    );
 
     // A second manual scan reuses both results instead of rescanning.
     let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
@@ -239,24 +306,46 @@ async fn namespace_rule_scans_each_matching_digest_once_and_cleans_up() -> Resul
     let second = wait_for("a second task", Duration::from_secs(30), || {
         let rules = rules.clone();
         let first = task_name.clone();
-        async move { Ok(rules.get("team-a").await?.status.and_then(|s| s.last_task).filter(|t| *t != first)) }
+        async move {
+            Ok(rules
+                .get("team-a")
+                .await?
+                .status
+                .and_then(|s| s.last_task)
+                .filter(|t| *t != first))
+        }
     })
     .await?;
     let second = finished_task(&client, &second, Duration::from_secs(60)).await?;
     assert_eq!(second.status.unwrap().succeeded, 3);
-    assert_eq!(operator.metric("imagewarden_image_scans_total{outcome=\"scanned\"}").await?, 2.0);
-    assert!(operator.metric("imagewarden_image_scans_total{outcome=\"reused\"}").await? >= 2.0);
+    assert_eq!(
+        operator
+            .metric("imagewarden_image_scans_total{outcome=\"scanned\"}")
+            .await?,
+        2.0
+    );
+    assert!(
+        operator
+            .metric("imagewarden_image_scans_total{outcome=\"reused\"}")
+            .await?
+            >= 2.0
+    );
 
     // Deleting the rule deletes its tasks and results (garbage collection by owner).
     rules.delete("team-a", &DeleteParams::foreground()).await?;
     let tasks: Api<ScanTask> = Api::default_namespaced(client.clone());
-    wait_for("tasks and results to be collected", Duration::from_secs(60), || {
-        let (tasks, results) = (tasks.clone(), results.clone());
-        async move {
-            let n = tasks.list(&ListParams::default()).await?.items.len() + results.list(&ListParams::default()).await?.items.len();
-            Ok((n == 0).then_some(()))
-        }
-    })
+    wait_for(
+        "tasks and results to be collected",
+        Duration::from_secs(60),
+        || {
+            let (tasks, results) = (tasks.clone(), results.clone());
+            async move {
+                let n = tasks.list(&ListParams::default()).await?.items.len()
+                    + results.list(&ListParams::default()).await?.items.len();
+                Ok((n == 0).then_some(()))
+            }
+        },
+    )
     .await?;
     Ok(())
 }
@@ -274,18 +363,41 @@ async fn invalid_tag_filter_is_a_condition_not_a_crash() -> Result<()> {
     let cond = wait_for("Ready=False", Duration::from_secs(30), || {
         let rules = rules.clone();
         async move {
-            Ok(rules.get("broken").await?.status.and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Ready" && c.status == "False")))
+            Ok(rules.get("broken").await?.status.and_then(|s| {
+                s.conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Ready" && c.status == "False")
+            }))
         }
     })
     .await?;
     assert_eq!(cond.reason, "InvalidSpec");
-    assert!(cond.message.contains("spec.tagFilter") && cond.message.contains("unclosed group"), "{}", cond.message);
-    assert!(rules.get("broken").await?.status.unwrap().last_task.is_none());
+    assert!(
+        cond.message.contains("spec.tagFilter") && cond.message.contains("unclosed group"),
+        "{}",
+        cond.message
+    );
+    assert!(rules
+        .get("broken")
+        .await?
+        .status
+        .unwrap()
+        .last_task
+        .is_none());
     // Still working: a valid rule next to it is scanned.
     push_image(&registry, "team-a/app", "v2", &alpine311()).await?;
     apply::<ScanRule>(&client, &rule_yaml("fine", &registry, "")).await?;
     let t = last_task_of(&client, "fine").await?;
-    assert_eq!(finished_task(&client, &t, Duration::from_secs(90)).await?.status.unwrap().phase, ScanPhase::Completed, "{}", operator.log());
+    assert_eq!(
+        finished_task(&client, &t, Duration::from_secs(90))
+            .await?
+            .status
+            .unwrap()
+            .phase,
+        ScanPhase::Completed,
+        "{}",
+        operator.log()
+    );
     Ok(())
 }
 
@@ -304,20 +416,31 @@ async fn wrong_registry_credentials_fail_each_image_with_the_reason() -> Result<
         "stringData": {"username": user, "password": "not-the-password", "ca.crt": registry.ca_pem().unwrap()},
     }))?;
     secrets.create(&PostParams::default(), &secret).await?;
-    let extra = "    credentialsSecretRef: {name: creds}\n    caSecretRef: {name: creds, key: ca.crt}\n";
-    let yaml = rule_yaml("locked", &registry, "").replace("    insecure: false\n", &format!("    insecure: false\n{extra}")).replace("  annotations:\n    imagewarden.io/scan-now: first\n", "");
+    let extra =
+        "    credentialsSecretRef: {name: creds}\n    caSecretRef: {name: creds, key: ca.crt}\n";
+    let yaml = rule_yaml("locked", &registry, "")
+        .replace(
+            "    insecure: false\n",
+            &format!("    insecure: false\n{extra}"),
+        )
+        .replace("  annotations:\n    imagewarden.io/scan-now: first\n", "");
     apply::<ScanRule>(&client, &yaml).await?;
     let task: ScanTask = serde_yaml::from_str(&format!(
         "apiVersion: imagewarden.io/v1alpha1\nkind: ScanTask\nmetadata: {{name: adhoc}}\nspec:\n  ruleRef: {{name: locked}}\n  images: ['{h}/team-a/app:v2']\n",
         h = registry.host
     ))?;
-    Api::<ScanTask>::default_namespaced(client.clone()).create(&PostParams::default(), &task).await?;
+    Api::<ScanTask>::default_namespaced(client.clone())
+        .create(&PostParams::default(), &task)
+        .await?;
     let done = finished_task(&client, "adhoc", Duration::from_secs(60)).await?;
     let st = done.status.unwrap();
     assert_eq!(st.phase, ScanPhase::Failed);
     let msg = st.images[0].message.clone().unwrap_or_default();
     assert_eq!(st.images[0].phase, ScanPhase::Failed);
-    assert!(msg.contains(&registry.host) && msg.to_lowercase().contains("unauthorized"), "{msg}");
+    assert!(
+        msg.contains(&registry.host) && msg.to_lowercase().contains("unauthorized"),
+        "{msg}"
+    );
     Ok(())
 }
 
@@ -330,11 +453,18 @@ async fn killed_operator_finishes_the_task_after_restart_without_rescanning() ->
     }
     // A third digest: alpine 3.11 with one more file.
     let mut third = alpine311();
-    third.layers.push(LayerBuilder::new().file("etc/motd", 0o644, b"third\n")?.finish()?);
+    third.layers.push(
+        LayerBuilder::new()
+            .file("etc/motd", 0o644, b"third\n")?
+            .finish()?,
+    );
     push_image(&registry, "team-a/app", "v9", &third).await?;
 
     let mut args = db_args();
-    args.extend(["--leader-elect=false".to_string(), "--max-concurrent-scans=1".to_string()]);
+    args.extend([
+        "--leader-elect=false".to_string(),
+        "--max-concurrent-scans=1".to_string(),
+    ]);
     let mut first = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
     apply::<ScanRule>(&client, &rule_yaml("team-a", &registry, "")).await?;
     let task_name = last_task_of(&client, "team-a").await?;
@@ -357,8 +487,14 @@ async fn killed_operator_finishes_the_task_after_restart_without_rescanning() ->
     let done = finished_task(&client, &task_name, Duration::from_secs(120)).await?;
     assert_eq!(done.status.unwrap().succeeded, 3, "{}", second.log());
     assert_eq!(results.list(&ListParams::default()).await?.items.len(), 3);
-    let rescanned = second.metric("imagewarden_image_scans_total{outcome=\"scanned\"}").await?;
-    assert_eq!(rescanned as usize + before, 3, "the restarted operator scanned only what had no result");
+    let rescanned = second
+        .metric("imagewarden_image_scans_total{outcome=\"scanned\"}")
+        .await?;
+    assert_eq!(
+        rescanned as usize + before,
+        3,
+        "the restarted operator scanned only what had no result"
+    );
     Ok(())
 }
 
@@ -381,14 +517,18 @@ async fn a_push_starts_a_task_for_the_pushed_tag_only() -> Result<()> {
         RegistryOptions {
             notifications: vec![NotificationEndpoint {
                 name: "imagewarden".into(),
-                url: format!("http://127.0.0.1:{}/webhook/distribution", operator.webhook_port),
+                url: format!(
+                    "http://127.0.0.1:{}/webhook/distribution",
+                    operator.webhook_port
+                ),
                 bearer_token: Some(token.into()),
             }],
             ..Default::default()
         },
     )
     .await?;
-    let yaml = rule_yaml("on-push", &registry, "  triggers: {onPush: true}\n").replace("  annotations:\n    imagewarden.io/scan-now: first\n", "");
+    let yaml = rule_yaml("on-push", &registry, "  triggers: {onPush: true}\n")
+        .replace("  annotations:\n    imagewarden.io/scan-now: first\n", "");
     apply::<ScanRule>(&client, &yaml).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let started = Instant::now();
@@ -397,15 +537,40 @@ async fn a_push_starts_a_task_for_the_pushed_tag_only() -> Result<()> {
     let tasks: Api<ScanTask> = Api::default_namespaced(client.clone());
     let task = wait_for("a push task", Duration::from_secs(60), || {
         let tasks = tasks.clone();
-        async move { Ok(tasks.list(&ListParams::default()).await?.items.into_iter().next()) }
+        async move {
+            Ok(tasks
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .next())
+        }
     })
     .await?;
-    assert_eq!(task.spec.trigger, imagewarden_operator::crd::TaskTrigger::Push);
-    assert_eq!(task.spec.images, vec![format!("{}/team-a/app:v3@{digest}", registry.host)], "{}", operator.log());
-    let done = finished_task(&client, &task.metadata.name.clone().unwrap(), Duration::from_secs(60)).await?;
+    assert_eq!(
+        task.spec.trigger,
+        imagewarden_operator::crd::TaskTrigger::Push
+    );
+    assert_eq!(
+        task.spec.images,
+        vec![format!("{}/team-a/app:v3@{digest}", registry.host)],
+        "{}",
+        operator.log()
+    );
+    let done = finished_task(
+        &client,
+        &task.metadata.name.clone().unwrap(),
+        Duration::from_secs(60),
+    )
+    .await?;
     assert_eq!(done.status.unwrap().phase, ScanPhase::Completed);
     let results: Api<ImageScanResult> = Api::default_namespaced(client.clone());
-    assert!(results.list(&ListParams::default()).await?.items.iter().any(|r| r.spec.digest == digest));
+    assert!(results
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .any(|r| r.spec.digest == digest));
     eprintln!("push to written result: {:?}", started.elapsed());
     Ok(())
 }
@@ -427,12 +592,24 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
     let jobs: Api<Job> = Api::default_namespaced(client.clone());
     let job = wait_for("a scanner Job", Duration::from_secs(60), || {
         let jobs = jobs.clone();
-        async move { Ok(jobs.list(&ListParams::default()).await?.items.into_iter().next()) }
+        async move {
+            Ok(jobs
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .next())
+        }
     })
     .await?;
-    let task = Api::<ScanTask>::default_namespaced(client.clone()).get(&task_name).await?;
+    let task = Api::<ScanTask>::default_namespaced(client.clone())
+        .get(&task_name)
+        .await?;
     let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("ScanTask", task_name.as_str()));
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("ScanTask", task_name.as_str())
+    );
     assert_eq!(Some(owner.uid.clone()), task.metadata.uid);
     assert_eq!(owner.controller, Some(true));
     let spec = job.spec.unwrap();
@@ -441,14 +618,23 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
     assert_eq!(spec.ttl_seconds_after_finished, Some(600));
     let pod = spec.template.spec.unwrap();
     assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
-    assert_eq!(pod.service_account_name.as_deref(), Some("imagewarden-scanner"));
-    assert_eq!(pod.security_context.as_ref().unwrap().run_as_non_root, Some(true));
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("imagewarden-scanner")
+    );
+    assert_eq!(
+        pod.security_context.as_ref().unwrap().run_as_non_root,
+        Some(true)
+    );
     let c = &pod.containers[0];
     assert_eq!(c.image.as_deref(), Some("registry.local/imagewarden:test"));
     let sc = c.security_context.as_ref().unwrap();
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     assert_eq!(sc.allow_privilege_escalation, Some(false));
-    assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
+    assert_eq!(
+        sc.capabilities.as_ref().unwrap().drop.as_deref(),
+        Some(&["ALL".to_string()][..])
+    );
     let limits = c.resources.as_ref().unwrap().limits.as_ref().unwrap();
     assert_eq!(limits["memory"].0, "512Mi");
     assert_eq!(limits["cpu"].0, "1");
@@ -476,7 +662,12 @@ async fn only_the_leader_of_two_replicas_acts() -> Result<()> {
     push_image(&registry, "team-a/app", "v2", &alpine311()).await?;
     let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     let _ = ns
-        .create(&PostParams::default(), &serde_json::from_value(serde_json::json!({"metadata": {"name": "imagewarden-system"}}))?)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                serde_json::json!({"metadata": {"name": "imagewarden-system"}}),
+            )?,
+        )
         .await;
     let mut a_args = db_args();
     a_args.push("--identity=replica-a".into());
@@ -487,14 +678,40 @@ async fn only_the_leader_of_two_replicas_acts() -> Result<()> {
     apply::<ScanRule>(&client, &rule_yaml("team-a", &registry, "")).await?;
     let task = last_task_of(&client, "team-a").await?;
     finished_task(&client, &task, Duration::from_secs(90)).await?;
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), "imagewarden-system");
-    let holder = leases.get("imagewarden-operator").await?.spec.unwrap().holder_identity.unwrap();
-    let (leader, follower) = if holder == "replica-a" { (&a, &b) } else { (&b, &a) };
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), "imagewarden-system");
+    let holder = leases
+        .get("imagewarden-operator")
+        .await?
+        .spec
+        .unwrap()
+        .holder_identity
+        .unwrap();
+    let (leader, follower) = if holder == "replica-a" {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
     assert_eq!(leader.metric("imagewarden_leader").await?, 1.0);
     assert_eq!(follower.metric("imagewarden_leader").await?, 0.0);
-    assert!(leader.metric("imagewarden_reconciles_total{controller=\"scantask\"}").await? > 0.0);
-    assert_eq!(follower.metric("imagewarden_reconciles_total{controller=\"scantask\"}").await?, 0.0);
-    assert_eq!(follower.metric("imagewarden_reconciles_total{controller=\"scanrule\"}").await?, 0.0);
+    assert!(
+        leader
+            .metric("imagewarden_reconciles_total{controller=\"scantask\"}")
+            .await?
+            > 0.0
+    );
+    assert_eq!(
+        follower
+            .metric("imagewarden_reconciles_total{controller=\"scantask\"}")
+            .await?,
+        0.0
+    );
+    assert_eq!(
+        follower
+            .metric("imagewarden_reconciles_total{controller=\"scanrule\"}")
+            .await?,
+        0.0
+    );
     Ok(())
 }
 
@@ -506,19 +723,35 @@ async fn a_schedule_fires_a_task() -> Result<()> {
     let mut args = db_args();
     args.push("--leader-elect=false".into());
     let _operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
-    let yaml = rule_yaml("nightly", &registry, "  triggers: {schedule: '* * * * *'}\n").replace("  annotations:\n    imagewarden.io/scan-now: first\n", "");
+    let yaml = rule_yaml(
+        "nightly",
+        &registry,
+        "  triggers: {schedule: '* * * * *'}\n",
+    )
+    .replace("  annotations:\n    imagewarden.io/scan-now: first\n", "");
     apply::<ScanRule>(&client, &yaml).await?;
     let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
     let status = wait_for("a scheduled task", Duration::from_secs(75), || {
         let rules = rules.clone();
-        async move { Ok(rules.get("nightly").await?.status.filter(|s| s.last_task.is_some())) }
+        async move {
+            Ok(rules
+                .get("nightly")
+                .await?
+                .status
+                .filter(|s| s.last_task.is_some()))
+        }
     })
     .await?;
     let task = status.last_task.unwrap();
     assert!(task.starts_with("nightly-sched-"), "{task}");
     assert!(status.last_schedule_time.is_some());
-    let t = Api::<ScanTask>::default_namespaced(client.clone()).get(&task).await?;
-    assert_eq!(t.spec.trigger, imagewarden_operator::crd::TaskTrigger::Schedule);
+    let t = Api::<ScanTask>::default_namespaced(client.clone())
+        .get(&task)
+        .await?;
+    assert_eq!(
+        t.spec.trigger,
+        imagewarden_operator::crd::TaskTrigger::Schedule
+    );
     Ok(())
 }
 
@@ -541,7 +774,10 @@ async fn json_receiver() -> Result<(u16, tokio::sync::mpsc::UnboundedReceiver<se
     Ok((port, rx))
 }
 
-async fn next_body(rx: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>, what: &str) -> Result<serde_json::Value> {
+async fn next_body(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    what: &str,
+) -> Result<serde_json::Value> {
     match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
         Ok(Some(v)) => Ok(v),
         _ => bail!("no notification: {what}"),
@@ -577,7 +813,9 @@ async fn database_update_rematches_results_and_notifies_only_new_findings() -> R
         "--leader-elect=false".to_string(),
     ];
     let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
-    let notify = format!("  notifications:\n  - name: hook\n    type: HTTP\n    url: http://127.0.0.1:{port}/hook\n");
+    let notify = format!(
+        "  notifications:\n  - name: hook\n    type: HTTP\n    url: http://127.0.0.1:{port}/hook\n"
+    );
     apply::<ScanRule>(&client, &rule_yaml("team-a", &registry, &notify)).await?;
     let first = last_task_of(&client, "team-a").await?;
     finished_task(&client, &first, Duration::from_secs(90)).await?;
@@ -587,34 +825,59 @@ async fn database_update_rematches_results_and_notifies_only_new_findings() -> R
     let results: Api<ImageScanResult> = Api::default_namespaced(client.clone());
     let before = results.list(&ListParams::default()).await?.items.remove(0);
     assert_eq!(before.spec.digest, digest);
-    assert!(!before.status.as_ref().unwrap().findings.iter().any(|f| f.id == "ALPINE-CVE-2019-14697"));
+    assert!(!before
+        .status
+        .as_ref()
+        .unwrap()
+        .findings
+        .iter()
+        .any(|f| f.id == "ALPINE-CVE-2019-14697"));
     let tasks: Api<ScanTask> = Api::default_namespaced(client.clone());
-    let n = wait_for("the delivery to be recorded", Duration::from_secs(30), || {
-        let (tasks, first) = (tasks.clone(), first.clone());
-        async move {
-            let n = tasks.get(&first).await?.status.unwrap().notifications;
-            Ok(n.iter().all(|d| d.state != "Pending").then_some(n))
-        }
-    })
+    let n = wait_for(
+        "the delivery to be recorded",
+        Duration::from_secs(30),
+        || {
+            let (tasks, first) = (tasks.clone(), first.clone());
+            async move {
+                let n = tasks.get(&first).await?.status.unwrap().notifications;
+                Ok(n.iter().all(|d| d.state != "Pending").then_some(n))
+            }
+        },
+    )
     .await?;
     assert_eq!((n.len(), n[0].state.as_str()), (1, "Delivered"), "{n:?}");
 
     std::fs::copy(testdata("osv").join(musl), db.path().join(musl))?;
-    let after = wait_for("the result to be re-matched", Duration::from_secs(60), || {
-        let results = results.clone();
-        let old = before.status.clone().unwrap().database_version;
-        async move {
-            let r = results.list(&ListParams::default()).await?.items.remove(0);
-            Ok((r.status.as_ref().unwrap().database_version != old).then_some(r))
-        }
-    })
+    let after = wait_for(
+        "the result to be re-matched",
+        Duration::from_secs(60),
+        || {
+            let results = results.clone();
+            let old = before.status.clone().unwrap().database_version;
+            async move {
+                let r = results.list(&ListParams::default()).await?.items.remove(0);
+                Ok((r.status.as_ref().unwrap().database_version != old).then_some(r))
+            }
+        },
+    )
     .await?;
-    assert!(after.status.as_ref().unwrap().findings.iter().any(|f| f.id == "ALPINE-CVE-2019-14697"));
+    assert!(after
+        .status
+        .as_ref()
+        .unwrap()
+        .findings
+        .iter()
+        .any(|f| f.id == "ALPINE-CVE-2019-14697"));
     let body = next_body(&mut bodies, "NewFindings").await?;
     assert_eq!(body["event"], "NewFindings", "{body}\n{}", operator.log());
     let text = body.to_string();
     assert!(text.contains("ALPINE-CVE-2019-14697"), "{text}");
     // No rescan happened: the image was re-matched from its stored inventory.
-    assert_eq!(operator.metric("imagewarden_image_scans_total{outcome=\"scanned\"}").await?, 1.0);
+    assert_eq!(
+        operator
+            .metric("imagewarden_image_scans_total{outcome=\"scanned\"}")
+            .await?,
+        1.0
+    );
     Ok(())
 }

@@ -22,7 +22,9 @@ pub struct OperatorProcess {
 impl OperatorProcess {
     /// Starts `binary run` with `args` (besides the kubeconfig and ports it sets itself).
     pub async fn start(binary: &Path, cp: &ControlPlane, args: &[String]) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("imagewarden-operator-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("imagewarden-operator-")
+            .tempdir()?;
         let metrics_port = free_port()?;
         let webhook_port = free_port()?;
         let mut cmd = Command::new(binary);
@@ -31,10 +33,25 @@ impl OperatorProcess {
             .arg(format!("--webhook-addr=127.0.0.1:{webhook_port}"))
             .args(args)
             .env("KUBECONFIG", cp.kubeconfig())
-            .env("IMAGEWARDEN_LOG", "info,kube=warn,imagewarden_operator=debug");
-        let mut process = Running::spawn("imagewarden-operator", cmd, &dir.path().join("operator.log"))?;
-        wait_until(&mut process, Duration::from_secs(120), || port_open(metrics_port)).await?;
-        Ok(Self { process, metrics_port, webhook_port, _dir: dir })
+            .env(
+                "IMAGEWARDEN_LOG",
+                "info,kube=warn,imagewarden_operator=debug",
+            );
+        let mut process = Running::spawn(
+            "imagewarden-operator",
+            cmd,
+            &dir.path().join("operator.log"),
+        )?;
+        wait_until(&mut process, Duration::from_secs(120), || {
+            port_open(metrics_port)
+        })
+        .await?;
+        Ok(Self {
+            process,
+            metrics_port,
+            webhook_port,
+            _dir: dir,
+        })
     }
 
     /// The `/metrics` text.
@@ -80,5 +97,8 @@ async fn reqwest_get(url: &str) -> Result<String> {
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf).into_owned();
-    Ok(text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
 }

@@ -35,23 +35,35 @@ fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Cont
 /// Runs both controllers until the stream ends (the process is stopping).
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
-    let rules = Controller::new(Api::<ScanRule>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<ScanTask>::all(client.clone()), watcher::Config::default())
-        .shutdown_on_signal()
-        .run(scan_rule::reconcile, error_policy("scanrule"), ctx.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                debug!(error = %e, "scanrule controller");
-            }
-        });
-    let tasks = Controller::new(Api::<ScanTask>::all(client.clone()), watcher::Config::default())
-        .owns(Api::<Job>::all(client.clone()), watcher::Config::default().labels("app.kubernetes.io/name=imagewarden-scanner"))
-        .shutdown_on_signal()
-        .run(scan_task::reconcile, error_policy("scantask"), ctx.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                debug!(error = %e, "scantask controller");
-            }
-        });
+    let rules = Controller::new(
+        Api::<ScanRule>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<ScanTask>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(scan_rule::reconcile, error_policy("scanrule"), ctx.clone())
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            debug!(error = %e, "scanrule controller");
+        }
+    });
+    let tasks = Controller::new(
+        Api::<ScanTask>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Job>::all(client.clone()),
+        watcher::Config::default().labels("app.kubernetes.io/name=imagewarden-scanner"),
+    )
+    .shutdown_on_signal()
+    .run(scan_task::reconcile, error_policy("scantask"), ctx.clone())
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            debug!(error = %e, "scantask controller");
+        }
+    });
     futures::join!(rules, tasks);
 }

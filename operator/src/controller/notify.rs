@@ -33,7 +33,10 @@ pub async fn after_finish(task: &ScanTask, ctx: &Arc<Context>) -> Result<Action,
         return Ok(Action::await_change());
     };
     let ns = task.namespace().unwrap_or_default();
-    let Some(rule) = Api::<ScanRule>::namespaced(ctx.client.clone(), &ns).get_opt(&rule_ref.name).await? else {
+    let Some(rule) = Api::<ScanRule>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&rule_ref.name)
+        .await?
+    else {
         return Ok(Action::await_change());
     };
     if rule.spec.notifications.is_empty() {
@@ -45,27 +48,47 @@ pub async fn after_finish(task: &ScanTask, ctx: &Arc<Context>) -> Result<Action,
     let names: Vec<String> = task
         .status
         .as_ref()
-        .map(|s| s.images.iter().filter_map(|i| i.result_name.clone()).collect())
+        .map(|s| {
+            s.images
+                .iter()
+                .filter_map(|i| i.result_name.clone())
+                .collect()
+        })
         .unwrap_or_default();
     let mut seen = HashSet::new();
     for name in names {
         if !seen.insert(name.clone()) {
             continue;
         }
-        let Some(result) = api.get_opt(&name).await? else { continue };
+        let Some(result) = api.get_opt(&name).await? else {
+            continue;
+        };
         if event == NotificationEvent::NewFindings {
             let ids: HashSet<String> = result
                 .annotations()
                 .get(NEW_FINDINGS_ANNOTATION)
-                .map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+                .map(|v| {
+                    v.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
                 .unwrap_or_default();
             results.push(new_findings_view(&result, &ids));
         } else {
             results.push(result);
         }
     }
-    notify_task(&ctx.client, &ctx.recorder, &rule, task, &results, event, &NotifyOptions::default())
-        .await
-        .map_err(|e| Error::Invalid(format!("notifications: {e}")))?;
+    notify_task(
+        &ctx.client,
+        &ctx.recorder,
+        &rule,
+        task,
+        &results,
+        event,
+        &NotifyOptions::default(),
+    )
+    .await
+    .map_err(|e| Error::Invalid(format!("notifications: {e}")))?;
     Ok(Action::await_change())
 }

@@ -59,17 +59,29 @@ async fn task_images_inner(
             });
         }
         for e in found.errors {
-            out.push(failed(format!("{}/{}", access.host, e.repository), e.error.to_string()));
+            out.push(failed(
+                format!("{}/{}", access.host, e.repository),
+                e.error.to_string(),
+            ));
         }
         return Ok(out);
     }
     for image in &task.spec.images {
         let Some((host, repository, tag, digest)) = parse_image(image) else {
-            out.push(failed(image.clone(), format!("{image} is not a registry image reference (host/repository:tag or @digest)")));
+            out.push(failed(
+                image.clone(),
+                format!(
+                    "{image} is not a registry image reference (host/repository:tag or @digest)"
+                ),
+            ));
             continue;
         };
         if let Some(digest) = digest {
-            out.push(ImageProgress { image: image.clone(), digest: Some(digest), ..Default::default() });
+            out.push(ImageProgress {
+                image: image.clone(),
+                digest: Some(digest),
+                ..Default::default()
+            });
             continue;
         }
         let tag = tag.unwrap_or_default();
@@ -93,7 +105,11 @@ async fn task_images_inner(
             Err(e) => Err(e),
         };
         match resolved {
-            Ok(digest) => out.push(ImageProgress { image: image.clone(), digest: Some(digest), ..Default::default() }),
+            Ok(digest) => out.push(ImageProgress {
+                image: image.clone(),
+                digest: Some(digest),
+                ..Default::default()
+            }),
             Err(e) => out.push(failed(image.clone(), e.to_string())),
         }
     }

@@ -27,20 +27,33 @@ pub fn validate(spec: &ScanRuleSpec) -> Result<(), String> {
     if spec.registry.url.trim().is_empty() {
         return Err("spec.registry.url is empty".into());
     }
-    if spec.scope.name.trim().is_empty() || spec.scope.name.starts_with('/') || spec.scope.name.ends_with('/') {
-        return Err(format!("spec.scope.name {:?} is not a registry namespace or repository", spec.scope.name));
+    if spec.scope.name.trim().is_empty()
+        || spec.scope.name.starts_with('/')
+        || spec.scope.name.ends_with('/')
+    {
+        return Err(format!(
+            "spec.scope.name {:?} is not a registry namespace or repository",
+            spec.scope.name
+        ));
     }
-    regex::Regex::new(&spec.tag_filter).map_err(|e| format!("spec.tagFilter is not a valid regular expression: {e}"))?;
+    regex::Regex::new(&spec.tag_filter)
+        .map_err(|e| format!("spec.tagFilter is not a valid regular expression: {e}"))?;
     if let Some(s) = &spec.triggers.schedule {
         parse_schedule(s)?;
     }
     let mut names = std::collections::HashSet::new();
     for n in &spec.notifications {
         if !names.insert(n.name.as_str()) {
-            return Err(format!("spec.notifications: name {:?} is used twice", n.name));
+            return Err(format!(
+                "spec.notifications: name {:?} is used twice",
+                n.name
+            ));
         }
         if n.url.is_none() && n.url_secret_ref.is_none() {
-            return Err(format!("spec.notifications[{}]: set url or urlSecretRef", n.name));
+            return Err(format!(
+                "spec.notifications[{}]: set url or urlSecretRef",
+                n.name
+            ));
         }
     }
     Ok(())
@@ -48,7 +61,8 @@ pub fn validate(spec: &ScanRuleSpec) -> Result<(), String> {
 
 /// Parses a 5-field cron expression (UTC).
 pub fn parse_schedule(s: &str) -> Result<Cron, String> {
-    Cron::from_str(s).map_err(|e| format!("spec.triggers.schedule {s:?} is not a valid cron expression: {e}"))
+    Cron::from_str(s)
+        .map_err(|e| format!("spec.triggers.schedule {s:?} is not a valid cron expression: {e}"))
 }
 
 /// When the schedule should have fired last, at or before `now`, if after `since` (pure).
@@ -70,11 +84,17 @@ pub fn due_firing(cron: &Cron, since: DateTime<Utc>, now: DateTime<Utc>) -> Opti
 }
 
 fn ready_condition(ok: bool, reason: &str, message: &str, rule: &ScanRule) -> Condition {
-    let previous = rule.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let previous = rule
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
     let status = if ok { "True" } else { "False" };
     let last = previous
         .iter()
-        .find(|c| c.type_ == "Ready" && c.status == status && c.reason == reason && c.message == message)
+        .find(|c| {
+            c.type_ == "Ready" && c.status == status && c.reason == reason && c.message == message
+        })
         .map(|c| c.last_transition_time.clone());
     Condition {
         type_: "Ready".into(),
@@ -87,7 +107,13 @@ fn ready_condition(ok: bool, reason: &str, message: &str, rule: &ScanRule) -> Co
 }
 
 async fn publish(ctx: &Context, rule: &ScanRule, type_: EventType, reason: &str, note: String) {
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
     let _ = ctx.recorder.publish(&event, &rule.object_ref(&())).await;
 }
 
@@ -102,18 +128,34 @@ pub async fn start_task(
     let ns = rule.namespace().unwrap_or_default();
     let mut task = ScanTask::new(
         name,
-        ScanTaskSpec { rule_ref: Some(RuleRef { name: rule.name_any() }), images, trigger },
+        ScanTaskSpec {
+            rule_ref: Some(RuleRef {
+                name: rule.name_any(),
+            }),
+            images,
+            trigger,
+        },
     );
     task.metadata.owner_references = rule.controller_owner_ref(&()).map(|o| vec![o]);
     task.metadata.labels = Some(std::collections::BTreeMap::from([
         ("imagewarden.io/rule".to_string(), rule.name_any()),
-        ("app.kubernetes.io/managed-by".to_string(), "imagewarden".to_string()),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "imagewarden".to_string(),
+        ),
     ]));
     let api: Api<ScanTask> = Api::namespaced(ctx.client.clone(), &ns);
     match api.create(&PostParams::default(), &task).await {
         Ok(_) => {
             info!(rule = %rule.name_any(), task = name, ?trigger, "task created");
-            publish(ctx, rule, EventType::Normal, "TaskCreated", format!("{trigger:?} scan task {name} created")).await;
+            publish(
+                ctx,
+                rule,
+                EventType::Normal,
+                "TaskCreated",
+                format!("{trigger:?} scan task {name} created"),
+            )
+            .await;
         }
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => return Err(e.into()),
@@ -153,8 +195,13 @@ pub async fn reconcile(rule: Arc<ScanRule>, ctx: Arc<Context>) -> Result<Action,
             // Manual trigger.
             if let Some(value) = rule.annotations().get(SCAN_NOW_ANNOTATION) {
                 if old.last_scan_now.as_deref() != Some(value.as_str()) {
-                    let name = task_name(&rule.name_any(), "manual", &short_hash(&format!("{}/{value}", rule.uid().unwrap_or_default())));
-                    status.last_task = Some(start_task(&ctx, &rule, &name, TaskTrigger::Manual, vec![]).await?);
+                    let name = task_name(
+                        &rule.name_any(),
+                        "manual",
+                        &short_hash(&format!("{}/{value}", rule.uid().unwrap_or_default())),
+                    );
+                    status.last_task =
+                        Some(start_task(&ctx, &rule, &name, TaskTrigger::Manual, vec![]).await?);
                     status.last_scan_now = Some(value.clone());
                 }
             }
@@ -166,21 +213,31 @@ pub async fn reconcile(rule: Arc<ScanRule>, ctx: Arc<Context>) -> Result<Action,
                     .last_schedule_time
                     .as_ref()
                     .map(crate::to_chrono)
-                    .or_else(|| rule.metadata.creation_timestamp.as_ref().map(crate::to_chrono))
+                    .or_else(|| {
+                        rule.metadata
+                            .creation_timestamp
+                            .as_ref()
+                            .map(crate::to_chrono)
+                    })
                     .unwrap_or(now);
                 if let Some(fired) = due_firing(&cron, since, now) {
                     let name = task_name(&rule.name_any(), "sched", &fired.timestamp().to_string());
-                    status.last_task = Some(start_task(&ctx, &rule, &name, TaskTrigger::Schedule, vec![]).await?);
+                    status.last_task =
+                        Some(start_task(&ctx, &rule, &name, TaskTrigger::Schedule, vec![]).await?);
                     status.last_schedule_time = Some(crate::from_chrono(fired));
                 }
                 if let Ok(next) = cron.find_next_occurrence(&now, false) {
-                    let wait = (next - now).to_std().unwrap_or_default() + Duration::from_millis(500);
+                    let wait =
+                        (next - now).to_std().unwrap_or_default() + Duration::from_millis(500);
                     requeue = requeue.min(wait);
                 }
             }
             // The last task's image count is what the rule matched.
             if let Some(last) = &status.last_task {
-                if let Some(task) = Api::<ScanTask>::namespaced(ctx.client.clone(), &ns).get_opt(last).await? {
+                if let Some(task) = Api::<ScanTask>::namespaced(ctx.client.clone(), &ns)
+                    .get_opt(last)
+                    .await?
+                {
                     if let Some(st) = task.status.filter(|s| s.start_time.is_some()) {
                         status.matched_images = Some(st.total);
                     }
@@ -197,8 +254,12 @@ pub async fn reconcile(rule: Arc<ScanRule>, ctx: Arc<Context>) -> Result<Action,
             "kind": "ScanRule",
             "status": status,
         });
-        api.patch_status(&rule.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch))
-            .await?;
+        api.patch_status(
+            &rule.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await?;
     }
     Ok(Action::requeue(requeue))
 }
@@ -215,11 +276,17 @@ mod tests {
     fn invalid_specs_say_what_to_fix() {
         let ok = spec("registry: {url: r.example.com}\nscope: {type: Namespace, name: team-a}\ntagFilter: '^v1'");
         assert_eq!(validate(&ok), Ok(()));
-        let bad_regex = spec("registry: {url: r}\nscope: {type: Namespace, name: a}\ntagFilter: '^v(1'");
+        let bad_regex =
+            spec("registry: {url: r}\nscope: {type: Namespace, name: a}\ntagFilter: '^v(1'");
         let err = validate(&bad_regex).unwrap_err();
-        assert!(err.contains("spec.tagFilter") && err.contains("unclosed group"), "{err}");
+        assert!(
+            err.contains("spec.tagFilter") && err.contains("unclosed group"),
+            "{err}"
+        );
         let bad_cron = spec("registry: {url: r}\nscope: {type: Namespace, name: a}\ntriggers: {schedule: 'every day'}");
-        assert!(validate(&bad_cron).unwrap_err().contains("spec.triggers.schedule"));
+        assert!(validate(&bad_cron)
+            .unwrap_err()
+            .contains("spec.triggers.schedule"));
         let dup = spec("registry: {url: r}\nscope: {type: Namespace, name: a}\nnotifications: [{name: x, type: HTTP, url: 'http://a'}, {name: x, type: HTTP, url: 'http://b'}]");
         assert!(validate(&dup).unwrap_err().contains("used twice"));
     }
@@ -229,7 +296,10 @@ mod tests {
         let cron = parse_schedule("0 3 * * *").unwrap();
         let since: DateTime<Utc> = "2026-11-20T04:00:00Z".parse().unwrap();
         let now: DateTime<Utc> = "2026-11-27T09:00:00Z".parse().unwrap();
-        assert_eq!(due_firing(&cron, since, now), Some("2026-11-27T03:00:00Z".parse().unwrap()));
+        assert_eq!(
+            due_firing(&cron, since, now),
+            Some("2026-11-27T03:00:00Z".parse().unwrap())
+        );
         let just_after: DateTime<Utc> = "2026-11-27T03:00:00Z".parse().unwrap();
         assert_eq!(due_firing(&cron, just_after, now), None);
     }

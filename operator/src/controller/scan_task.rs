@@ -17,11 +17,11 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::access::registry_access;
-use crate::registry::RegistryAccess;
 use crate::config::ExecutorKind;
 use crate::context::{Context, ScanKey, FIELD_MANAGER};
 use crate::crd::{ImageScanResult, ScanPhase, ScanRule, ScanTask, ScanTaskStatus};
 use crate::executor::{self, build_job, job_name, JobRegistry, ScanTarget};
+use crate::registry::RegistryAccess;
 use crate::Error;
 
 use super::resolve;
@@ -49,12 +49,21 @@ pub fn parse_image(image: &str) -> Option<(String, String, Option<String>, Optio
     Some((host.to_string(), repo, tag, digest))
 }
 
-fn condition(type_: &str, ok: bool, reason: &str, message: &str, generation: Option<i64>, previous: &[Condition]) -> Condition {
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    previous: &[Condition],
+) -> Condition {
     let status = if ok { "True" } else { "False" };
     // Keep the transition time when nothing changed, so status stays stable.
     let last = previous
         .iter()
-        .find(|c| c.type_ == type_ && c.status == status && c.reason == reason && c.message == message)
+        .find(|c| {
+            c.type_ == type_ && c.status == status && c.reason == reason && c.message == message
+        })
         .map(|c| c.last_transition_time.clone());
     Condition {
         type_: type_.into(),
@@ -69,17 +78,34 @@ fn condition(type_: &str, ok: bool, reason: &str, message: &str, generation: Opt
 /// Derives phase and counters from the per-image entries (pure).
 pub fn summarize(status: &mut ScanTaskStatus) {
     status.total = status.images.len() as u32;
-    status.succeeded = status.images.iter().filter(|i| i.phase == ScanPhase::Completed).count() as u32;
-    status.failed = status.images.iter().filter(|i| i.phase == ScanPhase::Failed).count() as u32;
+    status.succeeded = status
+        .images
+        .iter()
+        .filter(|i| i.phase == ScanPhase::Completed)
+        .count() as u32;
+    status.failed = status
+        .images
+        .iter()
+        .filter(|i| i.phase == ScanPhase::Failed)
+        .count() as u32;
     if status.succeeded + status.failed == status.total {
-        status.phase = if status.failed == 0 { ScanPhase::Completed } else { ScanPhase::Failed };
+        status.phase = if status.failed == 0 {
+            ScanPhase::Completed
+        } else {
+            ScanPhase::Failed
+        };
     } else {
         status.phase = ScanPhase::Running;
     }
 }
 
-async fn patch_status(task: &ScanTask, ctx: &Context, status: &ScanTaskStatus) -> Result<(), Error> {
-    let api: Api<ScanTask> = Api::namespaced(ctx.client.clone(), &task.namespace().unwrap_or_default());
+async fn patch_status(
+    task: &ScanTask,
+    ctx: &Context,
+    status: &ScanTaskStatus,
+) -> Result<(), Error> {
+    let api: Api<ScanTask> =
+        Api::namespaced(ctx.client.clone(), &task.namespace().unwrap_or_default());
     // Keep what notifications recorded: an apply without those fields would drop them.
     let mut status = status.clone();
     crate::notify::carry_over_notification_status(task.status.as_ref(), &mut status);
@@ -88,8 +114,12 @@ async fn patch_status(task: &ScanTask, ctx: &Context, status: &ScanTaskStatus) -
         "kind": "ScanTask",
         "status": &status,
     });
-    api.patch_status(&task.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch))
-        .await?;
+    api.patch_status(
+        &task.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
     Ok(())
 }
 
@@ -119,16 +149,33 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
     }
 
     let rule = match &task.spec.rule_ref {
-        Some(r) => match Api::<ScanRule>::namespaced(ctx.client.clone(), &ns).get_opt(&r.name).await? {
+        Some(r) => match Api::<ScanRule>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&r.name)
+            .await?
+        {
             Some(rule) => Some(rule),
             None => {
-                return fail_task(&task, &ctx, status, "RuleNotFound", format!("ScanRule {ns}/{} not found", r.name)).await;
+                return fail_task(
+                    &task,
+                    &ctx,
+                    status,
+                    "RuleNotFound",
+                    format!("ScanRule {ns}/{} not found", r.name),
+                )
+                .await;
             }
         },
         None => None,
     };
     if rule.is_none() && task.spec.images.is_empty() {
-        return fail_task(&task, &ctx, status, "NothingToScan", "the task names neither a rule nor images".into()).await;
+        return fail_task(
+            &task,
+            &ctx,
+            status,
+            "NothingToScan",
+            "the task names neither a rule nor images".into(),
+        )
+        .await;
     }
     let access = match &rule {
         Some(rule) => match registry_access(&ctx.client, &ns, &rule.spec.registry).await {
@@ -142,7 +189,9 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
         // Pending: resolve images to digests, once; the list is fixed for the task's life.
         let images = match resolve::task_images(&task, rule.as_ref(), access.as_ref()).await {
             Ok(images) => images,
-            Err(e) => return fail_task(&task, &ctx, status, "DiscoveryFailed", e.to_string()).await,
+            Err(e) => {
+                return fail_task(&task, &ctx, status, "DiscoveryFailed", e.to_string()).await
+            }
         };
         status.images = images;
         status.start_time = Some(crate::now());
@@ -150,8 +199,16 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
         if status.phase == ScanPhase::Running || status.total == 0 {
             status.conditions = vec![];
         }
-        ctx.metrics.task_started(&format!("{:?}", task.spec.trigger));
-        publish(&ctx, &task, EventType::Normal, "Started", format!("scanning {} images", status.total)).await;
+        ctx.metrics
+            .task_started(&format!("{:?}", task.spec.trigger));
+        publish(
+            &ctx,
+            &task,
+            EventType::Normal,
+            "Started",
+            format!("scanning {} images", status.total),
+        )
+        .await;
         info!(task = %task.name_any(), images = status.total, "task started");
         if status.total == 0 {
             status.phase = ScanPhase::Completed;
@@ -187,10 +244,17 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
         };
         let Some(digest) = entry.digest.clone() else {
             entry.phase = ScanPhase::Failed;
-            entry.message.get_or_insert_with(|| "the tag could not be resolved to a digest".into());
+            entry
+                .message
+                .get_or_insert_with(|| "the tag could not be resolved to a digest".into());
             continue;
         };
-        let target = ScanTarget { registry, repository, digest: digest.clone(), tags: tag.into_iter().collect() };
+        let target = ScanTarget {
+            registry,
+            repository,
+            digest: digest.clone(),
+            tags: tag.into_iter().collect(),
+        };
         let name = target.result_name();
         // Reuse: a result for this digest made by this scanner with this database.
         if let Some(existing) = results.get_opt(&name).await? {
@@ -199,14 +263,22 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                 && st.database_version.as_deref() == Some(db.version.as_str())
             {
                 let scanned_here = entry.phase == ScanPhase::Running;
-                ctx.inline.lock().expect("inline lock").finished.remove(&ScanKey {
-                    task_uid: task_uid.clone(),
-                    digest: digest.clone(),
-                });
+                ctx.inline
+                    .lock()
+                    .expect("inline lock")
+                    .finished
+                    .remove(&ScanKey {
+                        task_uid: task_uid.clone(),
+                        digest: digest.clone(),
+                    });
                 entry.phase = ScanPhase::Completed;
                 entry.result_name = Some(name.clone());
                 if entry.message.is_none() {
-                    entry.message = Some(if scanned_here { "scanned".into() } else { "existing result reused".into() });
+                    entry.message = Some(if scanned_here {
+                        "scanned".into()
+                    } else {
+                        "existing result reused".into()
+                    });
                 }
                 if !scanned_here {
                     ctx.metrics.scan("reused", None);
@@ -214,7 +286,11 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                 // Record tags and ownership of this task's rule on the shared result.
                 if !target.tags.iter().all(|t| existing.spec.tags.contains(t))
                     || owner.as_ref().is_some_and(|o| {
-                        !existing.metadata.owner_references.as_ref().is_some_and(|v| v.iter().any(|x| x.uid == o.uid))
+                        !existing
+                            .metadata
+                            .owner_references
+                            .as_ref()
+                            .is_some_and(|v| v.iter().any(|x| x.uid == o.uid))
                     })
                 {
                     add_tags_and_owner(&results, &existing, &target.tags, owner.clone()).await?;
@@ -222,7 +298,10 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                 continue;
             }
         }
-        let key = ScanKey { task_uid: task_uid.clone(), digest: digest.clone() };
+        let key = ScanKey {
+            task_uid: task_uid.clone(),
+            digest: digest.clone(),
+        };
         match ctx.config.executor {
             ExecutorKind::Inline => {
                 let mut inline = ctx.inline.lock().expect("inline lock");
@@ -258,7 +337,14 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                 entry.phase = ScanPhase::Running;
                 entry.message = None;
                 running_here += 1;
-                spawn_inline_scan(ctx.clone(), key, ns.clone(), target, access.clone(), owner.clone());
+                spawn_inline_scan(
+                    ctx.clone(),
+                    key,
+                    ns.clone(),
+                    target,
+                    access.clone(),
+                    owner.clone(),
+                );
             }
             ExecutorKind::Job => {
                 let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
@@ -267,7 +353,11 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                 match jobs.get_opt(&jname).await? {
                     Some(job) => {
                         let st = job.status.clone().unwrap_or_default();
-                        let failed = st.conditions.unwrap_or_default().into_iter().find(|c| c.type_ == "Failed" && c.status == "True");
+                        let failed = st
+                            .conditions
+                            .unwrap_or_default()
+                            .into_iter()
+                            .find(|c| c.type_ == "Failed" && c.status == "True");
                         if let Some(c) = failed {
                             entry.phase = ScanPhase::Failed;
                             entry.message = Some(format!(
@@ -277,7 +367,9 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                             ctx.metrics.scan("failed", None);
                         } else if st.succeeded.unwrap_or(0) > 0 {
                             entry.phase = ScanPhase::Failed;
-                            entry.message = Some(format!("scanner Job {jname} finished without writing result {name}"));
+                            entry.message = Some(format!(
+                                "scanner Job {jname} finished without writing result {name}"
+                            ));
                         } else {
                             entry.phase = ScanPhase::Running;
                             entry.attempts = st.failed.unwrap_or(0) as u32 + 1;
@@ -289,7 +381,14 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                             continue;
                         }
                         let registry = job_registry(rule.as_ref());
-                        let job = build_job(&ctx.config.job, &ns, &task.name_any(), owner_ref, &target, &registry);
+                        let job = build_job(
+                            &ctx.config.job,
+                            &ns,
+                            &task.name_any(),
+                            owner_ref,
+                            &target,
+                            &registry,
+                        );
                         match jobs.create(&PostParams::default(), &job).await {
                             Ok(_) => {}
                             Err(kube::Error::Api(e)) if e.code == 409 => {}
@@ -304,7 +403,9 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
         }
     }
     let _ = running_here;
-    ctx.metrics.queue_depth.store(waiting, std::sync::atomic::Ordering::Relaxed);
+    ctx.metrics
+        .queue_depth
+        .store(waiting, std::sync::atomic::Ordering::Relaxed);
     summarize(&mut status);
     finish_if_done(&task, &ctx, &mut status).await;
     if status != old {
@@ -319,26 +420,58 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
 /// Sets completion time and conditions, and records metrics and events, when the task
 /// reaches a final phase.
 async fn finish_if_done(task: &ScanTask, ctx: &Context, status: &mut ScanTaskStatus) {
-    if !matches!(status.phase, ScanPhase::Completed | ScanPhase::Failed) || status.completion_time.is_some() {
+    if !matches!(status.phase, ScanPhase::Completed | ScanPhase::Failed)
+        || status.completion_time.is_some()
+    {
         return;
     }
     status.completion_time = Some(crate::now());
     let ok = status.phase == ScanPhase::Completed;
-    let message = format!("{} of {} images scanned, {} failed", status.succeeded, status.total, status.failed);
+    let message = format!(
+        "{} of {} images scanned, {} failed",
+        status.succeeded, status.total, status.failed
+    );
     let gen = task.metadata.generation;
-    status.conditions = vec![
-        condition("Complete", ok, if ok { "AllImagesScanned" } else { "ImagesFailed" }, &message, gen, &status.conditions),
-    ];
-    ctx.metrics.task_finished(if ok { "Completed" } else { "Failed" });
-    let (type_, reason) = if ok { (EventType::Normal, "Completed") } else { (EventType::Warning, "Failed") };
+    status.conditions = vec![condition(
+        "Complete",
+        ok,
+        if ok {
+            "AllImagesScanned"
+        } else {
+            "ImagesFailed"
+        },
+        &message,
+        gen,
+        &status.conditions,
+    )];
+    ctx.metrics
+        .task_finished(if ok { "Completed" } else { "Failed" });
+    let (type_, reason) = if ok {
+        (EventType::Normal, "Completed")
+    } else {
+        (EventType::Warning, "Failed")
+    };
     publish(ctx, task, type_, reason, message).await;
 }
 
-async fn fail_task(task: &ScanTask, ctx: &Context, mut status: ScanTaskStatus, reason: &str, message: String) -> Result<Action, Error> {
+async fn fail_task(
+    task: &ScanTask,
+    ctx: &Context,
+    mut status: ScanTaskStatus,
+    reason: &str,
+    message: String,
+) -> Result<Action, Error> {
     let old = task.status.clone().unwrap_or_default();
     status.phase = ScanPhase::Failed;
     status.completion_time.get_or_insert_with(|| crate::now());
-    status.conditions = vec![condition("Complete", false, reason, &message, task.metadata.generation, &old.conditions)];
+    status.conditions = vec![condition(
+        "Complete",
+        false,
+        reason,
+        &message,
+        task.metadata.generation,
+        &old.conditions,
+    )];
     if status != old {
         warn!(task = %task.name_any(), %message, "task failed");
         ctx.metrics.task_finished("Failed");
@@ -350,7 +483,10 @@ async fn fail_task(task: &ScanTask, ctx: &Context, mut status: ScanTaskStatus, r
 
 /// Results belong to the rule (deleting the rule deletes them) or, for ad-hoc tasks
 /// without a rule, to the task.
-fn result_owner(task: &ScanTask, rule: Option<&ScanRule>) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+fn result_owner(
+    task: &ScanTask,
+    rule: Option<&ScanRule>,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
     match rule {
         Some(rule) => rule.owner_ref(&()).map(|mut o| {
             o.controller = None;
@@ -369,8 +505,18 @@ fn job_registry(rule: Option<&ScanRule>) -> JobRegistry {
     match rule {
         Some(rule) => JobRegistry {
             insecure: rule.spec.registry.insecure,
-            credentials_secret: rule.spec.registry.credentials_secret_ref.as_ref().map(|r| r.name.clone()),
-            ca_secret: rule.spec.registry.ca_secret_ref.as_ref().map(|r| (r.name.clone(), r.key.clone())),
+            credentials_secret: rule
+                .spec
+                .registry
+                .credentials_secret_ref
+                .as_ref()
+                .map(|r| r.name.clone()),
+            ca_secret: rule
+                .spec
+                .registry
+                .ca_secret_ref
+                .as_ref()
+                .map(|r| (r.name.clone(), r.key.clone())),
         },
         None => JobRegistry::default(),
     }
@@ -387,7 +533,11 @@ async fn count_active_jobs(ctx: &Context) -> Result<usize, Error> {
         .filter(|j| {
             let st = j.status.clone().unwrap_or_default();
             st.completion_time.is_none()
-                && !st.conditions.unwrap_or_default().iter().any(|c| (c.type_ == "Failed" || c.type_ == "Complete") && c.status == "True")
+                && !st
+                    .conditions
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| (c.type_ == "Failed" || c.type_ == "Complete") && c.status == "True")
         })
         .count())
 }
@@ -404,7 +554,11 @@ async fn add_tags_and_owner(
             all.push(t.clone());
         }
     }
-    let mut owners = existing.metadata.owner_references.clone().unwrap_or_default();
+    let mut owners = existing
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default();
     if let Some(o) = owner {
         if !owners.iter().any(|x| x.uid == o.uid) {
             owners.push(o);
@@ -414,7 +568,12 @@ async fn add_tags_and_owner(
         "metadata": {"ownerReferences": owners, "resourceVersion": existing.metadata.resource_version},
         "spec": {"tags": all},
     });
-    api.patch(&existing.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await?;
+    api.patch(
+        &existing.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(patch),
+    )
+    .await?;
     Ok(())
 }
 
@@ -428,7 +587,9 @@ fn spawn_inline_scan(
 ) {
     tokio::spawn(async move {
         let started = Instant::now();
-        ctx.metrics.scans_running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ctx.metrics
+            .scans_running
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let access = match access {
             Some(a) => a,
             None => match RegistryAccess::new(&target.registry, false) {
@@ -448,9 +609,13 @@ fn spawn_inline_scan(
                 .map_err(|e| format!("writing result: {e}")),
             Err(e) => Err(e.to_string()),
         };
-        ctx.metrics.scans_running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        ctx.metrics
+            .scans_running
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         match &outcome {
-            Ok(_) => ctx.metrics.scan("scanned", Some(started.elapsed().as_secs_f64())),
+            Ok(_) => ctx
+                .metrics
+                .scan("scanned", Some(started.elapsed().as_secs_f64())),
             Err(e) => warn!(image = %target.reference(), error = %e, "scan failed"),
         }
         let mut inline = ctx.inline.lock().expect("inline lock");
@@ -468,11 +633,21 @@ mod tests {
     fn image_references_split_into_parts() {
         assert_eq!(
             parse_image("127.0.0.1:5000/team-a/api:v1"),
-            Some(("127.0.0.1:5000".into(), "team-a/api".into(), Some("v1".into()), None))
+            Some((
+                "127.0.0.1:5000".into(),
+                "team-a/api".into(),
+                Some("v1".into()),
+                None
+            ))
         );
         assert_eq!(
             parse_image("r.example.com/app@sha256:ab"),
-            Some(("r.example.com".into(), "app".into(), None, Some("sha256:ab".into())))
+            Some((
+                "r.example.com".into(),
+                "app".into(),
+                None,
+                Some("sha256:ab".into())
+            ))
         );
         assert_eq!(parse_image("app:v1"), None);
         assert_eq!(parse_image("r.example.com/app"), None);
@@ -482,13 +657,24 @@ mod tests {
     fn phase_follows_the_images() {
         let mut status = ScanTaskStatus {
             images: vec![
-                ImageProgress { image: "a".into(), phase: ScanPhase::Completed, ..Default::default() },
-                ImageProgress { image: "b".into(), phase: ScanPhase::Running, ..Default::default() },
+                ImageProgress {
+                    image: "a".into(),
+                    phase: ScanPhase::Completed,
+                    ..Default::default()
+                },
+                ImageProgress {
+                    image: "b".into(),
+                    phase: ScanPhase::Running,
+                    ..Default::default()
+                },
             ],
             ..Default::default()
         };
         summarize(&mut status);
-        assert_eq!((status.phase, status.total, status.succeeded), (ScanPhase::Running, 2, 1));
+        assert_eq!(
+            (status.phase, status.total, status.succeeded),
+            (ScanPhase::Running, 2, 1)
+        );
         status.images[1].phase = ScanPhase::Failed;
         summarize(&mut status);
         assert_eq!((status.phase, status.failed), (ScanPhase::Failed, 1));

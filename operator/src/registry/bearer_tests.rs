@@ -32,6 +32,8 @@ struct Fake {
     /// Refuse the catalog to every token, as Harbor does for non-administrators.
     catalog_admin_only: bool,
     token_requests: AtomicUsize,
+    /// Requests for the `flaky` tag so far; the first two get 503.
+    flaky_requests: AtomicUsize,
     /// Scopes asked for, in order.
     scopes: Mutex<Vec<String>>,
 }
@@ -167,6 +169,19 @@ async fn manifest(
     {
         return (StatusCode::NOT_ACCEPTABLE, "missing Accept").into_response();
     }
+    let busy = match tag.as_str() {
+        "flaky" => fake.flaky_requests.fetch_add(1, Ordering::SeqCst) < 2,
+        "down" => true,
+        _ => false,
+    };
+    if busy {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "0")],
+            "busy",
+        )
+            .into_response();
+    }
     if tag == NO_DIGEST_HEADER {
         return (
             [(
@@ -241,6 +256,7 @@ async fn start_with(catalog_admin_only: bool) -> (String, Arc<Fake>) {
         realm: format!("http://{host}/token"),
         catalog_admin_only,
         token_requests: AtomicUsize::new(0),
+        flaky_requests: AtomicUsize::new(0),
         scopes: Mutex::new(Vec::new()),
     });
     let app = Router::new()
@@ -400,4 +416,28 @@ async fn harbor_project_api_lists_a_namespace_when_the_catalog_is_refused() {
     .await
     .unwrap_err();
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn overloaded_registry_is_retried_then_reported() {
+    let (host, fake) = start().await;
+    let client = RegistryClient::new(&access(&host, PASSWORD)).unwrap();
+    // Two 503s, then the answer.
+    assert_eq!(
+        client.resolve_digest("team-a/api", "flaky").await.unwrap(),
+        digest_of("flaky")
+    );
+    assert_eq!(fake.flaky_requests.load(Ordering::SeqCst), 3);
+
+    // Still busy after the retries: reported, and worth retrying later.
+    let err = client
+        .resolve_digest("team-a/api", "down")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RegistryError::Http { status: 503, .. }),
+        "{err}"
+    );
+    assert!(err.is_transient());
+    assert!(err.to_string().contains("team-a/api"), "{err}");
 }

@@ -484,6 +484,7 @@ impl RegistryClient {
         repository: Option<&str>,
     ) -> Result<Response, RegistryError> {
         let mut challenged = false;
+        let mut retries = 0;
         loop {
             let mut request = self.http.request(method.clone(), url.clone());
             if let Some(accept) = accept {
@@ -503,6 +504,13 @@ impl RegistryClient {
             let status = response.status();
             if status.is_success() {
                 return Ok(response);
+            }
+            if retryable(status) && retries < MAX_RETRIES {
+                let delay = retry_delay(response.headers(), retries);
+                retries += 1;
+                tracing::debug!(%url, %status, ?delay, "registry busy; retrying");
+                tokio::time::sleep(delay).await;
+                continue;
             }
             if status == StatusCode::UNAUTHORIZED && !challenged {
                 challenged = true;
@@ -711,6 +719,33 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = e.source();
     }
     text
+}
+
+/// Retries of one request that met a rate limit or an overloaded registry.
+const MAX_RETRIES: u32 = 2;
+
+/// Longest wait honoured from a `Retry-After` header.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+
+/// Statuses worth another try after a pause (every request here is a GET or a HEAD).
+fn retryable(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT
+    )
+}
+
+/// `Retry-After` in seconds (capped), else 0.5 s doubled per retry.
+fn retry_delay(headers: &HeaderMap, retries: u32) -> Duration {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|secs| Duration::from_secs(secs).min(MAX_RETRY_DELAY))
+        .unwrap_or_else(|| Duration::from_millis(500) * 2u32.pow(retries))
 }
 
 /// A valid `Docker-Content-Digest` header value.
