@@ -4,9 +4,9 @@
 //!   (`application/vnd.docker.distribution.events.v1+json`). Only `push` events of a
 //!   manifest under a tag count; blob pushes, pulls, deletes and pushes by digest are
 //!   ignored.
-//! - `POST /webhook/harbor`: Harbor's default-format webhooks; only `PUSH_ARTIFACT`
-//!   counts, other event types are accepted and ignored (Harbor's CloudEvents format is
-//!   not understood).
+//! - `POST /webhook/harbor`: Harbor webhooks in its default payload format (only
+//!   `PUSH_ARTIFACT` counts) or its CloudEvents format (only `harbor.artifact.pushed`
+//!   counts); other event types are accepted and ignored.
 //!
 //! Both require the shared token, as `Authorization: Bearer <token>` (Distribution's
 //! `headers:` setting) or as the bare `Authorization: <token>` Harbor's "auth header"
@@ -259,9 +259,16 @@ fn url_host(url: &str) -> Option<String> {
 struct HarborWebhook {
     #[serde(rename = "type")]
     event_type: String,
+    /// The default payload format's event.
     #[serde(default)]
-    event_data: Option<HarborEventData>,
+    event_data: Option<serde_json::Value>,
+    /// The CloudEvents format's event.
+    #[serde(default)]
+    data: Option<serde_json::Value>,
 }
+
+/// Harbor's push event type in its default and its CloudEvents payload formats.
+const HARBOR_PUSH_TYPES: &[&str] = &["PUSH_ARTIFACT", "harbor.artifact.pushed"];
 
 #[derive(Deserialize)]
 struct HarborEventData {
@@ -290,8 +297,8 @@ struct HarborRepository {
     name: String,
 }
 
-/// The tagged pushes in a Harbor webhook (default payload format). Event types other than
-/// `PUSH_ARTIFACT` yield no pushes.
+/// The tagged pushes in a Harbor webhook (default or CloudEvents payload format). Other
+/// event types yield no pushes.
 pub fn parse_harbor_webhook(body: &[u8]) -> Result<Vec<PushEvent>, WebhookError> {
     let malformed = |message: String| WebhookError::Malformed {
         format: "Harbor",
@@ -302,12 +309,20 @@ pub fn parse_harbor_webhook(body: &[u8]) -> Result<Vec<PushEvent>, WebhookError>
             "{e}; expected {{\"type\":\"PUSH_ARTIFACT\",\"event_data\":{{\"resources\",\"repository\"}}}}"
         ))
     })?;
-    if webhook.event_type != "PUSH_ARTIFACT" {
+    if !HARBOR_PUSH_TYPES.contains(&webhook.event_type.as_str()) {
         return Ok(Vec::new());
     }
-    let data = webhook
-        .event_data
-        .ok_or_else(|| malformed("PUSH_ARTIFACT without event_data".into()))?;
+    let data = webhook.event_data.or(webhook.data).ok_or_else(|| {
+        malformed(format!(
+            "{} without event_data (or data)",
+            webhook.event_type
+        ))
+    })?;
+    let data: HarborEventData = serde_json::from_value(data).map_err(|e| {
+        malformed(format!(
+            "{e}; expected {{\"resources\":[{{\"digest\",\"tag\",\"resource_url\"}}],\"repository\":{{\"repo_full_name\"}}}}"
+        ))
+    })?;
     let repository = if !data.repository.repo_full_name.is_empty() {
         data.repository.repo_full_name
     } else if !data.repository.namespace.is_empty() && !data.repository.name.is_empty() {
@@ -390,6 +405,45 @@ mod tests {
                 digest: DIGEST.into(),
             }]
         );
+    }
+
+    #[test]
+    fn harbor_cloudevents_push_parses() {
+        let body = format!(
+            r#"{{
+            "specversion": "1.0",
+            "id": "4b2f89a4-8e7e-4a7c-9b4e-0b2f3c7f1d55",
+            "source": "/projects/1/webhook/policies/3",
+            "type": "harbor.artifact.pushed",
+            "datacontenttype": "application/json",
+            "time": "2024-04-03T06:37:48Z",
+            "operator": "robot$library+ci",
+            "data": {{
+                "resources": [{{
+                    "digest": "{DIGEST}",
+                    "tag": "v1.2",
+                    "resource_url": "harbor.example:8443/library/busybox:v1.2"
+                }}],
+                "repository": {{
+                    "name": "busybox",
+                    "namespace": "library",
+                    "repo_full_name": "library/busybox",
+                    "repo_type": "public"
+                }}
+            }}
+        }}"#
+        );
+        assert_eq!(
+            parse_harbor_webhook(body.as_bytes()).unwrap(),
+            vec![PushEvent {
+                registry_host: "harbor.example:8443".into(),
+                repository: "library/busybox".into(),
+                tag: "v1.2".into(),
+                digest: DIGEST.into(),
+            }]
+        );
+        let pulled = r#"{"specversion":"1.0","type":"harbor.artifact.pulled","data":{}}"#;
+        assert!(parse_harbor_webhook(pulled.as_bytes()).unwrap().is_empty());
     }
 
     #[test]
