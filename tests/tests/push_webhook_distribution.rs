@@ -210,10 +210,21 @@ async fn a_burst_of_ten_pushes_becomes_one_batch_for_the_matching_rule() -> Resu
         "triggers": {"onPush": true},
     }))?;
 
+    let image = image("burst")?;
+    let mut digest = String::new();
+    for i in 0..10 {
+        digest = push_image(&registry, "team-a/app", &format!("v{i}"), &image).await?;
+    }
+    // Outside the rule: another namespace, a tag the filter rejects.
+    push_image(&registry, "team-b/app", "v1", &image).await?;
+    push_image(&registry, "team-a/app", "latest", &image).await?;
+
+    // The coalescer starts reading once the burst is over, so however slowly this
+    // machine pushed, the burst's events all fall in its first window.
     let (batch_tx, mut batches) = mpsc::channel(8);
     tokio::spawn(coalesce_pushes(
         events,
-        Duration::from_secs(8),
+        Duration::from_secs(3),
         move |event: &PushEvent| {
             if rule_matches_push(&rule, event) {
                 vec!["team-a-rule".to_string()]
@@ -223,15 +234,6 @@ async fn a_burst_of_ten_pushes_becomes_one_batch_for_the_matching_rule() -> Resu
         },
         batch_tx,
     ));
-
-    let image = image("burst")?;
-    let mut digest = String::new();
-    for i in 0..10 {
-        digest = push_image(&registry, "team-a/app", &format!("v{i}"), &image).await?;
-    }
-    // Outside the rule: another namespace, a tag the filter rejects.
-    push_image(&registry, "team-b/app", "v1", &image).await?;
-    push_image(&registry, "team-a/app", "latest", &image).await?;
 
     let batch = tokio::time::timeout(Duration::from_secs(40), batches.recv())
         .await
