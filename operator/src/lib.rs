@@ -28,6 +28,9 @@ pub enum Error {
     Scan(String),
     #[error("serialization: {0}")]
     Serde(#[from] serde_json::Error),
+    /// Notification status could not be read or written; retried.
+    #[error("notifications: {0}")]
+    Notify(String),
 }
 
 impl Error {
@@ -39,6 +42,7 @@ impl Error {
             Error::Registry(_) => "registry",
             Error::Scan(_) => "scan",
             Error::Serde(_) => "serde",
+            Error::Notify(_) => "notify",
         }
     }
 }

@@ -31,7 +31,7 @@ enum Command {
     /// Run the controllers, the push-webhook endpoint and the metrics endpoint.
     Run(Box<OperatorConfig>),
     /// Scan one image and write its ImageScanResult (what scanner Jobs run).
-    ScanImage(ScanImageArgs),
+    ScanImage(Box<ScanImageArgs>),
 }
 
 #[derive(clap::Args)]
@@ -91,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     match Cli::parse().command {
         Command::Run(config) => run(*config).await,
-        Command::ScanImage(args) => scan_image(args).await,
+        Command::ScanImage(args) => scan_image(*args).await,
     }
 }
 

@@ -102,7 +102,7 @@ fn ready_condition(ok: bool, reason: &str, message: &str, rule: &ScanRule) -> Co
         reason: reason.into(),
         message: message.into(),
         observed_generation: rule.metadata.generation,
-        last_transition_time: last.unwrap_or_else(|| crate::now()),
+        last_transition_time: last.unwrap_or_else(crate::now),
     }
 }
 

@@ -71,7 +71,7 @@ fn condition(
         reason: reason.into(),
         message: message.into(),
         observed_generation: generation,
-        last_transition_time: last.unwrap_or_else(|| crate::now()),
+        last_transition_time: last.unwrap_or_else(crate::now),
     }
 }
 
@@ -463,7 +463,7 @@ async fn fail_task(
 ) -> Result<Action, Error> {
     let old = task.status.clone().unwrap_or_default();
     status.phase = ScanPhase::Failed;
-    status.completion_time.get_or_insert_with(|| crate::now());
+    status.completion_time.get_or_insert_with(crate::now);
     status.conditions = vec![condition(
         "Complete",
         false,
