@@ -28,7 +28,7 @@ impl Analyzer for ExecutableAnalyzer {
             return;
         };
         if let Some(section) = elf.section(".go.buildinfo") {
-            go_buildinfo(path, section, out);
+            go_buildinfo(path, &elf, section, out);
         }
         if let Some(section) = elf.section(".dep-v0") {
             cargo_auditable(path, section, out);
@@ -39,7 +39,7 @@ impl Analyzer for ExecutableAnalyzer {
 /// Just enough of an ELF file to find sections by name.
 pub struct Elf<'a> {
     data: &'a [u8],
-    sections: Vec<(u32, u64, u64, u32)>, // name offset, file offset, size, type
+    sections: Vec<(u32, u64, u64, u32, u64)>, // name offset, file offset, size, type, address
     strtab: Option<(u64, u64)>,
 }
 
@@ -85,16 +85,16 @@ impl<'a> Elf<'a> {
             let base = usize::try_from(shoff.checked_add(i * shentsize)?).ok()?;
             let name = u32_at(base)? as u32;
             let kind = u32_at(base + 4)? as u32;
-            let (off, size) = if is64 {
-                (word(base + 24)?, word(base + 32)?)
+            let (addr, off, size) = if is64 {
+                (word(base + 16)?, word(base + 24)?, word(base + 32)?)
             } else {
-                (word(base + 16)?, word(base + 20)?)
+                (word(base + 12)?, word(base + 16)?, word(base + 20)?)
             };
-            sections.push((name, off, size, kind));
+            sections.push((name, off, size, kind, addr));
         }
         let strtab = sections
             .get(shstrndx as usize)
-            .map(|(_, off, size, _)| (*off, *size));
+            .map(|(_, off, size, _, _)| (*off, *size));
         Some(Elf {
             data,
             sections,
@@ -112,7 +112,7 @@ impl<'a> Elf<'a> {
     pub fn section(&self, name: &str) -> Option<&'a [u8]> {
         let (soff, ssize) = self.strtab?;
         let names = self.bytes(soff, ssize)?;
-        self.sections.iter().find_map(|(n, off, size, kind)| {
+        self.sections.iter().find_map(|(n, off, size, kind, _)| {
             let rest = names.get(*n as usize..)?;
             let end = rest.iter().position(|b| *b == 0)?;
             // SHT_NOBITS sections occupy no file space.
@@ -120,6 +120,18 @@ impl<'a> Elf<'a> {
                 .then(|| self.bytes(*off, *size))
                 .flatten()
         })
+    }
+
+    /// `len` bytes at virtual address `addr`, from the section that holds them.
+    pub fn read_at_address(&self, addr: u64, len: u64) -> Option<&'a [u8]> {
+        self.sections
+            .iter()
+            .find_map(|(_, off, size, kind, start)| {
+                let within = *kind != 8 && addr >= *start && addr.checked_add(len)? <= start + size;
+                within
+                    .then(|| self.bytes(off + (addr - start), len))
+                    .flatten()
+            })
     }
 }
 
@@ -153,12 +165,52 @@ pub fn parse_go_buildinfo(section: &[u8]) -> Option<(String, String)> {
         Some(s)
     };
     let version = String::from_utf8_lossy(read()?).into_owned();
-    let mut modinfo = read().unwrap_or_default();
-    // The module information is framed by 16-byte sentinels.
+    let modinfo = read().unwrap_or_default();
+    Some((version, strip_sentinels(modinfo)))
+}
+
+/// The module information is framed by 16-byte sentinels.
+fn strip_sentinels(mut modinfo: &[u8]) -> String {
     if modinfo.len() >= 33 && modinfo[modinfo.len() - 17] == b'\n' {
         modinfo = &modinfo[16..modinfo.len() - 16];
     }
-    Some((version, String::from_utf8_lossy(modinfo).into_owned()))
+    String::from_utf8_lossy(modinfo).into_owned()
+}
+
+/// Build info of Go 1.13–1.17 binaries: the section holds pointers to two Go string
+/// headers (pointer, length) elsewhere in the image, resolved through section addresses.
+pub fn parse_go_buildinfo_legacy(elf: &Elf<'_>, section: &[u8]) -> Option<(String, String)> {
+    if section.len() < 32 || !section.starts_with(b"\xff Go buildinf:") {
+        return None;
+    }
+    let ptr_size = section[14] as usize;
+    if ptr_size != 4 && ptr_size != 8 {
+        return None;
+    }
+    let big_endian = section[15] & 1 != 0;
+    let read_ptr = |b: &[u8]| -> Option<u64> {
+        let b = b.get(..ptr_size)?;
+        Some(match (ptr_size, big_endian) {
+            (8, false) => u64::from_le_bytes(b.try_into().ok()?),
+            (8, true) => u64::from_be_bytes(b.try_into().ok()?),
+            (_, false) => u32::from_le_bytes(b.try_into().ok()?) as u64,
+            (_, true) => u32::from_be_bytes(b.try_into().ok()?) as u64,
+        })
+    };
+    let read_string = |addr: u64| -> Option<&[u8]> {
+        let header = elf.read_at_address(addr, 2 * ptr_size as u64)?;
+        let (data, len) = (read_ptr(header)?, read_ptr(&header[ptr_size..])?);
+        if len > 1 << 24 {
+            return None;
+        }
+        elf.read_at_address(data, len)
+    };
+    let version = read_string(read_ptr(&section[16..])?)?;
+    let modinfo = read_ptr(&section[16 + ptr_size..]).and_then(read_string);
+    Some((
+        String::from_utf8_lossy(version).into_owned(),
+        strip_sentinels(modinfo.unwrap_or_default()),
+    ))
 }
 
 fn go_package(name: &str, version: &str, path: &str) -> crate::inventory::Package {
@@ -175,10 +227,11 @@ fn purl_path(name: &str) -> String {
         .join("/")
 }
 
-fn go_buildinfo(path: &str, section: &[u8], out: &mut Output) {
-    let Some((go_version, modinfo)) = parse_go_buildinfo(section) else {
+fn go_buildinfo(path: &str, elf: &Elf<'_>, section: &[u8], out: &mut Output) {
+    let parsed = parse_go_buildinfo(section).or_else(|| parse_go_buildinfo_legacy(elf, section));
+    let Some((go_version, modinfo)) = parsed else {
         out.warn(format!(
-            "{path}: Go binary without Go 1.18+ inline build info; modules not listed"
+            "{path}: unreadable Go build info; modules not listed"
         ));
         return;
     };
@@ -257,37 +310,104 @@ fn cargo_auditable(path: &str, section: &[u8], out: &mut Output) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analyzer::Finding;
 
-    #[test]
-    fn inline_buildinfo() {
-        let mut s = b"\xff Go buildinf:\x08\x02".to_vec();
-        s.resize(32, 0);
-        let ver = b"go1.21.0";
-        s.push(ver.len() as u8);
-        s.extend_from_slice(ver);
+    /// A minimal little-endian ELF64 file with the given (name, address, data) sections.
+    fn elf(sections: &[(&str, u64, &[u8])]) -> Vec<u8> {
+        let mut shstrtab = vec![0u8];
+        let mut headers = vec![(0u32, 0u32, 0u64, 0u64, 0u64)];
+        let mut out = vec![0u8; 64];
+        out[..4].copy_from_slice(b"\x7fELF");
+        out[4] = 2;
+        out[5] = 1;
+        for (name, addr, data) in sections {
+            let n = shstrtab.len() as u32;
+            shstrtab.extend_from_slice(name.as_bytes());
+            shstrtab.push(0);
+            headers.push((n, 1, *addr, out.len() as u64, data.len() as u64));
+            out.extend_from_slice(data);
+        }
+        let n = shstrtab.len() as u32;
+        shstrtab.extend_from_slice(b".shstrtab\0");
+        headers.push((n, 3, 0, out.len() as u64, shstrtab.len() as u64));
+        out.extend_from_slice(&shstrtab);
+        let shoff = out.len() as u64;
+        for (name, kind, addr, off, size) in &headers {
+            let mut h = [0u8; 64];
+            h[0..4].copy_from_slice(&name.to_le_bytes());
+            h[4..8].copy_from_slice(&kind.to_le_bytes());
+            h[16..24].copy_from_slice(&addr.to_le_bytes());
+            h[24..32].copy_from_slice(&off.to_le_bytes());
+            h[32..40].copy_from_slice(&size.to_le_bytes());
+            out.extend_from_slice(&h);
+        }
+        out[0x28..0x30].copy_from_slice(&shoff.to_le_bytes());
+        out[0x3A..0x3C].copy_from_slice(&64u16.to_le_bytes());
+        out[0x3C..0x3E].copy_from_slice(&(headers.len() as u16).to_le_bytes());
+        out[0x3E..0x40].copy_from_slice(&((headers.len() - 1) as u16).to_le_bytes());
+        out
+    }
+
+    fn modinfo() -> Vec<u8> {
         let mut m = vec![b'0'; 16];
-        m.extend_from_slice(b"path\texample.com/x\nmod\texample.com/x\t(devel)\t\ndep\tgolang.org/x/text\tv0.3.5\th1:abc\n");
+        m.extend_from_slice(b"path\texample.com/x\nmod\texample.com/x\t(devel)\t\ndep\tgolang.org/x/text\tv0.3.5\th1:abc\ndep\tgithub.com/a/b\tv1.0.0\th1:x\n=>\tgithub.com/fork/b\tv1.0.1\th1:y\n");
         m.extend_from_slice(&[b'1'; 16]);
-        s.push(m.len() as u8);
-        s.extend_from_slice(&m);
+        m
+    }
+
+    fn listed(binary: &[u8]) -> Vec<String> {
         let mut out = Output::default();
-        go_buildinfo("app", &s, &mut out);
-        let names: Vec<String> = out
-            .findings
+        ExecutableAnalyzer.analyze("app", binary, &mut out);
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+        out.findings
             .iter()
             .map(|f| match f {
-                crate::analyzer::Finding::Package(p) => {
-                    format!("{}@{} {}", p.name, p.version, p.purl)
-                }
+                Finding::Package(p) => format!("{}@{} {}", p.name, p.version, p.purl),
                 _ => String::new(),
             })
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "stdlib@1.21.0 pkg:golang/stdlib@v1.21.0",
-                "golang.org/x/text@0.3.5 pkg:golang/golang.org/x/text@v0.3.5"
-            ]
-        );
+            .collect()
+    }
+
+    const EXPECTED: [&str; 3] = [
+        "stdlib@1.16.15 pkg:golang/stdlib@v1.16.15",
+        "golang.org/x/text@0.3.5 pkg:golang/golang.org/x/text@v0.3.5",
+        "github.com/fork/b@1.0.1 pkg:golang/github.com/fork/b@v1.0.1",
+    ];
+
+    #[test]
+    fn inline_buildinfo_of_go_1_18_and_later() {
+        let mut s = b"\xff Go buildinf:\x08\x02".to_vec();
+        s.resize(32, 0);
+        let ver = b"go1.16.15";
+        s.push(ver.len() as u8);
+        s.extend_from_slice(ver);
+        let m = modinfo();
+        s.extend_from_slice(&[(m.len() as u8) | 0x80, (m.len() >> 7) as u8]);
+        s.extend_from_slice(&m);
+        assert_eq!(listed(&elf(&[(".go.buildinfo", 0x1000, &s)])), EXPECTED);
+    }
+
+    #[test]
+    fn pointer_buildinfo_of_go_1_13_to_1_17() {
+        let m = modinfo();
+        let mut s = b"\xff Go buildinf:\x08\x00".to_vec();
+        s.extend_from_slice(&0x2000u64.to_le_bytes());
+        s.extend_from_slice(&0x2010u64.to_le_bytes());
+        s.resize(32, 0);
+        let mut data = Vec::new();
+        data.extend_from_slice(&0x2020u64.to_le_bytes());
+        data.extend_from_slice(&9u64.to_le_bytes());
+        data.extend_from_slice(&0x2029u64.to_le_bytes());
+        data.extend_from_slice(&(m.len() as u64).to_le_bytes());
+        data.extend_from_slice(b"go1.16.15");
+        data.extend_from_slice(&m);
+        let binary = elf(&[(".go.buildinfo", 0x1000, &s), (".data", 0x2000, &data)]);
+        assert_eq!(listed(&binary), EXPECTED);
+        // A pointer outside every section is a warning, not a crash.
+        let mut bad = s.clone();
+        bad[16..24].copy_from_slice(&0xdead_0000u64.to_le_bytes());
+        let mut out = Output::default();
+        ExecutableAnalyzer.analyze("app", &elf(&[(".go.buildinfo", 0x1000, &bad)]), &mut out);
+        assert!(out.findings.is_empty() && out.warnings.len() == 1);
     }
 }
