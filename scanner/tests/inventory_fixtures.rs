@@ -1,7 +1,8 @@
 //! Inventories of images built from real packages downloaded from their registries by
 //! tests/scripts/fetch-fixtures.sh: Django 3.2.0 and PyYAML 5.3 (PyPI), lodash 4.17.15
-//! (npm), log4j-core 2.14.1 (Maven Central, also nested in a war), and a Go binary built
-//! against golang.org/x/text v0.3.5.
+//! (npm), log4j-core 2.14.1 (Maven Central, also nested in a war), a Go binary built
+//! against golang.org/x/text v0.3.5, and a Rust binary built with cargo-auditable against
+//! smallvec 1.6.0.
 
 mod inventory_support;
 
@@ -105,7 +106,13 @@ fn build_and_scan() -> Inventory {
         file("opt/app/lib/log4j-core-2.14.1.jar", &jar),
         file("opt/jetty/webapps/app.war", war_with(&jar)),
     ];
-    let go = vec![exe("usr/local/bin/textfixture", read("go/textfixture"))];
+    let go = vec![
+        exe("usr/local/bin/textfixture", read("go/textfixture")),
+        exe(
+            "usr/local/bin/auditable-fixture",
+            read("rust/auditable-fixture"),
+        ),
+    ];
     let os = vec![file("etc/os-release", "ID=debian\nVERSION_ID=\"11\"\n")];
     let layers: Vec<Vec<u8>> = [os, python, node, java, go]
         .iter()
@@ -199,4 +206,17 @@ fn go_binary_build_info_lists_modules_and_stdlib() {
     // The main module is built from a directory: "(devel)", nothing to match.
     assert!(!go.iter().any(|p| p.name == "example.com/textfixture"));
     assert_eq!(inv.os.as_ref().unwrap().version, "11");
+}
+
+#[test]
+fn rust_binary_built_with_cargo_auditable_lists_its_crates() {
+    let inv = build_image();
+    assert_eq!(names(inv, Ecosystem::CratesIo), ["smallvec@1.6.0"]);
+    let p = inv
+        .packages
+        .iter()
+        .find(|p| p.ecosystem == Ecosystem::CratesIo)
+        .unwrap();
+    assert_eq!(p.purl, "pkg:cargo/smallvec@1.6.0");
+    assert_eq!(p.path, "usr/local/bin/auditable-fixture");
 }

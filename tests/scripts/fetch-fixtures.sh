@@ -74,8 +74,41 @@ GO
     test -x textfixture
 }
 
+rust_auditable() {
+    # A Rust binary with its dependency list embedded by cargo-auditable, pinned to
+    # smallvec 1.6.0 (affected by RUSTSEC-2021-0003).
+    local work
+    work=$(mktemp -d)
+    cargo install --quiet --locked --root "$work/tool" cargo-auditable
+    mkdir -p "$work/crate/src"
+    cat >"$work/crate/Cargo.toml" <<'TOML'
+[package]
+name = "auditable-fixture"
+version = "0.1.0"
+edition = "2021"
+
+[dependencies]
+smallvec = "=1.6.0"
+
+[workspace]
+TOML
+    cat >"$work/crate/src/main.rs" <<'RS'
+fn main() {
+    let v: smallvec::SmallVec<[u8; 4]> = smallvec::smallvec![1, 2, 3];
+    println!("{}", v.len());
+}
+RS
+    local out=$PWD
+    ( cd "$work/crate" && PATH="$work/tool/bin:$PATH" CARGO_TARGET_DIR="$work/target" \
+        cargo auditable build --quiet --release )
+    cp "$work/target/release/auditable-fixture" "$out/"
+    rm -rf "$work"
+    test -x auditable-fixture
+}
+
 fetch pypi pypi
 fetch npm npm_packages
 fetch maven maven
 fetch go go_binary
+fetch rust rust_auditable
 echo "$DEST"
