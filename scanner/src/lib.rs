@@ -4,6 +4,7 @@
 //! This crate knows nothing of Kubernetes; the operator wraps it.
 
 pub mod analyzer;
+pub mod checks;
 pub mod inventory;
 pub mod layer;
 pub mod matcher;

@@ -24,6 +24,9 @@ pub enum Finding {
     /// An installed package. OS packages get their distro-specific ecosystem and purl
     /// qualifiers later, in [`finalize`], once the operating system of the image is known.
     Package(Package),
+    /// A baseline risk, exposed secret or malicious sample found in the file
+    /// (see [`crate::checks`]).
+    Check(Box<crate::checks::CheckFinding>),
 }
 
 /// One file's statement about the operating system.
@@ -77,6 +80,13 @@ pub trait Analyzer: Send + Sync {
     }
     /// Parses the file's content.
     fn analyze(&self, path: &str, data: &[u8], out: &mut Output);
+    /// Whether this analyzer judges a file by its metadata (mode, size) alone; such an
+    /// analyzer is given [`Analyzer::analyze_meta`] for regular files and never reads them.
+    fn metadata_only(&self) -> bool {
+        false
+    }
+    /// Judges a regular file by its metadata (only called when [`Analyzer::metadata_only`]).
+    fn analyze_meta(&self, _file: &FileMeta<'_>, _out: &mut Output) {}
 }
 
 /// Every analyzer, in the order their results are reported.

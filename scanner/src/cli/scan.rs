@@ -4,12 +4,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use imagewarden_scanner::analyzer::default_analyzers;
+use imagewarden_scanner::checks::{self, CheckOptions, ScannerKind};
 use imagewarden_scanner::inventory::Inventory;
 use imagewarden_scanner::matcher::match_inventory;
+use imagewarden_scanner::matcher::Matches;
 use imagewarden_scanner::report::filter::{read_ignore_file, FindingFilter};
 use imagewarden_scanner::report::{render, Format, ScanReport};
-use imagewarden_scanner::source::{self, ImageRef, Platform, PullOptions, RegistryCredentials};
-use imagewarden_scanner::vulndb::{Db, Severity};
+use imagewarden_scanner::source::{
+    self, ImageRef, Platform, PullOptions, RegistryCredentials, ScannedImage,
+};
+use imagewarden_scanner::vulndb::{Db, DbInfo, Severity};
 
 /// Arguments of `imagewarden scan`.
 #[derive(clap::Args)]
@@ -68,6 +73,19 @@ pub struct Args {
     /// Talk plain HTTP to the registry.
     #[arg(long)]
     pub insecure: bool,
+    /// What to look for (comma-separated): vuln (vulnerabilities and malicious packages),
+    /// baseline (configuration risks, CIS Docker Benchmark section 4), secret, malware.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "vuln,baseline,secret,malware"
+    )]
+    pub scanners: Vec<ScannerKind>,
+    /// A list of SHA-256 digests of known-malicious files (`sha256 [name]` per line), added
+    /// to the bundled list.
+    #[arg(long, value_name = "FILE")]
+    pub malware_hashes: Option<PathBuf>,
 }
 
 impl Args {
@@ -87,18 +105,21 @@ impl Args {
     }
 }
 
-/// Lists the packages of the image the user named.
-fn read_image(args: &Args, target: &str) -> anyhow::Result<Inventory> {
+/// Reads the image the user named: its packages, configuration and the file checks `checks`
+/// enables, in one pass over the layers.
+fn read_image(args: &Args, target: &str, checks: &CheckOptions) -> anyhow::Result<ScannedImage> {
     let image = ImageRef::parse(target)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the image reader runtime")?;
-    let inventory = runtime
-        .block_on(source::inventory(&image, &args.pull_options()))
+    let mut analyzers = default_analyzers();
+    analyzers.extend(checks::file_analyzers(checks));
+    let scanned = runtime
+        .block_on(source::scan_with(&image, &args.pull_options(), analyzers))
         .with_context(|| format!("reading image {target}"))?;
-    Ok(inventory)
+    Ok(scanned)
 }
 
 /// The example image scanned when no target is given: the real alpine:3.10 layer plus the
@@ -134,27 +155,45 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn scan(args: &Args, example: bool) -> anyhow::Result<ExitCode> {
-    let db = if args.db.is_empty() {
+    let vuln = args.scanners.contains(&ScannerKind::Vuln);
+    let mut check_opts = CheckOptions::for_scanners(&args.scanners);
+    if let Some(path) = &args.malware_hashes {
+        check_opts.add_malware_hash_file(path)?;
+    }
+    let db = if !vuln {
+        None
+    } else if args.db.is_empty() {
         anyhow::ensure!(example, "--db is required: an index from `imagewarden db build`, OSV directories, all.zip files or URLs");
-        Db::from_bytes(EXAMPLE_DB.to_vec(), "bundled example database")?
+        Some(Db::from_bytes(
+            EXAMPLE_DB.to_vec(),
+            "bundled example database",
+        )?)
     } else {
-        Db::load(&args.db).context("loading the vulnerability database")?
+        Some(Db::load(&args.db).context("loading the vulnerability database")?)
     };
-    let inventory: Inventory = match (&args.inventory, &args.target) {
-        (Some(path), _) => {
-            let text = std::fs::read(path)
-                .with_context(|| format!("cannot read inventory {}", path.display()))?;
-            serde_json::from_slice(&text).with_context(|| {
-                format!(
-                    "{}: not an inventory JSON (as printed by `imagewarden inventory`)",
-                    path.display()
-                )
-            })?
-        }
-        (None, Some(target)) => read_image(args, target)?,
-        (None, None) => anyhow::bail!("name an image to scan, or pass --inventory FILE"),
+    let (inventory, scanned): (Inventory, Option<ScannedImage>) =
+        match (&args.inventory, &args.target) {
+            (Some(path), _) => {
+                let text = std::fs::read(path)
+                    .with_context(|| format!("cannot read inventory {}", path.display()))?;
+                let inventory = serde_json::from_slice(&text).with_context(|| {
+                    format!(
+                        "{}: not an inventory JSON (as printed by `imagewarden inventory`)",
+                        path.display()
+                    )
+                })?;
+                (inventory, None)
+            }
+            (None, Some(target)) => {
+                let scanned = read_image(args, target, &check_opts)?;
+                (scanned.inventory.clone(), Some(scanned))
+            }
+            (None, None) => anyhow::bail!("name an image to scan, or pass --inventory FILE"),
+        };
+    let mut matches = match &db {
+        Some(db) => match_inventory(&inventory, db)?,
+        None => Matches::default(),
     };
-    let mut matches = match_inventory(&inventory, &db)?;
     let mut filter = FindingFilter {
         severities: args.severity.clone(),
         ignore_unfixed: args.ignore_unfixed,
@@ -164,7 +203,29 @@ fn scan(args: &Args, example: bool) -> anyhow::Result<ExitCode> {
         filter.ignore = read_ignore_file(path)?;
     }
     let ignored = filter.apply(&mut matches, chrono::Utc::now().date_naive());
-    let report = ScanReport::new(&inventory, db.info(), matches, ignored);
+    let no_db = DbInfo::default();
+    let db_info = db.as_ref().map(|d| d.info()).unwrap_or(&no_db);
+    let mut report = ScanReport::new(&inventory, db_info, matches, ignored);
+    if !vuln {
+        report.warnings.clear();
+    }
+    match &scanned {
+        Some(image) => {
+            let mut found = checks::run(image, &check_opts);
+            if !args.severity.is_empty() {
+                for section in [&mut found.baseline, &mut found.secrets, &mut found.malware] {
+                    section.retain_severities(&args.severity);
+                }
+            }
+            report = report.with_checks(found, &check_opts);
+        }
+        None if check_opts.baseline || check_opts.secrets || check_opts.malware => {
+            report.warnings.push(
+                "baseline, secret and malware checks need the image; an inventory has no files or configuration".to_string(),
+            );
+        }
+        None => {}
+    }
     let text = render(&report, args.format)?;
     match &args.output {
         Some(path) => std::fs::write(path, text)

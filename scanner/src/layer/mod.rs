@@ -164,8 +164,10 @@ pub fn scan_layer<R: Read>(
     scan.compressed_size = size;
     for f in scan.files.values_mut() {
         for finding in &mut f.output.findings {
-            if let crate::analyzer::Finding::Package(p) = finding {
-                p.layer = Some(scan.digest.clone());
+            match finding {
+                crate::analyzer::Finding::Package(p) => p.layer = Some(scan.digest.clone()),
+                crate::analyzer::Finding::Check(c) => c.layer = Some(scan.digest.clone()),
+                crate::analyzer::Finding::Os(_) => {}
             }
         }
     }
@@ -230,6 +232,16 @@ pub fn walk_tar<R: Read>(
         let mut result = FileResult::default();
         // Links are never followed: their target may be outside this layer, or a loop.
         if !(kind.is_file() || kind == tar::EntryType::Continuous) {
+            scan.files.insert(path, result);
+            continue;
+        }
+        // Analyzers that judge the entry by its mode alone never read it.
+        let (by_meta, wanting): (Vec<&dyn Analyzer>, Vec<&dyn Analyzer>) =
+            wanting.into_iter().partition(|a| a.metadata_only());
+        for a in by_meta {
+            a.analyze_meta(&meta, &mut result.output);
+        }
+        if wanting.is_empty() {
             scan.files.insert(path, result);
             continue;
         }

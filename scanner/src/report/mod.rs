@@ -12,6 +12,7 @@ pub mod table;
 
 use serde::{Deserialize, Serialize};
 
+use crate::checks::{CheckFindings, CheckOptions, CheckSection};
 use crate::inventory::{Inventory, OsInfo};
 use crate::matcher::{Finding, Matches};
 use crate::vulndb::{DbInfo, Severity};
@@ -32,6 +33,16 @@ pub struct ScanReport {
     /// Installed packages known to be malicious (OSV `MAL-` records).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub malicious_packages: Vec<Finding>,
+    /// Configuration risks (CIS Docker Benchmark section 4), when the baseline scanner ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_risks: Option<CheckSection>,
+    /// Exposed secrets (redacted), when the secret scanner ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<CheckSection>,
+    /// Known-malicious files (EICAR, hash lists, bundled rules), when the malware scanner
+    /// ran. Its summary also counts `maliciousPackages`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub malicious_samples: Option<CheckSection>,
     /// Findings left out by an ignore file, by id (kept so that a report says what it hides).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored: Vec<String>,
@@ -115,6 +126,11 @@ impl SeveritySummary {
         s
     }
 
+    /// Counts one more finding of `sev`.
+    pub fn add(&mut self, sev: Severity) {
+        *self.get_mut(sev) += 1;
+    }
+
     fn get_mut(&mut self, sev: Severity) -> &mut u64 {
         match sev {
             Severity::Critical => &mut self.critical,
@@ -157,15 +173,42 @@ impl ScanReport {
             summary: SeveritySummary::count(&matches.vulnerabilities),
             vulnerabilities: matches.vulnerabilities,
             malicious_packages: matches.malicious_packages,
+            baseline_risks: None,
+            secrets: None,
+            malicious_samples: None,
             ignored,
             warnings: coverage_warnings(inventory, db),
         }
     }
 
-    /// Whether any vulnerability or malicious package at or above `threshold` remains.
+    /// Adds the sections of the checks `opts` enabled.
+    pub fn with_checks(mut self, checks: CheckFindings, opts: &CheckOptions) -> ScanReport {
+        if opts.baseline {
+            self.baseline_risks = Some(checks.baseline);
+        }
+        if opts.secrets {
+            self.secrets = Some(checks.secrets);
+        }
+        if opts.malware {
+            let mut section = checks.malware;
+            for f in &self.malicious_packages {
+                section.summary.add(f.severity);
+            }
+            self.malicious_samples = Some(section);
+        }
+        self
+    }
+
+    /// Whether any vulnerability, malicious package, baseline risk, secret or malicious
+    /// sample at or above `threshold` remains.
     pub fn has_findings_at_or_above(&self, threshold: Severity) -> bool {
+        let checks = [&self.baseline_risks, &self.secrets, &self.malicious_samples];
         !self.malicious_packages.is_empty()
             || self.vulnerabilities.iter().any(|f| f.severity >= threshold)
+            || checks
+                .iter()
+                .filter_map(|s| s.as_ref())
+                .any(|s| s.findings.iter().any(|f| f.severity >= threshold))
     }
 }
 

@@ -110,6 +110,65 @@ pub fn render(report: &ScanReport) -> Value {
             r["name"] = json!("LanguageSpecificPackageVulnerability");
         }
     }
+    let sections = [
+        ("BaselineRisk", "baseline", &report.baseline_risks),
+        ("Secret", "secret", &report.secrets),
+        ("MaliciousSample", "malware", &report.malicious_samples),
+    ];
+    for (kind, tag, section) in sections {
+        let Some(section) = section else { continue };
+        for f in &section.findings {
+            let index = match rule_ids.iter().position(|r| *r == f.id) {
+                Some(i) => i,
+                None => {
+                    rule_ids.push(&f.id);
+                    let cis = f
+                        .cis
+                        .as_deref()
+                        .map(|c| format!(" (CIS Docker Benchmark {c})"))
+                        .unwrap_or_default();
+                    rules.push(json!({
+                        "id": f.id,
+                        "name": kind,
+                        "shortDescription": {"text": f.title},
+                        "fullDescription": {"text": format!("{}{cis}", f.title)},
+                        "help": {
+                            "text": format!("{}{cis}\nSeverity: {}\n{}", f.title, f.severity, f.remediation),
+                            "markdown": format!("**{}** ({}){cis}\n\n{}", f.id, f.severity, f.remediation),
+                        },
+                        "defaultConfiguration": {"level": level(f.severity)},
+                        "properties": {
+                            "precision": "high",
+                            "security-severity": check_security_severity(f.severity),
+                            "tags": [tag, "security", f.severity.as_str()],
+                        },
+                    }));
+                    rules.len() - 1
+                }
+            };
+            let uri = f.path.clone().unwrap_or_else(|| report.target.clone());
+            let line = f.line.unwrap_or(1);
+            let place = f
+                .config_key
+                .as_deref()
+                .map(|k| format!(" ({k})"))
+                .unwrap_or_default();
+            results.push(json!({
+                "ruleId": f.id,
+                "ruleIndex": index,
+                "level": level(f.severity),
+                "message": {"text": format!("{}: {}{place}\nImage: {}", f.title, f.evidence, report.target)},
+                "locations": [{
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": uri, "uriBaseId": "ROOTPATH"},
+                        "region": {"startLine": line, "startColumn": 1, "endLine": line, "endColumn": 1},
+                    },
+                    "message": {"text": format!("{}: {}{place}", report.target, f.id)},
+                }],
+                "partialFingerprints": {"primaryLocationLineHash": format!("{}/{}/{}/{}", f.id, uri, line, f.config_key.as_deref().unwrap_or(""))},
+            }));
+        }
+    }
     json!({
         "version": "2.1.0",
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
@@ -126,4 +185,15 @@ pub fn render(report: &ScanReport) -> Value {
             "properties": {"imageName": report.target, "imageDigest": report.digest},
         }],
     })
+}
+
+/// GitHub's `security-severity` for a check finding's severity.
+fn check_security_severity(sev: Severity) -> &'static str {
+    match sev {
+        Severity::Critical => "9.5",
+        Severity::High => "8.0",
+        Severity::Medium => "5.5",
+        Severity::Low => "2.0",
+        Severity::Unknown => "0.0",
+    }
 }

@@ -75,6 +75,52 @@ pub fn render(report: &ScanReport) -> String {
             );
         }
     }
+    let sections = [
+        ("Baseline risks", &report.baseline_risks),
+        ("Secrets", &report.secrets),
+        ("Malicious samples", &report.malicious_samples),
+    ];
+    for (name, section) in sections {
+        let Some(section) = section else { continue };
+        let s = &section.summary;
+        let _ = writeln!(
+            out,
+            "\n{name}: {} (CRITICAL: {}, HIGH: {}, MEDIUM: {}, LOW: {}, UNKNOWN: {})",
+            section.findings.len(),
+            s.critical,
+            s.high,
+            s.medium,
+            s.low,
+            s.unknown
+        );
+        if section.findings.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "{:<30} {:<9} {:<40} {:<40} EVIDENCE",
+            "ID", "SEVERITY", "TITLE", "WHERE"
+        );
+        for f in &section.findings {
+            let place = match (&f.path, &f.config_key) {
+                (Some(p), _) => match f.line {
+                    Some(l) => format!("/{p}:{l}"),
+                    None => format!("/{p}"),
+                },
+                (None, Some(k)) => k.clone(),
+                (None, None) => "-".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<30} {:<9} {:<40} {:<40} {}",
+                cell(&f.id, 30),
+                sev_label(f.severity),
+                cell(&f.title, 40),
+                cell(&place, 40),
+                cell(&f.evidence, 80)
+            );
+        }
+    }
     for w in &report.warnings {
         let _ = writeln!(out, "\nWarning: {w}");
     }

@@ -206,16 +206,36 @@ pub struct ScannedImage {
     pub config_json: Option<Vec<u8>>,
     pub layers: Vec<LayerInfo>,
     pub warnings: Vec<String>,
+    /// Baseline risks, secrets and malicious samples found in files of the final
+    /// filesystem (files deleted by later layers do not count); [`crate::checks::run`]
+    /// adds the configuration checks and reports them.
+    pub file_findings: Vec<crate::checks::CheckFinding>,
 }
 
 /// Reads an image and lists its operating system and packages.
 pub async fn inventory(target: &ImageRef, opts: &PullOptions) -> Result<Inventory, SourceError> {
-    Ok(scan(target, opts).await?.inventory)
+    Ok(scan_with(target, opts, analyzer::default_analyzers())
+        .await?
+        .inventory)
 }
 
-/// Reads an image: inventory, configuration and layer list.
+/// Reads an image: inventory, configuration, layer list, and the file checks of
+/// [`crate::checks`] with their default options.
 pub async fn scan(target: &ImageRef, opts: &PullOptions) -> Result<ScannedImage, SourceError> {
-    let analyzers: Arc<Vec<Box<dyn Analyzer>>> = Arc::new(analyzer::default_analyzers());
+    let mut analyzers = analyzer::default_analyzers();
+    analyzers.extend(crate::checks::file_analyzers(
+        &crate::checks::CheckOptions::default(),
+    ));
+    scan_with(target, opts, analyzers).await
+}
+
+/// Reads an image with the given analyzers.
+pub async fn scan_with(
+    target: &ImageRef,
+    opts: &PullOptions,
+    analyzers: Vec<Box<dyn Analyzer>>,
+) -> Result<ScannedImage, SourceError> {
+    let analyzers: Arc<Vec<Box<dyn Analyzer>>> = Arc::new(analyzers);
     match target {
         ImageRef::Registry(r) => registry::scan(r, opts, analyzers).await,
         _ => {
@@ -260,6 +280,7 @@ pub(crate) fn assemble(
     let merged = layer::merge_layers(layers);
     let mut os_facts = Vec::new();
     let mut packages = Vec::new();
+    let mut file_findings = Vec::new();
     for l in layers {
         for w in &l.warnings {
             warnings.push(format!("layer {}: {w}", l.digest));
@@ -278,6 +299,13 @@ pub(crate) fn assemble(
                         p.path = path.clone();
                     }
                     packages.push(p);
+                }
+                Finding::Check(c) => {
+                    let mut c = (**c).clone();
+                    if c.path.is_none() {
+                        c.path = Some(path.clone());
+                    }
+                    file_findings.push(c);
                 }
             }
         }
@@ -302,6 +330,7 @@ pub(crate) fn assemble(
             })
             .collect(),
         warnings,
+        file_findings,
     }
 }
 

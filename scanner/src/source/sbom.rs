@@ -319,6 +319,7 @@ pub fn read(target: &ImageRef, path: &Path) -> Result<ScannedImage, SourceError>
         config_json: None,
         layers: Vec::new(),
         warnings,
+        file_findings: Vec::new(),
     })
 }
 

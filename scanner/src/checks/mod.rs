@@ -1,0 +1,300 @@
+//! Checks beyond vulnerabilities: baseline risks (CIS Docker Benchmark section 4),
+//! exposed secrets and malicious samples.
+//!
+//! File checks run as analyzers in the single layer walk ([`file_analyzers`]); their
+//! findings reach [`ScannedImage::file_findings`] after whiteouts are applied.
+//! [`run`] adds the checks of the image configuration and of the inventory and sorts
+//! everything into the three result classes.
+
+pub mod baseline;
+pub mod malware;
+pub mod secret;
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::Path;
+
+use crate::analyzer::{Analyzer, Finding, Output};
+use crate::report::SeveritySummary;
+use crate::source::ScannedImage;
+use crate::vulndb::Severity;
+
+/// Which result class a check belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckClass {
+    Baseline,
+    Secret,
+    Malware,
+}
+
+/// One baseline risk, exposed secret or malicious sample.
+///
+/// Secret values are never stored whole: `evidence` holds at most their first four
+/// characters followed by `****`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckFinding {
+    /// Stable id, e.g. `IW-CIS-4.1-ROOT-USER`, `IW-SECRET-AWS-ACCESS-KEY-ID`, `IW-MAL-EICAR`.
+    pub id: String,
+    #[serde(skip)]
+    pub class: Option<CheckClass>,
+    pub title: String,
+    pub severity: Severity,
+    /// The CIS Docker Benchmark control cited (e.g. `4.1`), for baseline risks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cis: Option<String>,
+    /// The file, as a path inside the image without a leading `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The layer that holds the file, `sha256:<hex>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
+    /// The image configuration key, e.g. `config.User` or `config.Env[3]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_key: Option<String>,
+    /// 1-based line of the match in the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// What was seen (redacted for secrets).
+    pub evidence: String,
+    /// What to do about it.
+    pub remediation: String,
+}
+
+impl CheckFinding {
+    pub(crate) fn new(
+        class: CheckClass,
+        id: &str,
+        title: &str,
+        severity: Severity,
+        evidence: impl Into<String>,
+        remediation: &str,
+    ) -> CheckFinding {
+        CheckFinding {
+            id: id.to_string(),
+            class: Some(class),
+            title: title.to_string(),
+            severity,
+            cis: None,
+            path: None,
+            layer: None,
+            config_key: None,
+            line: None,
+            evidence: evidence.into(),
+            remediation: remediation.to_string(),
+        }
+    }
+
+    pub(crate) fn cis(mut self, control: &str) -> Self {
+        self.cis = Some(control.to_string());
+        self
+    }
+
+    pub(crate) fn config_key(mut self, key: impl Into<String>) -> Self {
+        self.config_key = Some(key.into());
+        self
+    }
+
+    pub(crate) fn line(mut self, line: u32) -> Self {
+        self.line = Some(line);
+        self
+    }
+
+    fn class(&self) -> CheckClass {
+        self.class.unwrap_or_else(|| {
+            if self.id.starts_with("IW-SECRET-") {
+                CheckClass::Secret
+            } else if self.id.starts_with("IW-MAL-") {
+                CheckClass::Malware
+            } else {
+                CheckClass::Baseline
+            }
+        })
+    }
+}
+
+pub(crate) fn emit(out: &mut Output, f: CheckFinding) {
+    out.findings.push(Finding::Check(Box::new(f)));
+}
+
+/// Which scanners a scan runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum ScannerKind {
+    Vuln,
+    Baseline,
+    Secret,
+    Malware,
+}
+
+/// What the checks look for.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    pub baseline: bool,
+    pub secrets: bool,
+    pub malware: bool,
+    /// Extra SHA-256 digests of known-malicious files, besides the bundled list.
+    pub malware_hashes: Vec<malware::HashEntry>,
+    /// Largest file the secret rules read.
+    pub secret_size_cap: u64,
+    /// Largest file hashed and searched for malware.
+    pub malware_size_cap: u64,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        CheckOptions {
+            baseline: true,
+            secrets: true,
+            malware: true,
+            malware_hashes: Vec::new(),
+            secret_size_cap: 1 << 20,
+            malware_size_cap: 32 << 20,
+        }
+    }
+}
+
+impl CheckOptions {
+    /// Options for the scanners named (`vuln` has no file checks).
+    pub fn for_scanners(scanners: &[ScannerKind]) -> CheckOptions {
+        let on: HashSet<ScannerKind> = scanners.iter().copied().collect();
+        CheckOptions {
+            baseline: on.contains(&ScannerKind::Baseline),
+            secrets: on.contains(&ScannerKind::Secret),
+            malware: on.contains(&ScannerKind::Malware),
+            ..CheckOptions::default()
+        }
+    }
+
+    /// Adds the digests of a hash list file (`sha256 [name]` per line, `#` comments).
+    pub fn add_malware_hash_file(&mut self, path: &Path) -> anyhow::Result<()> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read hash list {}: {e}", path.display()))?;
+        let entries = malware::parse_hash_list(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        self.malware_hashes.extend(entries);
+        Ok(())
+    }
+}
+
+/// The analyzers that run the file checks in the layer walk.
+pub fn file_analyzers(opts: &CheckOptions) -> Vec<Box<dyn Analyzer>> {
+    let mut v: Vec<Box<dyn Analyzer>> = Vec::new();
+    if opts.baseline {
+        v.push(Box::new(baseline::FileModeAnalyzer));
+        v.push(Box::new(baseline::SensitiveFileAnalyzer));
+    }
+    if opts.secrets {
+        v.push(Box::new(secret::SecretAnalyzer {
+            size_cap: opts.secret_size_cap,
+        }));
+    }
+    if opts.malware {
+        v.push(Box::new(malware::MalwareAnalyzer::new(
+            opts.malware_size_cap,
+            &opts.malware_hashes,
+        )));
+    }
+    v
+}
+
+/// Findings of one class with their count per severity.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckSection {
+    pub summary: SeveritySummary,
+    pub findings: Vec<CheckFinding>,
+}
+
+impl CheckSection {
+    fn from_findings(mut findings: Vec<CheckFinding>) -> CheckSection {
+        findings.sort_by(|a, b| {
+            b.severity.cmp(&a.severity).then_with(|| {
+                (&a.id, &a.path, &a.config_key, a.line).cmp(&(
+                    &b.id,
+                    &b.path,
+                    &b.config_key,
+                    b.line,
+                ))
+            })
+        });
+        findings.dedup();
+        let mut summary = SeveritySummary::default();
+        for f in &findings {
+            summary.add(f.severity);
+        }
+        CheckSection { summary, findings }
+    }
+}
+
+impl CheckSection {
+    /// Keeps only findings of the given severities and recounts.
+    pub fn retain_severities(&mut self, severities: &[Severity]) {
+        let findings = std::mem::take(&mut self.findings)
+            .into_iter()
+            .filter(|f| severities.contains(&f.severity))
+            .collect();
+        *self = CheckSection::from_findings(findings);
+    }
+}
+
+/// Everything the checks found in one image, by result class.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckFindings {
+    pub baseline: CheckSection,
+    pub secrets: CheckSection,
+    pub malware: CheckSection,
+}
+
+/// Runs the configuration and inventory checks on a scanned image and sorts them, with
+/// the file findings of the layer walk, into the three classes `opts` enables.
+pub fn run(image: &ScannedImage, opts: &CheckOptions) -> CheckFindings {
+    let mut all: Vec<CheckFinding> = image.file_findings.clone();
+    if opts.baseline {
+        if let Some(config) = &image.config {
+            all.extend(baseline::config_checks(config));
+        }
+        all.extend(baseline::inventory_checks(&image.inventory));
+    }
+    if opts.secrets {
+        if let Some(config) = &image.config {
+            all.extend(secret::config_env_secrets(config));
+        }
+    }
+    let mut by_class: [Vec<CheckFinding>; 3] = Default::default();
+    for f in all {
+        let (i, on) = match f.class() {
+            CheckClass::Baseline => (0, opts.baseline),
+            CheckClass::Secret => (1, opts.secrets),
+            CheckClass::Malware => (2, opts.malware),
+        };
+        if on {
+            by_class[i].push(f);
+        }
+    }
+    let [baseline, secrets, malware] = by_class;
+    CheckFindings {
+        baseline: CheckSection::from_findings(baseline),
+        secrets: CheckSection::from_findings(secrets),
+        malware: CheckSection::from_findings(malware),
+    }
+}
+
+/// Masks a secret: its first four characters, then `****`.
+pub fn redact(value: &str) -> String {
+    let head: String = value.chars().take(4).collect();
+    format!("{head}****")
+}
+
+/// Whether a file looks binary: a NUL byte in its first 8 KiB.
+pub(crate) fn is_binary(data: &[u8]) -> bool {
+    data[..data.len().min(8192)].contains(&0)
+}
+
+/// 1-based line number of byte offset `at`.
+pub(crate) fn line_of(data: &[u8], at: usize) -> u32 {
+    data[..at.min(data.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count() as u32
+        + 1
+}
