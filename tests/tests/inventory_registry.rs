@@ -169,3 +169,76 @@ async fn a_private_registry_refuses_an_anonymous_pull_with_a_clear_error() -> Re
     assert!(err.contains(&registry.host), "{err}");
     Ok(())
 }
+
+/// A one-layer image whose os-release names an Alpine release.
+fn release_image(version: &str) -> Result<TestImage> {
+    let layer = LayerBuilder::new()
+        .file(
+            "etc/os-release",
+            0o644,
+            format!("ID=alpine\nVERSION_ID={version}\n").as_bytes(),
+        )?
+        .finish()?;
+    Ok(TestImage {
+        layers: vec![layer],
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn an_image_index_is_resolved_with_the_platform_option() -> Result<()> {
+    use imagewarden_tests::image::{auth_for, client_for};
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    let client = client_for(&registry);
+    let auth = auth_for(&registry);
+    let mut entries = Vec::new();
+    for (arch, version) in [("amd64", "3.10.4"), ("arm64", "3.11.5")] {
+        push_image(&registry, "multi", arch, &release_image(version)?).await?;
+        let reference: oci_client::Reference = format!("{}/multi:{arch}", registry.host).parse()?;
+        let (raw, digest) = client
+            .pull_manifest_raw(
+                &reference,
+                &auth,
+                &["application/vnd.oci.image.manifest.v1+json"],
+            )
+            .await?;
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": raw.len(),
+            "platform": {"architecture": arch, "os": "linux"},
+        }));
+    }
+    let index: oci_client::manifest::OciImageIndex = serde_json::from_value(serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }))?;
+    let index_ref: oci_client::Reference = format!("{}/multi:latest", registry.host).parse()?;
+    client.push_manifest_list(&index_ref, &auth, index).await?;
+
+    let target = ImageRef::parse(&format!("{}/multi:latest", registry.host))?;
+    let mut opts = PullOptions {
+        insecure: true,
+        ..Default::default()
+    };
+    let inv = source::inventory(&target, &opts).await?;
+    assert_eq!(inv.os.unwrap().version, "3.10.4");
+    // The inventory names the platform's manifest, not the index.
+    assert_eq!(inv.digest, entries[0]["digest"].as_str().map(String::from));
+    opts.platform = "linux/arm64".parse().unwrap();
+    assert_eq!(
+        source::inventory(&target, &opts).await?.os.unwrap().version,
+        "3.11.5"
+    );
+    opts.platform = "linux/s390x".parse().unwrap();
+    let err = source::inventory(&target, &opts)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("linux/s390x") && err.contains("linux/arm64"),
+        "{err}"
+    );
+    Ok(())
+}
