@@ -17,6 +17,14 @@ pub enum Command {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// Store a compiled index in a registry as an OCI artifact, for clusters that read
+    /// their database with `--db oci://HOST/REPOSITORY:TAG`.
+    Push {
+        /// The index file (from `imagewarden db build`).
+        file: std::path::PathBuf,
+        /// Where to push: `oci://HOST/REPOSITORY:TAG`, or `oci+http://...` for plain HTTP.
+        destination: String,
+    },
     /// Print what an index holds.
     Info {
         /// The index file.
@@ -51,6 +59,26 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 info.records,
                 size as f64 / (1024.0 * 1024.0),
                 started.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Push { file, destination } => {
+            use imagewarden_scanner::vulndb::oci::{push_index, OciSource};
+            let source = OciSource::parse(&destination).with_context(|| {
+                format!("{destination}: name the artifact as oci://HOST/REPOSITORY:TAG or oci+http://...")
+            })?;
+            let db = Db::open_index(&file)?;
+            let info = serde_json::to_vec(db.info())?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let url = runtime.block_on(push_index(bytes, info, &source, &Default::default()))?;
+            eprintln!(
+                "pushed {} ({} records) to {url}",
+                file.display(),
+                db.info().records
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -24,6 +24,7 @@
 
 pub mod ecosystem;
 pub mod index;
+pub mod oci;
 pub mod osv;
 pub mod severity;
 pub mod source;

@@ -218,6 +218,19 @@ impl DbBuilder {
     /// Adds a source as the CLI names it: a directory, a zip file, a JSON file, or an
     /// http(s) URL (a `.zip` URL, or a base URL with `<Ecosystem>/all.zip` under it).
     pub fn add_source(&mut self, source: &str) -> anyhow::Result<()> {
+        if let Some(oci) = super::oci::OciSource::parse(source) {
+            let layers = super::oci::block_on(super::oci::pull(&oci, &Default::default()))??;
+            for (media_type, data) in layers {
+                if media_type == super::oci::INDEX_MEDIA_TYPE {
+                    anyhow::bail!(
+                        "{source} holds a compiled index, which is a whole database: use it as the only --db source"
+                    );
+                }
+                self.add_zip(std::io::Cursor::new(data), source)?;
+            }
+            self.sources.push(source.to_string());
+            return Ok(());
+        }
         if source.starts_with("http://") || source.starts_with("https://") {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -329,6 +342,15 @@ impl Db {
     /// files, URLs) compiled in memory.
     pub fn load(sources: &[String]) -> anyhow::Result<Db> {
         if let [single] = sources {
+            if let Some(oci) = super::oci::OciSource::parse(single) {
+                let layers = super::oci::block_on(super::oci::pull(&oci, &Default::default()))??;
+                if let [(media_type, _)] = &layers[..] {
+                    if media_type == super::oci::INDEX_MEDIA_TYPE {
+                        let (_, data) = layers.into_iter().next().expect("one layer");
+                        return Ok(Db::from_bytes(data, single)?);
+                    }
+                }
+            }
             let path = Path::new(single);
             if path.is_file() && Db::is_index_file(path) {
                 return Ok(Db::open_index(path)?);
