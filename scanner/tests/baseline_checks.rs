@@ -215,18 +215,20 @@ fn risky_image_reports_each_risk_with_its_id_and_evidence() {
     );
     let pipe = find(&found, "IW-BASE-PIPE-TO-SHELL", None);
     assert_eq!(pipe.config_key.as_deref(), Some("history[1].created_by"));
-    let env_key = find(&found, "IW-SECRET-AWS-ACCESS-KEY-ID", None);
-    let env_key = if env_key.config_key.is_some() {
-        env_key
-    } else {
-        all(&found)
-            .into_iter()
-            .find(|f| f.id == "IW-SECRET-AWS-ACCESS-KEY-ID" && f.config_key.is_some())
-            .expect("AWS key in Env")
-    };
+    let env_secrets: Vec<&CheckFinding> = all(&found)
+        .into_iter()
+        .filter(|f| f.id == "IW-CIS-4.10-ENV-SECRET")
+        .collect();
+    assert_eq!(env_secrets.len(), 2, "{env_secrets:#?}");
+    let env_key = env_secrets[0];
     assert_eq!(env_key.config_key.as_deref(), Some("config.Env[1]"));
     assert_eq!(env_key.evidence, "AWS_ACCESS_KEY_ID=AKIA****");
-    let env_pw = find(&found, "IW-CIS-4.10-ENV-SECRET", None);
+    assert_eq!(
+        env_key.title,
+        "AWS access key ID in an environment variable"
+    );
+    assert_eq!(env_key.cis.as_deref(), Some("4.10"));
+    let env_pw = env_secrets[1];
     assert_eq!(env_pw.config_key.as_deref(), Some("config.Env[2]"));
     assert_eq!(env_pw.evidence, "DB_PASSWORD=s3cr****");
     assert!(
@@ -310,8 +312,9 @@ fn risky_image_reports_each_risk_with_its_id_and_evidence() {
         found.secrets.findings.len()
     );
     assert_eq!(
-        found.baseline.summary.high, 3,
-        "root user, empty password, private key"
+        (found.baseline.summary.critical, found.baseline.summary.high),
+        (1, 4),
+        "critical: AWS key in Env; high: root user, empty password, private key, DB_PASSWORD"
     );
 
     let json = serde_json::to_string(&found).unwrap();

@@ -18,7 +18,7 @@
 //! | `IW-CIS-4.10-SSH-HOST-KEY` | 4.10 | `etc/ssh/ssh_host_*_key` shipped in the image |
 //! | `IW-BASE-SUDO-INSTALLED` | – | the `sudo` package is installed |
 //!
-//! Secrets in `Env` are reported by [`super::secret`] as `IW-CIS-4.10-ENV-SECRET`.
+//! | `IW-CIS-4.10-ENV-SECRET` | 4.10 | a secret in `Env` (by name, or a value a secret rule matches; see [`super::secret::config_env_secrets`]) |
 
 use super::{emit, CheckClass, CheckFinding};
 use crate::analyzer::{file_name, Analyzer, FileMeta, Output};

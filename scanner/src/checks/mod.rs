@@ -254,8 +254,6 @@ pub fn run(image: &ScannedImage, opts: &CheckOptions) -> CheckFindings {
             all.extend(baseline::config_checks(config));
         }
         all.extend(baseline::inventory_checks(&image.inventory));
-    }
-    if opts.secrets {
         if let Some(config) = &image.config {
             all.extend(secret::config_env_secrets(config));
         }

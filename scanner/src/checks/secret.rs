@@ -273,8 +273,8 @@ impl Analyzer for SecretAnalyzer {
     }
 }
 
-/// Secrets in the configuration's `Env`: names that say they hold one (with a non-empty
-/// value), and values any secret rule matches.
+/// Secrets in the configuration's `Env` (a baseline risk, CIS 4.10): names that say they
+/// hold one (with a non-empty value), and values any secret rule matches.
 pub fn config_env_secrets(config: &ImageConfig) -> Vec<CheckFinding> {
     let mut out = Vec::new();
     let env = config
@@ -303,12 +303,15 @@ pub fn config_env_secrets(config: &ImageConfig) -> Vec<CheckFinding> {
         let points_elsewhere = ["_FILE", "_PATH", "_DIR"]
             .iter()
             .any(|s| upper.ends_with(s));
-        let (id, title, sev, shown) = if let Some(m) = matches.first() {
-            (m.id, m.title, m.severity.max(High), m.redacted.clone())
+        let (title, sev, shown) = if let Some(m) = matches.first() {
+            (
+                format!("{} in an environment variable", m.title),
+                m.severity.max(High),
+                m.redacted.clone(),
+            )
         } else if named && !points_elsewhere && !value.is_empty() {
             (
-                "IW-CIS-4.10-ENV-SECRET",
-                "Secret in an environment variable",
+                "Secret in an environment variable".to_string(),
                 High,
                 redact(value),
             )
@@ -317,9 +320,9 @@ pub fn config_env_secrets(config: &ImageConfig) -> Vec<CheckFinding> {
         };
         out.push(
             CheckFinding::new(
-                CheckClass::Secret,
-                id,
-                title,
+                CheckClass::Baseline,
+                "IW-CIS-4.10-ENV-SECRET",
+                &title,
                 sev,
                 format!("{name}={shown}"),
                 "Do not bake secrets into ENV; pass them at run time from a secret store",
