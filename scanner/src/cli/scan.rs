@@ -160,6 +160,20 @@ fn scan(args: &Args, example: bool) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.malware_hashes {
         check_opts.add_malware_hash_file(path)?;
     }
+    // A named inventory file is read first: it is the cheapest input to get wrong.
+    let from_file: Option<Inventory> = match &args.inventory {
+        Some(path) => {
+            let text = std::fs::read(path)
+                .with_context(|| format!("cannot read inventory {}", path.display()))?;
+            Some(serde_json::from_slice(&text).with_context(|| {
+                format!(
+                    "{}: not an inventory JSON (as printed by `imagewarden inventory`)",
+                    path.display()
+                )
+            })?)
+        }
+        None => None,
+    };
     let db = if !vuln {
         None
     } else if args.db.is_empty() {
@@ -171,25 +185,14 @@ fn scan(args: &Args, example: bool) -> anyhow::Result<ExitCode> {
     } else {
         Some(Db::load(&args.db).context("loading the vulnerability database")?)
     };
-    let (inventory, scanned): (Inventory, Option<ScannedImage>) =
-        match (&args.inventory, &args.target) {
-            (Some(path), _) => {
-                let text = std::fs::read(path)
-                    .with_context(|| format!("cannot read inventory {}", path.display()))?;
-                let inventory = serde_json::from_slice(&text).with_context(|| {
-                    format!(
-                        "{}: not an inventory JSON (as printed by `imagewarden inventory`)",
-                        path.display()
-                    )
-                })?;
-                (inventory, None)
-            }
-            (None, Some(target)) => {
-                let scanned = read_image(args, target, &check_opts)?;
-                (scanned.inventory.clone(), Some(scanned))
-            }
-            (None, None) => anyhow::bail!("name an image to scan, or pass --inventory FILE"),
-        };
+    let (inventory, scanned): (Inventory, Option<ScannedImage>) = match (from_file, &args.target) {
+        (Some(inventory), _) => (inventory, None),
+        (None, Some(target)) => {
+            let scanned = read_image(args, target, &check_opts)?;
+            (scanned.inventory.clone(), Some(scanned))
+        }
+        (None, None) => anyhow::bail!("name an image to scan, or pass --inventory FILE"),
+    };
     let mut matches = match &db {
         Some(db) => match_inventory(&inventory, db)?,
         None => Matches::default(),
