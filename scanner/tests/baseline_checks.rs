@@ -11,6 +11,7 @@ const AWS_KEY_IN_FILE: &str = "AKIAIOSFODNN7EXAMPLE";
 const AWS_SECRET_IN_FILE: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 const AWS_KEY_IN_ENV: &str = "AKIAI44QH8DHBEXAMPLE";
 const DB_PASSWORD_IN_ENV: &str = "s3cr3t-Passw0rd-for-tests";
+const DOCKER_AUTH: &str = "Ym9iOnMzY3IzdC1kb2NrZXItcGFzcw==";
 const GITHUB_TOKEN_DELETED: &str = "ghp_0123456789abcdefghijABCDEFGHIJ012345";
 
 /// The EICAR test string, assembled here so that this source file does not hold it whole.
@@ -106,6 +107,27 @@ fn risky_image(dir: &Path) -> String {
             0o644,
         ),
         E("root/.ssh/id_rsa", rsa_key(dir), 0o600),
+        E(
+            "root/.aws/credentials",
+            format!("[default]\naws_access_key_id = {AWS_KEY_IN_FILE}\naws_secret_access_key = {AWS_SECRET_IN_FILE}\n").into_bytes(),
+            0o600,
+        ),
+        E(
+            "root/.docker/config.json",
+            format!(r#"{{"auths": {{"registry.example.com": {{"auth": "{DOCKER_AUTH}"}}}}}}"#).into_bytes(),
+            0o600,
+        ),
+        E(
+            "home/bob/.docker/config.json",
+            br#"{"auths": {}, "credsStore": "desktop"}"#.to_vec(),
+            0o600,
+        ),
+        E(
+            "root/.git-credentials",
+            b"https://bob:hunter2-not-real@git.example.com\n".to_vec(),
+            0o600,
+        ),
+        E("etc/ssh/ssh_host_ed25519_key", rsa_key(dir), 0o600),
         E("app/old.env", format!("GITHUB_TOKEN={GITHUB_TOKEN_DELETED}\n").into_bytes(), 0o644),
         E(
             "usr/lib/python3/site-packages/boto/tests/keys.py",
@@ -179,6 +201,8 @@ fn secrets_in(text: &str) -> Vec<&'static str> {
         AWS_KEY_IN_ENV,
         DB_PASSWORD_IN_ENV,
         GITHUB_TOKEN_DELETED,
+        DOCKER_AUTH,
+        "hunter2-not-real",
         "MII",
     ]
     .into_iter()
@@ -256,6 +280,29 @@ fn risky_image_reports_each_risk_with_its_id_and_evidence() {
     let key = find(&found, "IW-CIS-4.10-PRIVATE-KEY", Some("root/.ssh/id_rsa"));
     assert_eq!(key.evidence, "RSA private key");
     find(&found, "IW-SECRET-PRIVATE-KEY", Some("root/.ssh/id_rsa"));
+    for (path, evidence) in [
+        ("root/.aws/credentials", "AWS credentials file with keys"),
+        (
+            "root/.docker/config.json",
+            "docker config.json with credentials for 1 registr(ies)",
+        ),
+        (
+            "root/.git-credentials",
+            ".git-credentials with stored credentials",
+        ),
+    ] {
+        let f = find(&found, "IW-CIS-4.10-CREDENTIAL-FILE", Some(path));
+        assert_eq!(
+            (f.evidence.as_str(), f.cis.as_deref()),
+            (evidence, Some("4.10"))
+        );
+    }
+    let host_key = find(
+        &found,
+        "IW-CIS-4.10-SSH-HOST-KEY",
+        Some("etc/ssh/ssh_host_ed25519_key"),
+    );
+    assert_eq!(host_key.layer.as_deref(), Some(base_layer.as_str()));
     let aws = find(
         &found,
         "IW-SECRET-AWS-ACCESS-KEY-ID",
@@ -293,6 +340,7 @@ fn risky_image_reports_each_risk_with_its_id_and_evidence() {
         "usr/bin/tool",
         "app/old.env",
         "usr/lib/python3/site-packages/boto/tests/keys.py",
+        "home/bob/.docker/config.json",
     ] {
         assert!(
             !paths.contains(&quiet),
@@ -313,8 +361,8 @@ fn risky_image_reports_each_risk_with_its_id_and_evidence() {
     );
     assert_eq!(
         (found.baseline.summary.critical, found.baseline.summary.high),
-        (1, 4),
-        "critical: AWS key in Env; high: root user, empty password, private key, DB_PASSWORD"
+        (1, 8),
+        "critical: AWS key in Env; high: root user, empty password, private key, DB_PASSWORD, 3 credential files, SSH host key"
     );
 
     let json = serde_json::to_string(&found).unwrap();
