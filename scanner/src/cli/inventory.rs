@@ -72,7 +72,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let scanned = runtime.block_on(source::scan(&target, &opts))?;
+    // Listing packages needs only the package analyzers, not the baseline, secret and
+    // malware checks.
+    let analyzers = imagewarden_scanner::analyzer::default_analyzers();
+    let scanned = runtime.block_on(source::scan_with(&target, &opts, analyzers))?;
     let text = match args.format {
         Format::Json => serde_json::to_string_pretty(&scanned.inventory)? + "\n",
         Format::Cyclonedx => serde_json::to_string_pretty(&cyclonedx(&scanned.inventory))? + "\n",
