@@ -43,6 +43,20 @@ pub struct InlineScans {
     pub running: HashSet<ScanKey>,
     /// Outcome of finished scans: `Err(message)` for failures.
     pub finished: HashMap<ScanKey, Result<String, String>>,
+    /// Failed scans wait until then before their next attempt.
+    pub retry_at: HashMap<ScanKey, std::time::Instant>,
+}
+
+/// Wait before the next attempt of a scan that failed `attempts` times: 2 s doubling,
+/// at most a minute.
+pub fn scan_retry_delay(attempts: u32) -> std::time::Duration {
+    std::time::Duration::from_secs((2u64 << attempts.min(5).saturating_sub(1)).min(60))
+}
+
+/// Requeue delay after `failures` consecutive reconcile failures of one object: 1 s
+/// doubling, at most five minutes.
+pub fn reconcile_backoff(failures: u32) -> std::time::Duration {
+    std::time::Duration::from_secs((1u64 << failures.min(9).saturating_sub(1)).min(300))
 }
 
 /// Shared by every reconcile.
@@ -53,6 +67,8 @@ pub struct Context {
     pub inline: Mutex<InlineScans>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    /// Consecutive reconcile failures per object (`kind/namespace/name`), for backoff.
+    pub failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
@@ -73,11 +89,41 @@ impl Context {
             db: RwLock::new(Arc::new(db)),
             inline: Mutex::new(InlineScans::default()),
             metrics,
+            failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Counts a failed reconcile of `key` and returns how many in a row.
+    pub fn record_failure(&self, key: &str) -> u32 {
+        let mut f = self.failures.lock().expect("failures lock");
+        let n = f.entry(key.to_string()).or_default();
+        *n += 1;
+        *n
+    }
+
+    /// Forgets the failures of `key` after a successful reconcile.
+    pub fn record_success(&self, key: &str) {
+        self.failures.lock().expect("failures lock").remove(key);
     }
 
     /// The database in use now.
     pub fn db(&self) -> Arc<LoadedDb> {
         self.db.read().expect("db lock").clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn backoffs_grow_and_are_capped() {
+        assert_eq!(scan_retry_delay(1), Duration::from_secs(2));
+        assert_eq!(scan_retry_delay(2), Duration::from_secs(4));
+        assert_eq!(scan_retry_delay(30), Duration::from_secs(32));
+        assert_eq!(reconcile_backoff(1), Duration::from_secs(1));
+        assert_eq!(reconcile_backoff(4), Duration::from_secs(8));
+        assert_eq!(reconcile_backoff(100), Duration::from_secs(256));
     }
 }

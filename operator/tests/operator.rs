@@ -881,3 +881,48 @@ async fn database_update_rematches_results_and_notifies_only_new_findings() -> R
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn failing_scans_are_retried_a_bounded_number_of_times_then_fail_with_the_reason(
+) -> Result<()> {
+    let (cp, client) = setup(false).await?;
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    let mut args = db_args();
+    args.extend([
+        "--leader-elect=false".to_string(),
+        "--max-scan-attempts=3".to_string(),
+    ]);
+    let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    // A digest the registry does not hold: every pull fails.
+    let missing = format!("{}/team-a/app@sha256:{}", registry.host, "0".repeat(64));
+    let task: ScanTask = serde_yaml::from_str(&format!(
+        "apiVersion: imagewarden.io/v1alpha1\nkind: ScanTask\nmetadata: {{name: retried}}\nspec:\n  images: ['{missing}']\n"
+    ))?;
+    Api::<ScanTask>::default_namespaced(client.clone())
+        .create(&PostParams::default(), &task)
+        .await?;
+    let started = Instant::now();
+    let done = finished_task(&client, "retried", Duration::from_secs(90)).await?;
+    let st = done.status.unwrap();
+    assert_eq!(st.phase, ScanPhase::Failed);
+    assert_eq!(st.images[0].phase, ScanPhase::Failed);
+    assert_eq!(st.images[0].attempts, 3, "{}", operator.log());
+    let msg = st.images[0].message.clone().unwrap_or_default();
+    assert!(msg.contains("team-a/app"), "{msg}");
+    // Two waits between three attempts: 2 s and 4 s.
+    assert!(
+        started.elapsed() >= Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    let cond = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Complete")
+        .unwrap();
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_str()),
+        ("False", "ImagesFailed")
+    );
+    Ok(())
+}

@@ -20,16 +20,42 @@ use crate::context::Context;
 use crate::crd::{ScanRule, ScanTask};
 use crate::Error;
 
+fn object_key<K: kube::Resource>(controller: &str, obj: &K) -> String {
+    format!(
+        "{controller}/{}/{}",
+        obj.meta().namespace.as_deref().unwrap_or(""),
+        obj.meta().name.as_deref().unwrap_or("")
+    )
+}
+
 /// Requeues with a per-object backoff that grows with consecutive failures.
-fn error_policy<K>(controller: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
-    move |_obj, error, ctx| {
-        warn!(controller, %error, "reconcile failed");
+fn error_policy<K: kube::Resource>(
+    controller: &'static str,
+) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
+    move |obj, error, ctx| {
+        let failures = ctx.record_failure(&object_key(controller, obj.as_ref()));
+        warn!(controller, object = %object_key(controller, obj.as_ref()), failures, %error, "reconcile failed");
         ctx.metrics.error(controller, error.metric_label());
+        let backoff = crate::context::reconcile_backoff(failures);
         match error {
-            Error::Invalid(_) => Action::requeue(Duration::from_secs(60)),
-            _ => Action::requeue(Duration::from_secs(5)),
+            Error::Invalid(_) => Action::requeue(backoff.max(Duration::from_secs(30))),
+            _ => Action::requeue(backoff),
         }
     }
+}
+
+async fn reconcile_rule(rule: Arc<ScanRule>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = object_key("scanrule", rule.as_ref());
+    let action = scan_rule::reconcile(rule, ctx.clone()).await?;
+    ctx.record_success(&key);
+    Ok(action)
+}
+
+async fn reconcile_task(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = object_key("scantask", task.as_ref());
+    let action = scan_task::reconcile(task, ctx.clone()).await?;
+    ctx.record_success(&key);
+    Ok(action)
 }
 
 /// Runs both controllers until the stream ends (the process is stopping).
@@ -44,7 +70,7 @@ pub async fn run(ctx: Arc<Context>) {
         watcher::Config::default(),
     )
     .shutdown_on_signal()
-    .run(scan_rule::reconcile, error_policy("scanrule"), ctx.clone())
+    .run(reconcile_rule, error_policy("scanrule"), ctx.clone())
     .for_each(|r| async move {
         if let Err(e) = r {
             debug!(error = %e, "scanrule controller");
@@ -59,7 +85,7 @@ pub async fn run(ctx: Arc<Context>) {
         watcher::Config::default().labels("app.kubernetes.io/name=imagewarden-scanner"),
     )
     .shutdown_on_signal()
-    .run(scan_task::reconcile, error_policy("scantask"), ctx.clone())
+    .run(reconcile_task, error_policy("scantask"), ctx.clone())
     .for_each(|r| async move {
         if let Err(e) = r {
             debug!(error = %e, "scantask controller");

@@ -318,6 +318,8 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                                 ctx.metrics.scan("failed", None);
                             } else {
                                 entry.phase = ScanPhase::Pending;
+                                let wait = crate::context::scan_retry_delay(entry.attempts);
+                                inline.retry_at.insert(key.clone(), Instant::now() + wait);
                             }
                         }
                     }
@@ -327,10 +329,16 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                     running_here += 1;
                     continue;
                 }
-                if inline.running.len() >= max {
+                if inline.running.len() >= max
+                    || inline
+                        .retry_at
+                        .get(&key)
+                        .is_some_and(|t| *t > Instant::now())
+                {
                     waiting += 1;
                     continue;
                 }
+                inline.retry_at.remove(&key);
                 inline.running.insert(key.clone());
                 drop(inline);
                 entry.attempts += 1;
