@@ -84,7 +84,10 @@ pub async fn scan(
         digest: &target.digest,
         inventory: &scanned.inventory,
         matches: &matches,
-        extra: Vec::new(),
+        extra: crate::result::check_findings(&imagewarden_scanner::checks::run(
+            &scanned,
+            &imagewarden_scanner::checks::CheckOptions::default(),
+        )),
         database_version: &db.version,
     });
     status.scan_time = Some(crate::now());

@@ -84,6 +84,56 @@ fn vulnerability_finding(f: &matcher::Finding, class: FindingClass) -> Finding {
     }
 }
 
+/// Baseline risks, exposed secrets and malicious samples of a scan in CRD form. Secrets are
+/// already redacted by the scanner; the evidence says what was seen.
+pub fn check_findings(found: &imagewarden_scanner::checks::CheckFindings) -> Vec<Finding> {
+    let convert = |f: &imagewarden_scanner::checks::CheckFinding, class: FindingClass| Finding {
+        id: f.id.clone(),
+        class,
+        severity: severity(f.severity),
+        score: None,
+        package: None,
+        version: None,
+        fixed_version: None,
+        title: Some(match &f.cis {
+            Some(cis) => format!("{} (CIS {cis}): {}", f.title, f.evidence),
+            None => format!("{}: {}", f.title, f.evidence),
+        }),
+        location: f
+            .path
+            .clone()
+            .map(|p| match f.line {
+                Some(l) => format!("{p}:{l}"),
+                None => p,
+            })
+            .or_else(|| f.config_key.clone()),
+        link: None,
+    };
+    let mut out = Vec::new();
+    out.extend(
+        found
+            .baseline
+            .findings
+            .iter()
+            .map(|f| convert(f, FindingClass::BaselineRisk)),
+    );
+    out.extend(
+        found
+            .secrets
+            .findings
+            .iter()
+            .map(|f| convert(f, FindingClass::BaselineRisk)),
+    );
+    out.extend(
+        found
+            .malware
+            .findings
+            .iter()
+            .map(|f| convert(f, FindingClass::MaliciousSample)),
+    );
+    out
+}
+
 /// Every finding of a scan in CRD form (not yet sorted or cut).
 pub fn findings_of(matches: &Matches, extra: Vec<Finding>) -> Vec<Finding> {
     let mut findings: Vec<Finding> = matches

@@ -276,6 +276,20 @@ async fn namespace_rule_scans_each_matching_digest_once_and_cleans_up() -> Resul
     assert_eq!(musl.package.as_deref(), Some("musl"));
     assert_eq!(musl.fixed_version.as_deref(), Some("1.1.22-r3"));
     assert!(st.summary.system_vulnerabilities.total() >= 1);
+    // The image config has no user and no healthcheck: two baseline risks (CIS 4.1, 4.6).
+    let baseline: Vec<&str> = st
+        .findings
+        .iter()
+        .filter(|f| f.class == FindingClass::BaselineRisk)
+        .map(|f| f.id.as_str())
+        .collect();
+    assert!(
+        baseline.contains(&"IW-CIS-4.1-ROOT-USER")
+            && baseline.contains(&"IW-CIS-4.6-NO-HEALTHCHECK"),
+        "{baseline:?}"
+    );
+    assert_eq!(st.summary.baseline_risks.total(), baseline.len() as u32);
+    assert_eq!(st.summary.malicious_samples.total(), 0);
     let clean = list
         .items
         .iter()
