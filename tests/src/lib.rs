@@ -10,6 +10,7 @@ pub mod operator;
 pub mod pki;
 pub mod process;
 pub mod registry;
+pub mod token_service;
 
 pub use control_plane::ControlPlane;
 pub use registry::{Registry, RegistryMode};
