@@ -235,8 +235,9 @@ async fn spawn_push_trigger(ctx: Arc<Context>) -> anyhow::Result<()> {
         }
     });
 
-    let (store, writer) = reflector::store::<ScanRule>();
-    let rules = kube::Api::<ScanRule>::all(ctx.client.clone());
+    // Guarded: one rule that cannot be read must not stop the push trigger for the others.
+    let (store, writer) = reflector::store::<kube::core::DeserializeGuard<ScanRule>>();
+    let rules = kube::Api::<kube::core::DeserializeGuard<ScanRule>>::all(ctx.client.clone());
     tokio::spawn(
         reflector(writer, watcher(rules, watcher::Config::default()))
             .applied_objects()
@@ -251,6 +252,7 @@ async fn spawn_push_trigger(ctx: Arc<Context>) -> anyhow::Result<()> {
             store
                 .state()
                 .iter()
+                .filter_map(|guard| guard.0.as_ref().ok().cloned())
                 .filter(|rule| rule_matches_push(&rule.spec, event))
                 .map(|rule| (rule.namespace().unwrap_or_default(), rule.name_any()))
                 .collect::<Vec<_>>()

@@ -371,6 +371,35 @@ async fn invalid_tag_filter_is_a_condition_not_a_crash() -> Result<()> {
     let mut args = db_args();
     args.push("--leader-elect=false".into());
     let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    // A rule the schema accepts but the operator's types cannot hold (maxTags beyond u32).
+    let unreadable = cp.dir().join("unreadable.yaml");
+    std::fs::write(
+        &unreadable,
+        rule_yaml("unreadable", &registry, "  maxTags: 5000000000\n"),
+    )?;
+    cp.kubectl_output(&["apply", "-f", &unreadable.display().to_string()])?;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::default_namespaced(client.clone());
+    let event = wait_for("an InvalidObject event", Duration::from_secs(30), || {
+        let events = events.clone();
+        async move {
+            Ok(events
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("InvalidObject")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                            == Some("unreadable")
+                }))
+        }
+    })
+    .await?;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert!(event
+        .note
+        .unwrap_or_default()
+        .contains("cannot read this ScanRule"));
     let yaml = rule_yaml("broken", &registry, "").replace("'^v\\d'", "'^v(\\d'");
     apply::<ScanRule>(&client, &yaml).await?;
     let rules: Api<ScanRule> = Api::default_namespaced(client.clone());

@@ -11,8 +11,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::Api;
+use kube::core::error_boundary::InvalidObject;
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::watcher;
 use tracing::{debug, warn};
 
@@ -44,14 +48,61 @@ fn error_policy<K: kube::Resource>(
     }
 }
 
-async fn reconcile_rule(rule: Arc<ScanRule>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// An object the operator cannot read (it passed the schema but not the types, e.g. a
+/// number out of range): a Warning event on it, and the controller goes on.
+async fn report_invalid(ctx: &Context, kind: &str, invalid: &InvalidObject) {
+    let meta = &invalid.metadata;
+    warn!(kind, name = ?meta.name, namespace = ?meta.namespace, error = %invalid.error, "invalid object");
+    ctx.metrics.error(kind, "invalid_object");
+    let reference = ObjectReference {
+        api_version: Some("imagewarden.io/v1alpha1".into()),
+        kind: Some(kind.into()),
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
+        ..Default::default()
+    };
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "InvalidObject".into(),
+        note: Some(format!("cannot read this {kind}: {}", invalid.error)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        warn!(error = %e, "publishing event");
+    }
+}
+
+async fn reconcile_rule(
+    guard: Arc<DeserializeGuard<ScanRule>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let rule = match &guard.0 {
+        Ok(rule) => Arc::new(rule.clone()),
+        Err(invalid) => {
+            report_invalid(&ctx, "ScanRule", invalid).await;
+            return Ok(Action::await_change());
+        }
+    };
     let key = object_key("scanrule", rule.as_ref());
     let action = scan_rule::reconcile(rule, ctx.clone()).await?;
     ctx.record_success(&key);
     Ok(action)
 }
 
-async fn reconcile_task(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile_task(
+    guard: Arc<DeserializeGuard<ScanTask>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let task = match &guard.0 {
+        Ok(task) => Arc::new(task.clone()),
+        Err(invalid) => {
+            report_invalid(&ctx, "ScanTask", invalid).await;
+            return Ok(Action::await_change());
+        }
+    };
     let key = object_key("scantask", task.as_ref());
     let action = scan_task::reconcile(task, ctx.clone()).await?;
     ctx.record_success(&key);
@@ -62,11 +113,11 @@ async fn reconcile_task(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let rules = Controller::new(
-        Api::<ScanRule>::all(client.clone()),
+        Api::<DeserializeGuard<ScanRule>>::all(client.clone()),
         watcher::Config::default(),
     )
     .owns(
-        Api::<ScanTask>::all(client.clone()),
+        Api::<DeserializeGuard<ScanTask>>::all(client.clone()),
         watcher::Config::default(),
     )
     .shutdown_on_signal()
@@ -77,7 +128,7 @@ pub async fn run(ctx: Arc<Context>) {
         }
     });
     let tasks = Controller::new(
-        Api::<ScanTask>::all(client.clone()),
+        Api::<DeserializeGuard<ScanTask>>::all(client.clone()),
         watcher::Config::default(),
     )
     .owns(
