@@ -9,6 +9,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export IMAGEWARDEN_CACHE="${IMAGEWARDEN_CACHE:-$HOME/.cache/imagewarden}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$IMAGEWARDEN_CACHE/target}"
 export CARGO_TERM_COLOR=never
+# Incremental compilation data only grows across runs; CI builds once per change.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 step() { echo "== $* ($(date -u +%H:%M:%S))"; }
 
