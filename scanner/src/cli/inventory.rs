@@ -1,7 +1,7 @@
 //! `imagewarden inventory`.
 
 use imagewarden_scanner::inventory::Inventory;
-use imagewarden_scanner::source::{self, ImageRef, Platform, PullOptions, RegistryCredentials};
+use imagewarden_scanner::source::{self, ImageRef};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,49 +25,13 @@ pub struct Args {
     /// Write the output to this file instead of stdout.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
-    /// Platform to take from a multi-platform image (os/arch[/variant]).
-    #[arg(long, default_value = "linux/amd64")]
-    pub platform: Platform,
-    /// Registry user name (basic authentication).
-    #[arg(long, env = "IMAGEWARDEN_USERNAME")]
-    pub username: Option<String>,
-    /// Registry password.
-    #[arg(long, env = "IMAGEWARDEN_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
-    /// Registry bearer token.
-    #[arg(long, env = "IMAGEWARDEN_REGISTRY_TOKEN", hide_env_values = true)]
-    pub registry_token: Option<String>,
-    /// Docker config.json (or the directory holding it) to take registry credentials from.
-    #[arg(long)]
-    pub registry_config: Option<PathBuf>,
-    /// PEM file with CA certificates to trust for the registry.
-    #[arg(long)]
-    pub ca_file: Option<PathBuf>,
-    /// Talk plain HTTP to the registry.
-    #[arg(long)]
-    pub insecure: bool,
-}
-
-impl Args {
-    fn pull_options(&self) -> PullOptions {
-        PullOptions {
-            credentials: RegistryCredentials {
-                username: self.username.clone(),
-                password: self.password.clone(),
-                bearer_token: self.registry_token.clone(),
-                docker_config: self.registry_config.clone(),
-            },
-            ca_file: self.ca_file.clone(),
-            insecure: self.insecure,
-            platform: self.platform.clone(),
-            progress: true,
-        }
-    }
+    #[command(flatten)]
+    pub pull: super::PullArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let target = ImageRef::parse(&args.target)?;
-    let opts = args.pull_options();
+    let opts = args.pull.pull_options();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -11,9 +11,7 @@ use imagewarden_scanner::matcher::match_inventory;
 use imagewarden_scanner::matcher::Matches;
 use imagewarden_scanner::report::filter::{read_ignore_file, FindingFilter};
 use imagewarden_scanner::report::{render, Format, ScanReport};
-use imagewarden_scanner::source::{
-    self, ImageRef, Platform, PullOptions, RegistryCredentials, ScannedImage,
-};
+use imagewarden_scanner::source::{self, ImageRef, ScannedImage};
 use imagewarden_scanner::vulndb::{Db, DbInfo, Severity};
 
 /// Arguments of `imagewarden scan`.
@@ -52,27 +50,8 @@ pub struct Args {
     /// Lowest severity that makes --exit-code apply.
     #[arg(long, default_value = "unknown")]
     pub fail_on: Severity,
-    /// Platform to take from a multi-platform image (os/arch[/variant]).
-    #[arg(long, default_value = "linux/amd64")]
-    pub platform: Platform,
-    /// Registry user name (basic authentication).
-    #[arg(long, env = "IMAGEWARDEN_USERNAME")]
-    pub username: Option<String>,
-    /// Registry password.
-    #[arg(long, env = "IMAGEWARDEN_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
-    /// Registry bearer token.
-    #[arg(long, env = "IMAGEWARDEN_REGISTRY_TOKEN", hide_env_values = true)]
-    pub registry_token: Option<String>,
-    /// Docker config.json (or the directory holding it) to take registry credentials from.
-    #[arg(long)]
-    pub registry_config: Option<PathBuf>,
-    /// PEM file with CA certificates to trust for the registry.
-    #[arg(long)]
-    pub ca_file: Option<PathBuf>,
-    /// Talk plain HTTP to the registry.
-    #[arg(long)]
-    pub insecure: bool,
+    #[command(flatten)]
+    pub pull: super::PullArgs,
     /// What to look for (comma-separated): vuln (vulnerabilities and malicious packages),
     /// baseline (configuration risks, CIS Docker Benchmark section 4), secret, malware.
     #[arg(
@@ -88,23 +67,6 @@ pub struct Args {
     pub malware_hashes: Option<PathBuf>,
 }
 
-impl Args {
-    fn pull_options(&self) -> PullOptions {
-        PullOptions {
-            credentials: RegistryCredentials {
-                username: self.username.clone(),
-                password: self.password.clone(),
-                bearer_token: self.registry_token.clone(),
-                docker_config: self.registry_config.clone(),
-            },
-            ca_file: self.ca_file.clone(),
-            insecure: self.insecure,
-            platform: self.platform.clone(),
-            progress: true,
-        }
-    }
-}
-
 /// Reads the image the user named: its packages, configuration and the file checks `checks`
 /// enables, in one pass over the layers.
 fn read_image(args: &Args, target: &str, checks: &CheckOptions) -> anyhow::Result<ScannedImage> {
@@ -117,7 +79,11 @@ fn read_image(args: &Args, target: &str, checks: &CheckOptions) -> anyhow::Resul
     let mut analyzers = default_analyzers();
     analyzers.extend(checks::file_analyzers(checks));
     let scanned = runtime
-        .block_on(source::scan_with(&image, &args.pull_options(), analyzers))
+        .block_on(source::scan_with(
+            &image,
+            &args.pull.pull_options(),
+            analyzers,
+        ))
         .with_context(|| format!("reading image {target}"))?;
     Ok(scanned)
 }
