@@ -25,17 +25,7 @@ impl Analyzer for RpmSqliteAnalyzer {
         512 << 20
     }
     fn analyze(&self, path: &str, data: &[u8], out: &mut Output) {
-        match read_sqlite(data) {
-            Ok(blobs) => {
-                for blob in blobs {
-                    match parse_header(&blob) {
-                        Some(h) => emit(path, h, out),
-                        None => out.warn(format!("{path}: skipped an unreadable rpm header")),
-                    }
-                }
-            }
-            Err(e) => out.warn(format!("{path}: unreadable rpm database: {e}")),
-        }
+        emit_headers(path, read_sqlite(data), out);
     }
 }
 
@@ -55,18 +45,14 @@ impl Analyzer for RpmBerkeleyDbAnalyzer {
         512 << 20
     }
     fn analyze(&self, path: &str, data: &[u8], out: &mut Output) {
-        match read_bdb_hash(data) {
-            Ok(blobs) => {
-                // rpm keeps a small bookkeeping record (the next package number) beside the headers.
-                for blob in blobs.iter().filter(|b| b.len() > 16) {
-                    match parse_header(blob) {
-                        Some(h) => emit(path, h, out),
-                        None => out.warn(format!("{path}: skipped an unreadable rpm header")),
-                    }
-                }
-            }
-            Err(e) => out.warn(format!("{path}: unreadable rpm database: {e}")),
-        }
+        // rpm keeps a small bookkeeping record (the next package number) beside the headers.
+        let headers = read_bdb_hash(data).map(|blobs| {
+            blobs
+                .into_iter()
+                .filter(|b| b.len() > 16)
+                .collect::<Vec<_>>()
+        });
+        emit_headers(path, headers, out);
     }
 }
 
@@ -159,6 +145,26 @@ pub fn read_bdb_hash(data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     Ok(values)
 }
 
+/// Emits a package for every readable header blob of an rpm database, warning about the
+/// rest; a database that cannot be read at all is one warning.
+fn emit_headers<E: std::fmt::Display>(
+    path: &str,
+    blobs: Result<Vec<Vec<u8>>, E>,
+    out: &mut Output,
+) {
+    match blobs {
+        Ok(blobs) => {
+            for blob in blobs {
+                match parse_header(&blob) {
+                    Some(h) => emit(path, h, out),
+                    None => out.warn(format!("{path}: skipped an unreadable rpm header")),
+                }
+            }
+        }
+        Err(e) => out.warn(format!("{path}: unreadable rpm database: {e}")),
+    }
+}
+
 /// Reads installed rpm packages from rpm's native `Packages.db` (NDB: SUSE 15+).
 pub struct RpmNdbAnalyzer;
 
@@ -178,17 +184,7 @@ impl Analyzer for RpmNdbAnalyzer {
         512 << 20
     }
     fn analyze(&self, path: &str, data: &[u8], out: &mut Output) {
-        match read_ndb(data) {
-            Ok(blobs) => {
-                for blob in blobs {
-                    match parse_header(&blob) {
-                        Some(h) => emit(path, h, out),
-                        None => out.warn(format!("{path}: skipped an unreadable rpm header")),
-                    }
-                }
-            }
-            Err(e) => out.warn(format!("{path}: unreadable rpm database: {e}")),
-        }
+        emit_headers(path, read_ndb(data), out);
     }
 }
 
