@@ -30,6 +30,14 @@ pub struct JobSettings {
         default_value = "imagewarden-scanner"
     )]
     pub scanner_service_account: String,
+    /// ClusterRole bound to the scanner ServiceAccount in each namespace that gets scanner
+    /// Jobs (the operator creates the ServiceAccount and a RoleBinding there when missing).
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_SCANNER_CLUSTER_ROLE",
+        default_value = "imagewarden-scanner"
+    )]
+    pub scanner_cluster_role: String,
     /// Seconds a scanner Job may run before it is stopped.
     #[arg(long, default_value_t = 1800)]
     pub job_active_deadline_seconds: i64,

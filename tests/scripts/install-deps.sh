@@ -2,7 +2,7 @@
 # Installs the Debian packages the tests need (real registry, and what builds test
 # images), when they are missing. Needs root.
 set -euo pipefail
-packages=(docker-registry ca-certificates)
+packages=(docker-registry ca-certificates containerd runc containernetworking-plugins iptables conntrack openssl curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

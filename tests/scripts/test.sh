@@ -37,6 +37,14 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "starting the single-node test cluster (kubelet, containerd, registry, imagewarden image)"
+if [[ $(id -u) -ne 0 ]]; then
+  echo "the end-to-end tests need root (containerd, kubelet, network set-up)" >&2
+  exit 1
+fi
+trap 'tests/scripts/cluster.sh down || true' EXIT
+tests/scripts/cluster.sh up
+
 step "cargo test"
 cargo test --workspace --locked --no-fail-fast -- --test-threads="${TEST_THREADS:-4}"
 step "done"

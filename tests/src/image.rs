@@ -137,22 +137,80 @@ pub async fn push_image(
     tag: &str,
     image: &TestImage,
 ) -> Result<String> {
-    let reference: Reference = format!("{}/{repository}:{tag}", registry.host).parse()?;
+    push_image_with(
+        &client_for(registry),
+        &auth_for(registry),
+        &registry.host,
+        repository,
+        tag,
+        image,
+    )
+    .await
+}
+
+/// Pushes `image` as `host/repository:tag` with `client` and returns the manifest digest.
+pub async fn push_image_with(
+    client: &Client,
+    auth: &RegistryAuth,
+    host: &str,
+    repository: &str,
+    tag: &str,
+    image: &TestImage,
+) -> Result<String> {
+    let reference: Reference = format!("{host}/{repository}:{tag}").parse()?;
     let layers: Vec<ImageLayer> = image
         .layers
         .iter()
         .map(|l| ImageLayer::oci_v1_gzip(l.gzip.clone(), None))
         .collect();
     let config = Config::oci_v1(image.config_json(), None);
-    let client = client_for(registry);
-    let auth = auth_for(registry);
     client
-        .push(&reference, &layers, config, &auth, None)
+        .push(&reference, &layers, config, auth, None)
         .await
         .with_context(|| format!("pushing {reference}"))?;
     let (_, digest) = client
-        .pull_image_manifest(&reference, &auth)
+        .pull_image_manifest(&reference, auth)
         .await
         .with_context(|| format!("reading back {reference}"))?;
     Ok(digest)
+}
+
+/// A layer of zero-filled files `(path, size)`, built streaming: a layer of GiBs takes
+/// little memory and compresses to almost nothing, but takes real time to scan.
+pub fn zero_layer(files: &[(&str, u64)]) -> Result<Layer> {
+    struct Hashing<W> {
+        hasher: Sha256,
+        inner: W,
+    }
+    impl<W: Write> Write for Hashing<W> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = self.inner.write(buf)?;
+            self.hasher.update(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.inner.flush()
+        }
+    }
+    let mut tar = tar::Builder::new(Hashing {
+        hasher: Sha256::new(),
+        inner: GzEncoder::new(Vec::new(), flate2::Compression::fast()),
+    });
+    for (path, size) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(*size);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mtime(1_700_000_000);
+        tar.append_data(
+            &mut header,
+            path,
+            std::io::Read::take(std::io::repeat(0), *size),
+        )?;
+    }
+    let out = tar.into_inner()?;
+    Ok(Layer {
+        diff_id: format!("sha256:{}", hex::encode(out.hasher.finalize())),
+        gzip: out.inner.finish()?,
+    })
 }

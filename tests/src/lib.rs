@@ -4,12 +4,14 @@
 //! `docker-registry`). Each runs on free 127.0.0.1 ports with a temporary directory and
 //! stops when dropped.
 
+pub mod cluster;
 pub mod control_plane;
 pub mod image;
 pub mod operator;
 pub mod pki;
 pub mod process;
 pub mod registry;
+pub mod samples;
 pub mod token_service;
 
 pub use control_plane::ControlPlane;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::pki::TestCa;
-use crate::process::{free_port, port_open, wait_until, Running};
+use crate::process::{free_port, wait_until, Running};
 
 /// How the registry is reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +48,9 @@ pub struct RegistryOptions {
     pub notifications: Vec<NotificationEndpoint>,
     /// Token authentication instead of anonymous access (not with `TlsAuth`).
     pub token_auth: Option<TokenAuth>,
+    /// Address to listen on instead of 127.0.0.1 (e.g. the test cluster's node address,
+    /// so Pods reach the registry too).
+    pub address: Option<String>,
 }
 
 /// A running registry; stopped and its storage removed on drop.
@@ -80,7 +83,8 @@ impl Registry {
             .prefix("imagewarden-registry-")
             .tempdir()?;
         let port = free_port()?;
-        let host = format!("127.0.0.1:{port}");
+        let address = options.address.as_deref().unwrap_or("127.0.0.1");
+        let host = format!("{address}:{port}");
 
         let mut config = format!(
             "version: 0.1
@@ -105,7 +109,7 @@ http:
         let mut ca_pem = None;
         if mode != RegistryMode::Plain {
             let ca = TestCa::new("imagewarden-registry-test-ca")?;
-            let cert = ca.server(&["localhost", "127.0.0.1"])?;
+            let cert = ca.server(&["localhost", "127.0.0.1", address])?;
             std::fs::write(dir.path().join("registry.crt"), &cert.cert_pem)?;
             std::fs::write(dir.path().join("registry.key"), &cert.key_pem)?;
             std::fs::write(dir.path().join("ca.crt"), &ca.cert_pem)?;
@@ -163,7 +167,11 @@ http:
         let mut cmd = Command::new(REGISTRY_BIN);
         cmd.arg("serve").arg(&config_path);
         let mut process = Running::spawn("docker-registry", cmd, &dir.path().join("registry.log"))?;
-        wait_until(&mut process, Duration::from_secs(20), || port_open(port))
+        let addr = format!("{address}:{port}");
+        wait_until(&mut process, Duration::from_secs(20), || {
+            let addr = addr.clone();
+            async move { tokio::net::TcpStream::connect(addr).await.is_ok() }
+        })
             .await
             .context("starting docker-registry")?;
         Ok(Self {

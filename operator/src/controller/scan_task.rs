@@ -224,6 +224,7 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
     let task_uid = task.uid().unwrap_or_default();
     let owner = result_owner(&task, rule.as_ref());
     let mut running_here = 0usize;
+    let mut identity_ready = false;
     let max = ctx.config.max_concurrent_scans.max(1);
     // Jobs of every task count against the bound; list them once.
     let active_jobs = if ctx.config.executor == ExecutorKind::Job {
@@ -387,6 +388,15 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                         if active_jobs + started_jobs >= max {
                             waiting += 1;
                             continue;
+                        }
+                        if !identity_ready {
+                            crate::executor::ensure_scanner_identity(
+                                &ctx.client,
+                                &ns,
+                                &ctx.config.job,
+                            )
+                            .await?;
+                            identity_ready = true;
                         }
                         let registry = job_registry(rule.as_ref());
                         let job = build_job(

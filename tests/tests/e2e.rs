@@ -1,0 +1,633 @@
+//! End to end on a real node: the cluster of `tests/scripts/cluster.sh` (kubelet on
+//! containerd + runc, CNI bridge, kube-proxy), imagewarden installed from the Helm chart
+//! in `deploy/` with its own image from the cluster's registry, scanner Jobs running as
+//! Pods, registry notifications reaching the operator through its Service, and
+//! notifications reaching a receiver on the host.
+//!
+//! The tests share one installation and run one at a time.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use imagewarden_operator::crd::{ImageScanResult, ScanPhase, ScanRule, ScanTask, TaskTrigger};
+use imagewarden_tests::cluster::Cluster;
+use imagewarden_tests::image::{push_image_with, zero_layer, TestImage};
+use imagewarden_tests::registry::{NotificationEndpoint, RegistryOptions};
+use imagewarden_tests::samples::{alpine311, vulnerable_alpine};
+use imagewarden_tests::{Registry, RegistryMode};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::Client;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+
+const OPERATOR_NS: &str = "imagewarden-system";
+const WEBHOOK_TOKEN: &str = "e2e-webhook-token-3b1f";
+
+/// One test at a time: they share the installed operator, and one of them deletes its Pod.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+/// The cluster with imagewarden installed from the chart, a client, and the test lock.
+async fn setup() -> Result<(
+    &'static Cluster,
+    Client,
+    tokio::sync::MutexGuard<'static, ()>,
+)> {
+    let guard = SERIAL.lock().await;
+    let cluster = tokio::task::spawn_blocking(Cluster::get).await??;
+    INSTALLED
+        .get_or_try_init(|| async { install(cluster) })
+        .await?;
+    let client = cluster.client().await?;
+    Ok((cluster, client, guard))
+}
+
+/// `helm upgrade --install` of `deploy/helm/imagewarden` with the cluster's image, the job
+/// executor and a webhook token; waits until the operator is available.
+fn install(cluster: &Cluster) -> Result<()> {
+    let (repository, tag) = cluster
+        .image
+        .rsplit_once(':')
+        .context("image reference has a tag")?;
+    cluster.helm(&[
+        "upgrade",
+        "--install",
+        "imagewarden",
+        "deploy/helm/imagewarden",
+        "--namespace",
+        OPERATOR_NS,
+        "--create-namespace",
+        "--set",
+        &format!("image.repository={repository}"),
+        "--set",
+        &format!("image.tag={tag}"),
+        "--set",
+        "image.pullPolicy=Always",
+        "--set",
+        "executor=job",
+        "--set",
+        "maxConcurrentScans=2",
+        "--set",
+        &format!("webhook.token={WEBHOOK_TOKEN}"),
+        "--wait",
+        "--timeout",
+        "240s",
+    ])?;
+    cluster.kubectl(&[
+        "-n",
+        OPERATOR_NS,
+        "rollout",
+        "status",
+        "deployment/imagewarden-operator",
+        "--timeout=240s",
+    ])?;
+    Ok(())
+}
+
+fn unique(prefix: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    format!("{prefix}-{}", n % 1_000_000_000)
+}
+
+async fn push(host: &str, repository: &str, tag: &str, image: &TestImage) -> Result<String> {
+    let client = oci_client::Client::new(ClientConfig {
+        protocol: ClientProtocol::Http,
+        ..Default::default()
+    });
+    push_image_with(
+        &client,
+        &RegistryAuth::Anonymous,
+        host,
+        repository,
+        tag,
+        image,
+    )
+    .await
+}
+
+/// A namespace for one test (created; left behind for inspection).
+fn namespace(cluster: &Cluster, prefix: &str) -> Result<String> {
+    let ns = unique(prefix);
+    cluster.kubectl(&["create", "namespace", &ns])?;
+    Ok(ns)
+}
+
+async fn apply_rule(client: &Client, ns: &str, yaml: &str) -> Result<ScanRule> {
+    let rule: ScanRule = serde_yaml::from_str(yaml)?;
+    let api: Api<ScanRule> = Api::namespaced(client.clone(), ns);
+    let name = rule.metadata.name.clone().context("rule name")?;
+    Ok(api
+        .patch(&name, &PatchParams::apply("e2e").force(), &Patch::Apply(&rule))
+        .await?)
+}
+
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await? {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The rule's task once it has finished (Completed or Failed), with diagnostics on timeout.
+async fn finished_task_of(
+    cluster: &Cluster,
+    client: &Client,
+    ns: &str,
+    rule: &str,
+    timeout: Duration,
+) -> Result<ScanTask> {
+    let tasks: Api<ScanTask> = Api::namespaced(client.clone(), ns);
+    let rule = rule.to_string();
+    let found = wait_for(&format!("a finished task of rule {rule}"), timeout, || {
+        let tasks = tasks.clone();
+        let rule = rule.clone();
+        async move {
+            Ok(tasks
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .find(|t| {
+                    t.spec.rule_ref.as_ref().is_some_and(|r| r.name == rule)
+                        && t.status.as_ref().is_some_and(|s| {
+                            matches!(s.phase, ScanPhase::Completed | ScanPhase::Failed)
+                        })
+                }))
+        }
+    })
+    .await;
+    found.map_err(|e| {
+        let diag = diagnostics(cluster, ns);
+        e.context(diag)
+    })
+}
+
+/// What the cluster looks like, for failure messages.
+fn diagnostics(cluster: &Cluster, ns: &str) -> String {
+    let mut out = String::new();
+    for args in [
+        vec!["get", "scantasks,jobs,pods,scanresults", "-n", ns, "-o", "wide"],
+        vec!["get", "pods", "-n", OPERATOR_NS, "-o", "wide"],
+        vec!["get", "events", "-n", ns],
+        vec!["logs", "-n", OPERATOR_NS, "deployment/imagewarden-operator", "--tail=60"],
+    ] {
+        out.push_str(&format!("$ kubectl {}\n", args.join(" ")));
+        match cluster.kubectl(&args) {
+            Ok(s) => out.push_str(&s),
+            Err(e) => out.push_str(&format!("{e:#}\n")),
+        }
+    }
+    out.push_str("--- kubelet log\n");
+    out.push_str(&cluster.log_tail("kubelet", 20));
+    out
+}
+
+/// An HTTP receiver on the node address (reachable from Pods) recording JSON bodies.
+async fn host_receiver(
+    cluster: &Cluster,
+) -> Result<(String, tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>)> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind((cluster.node_ip.as_str(), 0)).await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, rx))
+}
+
+/// Scanner Pods of the Jobs in `ns`, with their Job name.
+async fn scanner_pods(client: &Client, ns: &str) -> Result<Vec<Pod>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    Ok(pods
+        .list(&ListParams::default().labels("job-name"))
+        .await?
+        .items)
+}
+
+#[tokio::test]
+async fn a_rule_scans_the_registry_with_scanner_pods_and_notifies_the_host() -> Result<()> {
+    let (cluster, client, _guard) = setup().await?;
+    let ns = namespace(cluster, "e2e-rule")?;
+    let team = unique("team");
+    let alpine = push(&cluster.registry, &format!("{team}/alpine"), "v1", &vulnerable_alpine()).await?;
+    push(&cluster.registry, &format!("{team}/alpine"), "v1-rc", &vulnerable_alpine()).await?;
+    let app = push(&cluster.registry, &format!("{team}/app"), "v2", &alpine311()).await?;
+    push(&cluster.registry, &format!("{team}/app"), "dev", &alpine311()).await?;
+    let (url, mut notified) = host_receiver(cluster).await?;
+
+    apply_rule(
+        &client,
+        &ns,
+        &format!(
+            "apiVersion: imagewarden.io/v1alpha1
+kind: ScanRule
+metadata:
+  name: releases
+  annotations:
+    imagewarden.io/scan-now: first
+spec:
+  registry:
+    url: {registry}
+    insecure: true
+  scope:
+    type: Namespace
+    name: {team}
+  tagFilter: '^v\\d'
+  notifications:
+  - name: host
+    type: HTTP
+    url: {url}
+    events: [ScanCompleted]
+",
+            registry = cluster.registry
+        ),
+    )
+    .await?;
+    let task = finished_task_of(cluster, &client, &ns, "releases", Duration::from_secs(300)).await?;
+    let st = task.status.clone().unwrap();
+    assert_eq!(st.phase, ScanPhase::Completed, "{:?}\n{}", st, diagnostics(cluster, &ns));
+    // v1 and v1-rc are one digest; dev does not match the filter.
+    assert_eq!(st.total, 2, "{:?}", st.images);
+
+    // Each digest was scanned by a Job whose Pod ran the project's image on the node.
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let jobs = jobs.list(&ListParams::default()).await?.items;
+    assert_eq!(jobs.len(), 2, "one scanner Job per digest");
+    for job in &jobs {
+        assert_eq!(job.status.as_ref().and_then(|s| s.succeeded), Some(1));
+    }
+    let pods = scanner_pods(&client, &ns).await?;
+    assert!(pods.len() >= 2, "{pods:?}");
+    for pod in &pods {
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.containers[0].image.as_deref(), Some(cluster.image.as_str()));
+        assert_eq!(spec.node_name.as_deref(), Some("imagewarden-node"));
+        let status = pod.status.as_ref().unwrap();
+        assert_eq!(status.phase.as_deref(), Some("Succeeded"), "{status:?}");
+        assert!(
+            status.pod_ip.as_deref().is_some_and(|ip| ip.starts_with("10.244.0.")),
+            "Pod IP from the CNI bridge: {status:?}"
+        );
+    }
+    // The apiserver reaches the kubelet: container logs.
+    let pod_name = pods[0].metadata.name.clone().unwrap();
+    let logs = cluster.kubectl(&["logs", "-n", &ns, &pod_name])?;
+    assert!(logs.contains("sha256:"), "scanner log: {logs}");
+
+    let results: Api<ImageScanResult> = Api::namespaced(client.clone(), &ns);
+    let results = results.list(&ListParams::default()).await?.items;
+    assert_eq!(results.len(), 2);
+    let vulnerable = results
+        .iter()
+        .find(|r| r.spec.digest == alpine)
+        .context("result of the alpine digest")?;
+    let vst = vulnerable.status.as_ref().unwrap();
+    let musl = vst
+        .findings
+        .iter()
+        .find(|f| f.id == "ALPINE-CVE-2019-14697")
+        .context("musl finding")?;
+    assert_eq!(musl.fixed_version.as_deref(), Some("1.1.22-r3"));
+    let mut tags = vulnerable.spec.tags.clone();
+    tags.sort();
+    assert_eq!(tags, ["v1", "v1-rc"]);
+    let fixed = results.iter().find(|r| r.spec.digest == app).context("app result")?;
+    assert!(
+        !fixed
+            .status
+            .as_ref()
+            .unwrap()
+            .findings
+            .iter()
+            .any(|f| f.id == "ALPINE-CVE-2019-14697"),
+        "alpine 3.11 has the fixed musl"
+    );
+    let table = cluster.kubectl(&["get", "scanresults", "-n", &ns])?;
+    assert!(
+        table.contains(&format!("{team}/alpine")) && table.contains(&format!("{team}/app")),
+        "{table}"
+    );
+
+    // The operator Pod told the receiver on the host.
+    let body = tokio::time::timeout(Duration::from_secs(60), notified.recv())
+        .await
+        .context("no notification reached the host")?
+        .context("receiver closed")?;
+    assert_eq!(body["event"], "ScanCompleted", "{body}");
+    assert_eq!(body["rule"]["name"], "releases");
+    assert_eq!(body["task"]["name"], task.metadata.name.clone().unwrap().as_str());
+
+    // exec through the kubelet into the operator's container works.
+    let version = cluster.kubectl(&[
+        "exec",
+        "-n",
+        OPERATOR_NS,
+        "deployment/imagewarden-operator",
+        "--",
+        "imagewarden-operator",
+        "--version",
+    ])?;
+    assert!(version.starts_with("imagewarden-operator "), "{version}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_push_reaches_the_operator_through_its_service_and_is_scanned() -> Result<()> {
+    let (cluster, client, _guard) = setup().await?;
+    let ns = namespace(cluster, "e2e-push")?;
+    let service_ip = cluster
+        .kubectl(&[
+            "-n",
+            OPERATOR_NS,
+            "get",
+            "service",
+            "imagewarden-webhook",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ])?
+        .trim()
+        .to_string();
+    let port = cluster
+        .kubectl(&[
+            "-n",
+            OPERATOR_NS,
+            "get",
+            "service",
+            "imagewarden-webhook",
+            "-o",
+            "jsonpath={.spec.ports[0].port}",
+        ])?
+        .trim()
+        .to_string();
+    // A registry on the node whose notifications go to the webhook Service's ClusterIP
+    // (kube-proxy's rules take them to the operator Pod).
+    let registry = Registry::start_with(
+        RegistryMode::Plain,
+        RegistryOptions {
+            notifications: vec![NotificationEndpoint {
+                name: "imagewarden".into(),
+                url: format!("http://{service_ip}:{port}/webhook/distribution"),
+                bearer_token: Some(WEBHOOK_TOKEN.into()),
+            }],
+            address: Some(cluster.node_ip.clone()),
+            ..Default::default()
+        },
+    )
+    .await?;
+    apply_rule(
+        &client,
+        &ns,
+        &format!(
+            "apiVersion: imagewarden.io/v1alpha1
+kind: ScanRule
+metadata:
+  name: on-push
+spec:
+  registry:
+    url: {host}
+    insecure: true
+  scope:
+    type: Repository
+    name: team-p/alpine
+  tagFilter: '^v\\d'
+  triggers:
+    onPush: true
+",
+            host = registry.host
+        ),
+    )
+    .await?;
+    let rules: Api<ScanRule> = Api::namespaced(client.clone(), &ns);
+    wait_for("the rule to be Ready", Duration::from_secs(60), || {
+        let rules = rules.clone();
+        async move {
+            Ok(rules.get("on-push").await?.status.filter(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            }))
+        }
+    })
+    .await?;
+
+    let digest = push(&registry.host, "team-p/alpine", "v7", &vulnerable_alpine()).await?;
+    let task = finished_task_of(cluster, &client, &ns, "on-push", Duration::from_secs(180))
+        .await
+        .map_err(|e| e.context(format!("registry log:\n{}", registry.log())))?;
+    assert_eq!(task.spec.trigger, TaskTrigger::Push);
+    let st = task.status.unwrap();
+    assert_eq!(st.phase, ScanPhase::Completed, "{:?}", st.images);
+    assert_eq!(st.total, 1);
+    assert_eq!(st.images[0].digest.as_deref(), Some(digest.as_str()));
+    let results: Api<ImageScanResult> = Api::namespaced(client.clone(), &ns);
+    let result = results
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .find(|r| r.spec.digest == digest)
+        .context("a result for the pushed digest")?;
+    assert!(result
+        .status
+        .unwrap()
+        .findings
+        .iter()
+        .any(|f| f.id == "ALPINE-CVE-2019-14697"));
+    Ok(())
+}
+
+/// An image that takes several seconds to scan: alpine 3.10 plus large zero-filled files.
+fn slow_image() -> Result<TestImage> {
+    let mut image = vulnerable_alpine();
+    image.layers.push(zero_layer(&[
+        ("opt/data/a.bin", 700 << 20),
+        ("opt/data/b.bin", 700 << 20),
+    ])?);
+    Ok(image)
+}
+
+#[tokio::test]
+async fn a_scanner_pod_killed_mid_scan_is_retried_and_the_task_completes() -> Result<()> {
+    let (cluster, client, _guard) = setup().await?;
+    let ns = namespace(cluster, "e2e-kill")?;
+    let team = unique("team");
+    let image = tokio::task::spawn_blocking(slow_image).await??;
+    let digest = push(&cluster.registry, &format!("{team}/big"), "v1", &image).await?;
+    apply_rule(
+        &client,
+        &ns,
+        &format!(
+            "apiVersion: imagewarden.io/v1alpha1
+kind: ScanRule
+metadata:
+  name: big
+  annotations:
+    imagewarden.io/scan-now: first
+spec:
+  registry:
+    url: {registry}
+    insecure: true
+  scope:
+    type: Repository
+    name: {team}/big
+",
+            registry = cluster.registry
+        ),
+    )
+    .await?;
+    // Kill the scanner Pod once its container runs.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let victim = wait_for("a running scanner Pod", Duration::from_secs(180), || {
+        let pods = pods.clone();
+        async move {
+            Ok(pods
+                .list(&ListParams::default().labels("job-name"))
+                .await?
+                .items
+                .into_iter()
+                .find(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.container_statuses.as_ref())
+                        .is_some_and(|cs| cs.iter().any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some())))
+                }))
+        }
+    })
+    .await?;
+    let victim_name = victim.metadata.name.clone().unwrap();
+    pods.delete(&victim_name, &DeleteParams::default().grace_period(0))
+        .await?;
+
+    let task = finished_task_of(cluster, &client, &ns, "big", Duration::from_secs(300)).await?;
+    let st = task.status.unwrap();
+    assert_eq!(st.phase, ScanPhase::Completed, "{:?}", st.images);
+    assert_eq!(st.images[0].digest.as_deref(), Some(digest.as_str()));
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let jobs = jobs.list(&ListParams::default()).await?.items;
+    assert_eq!(jobs.len(), 1, "the same Job retried, no second Job");
+    let js = jobs[0].status.clone().unwrap();
+    assert_eq!(js.succeeded, Some(1), "{js:?}");
+    assert!(js.failed.unwrap_or(0) >= 1, "the killed Pod counts as a failure: {js:?}");
+    let names: Vec<String> = scanner_pods(&client, &ns)
+        .await?
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert!(
+        names.iter().any(|n| n != &victim_name),
+        "a replacement Pod ran: {names:?}"
+    );
+    let results: Api<ImageScanResult> = Api::namespaced(client.clone(), &ns);
+    assert_eq!(results.list(&ListParams::default()).await?.items.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_operator_pod_deleted_mid_task_is_replaced_without_duplicate_scans() -> Result<()> {
+    let (cluster, client, _guard) = setup().await?;
+    let ns = namespace(cluster, "e2e-failover")?;
+    let team = unique("team");
+    // Four digests, two at a time: the task is still running when the operator goes.
+    let base = tokio::task::spawn_blocking(slow_image).await??;
+    let mut digests = Vec::new();
+    for i in 0..4 {
+        let mut image = base.clone();
+        image.env = vec![format!("VARIANT={i}")];
+        digests.push(push(&cluster.registry, &format!("{team}/svc{i}"), "v1", &image).await?);
+    }
+    apply_rule(
+        &client,
+        &ns,
+        &format!(
+            "apiVersion: imagewarden.io/v1alpha1
+kind: ScanRule
+metadata:
+  name: many
+  annotations:
+    imagewarden.io/scan-now: first
+spec:
+  registry:
+    url: {registry}
+    insecure: true
+  scope:
+    type: Namespace
+    name: {team}
+",
+            registry = cluster.registry
+        ),
+    )
+    .await?;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    wait_for("the first scanner Job", Duration::from_secs(120), || {
+        let jobs = jobs.clone();
+        async move {
+            let n = jobs.list(&ListParams::default()).await?.items.len();
+            Ok((n > 0).then_some(()))
+        }
+    })
+    .await?;
+    let operator_pods: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NS);
+    let selector = ListParams::default()
+        .labels("app.kubernetes.io/name=imagewarden,app.kubernetes.io/component=operator");
+    let before = operator_pods.list(&selector).await?.items;
+    assert_eq!(before.len(), 1, "one operator Pod");
+    let old = before[0].metadata.name.clone().unwrap();
+    operator_pods.delete(&old, &DeleteParams::default()).await?;
+
+    let task = finished_task_of(cluster, &client, &ns, "many", Duration::from_secs(420)).await?;
+    let st = task.status.unwrap();
+    assert_eq!(st.phase, ScanPhase::Completed, "{:?}", st.images);
+    assert_eq!(st.total, 4);
+    let after = operator_pods.list(&selector).await?.items;
+    assert!(
+        after.iter().all(|p| p.metadata.name.as_deref() != Some(old.as_str())),
+        "the Deployment replaced the deleted Pod"
+    );
+    // One Job per digest, each with exactly one successful Pod: nothing scanned twice.
+    let jobs = jobs.list(&ListParams::default()).await?.items;
+    assert_eq!(jobs.len(), 4, "{:?}", jobs.iter().map(|j| j.metadata.name.clone()).collect::<Vec<_>>());
+    for job in &jobs {
+        assert_eq!(job.status.as_ref().and_then(|s| s.succeeded), Some(1));
+    }
+    let succeeded = scanner_pods(&client, &ns)
+        .await?
+        .into_iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"))
+        .count();
+    assert_eq!(succeeded, 4, "one successful scan per digest");
+    let results: Api<ImageScanResult> = Api::namespaced(client.clone(), &ns);
+    let mut got: Vec<String> = results
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .map(|r| r.spec.digest)
+        .collect();
+    got.sort();
+    digests.sort();
+    assert_eq!(got, digests);
+    Ok(())
+}
