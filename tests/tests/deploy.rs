@@ -147,11 +147,9 @@ fn numbers_as_f64(v: Value) -> Value {
     match v {
         Value::Number(n) => json!(n.as_f64()),
         Value::Array(a) => Value::Array(a.into_iter().map(numbers_as_f64).collect()),
-        Value::Object(o) => Value::Object(
-            o.into_iter()
-                .map(|(k, v)| (k, numbers_as_f64(v)))
-                .collect(),
-        ),
+        Value::Object(o) => {
+            Value::Object(o.into_iter().map(|(k, v)| (k, numbers_as_f64(v))).collect())
+        }
         other => other,
     }
 }
@@ -243,20 +241,17 @@ fn helm_lint_passes_and_rejects_bad_values() -> Result<()> {
         ("replica=3", "additional properties 'replica' not allowed"),
         ("job.memoryLimit=lots", "at '/job/memoryLimit'"),
     ] {
-        let (ok, stdout, stderr) = run(
-            helm(&["lint", "--strict", &chart, "--set", set])?,
-            None,
-        )?;
+        let (ok, stdout, stderr) = run(helm(&["lint", "--strict", &chart, "--set", set])?, None)?;
         assert!(!ok, "helm lint --set {set} passed:\n{stdout}");
         assert!(
             stdout.contains(reason) || stderr.contains(reason),
             "helm lint --set {set}: {stdout}{stderr}"
         );
-        let (ok, _, stderr) = run(
-            helm(&["template", "x", &chart, "--set", set])?,
-            None,
-        )?;
-        assert!(!ok && stderr.contains(reason), "helm template --set {set}: {stderr}");
+        let (ok, _, stderr) = run(helm(&["template", "x", &chart, "--set", set])?, None)?;
+        assert!(
+            !ok && stderr.contains(reason),
+            "helm template --set {set}: {stderr}"
+        );
     }
     Ok(())
 }
@@ -282,10 +277,16 @@ fn check_locked_down(objs: &[Value], what: &str) -> Result<()> {
     let sc = &c["securityContext"];
     assert_eq!(sc["runAsNonRoot"], true, "{what}: runAsNonRoot");
     assert_eq!(sc["runAsUser"], 65532, "{what}: runAsUser");
-    assert_eq!(sc["readOnlyRootFilesystem"], true, "{what}: read-only rootfs");
+    assert_eq!(
+        sc["readOnlyRootFilesystem"], true,
+        "{what}: read-only rootfs"
+    );
     assert_eq!(sc["allowPrivilegeEscalation"], false, "{what}");
     assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"], "{what}");
-    assert!(sc["capabilities"]["add"].is_null(), "{what}: no added capabilities");
+    assert!(
+        sc["capabilities"]["add"].is_null(),
+        "{what}: no added capabilities"
+    );
     assert!(sc["privileged"] != true, "{what}");
     assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{what}");
 
@@ -336,7 +337,10 @@ fn check_locked_down(objs: &[Value], what: &str) -> Result<()> {
         .flatten()
         .find(|v| v["name"] == tmp["name"])
         .with_context(|| format!("{what}: no volume for /tmp"))?;
-    assert!(volume["emptyDir"].is_object(), "{what}: /tmp is an emptyDir");
+    assert!(
+        volume["emptyDir"].is_object(),
+        "{what}: /tmp is an emptyDir"
+    );
 
     let env = |name: &str| {
         c["env"]
@@ -387,7 +391,10 @@ fn check_locked_down(objs: &[Value], what: &str) -> Result<()> {
         ("imagewarden-webhook", 8443, "webhook"),
     ] {
         let Ok(svc) = find(objs, "Service", service) else {
-            assert_eq!(service, "imagewarden-webhook", "{what}: no Service {service}");
+            assert_eq!(
+                service, "imagewarden-webhook",
+                "{what}: no Service {service}"
+            );
             continue;
         };
         for (k, v) in svc["spec"]["selector"]
@@ -459,10 +466,7 @@ fn check_operator_rbac(objs: &[Value], what: &str) -> Result<()> {
         "nodes",
         "configmaps",
     ] {
-        assert!(
-            verbs("", resource).is_empty(),
-            "{what}: {resource} granted"
-        );
+        assert!(verbs("", resource).is_empty(), "{what}: {resource} granted");
     }
     for resource in ["clusterrolebindings", "roles"] {
         assert!(
@@ -526,7 +530,9 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
     );
     // The generated token is in a Secret, mounted as the token file.
     let secret = find(&default, "Secret", "imagewarden-webhook-token")?;
-    assert!(secret["data"]["token"].as_str().is_some_and(|t| t.len() >= 40));
+    assert!(secret["data"]["token"]
+        .as_str()
+        .is_some_and(|t| t.len() >= 40));
     assert!(!has(&default, "ServiceMonitor", "imagewarden-operator"));
     assert!(!default.iter().any(|o| o["kind"] == "ScanRule"));
     assert!(!default
@@ -565,7 +571,10 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
         .as_object()
         .context("selector")?
     {
-        assert_eq!(&metrics["metadata"]["labels"][k], v, "ServiceMonitor selector {k}");
+        assert_eq!(
+            &metrics["metadata"]["labels"][k], v,
+            "ServiceMonitor selector {k}"
+        );
     }
     assert_eq!(
         monitor["spec"]["endpoints"][0]["port"],
@@ -594,7 +603,10 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
         .find(|v| v["name"] == "webhook-token")
         .context("webhook-token volume")?;
     assert_eq!(token["secret"]["secretName"], "my-token");
-    assert_eq!(token["secret"]["items"], json!([{"key": "value", "path": "token"}]));
+    assert_eq!(
+        token["secret"]["items"],
+        json!([{"key": "value", "path": "token"}])
+    );
 
     // Without the webhook: no Service, no token, no flag.
     let off = objects(&helm_template(&["--set", "webhook.enabled=false"])?)?;
@@ -612,7 +624,11 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
     let webhook = objects(&kustomize(&kustomize_dir("webhook"))?)?;
     check_locked_down(&webhook, "kustomize webhook")?;
     let examples = objects(&kustomize(&kustomize_dir("examples"))?)?;
-    assert_eq!(examples.len(), 1, "the examples overlay holds the example ScanRule");
+    assert_eq!(
+        examples.len(),
+        1,
+        "the examples overlay holds the example ScanRule"
+    );
     assert_eq!(examples[0]["kind"], "ScanRule");
     Ok(())
 }
@@ -798,7 +814,9 @@ async fn a_real_apiserver_accepts_the_chart_and_the_kustomize_bases() -> Result<
 /// `kubectl auth can-i VERB RESOURCE -n NS` as `user`.
 fn can_i(cp: &ControlPlane, user: &str, args: &[&str]) -> Result<bool> {
     let mut cmd = cp.kubectl()?;
-    cmd.args(["auth", "can-i"]).args(args).arg(format!("--as={user}"));
+    cmd.args(["auth", "can-i"])
+        .args(args)
+        .arg(format!("--as={user}"));
     let (_, stdout, stderr) = run(cmd, None)?;
     match stdout.trim() {
         "yes" => Ok(true),
@@ -812,7 +830,10 @@ async fn after_a_real_install_the_operator_can_do_what_it_needs_and_no_more() ->
     let cp = ControlPlane::start().await?;
     let base = kustomize_dir("base").display().to_string();
     let out = cp.kubectl_output(&["apply", "-k", &base])?;
-    assert!(out.contains("deployment.apps/imagewarden-operator created"), "{out}");
+    assert!(
+        out.contains("deployment.apps/imagewarden-operator created"),
+        "{out}"
+    );
     cp.kubectl_output(&["create", "namespace", "team-a"])?;
 
     let op = |args: &[&str]| can_i(&cp, OPERATOR_SA, args);
@@ -821,17 +842,46 @@ async fn after_a_real_install_the_operator_can_do_what_it_needs_and_no_more() ->
         &["watch", "jobs.batch", "--all-namespaces"],
         &["get", "secrets", "-n", "team-a"],
         &["list", "scanrules.imagewarden.io", "--all-namespaces"],
-        &["patch", "scanrules.imagewarden.io", "--subresource=status", "-n", "team-a"],
+        &[
+            "patch",
+            "scanrules.imagewarden.io",
+            "--subresource=status",
+            "-n",
+            "team-a",
+        ],
         &["create", "scantasks.imagewarden.io", "-n", "team-a"],
-        &["patch", "scantasks.imagewarden.io", "--subresource=status", "-n", "team-a"],
+        &[
+            "patch",
+            "scantasks.imagewarden.io",
+            "--subresource=status",
+            "-n",
+            "team-a",
+        ],
         &["create", "imagescanresults.imagewarden.io", "-n", "team-a"],
-        &["list", "imagescanresults.imagewarden.io", "--all-namespaces"],
+        &[
+            "list",
+            "imagescanresults.imagewarden.io",
+            "--all-namespaces",
+        ],
         &["create", "events.events.k8s.io", "-n", "team-a"],
         &["create", "serviceaccounts", "-n", "team-a"],
-        &["create", "rolebindings.rbac.authorization.k8s.io", "-n", "team-a"],
-        &["bind", "clusterroles.rbac.authorization.k8s.io/imagewarden-scanner"],
+        &[
+            "create",
+            "rolebindings.rbac.authorization.k8s.io",
+            "-n",
+            "team-a",
+        ],
+        &[
+            "bind",
+            "clusterroles.rbac.authorization.k8s.io/imagewarden-scanner",
+        ],
         &["create", "leases.coordination.k8s.io", "-n", NAMESPACE],
-        &["update", "leases.coordination.k8s.io/imagewarden-operator", "-n", NAMESPACE],
+        &[
+            "update",
+            "leases.coordination.k8s.io/imagewarden-operator",
+            "-n",
+            NAMESPACE,
+        ],
     ];
     for args in allowed {
         assert!(op(args)?, "the operator cannot {args:?}");
@@ -847,14 +897,22 @@ async fn after_a_real_install_the_operator_can_do_what_it_needs_and_no_more() ->
         &["delete", "jobs.batch", "-n", "team-a"],
         &["delete", "scanrules.imagewarden.io", "-n", "team-a"],
         &["update", "scanrules.imagewarden.io", "-n", "team-a"],
-        &["bind", "clusterroles.rbac.authorization.k8s.io/cluster-admin"],
+        &[
+            "bind",
+            "clusterroles.rbac.authorization.k8s.io/cluster-admin",
+        ],
         &["bind", "clusterroles.rbac.authorization.k8s.io/admin"],
         &["escalate", "clusterroles.rbac.authorization.k8s.io"],
         &["create", "clusterrolebindings.rbac.authorization.k8s.io"],
         &["create", "roles.rbac.authorization.k8s.io", "-n", "team-a"],
         &["impersonate", "serviceaccounts", "-n", "team-a"],
         &["create", "leases.coordination.k8s.io", "-n", "team-a"],
-        &["update", "leases.coordination.k8s.io/other", "-n", NAMESPACE],
+        &[
+            "update",
+            "leases.coordination.k8s.io/other",
+            "-n",
+            NAMESPACE,
+        ],
         &["get", "configmaps", "-n", NAMESPACE],
     ];
     for args in denied {
@@ -865,7 +923,14 @@ async fn after_a_real_install_the_operator_can_do_what_it_needs_and_no_more() ->
     // its ServiceAccount: the scanner ServiceAccount and a RoleBinding to the scanner
     // ClusterRole, and no binding to any other ClusterRole.
     let as_op = format!("--as={OPERATOR_SA}");
-    cp.kubectl_output(&["-n", "team-a", "create", "serviceaccount", "imagewarden-scanner", &as_op])?;
+    cp.kubectl_output(&[
+        "-n",
+        "team-a",
+        "create",
+        "serviceaccount",
+        "imagewarden-scanner",
+        &as_op,
+    ])?;
     cp.kubectl_output(&[
         "-n",
         "team-a",
@@ -906,7 +971,13 @@ async fn after_a_real_install_the_operator_can_do_what_it_needs_and_no_more() ->
     let scanner = "system:serviceaccount:team-a:imagewarden-scanner";
     for args in [
         &["create", "imagescanresults.imagewarden.io", "-n", "team-a"][..],
-        &["patch", "imagescanresults.imagewarden.io", "--subresource=status", "-n", "team-a"],
+        &[
+            "patch",
+            "imagescanresults.imagewarden.io",
+            "--subresource=status",
+            "-n",
+            "team-a",
+        ],
     ] {
         assert!(can_i(&cp, scanner, args)?, "the scanner cannot {args:?}");
     }
