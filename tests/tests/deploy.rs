@@ -808,6 +808,33 @@ async fn a_real_apiserver_accepts_the_chart_and_the_kustomize_bases() -> Result<
     // Nothing was stored.
     let deployments = cp.kubectl_output(&["get", "deployments", "-A", "-o", "name"])?;
     assert!(deployments.trim().is_empty(), "{deployments}");
+
+    // A real `helm install`, then `helm upgrade`: the generated webhook token stays (the
+    // registries are configured with it).
+    let chart = chart_dir().display().to_string();
+    let helm_cp = |args: &[&str]| -> Result<String> {
+        let mut cmd = helm(args)?;
+        cmd.env("KUBECONFIG", cp.kubeconfig());
+        run_ok(cmd, None)
+    };
+    let token = || {
+        cp.kubectl_output(&[
+            "-n",
+            NAMESPACE,
+            "get",
+            "secret",
+            "imagewarden-webhook-token",
+            "-o",
+            "jsonpath={.data.token}",
+        ])
+    };
+    helm_cp(&["install", "imagewarden", &chart, "-n", NAMESPACE])?;
+    let first = token()?;
+    assert!(first.len() >= 40, "generated token {first:?}");
+    helm_cp(&["upgrade", "imagewarden", &chart, "-n", NAMESPACE])?;
+    assert_eq!(token()?, first, "helm upgrade changed the webhook token");
+    let deployments = cp.kubectl_output(&["-n", NAMESPACE, "get", "deployments", "-o", "name"])?;
+    assert_eq!(deployments.trim(), "deployment.apps/imagewarden-operator");
     Ok(())
 }
 
