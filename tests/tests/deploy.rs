@@ -1,0 +1,1021 @@
+//! The Helm chart (`deploy/helm/imagewarden`) and the kustomize bases (`deploy/kustomize`):
+//! their copies of the CRDs and the example cannot drift, `helm lint` passes, the
+//! rendered manifests are locked down (non-root, read-only root filesystem, probes, least
+//! privilege RBAC), kustomize and Helm install the same objects, a real kube-apiserver
+//! accepts everything (server-side dry run, PodSecurity `restricted` included), and after
+//! a real install the operator's ServiceAccount can do what the operator needs and no more.
+//!
+//! helm is built from `tests/k8s-bin/helm` by `tests/scripts/build-k8s.sh` into the same
+//! directory as kubectl (`IMAGEWARDEN_K8S_BIN`).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use imagewarden_tests::control_plane::k8s_bin_dir;
+use imagewarden_tests::{repo_root, ControlPlane};
+use serde_json::{json, Value};
+
+const NAMESPACE: &str = "imagewarden-system";
+const OPERATOR_SA: &str = "system:serviceaccount:imagewarden-system:imagewarden-operator";
+
+fn chart_dir() -> PathBuf {
+    repo_root().join("deploy/helm/imagewarden")
+}
+
+fn everything_values() -> PathBuf {
+    chart_dir().join("ci/everything-values.yaml")
+}
+
+fn kustomize_dir(name: &str) -> PathBuf {
+    repo_root().join("deploy/kustomize").join(name)
+}
+
+fn tool(name: &str) -> Result<PathBuf> {
+    let path = k8s_bin_dir()?.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: run `bash tests/scripts/build-k8s.sh` (it builds helm next to kubectl)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Runs `cmd` (with `stdin` when given) and returns (success, stdout, stderr).
+fn run(mut cmd: Command, stdin: Option<&str>) -> Result<(bool, String, String)> {
+    let program = format!("{cmd:?}");
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().with_context(|| format!("starting {program}"))?;
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(input.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8(out.stdout)?,
+        String::from_utf8(out.stderr)?,
+    ))
+}
+
+/// Runs `cmd` and returns its stdout; fails with stderr when it fails.
+fn run_ok(cmd: Command, stdin: Option<&str>) -> Result<String> {
+    let program = format!("{cmd:?}");
+    let (ok, stdout, stderr) = run(cmd, stdin)?;
+    if !ok {
+        bail!("{program} failed:\n{stderr}\n{stdout}");
+    }
+    Ok(stdout)
+}
+
+fn helm(args: &[&str]) -> Result<Command> {
+    let mut cmd = Command::new(tool("helm")?);
+    // No user configuration, repositories or caches from the machine running the tests.
+    let home = std::env::temp_dir().join("imagewarden-tests-helm");
+    cmd.args(args)
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .env_remove("KUBECONFIG");
+    Ok(cmd)
+}
+
+/// `helm template imagewarden deploy/helm/imagewarden -n imagewarden-system ARGS`.
+fn helm_template(args: &[&str]) -> Result<String> {
+    let chart = chart_dir().display().to_string();
+    let mut all = vec!["template", "imagewarden", &chart, "--namespace", NAMESPACE];
+    all.extend_from_slice(args);
+    run_ok(helm(&all)?, None)
+}
+
+/// `kubectl kustomize DIR` (no cluster needed).
+fn kustomize(dir: &Path) -> Result<String> {
+    let mut cmd = Command::new(tool("kubectl")?);
+    cmd.arg("kustomize").arg(dir).env_remove("KUBECONFIG");
+    run_ok(cmd, None)
+}
+
+/// The objects of a multi-document YAML stream.
+fn objects(yaml: &str) -> Result<Vec<Value>> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    for line in yaml.lines().chain(std::iter::once("---")) {
+        if line.trim_end() == "---" {
+            let doc: Value = serde_yaml::from_str(&current)
+                .with_context(|| format!("parsing YAML document:\n{current}"))?;
+            if !doc.is_null() {
+                docs.push(doc);
+            }
+            current.clear();
+        } else {
+            current.push_str(line);
+            current.push('\n');
+        }
+    }
+    Ok(docs)
+}
+
+fn find<'a>(objs: &'a [Value], kind: &str, name: &str) -> Result<&'a Value> {
+    objs.iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .with_context(|| format!("no {kind} {name} among the rendered objects"))
+}
+
+fn has(objs: &[Value], kind: &str, name: &str) -> bool {
+    find(objs, kind, name).is_ok()
+}
+
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+fn numbers_as_f64(v: Value) -> Value {
+    match v {
+        Value::Number(n) => json!(n.as_f64()),
+        Value::Array(a) => Value::Array(a.into_iter().map(numbers_as_f64).collect()),
+        Value::Object(o) => {
+            Value::Object(o.into_iter().map(|(k, v)| (k, numbers_as_f64(v))).collect())
+        }
+        other => other,
+    }
+}
+
+fn yaml_files(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            files.insert(name, std::fs::read(&path)?);
+        }
+    }
+    Ok(files)
+}
+
+#[test]
+fn copies_of_the_crds_and_the_example_are_identical_to_the_originals() -> Result<()> {
+    let root = repo_root();
+    let generated = yaml_files(&root.join("crds"))?;
+    assert_eq!(generated.len(), 3, "crds/ should hold three CRDs");
+    let chart = yaml_files(&chart_dir().join("crds"))?;
+    let fix = "run `rm deploy/helm/imagewarden/crds/*.yaml && cp crds/*.yaml deploy/helm/imagewarden/crds/`";
+    assert_eq!(
+        chart.keys().collect::<Vec<_>>(),
+        generated.keys().collect::<Vec<_>>(),
+        "the chart's CRD files differ from crds/: {fix}"
+    );
+    for (name, bytes) in &generated {
+        assert!(
+            &chart[name] == bytes,
+            "deploy/helm/imagewarden/crds/{name} differs from crds/{name}: {fix}"
+        );
+    }
+
+    // Kustomize uses crds/ in place, through crds/Kustomization: it must list every CRD.
+    let listed: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root.join("crds/Kustomization"))?)?;
+    let mut listed = strings(&listed["resources"]);
+    listed.sort();
+    assert_eq!(
+        listed,
+        generated.keys().map(String::as_str).collect::<Vec<_>>(),
+        "crds/Kustomization must list exactly the CRD files in crds/"
+    );
+    let kustomized = objects(&kustomize(&kustomize_dir("base"))?)?;
+    let crds: Vec<Value> = kustomized
+        .into_iter()
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
+        .collect();
+    assert_eq!(crds.len(), generated.len());
+    for crd in &crds {
+        let name = crd["metadata"]["name"].as_str().unwrap();
+        let original: Value = serde_yaml::from_slice(&generated[&format!("{name}.yaml")])?;
+        // kustomize writes `minimum: 0.0` as `0`: compare numbers as numbers.
+        assert!(
+            numbers_as_f64(crd.clone()) == numbers_as_f64(original),
+            "kustomize changed CRD {name}"
+        );
+    }
+
+    let example = std::fs::read(root.join("deploy/examples/scanrule.yaml"))?;
+    assert!(
+        std::fs::read(chart_dir().join("examples/scanrule.yaml"))? == example,
+        "deploy/helm/imagewarden/examples/scanrule.yaml differs from deploy/examples/scanrule.yaml: copy it"
+    );
+    Ok(())
+}
+
+#[test]
+fn helm_lint_passes_and_rejects_bad_values() -> Result<()> {
+    let chart = chart_dir().display().to_string();
+    let values = everything_values().display().to_string();
+    for args in [
+        vec!["lint", chart.as_str()],
+        vec!["lint", "--strict", chart.as_str()],
+        vec!["lint", "--strict", chart.as_str(), "-f", values.as_str()],
+    ] {
+        let out = run_ok(helm(&args)?, None)?;
+        assert!(
+            out.contains("1 chart(s) linted, 0 chart(s) failed"),
+            "helm {args:?}: {out}"
+        );
+    }
+    // Values the schema (values.schema.json) refuses: lint and template fail with the reason.
+    for (set, reason) in [
+        ("executor=kubernetes", "at '/executor'"),
+        ("db.sources={}", "at '/db/sources"),
+        ("replica=3", "additional properties 'replica' not allowed"),
+        ("job.memoryLimit=lots", "at '/job/memoryLimit'"),
+    ] {
+        let (ok, stdout, stderr) = run(helm(&["lint", "--strict", &chart, "--set", set])?, None)?;
+        assert!(!ok, "helm lint --set {set} passed:\n{stdout}");
+        assert!(
+            stdout.contains(reason) || stderr.contains(reason),
+            "helm lint --set {set}: {stdout}{stderr}"
+        );
+        let (ok, _, stderr) = run(helm(&["template", "x", &chart, "--set", set])?, None)?;
+        assert!(
+            !ok && stderr.contains(reason),
+            "helm template --set {set}: {stderr}"
+        );
+    }
+    Ok(())
+}
+
+/// Checks the properties that keep the operator locked down, on one rendering.
+fn check_locked_down(objs: &[Value], what: &str) -> Result<()> {
+    let deploy = find(objs, "Deployment", "imagewarden-operator")?;
+    assert_eq!(deploy["metadata"]["namespace"], NAMESPACE, "{what}");
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "imagewarden-operator", "{what}");
+    let psc = &pod["securityContext"];
+    assert_eq!(psc["runAsNonRoot"], true, "{what}: pod runAsNonRoot");
+    assert_eq!(psc["runAsUser"], 65532, "{what}: pod runAsUser");
+    assert_eq!(psc["seccompProfile"]["type"], "RuntimeDefault", "{what}");
+    let containers = pod["containers"].as_array().context("containers")?;
+    assert_eq!(containers.len(), 1, "{what}");
+    let c = &containers[0];
+    assert_eq!(
+        strings(&c["command"]),
+        ["imagewarden-operator", "run"],
+        "{what}: command"
+    );
+    let sc = &c["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true, "{what}: runAsNonRoot");
+    assert_eq!(sc["runAsUser"], 65532, "{what}: runAsUser");
+    assert_eq!(
+        sc["readOnlyRootFilesystem"], true,
+        "{what}: read-only rootfs"
+    );
+    assert_eq!(sc["allowPrivilegeEscalation"], false, "{what}");
+    assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"], "{what}");
+    assert!(
+        sc["capabilities"]["add"].is_null(),
+        "{what}: no added capabilities"
+    );
+    assert!(sc["privileged"] != true, "{what}");
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault", "{what}");
+
+    let port = |name: &str| {
+        c["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == name)
+            .map(|p| p["containerPort"].clone())
+    };
+    assert_eq!(port("metrics"), Some(json!(8080)), "{what}: metrics port");
+    assert_eq!(port("webhook"), Some(json!(8443)), "{what}: webhook port");
+    for (probe, path) in [
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+        ("startupProbe", "/healthz"),
+    ] {
+        let get = &c[probe]["httpGet"];
+        assert_eq!(get["path"], path, "{what}: {probe}");
+        assert!(
+            get["port"] == "metrics" || get["port"] == 8080,
+            "{what}: {probe} port {}",
+            get["port"]
+        );
+    }
+    for resource in ["cpu", "memory"] {
+        assert!(
+            c["resources"]["requests"][resource].is_string(),
+            "{what}: {resource} request"
+        );
+    }
+    assert!(
+        c["resources"]["limits"]["memory"].is_string(),
+        "{what}: memory limit"
+    );
+
+    // Writable /tmp on the read-only root filesystem.
+    let tmp = c["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["mountPath"] == "/tmp")
+        .with_context(|| format!("{what}: nothing mounted at /tmp"))?;
+    let volume = pod["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == tmp["name"])
+        .with_context(|| format!("{what}: no volume for /tmp"))?;
+    assert!(
+        volume["emptyDir"].is_object(),
+        "{what}: /tmp is an emptyDir"
+    );
+
+    let env = |name: &str| {
+        c["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(
+        env("POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name",
+        "{what}"
+    );
+    assert_eq!(
+        env("POD_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace",
+        "{what}"
+    );
+    assert_eq!(env("IMAGEWARDEN_LEADER_ELECT")["value"], "true", "{what}");
+    assert_eq!(
+        env("IMAGEWARDEN_SCANNER_IMAGE")["value"],
+        c["image"],
+        "{what}: scanner Jobs run the operator's image"
+    );
+    assert_eq!(
+        env("IMAGEWARDEN_SCANNER_CLUSTER_ROLE")["value"],
+        "imagewarden-scanner",
+        "{what}"
+    );
+    let args = strings(&c["args"]);
+    assert!(
+        args.contains(&"--db=/usr/share/imagewarden/db.idx"),
+        "{what}: {args:?}"
+    );
+    assert!(
+        args.contains(&"--job-db-path=/usr/share/imagewarden/db.idx"),
+        "{what}: {args:?}"
+    );
+
+    // The Services select the operator's pods and name its ports.
+    let pod_labels = deploy["spec"]["template"]["metadata"]["labels"]
+        .as_object()
+        .context("pod labels")?;
+    for (service, port, target) in [
+        ("imagewarden-metrics", 8080, "metrics"),
+        ("imagewarden-webhook", 8443, "webhook"),
+    ] {
+        let Ok(svc) = find(objs, "Service", service) else {
+            assert_eq!(
+                service, "imagewarden-webhook",
+                "{what}: no Service {service}"
+            );
+            continue;
+        };
+        for (k, v) in svc["spec"]["selector"]
+            .as_object()
+            .context("service selector")?
+        {
+            assert_eq!(pod_labels.get(k), Some(v), "{what}: {service} selector {k}");
+        }
+        let p = &svc["spec"]["ports"][0];
+        assert_eq!(p["port"], port, "{what}: {service} port");
+        assert_eq!(p["targetPort"], target, "{what}: {service} targetPort");
+    }
+
+    check_operator_rbac(objs, what)?;
+    Ok(())
+}
+
+fn check_operator_rbac(objs: &[Value], what: &str) -> Result<()> {
+    let role = find(objs, "ClusterRole", "imagewarden-operator")?;
+    let rules = role["rules"].as_array().context("rules")?;
+    let mut granted: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for rule in rules {
+        let groups = strings(&rule["apiGroups"]);
+        let resources = strings(&rule["resources"]);
+        let verbs = strings(&rule["verbs"]);
+        for field in [&groups, &resources, &verbs] {
+            assert!(!field.contains(&"*"), "{what}: wildcard in {rule}");
+        }
+        assert!(
+            rule["nonResourceURLs"].is_null(),
+            "{what}: nonResourceURLs in {rule}"
+        );
+        for verb in ["escalate", "impersonate", "delete", "deletecollection"] {
+            assert!(!verbs.contains(&verb), "{what}: {verb} in {rule}");
+        }
+        let names = strings(&rule["resourceNames"]);
+        if verbs.contains(&"bind") {
+            assert_eq!(
+                (resources.as_slice(), names.as_slice()),
+                (&["clusterroles"][..], &["imagewarden-scanner"][..]),
+                "{what}: the operator may bind the scanner ClusterRole only"
+            );
+        }
+        for g in &groups {
+            for r in &resources {
+                granted
+                    .entry((g.to_string(), r.to_string()))
+                    .or_default()
+                    .extend(verbs.iter().map(|v| v.to_string()));
+            }
+        }
+    }
+    let verbs = |group: &str, resource: &str| {
+        granted
+            .get(&(group.to_string(), resource.to_string()))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        verbs("", "secrets"),
+        ["get"],
+        "{what}: Secrets are read by name only"
+    );
+    for resource in [
+        "pods",
+        "pods/exec",
+        "pods/attach",
+        "pods/portforward",
+        "nodes",
+        "configmaps",
+    ] {
+        assert!(verbs("", resource).is_empty(), "{what}: {resource} granted");
+    }
+    for resource in ["clusterrolebindings", "roles"] {
+        assert!(
+            verbs("rbac.authorization.k8s.io", resource).is_empty(),
+            "{what}: {resource} granted"
+        );
+    }
+    assert!(
+        verbs("coordination.k8s.io", "leases").is_empty(),
+        "{what}: leases are granted in the operator's namespace only"
+    );
+    assert!(
+        verbs("batch", "jobs").contains(&"create".to_string()),
+        "{what}: scanner Jobs"
+    );
+    assert!(
+        verbs("events.k8s.io", "events").contains(&"create".to_string()),
+        "{what}: events"
+    );
+
+    let binding = find(objs, "ClusterRoleBinding", "imagewarden-operator")?;
+    assert_eq!(binding["roleRef"]["name"], "imagewarden-operator", "{what}");
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "imagewarden-operator", "namespace": NAMESPACE}]),
+        "{what}"
+    );
+
+    let lease_role = find(objs, "Role", "imagewarden-operator-leader-election")?;
+    assert_eq!(lease_role["metadata"]["namespace"], NAMESPACE, "{what}");
+    for rule in lease_role["rules"].as_array().context("rules")? {
+        assert_eq!(strings(&rule["resources"]), ["leases"], "{what}");
+    }
+
+    let scanner = find(objs, "ClusterRole", "imagewarden-scanner")?;
+    assert_eq!(
+        scanner["rules"],
+        json!([
+            {"apiGroups": ["imagewarden.io"], "resources": ["imagescanresults"],
+             "verbs": ["get", "create", "patch", "update"]},
+            {"apiGroups": ["imagewarden.io"], "resources": ["imagescanresults/status"],
+             "verbs": ["get", "patch", "update"]},
+        ]),
+        "{what}: the scanner ClusterRole writes ImageScanResults only"
+    );
+    Ok(())
+}
+
+#[test]
+fn rendered_manifests_are_locked_down() -> Result<()> {
+    let default = objects(&helm_template(&[])?)?;
+    check_locked_down(&default, "helm defaults")?;
+    let c = &find(&default, "Deployment", "imagewarden-operator")?["spec"]["template"]["spec"]
+        ["containers"][0];
+    assert_eq!(c["image"], "imagewarden/imagewarden:0.1.0");
+    assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+    let args = strings(&c["args"]);
+    assert!(
+        args.contains(&"--webhook-token-file=/var/run/imagewarden/webhook/token"),
+        "{args:?}"
+    );
+    // The generated token is in a Secret, mounted as the token file.
+    let secret = find(&default, "Secret", "imagewarden-webhook-token")?;
+    assert!(secret["data"]["token"]
+        .as_str()
+        .is_some_and(|t| t.len() >= 40));
+    assert!(!has(&default, "ServiceMonitor", "imagewarden-operator"));
+    assert!(!default.iter().any(|o| o["kind"] == "ScanRule"));
+    assert!(!default
+        .iter()
+        .any(|o| o["kind"] == "CustomResourceDefinition"));
+
+    let everything = objects(&helm_template(&[
+        "-f",
+        &everything_values().display().to_string(),
+    ])?)?;
+    check_locked_down(&everything, "helm everything-values")?;
+    let deploy = find(&everything, "Deployment", "imagewarden-operator")?;
+    assert_eq!(deploy["spec"]["replicas"], 2);
+    let c = &deploy["spec"]["template"]["spec"]["containers"][0];
+    let env: BTreeMap<&str, &Value> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), &e["value"]))
+        .collect();
+    assert_eq!(env["IMAGEWARDEN_EXECUTOR"], "inline");
+    assert_eq!(env["IMAGEWARDEN_MAX_CONCURRENT_SCANS"], "4");
+    assert_eq!(env["IMAGEWARDEN_DB_REFRESH"], "1h");
+    assert_eq!(env["IMAGEWARDEN_LOG_FORMAT"], "json");
+    let args = strings(&c["args"]);
+    assert!(args.contains(&"--db=oci://registry.example.com/imagewarden/vulndb:latest"));
+    let secret = find(&everything, "Secret", "imagewarden-webhook-token")?;
+    assert_eq!(secret["data"]["token"], "bm90LWEtcmVhbC10b2tlbg==");
+    let monitor = find(&everything, "ServiceMonitor", "imagewarden-operator")?;
+    assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
+    // It scrapes the metrics Service: its selector matches the Service's labels and its
+    // endpoint names the Service's port.
+    let metrics = find(&everything, "Service", "imagewarden-metrics")?;
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .context("selector")?
+    {
+        assert_eq!(
+            &metrics["metadata"]["labels"][k], v,
+            "ServiceMonitor selector {k}"
+        );
+    }
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["port"],
+        metrics["spec"]["ports"][0]["name"]
+    );
+    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    let rule = find(&everything, "ScanRule", "team-a-releases")?;
+    assert_eq!(rule["metadata"]["namespace"], NAMESPACE);
+    assert_eq!(
+        rule["spec"]["registry"]["credentialsSecretRef"]["name"],
+        "team-a-registry-credentials"
+    );
+
+    // An existing Secret for the token: the chart creates none and mounts that one.
+    let existing = objects(&helm_template(&[
+        "--set",
+        "webhook.existingSecret=my-token,webhook.existingSecretKey=value",
+    ])?)?;
+    assert!(!existing.iter().any(|o| o["kind"] == "Secret"));
+    let volumes = &find(&existing, "Deployment", "imagewarden-operator")?["spec"]["template"]
+        ["spec"]["volumes"];
+    let token = volumes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "webhook-token")
+        .context("webhook-token volume")?;
+    assert_eq!(token["secret"]["secretName"], "my-token");
+    assert_eq!(
+        token["secret"]["items"],
+        json!([{"key": "value", "path": "token"}])
+    );
+
+    // Without the webhook: no Service, no token, no flag.
+    let off = objects(&helm_template(&["--set", "webhook.enabled=false"])?)?;
+    assert!(!has(&off, "Service", "imagewarden-webhook"));
+    assert!(!off.iter().any(|o| o["kind"] == "Secret"));
+
+    // The kustomize bases.
+    let base = objects(&kustomize(&kustomize_dir("base"))?)?;
+    check_locked_down(&base, "kustomize base")?;
+    let ns = find(&base, "Namespace", NAMESPACE)?;
+    assert_eq!(
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "restricted"
+    );
+    let webhook = objects(&kustomize(&kustomize_dir("webhook"))?)?;
+    check_locked_down(&webhook, "kustomize webhook")?;
+    let examples = objects(&kustomize(&kustomize_dir("examples"))?)?;
+    assert_eq!(
+        examples.len(),
+        1,
+        "the examples overlay holds the example ScanRule"
+    );
+    assert_eq!(examples[0]["kind"], "ScanRule");
+    Ok(())
+}
+
+/// Objects keyed by kind, namespace and name, without the labels only Helm sets.
+fn comparable(objs: Vec<Value>) -> BTreeMap<String, Value> {
+    objs.into_iter()
+        .filter(|o| o["kind"] != "Namespace" && o["kind"] != "CustomResourceDefinition")
+        .map(|mut o| {
+            if let Some(labels) = o["metadata"]["labels"].as_object_mut() {
+                labels.remove("helm.sh/chart");
+                labels.remove("app.kubernetes.io/managed-by");
+            }
+            let key = format!(
+                "{} {}/{}",
+                o["kind"].as_str().unwrap_or_default(),
+                o["metadata"]["namespace"].as_str().unwrap_or_default(),
+                o["metadata"]["name"].as_str().unwrap_or_default()
+            );
+            (key, o)
+        })
+        .collect()
+}
+
+fn assert_same_objects(helm: Vec<Value>, kustomize: Vec<Value>, what: &str) {
+    let helm = comparable(helm);
+    let kustomize = comparable(kustomize);
+    assert_eq!(
+        helm.keys().collect::<Vec<_>>(),
+        kustomize.keys().collect::<Vec<_>>(),
+        "{what}: Helm and kustomize install different objects"
+    );
+    for (key, h) in &helm {
+        assert_eq!(
+            h, &kustomize[key],
+            "{what}: {key} differs between Helm (left) and kustomize (right)"
+        );
+    }
+}
+
+#[test]
+fn kustomize_installs_what_the_chart_installs() -> Result<()> {
+    assert_same_objects(
+        objects(&helm_template(&["--set", "webhook.enabled=false"])?)?,
+        objects(&kustomize(&kustomize_dir("base"))?)?,
+        "kustomize base vs helm --set webhook.enabled=false",
+    );
+    assert_same_objects(
+        objects(&helm_template(&[
+            "--set",
+            "webhook.existingSecret=imagewarden-webhook-token",
+        ])?)?,
+        objects(&kustomize(&kustomize_dir("webhook"))?)?,
+        "kustomize webhook vs helm --set webhook.existingSecret=imagewarden-webhook-token",
+    );
+    Ok(())
+}
+
+/// Just enough of the Prometheus Operator's ServiceMonitor CRD for the API server to know
+/// the kind (its schema is checked by the test above, not by the server).
+const SERVICE_MONITOR_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: servicemonitors.monitoring.coreos.com
+spec:
+  group: monitoring.coreos.com
+  scope: Namespaced
+  names: {kind: ServiceMonitor, listKind: ServiceMonitorList, plural: servicemonitors, singular: servicemonitor}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          x-kubernetes-preserve-unknown-fields: true
+"#;
+
+/// Applies `yaml` to `cp` with `kubectl apply ARGS -f -`; returns stdout and stderr.
+fn kubectl_apply(cp: &ControlPlane, args: &[&str], yaml: &str) -> Result<(String, String)> {
+    let mut cmd = cp.kubectl()?;
+    cmd.arg("apply").args(args).args(["-f", "-"]);
+    let program = format!("kubectl apply {}", args.join(" "));
+    let (ok, stdout, stderr) = run(cmd, Some(yaml))?;
+    if !ok {
+        bail!(
+            "{program} failed:\n{stderr}\n{stdout}\napiserver log:\n{}",
+            cp.apiserver_log_tail(20)
+        );
+    }
+    Ok((stdout, stderr))
+}
+
+/// `kubectl apply --dry-run=server`: every object accepted and nothing stored. Returns
+/// kubectl's warnings.
+fn server_dry_run(cp: &ControlPlane, yaml: &str, what: &str) -> Result<String> {
+    let (stdout, stderr) = kubectl_apply(cp, &["--dry-run=server"], yaml)
+        .with_context(|| format!("server dry run of {what}"))?;
+    let count = objects(yaml)?.len();
+    let accepted = stdout
+        .lines()
+        .filter(|l| l.ends_with("(server dry run)"))
+        .count();
+    assert_eq!(
+        accepted, count,
+        "{what}: not every object was accepted:\n{stdout}"
+    );
+    Ok(stderr)
+}
+
+/// [`server_dry_run`], and no object violates the Pod Security Standard `restricted`
+/// that the namespace enforces.
+fn server_dry_run_restricted(cp: &ControlPlane, yaml: &str, what: &str) -> Result<()> {
+    let warnings = server_dry_run(cp, yaml, what)?;
+    assert!(
+        !warnings.contains("PodSecurity"),
+        "{what} violates the restricted Pod Security Standard:\n{warnings}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_real_apiserver_accepts_the_chart_and_the_kustomize_bases() -> Result<()> {
+    let cp = ControlPlane::start().await?;
+    // CRDs for real, as `helm install` does before the templates; then the namespace with
+    // the Pod Security level the kustomize base gives it.
+    let crds = chart_dir().join("crds").display().to_string();
+    cp.kubectl_output(&["apply", "--server-side", "-f", &crds])?;
+    kubectl_apply(&cp, &["--server-side"], SERVICE_MONITOR_CRD)?;
+    cp.kubectl_output(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/scanrules.imagewarden.io",
+        "crd/scantasks.imagewarden.io",
+        "crd/imagescanresults.imagewarden.io",
+        "crd/servicemonitors.monitoring.coreos.com",
+    ])?;
+    cp.kubectl_output(&["create", "namespace", NAMESPACE])?;
+    cp.kubectl_output(&[
+        "label",
+        "namespace",
+        NAMESPACE,
+        "pod-security.kubernetes.io/enforce=restricted",
+    ])?;
+
+    // The check can fail: a variant that allows privilege escalation is reported.
+    let privileged = helm_template(&[])?.replace(
+        "allowPrivilegeEscalation: false",
+        "allowPrivilegeEscalation: true",
+    );
+    let warnings = server_dry_run(&cp, &privileged, "privileged variant")?;
+    assert!(
+        warnings.contains("PodSecurity") && warnings.contains("allowPrivilegeEscalation"),
+        "a Deployment that allows privilege escalation was not reported: {warnings}"
+    );
+
+    server_dry_run_restricted(&cp, &helm_template(&[])?, "helm defaults")?;
+    server_dry_run_restricted(
+        &cp,
+        &helm_template(&["-f", &everything_values().display().to_string()])?,
+        "helm everything-values (ServiceMonitor, example ScanRule, inline executor)",
+    )?;
+    server_dry_run_restricted(&cp, &kustomize(&kustomize_dir("base"))?, "kustomize base")?;
+    server_dry_run_restricted(
+        &cp,
+        &kustomize(&kustomize_dir("webhook"))?,
+        "kustomize webhook",
+    )?;
+    let examples = kustomize(&kustomize_dir("examples"))?;
+    let (stdout, _) = kubectl_apply(&cp, &["--dry-run=server", "-n", NAMESPACE], &examples)?;
+    assert!(
+        stdout.contains("scanrule.imagewarden.io/team-a-releases created (server dry run)"),
+        "{stdout}"
+    );
+    // Nothing was stored.
+    let deployments = cp.kubectl_output(&["get", "deployments", "-A", "-o", "name"])?;
+    assert!(deployments.trim().is_empty(), "{deployments}");
+
+    // A real `helm install`, then `helm upgrade`: the generated webhook token stays (the
+    // registries are configured with it).
+    let chart = chart_dir().display().to_string();
+    let helm_cp = |args: &[&str]| -> Result<String> {
+        let mut cmd = helm(args)?;
+        cmd.env("KUBECONFIG", cp.kubeconfig());
+        run_ok(cmd, None)
+    };
+    let token = || {
+        cp.kubectl_output(&[
+            "-n",
+            NAMESPACE,
+            "get",
+            "secret",
+            "imagewarden-webhook-token",
+            "-o",
+            "jsonpath={.data.token}",
+        ])
+    };
+    helm_cp(&["install", "imagewarden", &chart, "-n", NAMESPACE])?;
+    let first = token()?;
+    assert!(first.len() >= 40, "generated token {first:?}");
+    helm_cp(&["upgrade", "imagewarden", &chart, "-n", NAMESPACE])?;
+    assert_eq!(token()?, first, "helm upgrade changed the webhook token");
+    let deployments = cp.kubectl_output(&["-n", NAMESPACE, "get", "deployments", "-o", "name"])?;
+    assert_eq!(deployments.trim(), "deployment.apps/imagewarden-operator");
+    Ok(())
+}
+
+/// `kubectl auth can-i VERB RESOURCE -n NS` as `user`.
+fn can_i(cp: &ControlPlane, user: &str, args: &[&str]) -> Result<bool> {
+    let mut cmd = cp.kubectl()?;
+    cmd.args(["auth", "can-i"])
+        .args(args)
+        .arg(format!("--as={user}"));
+    let (_, stdout, stderr) = run(cmd, None)?;
+    match stdout.trim() {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        other => bail!("kubectl auth can-i {args:?}: {other} {stderr}"),
+    }
+}
+
+#[tokio::test]
+async fn after_a_real_install_the_operator_can_do_what_it_needs_and_no_more() -> Result<()> {
+    let cp = ControlPlane::start().await?;
+    let base = kustomize_dir("base").display().to_string();
+    let out = cp.kubectl_output(&["apply", "-k", &base])?;
+    assert!(
+        out.contains("deployment.apps/imagewarden-operator created"),
+        "{out}"
+    );
+    cp.kubectl_output(&["create", "namespace", "team-a"])?;
+
+    let op = |args: &[&str]| can_i(&cp, OPERATOR_SA, args);
+    let allowed: &[&[&str]] = &[
+        &["create", "jobs.batch", "-n", "team-a"],
+        &["watch", "jobs.batch", "--all-namespaces"],
+        &["get", "secrets", "-n", "team-a"],
+        &["list", "scanrules.imagewarden.io", "--all-namespaces"],
+        &[
+            "patch",
+            "scanrules.imagewarden.io",
+            "--subresource=status",
+            "-n",
+            "team-a",
+        ],
+        &["create", "scantasks.imagewarden.io", "-n", "team-a"],
+        &[
+            "patch",
+            "scantasks.imagewarden.io",
+            "--subresource=status",
+            "-n",
+            "team-a",
+        ],
+        &["create", "imagescanresults.imagewarden.io", "-n", "team-a"],
+        &[
+            "list",
+            "imagescanresults.imagewarden.io",
+            "--all-namespaces",
+        ],
+        &["create", "events.events.k8s.io", "-n", "team-a"],
+        &["create", "serviceaccounts", "-n", "team-a"],
+        &[
+            "create",
+            "rolebindings.rbac.authorization.k8s.io",
+            "-n",
+            "team-a",
+        ],
+        &[
+            "bind",
+            "clusterroles.rbac.authorization.k8s.io/imagewarden-scanner",
+        ],
+        &["create", "leases.coordination.k8s.io", "-n", NAMESPACE],
+        &[
+            "update",
+            "leases.coordination.k8s.io/imagewarden-operator",
+            "-n",
+            NAMESPACE,
+        ],
+    ];
+    for args in allowed {
+        assert!(op(args)?, "the operator cannot {args:?}");
+    }
+    let denied: &[&[&str]] = &[
+        &["delete", "secrets", "-n", "team-a"],
+        &["list", "secrets", "-n", "team-a"],
+        &["watch", "secrets", "--all-namespaces"],
+        &["create", "secrets", "-n", "team-a"],
+        &["create", "pods", "-n", "team-a"],
+        &["create", "pods", "--subresource=exec", "-n", "team-a"],
+        &["get", "pods", "-n", "team-a"],
+        &["delete", "jobs.batch", "-n", "team-a"],
+        &["delete", "scanrules.imagewarden.io", "-n", "team-a"],
+        &["update", "scanrules.imagewarden.io", "-n", "team-a"],
+        &[
+            "bind",
+            "clusterroles.rbac.authorization.k8s.io/cluster-admin",
+        ],
+        &["bind", "clusterroles.rbac.authorization.k8s.io/admin"],
+        &["escalate", "clusterroles.rbac.authorization.k8s.io"],
+        &["create", "clusterrolebindings.rbac.authorization.k8s.io"],
+        &["create", "roles.rbac.authorization.k8s.io", "-n", "team-a"],
+        &["impersonate", "serviceaccounts", "-n", "team-a"],
+        &["create", "leases.coordination.k8s.io", "-n", "team-a"],
+        &[
+            "update",
+            "leases.coordination.k8s.io/other",
+            "-n",
+            NAMESPACE,
+        ],
+        &["get", "configmaps", "-n", NAMESPACE],
+    ];
+    for args in denied {
+        assert!(!op(args)?, "the operator can {args:?}");
+    }
+
+    // What the operator does in a ScanRule's namespace before its first scanner Job, as
+    // its ServiceAccount: the scanner ServiceAccount and a RoleBinding to the scanner
+    // ClusterRole, and no binding to any other ClusterRole.
+    let as_op = format!("--as={OPERATOR_SA}");
+    cp.kubectl_output(&[
+        "-n",
+        "team-a",
+        "create",
+        "serviceaccount",
+        "imagewarden-scanner",
+        &as_op,
+    ])?;
+    cp.kubectl_output(&[
+        "-n",
+        "team-a",
+        "create",
+        "rolebinding",
+        "imagewarden-scanner",
+        "--clusterrole=imagewarden-scanner",
+        "--serviceaccount=team-a:imagewarden-scanner",
+        &as_op,
+    ])?;
+    // (admin, edit and view are aggregated by kube-controller-manager, not running here:
+    // empty, anyone may bind them. A ClusterRole with a permission the operator lacks
+    // stands in for them.)
+    cp.kubectl_output(&[
+        "create",
+        "clusterrole",
+        "secret-lister",
+        "--verb=get,list",
+        "--resource=secrets",
+    ])?;
+    for other in ["cluster-admin", "secret-lister"] {
+        let err = cp
+            .kubectl_output(&[
+                "-n",
+                "team-a",
+                "create",
+                "rolebinding",
+                &format!("bind-{other}"),
+                &format!("--clusterrole={other}"),
+                "--serviceaccount=team-a:imagewarden-scanner",
+                &as_op,
+            ])
+            .expect_err("binding another ClusterRole must be forbidden");
+        assert!(err.to_string().contains("forbidden"), "{err}");
+    }
+
+    // The scanner's ServiceAccount writes results in its namespace only.
+    let scanner = "system:serviceaccount:team-a:imagewarden-scanner";
+    for args in [
+        &["create", "imagescanresults.imagewarden.io", "-n", "team-a"][..],
+        &[
+            "patch",
+            "imagescanresults.imagewarden.io",
+            "--subresource=status",
+            "-n",
+            "team-a",
+        ],
+    ] {
+        assert!(can_i(&cp, scanner, args)?, "the scanner cannot {args:?}");
+    }
+    for args in [
+        &["create", "imagescanresults.imagewarden.io", "-n", "default"][..],
+        &["get", "secrets", "-n", "team-a"],
+        &["list", "imagescanresults.imagewarden.io", "-n", "team-a"],
+        &["delete", "imagescanresults.imagewarden.io", "-n", "team-a"],
+        &["get", "scanrules.imagewarden.io", "-n", "team-a"],
+    ] {
+        assert!(!can_i(&cp, scanner, args)?, "the scanner can {args:?}");
+    }
+    Ok(())
+}
