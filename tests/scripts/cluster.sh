@@ -292,7 +292,7 @@ images() {
     "$oci" --rootfs "$work/pause" --entrypoint '["/pause"]' --user 65535 "$pause_image" >/dev/null
     log "pushed $pause_image"
   fi
-  "$here/tests/scripts/project-image.sh" "$image"
+  "$here/tests/scripts/project-image.sh" "$image" >/dev/null
 }
 
 # --- node -------------------------------------------------------------------------
@@ -314,6 +314,10 @@ state = "$state/containerd/state"
   address = "$state/containerd/containerd.sock"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$pause_image"
+  # These machines deny CAP_SYS_RESOURCE even to root, so a negative oom_score_adj (the
+  # kubelet asks -998 for sandboxes, -997 for Guaranteed Pods) cannot be set: clamp it
+  # to containerd's own.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
