@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds imagewarden's container image from its release binaries and pushes it:
 #   layer 1: Debian 12's libc6, libgcc-s1 and gcc-12-base (the binaries' only shared
-#            libraries), unpacked from the .deb files with a dpkg status database, and
-#            a passwd/group with the non-root user 65532;
+#            libraries) and ca-certificates (the bundle its postinst would make is
+#            assembled here), unpacked from the .deb files with a dpkg status
+#            database, and a passwd/group with the non-root user 65532;
 #   layer 2: /usr/local/bin/imagewarden-operator, /usr/local/bin/imagewarden and a
 #            vulnerability database index at /usr/share/imagewarden/db.idx, compiled
 #            from the OSV records in scanner/testdata/osv (IMAGEWARDEN_IMAGE_DB_SOURCE
@@ -16,7 +17,7 @@ cache="${IMAGEWARDEN_CACHE:-$HOME/.cache/imagewarden}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 ref=${1:?usage: project-image.sh HOST:PORT/REPO:TAG}
-debs=(libc6 libgcc-s1 gcc-12-base)
+debs=(libc6 libgcc-s1 gcc-12-base ca-certificates)
 
 echo "image: building release binaries" >&2
 (cd "$here" && cargo build --release --locked -q -p imagewarden-operator --bin imagewarden-operator \
@@ -45,6 +46,9 @@ for p in "${debs[@]}"; do
   dpkg-deb -f "$deb" | awk '{print} /^Package:/{print "Status: install ok installed"}' >>"$base/var/lib/dpkg/status"
   echo >>"$base/var/lib/dpkg/status"
 done
+# What ca-certificates' postinst (update-ca-certificates) would write: every Mozilla CA.
+mkdir -p "$base/etc/ssl/certs"
+cat "$base"/usr/share/ca-certificates/mozilla/*.crt >"$base/etc/ssl/certs/ca-certificates.crt"
 # The release the packages come from.
 cp /usr/lib/os-release "$base/etc/os-release"
 cat >"$base/etc/passwd" <<'EOF'
@@ -63,7 +67,8 @@ app="$work/app"
 install -D -m 0755 "$release/imagewarden-operator" "$app/usr/local/bin/imagewarden-operator"
 install -D -m 0755 "$release/imagewarden" "$app/usr/local/bin/imagewarden"
 mkdir -p "$app/usr/share/imagewarden"
-"$release/imagewarden" db build --source "${IMAGEWARDEN_IMAGE_DB_SOURCE:-$here/scanner/testdata/osv}" \
+SOURCE_DATE_EPOCH="$(git -C "$here" log -1 --format=%ct 2>/dev/null || echo 0)" \
+  "$release/imagewarden" db build --source "${IMAGEWARDEN_IMAGE_DB_SOURCE:-$here/scanner/testdata/osv}" \
   --out "$app/usr/share/imagewarden/db.idx" >/dev/null
 
 digest="$("$here/tests/scripts/oci-image.sh" --rootfs "$base" --rootfs "$app" \

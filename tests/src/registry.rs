@@ -172,8 +172,8 @@ http:
             let addr = addr.clone();
             async move { tokio::net::TcpStream::connect(addr).await.is_ok() }
         })
-            .await
-            .context("starting docker-registry")?;
+        .await
+        .context("starting docker-registry")?;
         Ok(Self {
             process,
             host,

@@ -75,4 +75,3 @@ pub fn alpine311() -> TestImage {
         ..Default::default()
     }
 }
-

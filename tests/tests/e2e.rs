@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use imagewarden_operator::crd::{ImageScanResult, ScanPhase, ScanRule, ScanTask, TaskTrigger};
 use imagewarden_tests::cluster::Cluster;
-use imagewarden_tests::image::{push_image_with, zero_layer, TestImage};
+use imagewarden_tests::image::{push_image_with, LayerBuilder, TestImage};
 use imagewarden_tests::registry::{NotificationEndpoint, RegistryOptions};
 use imagewarden_tests::samples::{alpine311, vulnerable_alpine};
 use imagewarden_tests::{Registry, RegistryMode};
@@ -122,7 +122,11 @@ async fn apply_rule(client: &Client, ns: &str, yaml: &str) -> Result<ScanRule> {
     let api: Api<ScanRule> = Api::namespaced(client.clone(), ns);
     let name = rule.metadata.name.clone().context("rule name")?;
     Ok(api
-        .patch(&name, &PatchParams::apply("e2e").force(), &Patch::Apply(&rule))
+        .patch(
+            &name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&rule),
+        )
         .await?)
 }
 
@@ -181,10 +185,23 @@ async fn finished_task_of(
 fn diagnostics(cluster: &Cluster, ns: &str) -> String {
     let mut out = String::new();
     for args in [
-        vec!["get", "scantasks,jobs,pods,scanresults", "-n", ns, "-o", "wide"],
+        vec![
+            "get",
+            "scantasks,jobs,pods,scanresults",
+            "-n",
+            ns,
+            "-o",
+            "wide",
+        ],
         vec!["get", "pods", "-n", OPERATOR_NS, "-o", "wide"],
         vec!["get", "events", "-n", ns],
-        vec!["logs", "-n", OPERATOR_NS, "deployment/imagewarden-operator", "--tail=60"],
+        vec![
+            "logs",
+            "-n",
+            OPERATOR_NS,
+            "deployment/imagewarden-operator",
+            "--tail=60",
+        ],
     ] {
         out.push_str(&format!("$ kubectl {}\n", args.join(" ")));
         match cluster.kubectl(&args) {
@@ -200,7 +217,10 @@ fn diagnostics(cluster: &Cluster, ns: &str) -> String {
 /// An HTTP receiver on the node address (reachable from Pods) recording JSON bodies.
 async fn host_receiver(
     cluster: &Cluster,
-) -> Result<(String, tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>)> {
+) -> Result<(
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+)> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let app = axum::Router::new().route(
         "/hook",
@@ -227,15 +247,124 @@ async fn scanner_pods(client: &Client, ns: &str) -> Result<Vec<Pod>> {
         .items)
 }
 
+/// The Jobs in `ns` once `n` of them exist and none is still running.
+async fn finished_jobs(client: &Client, ns: &str, n: usize) -> Result<Vec<Job>> {
+    let api: Api<Job> = Api::namespaced(client.clone(), ns);
+    wait_for(
+        &format!("{n} finished scanner Jobs"),
+        Duration::from_secs(120),
+        || {
+            let api = api.clone();
+            async move {
+                let jobs = api.list(&ListParams::default()).await?.items;
+                let done = jobs.len() == n
+                    && jobs.iter().all(|j| {
+                        j.status.as_ref().is_some_and(|s| {
+                            s.conditions.iter().flatten().any(|c| {
+                                matches!(c.type_.as_str(), "Complete" | "Failed")
+                                    && c.status == "True"
+                            })
+                        })
+                    });
+                Ok(done.then_some(jobs))
+            }
+        },
+    )
+    .await
+}
+
+/// A TCP relay on the node address to `upstream` that sends the upstream's replies at
+/// `bytes_per_sec`: a slow link between scanner Pods and the registry, so a scan lasts
+/// long enough to be interrupted. Returns the relay's `host:port`.
+async fn slow_link(cluster: &Cluster, upstream: &str, bytes_per_sec: u64) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((cluster.node_ip.as_str(), 0)).await?;
+    let addr = listener.local_addr()?.to_string();
+    let upstream = upstream.to_string();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::spawn(async move { tokio::io::copy(&mut cr, &mut sw).await });
+                let chunk = (bytes_per_sec / 20).max(1024) as usize;
+                let mut buf = vec![0u8; chunk];
+                loop {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(n as u64 * 1000 / bytes_per_sec))
+                        .await;
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// alpine 3.10 plus a layer of `size` incompressible bytes (seeded), so pulling it through
+/// [`slow_link`] takes `size / rate` seconds.
+fn image_with_payload(seed: u64, size: usize) -> Result<TestImage> {
+    let mut x = seed | 1;
+    let mut data = Vec::with_capacity(size);
+    while data.len() < size {
+        // xorshift64
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    let mut image = vulnerable_alpine();
+    image.layers.push(
+        LayerBuilder::new()
+            .file("opt/payload.bin", 0o644, &data)?
+            .finish()?,
+    );
+    image.env = vec![format!("PAYLOAD_SEED={seed}")];
+    Ok(image)
+}
+
 #[tokio::test]
 async fn a_rule_scans_the_registry_with_scanner_pods_and_notifies_the_host() -> Result<()> {
     let (cluster, client, _guard) = setup().await?;
     let ns = namespace(cluster, "e2e-rule")?;
     let team = unique("team");
-    let alpine = push(&cluster.registry, &format!("{team}/alpine"), "v1", &vulnerable_alpine()).await?;
-    push(&cluster.registry, &format!("{team}/alpine"), "v1-rc", &vulnerable_alpine()).await?;
-    let app = push(&cluster.registry, &format!("{team}/app"), "v2", &alpine311()).await?;
-    push(&cluster.registry, &format!("{team}/app"), "dev", &alpine311()).await?;
+    let alpine = push(
+        &cluster.registry,
+        &format!("{team}/alpine"),
+        "v1",
+        &vulnerable_alpine(),
+    )
+    .await?;
+    push(
+        &cluster.registry,
+        &format!("{team}/alpine"),
+        "v1-rc",
+        &vulnerable_alpine(),
+    )
+    .await?;
+    let app = push(
+        &cluster.registry,
+        &format!("{team}/app"),
+        "v2",
+        &alpine311(),
+    )
+    .await?;
+    push(
+        &cluster.registry,
+        &format!("{team}/app"),
+        "dev",
+        &alpine311(),
+    )
+    .await?;
     let (url, mut notified) = host_receiver(cluster).await?;
 
     apply_rule(
@@ -266,16 +395,25 @@ spec:
         ),
     )
     .await?;
-    let task = finished_task_of(cluster, &client, &ns, "releases", Duration::from_secs(300)).await?;
+    let task =
+        finished_task_of(cluster, &client, &ns, "releases", Duration::from_secs(300)).await?;
     let st = task.status.clone().unwrap();
-    assert_eq!(st.phase, ScanPhase::Completed, "{:?}\n{}", st, diagnostics(cluster, &ns));
-    // v1 and v1-rc are one digest; dev does not match the filter.
-    assert_eq!(st.total, 2, "{:?}", st.images);
+    assert_eq!(
+        st.phase,
+        ScanPhase::Completed,
+        "{:?}\n{}",
+        st,
+        diagnostics(cluster, &ns)
+    );
+    // v1 and v1-rc are one digest, v2 another; dev does not match the filter.
+    assert_eq!(st.total, 3, "{:?}", st.images);
+    let mut digests: Vec<_> = st.images.iter().filter_map(|i| i.digest.clone()).collect();
+    digests.sort();
+    digests.dedup();
+    assert_eq!(digests.len(), 2, "{:?}", st.images);
 
     // Each digest was scanned by a Job whose Pod ran the project's image on the node.
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-    let jobs = jobs.list(&ListParams::default()).await?.items;
-    assert_eq!(jobs.len(), 2, "one scanner Job per digest");
+    let jobs = finished_jobs(&client, &ns, 2).await?;
     for job in &jobs {
         assert_eq!(job.status.as_ref().and_then(|s| s.succeeded), Some(1));
     }
@@ -283,19 +421,25 @@ spec:
     assert!(pods.len() >= 2, "{pods:?}");
     for pod in &pods {
         let spec = pod.spec.as_ref().unwrap();
-        assert_eq!(spec.containers[0].image.as_deref(), Some(cluster.image.as_str()));
+        assert_eq!(
+            spec.containers[0].image.as_deref(),
+            Some(cluster.image.as_str())
+        );
         assert_eq!(spec.node_name.as_deref(), Some("imagewarden-node"));
         let status = pod.status.as_ref().unwrap();
         assert_eq!(status.phase.as_deref(), Some("Succeeded"), "{status:?}");
         assert!(
-            status.pod_ip.as_deref().is_some_and(|ip| ip.starts_with("10.244.0.")),
+            status
+                .pod_ip
+                .as_deref()
+                .is_some_and(|ip| ip.starts_with("10.244.0.")),
             "Pod IP from the CNI bridge: {status:?}"
         );
     }
     // The apiserver reaches the kubelet: container logs.
     let pod_name = pods[0].metadata.name.clone().unwrap();
     let logs = cluster.kubectl(&["logs", "-n", &ns, &pod_name])?;
-    assert!(logs.contains("sha256:"), "scanner log: {logs}");
+    assert!(logs.contains("result written"), "scanner log: {logs}");
 
     let results: Api<ImageScanResult> = Api::namespaced(client.clone(), &ns);
     let results = results.list(&ListParams::default()).await?.items;
@@ -314,7 +458,10 @@ spec:
     let mut tags = vulnerable.spec.tags.clone();
     tags.sort();
     assert_eq!(tags, ["v1", "v1-rc"]);
-    let fixed = results.iter().find(|r| r.spec.digest == app).context("app result")?;
+    let fixed = results
+        .iter()
+        .find(|r| r.spec.digest == app)
+        .context("app result")?;
     assert!(
         !fixed
             .status
@@ -338,7 +485,10 @@ spec:
         .context("receiver closed")?;
     assert_eq!(body["event"], "ScanCompleted", "{body}");
     assert_eq!(body["rule"]["name"], "releases");
-    assert_eq!(body["task"]["name"], task.metadata.name.clone().unwrap().as_str());
+    assert_eq!(
+        body["task"]["name"],
+        task.metadata.name.clone().unwrap().as_str()
+    );
 
     // exec through the kubelet into the operator's container works.
     let version = cluster.kubectl(&[
@@ -459,23 +609,15 @@ spec:
     Ok(())
 }
 
-/// An image that takes several seconds to scan: alpine 3.10 plus large zero-filled files.
-fn slow_image() -> Result<TestImage> {
-    let mut image = vulnerable_alpine();
-    image.layers.push(zero_layer(&[
-        ("opt/data/a.bin", 700 << 20),
-        ("opt/data/b.bin", 700 << 20),
-    ])?);
-    Ok(image)
-}
-
 #[tokio::test]
 async fn a_scanner_pod_killed_mid_scan_is_retried_and_the_task_completes() -> Result<()> {
     let (cluster, client, _guard) = setup().await?;
     let ns = namespace(cluster, "e2e-kill")?;
     let team = unique("team");
-    let image = tokio::task::spawn_blocking(slow_image).await??;
+    let image = tokio::task::spawn_blocking(|| image_with_payload(7, 24 << 20)).await??;
     let digest = push(&cluster.registry, &format!("{team}/big"), "v1", &image).await?;
+    // 24 MiB at 2 MiB/s: each pull takes about 12 s.
+    let link = slow_link(cluster, &cluster.registry, 2 << 20).await?;
     apply_rule(
         &client,
         &ns,
@@ -488,13 +630,12 @@ metadata:
     imagewarden.io/scan-now: first
 spec:
   registry:
-    url: {registry}
+    url: {link}
     insecure: true
   scope:
     type: Repository
     name: {team}/big
-",
-            registry = cluster.registry
+"
         ),
     )
     .await?;
@@ -512,7 +653,10 @@ spec:
                     p.status
                         .as_ref()
                         .and_then(|s| s.container_statuses.as_ref())
-                        .is_some_and(|cs| cs.iter().any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some())))
+                        .is_some_and(|cs| {
+                            cs.iter()
+                                .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+                        })
                 }))
         }
     })
@@ -525,12 +669,13 @@ spec:
     let st = task.status.unwrap();
     assert_eq!(st.phase, ScanPhase::Completed, "{:?}", st.images);
     assert_eq!(st.images[0].digest.as_deref(), Some(digest.as_str()));
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
-    let jobs = jobs.list(&ListParams::default()).await?.items;
-    assert_eq!(jobs.len(), 1, "the same Job retried, no second Job");
+    let jobs = finished_jobs(&client, &ns, 1).await?;
     let js = jobs[0].status.clone().unwrap();
     assert_eq!(js.succeeded, Some(1), "{js:?}");
-    assert!(js.failed.unwrap_or(0) >= 1, "the killed Pod counts as a failure: {js:?}");
+    assert!(
+        js.failed.unwrap_or(0) >= 1,
+        "the killed Pod counts as a failure: {js:?}"
+    );
     let names: Vec<String> = scanner_pods(&client, &ns)
         .await?
         .into_iter()
@@ -550,14 +695,15 @@ async fn the_operator_pod_deleted_mid_task_is_replaced_without_duplicate_scans()
     let (cluster, client, _guard) = setup().await?;
     let ns = namespace(cluster, "e2e-failover")?;
     let team = unique("team");
-    // Four digests, two at a time: the task is still running when the operator goes.
-    let base = tokio::task::spawn_blocking(slow_image).await??;
+    // Four digests, two at a time, each pulled over a slow link (8 MiB at 1 MiB/s): the
+    // task is still running when the operator goes.
     let mut digests = Vec::new();
-    for i in 0..4 {
-        let mut image = base.clone();
-        image.env = vec![format!("VARIANT={i}")];
+    for i in 0..4u64 {
+        let image =
+            tokio::task::spawn_blocking(move || image_with_payload(100 + i, 8 << 20)).await??;
         digests.push(push(&cluster.registry, &format!("{team}/svc{i}"), "v1", &image).await?);
     }
+    let link = slow_link(cluster, &cluster.registry, 1 << 20).await?;
     apply_rule(
         &client,
         &ns,
@@ -570,13 +716,12 @@ metadata:
     imagewarden.io/scan-now: first
 spec:
   registry:
-    url: {registry}
+    url: {link}
     insecure: true
   scope:
     type: Namespace
     name: {team}
-",
-            registry = cluster.registry
+"
         ),
     )
     .await?;
@@ -603,12 +748,13 @@ spec:
     assert_eq!(st.total, 4);
     let after = operator_pods.list(&selector).await?.items;
     assert!(
-        after.iter().all(|p| p.metadata.name.as_deref() != Some(old.as_str())),
+        after
+            .iter()
+            .all(|p| p.metadata.name.as_deref() != Some(old.as_str())),
         "the Deployment replaced the deleted Pod"
     );
     // One Job per digest, each with exactly one successful Pod: nothing scanned twice.
-    let jobs = jobs.list(&ListParams::default()).await?.items;
-    assert_eq!(jobs.len(), 4, "{:?}", jobs.iter().map(|j| j.metadata.name.clone()).collect::<Vec<_>>());
+    let jobs = finished_jobs(&client, &ns, 4).await?;
     for job in &jobs {
         assert_eq!(job.status.as_ref().and_then(|s| s.succeeded), Some(1));
     }

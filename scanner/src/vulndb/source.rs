@@ -278,7 +278,7 @@ impl DbBuilder {
         DbInfo {
             format: super::index::FORMAT,
             digest: String::new(),
-            built_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            built_at: build_time().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             scanner_version: crate::SCANNER_VERSION.to_string(),
             sources: self.sources.clone(),
             records: self.advisory_spans.len() as u64,
@@ -526,4 +526,14 @@ fn compile_affected(advisory: u32, a: &OsvAffected) -> AffectedPackage {
         versions,
         rating,
     }
+}
+
+/// When the index is built: now, or `SOURCE_DATE_EPOCH` (seconds) when set, so that the
+/// same records give a byte-identical index (reproducible images).
+fn build_time() -> chrono::DateTime<chrono::Utc> {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+        .unwrap_or_else(chrono::Utc::now)
 }
