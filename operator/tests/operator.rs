@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use imagewarden_operator::crd::{FindingClass, ImageScanResult, ScanPhase, ScanRule, ScanTask};
 use imagewarden_tests::control_plane::ControlPlaneOptions;
-use imagewarden_tests::image::{push_image, LayerBuilder, TestImage};
+use imagewarden_tests::image::{push_image, LayerBuilder};
 use imagewarden_tests::operator::OperatorProcess;
 use imagewarden_tests::registry::{NotificationEndpoint, RegistryOptions};
 use imagewarden_tests::samples::{alpine311, testdata, vulnerable_alpine};
-use imagewarden_tests::{repo_root, ControlPlane, Registry, RegistryMode};
+use imagewarden_tests::{ControlPlane, Registry, RegistryMode};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -627,6 +627,29 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
     }
     // Bounded: one Job per digest, not more.
     assert_eq!(jobs.list(&ListParams::default()).await?.items.len(), 1);
+    // The Job's namespace got the scanner ServiceAccount, bound to the scanner ClusterRole
+    // only there.
+    let sa = Api::<k8s_openapi::api::core::v1::ServiceAccount>::default_namespaced(client.clone())
+        .get_opt("imagewarden-scanner")
+        .await?;
+    assert!(sa.is_some(), "scanner ServiceAccount created");
+    let rb = Api::<k8s_openapi::api::rbac::v1::RoleBinding>::default_namespaced(client.clone())
+        .get("imagewarden-scanner")
+        .await?;
+    assert_eq!(
+        (rb.role_ref.kind.as_str(), rb.role_ref.name.as_str()),
+        ("ClusterRole", "imagewarden-scanner")
+    );
+    let subjects = rb.subjects.unwrap_or_default();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(
+        (
+            subjects[0].kind.as_str(),
+            subjects[0].name.as_str(),
+            subjects[0].namespace.as_deref()
+        ),
+        ("ServiceAccount", "imagewarden-scanner", Some("default"))
+    );
     Ok(())
 }
 
