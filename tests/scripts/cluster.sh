@@ -213,6 +213,23 @@ EOF
 }
 
 network_down() {
+  # Chains kube-proxy's cleanup leaves: the kubelet's (KUBE-FIREWALL, canaries).
+  local ipt t rule chain
+  for ipt in iptables ip6tables; do
+    command -v "$ipt" >/dev/null || continue
+    for t in filter nat mangle; do
+      "$ipt" -t "$t" -S 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' | grep -vE '^-A KUBE-' |
+        sed 's/^-A/-D/' | while read -r rule; do
+        eval "$ipt -t $t $rule" 2>/dev/null || true
+      done || true
+      for chain in $("$ipt" -t "$t" -S 2>/dev/null | awk '/^-N KUBE-/{print $2}'); do
+        "$ipt" -t "$t" -F "$chain" 2>/dev/null || true
+      done
+      for chain in $("$ipt" -t "$t" -S 2>/dev/null | awk '/^-N KUBE-/{print $2}'); do
+        "$ipt" -t "$t" -X "$chain" 2>/dev/null || true
+      done
+    done
+  done
   ip route del "$service_cidr" 2>/dev/null || true
   ip link del "$bridge" 2>/dev/null || true
   rm -rf "$state/cni/ipam"
