@@ -14,7 +14,7 @@
 
 use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::time::Instant;
 
@@ -292,11 +292,14 @@ fn write_json(dir: &Path, v: &serde_json::Value) -> (String, usize) {
     (format!("sha256:{hex}"), data.len())
 }
 
+/// Writes one layer's tar.gz and returns (uncompressed bytes, files).
+type LayerBuilder = fn(&Path, f64, &mut Rng) -> (u64, u64);
+
 /// Writes the OCI layout and returns (uncompressed bytes, files, compressed bytes).
 fn build_image(dir: &Path, scale: f64) -> (u64, u64, u64) {
     std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let builders: [fn(&Path, f64, &mut Rng) -> (u64, u64); 3] = [base_layer, app_layer, data_layer];
+    let builders: [LayerBuilder; 3] = [base_layer, app_layer, data_layer];
     let mut descs = Vec::new();
     let (mut bytes, mut files) = (0, 0);
     for (i, build) in builders.iter().enumerate() {
