@@ -107,8 +107,43 @@ pub struct OperatorConfig {
     /// Seconds a coalescing window for push events lasts.
     #[arg(long, value_parser = humantime_secs, default_value = "3s")]
     pub push_coalesce_window: Duration,
+    /// YARA rules for the malware check, compiled with the bundled rules once at start-up:
+    /// a `.yar` file or a directory of `*.yar` / `*.yara` files (e.g. a mounted ConfigMap).
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_MALWARE_RULES",
+        value_name = "DIR",
+        value_delimiter = ','
+    )]
+    pub malware_rules: Vec<PathBuf>,
     #[command(flatten)]
     pub job: JobSettings,
+}
+
+impl OperatorConfig {
+    /// The scan checks, with the `--malware-rules` compiled (an error names the file and line).
+    pub fn check_options(
+        &self,
+    ) -> Result<
+        imagewarden_scanner::checks::CheckOptions,
+        imagewarden_scanner::checks::malware::RuleError,
+    > {
+        malware_check_options(&self.malware_rules)
+    }
+}
+
+/// Check options with the given malware rule paths compiled in (none: the bundled rules).
+pub fn malware_check_options(
+    paths: &[PathBuf],
+) -> Result<
+    imagewarden_scanner::checks::CheckOptions,
+    imagewarden_scanner::checks::malware::RuleError,
+> {
+    let mut checks = imagewarden_scanner::checks::CheckOptions::default();
+    if !paths.is_empty() {
+        checks.load_malware_rules(paths)?;
+    }
+    Ok(checks)
 }
 
 /// Parses `90`, `90s`, `15m`, `6h` or `1d`.

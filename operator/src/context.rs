@@ -69,6 +69,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Consecutive reconcile failures per object (`kind/namespace/name`), for backoff.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// The checks inline scans run (malware rules compiled once, at start-up).
+    pub checks: imagewarden_scanner::checks::CheckOptions,
 }
 
 impl Context {
@@ -90,7 +92,14 @@ impl Context {
             inline: Mutex::new(InlineScans::default()),
             metrics,
             failures: Mutex::new(HashMap::new()),
+            checks: imagewarden_scanner::checks::CheckOptions::default(),
         }
+    }
+
+    /// Uses `checks` for inline scans instead of the default checks.
+    pub fn with_checks(mut self, checks: imagewarden_scanner::checks::CheckOptions) -> Self {
+        self.checks = checks;
+        self
     }
 
     /// Counts a failed reconcile of `key` and returns how many in a row.

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
+use imagewarden_scanner::checks::CheckOptions;
 use imagewarden_scanner::matcher::match_inventory;
 use imagewarden_scanner::source::{self, ImageRef, PullOptions, RegistryCredentials};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
@@ -47,11 +48,13 @@ impl ScanTarget {
     }
 }
 
-/// Pulls and scans `target` with the scanner library, matching against `db`.
+/// Pulls and scans `target` with the scanner library, matching against `db`, with the file
+/// and configuration checks of `checks` (its malware rules compiled once, at start-up).
 pub async fn scan(
     target: &ScanTarget,
     access: &RegistryAccess,
     db: &LoadedDb,
+    checks: &CheckOptions,
 ) -> Result<ImageScanResultStatus, Error> {
     // The scanner takes a CA file; keep it for the duration of the pull.
     let ca_file = match &access.ca_pem {
@@ -75,7 +78,9 @@ pub async fn scan(
         ..Default::default()
     };
     let reference = ImageRef::Registry(target.reference());
-    let scanned = source::scan(&reference, &opts)
+    let mut analyzers = imagewarden_scanner::analyzer::default_analyzers();
+    analyzers.extend(imagewarden_scanner::checks::file_analyzers(checks));
+    let scanned = source::scan_with(&reference, &opts, analyzers)
         .await
         .map_err(|e| Error::Scan(e.to_string()))?;
     let matches =
@@ -84,10 +89,7 @@ pub async fn scan(
         digest: &target.digest,
         inventory: &scanned.inventory,
         matches: &matches,
-        extra: crate::result::check_findings(&imagewarden_scanner::checks::run(
-            &scanned,
-            &imagewarden_scanner::checks::CheckOptions::default(),
-        )),
+        extra: crate::result::check_findings(&imagewarden_scanner::checks::run(&scanned, checks)),
         database_version: &db.version,
     });
     status.scan_time = Some(crate::now());

@@ -68,6 +68,15 @@ struct ScanImageArgs {
     owner_name: Option<String>,
     #[arg(long)]
     owner_uid: Option<String>,
+    /// YARA rules for the malware check: a `.yar` file or a directory of them (a mounted
+    /// ConfigMap), compiled with the bundled rules.
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_MALWARE_RULES",
+        value_name = "DIR",
+        value_delimiter = ','
+    )]
+    malware_rules: Vec<PathBuf>,
 }
 
 fn init_tracing() {
@@ -96,6 +105,9 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: OperatorConfig) -> anyhow::Result<()> {
+    let checks = config
+        .check_options()
+        .context("loading the malware rules")?;
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;
@@ -108,12 +120,9 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     })?;
     info!(version = %db.version, records = db.db.info().records, "vulnerability database loaded");
     let metrics = Arc::new(Metrics::default());
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        config.clone(),
-        db,
-        metrics.clone(),
-    ));
+    let ctx = Arc::new(
+        Context::new(client.clone(), config.clone(), db, metrics.clone()).with_checks(checks),
+    );
 
     let leading = if config.leader_elect {
         let identity = config
@@ -303,6 +312,8 @@ fn hostname() -> String {
 }
 
 async fn scan_image(args: ScanImageArgs) -> anyhow::Result<()> {
+    let checks = imagewarden_operator::config::malware_check_options(&args.malware_rules)
+        .context("loading the malware rules")?;
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;
@@ -340,7 +351,7 @@ async fn scan_image(args: ScanImageArgs) -> anyhow::Result<()> {
         }),
         _ => None,
     };
-    let status = executor::scan(&target, &access, &db).await?;
+    let status = executor::scan(&target, &access, &db, &checks).await?;
     let name = executor::store_result(&client, &args.namespace, &target, owner, &status).await?;
     info!(result = %name, findings = status.total_findings, "result written");
     Ok(())

@@ -80,6 +80,11 @@ pub trait Analyzer: Send + Sync {
     }
     /// Parses the file's content.
     fn analyze(&self, path: &str, data: &[u8], out: &mut Output);
+    /// Parses the file's content knowing its metadata (mode bits); what the walkers call.
+    /// The default hands the path and content to [`Analyzer::analyze`].
+    fn analyze_file(&self, file: &FileMeta<'_>, data: &[u8], out: &mut Output) {
+        self.analyze(file.path, data, out)
+    }
     /// Whether this analyzer judges a file by its metadata (mode, size) alone; such an
     /// analyzer is given [`Analyzer::analyze_meta`] for regular files and never reads them.
     fn metadata_only(&self) -> bool {

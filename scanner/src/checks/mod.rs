@@ -12,7 +12,7 @@ pub mod secret;
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::analyzer::{Analyzer, Finding, Output};
 use crate::report::SeveritySummary;
@@ -135,6 +135,9 @@ pub struct CheckOptions {
     pub malware: bool,
     /// Extra SHA-256 digests of known-malicious files, besides the bundled list.
     pub malware_hashes: Vec<malware::HashEntry>,
+    /// The compiled YARA rules: the bundled set with the user's rule files (see
+    /// [`CheckOptions::load_malware_rules`]); `None` runs the bundled set alone.
+    pub malware_rules: Option<&'static malware::RuleSet>,
     /// Largest file the secret rules read.
     pub secret_size_cap: u64,
     /// Largest file hashed and searched for malware.
@@ -148,6 +151,7 @@ impl Default for CheckOptions {
             secrets: true,
             malware: true,
             malware_hashes: Vec::new(),
+            malware_rules: None,
             secret_size_cap: 1 << 20,
             malware_size_cap: 32 << 20,
         }
@@ -175,6 +179,15 @@ impl CheckOptions {
         self.malware_hashes.extend(entries);
         Ok(())
     }
+
+    /// Compiles the bundled YARA rules with the user's rule files or directories (`*.yar`,
+    /// `*.yara`; hidden entries such as a ConfigMap's `..data` are skipped, symbolic links
+    /// followed). Compilation happens once per process for a given list of paths; a syntax
+    /// error names the file and line.
+    pub fn load_malware_rules(&mut self, paths: &[PathBuf]) -> Result<(), malware::RuleError> {
+        self.malware_rules = Some(malware::RuleSet::with_user_rules(paths)?);
+        Ok(())
+    }
 }
 
 /// The analyzers that run the file checks in the layer walk.
@@ -190,9 +203,10 @@ pub fn file_analyzers(opts: &CheckOptions) -> Vec<Box<dyn Analyzer>> {
         }));
     }
     if opts.malware {
-        v.push(Box::new(malware::MalwareAnalyzer::new(
+        v.push(Box::new(malware::MalwareAnalyzer::with_rules(
             opts.malware_size_cap,
             &opts.malware_hashes,
+            opts.malware_rules.unwrap_or_else(malware::RuleSet::bundled),
         )));
     }
     v

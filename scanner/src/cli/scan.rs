@@ -65,6 +65,11 @@ pub struct Args {
     /// to the bundled list.
     #[arg(long, value_name = "FILE")]
     pub malware_hashes: Option<PathBuf>,
+    /// YARA rules compiled with the bundled malware rules: a `.yar` file, or a directory of
+    /// `*.yar` / `*.yara` files (a mounted ConfigMap works). Repeatable. Rule meta `id`,
+    /// `title` and `severity` (critical, high, medium, low) shape the findings.
+    #[arg(long, value_name = "PATH")]
+    pub malware_rules: Vec<PathBuf>,
 }
 
 /// Reads the image the user named: its packages, configuration and the file checks `checks`
@@ -125,6 +130,10 @@ fn scan(args: &Args, example: bool) -> anyhow::Result<ExitCode> {
     let mut check_opts = CheckOptions::for_scanners(&args.scanners);
     if let Some(path) = &args.malware_hashes {
         check_opts.add_malware_hash_file(path)?;
+    }
+    // Rules are compiled before anything is read or pulled: a broken rule file fails fast.
+    if !args.malware_rules.is_empty() {
+        check_opts.load_malware_rules(&args.malware_rules)?;
     }
     // A named inventory file is read first: it is the cheapest input to get wrong.
     let from_file: Option<Inventory> = match &args.inventory {

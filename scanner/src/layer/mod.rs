@@ -284,7 +284,7 @@ pub fn walk_tar<R: Read>(
             continue;
         }
         for a in readers {
-            a.analyze(&path, &data, &mut result.output);
+            a.analyze_file(&meta, &data, &mut result.output);
         }
         scan.files.insert(path, result);
     }

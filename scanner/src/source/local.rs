@@ -321,7 +321,7 @@ pub fn scan_dir(
                 if a.elf_only() && !data.starts_with(b"\x7fELF") {
                     continue;
                 }
-                a.analyze(&rel, &data, &mut result.output);
+                a.analyze_file(&fm, &data, &mut result.output);
             }
             scan.files.insert(rel, result);
         }
