@@ -38,6 +38,10 @@ pub struct JobSettings {
         default_value = "imagewarden-scanner"
     )]
     pub scanner_cluster_role: String,
+    /// ConfigMap of YARA rules (`*.yar` keys) that scanner Jobs mount from their own
+    /// namespace, when it exists there, and add to the bundled malware rules.
+    #[arg(long, env = "IMAGEWARDEN_JOB_MALWARE_RULES_CONFIGMAP")]
+    pub job_malware_rules_configmap: Option<String>,
     /// Seconds a scanner Job may run before it is stopped.
     #[arg(long, default_value_t = 1800)]
     pub job_active_deadline_seconds: i64,

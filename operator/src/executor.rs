@@ -25,6 +25,9 @@ use crate::registry::RegistryAccess;
 use crate::result::{build_status, result_name, ScanOutcome};
 use crate::Error;
 
+/// Where scanner Jobs mount the malware rules ConfigMap.
+pub const JOB_MALWARE_RULES_DIR: &str = "/etc/imagewarden/malware-rules";
+
 /// One image to scan, by digest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScanTarget {
@@ -328,6 +331,25 @@ pub fn build_job(
             ..Default::default()
         });
         args.push(format!("--ca-file=/var/run/imagewarden/registry-ca/{key}"));
+    }
+    if let Some(configmap) = &settings.job_malware_rules_configmap {
+        volumes.push(Volume {
+            name: "malware-rules".into(),
+            config_map: Some(k8s_openapi::api::core::v1::ConfigMapVolumeSource {
+                name: configmap.clone(),
+                // A namespace without the ConfigMap scans with the bundled rules.
+                optional: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "malware-rules".into(),
+            mount_path: JOB_MALWARE_RULES_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+        args.push(format!("--malware-rules={JOB_MALWARE_RULES_DIR}"));
     }
     if let Some(claim) = &settings.job_db_volume_claim {
         volumes.push(Volume {

@@ -560,6 +560,7 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
         "--leader-elect=false".to_string(),
         "--executor=job".to_string(),
         "--scanner-image=registry.local/imagewarden:test".to_string(),
+        "--job-malware-rules-configmap=yara-rules".to_string(),
     ]);
     let _operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
     apply::<ScanRule>(&client, &rule_yaml("jobs", &registry, "")).await?;
@@ -622,9 +623,21 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
         "--tag=v2".to_string(),
         "--insecure".to_string(),
         "--owner-kind=ScanTask".to_string(),
+        "--malware-rules=/etc/imagewarden/malware-rules".to_string(),
     ] {
         assert!(args.contains(&want), "missing {want} in {args:?}");
     }
+    // The namespace's YARA rules ConfigMap, when it has one.
+    let rules = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find_map(|v| v.config_map.clone())
+        .expect("a ConfigMap volume");
+    assert_eq!(
+        (rules.name.as_str(), rules.optional),
+        ("yara-rules", Some(true))
+    );
     // Bounded: one Job per digest, not more.
     assert_eq!(jobs.list(&ListParams::default()).await?.items.len(), 1);
     // The Job's namespace got the scanner ServiceAccount, bound to the scanner ClusterRole

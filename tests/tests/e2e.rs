@@ -24,6 +24,8 @@ use oci_client::secrets::RegistryAuth;
 
 const OPERATOR_NS: &str = "imagewarden-system";
 const WEBHOOK_TOKEN: &str = "e2e-webhook-token-3b1f";
+/// The ConfigMap of YARA rules scanner Jobs mount from their namespace.
+const RULES_CONFIGMAP: &str = "imagewarden-yara";
 
 /// One test at a time: they share the installed operator, and one of them deletes its Pod.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -71,6 +73,8 @@ fn install(cluster: &Cluster) -> Result<()> {
         "maxConcurrentScans=2",
         "--set",
         &format!("webhook.token={WEBHOOK_TOKEN}"),
+        "--set",
+        &format!("malware.rulesConfigMap={RULES_CONFIGMAP}"),
         "--wait",
         "--timeout",
         "240s",
@@ -366,6 +370,20 @@ async fn a_rule_scans_the_registry_with_scanner_pods_and_notifies_the_host() -> 
     )
     .await?;
     let (url, mut notified) = host_receiver(cluster).await?;
+    // The team's own YARA rule, next to its ScanRule: it fires on alpine's busybox.
+    let rule_file = tempfile::NamedTempFile::new()?;
+    std::fs::write(
+        rule_file.path(),
+        "rule team_busybox {\n  meta:\n    id = \"TEAM-BUSYBOX\"\n    severity = \"low\"\n    title = \"BusyBox binary\"\n  strings:\n    $v = \"BusyBox v1.30\"\n  condition:\n    $v\n}\n",
+    )?;
+    cluster.kubectl(&[
+        "create",
+        "configmap",
+        RULES_CONFIGMAP,
+        "-n",
+        &ns,
+        &format!("--from-file=team.yar={}", rule_file.path().display()),
+    ])?;
 
     apply_rule(
         &client,
@@ -455,6 +473,12 @@ spec:
         .find(|f| f.id == "ALPINE-CVE-2019-14697")
         .context("musl finding")?;
     assert_eq!(musl.fixed_version.as_deref(), Some("1.1.22-r3"));
+    let own = vst
+        .findings
+        .iter()
+        .find(|f| f.id == "TEAM-BUSYBOX")
+        .context("the namespace's YARA rule fired in the scanner Pod")?;
+    assert_eq!(own.severity, imagewarden_operator::crd::Severity::Low);
     let mut tags = vulnerable.spec.tags.clone();
     tags.sort();
     assert_eq!(tags, ["v1", "v1-rc"]);
