@@ -173,7 +173,10 @@ mod tests {
         )
         .unwrap();
         let checks = malware_check_options(std::slice::from_ref(&rules)).unwrap();
-        assert_eq!(checks.malware_rules.unwrap().user_files(), [rules.clone()]);
+        assert_eq!(
+            checks.malware_rules.unwrap().user_files(),
+            [rules.as_path()]
+        );
         std::fs::write(&rules, "rule broken {\n condition: $a\n}\n").unwrap();
         let other = dir.path().join("other.yar");
         std::fs::copy(&rules, &other).unwrap();
