@@ -171,8 +171,35 @@ pub fn humantime_secs(s: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::humantime_secs;
+    use super::{humantime_secs, malware_check_options};
     use std::time::Duration;
+
+    #[test]
+    fn malware_rules_are_compiled_into_the_check_options() {
+        assert!(malware_check_options(&[]).unwrap().malware_rules.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("team.yar");
+        std::fs::write(
+            &rules,
+            "rule team_marker { strings: $a = \"m\" condition: $a }\n",
+        )
+        .unwrap();
+        let checks = malware_check_options(std::slice::from_ref(&rules)).unwrap();
+        assert_eq!(
+            checks.malware_rules.unwrap().user_files(),
+            [rules.as_path()]
+        );
+        std::fs::write(&rules, "rule broken {\n condition: $a\n}\n").unwrap();
+        let other = dir.path().join("other.yar");
+        std::fs::copy(&rules, &other).unwrap();
+        let err = malware_check_options(std::slice::from_ref(&other))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("{} line 2", other.display())),
+            "{err}"
+        );
+    }
 
     #[test]
     fn durations_parse_with_units() {
