@@ -9,6 +9,7 @@ use imagewarden_operator::crd::{FindingClass, ImageScanResult, ScanPhase, ScanRu
 use imagewarden_tests::control_plane::ControlPlaneOptions;
 use imagewarden_tests::image::{push_image, LayerBuilder};
 use imagewarden_tests::operator::OperatorProcess;
+use imagewarden_tests::process::poll as wait_for;
 use imagewarden_tests::registry::{NotificationEndpoint, RegistryOptions};
 use imagewarden_tests::samples::{alpine311, testdata, vulnerable_alpine};
 use imagewarden_tests::{ControlPlane, Registry, RegistryMode};
@@ -49,23 +50,6 @@ where
             &Patch::Apply(&obj),
         )
         .await?)
-}
-
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 async fn finished_task(client: &Client, name: &str, timeout: Duration) -> Result<ScanTask> {

@@ -97,6 +97,19 @@ wait_for() {
   die "$name not ready after ${secs}s (log: $state/logs/$name.log)"
 }
 
+# write_if_changed FILE: writes standard input to FILE unless FILE already holds it
+# (running components watch their configuration files).
+write_if_changed() {
+  local tmp
+  tmp="$(mktemp "$1.XXXXXX")"
+  cat >"$tmp"
+  if [[ -f $1 ]] && cmp -s "$tmp" "$1"; then
+    rm -f "$tmp"
+  else
+    mv "$tmp" "$1"
+  fi
+}
+
 # --- PKI --------------------------------------------------------------------------
 
 # cert NAME SUBJECT [SAN]: an ECDSA key and a certificate signed by the cluster CA.
@@ -351,7 +364,7 @@ EOF
   start containerd /usr/bin/containerd --config "$state/containerd/config.toml"
   wait_for containerd 30 test -S "$state/containerd/containerd.sock"
 
-  cat >"$state/kubelet/config.yaml" <<EOF
+  write_if_changed "$state/kubelet/config.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $node_ip
@@ -383,7 +396,8 @@ EOF
   start kubelet "$bin/kubelet" --config="$state/kubelet/config.yaml" \
     --kubeconfig="$state/kubelet.kubeconfig" --root-dir="$state/kubelet/root" \
     --hostname-override="$node_name" --node-ip="$node_ip" --v=1
-  cat >"$state/kube-proxy.yaml" <<EOF
+  # kube-proxy exits when its configuration file is written: write it only when it changes.
+  write_if_changed "$state/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables
@@ -397,6 +411,7 @@ nodePortAddresses: ["$node_ip/32"]
 conntrack: {maxPerCore: 0}
 EOF
   start kube-proxy "$bin/kube-proxy" --config="$state/kube-proxy.yaml" --v=1
+  wait_for kube-proxy 60 curl -sf http://127.0.0.1:10256/livez
   wait_for kubelet 120 "$bin/kubectl" --kubeconfig="$state/admin.kubeconfig" wait \
     --for=condition=Ready "node/$node_name" --timeout=1s
 }

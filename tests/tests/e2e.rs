@@ -6,12 +6,13 @@
 //!
 //! The tests share one installation and run one at a time.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use imagewarden_operator::crd::{ImageScanResult, ScanPhase, ScanRule, ScanTask, TaskTrigger};
 use imagewarden_tests::cluster::Cluster;
 use imagewarden_tests::image::{push_image_with, LayerBuilder, TestImage};
+use imagewarden_tests::process::poll as wait_for;
 use imagewarden_tests::registry::{NotificationEndpoint, RegistryOptions};
 use imagewarden_tests::samples::{alpine311, vulnerable_alpine};
 use imagewarden_tests::{Registry, RegistryMode};
@@ -121,6 +122,27 @@ fn namespace(cluster: &Cluster, prefix: &str) -> Result<String> {
     Ok(ns)
 }
 
+/// A ScanRule scanning `scope_type`/`scope` of the plain-HTTP registry `url` right away,
+/// followed by `extra` spec lines.
+fn rule_yaml(name: &str, url: &str, scope_type: &str, scope: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: imagewarden.io/v1alpha1
+kind: ScanRule
+metadata:
+  name: {name}
+  annotations:
+    imagewarden.io/scan-now: first
+spec:
+  registry:
+    url: {url}
+    insecure: true
+  scope:
+    type: {scope_type}
+    name: {scope}
+{extra}"
+    )
+}
+
 async fn apply_rule(client: &Client, ns: &str, yaml: &str) -> Result<ScanRule> {
     let rule: ScanRule = serde_yaml::from_str(yaml)?;
     let api: Api<ScanRule> = Api::namespaced(client.clone(), ns);
@@ -132,23 +154,6 @@ async fn apply_rule(client: &Client, ns: &str, yaml: &str) -> Result<ScanRule> {
             &Patch::Apply(&rule),
         )
         .await?)
-}
-
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 /// The rule's task once it has finished (Completed or Failed), with diagnostics on timeout.
@@ -388,28 +393,20 @@ async fn a_rule_scans_the_registry_with_scanner_pods_and_notifies_the_host() -> 
     apply_rule(
         &client,
         &ns,
-        &format!(
-            "apiVersion: imagewarden.io/v1alpha1
-kind: ScanRule
-metadata:
-  name: releases
-  annotations:
-    imagewarden.io/scan-now: first
-spec:
-  registry:
-    url: {registry}
-    insecure: true
-  scope:
-    type: Namespace
-    name: {team}
-  tagFilter: '^v\\d'
+        &rule_yaml(
+            "releases",
+            &cluster.registry,
+            "Namespace",
+            &team,
+            &format!(
+                "  tagFilter: '^v\\d'
   notifications:
   - name: host
     type: HTTP
     url: {url}
     events: [ScanCompleted]
-",
-            registry = cluster.registry
+"
+            ),
         ),
     )
     .await?;
@@ -645,22 +642,7 @@ async fn a_scanner_pod_killed_mid_scan_is_retried_and_the_task_completes() -> Re
     apply_rule(
         &client,
         &ns,
-        &format!(
-            "apiVersion: imagewarden.io/v1alpha1
-kind: ScanRule
-metadata:
-  name: big
-  annotations:
-    imagewarden.io/scan-now: first
-spec:
-  registry:
-    url: {link}
-    insecure: true
-  scope:
-    type: Repository
-    name: {team}/big
-"
-        ),
+        &rule_yaml("big", &link, "Repository", &format!("{team}/big"), ""),
     )
     .await?;
     // Kill the scanner Pod once its container runs.
@@ -731,22 +713,7 @@ async fn the_operator_pod_deleted_mid_task_is_replaced_without_duplicate_scans()
     apply_rule(
         &client,
         &ns,
-        &format!(
-            "apiVersion: imagewarden.io/v1alpha1
-kind: ScanRule
-metadata:
-  name: many
-  annotations:
-    imagewarden.io/scan-now: first
-spec:
-  registry:
-    url: {link}
-    insecure: true
-  scope:
-    type: Namespace
-    name: {team}
-"
-        ),
+        &rule_yaml("many", &link, "Namespace", &team, ""),
     )
     .await?;
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
