@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use imagewarden_operator::crd::{ImageScanResult, ScanPhase, ScanRule, ScanTask, TaskTrigger};
 use imagewarden_tests::cluster::Cluster;
 use imagewarden_tests::image::{push_image_with, LayerBuilder, TestImage};
