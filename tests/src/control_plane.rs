@@ -68,8 +68,24 @@ impl ControlPlane {
         Self::start_with(ControlPlaneOptions::default()).await
     }
 
-    /// Starts etcd, kube-apiserver and what `options` asks for.
+    /// Starts etcd, kube-apiserver and what `options` asks for. Free ports are picked
+    /// before the processes bind them, so another test may take one in between: a start
+    /// that fails is retried with new ports.
     pub async fn start_with(options: ControlPlaneOptions) -> Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(options).await {
+                Ok(cp) => return Ok(cp),
+                Err(e) if attempt < 3 => {
+                    tracing::warn!(attempt, error = %format!("{e:#}"), "control plane did not start; retrying");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn start_once(options: ControlPlaneOptions) -> Result<Self> {
         let bin = k8s_bin_dir()?;
         let dir = tempfile::Builder::new()
             .prefix("imagewarden-cp-")
