@@ -57,13 +57,51 @@ pub struct JobSettings {
     /// Memory limit of a scanner container.
     #[arg(long, default_value = "512Mi")]
     pub job_memory_limit: String,
-    /// Path of the vulnerability database inside scanner Jobs (a volume the chart mounts).
-    #[arg(long, default_value = "/var/lib/imagewarden/db")]
-    pub job_db_path: String,
-    /// ConfigMap or PVC-backed volume name holding the database for scanner Jobs; unset:
-    /// Jobs use the database baked into the scanner image at `job_db_path`.
-    #[arg(long)]
-    pub job_db_volume_claim: Option<String>,
+    /// Address scanner Jobs download the operator's compiled database from:
+    /// `GET /db/<database version>` (plain HTTP; each Job verifies the content digest).
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_DB_SERVE_ADDR",
+        default_value = "0.0.0.0:8081"
+    )]
+    pub db_serve_addr: SocketAddr,
+    /// Base URL scanner Jobs reach that address at, e.g.
+    /// `http://imagewarden-database.imagewarden-system.svc:8081`.
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_DB_SERVE_URL",
+        conflicts_with = "db_serve_service"
+    )]
+    pub db_serve_url: Option<String>,
+    /// Service (in the operator's namespace, `POD_NAMESPACE`) in front of the database
+    /// address: its cluster IP and port make the base URL of scanner Jobs (no cluster DNS
+    /// needed). Either this or `--db-serve-url` is needed by the job executor.
+    #[arg(long, env = "IMAGEWARDEN_DB_SERVE_SERVICE")]
+    pub db_serve_service: Option<String>,
+}
+
+impl JobSettings {
+    /// Checks the database-serving settings against the executor: the job executor needs
+    /// a way for Jobs to reach the operator, the inline executor takes none.
+    pub fn check_db_serving(&self, executor: ExecutorKind) -> Result<(), String> {
+        let named = self.db_serve_url.is_some() || self.db_serve_service.is_some();
+        match executor {
+            ExecutorKind::Job if !named => Err("the job executor needs --db-serve-service (or --db-serve-url): \
+                 the address scanner Jobs download the operator's vulnerability database from"
+                .into()),
+            ExecutorKind::Inline if named => Err(
+                "--db-serve-service and --db-serve-url are for the job executor; the inline executor scans in this process"
+                    .into(),
+            ),
+            _ => {
+                if let Some(url) = &self.db_serve_url {
+                    crate::dbserve::check_base_url(url)
+                        .map_err(|e| format!("--db-serve-url {url:?}: {e}"))?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// The operator's configuration.
@@ -199,6 +237,38 @@ mod tests {
             err.contains(&format!("{} line 2", other.display())),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_job_executor_needs_an_address_for_jobs_and_the_inline_one_takes_none() {
+        use super::{ExecutorKind, OperatorConfig};
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: OperatorConfig,
+        }
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["operator", "--db=/db.idx"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).map(|c| c.config)
+        };
+        let config = parse(&["--executor=job"]).unwrap();
+        let err = config.job.check_db_serving(config.executor).unwrap_err();
+        assert!(err.contains("--db-serve-service"), "{err}");
+        let config = parse(&["--executor=job", "--db-serve-service=imagewarden-database"]).unwrap();
+        assert!(config.job.check_db_serving(ExecutorKind::Job).is_ok());
+        let config = parse(&["--executor=job", "--db-serve-url=https://op:8081"]).unwrap();
+        let err = config.job.check_db_serving(ExecutorKind::Job).unwrap_err();
+        assert!(
+            err.contains("--db-serve-url") && err.contains("http://"),
+            "{err}"
+        );
+        let config = parse(&["--db-serve-service=imagewarden-database"]).unwrap();
+        assert_eq!(config.executor, ExecutorKind::Inline);
+        let err = config.job.check_db_serving(config.executor).unwrap_err();
+        assert!(err.contains("inline"), "{err}");
+        assert!(parse(&["--db-serve-url=http://a:1", "--db-serve-service=b"]).is_err());
     }
 
     #[test]

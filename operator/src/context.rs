@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 pub const FIELD_MANAGER: &str = "imagewarden-operator";
 
 /// The vulnerability database in use and its version (the digest of its content).
+#[derive(Debug)]
 pub struct LoadedDb {
     pub db: Db,
     pub version: String,
@@ -64,6 +65,8 @@ pub struct Context {
     pub client: Client,
     pub config: OperatorConfig,
     pub db: RwLock<Arc<LoadedDb>>,
+    /// Databases replaced by a refresh, still served to scanner Jobs until the deadline.
+    retired: Mutex<Vec<(Arc<LoadedDb>, std::time::Instant)>>,
     pub inline: Mutex<InlineScans>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
@@ -71,6 +74,8 @@ pub struct Context {
     pub failures: Mutex<HashMap<String, u32>>,
     /// The checks inline scans run (malware rules compiled once, at start-up).
     pub checks: imagewarden_scanner::checks::CheckOptions,
+    /// Base URL scanner Jobs download the database from (job executor).
+    pub db_base_url: Option<String>,
 }
 
 impl Context {
@@ -89,11 +94,19 @@ impl Context {
             client,
             config,
             db: RwLock::new(Arc::new(db)),
+            retired: Mutex::new(Vec::new()),
             inline: Mutex::new(InlineScans::default()),
             metrics,
             failures: Mutex::new(HashMap::new()),
             checks: imagewarden_scanner::checks::CheckOptions::default(),
+            db_base_url: None,
         }
+    }
+
+    /// Scanner Jobs download the database from `base_url` (`GET <base_url>/db/<version>`).
+    pub fn with_db_base_url(mut self, base_url: String) -> Self {
+        self.db_base_url = Some(base_url);
+        self
     }
 
     /// Uses `checks` for inline scans instead of the default checks.
@@ -119,6 +132,44 @@ impl Context {
     pub fn db(&self) -> Arc<LoadedDb> {
         self.db.read().expect("db lock").clone()
     }
+
+    /// Makes `db` the database in use; the one it replaces is still served to scanner
+    /// Jobs for [`crate::dbserve::RETIRED_DB_GRACE`].
+    pub fn replace_db(&self, db: Arc<LoadedDb>) {
+        let old = std::mem::replace(&mut *self.db.write().expect("db lock"), db);
+        let mut retired = self.retired.lock().expect("retired lock");
+        retired.push((
+            old,
+            std::time::Instant::now() + crate::dbserve::RETIRED_DB_GRACE,
+        ));
+        prune(&mut retired);
+    }
+
+    /// Forgets retired databases whose grace has passed (frees their memory).
+    pub fn prune_retired(&self) {
+        prune(&mut self.retired.lock().expect("retired lock"));
+    }
+
+    /// The database of `version` if this process serves it: the current one, or one a
+    /// refresh replaced less than the grace period ago.
+    pub fn served_db(&self, version: &str) -> Option<Arc<LoadedDb>> {
+        let current = self.db();
+        if current.version == version {
+            return Some(current);
+        }
+        let mut retired = self.retired.lock().expect("retired lock");
+        prune(&mut retired);
+        retired
+            .iter()
+            .rev()
+            .find(|(db, _)| db.version == version)
+            .map(|(db, _)| db.clone())
+    }
+}
+
+fn prune(retired: &mut Vec<(Arc<LoadedDb>, std::time::Instant)>) {
+    let now = std::time::Instant::now();
+    retired.retain(|(_, until)| *until > now);
 }
 
 #[cfg(test)]

@@ -80,13 +80,16 @@ pub fn rematch(
 /// Reloads the database; when it changed, re-matches stored results and starts tasks
 /// for the rules whose images have new findings.
 pub async fn refresh(ctx: Arc<Context>) -> anyhow::Result<()> {
+    ctx.prune_retired();
     let loaded = load(ctx.config.db.clone()).await?;
     if loaded.version == ctx.db().version {
         return Ok(());
     }
-    info!(version = %loaded.version, "vulnerability database changed");
+    info!(version = %loaded.version, records = loaded.db.info().records, "vulnerability database changed");
     let loaded = Arc::new(loaded);
-    *ctx.db.write().expect("db lock") = loaded.clone();
+    ctx.replace_db(loaded.clone());
+    ctx.metrics
+        .database(&loaded.version, loaded.db.info().records);
 
     let all: Api<ImageScanResult> = Api::all(ctx.client.clone());
     // (namespace, rule) -> images with new findings

@@ -8,7 +8,9 @@ use std::io::Write;
 use imagewarden_scanner::checks::CheckOptions;
 use imagewarden_scanner::matcher::match_inventory;
 use imagewarden_scanner::source::{self, ImageRef, PullOptions, RegistryCredentials};
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
     ResourceRequirements, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
@@ -243,12 +245,41 @@ pub fn job_labels(task: &str, target: &ScanTarget) -> BTreeMap<String, String> {
     ])
 }
 
-/// Name of the scanner Job for one image of one task: deterministic, so a restarted
-/// operator finds the Job it created instead of creating another.
-pub fn job_name(task_uid: &str, target: &ScanTarget) -> String {
+/// Name of the scanner Job for one attempt at one image of one task: deterministic, so a
+/// restarted operator finds the Job it created instead of creating another.
+pub fn job_name(task_uid: &str, target: &ScanTarget, attempt: u32) -> String {
     use sha2::Digest;
-    let h = sha2::Sha256::digest(format!("{task_uid}/{}", target.reference()).as_bytes());
+    let key = match attempt {
+        0 | 1 => format!("{task_uid}/{}", target.reference()),
+        n => format!("{task_uid}/{}#{n}", target.reference()),
+    };
+    let h = sha2::Sha256::digest(key.as_bytes());
     format!("iw-scan-{}", &hex::encode(h)[..16])
+}
+
+/// Annotation of scanner Jobs: the database version they were given.
+pub const JOB_DATABASE_ANNOTATION: &str = "imagewarden.io/database-version";
+
+/// The database a scanner Job downloads from the operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobDatabase {
+    /// Base URL of the operator's database endpoint, as Jobs reach it.
+    pub base_url: String,
+    /// Version (content digest) of the operator's database now.
+    pub version: String,
+    /// Size of the operator's index in bytes.
+    pub size: u64,
+}
+
+impl JobDatabase {
+    /// The database the operator uses now, at `base_url`.
+    pub fn current(base_url: &str, db: &LoadedDb) -> Self {
+        Self {
+            base_url: base_url.to_string(),
+            version: db.version.clone(),
+            size: db.db.size() as u64,
+        }
+    }
 }
 
 /// Registry settings a scanner Job needs, as Secret references (mounted, never copied).
@@ -267,6 +298,8 @@ pub fn build_job(
     owner: OwnerReference,
     target: &ScanTarget,
     registry: &JobRegistry,
+    database: &JobDatabase,
+    attempt: u32,
 ) -> Job {
     let mut args = vec![
         "scan-image".to_string(),
@@ -274,7 +307,15 @@ pub fn build_job(
         format!("--registry={}", target.registry),
         format!("--repository={}", target.repository),
         format!("--digest={}", target.digest),
-        format!("--db={}", settings.job_db_path),
+        format!(
+            "--db-url={}",
+            crate::dbserve::db_url(&database.base_url, &database.version)
+        ),
+        format!("--db-version={}", database.version),
+        format!(
+            "--db-max-bytes={}",
+            database.size + crate::dbserve::SIZE_HEADROOM
+        ),
         format!("--owner-kind={}", owner.kind),
         format!("--owner-name={}", owner.name),
         format!("--owner-uid={}", owner.uid),
@@ -351,24 +392,6 @@ pub fn build_job(
         });
         args.push(format!("--malware-rules={JOB_MALWARE_RULES_DIR}"));
     }
-    if let Some(claim) = &settings.job_db_volume_claim {
-        volumes.push(Volume {
-            name: "db".into(),
-            persistent_volume_claim: Some(
-                k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
-                    claim_name: claim.clone(),
-                    read_only: Some(true),
-                },
-            ),
-            ..Default::default()
-        });
-        mounts.push(VolumeMount {
-            name: "db".into(),
-            mount_path: settings.job_db_path.clone(),
-            read_only: Some(true),
-            ..Default::default()
-        });
-    }
     let limits = BTreeMap::from([
         ("cpu".to_string(), Quantity(settings.job_cpu_limit.clone())),
         (
@@ -383,14 +406,34 @@ pub fn build_job(
     let labels = job_labels(task_name, target);
     Job {
         metadata: ObjectMeta {
-            name: Some(job_name(&owner.uid, target)),
+            name: Some(job_name(&owner.uid, target, attempt)),
             namespace: Some(namespace.to_string()),
             labels: Some(labels.clone()),
+            annotations: Some(BTreeMap::from([(
+                JOB_DATABASE_ANNOTATION.to_string(),
+                database.version.clone(),
+            )])),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
         spec: Some(JobSpec {
             backoff_limit: Some(settings.job_backoff_limit),
+            // Without the database another Pod would fail the same way: fail the Job at
+            // once, with the reason in its condition.
+            pod_failure_policy: Some(PodFailurePolicy {
+                rules: vec![PodFailurePolicyRule {
+                    action: "FailJob".into(),
+                    on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                        container_name: Some("scanner".into()),
+                        operator: "In".into(),
+                        values: vec![
+                            crate::dbserve::EXIT_DB_UNAVAILABLE,
+                            crate::dbserve::EXIT_DB_REJECTED,
+                        ],
+                    }),
+                    on_pod_conditions: None,
+                }],
+            }),
             active_deadline_seconds: Some(settings.job_active_deadline_seconds),
             ttl_seconds_after_finished: Some(settings.job_ttl_seconds),
             template: PodTemplateSpec {
@@ -418,6 +461,8 @@ pub fn build_job(
                         image: Some(settings.scanner_image.clone()),
                         command: Some(vec!["imagewarden-operator".into()]),
                         args: Some(args),
+                        // The error `scan-image` ends with shows in the Pod's status.
+                        termination_message_policy: Some("FallbackToLogsOnError".into()),
                         resources: Some(ResourceRequirements {
                             limits: Some(limits),
                             requests: Some(requests),
@@ -443,5 +488,392 @@ pub fn build_job(
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+/// A scanner Job as far as its outcome goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobState {
+    Running,
+    Succeeded,
+    /// Failed after its Pod retries, or at once by its Pod failure policy (then with the
+    /// container's exit code).
+    Failed {
+        exit_code: Option<i32>,
+        message: String,
+    },
+}
+
+/// The state of a Job from its status conditions.
+pub fn job_state(job: &Job) -> JobState {
+    let st = job.status.clone().unwrap_or_default();
+    let conditions = st.conditions.unwrap_or_default();
+    if let Some(c) = conditions
+        .iter()
+        .find(|c| c.type_ == "Failed" && c.status == "True")
+    {
+        let message = c
+            .message
+            .clone()
+            .or_else(|| c.reason.clone())
+            .unwrap_or_default();
+        // The Job controller words a Pod failure policy match as "Container scanner for
+        // pod ns/name failed with exit code 3 matching FailJob rule at index 0".
+        let exit_code = (c.reason.as_deref() == Some("PodFailurePolicy"))
+            .then(|| {
+                message
+                    .split_once("exit code ")
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+                    .and_then(|n| n.parse().ok())
+            })
+            .flatten();
+        return JobState::Failed { exit_code, message };
+    }
+    if st.succeeded.unwrap_or(0) > 0
+        || conditions
+            .iter()
+            .any(|c| c.type_ == "Complete" && c.status == "True")
+    {
+        return JobState::Succeeded;
+    }
+    JobState::Running
+}
+
+/// A stored ImageScanResult as far as judging a finished scan needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredResult {
+    pub scanner_version: Option<String>,
+    pub database_version: Option<String>,
+    pub has_inventory: bool,
+}
+
+impl From<&ImageScanResult> for StoredResult {
+    fn from(r: &ImageScanResult) -> Self {
+        let st = r.status.as_ref();
+        Self {
+            scanner_version: st.and_then(|s| s.scanner_version.clone()),
+            database_version: st.and_then(|s| s.database_version.clone()),
+            has_inventory: st.is_some_and(|s| s.inventory.is_some()),
+        }
+    }
+}
+
+/// What to do with an image whose scan ran (or runs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScanVerdict {
+    /// Still running.
+    Wait,
+    /// The result was made by this scanner with the current database.
+    Completed,
+    /// The result was made with database `scanned_with`: re-match its stored inventory
+    /// with the current database.
+    Rematch { scanned_with: String },
+    /// Scan again (a new attempt), telling why.
+    Rescan(String),
+    /// Give up, telling why.
+    Failed(String),
+}
+
+impl ScanVerdict {
+    /// A rescan when attempts remain, else a failure with the same reason.
+    pub fn bounded(self, attempts: u32, max_attempts: u32) -> Self {
+        match self {
+            ScanVerdict::Rescan(why) if attempts >= max_attempts => ScanVerdict::Failed(why),
+            other => other,
+        }
+    }
+}
+
+/// Judges the result a finished scan (`scan`, e.g. "scanner Job iw-scan-…") wrote as
+/// `result_name`, against the current database.
+pub fn judge_result(
+    scan: &str,
+    result_name: &str,
+    result: Option<&StoredResult>,
+    current_db: &str,
+) -> ScanVerdict {
+    let Some(result) = result else {
+        return ScanVerdict::Rescan(format!(
+            "{scan} finished without writing result {result_name}; rescanning"
+        ));
+    };
+    let scanner = result.scanner_version.as_deref().unwrap_or("unknown");
+    if scanner != imagewarden_scanner::SCANNER_VERSION {
+        // Another scan would run the same scanner again.
+        return ScanVerdict::Failed(format!(
+            "{scan} ran scanner {scanner}, the operator runs {}: scanner Jobs must use the operator's image",
+            imagewarden_scanner::SCANNER_VERSION
+        ));
+    }
+    let scanned_with = result.database_version.as_deref().unwrap_or("unknown");
+    if scanned_with == current_db {
+        ScanVerdict::Completed
+    } else if result.has_inventory {
+        ScanVerdict::Rematch {
+            scanned_with: scanned_with.to_string(),
+        }
+    } else {
+        ScanVerdict::Rescan(rescan_message(scanned_with, current_db))
+    }
+}
+
+/// The message of an image whose result was made with another database and is scanned again.
+pub fn rescan_message(scanned_with: &str, current_db: &str) -> String {
+    format!("scanned with database {scanned_with}, current is {current_db}; rescanning")
+}
+
+/// Judges a scanner Job: `job_db` is the database version it was given.
+pub fn judge_job(
+    job_name: &str,
+    job_db: Option<&str>,
+    state: &JobState,
+    result_name: &str,
+    result: Option<&StoredResult>,
+    current_db: &str,
+) -> ScanVerdict {
+    let scan = format!("scanner Job {job_name}");
+    match state {
+        JobState::Running => ScanVerdict::Wait,
+        JobState::Succeeded => judge_result(&scan, result_name, result, current_db),
+        JobState::Failed {
+            exit_code: Some(code),
+            ..
+        } if *code == crate::dbserve::EXIT_DB_UNAVAILABLE
+            || *code == crate::dbserve::EXIT_DB_REJECTED =>
+        {
+            let wanted = job_db.unwrap_or("unknown");
+            if job_db.is_some_and(|v| v != current_db) {
+                return ScanVerdict::Rescan(format!(
+                    "{scan} could not get database {wanted}, current is {current_db}; rescanning"
+                ));
+            }
+            let what = if *code == crate::dbserve::EXIT_DB_UNAVAILABLE {
+                "could not download"
+            } else {
+                "rejected the download of"
+            };
+            ScanVerdict::Rescan(format!(
+                "{scan} {what} the vulnerability database {wanted} from the operator (exit code {code}; the scanner Pod's log says why)"
+            ))
+        }
+        JobState::Failed { message, .. } => {
+            ScanVerdict::Failed(format!("{scan} failed: {message}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OLD: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const NEW: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    fn stored(db: &str, inventory: bool) -> StoredResult {
+        StoredResult {
+            scanner_version: Some(imagewarden_scanner::SCANNER_VERSION.into()),
+            database_version: Some(db.into()),
+            has_inventory: inventory,
+        }
+    }
+
+    fn failed_job(reason: &str, message: &str) -> Job {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "iw-scan-x"},
+            "status": {"failed": 1, "conditions": [
+                {"type": "FailureTarget", "status": "True", "reason": reason, "message": message},
+                {"type": "Failed", "status": "True", "reason": reason, "message": message},
+            ]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn job_state_reads_the_exit_code_of_a_pod_failure_policy_match() {
+        let job = failed_job(
+            "PodFailurePolicy",
+            "Container scanner for pod team-a/iw-scan-x-abcde failed with exit code 3 matching FailJob rule at index 0",
+        );
+        assert!(matches!(
+            job_state(&job),
+            JobState::Failed {
+                exit_code: Some(3),
+                ..
+            }
+        ));
+        let job = failed_job(
+            "BackoffLimitExceeded",
+            "Job has reached the specified backoff limit",
+        );
+        assert_eq!(
+            job_state(&job),
+            JobState::Failed {
+                exit_code: None,
+                message: "Job has reached the specified backoff limit".into()
+            }
+        );
+        let done: Job = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "j"},
+            "status": {"succeeded": 1},
+        }))
+        .unwrap();
+        assert_eq!(job_state(&done), JobState::Succeeded);
+        let running: Job = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "j"}, "status": {"active": 1},
+        }))
+        .unwrap();
+        assert_eq!(job_state(&running), JobState::Running);
+    }
+
+    #[test]
+    fn a_result_made_with_another_database_is_rematched_not_discarded() {
+        let verdict = judge_job(
+            "iw-scan-x",
+            Some(OLD),
+            &JobState::Succeeded,
+            "r",
+            Some(&stored(OLD, true)),
+            NEW,
+        );
+        assert_eq!(
+            verdict,
+            ScanVerdict::Rematch {
+                scanned_with: OLD.into()
+            }
+        );
+        assert_eq!(
+            judge_job(
+                "j",
+                Some(NEW),
+                &JobState::Succeeded,
+                "r",
+                Some(&stored(NEW, true)),
+                NEW
+            ),
+            ScanVerdict::Completed
+        );
+    }
+
+    #[test]
+    fn without_an_inventory_the_image_is_rescanned_with_the_reason() {
+        let verdict = judge_job(
+            "iw-scan-x",
+            Some(OLD),
+            &JobState::Succeeded,
+            "r",
+            Some(&stored(OLD, false)),
+            NEW,
+        );
+        assert_eq!(
+            verdict,
+            ScanVerdict::Rescan(format!(
+                "scanned with database {OLD}, current is {NEW}; rescanning"
+            ))
+        );
+        // Out of attempts: the same reason, as a failure.
+        assert_eq!(
+            verdict.clone().bounded(3, 3),
+            ScanVerdict::Failed(format!(
+                "scanned with database {OLD}, current is {NEW}; rescanning"
+            ))
+        );
+        assert_eq!(verdict.clone().bounded(1, 3), verdict);
+    }
+
+    #[test]
+    fn a_missing_result_or_another_scanner_says_so() {
+        let missing = judge_job(
+            "iw-scan-x",
+            Some(NEW),
+            &JobState::Succeeded,
+            "res-1",
+            None,
+            NEW,
+        );
+        assert_eq!(
+            missing,
+            ScanVerdict::Rescan(
+                "scanner Job iw-scan-x finished without writing result res-1; rescanning".into()
+            )
+        );
+        let other = StoredResult {
+            scanner_version: Some("0.0.1-other".into()),
+            ..stored(NEW, true)
+        };
+        let ScanVerdict::Failed(why) = judge_job(
+            "iw-scan-x",
+            Some(NEW),
+            &JobState::Succeeded,
+            "r",
+            Some(&other),
+            NEW,
+        ) else {
+            panic!("another scanner's result is a failure");
+        };
+        assert!(why.contains("ran scanner 0.0.1-other"), "{why}");
+    }
+
+    #[test]
+    fn a_job_without_the_database_is_retried_or_fails_with_a_clear_message() {
+        let unavailable = JobState::Failed {
+            exit_code: Some(crate::dbserve::EXIT_DB_UNAVAILABLE),
+            message: "…".into(),
+        };
+        // Its database was replaced by a refresh: a new Job gets the current one.
+        assert_eq!(
+            judge_job("iw-scan-x", Some(OLD), &unavailable, "r", None, NEW),
+            ScanVerdict::Rescan(format!(
+                "scanner Job iw-scan-x could not get database {OLD}, current is {NEW}; rescanning"
+            ))
+        );
+        let ScanVerdict::Rescan(why) =
+            judge_job("iw-scan-x", Some(NEW), &unavailable, "r", None, NEW)
+        else {
+            panic!("retried");
+        };
+        assert!(
+            why.starts_with(&format!(
+                "scanner Job iw-scan-x could not download the vulnerability database {NEW} from the operator"
+            )),
+            "{why}"
+        );
+        let rejected = JobState::Failed {
+            exit_code: Some(crate::dbserve::EXIT_DB_REJECTED),
+            message: "…".into(),
+        };
+        let ScanVerdict::Rescan(why) = judge_job("j", Some(NEW), &rejected, "r", None, NEW) else {
+            panic!("retried");
+        };
+        assert!(why.contains("rejected the download of"), "{why}");
+        // Other failures keep the Job's own reason.
+        let other = JobState::Failed {
+            exit_code: Some(1),
+            message: "Job has reached the specified backoff limit".into(),
+        };
+        assert_eq!(
+            judge_job("j", Some(NEW), &other, "r", None, NEW),
+            ScanVerdict::Failed(
+                "scanner Job j failed: Job has reached the specified backoff limit".into()
+            )
+        );
+        assert_eq!(
+            judge_job("j", Some(NEW), &JobState::Running, "r", None, NEW),
+            ScanVerdict::Wait
+        );
+    }
+
+    #[test]
+    fn each_attempt_has_its_own_job_name_and_the_first_keeps_the_old_one() {
+        let t = ScanTarget {
+            registry: "r:5000".into(),
+            repository: "a".into(),
+            digest: "sha256:ab".into(),
+            tags: vec![],
+        };
+        assert_eq!(job_name("u", &t, 0), job_name("u", &t, 1));
+        assert_ne!(job_name("u", &t, 1), job_name("u", &t, 2));
+        assert_ne!(job_name("u", &t, 2), job_name("u", &t, 3));
+        assert!(job_name("u", &t, 2).starts_with("iw-scan-"));
+        assert_eq!(job_name("u", &t, 2).len(), "iw-scan-".len() + 16);
     }
 }

@@ -5,6 +5,7 @@ pub mod config;
 pub mod context;
 pub mod controller;
 pub mod crd;
+pub mod dbserve;
 pub mod dbupdate;
 pub mod executor;
 pub mod leader;

@@ -8,13 +8,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::routing::get;
 use clap::{Parser, Subcommand};
-use imagewarden_operator::config::OperatorConfig;
+use imagewarden_operator::config::{ExecutorKind, OperatorConfig};
 use imagewarden_operator::context::Context;
 use imagewarden_operator::executor::{self, ScanTarget};
 use imagewarden_operator::leader::{self, LeaseSettings};
 use imagewarden_operator::metrics::Metrics;
 use imagewarden_operator::registry::{Credentials, RegistryAccess};
-use imagewarden_operator::{controller, dbupdate};
+use imagewarden_operator::{controller, dbserve, dbupdate};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use tracing::{error, info, warn};
 
@@ -50,9 +50,27 @@ struct ScanImageArgs {
     /// Tags pointing at the digest.
     #[arg(long = "tag")]
     tags: Vec<String>,
-    /// Vulnerability database (index file, OSV directory or zips).
-    #[arg(long = "db", required = true)]
+    /// Vulnerability database from local sources (index file, OSV directory or zips), for
+    /// running by hand; scanner Jobs download the operator's with `--db-url` instead.
+    #[arg(
+        long = "db",
+        required_unless_present = "db_url",
+        conflicts_with = "db_url"
+    )]
     db: Vec<String>,
+    /// URL of the operator's database (`<base>/db/<version>`), downloaded and verified
+    /// before the scan.
+    #[arg(long, requires_all = ["db_version", "db_max_bytes"])]
+    db_url: Option<String>,
+    /// Version (content digest) the downloaded database must have.
+    #[arg(long, requires = "db_url")]
+    db_version: Option<String>,
+    /// Largest download accepted, in bytes.
+    #[arg(long, requires = "db_url")]
+    db_max_bytes: Option<u64>,
+    /// How long failed downloads are retried (the operator may be restarting).
+    #[arg(long, value_parser = imagewarden_operator::config::humantime_secs, default_value = "2m")]
+    db_fetch_patience: Duration,
     /// Plain HTTP.
     #[arg(long)]
     insecure: bool,
@@ -100,17 +118,56 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     match Cli::parse().command {
         Command::Run(config) => run(*config).await,
-        Command::ScanImage(args) => scan_image(*args).await,
+        Command::ScanImage(args) => match scan_image(*args).await {
+            Err(ScanImageError::Database(e)) => {
+                // A distinct exit code: the Job's Pod failure policy fails the Job at once.
+                error!(error = %e, "no vulnerability database");
+                eprintln!("Error: {e}");
+                std::process::exit(e.exit_code());
+            }
+            Err(ScanImageError::Other(e)) => Err(e),
+            Ok(()) => Ok(()),
+        },
+    }
+}
+
+enum ScanImageError {
+    Database(dbserve::FetchError),
+    Other(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for ScanImageError {
+    fn from(e: E) -> Self {
+        ScanImageError::Other(e.into())
     }
 }
 
 async fn run(config: OperatorConfig) -> anyhow::Result<()> {
+    config
+        .job
+        .check_db_serving(config.executor)
+        .map_err(anyhow::Error::msg)?;
     let checks = config
         .check_options()
         .context("loading the malware rules")?;
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;
+    let db_base_url = match (&config.job.db_serve_url, &config.job.db_serve_service) {
+        (Some(url), _) => Some(url.clone()),
+        (None, Some(name)) => {
+            let services: kube::Api<k8s_openapi::api::core::v1::Service> =
+                kube::Api::namespaced(client.clone(), &config.lease_namespace);
+            let service = services.get(name).await.with_context(|| {
+                format!(
+                    "reading Service {}/{name} (--db-serve-service), the address scanner Jobs download the database from",
+                    config.lease_namespace
+                )
+            })?;
+            Some(dbserve::service_base_url(name, &service).map_err(anyhow::Error::msg)?)
+        }
+        (None, None) => None,
+    };
     info!(sources = ?config.db, "loading the vulnerability database");
     let db = dbupdate::load(config.db.clone()).await.with_context(|| {
         format!(
@@ -120,9 +177,29 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     })?;
     info!(version = %db.version, records = db.db.info().records, "vulnerability database loaded");
     let metrics = Arc::new(Metrics::default());
-    let ctx = Arc::new(
-        Context::new(client.clone(), config.clone(), db, metrics.clone()).with_checks(checks),
-    );
+    metrics.database(&db.version, db.db.info().records);
+    let mut ctx =
+        Context::new(client.clone(), config.clone(), db, metrics.clone()).with_checks(checks);
+    if let Some(url) = db_base_url {
+        ctx = ctx.with_db_base_url(url);
+    }
+    let ctx = Arc::new(ctx);
+
+    // Scanner Jobs download the database from every replica (the Service picks one); it
+    // listens before the probes, so a ready replica serves it.
+    if ctx.config.executor == ExecutorKind::Job {
+        let addr = ctx.config.job.db_serve_addr;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the database address {addr} (--db-serve-addr)"))?;
+        info!(%addr, url = ?ctx.db_base_url, "serving the vulnerability database to scanner Jobs");
+        let serving = ctx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = dbserve::serve(listener, serving).await {
+                error!(error = %e, "database server stopped");
+            }
+        });
+    }
 
     let leading = if config.leader_elect {
         let identity = config
@@ -311,13 +388,34 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "imagewarden".into())
 }
 
-async fn scan_image(args: ScanImageArgs) -> anyhow::Result<()> {
+async fn scan_image(args: ScanImageArgs) -> Result<(), ScanImageError> {
     let checks = imagewarden_operator::config::malware_check_options(&args.malware_rules)
         .context("loading the malware rules")?;
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;
-    let db = dbupdate::load(args.db.clone()).await?;
+    let db = match &args.db_url {
+        Some(url) => {
+            let version = args.db_version.clone().unwrap_or_default();
+            if !dbserve::is_version(&version) {
+                return Err(ScanImageError::Other(anyhow::anyhow!(
+                    "--db-version {version:?} is not a database version (sha256:<64 hex digits>)"
+                )));
+            }
+            let download = dbserve::DbDownload {
+                url: url.clone(),
+                version,
+                max_bytes: args.db_max_bytes.unwrap_or_default(),
+                patience: args.db_fetch_patience,
+            };
+            let db = dbserve::fetch(&download)
+                .await
+                .map_err(ScanImageError::Database)?;
+            info!(version = %db.version, bytes = db.db.size(), "vulnerability database downloaded and verified");
+            db
+        }
+        None => dbupdate::load(args.db.clone()).await?,
+    };
     let mut access = RegistryAccess::new(&args.registry, args.insecure)?;
     if let Some(dir) = &args.credentials_dir {
         let mut data = std::collections::BTreeMap::new();

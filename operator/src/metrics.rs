@@ -26,6 +26,8 @@ pub struct Metrics {
     pub scans_running: AtomicI64,
     /// 1 while this replica holds the leader Lease.
     pub leader: AtomicI64,
+    /// Version (content digest) and records of the vulnerability database in use.
+    database: Mutex<Option<(String, u64)>>,
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
@@ -51,6 +53,11 @@ impl Metrics {
             *self.scan_seconds_sum.lock().expect("metrics lock") += s;
             self.scan_seconds_count.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Records the vulnerability database in use.
+    pub fn database(&self, version: &str, records: u64) {
+        *self.database.lock().expect("metrics lock") = Some((version.to_string(), records));
     }
 
     /// The metrics in Prometheus text format.
@@ -125,6 +132,12 @@ impl Metrics {
                 out,
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
                 v.load(Ordering::Relaxed)
+            );
+        }
+        if let Some((version, records)) = &*self.database.lock().unwrap() {
+            let _ = writeln!(
+                out,
+                "# HELP imagewarden_database_info The vulnerability database in use (scanner Jobs get the same one).\n# TYPE imagewarden_database_info gauge\nimagewarden_database_info{{version=\"{version}\"}} 1\n# HELP imagewarden_database_records Advisories in the vulnerability database in use.\n# TYPE imagewarden_database_records gauge\nimagewarden_database_records {records}"
             );
         }
         out

@@ -545,6 +545,11 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
         "--executor=job".to_string(),
         "--scanner-image=registry.local/imagewarden:test".to_string(),
         "--job-malware-rules-configmap=yara-rules".to_string(),
+        format!(
+            "--db-serve-addr=127.0.0.1:{}",
+            imagewarden_tests::process::free_port()?
+        ),
+        "--db-serve-url=http://imagewarden-database.imagewarden-system.svc:8081".to_string(),
     ]);
     let _operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
     apply::<ScanRule>(&client, &rule_yaml("jobs", &registry, "")).await?;
@@ -919,5 +924,364 @@ async fn failing_scans_are_retried_a_bounded_number_of_times_then_fail_with_the_
         (cond.status.as_str(), cond.reason.as_str()),
         ("False", "ImagesFailed")
     );
+    Ok(())
+}
+
+/// The scanner Pod of Job `job`, once the Job controller created it.
+async fn pod_of_job(client: &Client, job: &str) -> Result<k8s_openapi::api::core::v1::Pod> {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::default_namespaced(client.clone());
+    let selector = format!("job-name={job}");
+    wait_for(
+        &format!("the Pod of Job {job}"),
+        Duration::from_secs(60),
+        || {
+            let (pods, selector) = (pods.clone(), selector.clone());
+            async move {
+                Ok(pods
+                    .list(&ListParams::default().labels(&selector))
+                    .await?
+                    .items
+                    .into_iter()
+                    .next())
+            }
+        },
+    )
+    .await
+}
+
+/// Plays the kubelet for the Pod of scanner Job `job` (this control plane has no node): runs
+/// the Pod's container command here, with the control plane's kubeconfig instead of the
+/// in-cluster ServiceAccount and `extra` flags, and reports how it ended in the Pod's
+/// status. The Job controller takes it from there. Returns the exit code and the output.
+async fn run_scanner_pod(
+    cp: &ControlPlane,
+    client: &Client,
+    job: &str,
+    extra: &[&str],
+) -> Result<(i32, String)> {
+    let pod = pod_of_job(client, job).await?;
+    let container = &pod.spec.as_ref().unwrap().containers[0];
+    assert_eq!(
+        container.command.as_deref(),
+        Some(&["imagewarden-operator".to_string()][..])
+    );
+    let mut args = container.args.clone().unwrap_or_default();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let out = tokio::process::Command::new(BIN)
+        .args(&args)
+        .env("KUBECONFIG", cp.kubeconfig())
+        .env("IMAGEWARDEN_LOG", "info")
+        .output()
+        .await?;
+    let code = out.status.code().unwrap_or(-1);
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::default_namespaced(client.clone());
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = serde_json::json!({"status": {
+        "phase": if code == 0 { "Succeeded" } else { "Failed" },
+        "startTime": now,
+        "containerStatuses": [{
+            "name": "scanner",
+            "image": container.image,
+            "imageID": "",
+            "ready": false,
+            "restartCount": 0,
+            "state": {"terminated": {
+                "exitCode": code,
+                "reason": if code == 0 { "Completed" } else { "Error" },
+                "startedAt": now,
+                "finishedAt": now,
+            }},
+        }],
+    }});
+    pods.patch_status(
+        &pod.metadata.name.clone().unwrap(),
+        &PatchParams::default(),
+        &Patch::Merge(status),
+    )
+    .await?;
+    Ok((code, output))
+}
+
+/// A copy of the OSV test records in a directory the test may change.
+fn osv_copy() -> Result<tempfile::TempDir> {
+    let db = tempfile::tempdir()?;
+    for eco in std::fs::read_dir(testdata("osv"))? {
+        let eco = eco?.path();
+        if !eco.is_dir() {
+            continue;
+        }
+        let dest = db.path().join(eco.file_name().unwrap());
+        std::fs::create_dir_all(&dest)?;
+        for f in std::fs::read_dir(&eco)? {
+            let f = f?.path();
+            std::fs::copy(&f, dest.join(f.file_name().unwrap()))?;
+        }
+    }
+    Ok(db)
+}
+
+fn version_of(dir: &Path) -> Result<String> {
+    let db = imagewarden_scanner::vulndb::Db::load(&[dir.display().to_string()])?;
+    Ok(db.info().digest.clone())
+}
+
+/// The operator's database version, from its metrics.
+async fn operator_db_version(operator: &OperatorProcess) -> Result<Option<String>> {
+    Ok(operator.metrics().await?.lines().find_map(|l| {
+        l.strip_prefix("imagewarden_database_info{version=\"")
+            .and_then(|rest| rest.split_once('"'))
+            .map(|(v, _)| v.to_string())
+    }))
+}
+
+fn job_executor_args(db: &Path, serve_port: u16, serve_url: &str) -> Vec<String> {
+    vec![
+        format!("--db={}", db.display()),
+        "--db-refresh-interval=2s".to_string(),
+        "--leader-elect=false".to_string(),
+        "--executor=job".to_string(),
+        "--scanner-image=registry.local/imagewarden:test".to_string(),
+        format!("--db-serve-addr=127.0.0.1:{serve_port}"),
+        format!("--db-serve-url={serve_url}"),
+    ]
+}
+
+#[tokio::test]
+async fn a_scanner_job_scans_with_the_operators_database_and_a_refresh_in_between_is_rematched(
+) -> Result<()> {
+    let (cp, client) = setup(true).await?;
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    let digest = push_image(&registry, "team-a/alpine", "v1", &vulnerable_alpine()).await?;
+    let db = osv_copy()?;
+    let full = version_of(db.path())?;
+    let port = imagewarden_tests::process::free_port()?;
+    let args = job_executor_args(db.path(), port, &format!("http://127.0.0.1:{port}"));
+    let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    assert_eq!(operator_db_version(&operator).await?, Some(full.clone()));
+
+    apply::<ScanRule>(&client, &rule_yaml("team-a", &registry, "")).await?;
+    let task_name = last_task_of(&client, "team-a").await?;
+    let jobs: Api<Job> = Api::default_namespaced(client.clone());
+    let job = wait_for("a scanner Job", Duration::from_secs(60), || {
+        let jobs = jobs.clone();
+        async move {
+            Ok(jobs
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .next())
+        }
+    })
+    .await?;
+    let job_name = job.metadata.name.clone().unwrap();
+    // The Job is given the operator's database, by version, and nothing of its own.
+    assert_eq!(
+        job.metadata.annotations.as_ref().unwrap()["imagewarden.io/database-version"],
+        full
+    );
+    let job_args = job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(
+        job_args.contains(&format!("--db-url=http://127.0.0.1:{port}/db/{full}")),
+        "{job_args:?}"
+    );
+    assert!(
+        job_args.contains(&format!("--db-version={full}")),
+        "{job_args:?}"
+    );
+    assert!(
+        !job_args.iter().any(|a| a.starts_with("--db=")),
+        "{job_args:?}"
+    );
+    let policy = job
+        .spec
+        .as_ref()
+        .unwrap()
+        .pod_failure_policy
+        .clone()
+        .unwrap();
+    assert_eq!(
+        policy.rules[0].on_exit_codes.as_ref().unwrap().values,
+        [
+            imagewarden_operator::dbserve::EXIT_DB_UNAVAILABLE,
+            imagewarden_operator::dbserve::EXIT_DB_REJECTED
+        ]
+    );
+
+    // Before the Pod runs, the database loses the musl advisory and the operator refreshes.
+    let musl = "Alpine/ALPINE-CVE-2019-14697.json";
+    std::fs::remove_file(db.path().join(musl))?;
+    let without = version_of(db.path())?;
+    assert_ne!(without, full);
+    wait_for("the operator to refresh", Duration::from_secs(30), || {
+        let operator = &operator;
+        let without = without.clone();
+        async move { Ok((operator_db_version(operator).await? == Some(without)).then_some(())) }
+    })
+    .await?;
+
+    // The Pod still gets the database its Job was given (served for a while after the
+    // refresh), verifies it and writes a result made with it.
+    let (code, output) = run_scanner_pod(&cp, &client, &job_name, &[]).await?;
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        output.contains(&format!("version={full}")) && output.contains("result written"),
+        "{output}"
+    );
+
+    let task = finished_task(&client, &task_name, Duration::from_secs(60)).await?;
+    let st = task.status.unwrap();
+    assert_eq!(
+        st.phase,
+        ScanPhase::Completed,
+        "{:?}\n{}",
+        st.images,
+        operator.log()
+    );
+    assert_eq!(
+        st.images[0].message.as_deref(),
+        Some(
+            format!("scanned with database {full}, re-matched with the current database {without}")
+                .as_str()
+        )
+    );
+    // The stored inventory was re-matched with the operator's database: no rescan, and
+    // the result is the one the current database gives.
+    assert_eq!(jobs.list(&ListParams::default()).await?.items.len(), 1);
+    let results: Api<ImageScanResult> = Api::default_namespaced(client.clone());
+    let result = results.list(&ListParams::default()).await?.items.remove(0);
+    assert_eq!(result.spec.digest, digest);
+    let rs = result.status.unwrap();
+    assert_eq!(rs.database_version.as_deref(), Some(without.as_str()));
+    assert_eq!(operator_db_version(&operator).await?, Some(without.clone()));
+    let current = imagewarden_scanner::vulndb::Db::load(&[db.path().display().to_string()])?;
+    let inventory =
+        imagewarden_operator::result::decode_inventory(rs.inventory.as_deref().unwrap())?;
+    let mut want: Vec<String> =
+        imagewarden_scanner::matcher::match_inventory(&inventory, &current)?
+            .vulnerabilities
+            .into_iter()
+            .map(|v| v.id)
+            .collect();
+    want.sort();
+    want.dedup();
+    let mut got: Vec<String> = rs
+        .findings
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.class,
+                FindingClass::SystemVulnerability | FindingClass::ApplicationVulnerability
+            )
+        })
+        .map(|f| f.id.clone())
+        .collect();
+    got.sort();
+    got.dedup();
+    assert_eq!(got, want);
+    assert!(!got.iter().any(|id| id == "ALPINE-CVE-2019-14697"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_scanner_job_that_cannot_get_the_database_fails_with_the_reason() -> Result<()> {
+    let (cp, client) = setup(true).await?;
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    push_image(&registry, "team-a/app", "v2", &alpine311()).await?;
+    let db = osv_copy()?;
+    let version = version_of(db.path())?;
+    let port = imagewarden_tests::process::free_port()?;
+    // Jobs are sent to an address where nothing listens.
+    let nowhere = imagewarden_tests::process::free_port()?;
+    let mut args = job_executor_args(db.path(), port, &format!("http://127.0.0.1:{nowhere}"));
+    args.push("--max-scan-attempts=2".into());
+    let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    apply::<ScanRule>(&client, &rule_yaml("team-a", &registry, "")).await?;
+    let task_name = last_task_of(&client, "team-a").await?;
+    let jobs: Api<Job> = Api::default_namespaced(client.clone());
+    let mut seen = Vec::new();
+    for attempt in 1..=2 {
+        let job = wait_for(
+            &format!("scanner Job {attempt}"),
+            Duration::from_secs(60),
+            || {
+                let (jobs, seen) = (jobs.clone(), seen.clone());
+                async move {
+                    Ok(jobs
+                        .list(&ListParams::default())
+                        .await?
+                        .items
+                        .into_iter()
+                        .find(|j| !seen.contains(j.metadata.name.as_ref().unwrap())))
+                }
+            },
+        )
+        .await?;
+        let name = job.metadata.name.clone().unwrap();
+        let (code, output) =
+            run_scanner_pod(&cp, &client, &name, &["--db-fetch-patience=1s"]).await?;
+        assert_eq!(
+            code,
+            imagewarden_operator::dbserve::EXIT_DB_UNAVAILABLE,
+            "{output}"
+        );
+        assert!(
+            output.contains(&format!(
+                "could not download the vulnerability database {version} from http://127.0.0.1:{nowhere}/db/{version}"
+            )),
+            "{output}"
+        );
+        // The Pod failure policy fails the Job at once, without another Pod.
+        let failed = wait_for("the Job to fail", Duration::from_secs(60), || {
+            let (jobs, name) = (jobs.clone(), name.clone());
+            async move {
+                Ok(jobs.get(&name).await?.status.filter(|s| {
+                    s.conditions
+                        .iter()
+                        .flatten()
+                        .any(|c| c.type_ == "Failed" && c.status == "True")
+                }))
+            }
+        })
+        .await?;
+        assert_eq!(failed.failed, Some(1), "{failed:?}");
+        seen.push(name);
+    }
+    let task = finished_task(&client, &task_name, Duration::from_secs(60)).await?;
+    let st = task.status.unwrap();
+    assert_eq!(st.phase, ScanPhase::Failed);
+    let image = &st.images[0];
+    assert_eq!(
+        (image.phase, image.attempts),
+        (ScanPhase::Failed, 2),
+        "{}",
+        operator.log()
+    );
+    let msg = image.message.clone().unwrap_or_default();
+    assert_eq!(
+        msg,
+        format!(
+            "scanner Job {} could not download the vulnerability database {version} from the operator (exit code 3; the scanner Pod's log says why)",
+            seen[1]
+        )
+    );
+    assert!(!msg.contains("finished without writing result"));
+    assert_eq!(jobs.list(&ListParams::default()).await?.items.len(), 2);
     Ok(())
 }

@@ -325,3 +325,43 @@ fn url_sources_load_from_a_blocking_task_of_an_async_runtime() {
         .unwrap();
     assert_eq!(builder.len(), 3);
 }
+
+#[test]
+fn a_received_index_is_verified_against_its_content_digest() {
+    let db = Db::load(&[osv_dir().display().to_string()]).unwrap();
+    let recorded = db.info().digest.clone();
+    let bytes = db.as_bytes().to_vec();
+    let copy = Db::from_bytes(bytes.clone(), "copy").unwrap();
+    assert_eq!(copy.verify_digest().unwrap(), recorded);
+
+    // Any changed byte of a record, and the digest no longer holds.
+    let header = |i: usize| {
+        let at = 16 + i * 16;
+        let off = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+        let len = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().unwrap()) as usize;
+        (off, len)
+    };
+    let (blobs, blobs_len) = header(4);
+    for at in [blobs, blobs + blobs_len / 2, blobs + blobs_len - 1] {
+        let mut tampered = bytes.clone();
+        tampered[at] ^= 0x55;
+        let err = Db::from_bytes(tampered, "tampered")
+            .unwrap()
+            .verify_digest()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tampered") && err.contains("digest"), "{err}");
+    }
+    // An advisory entry pointing elsewhere is caught too (lookups would read other bytes).
+    let (advisories, _) = header(3);
+    let mut moved = bytes.clone();
+    moved[advisories] ^= 1;
+    let err = Db::from_bytes(moved, "moved")
+        .unwrap()
+        .verify_digest()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("out of place"), "{err}");
+    // A truncated download is not an index.
+    assert!(Db::from_bytes(bytes[..bytes.len() / 2].to_vec(), "half").is_err());
+}

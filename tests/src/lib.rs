@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod control_plane;
 pub mod image;
 pub mod operator;
+pub mod osv_mirror;
 pub mod pki;
 pub mod process;
 pub mod registry;

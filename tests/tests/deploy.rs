@@ -240,6 +240,16 @@ fn helm_lint_passes_and_rejects_bad_values() -> Result<()> {
         ("db.sources={}", "at '/db/sources"),
         ("replica=3", "additional properties 'replica' not allowed"),
         ("job.memoryLimit=lots", "at '/job/memoryLimit'"),
+        // Scanner Jobs get the operator's database: no path or volume of their own.
+        (
+            "job.dbPath=/usr/share/imagewarden/db.idx",
+            "additional properties 'dbPath' not allowed",
+        ),
+        (
+            "job.dbVolumeClaim=db",
+            "additional properties 'dbVolumeClaim' not allowed",
+        ),
+        ("db.service.port=0", "at '/db/service/port'"),
     ] {
         let (ok, stdout, stderr) = run(helm(&["lint", "--strict", &chart, "--set", set])?, None)?;
         assert!(!ok, "helm lint --set {set} passed:\n{stdout}");
@@ -378,9 +388,27 @@ fn check_locked_down(objs: &[Value], what: &str) -> Result<()> {
         "{what}: {args:?}"
     );
     assert!(
-        args.contains(&"--job-db-path=/usr/share/imagewarden/db.idx"),
-        "{what}: {args:?}"
+        !args.iter().any(|a| a.starts_with("--job-db")),
+        "{what}: scanner Jobs get the operator's database, not one of their own: {args:?}"
     );
+    // The job executor serves its database to scanner Jobs through Service
+    // imagewarden-database; the inline executor has neither the port nor the Service.
+    let jobs = env("IMAGEWARDEN_EXECUTOR")["value"] == "job";
+    assert_eq!(
+        port("database"),
+        jobs.then(|| json!(8081)),
+        "{what}: database port"
+    );
+    assert_eq!(
+        env("IMAGEWARDEN_DB_SERVE_SERVICE")["value"],
+        if jobs {
+            json!("imagewarden-database")
+        } else {
+            Value::Null
+        },
+        "{what}"
+    );
+    assert_eq!(has(objs, "Service", "imagewarden-database"), jobs, "{what}");
 
     // The Services select the operator's pods and name its ports.
     let pod_labels = deploy["spec"]["template"]["metadata"]["labels"]
@@ -389,10 +417,11 @@ fn check_locked_down(objs: &[Value], what: &str) -> Result<()> {
     for (service, port, target) in [
         ("imagewarden-metrics", 8080, "metrics"),
         ("imagewarden-webhook", 8443, "webhook"),
+        ("imagewarden-database", 8081, "database"),
     ] {
         let Ok(svc) = find(objs, "Service", service) else {
-            assert_eq!(
-                service, "imagewarden-webhook",
+            assert!(
+                service == "imagewarden-webhook" || service == "imagewarden-database",
                 "{what}: no Service {service}"
             );
             continue;
@@ -499,6 +528,28 @@ fn check_operator_rbac(objs: &[Value], what: &str) -> Result<()> {
     assert_eq!(lease_role["metadata"]["namespace"], NAMESPACE, "{what}");
     for rule in lease_role["rules"].as_array().context("rules")? {
         assert_eq!(strings(&rule["resources"]), ["leases"], "{what}");
+    }
+    // The database Service, read by name in the operator's namespace (job executor).
+    if let Ok(role) = find(objs, "Role", "imagewarden-operator-database") {
+        assert_eq!(role["metadata"]["namespace"], NAMESPACE, "{what}");
+        assert_eq!(
+            role["rules"],
+            json!([{"apiGroups": [""], "resources": ["services"], "verbs": ["get"],
+                    "resourceNames": ["imagewarden-database"]}]),
+            "{what}"
+        );
+        let binding = find(objs, "RoleBinding", "imagewarden-operator-database")?;
+        assert_eq!(binding["roleRef"]["name"], "imagewarden-operator-database");
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "imagewarden-operator", "namespace": NAMESPACE}]),
+            "{what}"
+        );
+    } else {
+        assert!(
+            !has(objs, "Service", "imagewarden-database"),
+            "{what}: the database Service without the Role to read it"
+        );
     }
 
     let scanner = find(objs, "ClusterRole", "imagewarden-scanner")?;
@@ -909,6 +960,7 @@ async fn after_a_real_install_the_operator_can_do_what_it_needs_and_no_more() ->
             "-n",
             NAMESPACE,
         ],
+        &["get", "services/imagewarden-database", "-n", NAMESPACE],
     ];
     for args in allowed {
         assert!(op(args)?, "the operator cannot {args:?}");
@@ -941,6 +993,9 @@ async fn after_a_real_install_the_operator_can_do_what_it_needs_and_no_more() ->
             NAMESPACE,
         ],
         &["get", "configmaps", "-n", NAMESPACE],
+        &["get", "services/imagewarden-webhook", "-n", NAMESPACE],
+        &["list", "services", "-n", NAMESPACE],
+        &["get", "services/imagewarden-database", "-n", "team-a"],
     ];
     for args in denied {
         assert!(!op(args)?, "the operator can {args:?}");

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use imagewarden_operator::crd::{ImageScanResult, ScanPhase, ScanRule, ScanTask, TaskTrigger};
 use imagewarden_tests::cluster::Cluster;
 use imagewarden_tests::image::{push_image_with, LayerBuilder, TestImage};
+use imagewarden_tests::osv_mirror::OsvMirror;
 use imagewarden_tests::process::poll as wait_for;
 use imagewarden_tests::registry::{NotificationEndpoint, RegistryOptions};
 use imagewarden_tests::samples::{alpine311, vulnerable_alpine};
@@ -31,6 +32,20 @@ const RULES_CONFIGMAP: &str = "imagewarden-yara";
 /// One test at a time: they share the installed operator, and one of them deletes its Pod.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 static INSTALLED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+/// The operator's database source: an HTTP mirror of the OSV test records on the node.
+static MIRROR: std::sync::OnceLock<OsvMirror> = std::sync::OnceLock::new();
+/// The musl advisory the database refresh test takes away and gives back.
+const MUSL_ADVISORY: &str = "Alpine/ALPINE-CVE-2019-14697.json";
+
+fn osv_records() -> std::path::PathBuf {
+    imagewarden_tests::samples::testdata("osv")
+}
+
+fn mirror() -> &'static OsvMirror {
+    MIRROR
+        .get()
+        .expect("the mirror starts with the installation")
+}
 
 /// The cluster with imagewarden installed from the chart, a client, and the test lock.
 async fn setup() -> Result<(
@@ -43,17 +58,27 @@ async fn setup() -> Result<(
     INSTALLED
         .get_or_try_init(|| async { install(cluster) })
         .await?;
+    // Every test starts with the operator on the mirror's current records.
+    operator_uses(cluster, &mirror_version().await?).await?;
     let client = cluster.client().await?;
     Ok((cluster, client, guard))
 }
 
 /// `helm upgrade --install` of `deploy/helm/imagewarden` with the cluster's image, the job
-/// executor and a webhook token; waits until the operator is available.
+/// executor, a webhook token, and as the database an HTTP mirror of the OSV test records
+/// on the node (refreshed every few seconds); waits until the operator is available.
 fn install(cluster: &Cluster) -> Result<()> {
     let (repository, tag) = cluster
         .image
         .rsplit_once(':')
         .context("image reference has a tag")?;
+    let mirror = match MIRROR.get() {
+        Some(m) => m,
+        None => {
+            let m = OsvMirror::start(&cluster.node_ip, &osv_records())?;
+            MIRROR.get_or_init(|| m)
+        }
+    };
     cluster.helm(&[
         "upgrade",
         "--install",
@@ -70,6 +95,10 @@ fn install(cluster: &Cluster) -> Result<()> {
         "image.pullPolicy=Always",
         "--set",
         "executor=job",
+        "--set",
+        &format!("db.sources={{{}}}", mirror.url),
+        "--set",
+        "db.refreshInterval=5s",
         "--set",
         "maxConcurrentScans=2",
         "--set",
@@ -89,6 +118,53 @@ fn install(cluster: &Cluster) -> Result<()> {
         "--timeout=240s",
     ])?;
     Ok(())
+}
+
+/// The database version the mirror's records give, computed as the operator computes it
+/// (the scanner library loading the same URL).
+async fn mirror_version() -> Result<String> {
+    let mut builder = imagewarden_scanner::vulndb::DbBuilder::new();
+    builder.add_url(&mirror().url).await?;
+    Ok(builder.into_db(&mirror().url)?.info().digest.clone())
+}
+
+/// The version of the database the running operator uses, from its `/metrics` (read on
+/// its Pod's address, which the node routes to).
+async fn operator_db_version(cluster: &Cluster) -> Result<Option<String>> {
+    let ip = cluster
+        .kubectl(&[
+            "-n",
+            OPERATOR_NS,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=imagewarden,app.kubernetes.io/component=operator",
+            "--field-selector=status.phase=Running",
+            "-o",
+            "jsonpath={.items[0].status.podIP}",
+        ])?
+        .trim()
+        .to_string();
+    let Ok(resp) = reqwest::get(format!("http://{ip}:8080/metrics")).await else {
+        return Ok(None);
+    };
+    Ok(resp.text().await?.lines().find_map(|l| {
+        l.strip_prefix("imagewarden_database_info{version=\"")
+            .and_then(|rest| rest.split_once('"'))
+            .map(|(v, _)| v.to_string())
+    }))
+}
+
+/// Waits until the operator uses database `version`.
+async fn operator_uses(cluster: &Cluster, version: &str) -> Result<()> {
+    wait_for(
+        &format!("the operator to use database {version}"),
+        Duration::from_secs(90),
+        || async move {
+            Ok((operator_db_version(cluster).await?.as_deref() == Some(version)).then_some(()))
+        },
+    )
+    .await
 }
 
 fn unique(prefix: &str) -> String {
@@ -459,6 +535,26 @@ async fn a_rule_scans_the_registry_with_scanner_pods_and_notifies_the_host() -> 
     let results: Api<ImageScanResult> = Api::namespaced(client.clone(), &ns);
     let results = results.list(&ListParams::default()).await?.items;
     assert_eq!(results.len(), 2);
+    // The scanner Pods scanned with the operator's database: the one its sources give.
+    let version = mirror_version().await?;
+    assert_eq!(operator_db_version(cluster).await?, Some(version.clone()));
+    for r in &results {
+        assert_eq!(
+            r.status.as_ref().unwrap().database_version.as_deref(),
+            Some(version.as_str()),
+            "{}",
+            r.spec.repository
+        );
+    }
+    for image in &st.images {
+        assert!(
+            matches!(
+                image.message.as_deref(),
+                Some("scanned" | "existing result reused")
+            ),
+            "{image:?}"
+        );
+    }
     let vulnerable = results
         .iter()
         .find(|r| r.spec.digest == alpine)
@@ -767,4 +863,139 @@ async fn the_operator_pod_deleted_mid_task_is_replaced_without_duplicate_scans()
     digests.sort();
     assert_eq!(got, digests);
     Ok(())
+}
+
+#[tokio::test]
+async fn a_database_refresh_between_job_start_and_result_still_ends_in_a_correct_result(
+) -> Result<()> {
+    let (cluster, client, _guard) = setup().await?;
+    let full = mirror_version().await?;
+    operator_uses(cluster, &full).await?;
+    let ns = namespace(cluster, "e2e-refresh")?;
+    let team = unique("team");
+    // 32 MiB at 2 MiB/s: the scan lasts about 16 s after the Pod got the database.
+    let image = tokio::task::spawn_blocking(|| image_with_payload(11, 32 << 20)).await??;
+    let digest = push(&cluster.registry, &format!("{team}/big"), "v1", &image).await?;
+    let link = slow_link(cluster, &cluster.registry, 2 << 20).await?;
+    apply_rule(
+        &client,
+        &ns,
+        &rule_yaml("refreshed", &link, "Repository", &format!("{team}/big"), ""),
+    )
+    .await?;
+    // The scanner Pod downloaded and verified the operator's database ...
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod = wait_for(
+        "a scanner Pod with the database",
+        Duration::from_secs(180),
+        || {
+            let (pods, ns) = (pods.clone(), ns.clone());
+            async move {
+                for pod in pods
+                    .list(&ListParams::default().labels("job-name"))
+                    .await?
+                    .items
+                {
+                    let name = pod.metadata.name.clone().unwrap();
+                    let logs = cluster
+                        .kubectl(&["logs", "-n", &ns, &name])
+                        .unwrap_or_default();
+                    if logs.contains("vulnerability database downloaded and verified") {
+                        return Ok(Some((name, logs)));
+                    }
+                }
+                Ok(None)
+            }
+        },
+    )
+    .await
+    .map_err(|e| e.context(diagnostics(cluster, &ns)))?;
+    assert!(pod.1.contains(&format!("version={full}")), "{}", pod.1);
+    // ... and while it pulls the image, the database loses the musl advisory and the
+    // operator refreshes.
+    let _restore = RestoreMirror;
+    mirror().serve(&osv_records(), &[MUSL_ADVISORY])?;
+    let without = mirror_version().await?;
+    assert_ne!(without, full);
+    operator_uses(cluster, &without).await?;
+
+    let task =
+        finished_task_of(cluster, &client, &ns, "refreshed", Duration::from_secs(300)).await?;
+    let st = task.status.clone().unwrap();
+    assert_eq!(
+        st.phase,
+        ScanPhase::Completed,
+        "{:?}\n{}",
+        st.images,
+        diagnostics(cluster, &ns)
+    );
+    assert_eq!(
+        st.images[0].message.as_deref(),
+        Some(
+            format!("scanned with database {full}, re-matched with the current database {without}")
+                .as_str()
+        ),
+        "{:?}",
+        st.images
+    );
+    let jobs = finished_jobs(&client, &ns, 1).await?;
+    assert_eq!(
+        jobs[0].metadata.annotations.as_ref().unwrap()["imagewarden.io/database-version"],
+        full,
+        "the Job was given the database of before the refresh"
+    );
+    let results: Api<ImageScanResult> = Api::namespaced(client.clone(), &ns);
+    let result = results
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .find(|r| r.spec.digest == digest)
+        .context("the result")?;
+    let rs = result.status.unwrap();
+    assert_eq!(rs.database_version.as_deref(), Some(without.as_str()));
+    // Correct: what the current database says of the image's stored inventory.
+    let mut current = imagewarden_scanner::vulndb::DbBuilder::new();
+    current.add_url(&mirror().url).await?;
+    let current = current.into_db("current")?;
+    let inventory =
+        imagewarden_operator::result::decode_inventory(rs.inventory.as_deref().unwrap())?;
+    let mut want: Vec<String> =
+        imagewarden_scanner::matcher::match_inventory(&inventory, &current)?
+            .vulnerabilities
+            .into_iter()
+            .map(|v| v.id)
+            .collect();
+    want.sort();
+    want.dedup();
+    let mut got: Vec<String> = rs
+        .findings
+        .iter()
+        .filter(|f| {
+            use imagewarden_operator::crd::FindingClass::*;
+            matches!(f.class, SystemVulnerability | ApplicationVulnerability)
+        })
+        .map(|f| f.id.clone())
+        .collect();
+    got.sort();
+    got.dedup();
+    assert_eq!(got, want);
+    assert!(!want.is_empty(), "alpine 3.10 has other advisories");
+    assert!(!got.iter().any(|id| id == "ALPINE-CVE-2019-14697"));
+
+    // The full records again, for the other tests.
+    drop(_restore);
+    operator_uses(cluster, &full).await?;
+    Ok(())
+}
+
+/// Serves the full records again when dropped (also when a test fails half-way).
+struct RestoreMirror;
+
+impl Drop for RestoreMirror {
+    fn drop(&mut self) {
+        if let Err(e) = mirror().serve(&osv_records(), &[]) {
+            eprintln!("restoring the OSV mirror: {e:#}");
+        }
+    }
 }

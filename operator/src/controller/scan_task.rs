@@ -18,9 +18,14 @@ use tracing::{info, warn};
 
 use crate::access::registry_access;
 use crate::config::ExecutorKind;
+use crate::context::LoadedDb;
 use crate::context::{Context, ScanKey, FIELD_MANAGER};
+use crate::crd::ImageProgress;
 use crate::crd::{ImageScanResult, ScanPhase, ScanRule, ScanTask, ScanTaskStatus};
-use crate::executor::{self, build_job, job_name, JobRegistry, ScanTarget};
+use crate::executor::{
+    self, build_job, job_name, job_state, judge_job, judge_result, rescan_message, JobDatabase,
+    JobRegistry, ScanTarget, ScanVerdict, StoredResult, JOB_DATABASE_ANNOTATION,
+};
 use crate::registry::RegistryAccess;
 use crate::Error;
 
@@ -258,7 +263,8 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
         };
         let name = target.result_name();
         // Reuse: a result for this digest made by this scanner with this database.
-        if let Some(existing) = results.get_opt(&name).await? {
+        let existing = results.get_opt(&name).await?;
+        if let Some(existing) = &existing {
             let st = existing.status.clone().unwrap_or_default();
             if st.scanner_version.as_deref() == Some(imagewarden_scanner::SCANNER_VERSION)
                 && st.database_version.as_deref() == Some(db.version.as_str())
@@ -274,13 +280,14 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                     });
                 entry.phase = ScanPhase::Completed;
                 entry.result_name = Some(name.clone());
-                if entry.message.is_none() {
-                    entry.message = Some(if scanned_here {
-                        "scanned".into()
-                    } else {
-                        "existing result reused".into()
-                    });
-                }
+                entry.message = match entry.message.take() {
+                    None if scanned_here => Some("scanned".into()),
+                    None => Some("existing result reused".into()),
+                    Some(why) if scanned_here && why.ends_with("; rescanning") => {
+                        Some(format!("scanned again ({why})"))
+                    }
+                    kept => kept,
+                };
                 if !scanned_here {
                     ctx.metrics.scan("reused", None);
                 }
@@ -294,38 +301,43 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                             .is_some_and(|v| v.iter().any(|x| x.uid == o.uid))
                     })
                 {
-                    add_tags_and_owner(&results, &existing, &target.tags, owner.clone()).await?;
+                    add_tags_and_owner(&results, existing, &target.tags, owner.clone()).await?;
                 }
                 continue;
             }
         }
+        let stored = existing.as_ref().map(StoredResult::from);
         let key = ScanKey {
             task_uid: task_uid.clone(),
             digest: digest.clone(),
         };
         match ctx.config.executor {
             ExecutorKind::Inline => {
-                let mut inline = ctx.inline.lock().expect("inline lock");
-                if let Some(outcome) = inline.finished.remove(&key) {
-                    match outcome {
-                        Ok(_) => {
-                            // The result was written; the next pass sees it.
-                            entry.phase = ScanPhase::Running;
-                        }
-                        Err(message) => {
-                            entry.message = Some(message);
-                            if entry.attempts >= ctx.config.max_scan_attempts {
-                                entry.phase = ScanPhase::Failed;
-                                ctx.metrics.scan("failed", None);
-                            } else {
-                                entry.phase = ScanPhase::Pending;
-                                let wait = crate::context::scan_retry_delay(entry.attempts);
-                                inline.retry_at.insert(key.clone(), Instant::now() + wait);
-                            }
-                        }
+                let finished = ctx
+                    .inline
+                    .lock()
+                    .expect("inline lock")
+                    .finished
+                    .remove(&key);
+                if let Some(outcome) = finished {
+                    let verdict = match outcome {
+                        // Written, but not with the current database (else it was reused above).
+                        Ok(_) => judge_result("the scan", &name, stored.as_ref(), &db.version),
+                        Err(message) => ScanVerdict::Rescan(message),
+                    };
+                    let verdict = verdict.bounded(entry.attempts, ctx.config.max_scan_attempts);
+                    if let ScanVerdict::Rescan(_) = &verdict {
+                        let wait = crate::context::scan_retry_delay(entry.attempts);
+                        ctx.inline
+                            .lock()
+                            .expect("inline lock")
+                            .retry_at
+                            .insert(key.clone(), Instant::now() + wait);
                     }
+                    apply_verdict(&ctx, entry, verdict, existing.as_ref(), &db).await?;
                     continue;
                 }
+                let mut inline = ctx.inline.lock().expect("inline lock");
                 if inline.running.contains(&key) {
                     running_here += 1;
                     continue;
@@ -358,37 +370,40 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
             ExecutorKind::Job => {
                 let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
                 let owner_ref = task.controller_owner_ref(&()).expect("task has metadata");
-                let jname = job_name(&owner_ref.uid, &target);
+                // Each attempt has its own Job; `attempts` counts the Jobs created.
+                let attempt = entry.attempts.max(1);
+                let jname = job_name(&owner_ref.uid, &target, attempt);
                 match jobs.get_opt(&jname).await? {
                     Some(job) => {
-                        let st = job.status.clone().unwrap_or_default();
-                        let failed = st
-                            .conditions
-                            .unwrap_or_default()
-                            .into_iter()
-                            .find(|c| c.type_ == "Failed" && c.status == "True");
-                        if let Some(c) = failed {
-                            entry.phase = ScanPhase::Failed;
-                            entry.message = Some(format!(
-                                "scanner Job {jname} failed: {}",
-                                c.message.or(c.reason).unwrap_or_default()
-                            ));
-                            ctx.metrics.scan("failed", None);
-                        } else if st.succeeded.unwrap_or(0) > 0 {
-                            entry.phase = ScanPhase::Failed;
-                            entry.message = Some(format!(
-                                "scanner Job {jname} finished without writing result {name}"
-                            ));
-                        } else {
-                            entry.phase = ScanPhase::Running;
-                            entry.attempts = st.failed.unwrap_or(0) as u32 + 1;
-                        }
+                        let job_db = job
+                            .metadata
+                            .annotations
+                            .as_ref()
+                            .and_then(|a| a.get(JOB_DATABASE_ANNOTATION))
+                            .cloned();
+                        let verdict = judge_job(
+                            &jname,
+                            job_db.as_deref(),
+                            &job_state(&job),
+                            &name,
+                            stored.as_ref(),
+                            &db.version,
+                        )
+                        .bounded(attempt, ctx.config.max_scan_attempts);
+                        apply_verdict(&ctx, entry, verdict, existing.as_ref(), &db).await?;
                     }
                     None => {
                         if active_jobs + started_jobs >= max {
                             waiting += 1;
                             continue;
                         }
+                        let Some(base_url) = ctx.db_base_url.as_deref() else {
+                            entry.phase = ScanPhase::Failed;
+                            entry.message = Some(
+                                "the operator has no address for scanner Jobs to download the database from (--db-serve-service)".into(),
+                            );
+                            continue;
+                        };
                         if !identity_ready {
                             crate::executor::ensure_scanner_identity(
                                 &ctx.client,
@@ -406,6 +421,8 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                             owner_ref,
                             &target,
                             &registry,
+                            &JobDatabase::current(base_url, &db),
+                            attempt,
                         );
                         match jobs.create(&PostParams::default(), &job).await {
                             Ok(_) => {}
@@ -414,7 +431,7 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                         }
                         started_jobs += 1;
                         entry.phase = ScanPhase::Running;
-                        entry.attempts = entry.attempts.max(1);
+                        entry.attempts = attempt;
                     }
                 }
             }
@@ -433,6 +450,94 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
     Ok(Action::requeue(RUNNING_REQUEUE))
+}
+
+/// Applies what was decided about one image's scan to its entry; a re-match writes the
+/// result with the current database.
+async fn apply_verdict(
+    ctx: &Context,
+    entry: &mut ImageProgress,
+    verdict: ScanVerdict,
+    result: Option<&ImageScanResult>,
+    db: &LoadedDb,
+) -> Result<(), Error> {
+    let verdict = match (verdict, result) {
+        (ScanVerdict::Rematch { scanned_with }, Some(result)) => {
+            match rematch_result(ctx, result, db).await? {
+                true => {
+                    ctx.metrics.scan("rematched", None);
+                    entry.phase = ScanPhase::Completed;
+                    entry.result_name = Some(result.name_any());
+                    entry.message = Some(format!(
+                        "scanned with database {scanned_with}, re-matched with the current database {}",
+                        db.version
+                    ));
+                    return Ok(());
+                }
+                false => ScanVerdict::Rescan(rescan_message(&scanned_with, &db.version))
+                    .bounded(entry.attempts.max(1), ctx.config.max_scan_attempts),
+            }
+        }
+        (ScanVerdict::Rematch { scanned_with }, None) => {
+            ScanVerdict::Rescan(rescan_message(&scanned_with, &db.version))
+                .bounded(entry.attempts.max(1), ctx.config.max_scan_attempts)
+        }
+        (verdict, _) => verdict,
+    };
+    match verdict {
+        ScanVerdict::Wait => entry.phase = ScanPhase::Running,
+        ScanVerdict::Completed | ScanVerdict::Rematch { .. } => {
+            entry.phase = ScanPhase::Completed;
+            entry.result_name = result.map(ResourceExt::name_any);
+            entry.message = Some("scanned".into());
+        }
+        ScanVerdict::Rescan(message) => {
+            info!(image = %entry.image, %message, "scanning again");
+            entry.phase = ScanPhase::Pending;
+            if ctx.config.executor == ExecutorKind::Job {
+                // The next Job is the next attempt (inline scans count when they start).
+                entry.attempts = entry.attempts.max(1) + 1;
+            }
+            entry.message = Some(message);
+        }
+        ScanVerdict::Failed(message) => {
+            entry.phase = ScanPhase::Failed;
+            entry.message = Some(message);
+            ctx.metrics.scan("failed", None);
+        }
+    }
+    Ok(())
+}
+
+/// Re-matches the stored inventory of `result` with `db` and writes the result; false
+/// when it has no inventory that can be read.
+async fn rematch_result(
+    ctx: &Context,
+    result: &ImageScanResult,
+    db: &LoadedDb,
+) -> Result<bool, Error> {
+    let status = match crate::dbupdate::rematch(result, db) {
+        Ok(Some((status, _new))) => status,
+        Ok(None) => return Ok(false),
+        Err(e) => {
+            warn!(result = %result.name_any(), error = %e, "re-matching failed");
+            return Ok(false);
+        }
+    };
+    let api: Api<ImageScanResult> =
+        Api::namespaced(ctx.client.clone(), &result.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "imagewarden.io/v1alpha1",
+        "kind": "ImageScanResult",
+        "status": status,
+    });
+    api.patch_status(
+        &result.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    Ok(true)
 }
 
 /// Sets completion time and conditions, and records metrics and events, when the task

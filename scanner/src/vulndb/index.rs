@@ -271,6 +271,71 @@ impl Db {
         self.data.bytes().len()
     }
 
+    /// The index file's bytes, e.g. to hand the same database to another process.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.data.bytes()
+    }
+
+    /// Recomputes the content digest from the records the lookups read and checks that it
+    /// is the digest the metadata records, so an index received from elsewhere answers
+    /// exactly as its digest says. Returns the digest.
+    pub fn verify_digest(&self) -> Result<String, DbError> {
+        let corrupt = |what: String| DbError::Corrupt {
+            path: self.origin.clone(),
+            what,
+        };
+        let b = self.data.bytes();
+        let mut hasher = Sha256::new();
+        let mut key_blobs: u64 = 0;
+        let mut previous: Option<&[u8]> = None;
+        for i in 0..self.key_count() {
+            let at = self.keys.0 + i * KEY_ENTRY;
+            let (name_off, name_len) = (u32_at(b, at) as usize, u32_at(b, at + 4) as usize);
+            let name = name_off
+                .checked_add(name_len)
+                .filter(|end| *end <= self.names.1)
+                .map(|end| &b[self.names.0 + name_off..self.names.0 + end])
+                .ok_or_else(|| corrupt(format!("key {i} past the end of the names")))?;
+            if previous.is_some_and(|p| p >= name) {
+                return Err(corrupt(format!("key {i} out of order")));
+            }
+            previous = Some(name);
+            let (off, len) = (u64_at(b, at + 8), u32_at(b, at + 16));
+            // The writer puts the key blobs back to back, in key order.
+            if off != key_blobs {
+                return Err(corrupt(format!("entries of key {i} out of place")));
+            }
+            let blob = self.blob(off, len)?;
+            hasher.update((name.len() as u32).to_le_bytes());
+            hasher.update(name);
+            hasher.update(len.to_le_bytes());
+            hasher.update(blob);
+            key_blobs += u64::from(len);
+        }
+        // The advisories follow, back to back: what lookups read is exactly what is hashed.
+        let mut end = key_blobs;
+        for i in 0..self.advisories.1 / ADV_ENTRY {
+            let at = self.advisories.0 + i * ADV_ENTRY;
+            let (off, len) = (u64_at(b, at), u32_at(b, at + 8));
+            if off != end {
+                return Err(corrupt(format!("advisory {i} out of place")));
+            }
+            end += u64::from(len);
+        }
+        if end != self.blobs.1 as u64 {
+            return Err(corrupt("records do not fill the blobs section".into()));
+        }
+        hasher.update(&b[self.blobs.0 + key_blobs as usize..self.blobs.0 + self.blobs.1]);
+        let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if digest != self.info.digest {
+            return Err(corrupt(format!(
+                "content digest {digest} differs from the recorded {}",
+                self.info.digest
+            )));
+        }
+        Ok(digest)
+    }
+
     fn key_count(&self) -> usize {
         self.keys.1 / KEY_ENTRY
     }
@@ -284,15 +349,18 @@ impl Db {
     }
 
     fn blob(&self, off: u64, len: u32) -> Result<&[u8], DbError> {
-        let start = self.blobs.0 + off as usize;
-        let end = start + len as usize;
-        if end > self.blobs.0 + self.blobs.1 {
+        // Checked: offsets come from the file, which may be hostile.
+        let range = usize::try_from(off)
+            .ok()
+            .and_then(|off| off.checked_add(len as usize).map(|end| (off, end)))
+            .filter(|(_, end)| *end <= self.blobs.1);
+        let Some((start, end)) = range else {
             return Err(DbError::Corrupt {
                 path: self.origin.clone(),
                 what: "record past end of blobs".into(),
             });
-        }
-        Ok(&self.data.bytes()[start..end])
+        };
+        Ok(&self.data.bytes()[self.blobs.0 + start..self.blobs.0 + end])
     }
 
     /// The entries of every advisory affecting `name` in `ecosystem_key`
