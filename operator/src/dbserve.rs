@@ -40,8 +40,20 @@ pub fn check_base_url(url: &str) -> Result<(), String> {
     if parsed.scheme() != "http" {
         return Err("use http:// (the Job verifies the content digest)".into());
     }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err("no host".into());
+    let host = parsed.host_str().unwrap_or_default();
+    let ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok();
+    // E.g. an unexpanded `$(VAR)` of a Pod spec is not a host name.
+    if host.is_empty()
+        || !(ip
+            || host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
+    {
+        return Err(format!("{host:?} is not a host name or address"));
     }
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err("no query or fragment, please".into());
