@@ -290,17 +290,30 @@ pub struct JobRegistry {
     pub ca_secret: Option<(String, String)>,
 }
 
-/// The scanner Job for one image of `task` (pure; the controller creates it).
+/// Which task a scanner Job belongs to, where, and which of its attempts it is.
+#[derive(Clone, Debug)]
+pub struct JobOwner<'a> {
+    pub namespace: &'a str,
+    pub task_name: &'a str,
+    /// The task, as the Job's controller.
+    pub owner: OwnerReference,
+    pub attempt: u32,
+}
+
+/// The scanner Job for one image of a task (pure; the controller creates it).
 pub fn build_job(
     settings: &JobSettings,
-    namespace: &str,
-    task_name: &str,
-    owner: OwnerReference,
+    job: JobOwner<'_>,
     target: &ScanTarget,
     registry: &JobRegistry,
     database: &JobDatabase,
-    attempt: u32,
 ) -> Job {
+    let JobOwner {
+        namespace,
+        task_name,
+        owner,
+        attempt,
+    } = job;
     let mut args = vec![
         "scan-image".to_string(),
         format!("--namespace={namespace}"),

@@ -24,7 +24,7 @@ use crate::crd::ImageProgress;
 use crate::crd::{ImageScanResult, ScanPhase, ScanRule, ScanTask, ScanTaskStatus};
 use crate::executor::{
     self, build_job, job_name, job_state, judge_job, judge_result, rescan_message, JobDatabase,
-    JobRegistry, ScanTarget, ScanVerdict, StoredResult, JOB_DATABASE_ANNOTATION,
+    JobOwner, JobRegistry, ScanTarget, ScanVerdict, StoredResult, JOB_DATABASE_ANNOTATION,
 };
 use crate::registry::RegistryAccess;
 use crate::Error;
@@ -414,15 +414,18 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                             identity_ready = true;
                         }
                         let registry = job_registry(rule.as_ref());
+                        let task_name = task.name_any();
                         let job = build_job(
                             &ctx.config.job,
-                            &ns,
-                            &task.name_any(),
-                            owner_ref,
+                            JobOwner {
+                                namespace: &ns,
+                                task_name: &task_name,
+                                owner: owner_ref,
+                                attempt,
+                            },
                             &target,
                             &registry,
                             &JobDatabase::current(base_url, &db),
-                            attempt,
                         );
                         match jobs.create(&PostParams::default(), &job).await {
                             Ok(_) => {}
