@@ -7,7 +7,8 @@ use std::io::{Read, Write};
 use base64::Engine;
 use imagewarden_scanner::inventory::Inventory;
 use imagewarden_scanner::matcher::{self, Matches};
-use imagewarden_scanner::vulndb::Severity as DbSeverity;
+use imagewarden_scanner::report::coverage_warnings;
+use imagewarden_scanner::vulndb::{DbInfo, Severity as DbSeverity};
 use sha2::{Digest, Sha256};
 
 use crate::crd::{
@@ -217,6 +218,23 @@ pub struct ScanOutcome<'a> {
     /// Baseline, secret and malware findings, already in CRD form.
     pub extra: Vec<Finding>,
     pub database_version: &'a str,
+    /// What the database holds: decides which packages could not be checked.
+    pub database: &'a DbInfo,
+}
+
+/// At most this many warnings are kept in a result, each at most [`WARNING_CHARS`] long
+/// (parts of them, such as OS names and rpm vendors, come from the image).
+pub const MAX_WARNINGS: usize = 20;
+/// See [`MAX_WARNINGS`].
+pub const WARNING_CHARS: usize = 300;
+
+/// The coverage warnings of a scan (see [`coverage_warnings`]), bounded for the status.
+pub fn result_warnings(inventory: &Inventory, database: &DbInfo) -> Vec<String> {
+    coverage_warnings(inventory, database)
+        .into_iter()
+        .take(MAX_WARNINGS)
+        .map(|w| w.chars().take(WARNING_CHARS).collect())
+        .collect()
 }
 
 /// Builds the status of an ImageScanResult (without scan time and conditions, which the
@@ -239,6 +257,7 @@ pub fn build_status(outcome: ScanOutcome<'_>) -> ImageScanResultStatus {
         findings,
         truncated,
         total_findings: total,
+        warnings: result_warnings(outcome.inventory, outcome.database),
         inventory: encode_inventory(outcome.inventory),
         conditions: Vec::new(),
     }

@@ -21,6 +21,8 @@ fn mixed_inventory() -> Inventory {
         purl: String::new(),
         source_name: source.map(str::to_string),
         source_version: None,
+        vendor: None,
+        module: None,
         layer: None,
         path: String::new(),
     };
@@ -278,6 +280,8 @@ fn malicious_package_records_are_kept_apart() {
         purl: "pkg:npm/example-evil@1.0.0".into(),
         source_name: None,
         source_version: None,
+        vendor: None,
+        module: None,
         layer: None,
         path: "/app/node_modules/example-evil/package.json".into(),
     });

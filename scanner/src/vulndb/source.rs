@@ -10,7 +10,7 @@ use super::ecosystem::{normalize_name, parse_osv_ecosystem};
 use super::index::{package_key, write_index, CompiledRecords, Db, DbInfo};
 use super::osv::{OsvAffected, OsvRecord};
 use super::severity::{rate_osv, rate_specific};
-use super::{Advisory, AffectedPackage, RangeEvent, VersionRange};
+use super::{Advisory, AffectedPackage, RangeEvent, Rating, Severity, VersionRange};
 
 /// Ecosystems fetched from an http(s) base URL laid out as osv.dev's bucket
 /// (`<base>/<Ecosystem>/all.zip`).
@@ -47,6 +47,8 @@ pub struct DbBuilder {
     eco_records: BTreeMap<String, (u64, u32)>,
     sources: Vec<String>,
     withdrawn: u64,
+    /// Bug-fix and enhancement errata (`ALBA-`, `RHEA-`, ...): not vulnerabilities.
+    not_security: u64,
     duplicates: u64,
     unreadable: u64,
     newest_modified: Option<String>,
@@ -73,6 +75,10 @@ impl DbBuilder {
             self.withdrawn += 1;
             return;
         }
+        if is_non_security_erratum(&rec.id) {
+            self.not_security += 1;
+            return;
+        }
         if !self.seen.insert(rec.id.clone()) {
             self.duplicates += 1;
             return;
@@ -91,7 +97,10 @@ impl DbBuilder {
             let Some((ecosystem, eco_key)) = parse_osv_ecosystem(&pkg.ecosystem) else {
                 continue;
             };
-            let entry = compile_affected(index, affected);
+            let mut entry = compile_affected(index, affected);
+            if super::ecosystem::is_rpm(ecosystem) {
+                entry.module = module_of(&rec, affected, &entry);
+            }
             if entry.ranges.is_empty() && entry.versions.is_empty() {
                 continue;
             }
@@ -291,10 +300,11 @@ impl DbBuilder {
 
     /// Writes the index to `out`.
     pub fn write(&self, out: &mut impl std::io::Write) -> anyhow::Result<DbInfo> {
-        if self.duplicates > 0 || self.unreadable > 0 {
+        if self.duplicates > 0 || self.unreadable > 0 || self.not_security > 0 {
             tracing::info!(
                 duplicates = self.duplicates,
                 unreadable = self.unreadable,
+                bug_fix_and_enhancement_errata = self.not_security,
                 "records skipped while compiling"
             );
         }
@@ -448,7 +458,15 @@ fn compile_advisory(rec: &OsvRecord) -> Advisory {
         .or_else(|| rec.references.first())
         .map(|r| r.url.clone())
         .or_else(|| default_link(&rec.id));
-    let rating = rate_osv(&rec.severity).or_else(|| rate_specific(rec.database_specific.as_ref()));
+    let rating = rate_osv(&rec.severity)
+        .or_else(|| rate_specific(rec.database_specific.as_ref()))
+        .or_else(|| erratum_rating(&rec.id, rec.summary.as_deref()));
+    let mut related: Vec<String> = Vec::new();
+    for r in &rec.related {
+        if *r != rec.id && !aliases.contains(r) && !related.contains(r) {
+            related.push(r.clone());
+        }
+    }
     Advisory {
         id: rec.id.clone(),
         aliases,
@@ -458,7 +476,86 @@ fn compile_advisory(rec: &OsvRecord) -> Advisory {
         published: rec.published.clone(),
         rating,
         malicious: rec.id.starts_with("MAL-"),
+        related,
     }
+}
+
+/// Security errata of rpm distributions: AlmaLinux, Rocky Linux, Red Hat, Oracle Linux.
+const SECURITY_ERRATA: [&str; 4] = ["ALSA-", "RLSA-", "RHSA-", "ELSA-"];
+
+/// Bug-fix and enhancement errata of the same distributions: no vulnerability is fixed.
+const NON_SECURITY_ERRATA: [&str; 8] = [
+    "ALBA-", "ALEA-", "RLBA-", "RLEA-", "RHBA-", "RHEA-", "ELBA-", "ELEA-",
+];
+
+/// Whether `id` names a bug-fix or enhancement erratum (not a vulnerability).
+pub fn is_non_security_erratum(id: &str) -> bool {
+    NON_SECURITY_ERRATA.iter().any(|p| id.starts_with(p))
+}
+
+/// The vendor's rating of a security erratum, the first word of its summary
+/// ("Important: openssl security update"): Critical, Important (High), Moderate (Medium), Low.
+fn erratum_rating(id: &str, summary: Option<&str>) -> Option<Rating> {
+    if !SECURITY_ERRATA.iter().any(|p| id.starts_with(p)) {
+        return None;
+    }
+    let (word, _) = summary?.trim().split_once(':')?;
+    let severity = match word.trim() {
+        "Critical" => Severity::Critical,
+        "Important" => Severity::High,
+        "Moderate" => Severity::Medium,
+        "Low" => Severity::Low,
+        _ => return None,
+    };
+    Some(Rating {
+        severity,
+        score: None,
+        vector: None,
+    })
+}
+
+/// The module stream an rpm entry's fix is for (see [`AffectedPackage::module`]): Red Hat's
+/// `rpmmod` purl qualifier, else, for a module build (release `.module_el8...`, `.module+el8...`),
+/// the `name:stream` the summary names ("Important: nodejs:22 security update").
+fn module_of(rec: &OsvRecord, affected: &OsvAffected, entry: &AffectedPackage) -> Option<String> {
+    if let Some(purl) = affected.package.as_ref().and_then(|p| p.purl.as_deref()) {
+        let label = purl
+            .split_once('?')
+            .map(|(_, q)| q)
+            .unwrap_or("")
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("rpmmod="));
+        if let Some(label) = label {
+            let label = label.replace("%3A", ":").replace("%3a", ":");
+            return Some(super::ecosystem::module_stream(&label).unwrap_or_default());
+        }
+    }
+    let module_build = entry.ranges.iter().flat_map(|r| &r.events).any(|e| {
+        let v = match e {
+            RangeEvent::Introduced(v)
+            | RangeEvent::Fixed(v)
+            | RangeEvent::LastAffected(v)
+            | RangeEvent::Limit(v) => v,
+        };
+        v.rsplit_once('-')
+            .is_some_and(|(_, release)| release.contains(".module"))
+    });
+    if !module_build {
+        return None;
+    }
+    let summary = rec.summary.as_deref().unwrap_or("");
+    // Past the rating word: "Important: nodejs:22 security update" → "nodejs:22 ...".
+    let text = summary.split_once(": ").map_or(summary, |(_, rest)| rest);
+    let stream = text.split_whitespace().find_map(|w| {
+        let (name, stream) = w.split_once(':')?;
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.+-".contains(c))
+        };
+        (ok(name) && ok(stream)).then(|| format!("{name}:{stream}"))
+    });
+    Some(stream.unwrap_or_default())
 }
 
 /// The public page of well-known advisory ids, for records that list no reference.
@@ -525,6 +622,7 @@ fn compile_affected(advisory: u32, a: &OsvAffected) -> AffectedPackage {
         ranges,
         versions,
         rating,
+        module: None,
     }
 }
 
