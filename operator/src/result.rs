@@ -365,4 +365,39 @@ mod tests {
         let stored = encode_inventory(&inventory).unwrap();
         assert_eq!(decode_inventory(&stored).unwrap(), inventory);
     }
+
+    #[test]
+    fn a_distribution_without_advisories_is_a_warning_in_the_status_not_a_clean_result() {
+        let inventory: Inventory = serde_json::from_value(serde_json::json!({
+            "target": "r/app:1", "os": {"family": "alinux", "version": "3"},
+            "packages": [{"ecosystem": "Red Hat", "name": "openssl-libs",
+                "version": "1:1.1.1k-5.al8", "purl": "pkg:rpm/alibaba/openssl-libs@1.1.1k-5.al8",
+                "vendor": "Alibaba Cloud", "path": "var/lib/rpm/Packages"}]
+        }))
+        .unwrap();
+        let database = DbInfo::default();
+        let status = build_status(ScanOutcome {
+            digest: "sha256:3b5e2a7c6f1d8e9a0b4c2d6e8f0a1b3c5d7e9f1a2b4c6d8e0f2a4b6c8d0e2f4a",
+            inventory: &inventory,
+            matches: &Matches::default(),
+            extra: Vec::new(),
+            database_version: "sha256:0",
+            database: &database,
+        });
+        assert_eq!(status.total_findings, 0);
+        assert_eq!(
+            status.warnings,
+            coverage_warnings(&inventory, &database),
+            "the result says what the report says"
+        );
+        assert_eq!(
+            status.warnings,
+            ["no advisory source for this distribution (Alibaba Cloud Linux 3): 1 OS package(s) not checked"]
+        );
+        // Image-controlled text is bounded in the object.
+        let mut long = inventory.clone();
+        long.os.as_mut().unwrap().family = "x".repeat(10_000);
+        let w = result_warnings(&long, &database);
+        assert!(w.len() == 1 && w[0].chars().count() == WARNING_CHARS);
+    }
 }

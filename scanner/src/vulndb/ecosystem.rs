@@ -336,6 +336,96 @@ mod tests {
     }
 
     #[test]
+    fn rpm_distributions_find_their_keys_or_say_why_not() {
+        let db: BTreeMap<String, EcosystemStats> = [
+            "AlmaLinux:9",
+            "Red Hat:enterprise_linux:9::appstream",
+            "Red Hat:enterprise_linux:9::baseos",
+            "Red Hat:enterprise_linux:8::baseos",
+            "Red Hat:rhel_eus:9.2::baseos",
+            "SUSE:Linux Enterprise Server 15 SP5",
+            "SUSE:Linux Enterprise Module for Basesystem 15 SP5",
+            "SUSE:Linux Enterprise Module for Basesystem 15 SP4",
+            "openSUSE:Leap 15.5",
+        ]
+        .into_iter()
+        .map(|k| (k.to_string(), EcosystemStats::default()))
+        .collect();
+        let keys = |eco: Ecosystem, family: &str, version: &str| {
+            let os = OsInfo {
+                family: family.into(),
+                version: version.into(),
+            };
+            os_advisory_keys(eco, Some(&os), &db)
+        };
+        let some = |k: &[&str]| OsAdvisoryKeys::Keys(k.iter().map(|s| s.to_string()).collect());
+        assert_eq!(
+            keys(Ecosystem::AlmaLinux, "almalinux", "9.4"),
+            some(&["AlmaLinux:9"])
+        );
+        assert_eq!(
+            keys(Ecosystem::AlmaLinux, "almalinux", "8.10"),
+            OsAdvisoryKeys::NotInDatabase("AlmaLinux:8".into())
+        );
+        // UBI's os-release says `rhel`: every repository of the main stream, not EUS.
+        assert_eq!(
+            keys(Ecosystem::RedHat, "rhel", "9.3"),
+            some(&[
+                "Red Hat:enterprise_linux:9::appstream",
+                "Red Hat:enterprise_linux:9::baseos"
+            ])
+        );
+        assert_eq!(
+            keys(Ecosystem::SUSE, "sles", "15.5"),
+            some(&[
+                "SUSE:Linux Enterprise Server 15 SP5",
+                "SUSE:Linux Enterprise Module for Basesystem 15 SP5"
+            ])
+        );
+        assert_eq!(
+            keys(Ecosystem::OpenSuse, "opensuse-leap", "15.5"),
+            some(&["openSUSE:Leap 15.5"])
+        );
+        assert_eq!(
+            keys(Ecosystem::RockyLinux, "rocky", "9.3"),
+            OsAdvisoryKeys::NotInDatabase("Rocky Linux:9".into())
+        );
+        for (family, version, name) in [
+            ("alinux", "3", "Alibaba Cloud Linux 3"),
+            ("anolis", "8.6", "Anolis OS 8.6"),
+            ("ol", "8.9", "Oracle Linux 8.9"),
+            ("amzn", "2023", "Amazon Linux 2023"),
+        ] {
+            assert_eq!(
+                keys(Ecosystem::RedHat, family, version),
+                OsAdvisoryKeys::NoSource(name.into())
+            );
+        }
+        assert_eq!(
+            keys(Ecosystem::RedHat, "rhel", ""),
+            OsAdvisoryKeys::UnknownRelease
+        );
+    }
+
+    #[test]
+    fn distribution_vendors_and_module_streams() {
+        assert!(is_distribution_vendor("almalinux", "AlmaLinux"));
+        assert!(is_distribution_vendor("rhel", "Red Hat, Inc."));
+        assert!(is_distribution_vendor(
+            "rocky",
+            "Rocky Enterprise Software Foundation"
+        ));
+        assert!(!is_distribution_vendor("almalinux", "Fedora Project"));
+        assert!(!is_distribution_vendor("rhel", ""));
+        assert_eq!(
+            module_stream("nodejs:18:8090020231009141924:a75119d5").as_deref(),
+            Some("nodejs:18")
+        );
+        assert_eq!(module_stream(""), None);
+        assert_eq!(module_stream("nodejs"), None);
+    }
+
+    #[test]
     fn normalizes_pypi_names() {
         assert_eq!(normalize_name(Ecosystem::PyPI, "PyYAML"), "pyyaml");
         assert_eq!(

@@ -635,3 +635,94 @@ fn build_time() -> chrono::DateTime<chrono::Utc> {
         .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
         .unwrap_or_else(chrono::Utc::now)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(json: serde_json::Value) -> OsvRecord {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn errata_rating_is_the_summary_s_first_word() {
+        for (summary, want) in [
+            ("Critical: kernel security update", Some(Severity::Critical)),
+            ("Important: openssl security update", Some(Severity::High)),
+            ("Moderate: curl security update", Some(Severity::Medium)),
+            ("Low: vim security update", Some(Severity::Low)),
+            ("None: kernel bug fix and enhancement update", None),
+        ] {
+            let a = compile_advisory(&record(serde_json::json!({
+                "id": "ALSA-2022:7288", "summary": summary, "related": ["CVE-2022-3602"]
+            })));
+            assert_eq!(a.rating.map(|r| r.severity), want, "{summary}");
+            assert_eq!(a.related, ["CVE-2022-3602"]);
+            assert!(a.aliases.is_empty());
+        }
+        // Not an erratum: the summary is no rating.
+        let a = compile_advisory(&record(serde_json::json!({
+            "id": "GHSA-xxxx", "summary": "Important: something"
+        })));
+        assert_eq!(a.rating, None);
+    }
+
+    #[test]
+    fn bug_fix_and_enhancement_errata_are_not_compiled() {
+        let mut b = DbBuilder::new();
+        for id in ["ALBA-2022:8256", "RHEA-2023:1", "ALSA-2022:7288"] {
+            b.add_record(record(serde_json::json!({
+                "id": id, "summary": "Important: x",
+                "affected": [{"package": {"ecosystem": "AlmaLinux:9", "name": "x"},
+                  "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1-1.el9"}]}]}]
+            })));
+        }
+        assert_eq!(b.len(), 1);
+        assert!(is_non_security_erratum("RHBA-2024:1"));
+        assert!(!is_non_security_erratum("RHSA-2024:1"));
+    }
+
+    #[test]
+    fn module_streams_come_from_the_summary_or_the_purl() {
+        let module_of_record = |json: serde_json::Value| {
+            let rec = record(json);
+            let a = &rec.affected[0];
+            module_of(&rec, a, &compile_affected(0, a))
+        };
+        let entry = |fixed: &str, purl: Option<&str>| {
+            let mut p = serde_json::json!({"ecosystem": "AlmaLinux:9", "name": "nodejs"});
+            if let Some(purl) = purl {
+                p["purl"] = purl.into();
+            }
+            serde_json::json!([{"package": p, "ranges": [{"type": "ECOSYSTEM",
+                "events": [{"introduced": "0"}, {"fixed": fixed}]}]}])
+        };
+        assert_eq!(
+            module_of_record(serde_json::json!({"id": "ALSA-2025:7433",
+                "summary": "Important: nodejs:22 security update",
+                "affected": entry("1:22.15.0-1.module_el9.6.0+164+2d89b8ed", None)})),
+            Some("nodejs:22".into())
+        );
+        // "pam:1.5.1" in a summary is no module when the fix is no module build.
+        assert_eq!(
+            module_of_record(serde_json::json!({"id": "ALSA-2024:10244",
+                "summary": "Important: pam:1.5.1 security update",
+                "affected": entry("1.5.1-22.el9_5", None)})),
+            None
+        );
+        assert_eq!(
+            module_of_record(serde_json::json!({"id": "RHSA-2024:1",
+                "summary": "Important: nodejs security update",
+                "affected": entry("1:18.19.1-1.module+el8.9.0+21388+1e2ad94b",
+                    Some("pkg:rpm/redhat/nodejs@18.19.1-1.module%2Bel8.9.0?arch=src&rpmmod=nodejs:18:8090020240222:a75119d5"))})),
+            Some("nodejs:18".into())
+        );
+        // A module build whose stream the record does not name: any stream.
+        assert_eq!(
+            module_of_record(serde_json::json!({"id": "ALSA-1",
+                "summary": "Important: nodejs security update",
+                "affected": entry("1:18.19.1-1.module_el9.3.0+59+28b95644", None)})),
+            Some(String::new())
+        );
+    }
+}
