@@ -14,10 +14,11 @@ use super::{Advisory, AffectedPackage, RangeEvent, Rating, Severity, VersionRang
 
 /// Ecosystems fetched from an http(s) base URL laid out as osv.dev's bucket
 /// (`<base>/<Ecosystem>/all.zip`).
-pub const URL_ECOSYSTEMS: [&str; 15] = [
+pub const URL_ECOSYSTEMS: [&str; 16] = [
     "Debian",
     "Ubuntu",
     "Alpine",
+    "Red Hat",
     "Rocky Linux",
     "AlmaLinux",
     "PyPI",
