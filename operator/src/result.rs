@@ -79,7 +79,8 @@ fn vulnerability_finding(f: &matcher::Finding, class: FindingClass) -> Finding {
         package: Some(f.package.name.clone()),
         version: Some(f.package.version.clone()),
         fixed_version: f.fixed_version.clone(),
-        title: (!f.title.is_empty()).then(|| f.title.clone()),
+        // Errata name the CVEs they fix after their title.
+        title: Some(imagewarden_scanner::report::display_title(f)).filter(|t| !t.is_empty()),
         location: (!f.package.path.is_empty()).then(|| f.package.path.clone()),
         link: f.link.clone(),
     }

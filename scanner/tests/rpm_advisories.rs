@@ -372,6 +372,15 @@ fn almalinux_9_sqlite_image_reports_its_errata_by_rpm_order_stream_and_vendor() 
         .unwrap();
     assert_eq!(f.fixed_version.as_deref(), Some(record.fixed.as_str()));
     assert_eq!(f.related, record.related);
+    // Shown after the title: "Important: openssl security update (CVE-2022-3602, ...)".
+    let shown = imagewarden_scanner::report::display_title(f);
+    assert!(
+        record
+            .related
+            .iter()
+            .all(|cve| shown.contains(cve.as_str())),
+        "{shown}"
+    );
     // The vendor's rating is the summary's first word: Important is High.
     assert!(record.summary.starts_with("Important:"));
     assert_eq!(f.severity, Severity::High);

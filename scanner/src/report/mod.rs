@@ -125,6 +125,24 @@ pub fn coverage_warnings(inventory: &Inventory, db: &DbInfo) -> Vec<String> {
     out
 }
 
+/// A finding's title for display, followed by the first related ids it names (the CVEs a
+/// distribution erratum fixes): "Important: openssl security update (CVE-2022-3602,
+/// CVE-2022-3786)"; more than three are counted.
+pub fn display_title(f: &Finding) -> String {
+    if f.related.is_empty() {
+        return f.title.clone();
+    }
+    let mut ids: Vec<&str> = f.related.iter().take(3).map(String::as_str).collect();
+    let more = f.related.len().saturating_sub(3);
+    let more = (more > 0).then(|| format!("+{more} more"));
+    ids.extend(more.as_deref());
+    if f.title.is_empty() {
+        ids.join(", ")
+    } else {
+        format!("{} ({})", f.title, ids.join(", "))
+    }
+}
+
 /// Which database the scan used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]

@@ -48,6 +48,9 @@ pub struct DbInfo {
     /// Of which `MAL-` (malicious package) records.
     pub malicious_records: u64,
     pub withdrawn_skipped: u64,
+    /// Bug-fix and enhancement errata (`ALBA-`, `RHEA-`, ...) left out: not vulnerabilities.
+    #[serde(default)]
+    pub non_security_skipped: u64,
     /// Newest `modified` timestamp among kept records.
     pub newest_modified: Option<String>,
     /// Per ecosystem key (`Debian:9`, `PyPI`): advisories and package names.

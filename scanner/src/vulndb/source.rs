@@ -294,6 +294,7 @@ impl DbBuilder {
             records: self.advisory_spans.len() as u64,
             malicious_records: self.malicious,
             withdrawn_skipped: self.withdrawn,
+            non_security_skipped: self.not_security,
             newest_modified: self.newest_modified.clone(),
             ecosystems,
         }
