@@ -577,6 +577,74 @@ mod tests {
         assert_eq!(affects(VersionScheme::Pep440, "2.0", &e), None);
     }
 
+    fn rpm(version: &str, vendor: Option<&str>, module: Option<&str>) -> Package {
+        Package {
+            ecosystem: Ecosystem::AlmaLinux,
+            name: "nodejs".into(),
+            version: version.into(),
+            purl: String::new(),
+            source_name: None,
+            source_version: None,
+            vendor: vendor.map(str::to_string),
+            module: module.map(str::to_string),
+            layer: None,
+            path: String::new(),
+        }
+    }
+
+    #[test]
+    fn module_packages_match_only_fixes_for_their_stream() {
+        let fix = |module: Option<&str>| AffectedPackage {
+            module: module.map(str::to_string),
+            ..range(false, &[("introduced", "0"), ("fixed", "1:22.15.0-1")])
+        };
+        let stream22 = rpm("1:22.13.1-1.module_el9.5.0+139", ALMA, Some("nodejs:22"));
+        assert!(same_module_stream(&stream22, &fix(Some("nodejs:22"))));
+        assert!(!same_module_stream(&stream22, &fix(Some("nodejs:24"))));
+        assert!(!same_module_stream(&stream22, &fix(None)));
+        // A fix that is a module build of a stream the record does not name: any stream.
+        assert!(same_module_stream(&stream22, &fix(Some(""))));
+        let plain = rpm("1:16.20.2-1.el9_2", ALMA, None);
+        assert!(same_module_stream(&plain, &fix(None)));
+        assert!(!same_module_stream(&plain, &fix(Some("nodejs:22"))));
+        // From an SBOM (no vendor, no label): a module build release counts as some stream.
+        let from_sbom = rpm("1:22.13.1-1.module_el9.5.0+139", None, None);
+        assert!(same_module_stream(&from_sbom, &fix(Some("nodejs:22"))));
+        assert!(!same_module_stream(&from_sbom, &fix(None)));
+    }
+
+    const ALMA: Option<&str> = Some("AlmaLinux");
+
+    #[test]
+    fn only_the_distribution_s_own_rpms_meet_its_advisories() {
+        let inv = |family: &str| Inventory {
+            target: "t".into(),
+            digest: None,
+            os: Some(crate::inventory::OsInfo {
+                family: family.into(),
+                version: "9.4".into(),
+            }),
+            packages: Vec::new(),
+        };
+        let alma = inv("almalinux");
+        assert!(rpm_package_is_the_distributions(
+            &alma,
+            &rpm("1-1", ALMA, None)
+        ));
+        assert!(!rpm_package_is_the_distributions(
+            &alma,
+            &rpm("1-1", Some("Fedora Project"), None)
+        ));
+        assert!(!rpm_package_is_the_distributions(
+            &alma,
+            &rpm("1-1", Some(""), None)
+        ));
+        assert!(rpm_package_is_the_distributions(
+            &alma,
+            &rpm("1-1", None, None)
+        ));
+    }
+
     #[test]
     fn open_ended_range_has_no_fix() {
         let e = range(false, &[("introduced", "0")]);
