@@ -65,6 +65,7 @@ pub fn rematch(
         matches: &matches,
         extra,
         database_version: &db.version,
+        database: db.db.info(),
     });
     status.scan_time = old.scan_time.clone();
     status.conditions = old.conditions.clone();

@@ -96,6 +96,7 @@ pub async fn scan(
         matches: &matches,
         extra: crate::result::check_findings(&imagewarden_scanner::checks::run(&scanned, checks)),
         database_version: &db.version,
+        database: db.db.info(),
     });
     status.scan_time = Some(crate::now());
     Ok(status)

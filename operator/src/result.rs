@@ -7,7 +7,8 @@ use std::io::{Read, Write};
 use base64::Engine;
 use imagewarden_scanner::inventory::Inventory;
 use imagewarden_scanner::matcher::{self, Matches};
-use imagewarden_scanner::vulndb::Severity as DbSeverity;
+use imagewarden_scanner::report::coverage_warnings;
+use imagewarden_scanner::vulndb::{DbInfo, Severity as DbSeverity};
 use sha2::{Digest, Sha256};
 
 use crate::crd::{
@@ -78,7 +79,8 @@ fn vulnerability_finding(f: &matcher::Finding, class: FindingClass) -> Finding {
         package: Some(f.package.name.clone()),
         version: Some(f.package.version.clone()),
         fixed_version: f.fixed_version.clone(),
-        title: (!f.title.is_empty()).then(|| f.title.clone()),
+        // Errata name the CVEs they fix after their title.
+        title: Some(imagewarden_scanner::report::display_title(f)).filter(|t| !t.is_empty()),
         location: (!f.package.path.is_empty()).then(|| f.package.path.clone()),
         link: f.link.clone(),
     }
@@ -217,6 +219,23 @@ pub struct ScanOutcome<'a> {
     /// Baseline, secret and malware findings, already in CRD form.
     pub extra: Vec<Finding>,
     pub database_version: &'a str,
+    /// What the database holds: decides which packages could not be checked.
+    pub database: &'a DbInfo,
+}
+
+/// At most this many warnings are kept in a result, each at most [`WARNING_CHARS`] long
+/// (parts of them, such as OS names and rpm vendors, come from the image).
+pub const MAX_WARNINGS: usize = 20;
+/// See [`MAX_WARNINGS`].
+pub const WARNING_CHARS: usize = 300;
+
+/// The coverage warnings of a scan (see [`coverage_warnings`]), bounded for the status.
+pub fn result_warnings(inventory: &Inventory, database: &DbInfo) -> Vec<String> {
+    coverage_warnings(inventory, database)
+        .into_iter()
+        .take(MAX_WARNINGS)
+        .map(|w| w.chars().take(WARNING_CHARS).collect())
+        .collect()
 }
 
 /// Builds the status of an ImageScanResult (without scan time and conditions, which the
@@ -239,6 +258,7 @@ pub fn build_status(outcome: ScanOutcome<'_>) -> ImageScanResultStatus {
         findings,
         truncated,
         total_findings: total,
+        warnings: result_warnings(outcome.inventory, outcome.database),
         inventory: encode_inventory(outcome.inventory),
         conditions: Vec::new(),
     }
@@ -345,5 +365,40 @@ mod tests {
         .unwrap();
         let stored = encode_inventory(&inventory).unwrap();
         assert_eq!(decode_inventory(&stored).unwrap(), inventory);
+    }
+
+    #[test]
+    fn a_distribution_without_advisories_is_a_warning_in_the_status_not_a_clean_result() {
+        let inventory: Inventory = serde_json::from_value(serde_json::json!({
+            "target": "r/app:1", "os": {"family": "alinux", "version": "3"},
+            "packages": [{"ecosystem": "Red Hat", "name": "openssl-libs",
+                "version": "1:1.1.1k-5.al8", "purl": "pkg:rpm/alibaba/openssl-libs@1.1.1k-5.al8",
+                "vendor": "Alibaba Cloud", "path": "var/lib/rpm/Packages"}]
+        }))
+        .unwrap();
+        let database = DbInfo::default();
+        let status = build_status(ScanOutcome {
+            digest: "sha256:3b5e2a7c6f1d8e9a0b4c2d6e8f0a1b3c5d7e9f1a2b4c6d8e0f2a4b6c8d0e2f4a",
+            inventory: &inventory,
+            matches: &Matches::default(),
+            extra: Vec::new(),
+            database_version: "sha256:0",
+            database: &database,
+        });
+        assert_eq!(status.total_findings, 0);
+        assert_eq!(
+            status.warnings,
+            coverage_warnings(&inventory, &database),
+            "the result says what the report says"
+        );
+        assert_eq!(
+            status.warnings,
+            ["no advisory source for this distribution (Alibaba Cloud Linux 3): 1 OS package(s) not checked"]
+        );
+        // Image-controlled text is bounded in the object.
+        let mut long = inventory.clone();
+        long.os.as_mut().unwrap().family = "x".repeat(10_000);
+        let w = result_warnings(&long, &database);
+        assert!(w.len() == 1 && w[0].chars().count() == WARNING_CHARS);
     }
 }

@@ -47,6 +47,8 @@ fn load_and_query(path: &Path) {
         purl: String::new(),
         source_name: source.map(str::to_string),
         source_version: None,
+        vendor: None,
+        module: None,
         layer: None,
         path: String::new(),
     };

@@ -107,6 +107,14 @@ pub struct Package {
     /// Source package version, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_version: Option<String>,
+    /// Who built an rpm package: its `Vendor`, else its `Packager`, empty when the header
+    /// names neither. `None` where the source does not say (other formats, SBOMs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    /// The module stream an rpm package was installed from (`nodejs:18`, the name and
+    /// stream of its `MODULARITYLABEL`; el8 and later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
     /// Digest of the layer the package's record was found in (absent for `dir:` and SBOM inputs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer: Option<String>,

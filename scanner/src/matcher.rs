@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::inventory::{Ecosystem, Inventory, Package};
-use crate::vulndb::ecosystem::{app_ecosystem_key, normalize_name, os_ecosystem_key};
+use crate::vulndb::ecosystem::{
+    app_ecosystem_key, is_distribution_vendor, is_rpm, normalize_name, os_advisory_keys,
+    OsAdvisoryKeys,
+};
 use crate::vulndb::version::VersionScheme;
 use crate::vulndb::{
     Advisory, AffectedPackage, Db, DbError, RangeEvent, Rating, Severity, VersionRange,
@@ -55,6 +58,9 @@ pub struct Finding {
     pub title: String,
     pub link: Option<String>,
     pub class: FindingClass,
+    /// Related issues the advisory names (the CVEs a distribution erratum fixes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<String>,
 }
 
 impl Finding {
@@ -78,6 +84,7 @@ pub fn match_inventory(inventory: &Inventory, db: &Db) -> Result<Matches, DbErro
     let mut matcher = Matcher {
         db,
         advisories: HashMap::new(),
+        os_keys: HashMap::new(),
     };
     let mut out = Matches::default();
     for pkg in &inventory.packages {
@@ -122,6 +129,8 @@ pub fn sort_findings(findings: &mut [Finding]) {
 struct Matcher<'a> {
     db: &'a Db,
     advisories: HashMap<u32, Advisory>,
+    /// Per OS package ecosystem: the keys its advisories are filed under.
+    os_keys: HashMap<Ecosystem, Vec<String>>,
 }
 
 /// A hit before duplicates are merged.
@@ -152,24 +161,47 @@ impl Matcher<'_> {
         // (name, version) pairs the advisories may use: distro advisories name the
         // source package, so it is asked first; the binary name is the fallback.
         let mut queries: Vec<(String, String, Option<String>)> = Vec::new();
-        let key = if eco.is_os() {
-            let Some(key) = os_ecosystem_key(eco, inventory.os.as_ref()) else {
-                tracing::debug!(package = %pkg.name, "no OS release known; OS package not matched");
+        let keys = if eco.is_os() {
+            let keys = self
+                .os_keys
+                .entry(eco)
+                .or_insert_with(|| {
+                    match os_advisory_keys(eco, inventory.os.as_ref(), &self.db.info().ecosystems) {
+                        OsAdvisoryKeys::Keys(keys) => keys,
+                        // Said once per report by `coverage_warnings`.
+                        _ => Vec::new(),
+                    }
+                })
+                .clone();
+            if keys.is_empty() || !rpm_package_is_the_distributions(inventory, pkg) {
                 return Ok((Vec::new(), Vec::new()));
-            };
-            if let Some(src) = pkg
+            }
+            let source = pkg
                 .source_name
                 .as_deref()
                 .filter(|s| !s.is_empty() && *s != pkg.name)
-            {
-                let v = pkg
-                    .source_version
-                    .clone()
-                    .unwrap_or_else(|| pkg.version.clone());
-                queries.push((src.to_string(), v, Some(src.to_string())));
+                .map(|src| {
+                    let v = pkg
+                        .source_version
+                        .clone()
+                        .unwrap_or_else(|| pkg.version.clone());
+                    (src.to_string(), v, Some(src.to_string()))
+                });
+            let binary = (pkg.name.clone(), pkg.version.clone(), None);
+            // AlmaLinux errata name every binary rpm; Red Hat and Rocky Linux records name binary
+            // or source rpms; Debian, Ubuntu, Alpine and SUSE name source packages first.
+            match eco {
+                Ecosystem::AlmaLinux => queries.push(binary),
+                Ecosystem::RedHat | Ecosystem::RockyLinux => {
+                    queries.push(binary);
+                    queries.extend(source);
+                }
+                _ => {
+                    queries.extend(source);
+                    queries.push(binary);
+                }
             }
-            queries.push((pkg.name.clone(), pkg.version.clone(), None));
-            key
+            keys
         } else {
             let mut version = pkg.version.clone();
             if eco == Ecosystem::Go {
@@ -179,11 +211,18 @@ impl Matcher<'_> {
                 }
             }
             queries.push((normalize_name(eco, &pkg.name), version, None));
-            app_ecosystem_key(eco)
+            vec![app_ecosystem_key(eco)]
         };
         let mut hits: Vec<Hit> = Vec::new();
-        for (name, version, via_source) in queries {
-            for entry in self.db.affected(&key, &name)? {
+        let entries = queries.into_iter().flat_map(|(name, version, via_source)| {
+            keys.iter()
+                .map(move |key| (key, name.clone(), version.clone(), via_source.clone()))
+        });
+        for (key, name, version, via_source) in entries {
+            for entry in self.db.affected(key, &name)? {
+                if is_rpm(eco) && !same_module_stream(pkg, &entry) {
+                    continue;
+                }
                 let Some(fixed) = affects(scheme, &version, &entry) else {
                     continue;
                 };
@@ -216,9 +255,15 @@ impl Matcher<'_> {
                 .into_iter()
                 .map(|(primary, merged)| {
                     let mut aliases: Vec<String> = Vec::new();
+                    let mut related: Vec<String> = Vec::new();
                     let mut rating = primary.rating.clone();
                     let mut fixed = primary.fixed.clone();
                     for h in std::iter::once(&primary).chain(merged.iter()) {
+                        for id in &h.advisory.related {
+                            if !related.contains(id) {
+                                related.push(id.clone());
+                            }
+                        }
                         for id in std::iter::once(&h.advisory.id).chain(h.advisory.aliases.iter()) {
                             if *id != primary.advisory.id && !aliases.contains(id) {
                                 aliases.push(id.clone());
@@ -259,11 +304,48 @@ impl Matcher<'_> {
                         title: primary.advisory.title.clone(),
                         link: primary.advisory.link.clone(),
                         class,
+                        related,
                     }
                 })
                 .collect()
         };
         Ok((to_findings(vulns), to_findings(malicious)))
+    }
+}
+
+/// Whether an rpm package was built by the distribution the image runs (its `Vendor`, see
+/// [`is_distribution_vendor`]), so that the distribution's advisories apply; packages of
+/// other vendors (EPEL, third-party repositories, local builds) are not matched against them.
+/// Packages whose vendor is unknown (from an SBOM) and non-rpm packages are matched.
+pub fn rpm_package_is_the_distributions(inventory: &Inventory, pkg: &Package) -> bool {
+    match (&inventory.os, &pkg.vendor) {
+        (Some(os), Some(vendor)) if is_rpm(pkg.ecosystem) => {
+            is_distribution_vendor(&os.family, vendor)
+        }
+        _ => true,
+    }
+}
+
+/// Whether an rpm advisory entry is for the module stream the package came from: a package
+/// from a stream (`nodejs:18`) only against fixes for that stream, a package outside module
+/// streams only against fixes outside them. A module build whose stream is not known (a
+/// record that names none, a package from an SBOM whose release says `.module`) matches
+/// every stream.
+fn same_module_stream(pkg: &Package, entry: &AffectedPackage) -> bool {
+    let release_is_module_build = || {
+        pkg.version
+            .rsplit_once('-')
+            .is_some_and(|(_, r)| r.contains(".module"))
+    };
+    let pkg_stream = match &pkg.module {
+        Some(m) => Some(m.as_str()),
+        None if pkg.vendor.is_none() && release_is_module_build() => Some(""),
+        None => None,
+    };
+    match (pkg_stream, entry.module.as_deref()) {
+        (None, None) => true,
+        (Some(p), Some(e)) => p.is_empty() || e.is_empty() || p == e,
+        _ => false,
     }
 }
 
@@ -280,7 +362,7 @@ fn primary_rank(id: &str, class: FindingClass) -> u8 {
         "SUSE-",
         "openSUSE-",
     ];
-    const DISTRO_CVE: [&str; 4] = ["DEBIAN-", "UBUNTU-", "ALPINE-", "ALBA-"];
+    const DISTRO_CVE: [&str; 3] = ["DEBIAN-", "UBUNTU-", "ALPINE-"];
     match class {
         FindingClass::Os if DISTRO_ADVISORY.iter().any(|p| id.starts_with(p)) => 0,
         FindingClass::Os if DISTRO_CVE.iter().any(|p| id.starts_with(p)) => 1,
@@ -446,6 +528,7 @@ mod tests {
             }],
             versions: vec![],
             rating: None,
+            module: None,
         }
     }
 
@@ -492,6 +575,74 @@ mod tests {
         let e = range(false, &[("introduced", "0"), ("limit", "2.0")]);
         assert_eq!(affects(VersionScheme::Pep440, "1.9", &e), Some(None));
         assert_eq!(affects(VersionScheme::Pep440, "2.0", &e), None);
+    }
+
+    fn rpm(version: &str, vendor: Option<&str>, module: Option<&str>) -> Package {
+        Package {
+            ecosystem: Ecosystem::AlmaLinux,
+            name: "nodejs".into(),
+            version: version.into(),
+            purl: String::new(),
+            source_name: None,
+            source_version: None,
+            vendor: vendor.map(str::to_string),
+            module: module.map(str::to_string),
+            layer: None,
+            path: String::new(),
+        }
+    }
+
+    #[test]
+    fn module_packages_match_only_fixes_for_their_stream() {
+        let fix = |module: Option<&str>| AffectedPackage {
+            module: module.map(str::to_string),
+            ..range(false, &[("introduced", "0"), ("fixed", "1:22.15.0-1")])
+        };
+        let stream22 = rpm("1:22.13.1-1.module_el9.5.0+139", ALMA, Some("nodejs:22"));
+        assert!(same_module_stream(&stream22, &fix(Some("nodejs:22"))));
+        assert!(!same_module_stream(&stream22, &fix(Some("nodejs:24"))));
+        assert!(!same_module_stream(&stream22, &fix(None)));
+        // A fix that is a module build of a stream the record does not name: any stream.
+        assert!(same_module_stream(&stream22, &fix(Some(""))));
+        let plain = rpm("1:16.20.2-1.el9_2", ALMA, None);
+        assert!(same_module_stream(&plain, &fix(None)));
+        assert!(!same_module_stream(&plain, &fix(Some("nodejs:22"))));
+        // From an SBOM (no vendor, no label): a module build release counts as some stream.
+        let from_sbom = rpm("1:22.13.1-1.module_el9.5.0+139", None, None);
+        assert!(same_module_stream(&from_sbom, &fix(Some("nodejs:22"))));
+        assert!(!same_module_stream(&from_sbom, &fix(None)));
+    }
+
+    const ALMA: Option<&str> = Some("AlmaLinux");
+
+    #[test]
+    fn only_the_distribution_s_own_rpms_meet_its_advisories() {
+        let inv = |family: &str| Inventory {
+            target: "t".into(),
+            digest: None,
+            os: Some(crate::inventory::OsInfo {
+                family: family.into(),
+                version: "9.4".into(),
+            }),
+            packages: Vec::new(),
+        };
+        let alma = inv("almalinux");
+        assert!(rpm_package_is_the_distributions(
+            &alma,
+            &rpm("1-1", ALMA, None)
+        ));
+        assert!(!rpm_package_is_the_distributions(
+            &alma,
+            &rpm("1-1", Some("Fedora Project"), None)
+        ));
+        assert!(!rpm_package_is_the_distributions(
+            &alma,
+            &rpm("1-1", Some(""), None)
+        ));
+        assert!(rpm_package_is_the_distributions(
+            &alma,
+            &rpm("1-1", None, None)
+        ));
     }
 
     #[test]

@@ -21,6 +21,8 @@ fn mixed_inventory() -> Inventory {
         purl: String::new(),
         source_name: source.map(str::to_string),
         source_version: None,
+        vendor: None,
+        module: None,
         layer: None,
         path: String::new(),
     };
@@ -98,7 +100,20 @@ fn index_info_counts_records_per_release() {
     let db = Db::load(&[osv_dir().to_str().unwrap().to_string()]).unwrap();
     let info = db.info();
     let files = walk(&osv_dir());
-    assert_eq!(info.records + info.withdrawn_skipped, files as u64);
+    assert_eq!(
+        info.records + info.withdrawn_skipped + info.non_security_skipped,
+        files as u64
+    );
+    // The bug-fix errata among the AlmaLinux records (ALBA-2022:8256).
+    let bug_fix = std::fs::read_dir(osv_dir().join("AlmaLinux"))
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("ALBA-")
+        })
+        .count();
+    assert!(bug_fix > 0);
+    assert_eq!(info.non_security_skipped, bug_fix as u64);
     assert_eq!(info.malicious_records, 0);
     for key in [
         "Debian:9",
@@ -278,6 +293,8 @@ fn malicious_package_records_are_kept_apart() {
         purl: "pkg:npm/example-evil@1.0.0".into(),
         source_name: None,
         source_version: None,
+        vendor: None,
+        module: None,
         layer: None,
         path: "/app/node_modules/example-evil/package.json".into(),
     });

@@ -31,6 +31,8 @@ fn pkg(ecosystem: Ecosystem, name: &str, version: &str) -> Package {
         purl: String::new(),
         source_name: None,
         source_version: None,
+        vendor: None,
+        module: None,
         layer: None,
         path: String::new(),
     }

@@ -1,5 +1,6 @@
 //! The version comparators against the reference implementations where this machine
-//! has them: `dpkg --compare-versions` for Debian, Python `packaging` for PEP 440.
+//! has them: `dpkg --compare-versions` for Debian, Python `packaging` for PEP 440, rpm's
+//! own `rpm.vercmp` (through `rpm --eval` and its Lua interpreter) for rpm.
 //! Versions are the real ones in testdata/osv (or IMAGEWARDEN_OSV_DIR). A missing
 //! reference tool skips its test.
 
@@ -7,7 +8,7 @@ use std::cmp::Ordering;
 use std::path::PathBuf;
 use std::process::Command;
 
-use imagewarden_scanner::vulndb::version::{dpkg, pep440};
+use imagewarden_scanner::vulndb::version::{dpkg, pep440, rpm};
 
 /// Every range bound of one ecosystem folder of testdata/osv, deduplicated.
 fn versions(folder: &str) -> Vec<String> {
@@ -17,8 +18,11 @@ fn versions(folder: &str) -> Vec<String> {
     let dir = base.join(folder);
     let mut out = Vec::new();
     for f in std::fs::read_dir(dir).unwrap() {
-        let rec: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(f.unwrap().path()).unwrap()).unwrap();
+        let path = f.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue; // LICENSE files
+        }
+        let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
         for a in rec["affected"].as_array().into_iter().flatten() {
             for r in a["ranges"].as_array().into_iter().flatten() {
                 if r["type"] != "ECOSYSTEM" {
@@ -133,4 +137,63 @@ fn pep440_order_matches_python_packaging() {
     }
     println!("{} pairs compared", pairs.len());
     assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+#[test]
+fn rpm_order_matches_rpm_vercmp_on_every_pair() {
+    if Command::new("rpm").arg("--version").output().is_err() {
+        println!("skipped: rpm is not installed");
+        return;
+    }
+    let vs = versions("AlmaLinux");
+    // Every pair, not only neighbours: rpm answers about a million pairs a second.
+    let pairs: Vec<(&str, &str)> = vs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| vs[i + 1..].iter().map(move |b| (a.as_str(), b.as_str())))
+        .collect();
+    assert!(pairs.len() > 1000, "{} pairs", pairs.len());
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("pairs");
+    let text: String = pairs.iter().map(|(a, b)| format!("{a} {b}\n")).collect();
+    std::fs::write(&input, text).unwrap();
+    // rpm.vercmp parses `[epoch:]version-release` and compares as rpm itself does.
+    let script = format!(
+        "%{{lua: for l in io.lines(\"{}\") do local a, b = l:match(\"^(%S+) (%S+)$\"); io.write(rpm.vercmp(a, b), \"\\n\") end}}",
+        input.display()
+    );
+    let out = Command::new("rpm")
+        .args(["--eval", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: Vec<&str> = std::str::from_utf8(&out.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(answers.len(), pairs.len());
+    let mut wrong = Vec::new();
+    for ((a, b), want) in pairs.iter().zip(answers) {
+        let want = match want {
+            "-1" => Ordering::Less,
+            "0" => Ordering::Equal,
+            "1" => Ordering::Greater,
+            other => panic!("rpm answered {other:?} for {a} {b}"),
+        };
+        if rpm::compare(a, b) != want {
+            wrong.push(format!("{a} vs {b}: rpm says {want:?}"));
+        }
+    }
+    println!("{} versions, {} pairs compared", vs.len(), pairs.len());
+    assert!(
+        wrong.is_empty(),
+        "{} disagreements: {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(20)]
+    );
 }

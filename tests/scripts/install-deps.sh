@@ -2,7 +2,9 @@
 # Installs the Debian packages the tests need (real registry, and what builds test
 # images), when they are missing. Needs root.
 set -euo pipefail
-packages=(docker-registry ca-certificates containerd runc containernetworking-plugins iptables conntrack openssl curl)
+# rpm and db5.3-util write the rpm databases of the rpm image tests (rpmbuild, rpm --justdb,
+# Berkeley DB's db5.3_load) and answer rpm's own version order (rpm.vercmp).
+packages=(docker-registry ca-certificates containerd runc containernetworking-plugins iptables conntrack openssl curl rpm db5.3-util)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

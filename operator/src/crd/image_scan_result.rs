@@ -155,6 +155,12 @@ pub struct ImageScanResultStatus {
     /// Number of findings before any cut.
     #[serde(default)]
     pub total_findings: u32,
+    /// What could not be checked, so that no findings does not read as no vulnerabilities:
+    /// e.g. "no advisory source for this distribution (Alibaba Cloud Linux 3): 180 OS
+    /// package(s) not checked", packages of a release the database has no advisories for,
+    /// rpm packages from other vendors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// The image's package inventory, gzip-compressed JSON in base64, kept so that a
     /// vulnerability database update re-matches the image without pulling it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]

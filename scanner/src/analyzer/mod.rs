@@ -147,6 +147,8 @@ pub(crate) fn package(
         purl,
         source_name: None,
         source_version: None,
+        vendor: None,
+        module: None,
         layer: None,
         path: path.to_string(),
     }
@@ -245,9 +247,10 @@ pub fn os_ecosystem(family: &str, found_as: Ecosystem) -> Option<Ecosystem> {
         ("rocky", _) => Ecosystem::RockyLinux,
         ("almalinux", _) => Ecosystem::AlmaLinux,
         ("amzn", _) => Ecosystem::AmazonLinux,
-        ("sles" | "sled" | "suse", _) => Ecosystem::SUSE,
+        ("sles" | "sled" | "suse" | "sles_sap" | "sle_hpc" | "sle-micro", _) => Ecosystem::SUSE,
         (f, _) if f.starts_with("opensuse") => Ecosystem::OpenSuse,
-        ("rhel" | "centos" | "redhat" | "ol" | "fedora", _) => Ecosystem::RedHat,
+        // Other rpm distributions (Oracle Linux, Alibaba Cloud Linux, Anolis OS, Fedora) keep
+        // the generic rpm ecosystem; which advisories apply is decided by the OS itself.
         _ => return None,
     })
 }
@@ -257,6 +260,7 @@ fn rpm_namespace(family: &str) -> &str {
         "rhel" => "redhat",
         "amzn" => "amazon",
         "ol" => "oracle",
+        "alinux" => "alibaba",
         f if f.starts_with("opensuse") || f == "sles" => "suse",
         f => f,
     }

@@ -5,14 +5,17 @@ use super::{Analyzer, FileMeta, Finding, OsFact, Output};
 /// Reads os-release and the distribution-specific release files.
 pub struct OsReleaseAnalyzer;
 
+// Oracle Linux's `redhat-release` names Red Hat; its own files rank before it.
 const FILES: &[(&str, u8)] = &[
     ("etc/os-release", 0),
     ("usr/lib/os-release", 1),
     ("etc/alpine-release", 2),
-    ("etc/redhat-release", 3),
+    ("etc/system-release", 3),
+    ("etc/oracle-release", 3),
     ("etc/centos-release", 3),
-    ("etc/debian_version", 4),
-    ("etc/lsb-release", 5),
+    ("etc/redhat-release", 4),
+    ("etc/debian_version", 5),
+    ("etc/lsb-release", 6),
 ];
 
 impl Analyzer for OsReleaseAnalyzer {
@@ -36,7 +39,8 @@ impl Analyzer for OsReleaseAnalyzer {
             "etc/os-release" | "usr/lib/os-release" => parse_os_release(&text),
             "etc/alpine-release" => first_line(&text).map(|v| ("alpine".into(), v)),
             "etc/debian_version" => first_line(&text).map(|v| ("debian".into(), v)),
-            "etc/redhat-release" | "etc/centos-release" => parse_redhat_release(&text),
+            "etc/redhat-release" | "etc/centos-release" | "etc/system-release"
+            | "etc/oracle-release" => parse_redhat_release(&text),
             "etc/lsb-release" => parse_lsb_release(&text),
             _ => None,
         };
@@ -89,23 +93,28 @@ pub fn parse_os_release(text: &str) -> Option<(String, String)> {
     Some((id, version.or(codename).unwrap_or_default()))
 }
 
-fn parse_redhat_release(text: &str) -> Option<(String, String)> {
-    // "CentOS Linux release 7.9.2009 (Core)", "Red Hat Enterprise Linux release 8.4 (Ootpa)"
+/// The os-release `ID` and release of a `redhat-release`-style line: "CentOS Linux release
+/// 7.9.2009 (Core)", "Red Hat Enterprise Linux release 8.4 (Ootpa)", "Amazon Linux release 2
+/// (Karoo)", "Alibaba Cloud Linux release 3 (Soaring Falcon)", "Anolis OS release 8.6".
+pub fn parse_redhat_release(text: &str) -> Option<(String, String)> {
+    const FAMILIES: &[(&str, &str)] = &[
+        ("centos", "centos"),
+        ("rocky", "rocky"),
+        ("almalinux", "almalinux"),
+        ("fedora", "fedora"),
+        ("red hat", "rhel"),
+        ("oracle linux", "ol"),
+        ("amazon linux", "amzn"),
+        ("alibaba cloud linux", "alinux"),
+        ("aliyun linux", "alinux"),
+        ("anolis", "anolis"),
+    ];
     let line = first_line(text)?;
     let lower = line.to_ascii_lowercase();
-    let family = if lower.starts_with("centos") {
-        "centos"
-    } else if lower.starts_with("rocky") {
-        "rocky"
-    } else if lower.starts_with("almalinux") {
-        "almalinux"
-    } else if lower.starts_with("fedora") {
-        "fedora"
-    } else if lower.starts_with("red hat") {
-        "rhel"
-    } else {
-        return None;
-    };
+    let family = FAMILIES
+        .iter()
+        .find(|(prefix, _)| lower.starts_with(prefix))
+        .map(|(_, id)| *id)?;
     let version = line
         .split_whitespace()
         .skip_while(|w| *w != "release")
@@ -144,9 +153,59 @@ mod tests {
 
     #[test]
     fn redhat_release_line() {
-        assert_eq!(
-            parse_redhat_release("CentOS Linux release 7.9.2009 (Core)\n"),
-            Some(("centos".into(), "7.9.2009".into()))
-        );
+        for (line, id, version) in [
+            ("CentOS Linux release 7.9.2009 (Core)", "centos", "7.9.2009"),
+            ("CentOS Stream release 9", "centos", "9"),
+            ("Red Hat Enterprise Linux release 9.4 (Plow)", "rhel", "9.4"),
+            ("AlmaLinux release 9.4 (Seafoam Ocelot)", "almalinux", "9.4"),
+            ("Rocky Linux release 8.9 (Green Obsidian)", "rocky", "8.9"),
+            ("Oracle Linux Server release 8.9", "ol", "8.9"),
+            ("Amazon Linux release 2 (Karoo)", "amzn", "2"),
+            (
+                "Amazon Linux release 2023.5.20240624 (Amazon Linux)",
+                "amzn",
+                "2023.5.20240624",
+            ),
+            (
+                "Alibaba Cloud Linux release 3 (Soaring Falcon)",
+                "alinux",
+                "3",
+            ),
+            (
+                "Aliyun Linux release 2.1903 LTS (Hunting Beagle)",
+                "alinux",
+                "2.1903",
+            ),
+            ("Anolis OS release 8.6", "anolis", "8.6"),
+        ] {
+            assert_eq!(
+                parse_redhat_release(&format!("{line}\n")),
+                Some((id.into(), version.into())),
+                "{line}"
+            );
+        }
+        assert_eq!(parse_redhat_release("Slackware 15.0\n"), None);
+    }
+
+    #[test]
+    fn oracle_files_outrank_its_redhat_release() {
+        let mut facts = Vec::new();
+        for (path, text) in [
+            (
+                "etc/redhat-release",
+                "Red Hat Enterprise Linux Server release 7.9 (Maipo)\n",
+            ),
+            ("etc/oracle-release", "Oracle Linux Server release 7.9\n"),
+        ] {
+            let mut out = Output::default();
+            OsReleaseAnalyzer.analyze(path, text.as_bytes(), &mut out);
+            for f in out.findings {
+                if let Finding::Os(fact) = f {
+                    facts.push(fact);
+                }
+            }
+        }
+        let os = crate::analyzer::choose_os(&facts).unwrap();
+        assert_eq!((os.family.as_str(), os.version.as_str()), ("ol", "7.9"));
     }
 }

@@ -277,6 +277,13 @@ pub struct RpmHeader {
     pub release: String,
     pub arch: String,
     pub source_rpm: String,
+    /// `Vendor` (tag 1011), empty when absent.
+    pub vendor: String,
+    /// `Packager` (tag 1015), empty when absent.
+    pub packager: String,
+    /// `MODULARITYLABEL` (tag 5096, `name:stream:version:context`), empty when the package
+    /// is not from a module stream.
+    pub modularity_label: String,
 }
 
 /// Parses an rpm header blob as stored in the database (index count, data length,
@@ -309,6 +316,10 @@ pub fn parse_header(blob: &[u8]) -> Option<RpmHeader> {
             }
             (1022, 6) => h.arch = string_at(off)?,
             (1044, 6) => h.source_rpm = string_at(off)?,
+            // Vendor and Packager are plain strings; some builders write them as i18n strings.
+            (1011, 6 | 9) => h.vendor = string_at(off)?,
+            (1015, 6 | 9) => h.packager = string_at(off)?,
+            (5096, 6) => h.modularity_label = string_at(off)?,
             _ => {}
         }
     }
@@ -345,11 +356,20 @@ fn emit(path: &str, h: RpmHeader, out: &mut Output) {
     if let Some(e) = h.epoch.filter(|e| *e > 0) {
         q.push(format!("epoch={e}"));
     }
+    if !h.modularity_label.is_empty() {
+        q.push(format!("rpmmod={}", purl_encode(&h.modularity_label)));
+    }
     if !q.is_empty() {
         purl = format!("{purl}?{}", q.join("&"));
     }
     // The family-specific ecosystem is set once the OS is known.
     let mut p = package(Ecosystem::RedHat, h.name.clone(), version, purl, path);
+    p.vendor = Some(if h.vendor.is_empty() {
+        h.packager.clone()
+    } else {
+        h.vendor.clone()
+    });
+    p.module = crate::vulndb::ecosystem::module_stream(&h.modularity_label);
     if let Some((n, v, r)) = split_source_rpm(&h.source_rpm) {
         p.source_name = Some(n);
         p.source_version = Some(match h.epoch {

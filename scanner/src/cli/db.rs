@@ -112,6 +112,13 @@ fn describe(info: &DbInfo, size: usize) -> String {
         info.records, info.malicious_records
     );
     let _ = writeln!(out, "withdrawn:       {} skipped", info.withdrawn_skipped);
+    if info.non_security_skipped > 0 {
+        let _ = writeln!(
+            out,
+            "bug-fix errata:  {} skipped (not vulnerabilities)",
+            info.non_security_skipped
+        );
+    }
     let _ = writeln!(
         out,
         "newest modified: {}",

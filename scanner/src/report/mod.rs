@@ -52,37 +52,95 @@ pub struct ScanReport {
 }
 
 /// Says which packages of `inventory` the database cannot judge: their ecosystem (or OS
-/// release) has no advisories in it, so "no findings" would mean "not checked".
+/// release) has no advisories in it, or their distribution publishes none the database
+/// reads, so "no findings" would mean "not checked". Also counts rpm packages of other
+/// vendors, which the distribution's advisories do not cover.
 pub fn coverage_warnings(inventory: &Inventory, db: &DbInfo) -> Vec<String> {
-    use crate::vulndb::ecosystem::{app_ecosystem_key, os_ecosystem_key};
-    let mut missing: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    use crate::vulndb::ecosystem::{app_ecosystem_key, os_advisory_keys, OsAdvisoryKeys};
+    use std::collections::BTreeMap;
+    let mut missing: BTreeMap<String, usize> = BTreeMap::new();
+    let mut no_source: BTreeMap<String, usize> = BTreeMap::new();
+    let mut other_vendors: BTreeMap<String, usize> = BTreeMap::new();
     let mut no_release = 0;
     for p in &inventory.packages {
-        let key = if p.ecosystem.is_os() {
-            match os_ecosystem_key(p.ecosystem, inventory.os.as_ref()) {
-                Some(k) => k,
-                None => {
-                    no_release += 1;
-                    continue;
+        if !p.ecosystem.is_os() {
+            let key = app_ecosystem_key(p.ecosystem);
+            if !db.ecosystems.contains_key(&key) {
+                *missing.entry(key).or_default() += 1;
+            }
+            continue;
+        }
+        match os_advisory_keys(p.ecosystem, inventory.os.as_ref(), &db.ecosystems) {
+            OsAdvisoryKeys::Keys(_) => {
+                if !crate::matcher::rpm_package_is_the_distributions(inventory, p) {
+                    // The vendor comes from the image: kept short in what the report says.
+                    let vendor: String =
+                        p.vendor.as_deref().unwrap_or("").chars().take(64).collect();
+                    let vendor = if vendor.trim().is_empty() {
+                        "no vendor".to_string()
+                    } else {
+                        vendor
+                    };
+                    *other_vendors.entry(vendor).or_default() += 1;
                 }
             }
-        } else {
-            app_ecosystem_key(p.ecosystem)
-        };
-        if !db.ecosystems.contains_key(&key) {
-            *missing.entry(key).or_default() += 1;
+            OsAdvisoryKeys::NotInDatabase(key) => *missing.entry(key).or_default() += 1,
+            OsAdvisoryKeys::NoSource(distribution) => {
+                *no_source.entry(distribution).or_default() += 1
+            }
+            OsAdvisoryKeys::UnknownRelease => no_release += 1,
         }
     }
-    let mut out: Vec<String> = missing
+    let mut out: Vec<String> = no_source
         .into_iter()
-        .map(|(key, n)| format!("the vulnerability database has no advisories for {key}: {n} package(s) not checked"))
+        .map(|(distribution, n)| {
+            format!("no advisory source for this distribution ({distribution}): {n} OS package(s) not checked")
+        })
         .collect();
+    out.extend(missing.into_iter().map(|(key, n)| {
+        format!(
+            "the vulnerability database has no advisories for {key}: {n} package(s) not checked"
+        )
+    }));
     if no_release > 0 {
         out.push(format!(
             "the operating system release is unknown: {no_release} OS package(s) not checked"
         ));
     }
+    if !other_vendors.is_empty() {
+        let total: usize = other_vendors.values().sum();
+        let mut vendors: Vec<String> = other_vendors
+            .iter()
+            .take(5)
+            .map(|(v, n)| format!("{v}: {n}"))
+            .collect();
+        if other_vendors.len() > 5 {
+            vendors.push(format!("{} more", other_vendors.len() - 5));
+        }
+        out.push(format!(
+            "{total} rpm package(s) from other vendors ({}) not checked against the distribution's advisories",
+            vendors.join(", ")
+        ));
+    }
     out
+}
+
+/// A finding's title for display, followed by the first related ids it names (the CVEs a
+/// distribution erratum fixes): "Important: openssl security update (CVE-2022-3602,
+/// CVE-2022-3786)"; more than three are counted.
+pub fn display_title(f: &Finding) -> String {
+    if f.related.is_empty() {
+        return f.title.clone();
+    }
+    let mut ids: Vec<&str> = f.related.iter().take(3).map(String::as_str).collect();
+    let more = f.related.len().saturating_sub(3);
+    let more = (more > 0).then(|| format!("+{more} more"));
+    ids.extend(more.as_deref());
+    if f.title.is_empty() {
+        ids.join(", ")
+    } else {
+        format!("{} ({})", f.title, ids.join(", "))
+    }
 }
 
 /// Which database the scan used.

@@ -41,10 +41,10 @@ pub fn render(report: &ScanReport) -> Value {
             Some(i) => i,
             None => {
                 rule_ids.push(&f.id);
-                let title = if f.title.is_empty() {
+                let title = if f.title.is_empty() && f.related.is_empty() {
                     f.id.clone()
                 } else {
-                    f.title.clone()
+                    super::display_title(f)
                 };
                 let link = f.link.clone().unwrap_or_default();
                 rules.push(json!({

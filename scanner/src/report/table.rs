@@ -54,7 +54,7 @@ pub fn render(report: &ScanReport) -> String {
                 cell(&f.id, 20),
                 cell(&sev, 13),
                 cell(f.fixed_version.as_deref().unwrap_or("-"), 24),
-                cell(&f.title, 60)
+                cell(&super::display_title(f), 60)
             );
         }
     }

@@ -169,6 +169,11 @@ pub fn package_from_purl(purl_text: &str, path: &str) -> Option<Package> {
         purl: purl_text.trim().to_string(),
         source_name,
         source_version,
+        vendor: None,
+        // Red Hat writes the module of an rpm as `rpmmod=name:stream:version:context`.
+        module: p
+            .qualifier("rpmmod")
+            .and_then(crate::vulndb::ecosystem::module_stream),
         layer: None,
         path: path.to_string(),
     })

@@ -2,6 +2,9 @@
 //! their release suffix (`Debian:9`, `Alpine:v3.10`, `Ubuntu:22.04`) and
 //! package names normalized where the ecosystem says names are equivalent.
 
+use std::collections::BTreeMap;
+
+use super::EcosystemStats;
 use crate::inventory::{Ecosystem, OsInfo};
 
 /// Every ecosystem the scanner knows, for parsing OSV spellings.
@@ -60,6 +63,187 @@ pub fn os_ecosystem_key(ecosystem: Ecosystem, os: Option<&OsInfo>) -> Option<Str
         Ecosystem::AmazonLinux => format!("Amazon Linux:{major}"),
         _ => format!("{}:{version}", ecosystem.as_str()),
     })
+}
+
+/// Where the advisories for the OS packages of an image are filed in a database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OsAdvisoryKeys {
+    /// Look packages up under these keys: one for most distributions, several for Red Hat
+    /// (one per repository: `::baseos`, `::appstream`, ...) and SUSE (product and modules).
+    Keys(Vec<String>),
+    /// The distribution publishes OSV advisories, but the database has none filed under
+    /// this key (e.g. it was built without that ecosystem).
+    NotInDatabase(String),
+    /// The distribution publishes no advisories in a form the database reads (Amazon Linux,
+    /// Oracle Linux, Alibaba Cloud Linux, Anolis OS, Fedora): named for the warning.
+    NoSource(String),
+    /// The operating system, or its release, is unknown.
+    UnknownRelease,
+}
+
+/// Whether packages of `ecosystem` are rpm packages.
+pub fn is_rpm(ecosystem: Ecosystem) -> bool {
+    matches!(
+        ecosystem,
+        Ecosystem::RedHat
+            | Ecosystem::RockyLinux
+            | Ecosystem::AlmaLinux
+            | Ecosystem::AmazonLinux
+            | Ecosystem::SUSE
+            | Ecosystem::OpenSuse
+    )
+}
+
+/// The keys the OS packages (of `ecosystem`) of an image running `os` are matched under,
+/// given the ecosystem keys the database has. rpm distributions are told apart by the
+/// os-release `ID`: `almalinux` → `AlmaLinux:9`, `rocky` → `Rocky Linux:9`, `rhel` (UBI
+/// too) and `centos` → every `Red Hat:enterprise_linux:9::<repository>`, `sles` 15.5 →
+/// `SUSE:Linux Enterprise Server 15 SP5` and every `SUSE:Linux Enterprise Module for ... 15
+/// SP5`, `opensuse-leap` → `openSUSE:Leap 15.5`, `opensuse-tumbleweed` → `openSUSE:Tumbleweed`.
+pub fn os_advisory_keys(
+    ecosystem: Ecosystem,
+    os: Option<&OsInfo>,
+    db_keys: &BTreeMap<String, EcosystemStats>,
+) -> OsAdvisoryKeys {
+    let Some(os) = os else {
+        return OsAdvisoryKeys::UnknownRelease;
+    };
+    let single = |key: String| {
+        if db_keys.contains_key(&key) {
+            OsAdvisoryKeys::Keys(vec![key])
+        } else {
+            OsAdvisoryKeys::NotInDatabase(key)
+        }
+    };
+    if !is_rpm(ecosystem) {
+        return match os_ecosystem_key(ecosystem, Some(os)) {
+            Some(key) => single(key),
+            None => OsAdvisoryKeys::UnknownRelease,
+        };
+    }
+    let version = os.version.trim();
+    let major: String = version.chars().take_while(char::is_ascii_digit).collect();
+    let family = os.family.as_str();
+    let named = |what: &str| {
+        if version.is_empty() {
+            what.to_string()
+        } else {
+            format!("{what} {version}")
+        }
+    };
+    // Every key starting with `prefix` (and ending with `suffix`), plus `exact` when present.
+    let matching = |exact: Option<&str>, prefix: &str, suffix: &str| -> Vec<String> {
+        let mut keys: Vec<String> = db_keys
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, _)| k.ends_with(suffix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if let Some(e) = exact.filter(|e| db_keys.contains_key(*e)) {
+            keys.insert(0, e.to_string());
+        }
+        keys
+    };
+    let found = |keys: Vec<String>, wanted: String| {
+        if keys.is_empty() {
+            OsAdvisoryKeys::NotInDatabase(wanted)
+        } else {
+            OsAdvisoryKeys::Keys(keys)
+        }
+    };
+    match family {
+        "almalinux" | "rocky" | "rhel" | "redhat" | "centos" if major.is_empty() => {
+            OsAdvisoryKeys::UnknownRelease
+        }
+        "almalinux" => single(format!("AlmaLinux:{major}")),
+        "rocky" => single(format!("Rocky Linux:{major}")),
+        // CentOS Linux was rebuilt from RHEL sources; Red Hat's errata are the closest source.
+        "rhel" | "redhat" | "centos" => {
+            let prefix = format!("Red Hat:enterprise_linux:{major}::");
+            found(
+                matching(None, &prefix, ""),
+                format!("Red Hat:enterprise_linux:{major}"),
+            )
+        }
+        "sles" | "sled" | "sles_sap" | "sle-micro" | "sle_hpc" if version.is_empty() => {
+            OsAdvisoryKeys::UnknownRelease
+        }
+        "sles" | "sled" | "sles_sap" | "sle_hpc" => {
+            let product = match family {
+                "sled" => "Linux Enterprise Desktop",
+                "sles_sap" => "Linux Enterprise Server for SAP Applications",
+                "sle_hpc" => "Linux Enterprise High Performance Computing",
+                _ => "Linux Enterprise Server",
+            };
+            // `15.5` is `15 SP5`; `15` (or `15.0`) is the first release.
+            let release = match version.split_once('.') {
+                Some((m, sp)) if sp != "0" && !sp.is_empty() => format!("{m} SP{sp}"),
+                Some((m, _)) => m.to_string(),
+                None => version.to_string(),
+            };
+            let exact = format!("SUSE:{product} {release}");
+            found(
+                matching(
+                    Some(&exact),
+                    "SUSE:Linux Enterprise Module for ",
+                    &format!(" {release}"),
+                ),
+                exact,
+            )
+        }
+        "sle-micro" => single(format!("SUSE:Linux Enterprise Micro {version}")),
+        "opensuse-leap" | "opensuse" if !version.is_empty() => {
+            single(format!("openSUSE:Leap {version}"))
+        }
+        "opensuse-leap" | "opensuse" => OsAdvisoryKeys::UnknownRelease,
+        "opensuse-tumbleweed" => single("openSUSE:Tumbleweed".to_string()),
+        // OSV has no Amazon Linux ecosystem; a database built with such records is used.
+        "amzn" => match single(format!("Amazon Linux:{major}")) {
+            OsAdvisoryKeys::NotInDatabase(_) => OsAdvisoryKeys::NoSource(named("Amazon Linux")),
+            keys => keys,
+        },
+        "ol" => OsAdvisoryKeys::NoSource(named("Oracle Linux")),
+        "alinux" => OsAdvisoryKeys::NoSource(named("Alibaba Cloud Linux")),
+        "anolis" => OsAdvisoryKeys::NoSource(named("Anolis OS")),
+        "fedora" => OsAdvisoryKeys::NoSource(named("Fedora")),
+        other => OsAdvisoryKeys::NoSource(named(other)),
+    }
+}
+
+/// Whether an rpm package's vendor (its `Vendor`, else `Packager`) is the distribution
+/// `family` itself, so that the distribution's advisories apply to it. Packages of other
+/// vendors (EPEL's "Fedora Project", a third-party repository, a local build without a
+/// vendor) are not matched against the distribution's advisories. For a distribution
+/// without a known vendor name, every package counts as the distribution's.
+pub fn is_distribution_vendor(family: &str, vendor: &str) -> bool {
+    let marks: &[&str] = match family {
+        "almalinux" => &["almalinux"],
+        // "Rocky Enterprise Software Foundation"
+        "rocky" => &["rocky"],
+        // "Red Hat, Inc." (RHEL and UBI)
+        "rhel" | "redhat" => &["red hat"],
+        "centos" => &["centos"],
+        "sles" | "sled" | "sles_sap" | "sle_hpc" | "sle-micro" => &["suse"],
+        f if f.starts_with("opensuse") => &["suse"],
+        "amzn" => &["amazon"],
+        "ol" => &["oracle"],
+        "alinux" => &["alibaba"],
+        "anolis" => &["anolis", "alibaba"],
+        "fedora" => &["fedora"],
+        _ => return true,
+    };
+    let vendor = vendor.to_ascii_lowercase();
+    marks.iter().any(|m| vendor.contains(m))
+}
+
+/// The `name:stream` of an rpm module label (`nodejs:18:8090020231009141924:a75119d5`, the
+/// `MODULARITYLABEL` header tag and Red Hat's `rpmmod` purl qualifier); `None` when the
+/// label is empty or has no stream.
+pub fn module_stream(label: &str) -> Option<String> {
+    let mut parts = label.trim().splitn(3, ':');
+    let name = parts.next().filter(|n| !n.is_empty())?;
+    let stream = parts.next().filter(|s| !s.is_empty())?;
+    Some(format!("{name}:{stream}"))
 }
 
 /// The key an application ecosystem's packages are matched under.
@@ -149,6 +333,96 @@ mod tests {
             os_ecosystem_key(Ecosystem::Debian, Some(&os("bookworm/sid"))),
             None
         );
+    }
+
+    #[test]
+    fn rpm_distributions_find_their_keys_or_say_why_not() {
+        let db: BTreeMap<String, EcosystemStats> = [
+            "AlmaLinux:9",
+            "Red Hat:enterprise_linux:9::appstream",
+            "Red Hat:enterprise_linux:9::baseos",
+            "Red Hat:enterprise_linux:8::baseos",
+            "Red Hat:rhel_eus:9.2::baseos",
+            "SUSE:Linux Enterprise Server 15 SP5",
+            "SUSE:Linux Enterprise Module for Basesystem 15 SP5",
+            "SUSE:Linux Enterprise Module for Basesystem 15 SP4",
+            "openSUSE:Leap 15.5",
+        ]
+        .into_iter()
+        .map(|k| (k.to_string(), EcosystemStats::default()))
+        .collect();
+        let keys = |eco: Ecosystem, family: &str, version: &str| {
+            let os = OsInfo {
+                family: family.into(),
+                version: version.into(),
+            };
+            os_advisory_keys(eco, Some(&os), &db)
+        };
+        let some = |k: &[&str]| OsAdvisoryKeys::Keys(k.iter().map(|s| s.to_string()).collect());
+        assert_eq!(
+            keys(Ecosystem::AlmaLinux, "almalinux", "9.4"),
+            some(&["AlmaLinux:9"])
+        );
+        assert_eq!(
+            keys(Ecosystem::AlmaLinux, "almalinux", "8.10"),
+            OsAdvisoryKeys::NotInDatabase("AlmaLinux:8".into())
+        );
+        // UBI's os-release says `rhel`: every repository of the main stream, not EUS.
+        assert_eq!(
+            keys(Ecosystem::RedHat, "rhel", "9.3"),
+            some(&[
+                "Red Hat:enterprise_linux:9::appstream",
+                "Red Hat:enterprise_linux:9::baseos"
+            ])
+        );
+        assert_eq!(
+            keys(Ecosystem::SUSE, "sles", "15.5"),
+            some(&[
+                "SUSE:Linux Enterprise Server 15 SP5",
+                "SUSE:Linux Enterprise Module for Basesystem 15 SP5"
+            ])
+        );
+        assert_eq!(
+            keys(Ecosystem::OpenSuse, "opensuse-leap", "15.5"),
+            some(&["openSUSE:Leap 15.5"])
+        );
+        assert_eq!(
+            keys(Ecosystem::RockyLinux, "rocky", "9.3"),
+            OsAdvisoryKeys::NotInDatabase("Rocky Linux:9".into())
+        );
+        for (family, version, name) in [
+            ("alinux", "3", "Alibaba Cloud Linux 3"),
+            ("anolis", "8.6", "Anolis OS 8.6"),
+            ("ol", "8.9", "Oracle Linux 8.9"),
+            ("amzn", "2023", "Amazon Linux 2023"),
+        ] {
+            assert_eq!(
+                keys(Ecosystem::RedHat, family, version),
+                OsAdvisoryKeys::NoSource(name.into())
+            );
+        }
+        assert_eq!(
+            keys(Ecosystem::RedHat, "rhel", ""),
+            OsAdvisoryKeys::UnknownRelease
+        );
+    }
+
+    #[test]
+    fn distribution_vendors_and_module_streams() {
+        assert!(is_distribution_vendor("almalinux", "AlmaLinux"));
+        assert!(is_distribution_vendor("rhel", "Red Hat, Inc."));
+        assert!(is_distribution_vendor(
+            "rocky",
+            "Rocky Enterprise Software Foundation"
+        ));
+        assert!(!is_distribution_vendor("almalinux", "Fedora Project"));
+        assert!(!is_distribution_vendor("rhel", ""));
+        assert_eq!(
+            module_stream("nodejs:18:8090020231009141924:a75119d5").as_deref(),
+            Some("nodejs:18")
+        );
+        assert_eq!(module_stream(""), None);
+        assert_eq!(module_stream("nodejs"), None);
     }
 
     #[test]

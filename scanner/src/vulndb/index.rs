@@ -25,8 +25,9 @@ use sha2::{Digest, Sha256};
 use super::{Advisory, AffectedPackage, DbError};
 
 const MAGIC: &[u8; 8] = b"IWVDB\0\x01\n";
-/// Version of the index layout this scanner writes and reads.
-pub const FORMAT: u32 = 1;
+/// Version of the index layout this scanner writes and reads (2: advisories keep `related`
+/// ids, affected entries their module stream).
+pub const FORMAT: u32 = 2;
 const HEADER_LEN: usize = 8 + 4 + 4 + 5 * 16;
 const KEY_ENTRY: usize = 24;
 const ADV_ENTRY: usize = 16;
@@ -47,6 +48,9 @@ pub struct DbInfo {
     /// Of which `MAL-` (malicious package) records.
     pub malicious_records: u64,
     pub withdrawn_skipped: u64,
+    /// Bug-fix and enhancement errata (`ALBA-`, `RHEA-`, ...) left out: not vulnerabilities.
+    #[serde(default)]
+    pub non_security_skipped: u64,
     /// Newest `modified` timestamp among kept records.
     pub newest_modified: Option<String>,
     /// Per ecosystem key (`Debian:9`, `PyPI`): advisories and package names.

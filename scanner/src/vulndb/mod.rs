@@ -53,6 +53,10 @@ pub struct Advisory {
     pub rating: Option<Rating>,
     /// An OSV `MAL-` record: the package is malicious, not vulnerable.
     pub malicious: bool,
+    /// Ids of related issues (OSV `related`): the CVEs a distribution erratum fixes. Not the
+    /// same issue as the advisory (so not merged as duplicates), kept for display and for
+    /// the CVEs' own severity.
+    pub related: Vec<String>,
 }
 
 /// One `affected[]` entry of an advisory, filed under its (ecosystem, package) key.
@@ -65,6 +69,10 @@ pub struct AffectedPackage {
     pub versions: Vec<String>,
     /// Rating specific to this package (per-affected `severity`, distro urgency), when given.
     pub rating: Option<Rating>,
+    /// For an rpm built in a module stream, the stream the fix is for (`nodejs:18`); an empty
+    /// string when the fix is a module build whose stream the record does not name. `None`
+    /// for packages outside module streams.
+    pub module: Option<String>,
 }
 
 /// An OSV range of type `ECOSYSTEM` or `SEMVER` (`GIT` ranges are not kept:

@@ -17,6 +17,9 @@ pub struct OsvRecord {
     /// Ids this record was derived from (osv.dev's distro records name their CVE here).
     #[serde(default)]
     pub upstream: Vec<String>,
+    /// Ids of related issues: the CVEs a distribution erratum (ALSA, RLSA, RHSA) fixes.
+    #[serde(default)]
+    pub related: Vec<String>,
     #[serde(default)]
     pub summary: Option<String>,
     #[serde(default)]
@@ -44,6 +47,9 @@ pub struct OsvPackage {
     pub ecosystem: String,
     #[serde(default)]
     pub name: String,
+    /// Red Hat's records carry the module of an rpm as the purl's `rpmmod` qualifier.
+    #[serde(default)]
+    pub purl: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -10,14 +10,15 @@ use super::ecosystem::{normalize_name, parse_osv_ecosystem};
 use super::index::{package_key, write_index, CompiledRecords, Db, DbInfo};
 use super::osv::{OsvAffected, OsvRecord};
 use super::severity::{rate_osv, rate_specific};
-use super::{Advisory, AffectedPackage, RangeEvent, VersionRange};
+use super::{Advisory, AffectedPackage, RangeEvent, Rating, Severity, VersionRange};
 
 /// Ecosystems fetched from an http(s) base URL laid out as osv.dev's bucket
 /// (`<base>/<Ecosystem>/all.zip`).
-pub const URL_ECOSYSTEMS: [&str; 15] = [
+pub const URL_ECOSYSTEMS: [&str; 16] = [
     "Debian",
     "Ubuntu",
     "Alpine",
+    "Red Hat",
     "Rocky Linux",
     "AlmaLinux",
     "PyPI",
@@ -47,6 +48,8 @@ pub struct DbBuilder {
     eco_records: BTreeMap<String, (u64, u32)>,
     sources: Vec<String>,
     withdrawn: u64,
+    /// Bug-fix and enhancement errata (`ALBA-`, `RHEA-`, ...): not vulnerabilities.
+    not_security: u64,
     duplicates: u64,
     unreadable: u64,
     newest_modified: Option<String>,
@@ -73,6 +76,10 @@ impl DbBuilder {
             self.withdrawn += 1;
             return;
         }
+        if is_non_security_erratum(&rec.id) {
+            self.not_security += 1;
+            return;
+        }
         if !self.seen.insert(rec.id.clone()) {
             self.duplicates += 1;
             return;
@@ -91,7 +98,10 @@ impl DbBuilder {
             let Some((ecosystem, eco_key)) = parse_osv_ecosystem(&pkg.ecosystem) else {
                 continue;
             };
-            let entry = compile_affected(index, affected);
+            let mut entry = compile_affected(index, affected);
+            if super::ecosystem::is_rpm(ecosystem) {
+                entry.module = module_of(&rec, affected, &entry);
+            }
             if entry.ranges.is_empty() && entry.versions.is_empty() {
                 continue;
             }
@@ -284,6 +294,7 @@ impl DbBuilder {
             records: self.advisory_spans.len() as u64,
             malicious_records: self.malicious,
             withdrawn_skipped: self.withdrawn,
+            non_security_skipped: self.not_security,
             newest_modified: self.newest_modified.clone(),
             ecosystems,
         }
@@ -291,10 +302,11 @@ impl DbBuilder {
 
     /// Writes the index to `out`.
     pub fn write(&self, out: &mut impl std::io::Write) -> anyhow::Result<DbInfo> {
-        if self.duplicates > 0 || self.unreadable > 0 {
+        if self.duplicates > 0 || self.unreadable > 0 || self.not_security > 0 {
             tracing::info!(
                 duplicates = self.duplicates,
                 unreadable = self.unreadable,
+                bug_fix_and_enhancement_errata = self.not_security,
                 "records skipped while compiling"
             );
         }
@@ -448,7 +460,15 @@ fn compile_advisory(rec: &OsvRecord) -> Advisory {
         .or_else(|| rec.references.first())
         .map(|r| r.url.clone())
         .or_else(|| default_link(&rec.id));
-    let rating = rate_osv(&rec.severity).or_else(|| rate_specific(rec.database_specific.as_ref()));
+    let rating = rate_osv(&rec.severity)
+        .or_else(|| rate_specific(rec.database_specific.as_ref()))
+        .or_else(|| erratum_rating(&rec.id, rec.summary.as_deref()));
+    let mut related: Vec<String> = Vec::new();
+    for r in &rec.related {
+        if *r != rec.id && !aliases.contains(r) && !related.contains(r) {
+            related.push(r.clone());
+        }
+    }
     Advisory {
         id: rec.id.clone(),
         aliases,
@@ -458,7 +478,86 @@ fn compile_advisory(rec: &OsvRecord) -> Advisory {
         published: rec.published.clone(),
         rating,
         malicious: rec.id.starts_with("MAL-"),
+        related,
     }
+}
+
+/// Security errata of rpm distributions: AlmaLinux, Rocky Linux, Red Hat, Oracle Linux.
+const SECURITY_ERRATA: [&str; 4] = ["ALSA-", "RLSA-", "RHSA-", "ELSA-"];
+
+/// Bug-fix and enhancement errata of the same distributions: no vulnerability is fixed.
+const NON_SECURITY_ERRATA: [&str; 8] = [
+    "ALBA-", "ALEA-", "RLBA-", "RLEA-", "RHBA-", "RHEA-", "ELBA-", "ELEA-",
+];
+
+/// Whether `id` names a bug-fix or enhancement erratum (not a vulnerability).
+pub fn is_non_security_erratum(id: &str) -> bool {
+    NON_SECURITY_ERRATA.iter().any(|p| id.starts_with(p))
+}
+
+/// The vendor's rating of a security erratum, the first word of its summary
+/// ("Important: openssl security update"): Critical, Important (High), Moderate (Medium), Low.
+fn erratum_rating(id: &str, summary: Option<&str>) -> Option<Rating> {
+    if !SECURITY_ERRATA.iter().any(|p| id.starts_with(p)) {
+        return None;
+    }
+    let (word, _) = summary?.trim().split_once(':')?;
+    let severity = match word.trim() {
+        "Critical" => Severity::Critical,
+        "Important" => Severity::High,
+        "Moderate" => Severity::Medium,
+        "Low" => Severity::Low,
+        _ => return None,
+    };
+    Some(Rating {
+        severity,
+        score: None,
+        vector: None,
+    })
+}
+
+/// The module stream an rpm entry's fix is for (see [`AffectedPackage::module`]): Red Hat's
+/// `rpmmod` purl qualifier, else, for a module build (release `.module_el8...`, `.module+el8...`),
+/// the `name:stream` the summary names ("Important: nodejs:22 security update").
+fn module_of(rec: &OsvRecord, affected: &OsvAffected, entry: &AffectedPackage) -> Option<String> {
+    if let Some(purl) = affected.package.as_ref().and_then(|p| p.purl.as_deref()) {
+        let label = purl
+            .split_once('?')
+            .map(|(_, q)| q)
+            .unwrap_or("")
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("rpmmod="));
+        if let Some(label) = label {
+            let label = label.replace("%3A", ":").replace("%3a", ":");
+            return Some(super::ecosystem::module_stream(&label).unwrap_or_default());
+        }
+    }
+    let module_build = entry.ranges.iter().flat_map(|r| &r.events).any(|e| {
+        let v = match e {
+            RangeEvent::Introduced(v)
+            | RangeEvent::Fixed(v)
+            | RangeEvent::LastAffected(v)
+            | RangeEvent::Limit(v) => v,
+        };
+        v.rsplit_once('-')
+            .is_some_and(|(_, release)| release.contains(".module"))
+    });
+    if !module_build {
+        return None;
+    }
+    let summary = rec.summary.as_deref().unwrap_or("");
+    // Past the rating word: "Important: nodejs:22 security update" → "nodejs:22 ...".
+    let text = summary.split_once(": ").map_or(summary, |(_, rest)| rest);
+    let stream = text.split_whitespace().find_map(|w| {
+        let (name, stream) = w.split_once(':')?;
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.+-".contains(c))
+        };
+        (ok(name) && ok(stream)).then(|| format!("{name}:{stream}"))
+    });
+    Some(stream.unwrap_or_default())
 }
 
 /// The public page of well-known advisory ids, for records that list no reference.
@@ -525,6 +624,7 @@ fn compile_affected(advisory: u32, a: &OsvAffected) -> AffectedPackage {
         ranges,
         versions,
         rating,
+        module: None,
     }
 }
 
@@ -536,4 +636,95 @@ fn build_time() -> chrono::DateTime<chrono::Utc> {
         .and_then(|s| s.trim().parse::<i64>().ok())
         .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
         .unwrap_or_else(chrono::Utc::now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(json: serde_json::Value) -> OsvRecord {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn errata_rating_is_the_summary_s_first_word() {
+        for (summary, want) in [
+            ("Critical: kernel security update", Some(Severity::Critical)),
+            ("Important: openssl security update", Some(Severity::High)),
+            ("Moderate: curl security update", Some(Severity::Medium)),
+            ("Low: vim security update", Some(Severity::Low)),
+            ("None: kernel bug fix and enhancement update", None),
+        ] {
+            let a = compile_advisory(&record(serde_json::json!({
+                "id": "ALSA-2022:7288", "summary": summary, "related": ["CVE-2022-3602"]
+            })));
+            assert_eq!(a.rating.map(|r| r.severity), want, "{summary}");
+            assert_eq!(a.related, ["CVE-2022-3602"]);
+            assert!(a.aliases.is_empty());
+        }
+        // Not an erratum: the summary is no rating.
+        let a = compile_advisory(&record(serde_json::json!({
+            "id": "GHSA-xxxx", "summary": "Important: something"
+        })));
+        assert_eq!(a.rating, None);
+    }
+
+    #[test]
+    fn bug_fix_and_enhancement_errata_are_not_compiled() {
+        let mut b = DbBuilder::new();
+        for id in ["ALBA-2022:8256", "RHEA-2023:1", "ALSA-2022:7288"] {
+            b.add_record(record(serde_json::json!({
+                "id": id, "summary": "Important: x",
+                "affected": [{"package": {"ecosystem": "AlmaLinux:9", "name": "x"},
+                  "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "1-1.el9"}]}]}]
+            })));
+        }
+        assert_eq!(b.len(), 1);
+        assert!(is_non_security_erratum("RHBA-2024:1"));
+        assert!(!is_non_security_erratum("RHSA-2024:1"));
+    }
+
+    #[test]
+    fn module_streams_come_from_the_summary_or_the_purl() {
+        let module_of_record = |json: serde_json::Value| {
+            let rec = record(json);
+            let a = &rec.affected[0];
+            module_of(&rec, a, &compile_affected(0, a))
+        };
+        let entry = |fixed: &str, purl: Option<&str>| {
+            let mut p = serde_json::json!({"ecosystem": "AlmaLinux:9", "name": "nodejs"});
+            if let Some(purl) = purl {
+                p["purl"] = purl.into();
+            }
+            serde_json::json!([{"package": p, "ranges": [{"type": "ECOSYSTEM",
+                "events": [{"introduced": "0"}, {"fixed": fixed}]}]}])
+        };
+        assert_eq!(
+            module_of_record(serde_json::json!({"id": "ALSA-2025:7433",
+                "summary": "Important: nodejs:22 security update",
+                "affected": entry("1:22.15.0-1.module_el9.6.0+164+2d89b8ed", None)})),
+            Some("nodejs:22".into())
+        );
+        // "pam:1.5.1" in a summary is no module when the fix is no module build.
+        assert_eq!(
+            module_of_record(serde_json::json!({"id": "ALSA-2024:10244",
+                "summary": "Important: pam:1.5.1 security update",
+                "affected": entry("1.5.1-22.el9_5", None)})),
+            None
+        );
+        assert_eq!(
+            module_of_record(serde_json::json!({"id": "RHSA-2024:1",
+                "summary": "Important: nodejs security update",
+                "affected": entry("1:18.19.1-1.module+el8.9.0+21388+1e2ad94b",
+                    Some("pkg:rpm/redhat/nodejs@18.19.1-1.module%2Bel8.9.0?arch=src&rpmmod=nodejs:18:8090020240222:a75119d5"))})),
+            Some("nodejs:18".into())
+        );
+        // A module build whose stream the record does not name: any stream.
+        assert_eq!(
+            module_of_record(serde_json::json!({"id": "ALSA-1",
+                "summary": "Important: nodejs security update",
+                "affected": entry("1:18.19.1-1.module_el9.3.0+59+28b95644", None)})),
+            Some(String::new())
+        );
+    }
 }

@@ -1,12 +1,21 @@
-//! RPM version ordering: `[epoch:]version[-release]` compared with `rpmvercmp`
-//! (including `~` pre-release and `^` post-release separators).
+//! RPM version ordering: `[epoch:]version[-release]` compared as rpm's `rpmverCmp` does
+//! (epoch, then version, then release, each with `rpmvercmp`, including the `~`
+//! pre-release and `^` post-release separators).
+//!
+//! The comparison is a single forward scan over both strings (no recursion), and only
+//! the first [`MAX_LEN`] bytes of each string are looked at, so a hostile version costs
+//! at most that much work.
 
 use std::cmp::Ordering;
 
+/// Longest prefix of a version string that is compared; real EVRs (module builds
+/// included) stay under 100 bytes.
+pub const MAX_LEN: usize = 256;
+
 /// Orders two RPM `[epoch:]version[-release]` strings.
 pub fn compare(a: &str, b: &str) -> Ordering {
-    let (ea, va, ra) = split(a.trim());
-    let (eb, vb, rb) = split(b.trim());
+    let (ea, va, ra) = split(bounded(a.trim()));
+    let (eb, vb, rb) = split(bounded(b.trim()));
     super::cmp_digits(ea, eb)
         .then_with(|| rpmvercmp(va, vb))
         .then_with(|| match (ra, rb) {
@@ -14,6 +23,18 @@ pub fn compare(a: &str, b: &str) -> Ordering {
             // A release-less bound (`1.2`) covers every release of that version.
             _ => Ordering::Equal,
         })
+}
+
+/// The first [`MAX_LEN`] bytes of `v`, cut at a character boundary.
+fn bounded(v: &str) -> &str {
+    if v.len() <= MAX_LEN {
+        return v;
+    }
+    let mut end = MAX_LEN;
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    &v[..end]
 }
 
 fn split(v: &str) -> (&str, &str, Option<&str>) {
@@ -29,8 +50,9 @@ fn split(v: &str) -> (&str, &str, Option<&str>) {
     }
 }
 
-/// rpm's `rpmvercmp`, segment by segment.
+/// rpm's `rpmvercmp`, segment by segment (on at most [`MAX_LEN`] bytes of each).
 pub fn rpmvercmp(a: &str, b: &str) -> Ordering {
+    let (a, b) = (bounded(a), bounded(b));
     if a == b {
         return Ordering::Equal;
     }
@@ -153,7 +175,44 @@ mod tests {
                 ("3.0.7-25.el9_3", "3.0.7-27.el9", Less),
                 ("2.28-151.el9", "2.28-151.el9", Equal),
                 ("1.2.3", "1.2.3-4", Equal),
+                // Real AlmaLinux 9 fixed versions: module builds, a `~` pre-release.
+                ("1:3.0.1-41.el9_0", "1:3.0.1-43.el9_0", Less),
+                (
+                    "1:22.15.0-1.module_el9.6.0+164+2d89b8ed",
+                    "1:22.16.0-1.module_el9.6.0+164+2d89b8ed",
+                    Less,
+                ),
+                (
+                    "1:1.24.0-5.module_el9.7.0+220+47ec8b91.2.alma.1",
+                    "1:1.24.0-5.module_el9.7.0+220+47ec8b91",
+                    Greater,
+                ),
+                (
+                    "1:0.9.0~M3-7.module_el9.6.0+148+fb6dc857",
+                    "1:0.9.0-7.module_el9.6.0+148+fb6dc857",
+                    Less,
+                ),
+                ("0:1.0-1", "1.0-1", Equal),
+                (":1.0-1", "1.0-1", Equal),
             ],
+        );
+    }
+
+    #[test]
+    fn hostile_lengths_cost_a_bounded_scan() {
+        let long_a = format!("{}a", "1.".repeat(1_000_000));
+        let long_b = format!("{}b", "1.".repeat(1_000_000));
+        let start = std::time::Instant::now();
+        // Only the first MAX_LEN bytes count: both are the same there.
+        assert_eq!(compare(&long_a, &long_b), Equal);
+        assert_eq!(compare(&long_a, "2"), Less);
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        let digits = "9".repeat(100_000);
+        let _ = compare(&digits, &format!("1{digits}"));
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(
+            compare("é".repeat(200).as_str(), "é".repeat(300).as_str()),
+            Equal
         );
     }
 }
