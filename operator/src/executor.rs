@@ -257,6 +257,8 @@ pub struct JobRegistry {
     pub insecure: bool,
     pub credentials_secret: Option<String>,
     pub ca_secret: Option<(String, String)>,
+    /// The operator's egress settings as `scan-image` arguments.
+    pub egress_args: Vec<String>,
 }
 
 /// The scanner Job for one image of `task` (pure; the controller creates it).
@@ -285,6 +287,7 @@ pub fn build_job(
     if registry.insecure {
         args.push("--insecure".to_string());
     }
+    args.extend(registry.egress_args.iter().cloned());
     let mut volumes = vec![Volume {
         name: "tmp".into(),
         empty_dir: Some(EmptyDirVolumeSource {

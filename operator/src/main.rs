@@ -77,6 +77,8 @@ struct ScanImageArgs {
         value_delimiter = ','
     )]
     malware_rules: Vec<PathBuf>,
+    #[command(flatten)]
+    egress: imagewarden_operator::config::EgressSettings,
 }
 
 fn init_tracing() {
@@ -318,7 +320,8 @@ async fn scan_image(args: ScanImageArgs) -> anyhow::Result<()> {
         .await
         .context("connecting to the Kubernetes API")?;
     let db = dbupdate::load(args.db.clone()).await?;
-    let mut access = RegistryAccess::new(&args.registry, args.insecure)?;
+    let mut access =
+        RegistryAccess::new(&args.registry, args.insecure)?.with_egress(args.egress.policy());
     if let Some(dir) = &args.credentials_dir {
         let mut data = std::collections::BTreeMap::new();
         for entry in std::fs::read_dir(dir)? {

@@ -20,8 +20,15 @@ use kube::Client;
 
 const BIN: &str = env!("CARGO_BIN_EXE_imagewarden-operator");
 
+/// The registries and receivers of these tests listen on the loopback interface, which
+/// the operator's egress policy denies unless allowed.
+const ALLOW_LOOPBACK: &str = "--egress-allow=127.0.0.0/8";
+
 fn db_args() -> Vec<String> {
-    vec![format!("--db={}", testdata("osv").display())]
+    vec![
+        format!("--db={}", testdata("osv").display()),
+        ALLOW_LOOPBACK.to_string(),
+    ]
 }
 
 async fn setup(controller_manager: bool) -> Result<(ControlPlane, Client)> {
@@ -608,6 +615,8 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
         "--insecure".to_string(),
         "--owner-kind=ScanTask".to_string(),
         "--malware-rules=/etc/imagewarden/malware-rules".to_string(),
+        // The operator's egress settings reach the scanner too.
+        "--egress-allow=127.0.0.0/8".to_string(),
     ] {
         assert!(args.contains(&want), "missing {want} in {args:?}");
     }
@@ -806,6 +815,7 @@ async fn database_update_rematches_results_and_notifies_only_new_findings() -> R
         format!("--db={}", db.path().display()),
         "--db-refresh-interval=2s".to_string(),
         "--leader-elect=false".to_string(),
+        ALLOW_LOOPBACK.to_string(),
     ];
     let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
     let notify = format!(
