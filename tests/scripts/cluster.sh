@@ -200,6 +200,7 @@ network_up() {
   ip addr replace "$node_ip/32" dev "$bridge"
   ip link set "$bridge" up
   ip route replace "$service_cidr" dev "$bridge" src "$node_ip"
+  confinement_up
   mkdir -p "$state/cni/net.d"
   cat >"$state/cni/net.d/10-imagewarden.conflist" <<EOF
 {
@@ -225,7 +226,55 @@ network_up() {
 EOF
 }
 
+# Nothing from the Pod or Service ranges is forwarded to any interface but the cluster's
+# own bridge: Pods reach the node and each other, never the machine's other networks or
+# beyond. The rules live in the mangle table, which kube-proxy leaves alone, in a chain of
+# their own (removed by `down`).
+confine_chain="IMAGEWARDEN-CONFINE"
+
+confinement_rules() {
+  echo "-s $pod_cidr ! -o $bridge -j DROP"
+  echo "-s $service_cidr ! -o $bridge -j DROP"
+}
+
+confinement_up() {
+  local rule
+  iptables -w -t mangle -N "$confine_chain" 2>/dev/null || true
+  iptables -w -t mangle -F "$confine_chain"
+  while read -r rule; do
+    # shellcheck disable=SC2086
+    iptables -w -t mangle -A "$confine_chain" $rule
+  done < <(confinement_rules)
+  iptables -w -t mangle -C FORWARD -j "$confine_chain" 2>/dev/null ||
+    iptables -w -t mangle -I FORWARD 1 -j "$confine_chain"
+}
+
+confinement_down() {
+  command -v iptables >/dev/null || return 0
+  while iptables -w -t mangle -D FORWARD -j "$confine_chain" 2>/dev/null; do :; done
+  iptables -w -t mangle -F "$confine_chain" 2>/dev/null || true
+  iptables -w -t mangle -X "$confine_chain" 2>/dev/null || true
+}
+
+# Exits 0 when every confinement rule is in place (read-only).
+confinement_check() {
+  local rule missing=0
+  if ! iptables -w -t mangle -C FORWARD -j "$confine_chain" 2>/dev/null; then
+    echo "missing: -t mangle FORWARD -j $confine_chain" >&2
+    missing=1
+  fi
+  while read -r rule; do
+    # shellcheck disable=SC2086
+    if ! iptables -w -t mangle -C "$confine_chain" $rule 2>/dev/null; then
+      echo "missing: -t mangle $confine_chain $rule" >&2
+      missing=1
+    fi
+  done < <(confinement_rules)
+  return "$missing"
+}
+
 network_down() {
+  confinement_down
   # Chains kube-proxy's cleanup leaves: the kubelet's (KUBE-FIREWALL, canaries).
   local ipt t rule chain
   for ipt in iptables ip6tables; do
@@ -487,6 +536,7 @@ case "${1:-}" in
 up) up ;;
 down) down ;;
 status) status ;;
+confinement-check) confinement_check ;;
 images) images ;;
 env)
   echo "export KUBECONFIG=$state/admin.kubeconfig"
@@ -496,7 +546,7 @@ env)
   echo "export IMAGEWARDEN_NODE_IP=$node_ip"
   ;;
 *)
-  echo "usage: $0 up|down|status|env|images" >&2
+  echo "usage: $0 up|down|status|env|images|confinement-check" >&2
   exit 2
   ;;
 esac
