@@ -931,3 +931,197 @@ async fn failing_scans_are_retried_a_bounded_number_of_times_then_fail_with_the_
     );
     Ok(())
 }
+
+/// Text only a hostile server knows; it must never reach status or Events.
+const REMOTE_TEXT: &str = "REMOTE-BODY-7d2e internal details";
+
+/// What reached a listener: path and `Authorization` header of each request.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+
+/// An HTTP listener on 127.0.0.1 answering every request with `respond`, recording what it
+/// receives. Returns its port.
+async fn listener(
+    respond: impl Fn() -> axum::response::Response + Clone + Send + Sync + 'static,
+) -> Result<(u16, Seen)> {
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = socket.local_addr()?.port();
+    let seen: Seen = Default::default();
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let respond = respond.clone();
+        let record = record.clone();
+        async move {
+            let auth = request
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            record
+                .lock()
+                .unwrap()
+                .push((request.uri().path().to_string(), auth));
+            respond()
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(socket, app).await;
+    });
+    Ok((port, seen))
+}
+
+#[tokio::test]
+async fn hostile_rules_get_a_condition_and_no_credential_leaves_the_registry() -> Result<()> {
+    use axum::response::IntoResponse;
+
+    let (cp, client) = setup(false).await?;
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    push_image(&registry, "team-a/app", "v2", &alpine311()).await?;
+    // The loopback interface is allowed (every fixture is there); link-local is not.
+    let mut args = db_args();
+    args.push("--leader-elect=false".into());
+    let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
+
+    // A rule aimed at the cloud metadata address: a condition on the rule, no task.
+    let metadata = "apiVersion: imagewarden.io/v1alpha1
+kind: ScanRule
+metadata:
+  name: metadata
+  annotations:
+    imagewarden.io/scan-now: first
+spec:
+  registry:
+    url: 169.254.169.254
+    insecure: true
+  scope:
+    type: Namespace
+    name: team-a
+";
+    apply::<ScanRule>(&client, metadata).await?;
+    let cond = wait_for("Ready=False", Duration::from_secs(30), || {
+        let rules = rules.clone();
+        async move {
+            Ok(rules.get("metadata").await?.status.and_then(|s| {
+                s.conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Ready" && c.status == "False")
+            }))
+        }
+    })
+    .await?;
+    assert_eq!(cond.reason, "EgressDenied");
+    assert!(
+        cond.message.contains("169.254.169.254") && cond.message.contains("cloud metadata"),
+        "{}",
+        cond.message
+    );
+    assert!(rules
+        .get("metadata")
+        .await?
+        .status
+        .unwrap()
+        .last_task
+        .is_none());
+
+    // A task naming an image there: that image fails, in our words.
+    let task: ScanTask = serde_yaml::from_str(
+        "apiVersion: imagewarden.io/v1alpha1\nkind: ScanTask\nmetadata: {name: metadata-image}\nspec:\n  images: ['169.254.169.254/team-a/app:v1']\n",
+    )?;
+    Api::<ScanTask>::default_namespaced(client.clone())
+        .create(&PostParams::default(), &task)
+        .await?;
+    let st = finished_task(&client, "metadata-image", Duration::from_secs(60))
+        .await?
+        .status
+        .unwrap();
+    assert_eq!(st.images[0].phase, ScanPhase::Failed);
+    let msg = st.images[0].message.clone().unwrap_or_default();
+    assert!(msg.contains("not contacted"), "{msg}");
+
+    // A registry whose 401 sends the token request to another host (localhost instead of
+    // 127.0.0.1), a real listener that records what reaches it.
+    let (foreign_port, foreign) =
+        listener(|| ([("content-type", "application/json")], r#"{"token":"t"}"#).into_response())
+            .await?;
+    let realm = format!("http://localhost:{foreign_port}/token");
+    let (hostile_port, hostile) = listener(move || {
+        (
+            axum::http::StatusCode::UNAUTHORIZED,
+            [(
+                "www-authenticate",
+                format!(r#"Bearer realm="{realm}",service="r""#),
+            )],
+            REMOTE_TEXT,
+        )
+            .into_response()
+    })
+    .await?;
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "hostile-creds"},
+        "stringData": {"username": "robot", "password": "pa55-never-sent"},
+    }))?;
+    Api::<Secret>::default_namespaced(client.clone())
+        .create(&PostParams::default(), &secret)
+        .await?;
+    let realm_rule = format!(
+        "apiVersion: imagewarden.io/v1alpha1
+kind: ScanRule
+metadata:
+  name: realm
+  annotations:
+    imagewarden.io/scan-now: first
+spec:
+  registry:
+    url: 127.0.0.1:{hostile_port}
+    insecure: true
+    credentialsSecretRef: {{name: hostile-creds}}
+  scope:
+    type: Namespace
+    name: team-a
+"
+    );
+    apply::<ScanRule>(&client, &realm_rule).await?;
+    let t = last_task_of(&client, "realm").await?;
+    let done = finished_task(&client, &t, Duration::from_secs(60)).await?;
+    let st = done.status.clone().unwrap();
+    assert_eq!(st.phase, ScanPhase::Failed);
+    assert!(
+        !hostile.lock().unwrap().is_empty(),
+        "the registry was asked"
+    );
+    assert!(
+        foreign.lock().unwrap().is_empty(),
+        "a request reached the foreign host: {:?}",
+        foreign.lock().unwrap()
+    );
+    let status_text = serde_json::to_string(&st)?;
+    assert!(status_text.contains("another host"), "{status_text}");
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::default_namespaced(client.clone());
+    let notes: Vec<String> = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|e| e.note)
+        .collect();
+    let rule_text = serde_json::to_string(&rules.get("realm").await?.status)?;
+    for visible in [&status_text, &rule_text, &format!("{notes:?}")] {
+        assert!(!visible.contains("REMOTE-BODY"), "{visible}");
+        assert!(!visible.contains("pa55-never-sent"), "{visible}");
+    }
+
+    // Still working: a valid rule next to them is scanned.
+    apply::<ScanRule>(&client, &rule_yaml("fine", &registry, "")).await?;
+    let t = last_task_of(&client, "fine").await?;
+    assert_eq!(
+        finished_task(&client, &t, Duration::from_secs(90))
+            .await?
+            .status
+            .unwrap()
+            .phase,
+        ScanPhase::Completed,
+        "{}",
+        operator.log()
+    );
+    Ok(())
+}
