@@ -170,6 +170,27 @@ pub struct OperatorConfig {
     /// File holding the shared token that push webhooks must present.
     #[arg(long, env = "IMAGEWARDEN_WEBHOOK_TOKEN_FILE")]
     pub webhook_token_file: Option<PathBuf>,
+    /// PEM certificate chain of the push-webhook endpoint: it then serves HTTPS only.
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_WEBHOOK_TLS_CERT_FILE",
+        requires = "webhook_tls_key_file"
+    )]
+    pub webhook_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_WEBHOOK_TLS_KEY_FILE",
+        requires = "webhook_tls_cert_file"
+    )]
+    pub webhook_tls_key_file: Option<PathBuf>,
+    /// Time a push request's body (and a TLS handshake) may take to arrive.
+    #[arg(long, value_parser = humantime_secs, default_value = "10s")]
+    pub webhook_read_timeout: Duration,
+    /// A push-webhook connection that sends no complete request head for this long (slow
+    /// or idle) is closed.
+    #[arg(long, value_parser = humantime_secs, default_value = "30s")]
+    pub webhook_idle_timeout: Duration,
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "IMAGEWARDEN_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
