@@ -78,6 +78,7 @@ pub async fn scan(
         },
         ca_file: ca_file.as_ref().map(|f| f.path().to_path_buf()),
         insecure: access.insecure,
+        egress: Some(access.egress.clone()),
         ..Default::default()
     };
     let reference = ImageRef::Registry(target.reference());

@@ -181,3 +181,29 @@ async fn denied_addresses_are_not_contacted_by_literal_or_by_name() {
     }
     assert!(seen.lock().unwrap().is_empty(), "{:?}", seen);
 }
+
+#[tokio::test]
+async fn inline_scans_pull_within_the_registry_access_egress_policy() {
+    use crate::context::LoadedDb;
+    use crate::executor::{scan, ScanTarget};
+
+    let (host, seen) = registry(Hostile::Failing).await;
+    let db = LoadedDb::new(
+        imagewarden_scanner::vulndb::DbBuilder::new()
+            .into_db("empty")
+            .unwrap(),
+    );
+    let target = ScanTarget {
+        registry: host.clone(),
+        repository: "team-a/api".into(),
+        digest: format!("sha256:{}", "0".repeat(64)),
+        tags: vec![],
+    };
+    let access = RegistryAccess::new(&host, true).unwrap();
+    let err = scan(&target, &access, &db, &Default::default())
+        .await
+        .expect_err("loopback is denied")
+        .to_string();
+    assert!(err.contains("not contacted"), "{err}");
+    assert!(seen.lock().unwrap().is_empty(), "{:?}", seen);
+}
