@@ -552,6 +552,8 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
         "--executor=job".to_string(),
         "--scanner-image=registry.local/imagewarden:test".to_string(),
         "--job-malware-rules-configmap=yara-rules".to_string(),
+        "--scanner-network-policy=true".to_string(),
+        "--cluster-cidrs=10.96.0.0/12,10.244.0.0/16".to_string(),
     ]);
     let _operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
     apply::<ScanRule>(&client, &rule_yaml("jobs", &registry, "")).await?;
@@ -617,6 +619,7 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
         "--malware-rules=/etc/imagewarden/malware-rules".to_string(),
         // The operator's egress settings reach the scanner too.
         "--egress-allow=127.0.0.0/8".to_string(),
+        "--cluster-cidrs=10.96.0.0/12,10.244.0.0/16".to_string(),
     ] {
         assert!(args.contains(&want), "missing {want} in {args:?}");
     }
@@ -656,6 +659,39 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
         ),
         ("ServiceAccount", "imagewarden-scanner", Some("default"))
     );
+    // The scanner Pods' NetworkPolicy, accepted by the API server: nothing in; out to DNS
+    // and to every address but the denied ranges (the allowed loopback range aside).
+    let policy =
+        Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::default_namespaced(client.clone())
+            .get("imagewarden-scanner")
+            .await?;
+    let spec = policy.spec.unwrap();
+    assert_eq!(
+        spec.pod_selector.and_then(|s| s.match_labels).unwrap()["app.kubernetes.io/name"],
+        "imagewarden-scanner"
+    );
+    // Ingress among the policy types, with no rule: nothing may connect.
+    assert!(spec.policy_types.unwrap().contains(&"Ingress".to_string()));
+    assert!(spec.ingress.unwrap_or_default().is_empty());
+    let egress = spec.egress.unwrap();
+    let blocks: Vec<_> = egress
+        .iter()
+        .flat_map(|r| r.to.iter().flatten())
+        .filter_map(|p| p.ip_block.clone())
+        .collect();
+    let v4 = blocks.iter().find(|b| b.cidr == "0.0.0.0/0").unwrap();
+    let except = v4.except.clone().unwrap();
+    for denied in [
+        "10.96.0.0/12",
+        "10.244.0.0/16",
+        "169.254.0.0/16",
+        "127.0.0.0/8",
+    ] {
+        assert!(except.iter().any(|e| e == denied), "{denied} in {except:?}");
+    }
+    assert!(blocks
+        .iter()
+        .any(|b| b.cidr == "127.0.0.0/8" && b.except.is_none()));
     Ok(())
 }
 
