@@ -149,3 +149,105 @@ async fn manifests_are_not_redirected_to_another_host_and_bodies_are_not_quoted(
     assert!(!err.contains("REMOTE-BODY"), "{err}");
     Ok(())
 }
+
+/// A registry whose blobs live on "another host" (object storage, as Docker Hub's CDN):
+/// the pull follows the blob redirect there, without the credentials.
+#[tokio::test]
+async fn blobs_redirected_to_storage_are_fetched_without_credentials() -> Result<()> {
+    use imagewarden_tests::image::sha256;
+
+    let layer = LayerBuilder::new()
+        .file("etc/os-release", 0o644, b"ID=alpine\nVERSION_ID=3.11.5\n")?
+        .file("lib/apk/db/installed", 0o644, b"P:musl\nV:1.1.24-r2\n\n")?
+        .finish()?;
+    let image = TestImage {
+        layers: vec![layer],
+        ..Default::default()
+    };
+    let config = image.config_json();
+    let blob = image.layers[0].gzip.clone();
+    let config_digest = sha256(&config);
+    let layer_digest = sha256(&blob);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": blob.len()}],
+    })
+    .to_string();
+
+    // Storage: serves the blobs, records who asked with what.
+    let storage_seen: Seen = Arc::default();
+    let storage_socket = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let storage_port = storage_socket.local_addr()?.port();
+    let (c, b, cd) = (config.clone(), blob.clone(), config_digest.clone());
+    let record = storage_seen.clone();
+    let storage = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let (c, b, cd, record) = (c.clone(), b.clone(), cd.clone(), record.clone());
+        async move {
+            let path = request.uri().path().to_string();
+            let auth = request
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            record.lock().unwrap().push((path.clone(), auth));
+            if path.ends_with(&cd) {
+                c.into_response()
+            } else {
+                b.into_response()
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(storage_socket, storage).await;
+    });
+
+    // The registry: Basic auth required; manifests served, blobs redirected to storage.
+    let registry_socket = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let registry_port = registry_socket.local_addr()?.port();
+    let registry = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let manifest = manifest.clone();
+        async move {
+            if request.headers().get("authorization").is_none() {
+                return (
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    [("www-authenticate", r#"Basic realm="r""#)],
+                )
+                    .into_response();
+            }
+            let path = request.uri().path().to_string();
+            if path.contains("/manifests/") {
+                (
+                    [("content-type", "application/vnd.oci.image.manifest.v1+json")],
+                    manifest,
+                )
+                    .into_response()
+            } else {
+                let digest = path.rsplit('/').next().unwrap_or_default().to_string();
+                (
+                    axum::http::StatusCode::TEMPORARY_REDIRECT,
+                    [(
+                        "location",
+                        format!("http://localhost:{storage_port}/storage/{digest}"),
+                    )],
+                )
+                    .into_response()
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(registry_socket, registry).await;
+    });
+
+    let target = ImageRef::parse(&format!("127.0.0.1:{registry_port}/team-a/app:v1"))?;
+    let scanned = source::scan(&target, &options(loopback_egress())).await?;
+    assert_eq!(scanned.inventory.os.as_ref().unwrap().version, "3.11.5");
+    let seen = storage_seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "config and layer from storage: {seen:?}");
+    assert!(
+        seen.iter().all(|(_, auth)| auth.is_none()),
+        "credentials reached storage: {seen:?}"
+    );
+    Ok(())
+}
