@@ -50,9 +50,11 @@ pub async fn registry_access(
     client: &Client,
     namespace: &str,
     spec: &RegistrySpec,
+    egress: std::sync::Arc<imagewarden_scanner::egress::EgressPolicy>,
 ) -> Result<RegistryAccess, Error> {
-    let mut access =
-        RegistryAccess::new(&spec.url, spec.insecure).map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut access = RegistryAccess::new(&spec.url, spec.insecure)
+        .map_err(|e| Error::Invalid(e.to_string()))?
+        .with_egress(egress);
     if let Some(r) = &spec.credentials_secret_ref {
         let data = secret_data(client, namespace, &r.name).await?;
         let credentials = Credentials::from_secret_data(&data, &access.host).map_err(|e| {

@@ -104,6 +104,80 @@ impl JobSettings {
     }
 }
 
+/// Where the operator and its scanner Jobs may send requests (registries, token services,
+/// notification receivers). Set by the cluster administrator, never by a rule.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct EgressSettings {
+    /// The cluster's Service and Pod ranges (CIDRs, comma-separated): denied, like
+    /// loopback, link-local (cloud metadata) and multicast addresses, unless allowed below.
+    #[arg(
+        long = "cluster-cidrs",
+        env = "IMAGEWARDEN_CLUSTER_CIDRS",
+        value_delimiter = ',',
+        value_parser = imagewarden_scanner::egress::parse_range
+    )]
+    pub cluster_cidrs: Vec<imagewarden_scanner::egress::IpNet>,
+    /// Address ranges requests may reach although denied above (e.g. an in-cluster
+    /// registry's Service address, or 127.0.0.0/8 for a registry on the node), and host
+    /// names token realms may point at besides the registry's own host; comma-separated.
+    #[arg(
+        long = "egress-allow",
+        env = "IMAGEWARDEN_EGRESS_ALLOW",
+        value_delimiter = ','
+    )]
+    pub allow: Vec<imagewarden_scanner::egress::AllowEntry>,
+}
+
+impl EgressSettings {
+    /// The policy these settings describe.
+    pub fn policy(&self) -> std::sync::Arc<imagewarden_scanner::egress::EgressPolicy> {
+        std::sync::Arc::new(imagewarden_scanner::egress::EgressPolicy::new(
+            &self.cluster_cidrs,
+            &self.allow,
+        ))
+    }
+
+    /// The same settings as arguments of `scan-image` (scanner Jobs).
+    pub fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if !self.cluster_cidrs.is_empty() {
+            let list: Vec<String> = self.cluster_cidrs.iter().map(ToString::to_string).collect();
+            args.push(format!("--cluster-cidrs={}", list.join(",")));
+        }
+        if !self.allow.is_empty() {
+            let list: Vec<String> = self.allow.iter().map(ToString::to_string).collect();
+            args.push(format!("--egress-allow={}", list.join(",")));
+        }
+        args
+    }
+}
+
+/// The NetworkPolicy of scanner Jobs.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct NetworkPolicySettings {
+    /// Apply NetworkPolicy `imagewarden-scanner` in each namespace with scanner Jobs: their
+    /// Pods accept no connection and reach only DNS, registries (any address outside the
+    /// denied ranges of the egress settings, plus the allowed ranges) and the API server.
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_SCANNER_NETWORK_POLICY",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub scanner_network_policy: bool,
+    /// Addresses (CIDRs) of the API server's endpoints, for when they lie in a denied range.
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_API_SERVER_CIDRS",
+        value_delimiter = ',',
+        value_parser = imagewarden_scanner::egress::parse_range
+    )]
+    pub api_server_cidrs: Vec<imagewarden_scanner::egress::IpNet>,
+    /// Ports of the API server's endpoints.
+    #[arg(long, value_delimiter = ',', default_value = "443,6443")]
+    pub api_server_ports: Vec<u16>,
+}
+
 /// The operator's configuration.
 #[derive(Clone, Debug, clap::Args)]
 pub struct OperatorConfig {
@@ -134,6 +208,27 @@ pub struct OperatorConfig {
     /// File holding the shared token that push webhooks must present.
     #[arg(long, env = "IMAGEWARDEN_WEBHOOK_TOKEN_FILE")]
     pub webhook_token_file: Option<PathBuf>,
+    /// PEM certificate chain of the push-webhook endpoint: it then serves HTTPS only.
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_WEBHOOK_TLS_CERT_FILE",
+        requires = "webhook_tls_key_file"
+    )]
+    pub webhook_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_WEBHOOK_TLS_KEY_FILE",
+        requires = "webhook_tls_cert_file"
+    )]
+    pub webhook_tls_key_file: Option<PathBuf>,
+    /// Time a push request's body (and a TLS handshake) may take to arrive.
+    #[arg(long, value_parser = humantime_secs, default_value = "10s")]
+    pub webhook_read_timeout: Duration,
+    /// A push-webhook connection that sends no complete request head for this long (slow
+    /// or idle) is closed.
+    #[arg(long, value_parser = humantime_secs, default_value = "30s")]
+    pub webhook_idle_timeout: Duration,
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "IMAGEWARDEN_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
@@ -160,6 +255,10 @@ pub struct OperatorConfig {
     pub malware_rules: Vec<PathBuf>,
     #[command(flatten)]
     pub job: JobSettings,
+    #[command(flatten)]
+    pub egress: EgressSettings,
+    #[command(flatten)]
+    pub network_policy: NetworkPolicySettings,
 }
 
 impl OperatorConfig {

@@ -80,6 +80,7 @@ pub async fn scan(
         },
         ca_file: ca_file.as_ref().map(|f| f.path().to_path_buf()),
         insecure: access.insecure,
+        egress: Some(access.egress.clone()),
         ..Default::default()
     };
     let reference = ImageRef::Registry(target.reference());
@@ -289,6 +290,8 @@ pub struct JobRegistry {
     pub insecure: bool,
     pub credentials_secret: Option<String>,
     pub ca_secret: Option<(String, String)>,
+    /// The operator's egress settings as `scan-image` arguments.
+    pub egress_args: Vec<String>,
 }
 
 /// Which task a scanner Job belongs to, where, and which of its attempts it is.
@@ -340,6 +343,7 @@ pub fn build_job(
     if registry.insecure {
         args.push("--insecure".to_string());
     }
+    args.extend(registry.egress_args.iter().cloned());
     let mut volumes = vec![Volume {
         name: "tmp".into(),
         empty_dir: Some(EmptyDirVolumeSource {

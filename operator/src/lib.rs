@@ -10,6 +10,7 @@ pub mod dbupdate;
 pub mod executor;
 pub mod leader;
 pub mod metrics;
+pub mod netpol;
 pub mod notify;
 pub mod registry;
 pub mod result;

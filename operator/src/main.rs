@@ -95,6 +95,8 @@ struct ScanImageArgs {
         value_delimiter = ','
     )]
     malware_rules: Vec<PathBuf>,
+    #[command(flatten)]
+    egress: imagewarden_operator::config::EgressSettings,
 }
 
 fn init_tracing() {
@@ -293,7 +295,8 @@ async fn spawn_push_trigger(ctx: Arc<Context>) -> anyhow::Result<()> {
     use futures::StreamExt;
     use imagewarden_operator::controller::scan_rule::{start_task, task_name};
     use imagewarden_operator::crd::{ScanRule, TaskTrigger};
-    use imagewarden_operator::registry::{coalesce_pushes, rule_matches_push, serve};
+    use imagewarden_operator::registry::webhook::{serve_with, tls_config, ServerOptions};
+    use imagewarden_operator::registry::{coalesce_pushes, rule_matches_push};
     use kube::runtime::{reflector, watcher, WatchStreamExt};
     use kube::ResourceExt;
 
@@ -310,13 +313,28 @@ async fn spawn_push_trigger(ctx: Arc<Context>) -> anyhow::Result<()> {
         "the webhook token file {} is empty",
         token_file.display()
     );
+    let tls = match (
+        &ctx.config.webhook_tls_cert_file,
+        &ctx.config.webhook_tls_key_file,
+    ) {
+        (Some(cert), Some(key)) => {
+            Some(tls_config(cert, key).map_err(|e| anyhow::anyhow!("webhook TLS: {e}"))?)
+        }
+        _ => None,
+    };
+    let options = ServerOptions {
+        idle_timeout: ctx.config.webhook_idle_timeout,
+        read_timeout: ctx.config.webhook_read_timeout,
+        tls,
+        ..ServerOptions::default()
+    };
     let listener = tokio::net::TcpListener::bind(ctx.config.webhook_addr)
         .await
         .with_context(|| format!("binding the webhook address {}", ctx.config.webhook_addr))?;
-    info!(addr = %ctx.config.webhook_addr, "push-webhook endpoint listening");
+    info!(addr = %ctx.config.webhook_addr, tls = options.tls.is_some(), "push-webhook endpoint listening");
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(1024);
     tokio::spawn(async move {
-        if let Err(e) = serve(listener, token, events_tx).await {
+        if let Err(e) = serve_with(listener, token, events_tx, options).await {
             error!(error = %e, "push-webhook server stopped");
         }
     });
@@ -416,7 +434,8 @@ async fn scan_image(args: ScanImageArgs) -> Result<(), ScanImageError> {
         }
         None => dbupdate::load(args.db.clone()).await?,
     };
-    let mut access = RegistryAccess::new(&args.registry, args.insecure)?;
+    let mut access =
+        RegistryAccess::new(&args.registry, args.insecure)?.with_egress(args.egress.policy());
     if let Some(dir) = &args.credentials_dir {
         let mut data = std::collections::BTreeMap::new();
         for entry in std::fs::read_dir(dir)? {

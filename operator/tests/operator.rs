@@ -20,8 +20,15 @@ use kube::Client;
 
 const BIN: &str = env!("CARGO_BIN_EXE_imagewarden-operator");
 
+/// The registries and receivers of these tests listen on the loopback interface, which
+/// the operator's egress policy denies unless allowed.
+const ALLOW_LOOPBACK: &str = "--egress-allow=127.0.0.0/8";
+
 fn db_args() -> Vec<String> {
-    vec![format!("--db={}", testdata("osv").display())]
+    vec![
+        format!("--db={}", testdata("osv").display()),
+        ALLOW_LOOPBACK.to_string(),
+    ]
 }
 
 async fn setup(controller_manager: bool) -> Result<(ControlPlane, Client)> {
@@ -550,6 +557,8 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
             imagewarden_tests::process::free_port()?
         ),
         "--db-serve-url=http://imagewarden-database.imagewarden-system.svc:8081".to_string(),
+        "--scanner-network-policy=true".to_string(),
+        "--cluster-cidrs=10.96.0.0/12,10.244.0.0/16".to_string(),
     ]);
     let _operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
     apply::<ScanRule>(&client, &rule_yaml("jobs", &registry, "")).await?;
@@ -613,6 +622,9 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
         "--insecure".to_string(),
         "--owner-kind=ScanTask".to_string(),
         "--malware-rules=/etc/imagewarden/malware-rules".to_string(),
+        // The operator's egress settings reach the scanner too.
+        "--egress-allow=127.0.0.0/8".to_string(),
+        "--cluster-cidrs=10.96.0.0/12,10.244.0.0/16".to_string(),
     ] {
         assert!(args.contains(&want), "missing {want} in {args:?}");
     }
@@ -652,6 +664,39 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
         ),
         ("ServiceAccount", "imagewarden-scanner", Some("default"))
     );
+    // The scanner Pods' NetworkPolicy, accepted by the API server: nothing in; out to DNS
+    // and to every address but the denied ranges (the allowed loopback range aside).
+    let policy =
+        Api::<k8s_openapi::api::networking::v1::NetworkPolicy>::default_namespaced(client.clone())
+            .get("imagewarden-scanner")
+            .await?;
+    let spec = policy.spec.unwrap();
+    assert_eq!(
+        spec.pod_selector.and_then(|s| s.match_labels).unwrap()["app.kubernetes.io/name"],
+        "imagewarden-scanner"
+    );
+    // Ingress among the policy types, with no rule: nothing may connect.
+    assert!(spec.policy_types.unwrap().contains(&"Ingress".to_string()));
+    assert!(spec.ingress.unwrap_or_default().is_empty());
+    let egress = spec.egress.unwrap();
+    let blocks: Vec<_> = egress
+        .iter()
+        .flat_map(|r| r.to.iter().flatten())
+        .filter_map(|p| p.ip_block.clone())
+        .collect();
+    let v4 = blocks.iter().find(|b| b.cidr == "0.0.0.0/0").unwrap();
+    let except = v4.except.clone().unwrap();
+    for denied in [
+        "10.96.0.0/12",
+        "10.244.0.0/16",
+        "169.254.0.0/16",
+        "127.0.0.0/8",
+    ] {
+        assert!(except.iter().any(|e| e == denied), "{denied} in {except:?}");
+    }
+    assert!(blocks
+        .iter()
+        .any(|b| b.cidr == "127.0.0.0/8" && b.except.is_none()));
     Ok(())
 }
 
@@ -811,6 +856,7 @@ async fn database_update_rematches_results_and_notifies_only_new_findings() -> R
         format!("--db={}", db.path().display()),
         "--db-refresh-interval=2s".to_string(),
         "--leader-elect=false".to_string(),
+        ALLOW_LOOPBACK.to_string(),
     ];
     let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
     let notify = format!(
@@ -1048,6 +1094,7 @@ fn job_executor_args(db: &Path, serve_port: u16, serve_url: &str) -> Vec<String>
         "--scanner-image=registry.local/imagewarden:test".to_string(),
         format!("--db-serve-addr=127.0.0.1:{serve_port}"),
         format!("--db-serve-url={serve_url}"),
+        ALLOW_LOOPBACK.to_string(),
     ]
 }
 
@@ -1283,5 +1330,199 @@ async fn a_scanner_job_that_cannot_get_the_database_fails_with_the_reason() -> R
     );
     assert!(!msg.contains("finished without writing result"));
     assert_eq!(jobs.list(&ListParams::default()).await?.items.len(), 2);
+    Ok(())
+}
+
+/// Text only a hostile server knows; it must never reach status or Events.
+const REMOTE_TEXT: &str = "REMOTE-BODY-7d2e internal details";
+
+/// What reached a listener: path and `Authorization` header of each request.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+
+/// An HTTP listener on 127.0.0.1 answering every request with `respond`, recording what it
+/// receives. Returns its port.
+async fn listener(
+    respond: impl Fn() -> axum::response::Response + Clone + Send + Sync + 'static,
+) -> Result<(u16, Seen)> {
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = socket.local_addr()?.port();
+    let seen: Seen = Default::default();
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |request: axum::extract::Request| {
+        let respond = respond.clone();
+        let record = record.clone();
+        async move {
+            let auth = request
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            record
+                .lock()
+                .unwrap()
+                .push((request.uri().path().to_string(), auth));
+            respond()
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(socket, app).await;
+    });
+    Ok((port, seen))
+}
+
+#[tokio::test]
+async fn hostile_rules_get_a_condition_and_no_credential_leaves_the_registry() -> Result<()> {
+    use axum::response::IntoResponse;
+
+    let (cp, client) = setup(false).await?;
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    push_image(&registry, "team-a/app", "v2", &alpine311()).await?;
+    // The loopback interface is allowed (every fixture is there); link-local is not.
+    let mut args = db_args();
+    args.push("--leader-elect=false".into());
+    let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
+
+    // A rule aimed at the cloud metadata address: a condition on the rule, no task.
+    let metadata = "apiVersion: imagewarden.io/v1alpha1
+kind: ScanRule
+metadata:
+  name: metadata
+  annotations:
+    imagewarden.io/scan-now: first
+spec:
+  registry:
+    url: 169.254.169.254
+    insecure: true
+  scope:
+    type: Namespace
+    name: team-a
+";
+    apply::<ScanRule>(&client, metadata).await?;
+    let cond = wait_for("Ready=False", Duration::from_secs(30), || {
+        let rules = rules.clone();
+        async move {
+            Ok(rules.get("metadata").await?.status.and_then(|s| {
+                s.conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Ready" && c.status == "False")
+            }))
+        }
+    })
+    .await?;
+    assert_eq!(cond.reason, "EgressDenied");
+    assert!(
+        cond.message.contains("169.254.169.254") && cond.message.contains("cloud metadata"),
+        "{}",
+        cond.message
+    );
+    assert!(rules
+        .get("metadata")
+        .await?
+        .status
+        .unwrap()
+        .last_task
+        .is_none());
+
+    // A task naming an image there: that image fails, in our words.
+    let task: ScanTask = serde_yaml::from_str(
+        "apiVersion: imagewarden.io/v1alpha1\nkind: ScanTask\nmetadata: {name: metadata-image}\nspec:\n  images: ['169.254.169.254/team-a/app:v1']\n",
+    )?;
+    Api::<ScanTask>::default_namespaced(client.clone())
+        .create(&PostParams::default(), &task)
+        .await?;
+    let st = finished_task(&client, "metadata-image", Duration::from_secs(60))
+        .await?
+        .status
+        .unwrap();
+    assert_eq!(st.images[0].phase, ScanPhase::Failed);
+    let msg = st.images[0].message.clone().unwrap_or_default();
+    assert!(msg.contains("not contacted"), "{msg}");
+
+    // A registry whose 401 sends the token request to another host (localhost instead of
+    // 127.0.0.1), a real listener that records what reaches it.
+    let (foreign_port, foreign) =
+        listener(|| ([("content-type", "application/json")], r#"{"token":"t"}"#).into_response())
+            .await?;
+    let realm = format!("http://localhost:{foreign_port}/token");
+    let (hostile_port, hostile) = listener(move || {
+        (
+            axum::http::StatusCode::UNAUTHORIZED,
+            [(
+                "www-authenticate",
+                format!(r#"Bearer realm="{realm}",service="r""#),
+            )],
+            REMOTE_TEXT,
+        )
+            .into_response()
+    })
+    .await?;
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "hostile-creds"},
+        "stringData": {"username": "robot", "password": "pa55-never-sent"},
+    }))?;
+    Api::<Secret>::default_namespaced(client.clone())
+        .create(&PostParams::default(), &secret)
+        .await?;
+    let realm_rule = format!(
+        "apiVersion: imagewarden.io/v1alpha1
+kind: ScanRule
+metadata:
+  name: realm
+  annotations:
+    imagewarden.io/scan-now: first
+spec:
+  registry:
+    url: 127.0.0.1:{hostile_port}
+    insecure: true
+    credentialsSecretRef: {{name: hostile-creds}}
+  scope:
+    type: Namespace
+    name: team-a
+"
+    );
+    apply::<ScanRule>(&client, &realm_rule).await?;
+    let t = last_task_of(&client, "realm").await?;
+    let done = finished_task(&client, &t, Duration::from_secs(60)).await?;
+    let st = done.status.clone().unwrap();
+    assert_eq!(st.phase, ScanPhase::Failed);
+    assert!(
+        !hostile.lock().unwrap().is_empty(),
+        "the registry was asked"
+    );
+    assert!(
+        foreign.lock().unwrap().is_empty(),
+        "a request reached the foreign host: {:?}",
+        foreign.lock().unwrap()
+    );
+    let status_text = serde_json::to_string(&st)?;
+    assert!(status_text.contains("another host"), "{status_text}");
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::default_namespaced(client.clone());
+    let notes: Vec<String> = events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|e| e.note)
+        .collect();
+    let rule_text = serde_json::to_string(&rules.get("realm").await?.status)?;
+    for visible in [&status_text, &rule_text, &format!("{notes:?}")] {
+        assert!(!visible.contains("REMOTE-BODY"), "{visible}");
+        assert!(!visible.contains("pa55-never-sent"), "{visible}");
+    }
+
+    // Still working: a valid rule next to them is scanned.
+    apply::<ScanRule>(&client, &rule_yaml("fine", &registry, "")).await?;
+    let t = last_task_of(&client, "fine").await?;
+    assert_eq!(
+        finished_task(&client, &t, Duration::from_secs(90))
+            .await?
+            .status
+            .unwrap()
+            .phase,
+        ScanPhase::Completed,
+        "{}",
+        operator.log()
+    );
     Ok(())
 }

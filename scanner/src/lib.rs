@@ -5,6 +5,7 @@
 
 pub mod analyzer;
 pub mod checks;
+pub mod egress;
 pub mod inventory;
 pub mod layer;
 pub mod matcher;

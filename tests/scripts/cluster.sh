@@ -200,6 +200,7 @@ network_up() {
   ip addr replace "$node_ip/32" dev "$bridge"
   ip link set "$bridge" up
   ip route replace "$service_cidr" dev "$bridge" src "$node_ip"
+  confinement_up
   mkdir -p "$state/cni/net.d"
   cat >"$state/cni/net.d/10-imagewarden.conflist" <<EOF
 {
@@ -225,7 +226,116 @@ network_up() {
 EOF
 }
 
+# Nothing from the Pod or Service ranges is forwarded to any interface but the cluster's
+# own bridge: Pods reach the node and each other, never the machine's other networks or
+# beyond. The rules live in the mangle table, which kube-proxy leaves alone, in a chain of
+# their own (removed by `down`).
+confine_chain="IMAGEWARDEN-CONFINE"
+
+confinement_rules() {
+  echo "-s $pod_cidr ! -o $bridge -j DROP"
+  echo "-s $service_cidr ! -o $bridge -j DROP"
+}
+
+confinement_up() {
+  local rule
+  iptables -w -t mangle -N "$confine_chain" 2>/dev/null || true
+  iptables -w -t mangle -F "$confine_chain"
+  while read -r rule; do
+    # shellcheck disable=SC2086
+    iptables -w -t mangle -A "$confine_chain" $rule
+  done < <(confinement_rules)
+  iptables -w -t mangle -C FORWARD -j "$confine_chain" 2>/dev/null ||
+    iptables -w -t mangle -I FORWARD 1 -j "$confine_chain"
+}
+
+confinement_down() {
+  command -v iptables >/dev/null || return 0
+  while iptables -w -t mangle -D FORWARD -j "$confine_chain" 2>/dev/null; do :; done
+  iptables -w -t mangle -F "$confine_chain" 2>/dev/null || true
+  iptables -w -t mangle -X "$confine_chain" 2>/dev/null || true
+}
+
+# Exits 0 when every confinement rule is in place (read-only).
+confinement_check() {
+  local rule missing=0
+  if ! iptables -w -t mangle -C FORWARD -j "$confine_chain" 2>/dev/null; then
+    echo "missing: -t mangle FORWARD -j $confine_chain" >&2
+    missing=1
+  fi
+  while read -r rule; do
+    # shellcheck disable=SC2086
+    if ! iptables -w -t mangle -C "$confine_chain" $rule 2>/dev/null; then
+      echo "missing: -t mangle $confine_chain $rule" >&2
+      missing=1
+    fi
+  done < <(confinement_rules)
+  return "$missing"
+}
+
+# Proves the rules' effect without the cluster and without traffic beyond this machine:
+# scratch network namespaces for a node (the bridge, forwarding on), a Pod on the bridge
+# and an "outside" network on another interface. The Pod reaches the outside without the
+# rules, only the node with them, and the outside again once they are removed.
+confinement_selftest() {
+  local p="iwc$$" node pod out
+  node="$p-node" pod="$p-pod" out="$p-out"
+  local listeners=()
+  # shellcheck disable=SC2317
+  cleanup_selftest() {
+    trap - RETURN EXIT
+    kill "${listeners[@]}" 2>/dev/null || true
+    for n in "$node" "$pod" "$out"; do ip netns del "$n" 2>/dev/null || true; done
+  }
+  trap cleanup_selftest RETURN EXIT
+  for n in "$node" "$pod" "$out"; do
+    ip netns add "$n"
+    ip -n "$n" link set lo up
+  done
+  ip -n "$node" link add "$bridge" type bridge
+  ip -n "$node" addr add "$pod_gateway/24" dev "$bridge"
+  ip -n "$node" link set "$bridge" up
+  ip link add "$p-a" type veth peer name "$p-b"
+  ip link set "$p-a" netns "$pod"
+  ip link set "$p-b" netns "$node"
+  ip -n "$pod" link set "$p-a" name eth0
+  ip -n "$pod" addr add "${pod_cidr%.*/*}.5/24" dev eth0
+  ip -n "$pod" link set eth0 up
+  ip -n "$pod" route add default via "$pod_gateway"
+  ip -n "$node" link set "$p-b" master "$bridge"
+  ip -n "$node" link set "$p-b" up
+  ip link add "$p-c" type veth peer name "$p-d"
+  ip link set "$p-c" netns "$node"
+  ip link set "$p-d" netns "$out"
+  ip -n "$node" addr add 192.0.2.1/24 dev "$p-c"
+  ip -n "$node" link set "$p-c" up
+  ip -n "$out" addr add 192.0.2.2/24 dev "$p-d"
+  ip -n "$out" link set "$p-d" up
+  ip -n "$out" route add "$pod_cidr" via 192.0.2.1
+  ip netns exec "$node" sysctl -qw net.ipv4.ip_forward=1
+  local target
+  for target in "$out 192.0.2.2" "$node $pod_gateway"; do
+    # shellcheck disable=SC2086
+    set -- $target
+    ip netns exec "$1" python3 -c 'import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 8080)); s.listen(16)
+while True: s.accept()[0].close()' "$2" &
+    listeners+=("$!")
+  done
+  sleep 0.5
+  reach() { ip netns exec "$pod" timeout 2 bash -c "echo >/dev/tcp/$1/8080" 2>/dev/null; }
+  reach 192.0.2.2 || die "self-test: the outside is not reachable even without the rules"
+  ip netns exec "$node" bash "$0" confinement-apply
+  reach "$pod_gateway" || die "self-test: the node is not reachable with the rules"
+  if reach 192.0.2.2; then die "self-test: Pod traffic was forwarded beyond the bridge despite the rules"; fi
+  ip netns exec "$node" bash "$0" confinement-remove
+  reach 192.0.2.2 || die "self-test: Pod traffic is still dropped after the rules were removed"
+  echo "confinement self-test passed"
+}
+
 network_down() {
+  confinement_down
   # Chains kube-proxy's cleanup leaves: the kubelet's (KUBE-FIREWALL, canaries).
   local ipt t rule chain
   for ipt in iptables ip6tables; do
@@ -487,6 +597,11 @@ case "${1:-}" in
 up) up ;;
 down) down ;;
 status) status ;;
+confinement-check) confinement_check ;;
+confinement-selftest) confinement_selftest ;;
+# Used by the self-test, inside its scratch node namespace.
+confinement-apply) confinement_up ;;
+confinement-remove) confinement_down ;;
 images) images ;;
 env)
   echo "export KUBECONFIG=$state/admin.kubeconfig"
@@ -496,7 +611,7 @@ env)
   echo "export IMAGEWARDEN_NODE_IP=$node_ip"
   ;;
 *)
-  echo "usage: $0 up|down|status|env|images" >&2
+  echo "usage: $0 up|down|status|env|images|confinement-check|confinement-selftest" >&2
   exit 2
   ;;
 esac

@@ -25,3 +25,12 @@ pub fn repo_root() -> std::path::PathBuf {
         .expect("tests/ has a parent")
         .to_path_buf()
 }
+
+/// An egress policy that lets requests reach the loopback interface, where every fixture
+/// listens (the default policy denies it).
+pub fn loopback_egress() -> std::sync::Arc<imagewarden_scanner::egress::EgressPolicy> {
+    std::sync::Arc::new(imagewarden_scanner::egress::EgressPolicy::new(
+        &[],
+        &["127.0.0.0/8".parse().expect("a range")],
+    ))
+}

@@ -13,7 +13,7 @@ use imagewarden_operator::registry::{
 };
 use imagewarden_tests::image::{auth_for, client_for, push_image, LayerBuilder, TestImage};
 use imagewarden_tests::process::free_port;
-use imagewarden_tests::{Registry, RegistryMode};
+use imagewarden_tests::{loopback_egress, Registry, RegistryMode};
 use k8s_openapi::ByteString;
 use oci_client::client::{Config, ImageLayer};
 use oci_client::Reference;
@@ -32,7 +32,8 @@ fn image(content: &str) -> Result<TestImage> {
 /// Access to `registry` as a rule would configure it.
 fn access(registry: &Registry) -> RegistryAccess {
     let mut access = RegistryAccess::new(&registry.host, registry.mode == RegistryMode::Plain)
-        .expect("fixture address is valid");
+        .expect("fixture address is valid")
+        .with_egress(loopback_egress());
     if let Some(ca) = registry.ca_pem() {
         access = access.with_ca_pem(ca);
     }
@@ -419,7 +420,7 @@ async fn wrong_or_missing_credentials_are_unauthorized_and_name_the_registry() -
 #[tokio::test]
 async fn closed_port_is_unreachable() -> Result<()> {
     let host = format!("127.0.0.1:{}", free_port()?);
-    let access = RegistryAccess::new(&host, true)?;
+    let access = RegistryAccess::new(&host, true)?.with_egress(loopback_egress());
     let client = RegistryClient::with_timeout(&access, Duration::from_secs(5))?;
     let err = discover(
         &client,
@@ -439,7 +440,7 @@ async fn closed_port_is_unreachable() -> Result<()> {
 #[tokio::test]
 async fn tls_registry_without_its_ca_is_refused() -> Result<()> {
     let registry = Registry::start(RegistryMode::Tls).await?;
-    let access = RegistryAccess::new(&registry.host, false)?;
+    let access = RegistryAccess::new(&registry.host, false)?.with_egress(loopback_egress());
     let client = RegistryClient::new(&access)?;
     let err = discover(
         &client,
@@ -499,6 +500,7 @@ async fn rule_with_a_dockerconfigjson_secret_discovers_its_images() -> Result<()
         &rule,
         registry.ca_pem().map(str::to_string),
         Some(credentials),
+        loopback_egress(),
         &DiscoveryLimits::default(),
     )
     .await?;
@@ -506,9 +508,15 @@ async fn rule_with_a_dockerconfigjson_secret_discovers_its_images() -> Result<()
 
     let mut bad = rule.clone();
     bad.tag_filter = "^v[0-9+$".into();
-    let err = discover_for_rule(&bad, None, None, &DiscoveryLimits::default())
-        .await
-        .expect_err("invalid regex");
+    let err = discover_for_rule(
+        &bad,
+        None,
+        None,
+        loopback_egress(),
+        &DiscoveryLimits::default(),
+    )
+    .await
+    .expect_err("invalid regex");
     assert!(
         matches!(err, RuleDiscoveryError::InvalidTagFilter { .. }),
         "{err}"
@@ -521,7 +529,9 @@ async fn rule_with_a_dockerconfigjson_secret_discovers_its_images() -> Result<()
 #[tokio::test]
 async fn plain_http_registry_reached_over_https_is_a_tls_error() -> Result<()> {
     let registry = Registry::start(RegistryMode::Plain).await?;
-    let client = RegistryClient::new(&RegistryAccess::new(&registry.host, false)?)?;
+    let client = RegistryClient::new(
+        &RegistryAccess::new(&registry.host, false)?.with_egress(loopback_egress()),
+    )?;
     let err = discover(
         &client,
         &Scope::Repository("team-a/api".into()),

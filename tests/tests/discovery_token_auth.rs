@@ -12,7 +12,7 @@ use imagewarden_operator::registry::{
     RegistryError, Scope, TagFilter,
 };
 use imagewarden_tests::image::{LayerBuilder, TestImage};
-use imagewarden_tests::Registry;
+use imagewarden_tests::{loopback_egress, Registry};
 
 use imagewarden_tests::token_service::{start, PASSWORD, USER};
 
@@ -30,6 +30,7 @@ async fn push(registry: &Registry, repository: &str, tag: &str, content: &str) -
 
 fn access(registry: &Registry, password: &str) -> Result<RegistryAccess> {
     Ok(RegistryAccess::new(&registry.host, true)?
+        .with_egress(loopback_egress())
         .with_credentials(Credentials::new(USER, password)))
 }
 
@@ -106,7 +107,7 @@ async fn token_service_refusing_the_password_is_unauthorized() -> Result<()> {
     }
 
     // Without credentials the token service refuses too.
-    let anonymous = RegistryAccess::new(&registry.host, true)?;
+    let anonymous = RegistryAccess::new(&registry.host, true)?.with_egress(loopback_egress());
     let err = discover(
         &RegistryClient::new(&anonymous)?,
         &Scope::Repository("team-a/api".into()),

@@ -105,6 +105,10 @@ fn install(cluster: &Cluster) -> Result<()> {
         &format!("webhook.token={WEBHOOK_TOKEN}"),
         "--set",
         &format!("malware.rulesConfigMap={RULES_CONFIGMAP}"),
+        // The cluster's Pod and Service ranges (tests/scripts/cluster.sh) are denied to the
+        // operator's and scanners' requests; registries and receivers are on the node.
+        "--set",
+        "egress.clusterCIDRs={10.244.0.0/24,10.96.0.0/16}",
         "--wait",
         "--timeout",
         "240s",

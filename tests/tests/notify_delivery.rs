@@ -531,6 +531,8 @@ fn fast_options() -> NotifyOptions {
             max_retry_after: Duration::from_secs(5),
         },
         request_timeout: Duration::from_secs(5),
+        // The receivers listen on the loopback interface, denied unless allowed.
+        egress: imagewarden_tests::loopback_egress(),
         ..Default::default()
     }
 }
@@ -638,10 +640,12 @@ async fn dingtalk_robot_checks_the_signature_and_its_errors_are_recorded() -> Re
     let bad = delivery(&status, "ops-group");
     assert_eq!((bad.state.as_str(), bad.attempts), ("Failed", 1));
     let message = bad.message.as_deref().unwrap();
+    // DingTalk's code in our words; its errmsg is not quoted.
     assert!(
-        message.contains("errcode 310000: sign not match"),
+        message.contains("errcode 310000 (the keyword, signature or IP address check failed)"),
         "{message}"
     );
+    assert!(!message.contains("sign not match"), "{message}");
     let cond = condition(&status, "NotificationFailed").expect("NotificationFailed condition");
     assert_eq!(cond.status, "True");
     assert!(cond.message.contains("ops-group"), "{}", cond.message);
@@ -650,7 +654,7 @@ async fn dingtalk_robot_checks_the_signature_and_its_errors_are_recorded() -> Re
     assert!(
         events.iter().any(|(t, r, n)| t == "Warning"
             && r == "NotificationFailed"
-            && n.contains("sign not match")),
+            && n.contains("errcode 310000")),
         "{events:?}"
     );
 
@@ -806,10 +810,9 @@ async fn http_payload_follows_the_schema_is_signed_and_filters_apply() -> Result
     let rejected = delivery(&status, "rejecting");
     assert_eq!((rejected.state.as_str(), rejected.attempts), ("Failed", 1));
     let message = rejected.message.as_deref().unwrap();
-    assert!(
-        message.contains("HTTP 400") && message.contains("unknown field in payload"),
-        "{message}"
-    );
+    // The receiver's reply body stays out of status.
+    assert!(message.contains("HTTP 400"), "{message}");
+    assert!(!message.contains("unknown field in payload"), "{message}");
     assert!(!status
         .notifications
         .iter()
@@ -1097,5 +1100,55 @@ async fn a_pending_delivery_left_by_a_restart_is_sent_once() -> Result<()> {
         .await?;
     assert!(report.deliveries.is_empty());
     assert_eq!(hook.received().len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn receivers_in_denied_ranges_are_not_contacted() -> Result<()> {
+    let env = env().await?;
+    let receiver = Receiver::start(None, |_, _| Reply::status(204)).await?;
+    let port = receiver.url.rsplit(':').next().unwrap().to_string();
+    // The loopback receiver by address and by name, and the cloud metadata address.
+    let mut by_address = target("by-address", NotificationType::HTTP);
+    by_address.url = Some(format!("{}/hook", receiver.url));
+    let mut by_name = target("by-name", NotificationType::HTTP);
+    by_name.url = Some(format!("http://localhost:{port}/hook"));
+    let mut metadata = target("metadata", NotificationType::HTTP);
+    metadata.url = Some("http://169.254.169.254/latest/meta-data/".into());
+    let rule = env
+        .rule("team-a-egress", vec![by_address, by_name, metadata])
+        .await?;
+    let (task, results) = env.completed_task(&rule, "nightly-egress", vec![]).await?;
+    // The operator's default policy: nothing allowed.
+    let opts = NotifyOptions {
+        egress: Default::default(),
+        ..fast_options()
+    };
+    env.notify(
+        &rule,
+        &task,
+        &results,
+        NotificationEvent::ScanCompleted,
+        &opts,
+    )
+    .await?;
+    assert!(receiver.received().is_empty(), "the receiver was reached");
+    let status = env.task_status("nightly-egress").await?;
+    for (name, range) in [
+        ("by-address", "loopback"),
+        ("by-name", "loopback"),
+        ("metadata", "cloud metadata"),
+    ] {
+        let d = delivery(&status, name);
+        // Refused for good (an address in the URL before any attempt, a name when it is
+        // resolved): retrying cannot help.
+        assert_eq!(d.state, "Failed", "{name}: {d:?}");
+        assert!(d.attempts <= 1, "{name}: {d:?}");
+        let message = d.message.as_deref().unwrap_or_default();
+        assert!(
+            message.contains("not contacted") && message.contains(range),
+            "{name}: {message}"
+        );
+    }
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use imagewarden_operator::crd::ScanRuleSpec;
+use imagewarden_operator::registry::webhook::{serve_with, tls_config, ServerOptions};
 use imagewarden_operator::registry::{coalesce_pushes, rule_matches_push, serve, PushEvent};
 use imagewarden_tests::image::{push_image, LayerBuilder, TestImage};
 use imagewarden_tests::registry::{NotificationEndpoint, RegistryOptions};
@@ -257,5 +258,154 @@ async fn a_burst_of_ten_pushes_becomes_one_batch_for_the_matching_rule() -> Resu
             .is_err(),
         "one batch only"
     );
+    Ok(())
+}
+
+/// Starts the receiver with `options` on a free port; returns its address and the pushes.
+async fn start_receiver_with(
+    options: ServerOptions,
+) -> Result<(std::net::SocketAddr, mpsc::Receiver<PushEvent>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(serve_with(listener, TOKEN, tx, options));
+    Ok((addr, rx))
+}
+
+/// What the server sends on `stream` until it closes the connection, or `None` when it
+/// is still open after `wait`.
+async fn until_closed(stream: &mut tokio::net::TcpStream, wait: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(wait, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok()
+        .map(|()| String::from_utf8_lossy(&got).into_owned())
+}
+
+#[tokio::test]
+async fn silent_slow_and_idle_connections_are_closed() -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let options = ServerOptions {
+        idle_timeout: Duration::from_secs(1),
+        read_timeout: Duration::from_secs(1),
+        ..ServerOptions::default()
+    };
+    let (addr, _rx) = start_receiver_with(options).await?;
+    let wait = Duration::from_secs(5);
+
+    // Connected and silent.
+    let mut silent = tokio::net::TcpStream::connect(addr).await?;
+    assert!(
+        until_closed(&mut silent, wait).await.is_some(),
+        "silent connection kept open"
+    );
+
+    // Half a request head, never finished.
+    let mut slow_head = tokio::net::TcpStream::connect(addr).await?;
+    slow_head
+        .write_all(b"POST /webhook/distribution HTTP/1.1\r\nHost: x\r\n")
+        .await?;
+    assert!(
+        until_closed(&mut slow_head, wait).await.is_some(),
+        "slow head kept open"
+    );
+
+    // A whole head, then 10 of the 100 body bytes it announces: 408.
+    let mut slow_body = tokio::net::TcpStream::connect(addr).await?;
+    slow_body
+        .write_all(
+            format!(
+                "POST /webhook/distribution HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n{{\"events\":"
+            )
+            .as_bytes(),
+        )
+        .await?;
+    let reply = until_closed(&mut slow_body, wait)
+        .await
+        .context("slow body kept open")?;
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+
+    // A keep-alive connection after one request: closed once idle.
+    let mut idle = tokio::net::TcpStream::connect(addr).await?;
+    let body = r#"{"events":[]}"#;
+    idle.write_all(
+        format!(
+            "POST /webhook/distribution HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let reply = until_closed(&mut idle, wait)
+        .await
+        .context("idle keep-alive connection kept open")?;
+    assert!(reply.starts_with("HTTP/1.1 202"), "{reply}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_endpoint_serves_https_with_the_given_certificate() -> Result<()> {
+    let ca = imagewarden_tests::pki::TestCa::new("webhook test CA")?;
+    let server = ca.server(&["127.0.0.1", "localhost"])?;
+    let dir = tempfile::tempdir()?;
+    let cert = dir.path().join("tls.crt");
+    let key = dir.path().join("tls.key");
+    std::fs::write(&cert, &server.cert_pem)?;
+    std::fs::write(&key, &server.key_pem)?;
+    let tls = tls_config(&cert, &key).map_err(anyhow::Error::msg)?;
+    let (addr, mut rx) = start_receiver_with(ServerOptions {
+        tls: Some(tls),
+        ..ServerOptions::default()
+    })
+    .await?;
+
+    let envelope = serde_json::json!({"events": [{
+        "action": "push",
+        "target": {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": format!("sha256:{}", "ab".repeat(32)),
+            "repository": "team-a/api",
+            "tag": "v1",
+            "url": "https://registry.example/v2/team-a/api/manifests/v1"
+        },
+        "request": {"host": "registry.example"}
+    }]});
+    let client = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(
+            ca.cert_pem.as_bytes(),
+        )?)
+        .build()?;
+    let response = client
+        .post(format!("https://{addr}/webhook/distribution"))
+        .bearer_auth(TOKEN)
+        .body(envelope.to_string())
+        .send()
+        .await?;
+    assert_eq!(response.status().as_u16(), 202);
+    assert_eq!(next_event(&mut rx).await?.repository, "team-a/api");
+
+    // Plain HTTP gets no answer.
+    let plain = reqwest::Client::new()
+        .post(format!("http://{addr}/webhook/distribution"))
+        .bearer_auth(TOKEN)
+        .body(envelope.to_string())
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(plain.is_err(), "{plain:?}");
+
+    // Files that are not a certificate and key are named in the error.
+    std::fs::write(&key, "not a key")?;
+    let err = tls_config(&cert, &key).map(drop).unwrap_err();
+    assert!(err.contains("tls.key"), "{err}");
     Ok(())
 }

@@ -86,7 +86,10 @@ pub async fn after_finish(task: &ScanTask, ctx: &Arc<Context>) -> Result<Action,
         task,
         &results,
         event,
-        &NotifyOptions::default(),
+        &NotifyOptions {
+            egress: ctx.config.egress.policy(),
+            ..Default::default()
+        },
     )
     .await
     .map_err(|e| Error::Invalid(format!("notifications: {e}")))?;

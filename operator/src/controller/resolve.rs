@@ -1,6 +1,10 @@
 //! Resolving a task's images to digests: the rule's scope discovered in the registry, or
 //! the task's explicit image list.
 
+use std::sync::Arc;
+
+use imagewarden_scanner::egress::EgressPolicy;
+
 use crate::crd::{ImageProgress, ScanPhase, ScanRule, ScanTask};
 use crate::registry::discovery::{discover, DiscoveryLimits, Scope, TagFilter};
 use crate::registry::{RegistryAccess, RegistryClient};
@@ -25,14 +29,16 @@ pub fn task_images<'a>(
     task: &'a ScanTask,
     rule: Option<&'a ScanRule>,
     access: Option<&'a RegistryAccess>,
+    egress: Arc<EgressPolicy>,
 ) -> futures::future::BoxFuture<'a, Result<Vec<ImageProgress>, Error>> {
-    Box::pin(task_images_inner(task, rule, access))
+    Box::pin(task_images_inner(task, rule, access, egress))
 }
 
 async fn task_images_inner(
     task: &ScanTask,
     rule: Option<&ScanRule>,
     access: Option<&RegistryAccess>,
+    egress: Arc<EgressPolicy>,
 ) -> Result<Vec<ImageProgress>, Error> {
     let mut out = Vec::new();
     if task.spec.images.is_empty() {
@@ -91,7 +97,7 @@ async fn task_images_inner(
             Some(a) if crate::registry::access::same_registry(&a.host, &host) => a,
             _ => match RegistryAccess::new(&host, false) {
                 Ok(a) => {
-                    own = a;
+                    own = a.with_egress(egress.clone());
                     &own
                 }
                 Err(e) => {

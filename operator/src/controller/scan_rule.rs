@@ -16,8 +16,12 @@ use sha2::Digest;
 use tracing::info;
 
 use crate::context::{Context, FIELD_MANAGER};
-use crate::crd::{RuleRef, ScanRule, ScanRuleSpec, ScanTask, ScanTaskSpec, TaskTrigger};
+use crate::crd::{
+    RegistrySpec, RuleRef, ScanRule, ScanRuleSpec, ScanTask, ScanTaskSpec, TaskTrigger,
+};
+use crate::registry::RegistryAccess;
 use crate::Error;
+use imagewarden_scanner::egress::EgressPolicy;
 
 /// Annotation whose every new value starts a manual scan of the rule.
 pub const SCAN_NOW_ANNOTATION: &str = "imagewarden.io/scan-now";
@@ -174,6 +178,48 @@ fn short_hash(s: &str) -> String {
     hex::encode(&sha2::Sha256::digest(s.as_bytes())[..5])
 }
 
+/// Why the operator will not contact the rule's registry: its address, or every address
+/// its name resolves to, is denied by the egress policy. A name that does not resolve is
+/// left to the scans to report (DNS trouble may pass).
+async fn registry_denied(spec: &RegistrySpec, policy: &EgressPolicy) -> Option<String> {
+    let access = RegistryAccess::new(&spec.url, spec.insecure).ok()?;
+    let url = access.base_url();
+    let refused = |message: String| {
+        format!(
+            "spec.registry.url: the operator does not contact {}: {message}",
+            access.host
+        )
+    };
+    if let Err(denial) = policy.check_url(&url) {
+        return Some(refused(denial.message));
+    }
+    let host = url
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    let port = url.port_or_known_default()?;
+    let addresses = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::lookup_host((host, port)),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let mut first = None;
+    for address in addresses {
+        match policy.check_ip(host, address.ip()) {
+            Ok(()) => return None,
+            Err(denial) => {
+                first.get_or_insert(denial.message);
+            }
+        }
+    }
+    first.map(refused)
+}
+
 /// Reconciles one ScanRule.
 pub async fn reconcile(rule: Arc<ScanRule>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconcile("scanrule");
@@ -183,11 +229,18 @@ pub async fn reconcile(rule: Arc<ScanRule>, ctx: Arc<Context>) -> Result<Action,
     status.observed_generation = rule.metadata.generation;
     let mut requeue = Duration::from_secs(300);
 
-    match validate(&rule.spec) {
-        Err(message) => {
-            status.conditions = vec![ready_condition(false, "InvalidSpec", &message, &rule)];
+    let verdict = match validate(&rule.spec) {
+        Err(message) => Err(("InvalidSpec", message)),
+        Ok(()) => match registry_denied(&rule.spec.registry, &ctx.config.egress.policy()).await {
+            Some(message) => Err(("EgressDenied", message)),
+            None => Ok(()),
+        },
+    };
+    match verdict {
+        Err((reason, message)) => {
+            status.conditions = vec![ready_condition(false, reason, &message, &rule)];
             if status != old {
-                publish(&ctx, &rule, EventType::Warning, "InvalidSpec", message).await;
+                publish(&ctx, &rule, EventType::Warning, reason, message).await;
             }
         }
         Ok(()) => {

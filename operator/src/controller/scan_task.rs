@@ -183,7 +183,14 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
         .await;
     }
     let access = match &rule {
-        Some(rule) => match registry_access(&ctx.client, &ns, &rule.spec.registry).await {
+        Some(rule) => match registry_access(
+            &ctx.client,
+            &ns,
+            &rule.spec.registry,
+            ctx.config.egress.policy(),
+        )
+        .await
+        {
             Ok(a) => Some(a),
             Err(e) => return fail_task(&task, &ctx, status, "RegistryAccess", e.to_string()).await,
         },
@@ -192,7 +199,14 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
 
     if old.images.is_empty() && old.start_time.is_none() {
         // Pending: resolve images to digests, once; the list is fixed for the task's life.
-        let images = match resolve::task_images(&task, rule.as_ref(), access.as_ref()).await {
+        let images = match resolve::task_images(
+            &task,
+            rule.as_ref(),
+            access.as_ref(),
+            ctx.config.egress.policy(),
+        )
+        .await
+        {
             Ok(images) => images,
             Err(e) => {
                 return fail_task(&task, &ctx, status, "DiscoveryFailed", e.to_string()).await
@@ -411,9 +425,21 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                                 &ctx.config.job,
                             )
                             .await?;
+                            if ctx.config.network_policy.scanner_network_policy {
+                                crate::netpol::ensure_scanner_network_policy(
+                                    &ctx.client,
+                                    &ns,
+                                    &ctx.config.egress,
+                                    &ctx.config.network_policy,
+                                )
+                                .await?;
+                            }
                             identity_ready = true;
                         }
-                        let registry = job_registry(rule.as_ref());
+                        let registry = JobRegistry {
+                            egress_args: ctx.config.egress.args(),
+                            ..job_registry(rule.as_ref())
+                        };
                         let task_name = task.name_any();
                         let job = build_job(
                             &ctx.config.job,
@@ -643,6 +669,7 @@ fn job_registry(rule: Option<&ScanRule>) -> JobRegistry {
                 .ca_secret_ref
                 .as_ref()
                 .map(|r| (r.name.clone(), r.key.clone())),
+            egress_args: Vec::new(),
         },
         None => JobRegistry::default(),
     }
@@ -719,7 +746,7 @@ fn spawn_inline_scan(
         let access = match access {
             Some(a) => a,
             None => match RegistryAccess::new(&target.registry, false) {
-                Ok(a) => a,
+                Ok(a) => a.with_egress(ctx.config.egress.policy()),
                 Err(e) => {
                     let mut inline = ctx.inline.lock().expect("inline lock");
                     inline.running.remove(&key);

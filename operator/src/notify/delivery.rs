@@ -12,7 +12,7 @@ use reqwest::Url;
 use super::dingtalk;
 use super::payload::NotificationPayload;
 use super::plan::event_name;
-use super::redact::{redact_url, truncate, Redactor};
+use super::redact::{redact_url, Redactor};
 use super::retry::{
     classify_status, next_delay, parse_retry_after, random_jitter, AttemptOutcome, RetryPolicy,
 };
@@ -22,8 +22,6 @@ use crate::crd::{NotificationTarget, NotificationType, SecretKeyRef};
 
 /// Bytes of a response body read; the rest is ignored.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
-/// Bytes of a response body quoted in a failure message.
-const MAX_QUOTED_BYTES: usize = 300;
 
 /// A target with its Secrets read and its HTTP client built.
 pub(crate) struct ResolvedTarget {
@@ -123,6 +121,12 @@ pub(crate) async fn resolve(
         (_, "http" | "https") => {}
         (_, scheme) => return Err(format!("unsupported URL scheme {scheme:?}")),
     }
+    opts.egress.check_url(&url).map_err(|d| {
+        format!(
+            "{display_url} is not contacted: {}",
+            redactor.redact(&d.message)
+        )
+    })?;
 
     let signing_secret = match &target.signing_secret_ref {
         Some(r) => {
@@ -165,6 +169,7 @@ pub(crate) async fn resolve(
         // A redirect could carry headers and signatures to another host.
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(opts.user_agent.clone());
+    builder = opts.egress.apply(builder);
     if let Some(r) = &target.ca_secret_ref {
         let pem = secret_key(secrets, r).await?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
@@ -212,6 +217,17 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = err.source();
     }
     parts.join(": ")
+}
+
+/// Our words for DingTalk's error codes (its `errmsg` is not quoted).
+fn dingtalk_meaning(code: i64) -> &'static str {
+    match code {
+        -1 => " (the reply is not DingTalk's JSON)",
+        dingtalk::ERRCODE_RATE_LIMITED => " (sending too fast)",
+        310000 => " (the keyword, signature or IP address check failed)",
+        300001 | 400102 => " (the robot's access token is invalid or the robot is stopped)",
+        _ => "",
+    }
 }
 
 impl ResolvedTarget {
@@ -323,18 +339,15 @@ impl ResolvedTarget {
             }
         }
         let body = String::from_utf8_lossy(&bytes);
-        let quoted = self
-            .redactor
-            .redact(&truncate(body.trim(), MAX_QUOTED_BYTES));
-        let outcome = classify_status(status, retry_after, &quoted);
+        // The receiver's reply is never quoted: it could be any server's, and the message
+        // lands in status and Events that the rule's tenants read.
+        let outcome = classify_status(status, retry_after, "");
         if self.kind == NotificationType::DingTalk && outcome == AttemptOutcome::Delivered {
             return match dingtalk::parse_reply(&body) {
                 Ok(()) => AttemptOutcome::Delivered,
-                Err((code, msg)) => {
-                    let reason = format!(
-                        "DingTalk replied errcode {code}: {}",
-                        self.redactor.redact(&truncate(&msg, MAX_QUOTED_BYTES))
-                    );
+                Err((code, _)) => {
+                    let reason =
+                        format!("DingTalk replied errcode {code}{}", dingtalk_meaning(code));
                     if code == dingtalk::ERRCODE_RATE_LIMITED {
                         AttemptOutcome::Retry {
                             reason,
@@ -350,6 +363,11 @@ impl ResolvedTarget {
     }
 
     fn classify_error(&self, e: reqwest::Error) -> AttemptOutcome {
+        if let Some(denial) = imagewarden_scanner::egress::denial_in(&e) {
+            return AttemptOutcome::Fail {
+                reason: format!("not contacted: {}", self.redactor.redact(&denial.message)),
+            };
+        }
         let is_timeout = e.is_timeout();
         let text = self.redactor.redact(&error_chain(&e.without_url()));
         if is_timeout {

@@ -75,6 +75,8 @@ pub struct NotifyOptions {
     pub top_findings: usize,
     /// `User-Agent` of requests.
     pub user_agent: String,
+    /// Where receivers may be (the operator's egress policy).
+    pub egress: std::sync::Arc<imagewarden_scanner::egress::EgressPolicy>,
 }
 
 impl Default for NotifyOptions {
@@ -85,6 +87,7 @@ impl Default for NotifyOptions {
             connect_timeout: Duration::from_secs(5),
             top_findings: 10,
             user_agent: format!("imagewarden-operator/{}", env!("CARGO_PKG_VERSION")),
+            egress: Default::default(),
         }
     }
 }

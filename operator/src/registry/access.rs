@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use base64::Engine as _;
+use imagewarden_scanner::egress::EgressPolicy;
 use k8s_openapi::ByteString;
 use reqwest::Url;
 use serde::Deserialize;
@@ -33,6 +35,8 @@ pub struct RegistryAccess {
     pub ca_pem: Option<String>,
     /// Basic credentials; `None` for anonymous access.
     pub credentials: Option<Credentials>,
+    /// Where requests for this registry may go (the operator's egress policy).
+    pub egress: Arc<EgressPolicy>,
 }
 
 impl fmt::Debug for RegistryAccess {
@@ -42,6 +46,7 @@ impl fmt::Debug for RegistryAccess {
             .field("insecure", &self.insecure)
             .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<pem>"))
             .field("credentials", &self.credentials)
+            .field("egress", &self.egress)
             .finish()
     }
 }
@@ -56,6 +61,7 @@ impl RegistryAccess {
             insecure,
             ca_pem: None,
             credentials: None,
+            egress: Arc::new(EgressPolicy::default()),
         })
     }
 
@@ -76,6 +82,13 @@ impl RegistryAccess {
     /// Sets the trusted CA certificates (PEM).
     pub fn with_ca_pem(mut self, ca_pem: impl Into<String>) -> Self {
         self.ca_pem = Some(ca_pem.into());
+        self
+    }
+
+    /// Sets the egress policy (the default denies loopback, link-local and multicast
+    /// addresses).
+    pub fn with_egress(mut self, egress: Arc<EgressPolicy>) -> Self {
+        self.egress = egress;
         self
     }
 

@@ -273,9 +273,18 @@ async fn start_with(catalog_admin_only: bool) -> (String, Arc<Fake>) {
     (host, fake)
 }
 
+/// The fakes listen on the loopback interface, which the default policy denies.
+fn loopback_egress() -> Arc<imagewarden_scanner::egress::EgressPolicy> {
+    Arc::new(imagewarden_scanner::egress::EgressPolicy::new(
+        &[],
+        &["127.0.0.0/8".parse().unwrap()],
+    ))
+}
+
 fn access(host: &str, password: &str) -> RegistryAccess {
     RegistryAccess::new(host, true)
         .unwrap()
+        .with_egress(loopback_egress())
         .with_credentials(Credentials::new(USER, password))
 }
 

@@ -2,10 +2,11 @@
 //! manifest digests and image configs, with anonymous, Basic and Bearer-token auth.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use imagewarden_scanner::egress::{denial_in, EgressPolicy};
 use reqwest::header::{HeaderMap, ACCEPT, LINK, WWW_AUTHENTICATE};
 use reqwest::{Method, Response, StatusCode, Url};
 use serde::Deserialize;
@@ -31,8 +32,8 @@ const INDEX_MEDIA_TYPES: &[&str] = &[
 /// Largest manifest or config blob read into memory.
 const MAX_DOCUMENT_BYTES: usize = 4 << 20;
 
-/// Largest error body quoted in an error message.
-const MAX_QUOTED_BODY: usize = 300;
+/// Redirects followed within the registry's own origin.
+const MAX_REDIRECTS: usize = 5;
 
 /// A cached bearer token.
 struct Token {
@@ -46,6 +47,7 @@ pub struct RegistryClient {
     host: String,
     base: Url,
     http: reqwest::Client,
+    egress: Arc<EgressPolicy>,
     credentials: Option<Credentials>,
     tokens: Mutex<HashMap<String, Token>>,
     /// Set once the registry asked for Basic auth, so later requests send it up front.
@@ -146,7 +148,21 @@ impl RegistryClient {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10).min(timeout))
             .timeout(timeout)
+            // Redirects stay on the origin they start from: credentials never follow one
+            // to another host.
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let same_origin = attempt
+                    .previous()
+                    .first()
+                    .is_some_and(|first| first.origin() == attempt.url().origin());
+                if same_origin && attempt.previous().len() <= MAX_REDIRECTS {
+                    attempt.follow()
+                } else {
+                    attempt.stop()
+                }
+            }))
             .user_agent(concat!("imagewarden/", env!("CARGO_PKG_VERSION")));
+        builder = access.egress.apply(builder);
         if !access.insecure {
             builder = builder.https_only(true);
         }
@@ -173,6 +189,7 @@ impl RegistryClient {
             host: access.host.clone(),
             base: access.base_url(),
             http,
+            egress: access.egress.clone(),
             credentials: access.credentials.clone(),
             tokens: Mutex::new(HashMap::new()),
             basic_auth: Mutex::new(false),
@@ -231,6 +248,7 @@ impl RegistryClient {
                 &[("page", "1"), ("page_size", &page_size)],
             )
         });
+        self.check_egress(&url)?;
         let mut request = self.http.get(url).header(ACCEPT, "application/json");
         if let Some(c) = &self.credentials {
             request = request.basic_auth(&c.username, Some(&c.password));
@@ -440,10 +458,21 @@ impl RegistryClient {
     ) -> Result<T, RegistryError> {
         let url = response.url().to_string();
         let body = self.body(response, repository).await?;
+        // serde_json's message may quote the body; only where it went wrong is kept.
         serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
             registry: self.host.clone(),
             repository: InRepository(repository.map(str::to_string)),
-            message: format!("{url} did not return the expected JSON: {e}"),
+            message: format!(
+                "{url} did not return the expected JSON ({} at line {} column {})",
+                match e.classify() {
+                    serde_json::error::Category::Io => "read error",
+                    serde_json::error::Category::Syntax => "syntax error",
+                    serde_json::error::Category::Data => "unexpected content",
+                    serde_json::error::Category::Eof => "truncated",
+                },
+                e.line(),
+                e.column()
+            ),
         })
     }
 
@@ -485,6 +514,7 @@ impl RegistryClient {
     ) -> Result<Response, RegistryError> {
         let mut challenged = false;
         let mut retries = 0;
+        self.check_egress(&url)?;
         loop {
             let mut request = self.http.request(method.clone(), url.clone());
             if let Some(accept) = accept {
@@ -558,11 +588,12 @@ impl RegistryClient {
         cache_scope: &str,
         repository: Option<&str>,
     ) -> Result<(), RegistryError> {
-        let mut url = Url::parse(realm).map_err(|e| RegistryError::Protocol {
+        let mut url = Url::parse(realm).map_err(|_| RegistryError::Protocol {
             registry: self.host.clone(),
             repository: InRepository(repository.map(str::to_string)),
-            message: format!("the Bearer challenge's realm {realm:?} is not a URL: {e}"),
+            message: "the Bearer challenge's realm is not a URL".into(),
         })?;
+        self.check_realm(&url, repository)?;
         {
             let mut query = url.query_pairs_mut();
             if let Some(service) = service {
@@ -592,7 +623,10 @@ impl RegistryClient {
             .ok_or_else(|| RegistryError::Protocol {
                 registry: self.host.clone(),
                 repository: InRepository(repository.map(str::to_string)),
-                message: format!("the token service {realm} returned no token"),
+                message: format!(
+                    "the token service {} returned no token",
+                    url_without_query(realm)
+                ),
             })?;
         // The distribution token spec's default lifetime is 60 s; renew a little early.
         let lifetime = Duration::from_secs(token.expires_in.unwrap_or(60).max(1));
@@ -604,7 +638,52 @@ impl RegistryClient {
         Ok(())
     }
 
+    /// Refuses a URL whose literal address the egress policy denies.
+    fn check_egress(&self, url: &Url) -> Result<(), RegistryError> {
+        self.egress
+            .check_url(url)
+            .map_err(|denial| RegistryError::EgressDenied {
+                registry: self.host.clone(),
+                reason: denial.message,
+            })
+    }
+
+    /// A token realm must be on the registry's host (or one the egress policy names) and
+    /// use TLS when the registry does: the rule's credentials are sent there.
+    fn check_realm(&self, realm: &Url, repository: Option<&str>) -> Result<(), RegistryError> {
+        let registry_host = self.base.host_str().unwrap_or_default();
+        let realm_host = realm.host_str().unwrap_or_default();
+        let refuse = |message: String| RegistryError::Protocol {
+            registry: self.host.clone(),
+            repository: InRepository(repository.map(str::to_string)),
+            message,
+        };
+        if !self.egress.may_follow(registry_host, realm_host) {
+            return Err(refuse(format!(
+                "the Bearer challenge points the token realm at another host ({realm_host}); \
+                 no credentials were sent there. A cluster administrator may allow that host \
+                 in the operator's egress allow list"
+            )));
+        }
+        if !matches!(realm.scheme(), "http" | "https")
+            || (self.base.scheme() == "https" && realm.scheme() != "https")
+        {
+            return Err(refuse(format!(
+                "the Bearer challenge's token realm on {realm_host} does not use {}; no \
+                 credentials were sent there",
+                self.base.scheme()
+            )));
+        }
+        self.check_egress(realm)
+    }
+
     fn transport_error(&self, error: &reqwest::Error, repository: Option<&str>) -> RegistryError {
+        if let Some(denial) = denial_in(error) {
+            return RegistryError::EgressDenied {
+                registry: self.host.clone(),
+                reason: denial.message.clone(),
+            };
+        }
         let reason = error_chain(error);
         let lower = reason.to_ascii_lowercase();
         if error.is_connect()
@@ -633,6 +712,17 @@ impl RegistryClient {
     async fn status_error(&self, response: Response, repository: Option<&str>) -> RegistryError {
         let status = response.status();
         let url = response.url().to_string();
+        if status.is_redirection() {
+            return RegistryError::Protocol {
+                registry: self.host.clone(),
+                repository: InRepository(repository.map(str::to_string)),
+                message: format!(
+                    "{url} redirected (HTTP {}) to another host, or too often; redirects are \
+                     followed only within the registry",
+                    status.as_u16()
+                ),
+            };
+        }
         let message = error_message(response).await;
         let registry = self.host.clone();
         let repository = InRepository(repository.map(str::to_string));
@@ -669,8 +759,10 @@ impl RegistryClient {
     }
 }
 
-/// The distribution error body (`{"errors":[{"code","message"}]}`) as text, or the start
-/// of whatever else the body was.
+/// What the registry's error body says, in our words: the distribution error codes it
+/// names (`{"errors":[{"code":"NAME_UNKNOWN"}]}`) mapped to fixed text, else the status's
+/// reason. Nothing of the body itself is quoted: it may come from any server the registry
+/// address leads to, and status and Events are readable by the rule's tenants.
 async fn error_message(response: Response) -> String {
     #[derive(Deserialize)]
     struct Errors {
@@ -680,28 +772,72 @@ async fn error_message(response: Response) -> String {
     struct ErrorEntry {
         #[serde(default)]
         code: String,
-        #[serde(default)]
-        message: String,
     }
     let status = response.status();
-    let body = response.bytes().await.unwrap_or_default();
-    if let Ok(errors) = serde_json::from_slice::<Errors>(&body) {
-        let text = errors
-            .errors
-            .iter()
-            .map(|e| format!("{}: {}", e.code, e.message))
-            .collect::<Vec<_>>()
-            .join("; ");
-        if !text.is_empty() {
-            return text;
+    let body = bounded_body(response, 64 * 1024).await;
+    let mut known: Vec<&'static str> = serde_json::from_slice::<Errors>(&body)
+        .map(|e| {
+            e.errors
+                .iter()
+                .filter_map(|e| distribution_error_text(&e.code))
+                .collect()
+        })
+        .unwrap_or_default();
+    known.dedup();
+    if known.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("no reason given")
+            .to_string()
+    } else {
+        known.join("; ")
+    }
+}
+
+/// At most `limit` bytes of a body (an error body is only looked at, never quoted).
+async fn bounded_body(mut response: Response, limit: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= limit {
+            body.truncate(limit);
+            break;
         }
     }
-    let text = String::from_utf8_lossy(&body);
-    let text = text.trim();
-    if text.is_empty() {
-        status.canonical_reason().unwrap_or("no body").to_string()
-    } else {
-        text.chars().take(MAX_QUOTED_BODY).collect()
+    body
+}
+
+/// Fixed text for the error codes of the distribution specification.
+fn distribution_error_text(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "BLOB_UNKNOWN" => "BLOB_UNKNOWN: blob unknown to the registry",
+        "DIGEST_INVALID" => "DIGEST_INVALID: digest did not match the content",
+        "MANIFEST_BLOB_UNKNOWN" => "MANIFEST_BLOB_UNKNOWN: a blob the manifest names is unknown",
+        "MANIFEST_INVALID" => "MANIFEST_INVALID: manifest invalid",
+        "MANIFEST_UNKNOWN" => "MANIFEST_UNKNOWN: manifest unknown",
+        "NAME_INVALID" => "NAME_INVALID: invalid repository name",
+        "NAME_UNKNOWN" => "NAME_UNKNOWN: repository name not known to the registry",
+        "SIZE_INVALID" => "SIZE_INVALID: content length did not match",
+        "TAG_INVALID" => "TAG_INVALID: manifest tag did not match the URI",
+        "UNAUTHORIZED" => "UNAUTHORIZED: authentication required",
+        "DENIED" => "DENIED: requested access to the resource is denied",
+        "UNSUPPORTED" => "UNSUPPORTED: the operation is unsupported",
+        "TOOMANYREQUESTS" => "TOOMANYREQUESTS: too many requests",
+        "PAGINATION_NUMBER_INVALID" => "PAGINATION_NUMBER_INVALID: invalid number of results",
+        _ => return None,
+    })
+}
+
+/// `scheme://host[:port]/path` without query and credentials, for messages.
+fn url_without_query(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) => {
+            u.set_query(None);
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Err(_) => "(not a URL)".to_string(),
     }
 }
 

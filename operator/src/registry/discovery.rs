@@ -224,11 +224,12 @@ impl RuleDiscoveryError {
 }
 
 /// Discovers the images of a `ScanRule`: its registry (with the Secrets already read into
-/// `ca_pem` and `credentials`), scope, tag filter and `maxTags`.
+/// `ca_pem` and `credentials`), scope, tag filter and `maxTags`, within `egress`.
 pub async fn discover_for_rule(
     spec: &ScanRuleSpec,
     ca_pem: Option<String>,
     credentials: Option<Credentials>,
+    egress: std::sync::Arc<imagewarden_scanner::egress::EgressPolicy>,
     limits: &DiscoveryLimits,
 ) -> Result<Discovery, RuleDiscoveryError> {
     let filter = TagFilter::new(&spec.tag_filter).map_err(|source| {
@@ -237,7 +238,8 @@ pub async fn discover_for_rule(
             source,
         }
     })?;
-    let access = RegistryAccess::from_spec(&spec.registry, ca_pem, credentials)?;
+    let access =
+        RegistryAccess::from_spec(&spec.registry, ca_pem, credentials)?.with_egress(egress);
     let client = RegistryClient::new(&access)?;
     Ok(discover(
         &client,

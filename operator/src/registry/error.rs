@@ -66,6 +66,9 @@ pub enum RegistryError {
         repository: InRepository,
         message: String,
     },
+    /// The egress policy refused the address the registry (or its token service) is at.
+    #[error("registry {registry}: not contacted: {reason}")]
+    EgressDenied { registry: String, reason: String },
     /// A configured bound (pages, repositories, tags, images) was exceeded.
     #[error("registry {registry}{repository}: more than {limit} {what}; narrow the rule's scope or tag filter, or raise the limit")]
     LimitExceeded {
@@ -91,6 +94,7 @@ impl RegistryError {
             Self::Http { .. } => "RegistryError",
             Self::Protocol { .. } => "ProtocolError",
             Self::LimitExceeded { .. } => "LimitExceeded",
+            Self::EgressDenied { .. } => "EgressDenied",
             Self::Config { .. } => "InvalidRegistryConfig",
         }
     }

@@ -11,6 +11,8 @@ pub mod access;
 mod bearer_tests;
 pub mod client;
 pub mod discovery;
+#[cfg(test)]
+mod egress_tests;
 pub mod error;
 pub mod push;
 pub mod webhook;

@@ -1,7 +1,8 @@
 //! Pushes reported by registries: the event, which rules it concerns, and the coalescer
 //! that turns a burst of pushes into one batch per rule.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::time::Duration;
 
@@ -47,7 +48,7 @@ pub fn rule_matches_push(spec: &ScanRuleSpec, event: &PushEvent) -> bool {
 }
 
 /// The pushes one rule received within one window, one per repository:tag (the last
-/// digest pushed wins), in arrival order.
+/// digest pushed wins), in order of their first arrival.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PushBatch<K> {
     pub rule: K,
@@ -55,16 +56,23 @@ pub struct PushBatch<K> {
 }
 
 struct Pending {
-    due: Instant,
     events: Vec<PushEvent>,
+    /// Position in `events` of each repository:tag, so a repeated push replaces in O(1).
+    positions: HashMap<(String, String), usize>,
 }
 
 /// Collects pushes per rule and releases them as one batch per rule once the window that
 /// the rule's first push opened has passed. The window is fixed, not sliding, so a steady
 /// stream of pushes still yields a batch every window. Pure: the caller supplies time.
+///
+/// Every operation is linear in what it adds or releases: a push is recorded in O(1)
+/// (repeats replace by key), and windows are released from a queue in opening order
+/// (the window length is fixed, so that is also the order they fall due).
 pub struct PushCoalescer<K> {
     window: Duration,
     pending: HashMap<K, Pending>,
+    /// Rules with an open window, with its end, earliest first.
+    due: VecDeque<(Instant, K)>,
 }
 
 impl<K: Clone + Eq + Hash> PushCoalescer<K> {
@@ -73,57 +81,66 @@ impl<K: Clone + Eq + Hash> PushCoalescer<K> {
         Self {
             window,
             pending: HashMap::new(),
+            due: VecDeque::new(),
         }
     }
 
-    /// Records `event` for `rule` at time `now`.
+    /// Records `event` for `rule` at time `now` (times passed in do not go backwards).
     pub fn add(&mut self, rule: K, event: PushEvent, now: Instant) {
-        let window = self.window;
-        let pending = self.pending.entry(rule).or_insert_with(|| Pending {
-            due: now + window,
-            events: Vec::new(),
-        });
-        match pending
-            .events
-            .iter_mut()
-            .find(|e| e.repository == event.repository && e.tag == event.tag)
-        {
-            Some(existing) => *existing = event,
-            None => pending.events.push(event),
+        let pending = match self.pending.entry(rule) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                // A later `now` than any queued window's opening: the queue stays sorted.
+                let due = self.due.back().map_or(now + self.window, |(last, _)| {
+                    (*last).max(now + self.window)
+                });
+                self.due.push_back((due, e.key().clone()));
+                e.insert(Pending {
+                    events: Vec::new(),
+                    positions: HashMap::new(),
+                })
+            }
+        };
+        let key = (event.repository.clone(), event.tag.clone());
+        match pending.positions.entry(key) {
+            Entry::Occupied(slot) => pending.events[*slot.get()] = event,
+            Entry::Vacant(slot) => {
+                slot.insert(pending.events.len());
+                pending.events.push(event);
+            }
         }
     }
 
     /// When the next batch is due, if any push is pending.
     pub fn next_due(&self) -> Option<Instant> {
-        self.pending.values().map(|p| p.due).min()
+        self.due.front().map(|(due, _)| *due)
     }
 
     /// Removes and returns the batches due at `now`.
     pub fn take_due(&mut self, now: Instant) -> Vec<PushBatch<K>> {
-        let due: Vec<K> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.due <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        due.into_iter()
-            .filter_map(|rule| {
+        let mut out = Vec::new();
+        while self.due.front().is_some_and(|(due, _)| *due <= now) {
+            let (_, rule) = self.due.pop_front().expect("checked");
+            if let Some(pending) = self.pending.remove(&rule) {
+                out.push(PushBatch {
+                    rule,
+                    events: pending.events,
+                });
+            }
+        }
+        out
+    }
+
+    /// Removes and returns every pending batch (on shutdown).
+    pub fn take_all(&mut self) -> Vec<PushBatch<K>> {
+        self.due
+            .drain(..)
+            .filter_map(|(_, rule)| {
                 let pending = self.pending.remove(&rule)?;
                 Some(PushBatch {
                     rule,
                     events: pending.events,
                 })
-            })
-            .collect()
-    }
-
-    /// Removes and returns every pending batch (on shutdown).
-    pub fn take_all(&mut self) -> Vec<PushBatch<K>> {
-        self.pending
-            .drain()
-            .map(|(rule, p)| PushBatch {
-                rule,
-                events: p.events,
             })
             .collect()
     }
@@ -314,6 +331,40 @@ mod tests {
         let batches = c.take_due(now + Duration::from_secs(1));
         assert_eq!(batches[0].events.len(), 1);
         assert_eq!(batches[0].events[0].digest, "sha256:second");
+    }
+
+    #[test]
+    fn many_pending_pushes_cost_linear_time() {
+        // 50 000 tags pending for one rule, then 50 000 rules whose windows open one after
+        // the other and are released one at a time. A coalescer that compared each push
+        // with every pending one, or looked at every rule for each release, would take
+        // billions of steps here.
+        const N: usize = 50_000;
+        let start = Instant::now();
+        let clock = std::time::Instant::now();
+        let mut c = PushCoalescer::new(Duration::from_secs(1));
+        for i in 0..N {
+            c.add(0, push("r", "a/b", &format!("t{i}")), start);
+        }
+        for i in 1..=N {
+            let at = start + Duration::from_micros(i as u64);
+            c.add(i, push("r", "a/b", "v1"), at);
+        }
+        let mut batches = 0;
+        let mut events = 0;
+        while let Some(due) = c.next_due() {
+            for batch in c.take_due(due) {
+                batches += 1;
+                events += batch.events.len();
+            }
+        }
+        assert_eq!((batches, events), (N + 1, 2 * N));
+        assert!(c.is_empty());
+        let elapsed = clock.elapsed();
+        assert!(
+            elapsed < Duration::from_secs(5),
+            "{N} pushes took {elapsed:?}"
+        );
     }
 
     #[tokio::test]

@@ -11,13 +11,17 @@
 //! Both require the shared token, as `Authorization: Bearer <token>` (Distribution's
 //! `headers:` setting) or as the bare `Authorization: <token>` Harbor's "auth header"
 //! sends. Answers: 202 with the number of pushes taken, 401 for a missing or wrong
-//! token, 400 with the reason for a body that is not the expected JSON, 503 when the
-//! operator is no longer reading events.
+//! token, 400 with the reason for a body that is not the expected JSON, 408 for a body
+//! that does not arrive within the read timeout, 413 for one over 2 MiB, 503 when the
+//! operator is no longer reading events. The server speaks HTTP/1.1, over TLS when given
+//! a certificate, and closes connections that stay silent (see [`ServerOptions`]).
 
 use std::io;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -26,7 +30,7 @@ use axum::Router;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use super::client::{is_digest, MANIFEST_MEDIA_TYPES};
 use super::push::PushEvent;
@@ -48,6 +52,10 @@ pub enum WebhookError {
     },
     #[error("the operator is not accepting push events (shutting down)")]
     Unavailable,
+    #[error("the request body did not arrive in time")]
+    TooSlow,
+    #[error("the request body could not be read or is larger than {limit} bytes")]
+    BodyUnreadable { limit: usize },
 }
 
 impl IntoResponse for WebhookError {
@@ -56,6 +64,8 @@ impl IntoResponse for WebhookError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Malformed { .. } => StatusCode::BAD_REQUEST,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooSlow => StatusCode::REQUEST_TIMEOUT,
+            Self::BodyUnreadable { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         };
         let mut response = (status, format!("{self}\n")).into_response();
         if status == StatusCode::UNAUTHORIZED {
@@ -68,18 +78,91 @@ impl IntoResponse for WebhookError {
     }
 }
 
+/// Largest request body read.
+const MAX_BODY_BYTES: usize = 2 << 20;
+
+/// How the push endpoint serves connections.
+#[derive(Clone)]
+pub struct ServerOptions {
+    /// A connection that has not sent a complete request head within this time (slow
+    /// headers, or an idle keep-alive connection) is closed.
+    pub idle_timeout: Duration,
+    /// Time a request's body may take to arrive once its head did (and a TLS handshake).
+    pub read_timeout: Duration,
+    /// Connections served at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// TLS, when set; plain HTTP otherwise.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(10),
+            max_connections: 256,
+            tls: None,
+        }
+    }
+}
+
+/// The TLS settings of a certificate chain and private key in PEM files; the error names
+/// the file and what is wrong with it.
+pub fn tls_config(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<Arc<tokio_rustls::rustls::ServerConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| format!("{}: not PEM certificates: {e}", cert_file.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: holds no PEM certificate", cert_file.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .map_err(|e| format!("{}: no PEM private key: {e}", key_file.display()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS settings: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            format!(
+                "{} and {} are not a usable certificate and key: {e}",
+                cert_file.display(),
+                key_file.display()
+            )
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Shared state of the receiver.
 struct WebhookState {
     token: String,
     events: mpsc::Sender<PushEvent>,
+    read_timeout: Duration,
 }
 
 /// The receiver's routes. Every accepted push goes to `events`. An empty `token` refuses
 /// every request, so a missing configuration never opens the endpoint.
 pub fn router(token: impl Into<String>, events: mpsc::Sender<PushEvent>) -> Router {
+    router_with(token, events, ServerOptions::default().read_timeout)
+}
+
+fn router_with(
+    token: impl Into<String>,
+    events: mpsc::Sender<PushEvent>,
+    read_timeout: Duration,
+) -> Router {
     let state = Arc::new(WebhookState {
         token: token.into(),
         events,
+        read_timeout,
     });
     Router::new()
         .route(DISTRIBUTION_PATH, post(distribution))
@@ -87,21 +170,103 @@ pub fn router(token: impl Into<String>, events: mpsc::Sender<PushEvent>) -> Rout
         .with_state(state)
 }
 
-/// Serves [`router`] on `listener` until the task is dropped or the listener fails.
+/// Serves [`router`] on `listener` with the default [`ServerOptions`] (plain HTTP).
 pub async fn serve(
     listener: TcpListener,
     token: impl Into<String>,
     events: mpsc::Sender<PushEvent>,
 ) -> io::Result<()> {
-    axum::serve(listener, router(token, events)).await
+    serve_with(listener, token, events, ServerOptions::default()).await
+}
+
+/// Serves [`router`] on `listener` until the task is dropped: HTTP/1.1, over TLS when
+/// `options.tls` is set, each connection bounded in time, and at most
+/// `options.max_connections` at once.
+pub async fn serve_with(
+    listener: TcpListener,
+    token: impl Into<String>,
+    events: mpsc::Sender<PushEvent>,
+    options: ServerOptions,
+) -> io::Result<()> {
+    let router = router_with(token, events, options.read_timeout);
+    let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let acceptor = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::warn!(error = %e, "push-webhook accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::debug!("push-webhook connection refused: too many open");
+            continue;
+        };
+        let router = router.clone();
+        let acceptor = acceptor.clone();
+        let options = options.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = hyper::service::service_fn(move |request| {
+                let mut router = router.clone();
+                async move { tower_service::Service::call(&mut router, request).await }
+            });
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(options.idle_timeout);
+            let served = match acceptor {
+                Some(acceptor) => {
+                    match tokio::time::timeout(options.read_timeout, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls)) => {
+                            http.serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, "push-webhook TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+                None => {
+                    http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await
+                }
+            };
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "push-webhook connection ended");
+            }
+        });
+    }
+}
+
+/// The body of `request`, read within the read timeout and size bound.
+async fn read_body(state: &WebhookState, body: Body) -> Result<Bytes, WebhookError> {
+    match tokio::time::timeout(
+        state.read_timeout,
+        axum::body::to_bytes(body, MAX_BODY_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(WebhookError::BodyUnreadable {
+            limit: MAX_BODY_BYTES,
+        }),
+        Err(_) => Err(WebhookError::TooSlow),
+    }
 }
 
 async fn distribution(
     State(state): State<Arc<WebhookState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, WebhookError> {
     authorize(&state.token, &headers)?;
+    let body = read_body(&state, body).await?;
     let events = parse_distribution_envelope(&body)?;
     forward(&state, events).await
 }
@@ -109,9 +274,10 @@ async fn distribution(
 async fn harbor(
     State(state): State<Arc<WebhookState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, WebhookError> {
     authorize(&state.token, &headers)?;
+    let body = read_body(&state, body).await?;
     let events = parse_harbor_webhook(&body)?;
     forward(&state, events).await
 }

@@ -48,6 +48,8 @@ impl PullArgs {
             insecure: self.insecure,
             platform: self.platform.clone(),
             progress: true,
+            // A user's own machine, against registries the user names: any address.
+            egress: None,
         }
     }
 }

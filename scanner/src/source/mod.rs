@@ -3,6 +3,7 @@
 //! layer walk ([`crate::layer`]) and analyzers ([`crate::analyzer`]).
 
 mod config;
+mod distribution;
 mod local;
 pub mod oci;
 mod progress;
@@ -185,6 +186,11 @@ pub struct PullOptions {
     pub platform: Platform,
     /// Draw progress bars on stderr (only when it is a terminal).
     pub progress: bool,
+    /// Where registry requests may go; `None`: anywhere ([`EgressPolicy::unrestricted`],
+    /// for a user's own machine). Manifests are never redirected to another host.
+    ///
+    /// [`EgressPolicy::unrestricted`]: crate::egress::EgressPolicy::unrestricted
+    pub egress: Option<std::sync::Arc<crate::egress::EgressPolicy>>,
 }
 
 /// One layer of a scanned image.

@@ -1,15 +1,17 @@
-//! Registry pulls with oci-client: manifests and config in memory, layers streamed through
-//! the layer walk and never written to disk.
+//! Registry pulls: manifests and config in memory, layers streamed through the layer walk
+//! and never written to disk; every request within the pull's egress policy.
 
+use super::distribution::Puller;
 use super::oci::{self, Manifest};
 use super::progress::{bar, ProgressReader};
 use super::{assemble, ImageRef, PullOptions, ScannedImage, SourceError};
 use crate::analyzer::Analyzer;
+use crate::egress::EgressPolicy;
 use crate::layer::scan_layer;
 use base64::Engine;
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use futures::StreamExt;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference, RegistryOperation};
+use oci_client::Reference;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::io::{StreamReader, SyncIoBridge};
@@ -126,35 +128,35 @@ pub fn registry_auth(
     Ok(RegistryAuth::Anonymous)
 }
 
-fn client(opts: &PullOptions) -> Result<Client, SourceError> {
-    let mut config = ClientConfig {
-        protocol: if opts.insecure {
-            ClientProtocol::Http
-        } else {
-            ClientProtocol::Https
-        },
-        // Platform selection is done here, with the user's --platform.
-        platform_resolver: None,
-        ..Default::default()
-    };
-    if let Some(ca) = &opts.ca_file {
-        let data =
-            std::fs::read(ca).map_err(SourceError::io(format!("CA file {}", ca.display())))?;
-        config.extra_root_certificates.push(Certificate {
-            encoding: CertificateEncoding::Pem,
-            data,
-        });
+/// The host the distribution API of `registry` is reached at.
+fn api_host(registry: &str) -> &str {
+    match registry {
+        "docker.io" | "index.docker.io" | "registry.hub.docker.com" => "registry-1.docker.io",
+        r => r,
     }
-    Ok(Client::new(config))
 }
 
-fn registry_error(
-    reference: &str,
-) -> impl Fn(oci_client::errors::OciDistributionError) -> SourceError + '_ {
-    move |e| SourceError::Registry {
-        reference: reference.to_string(),
-        message: e.to_string(),
-    }
+fn puller(reference: &Reference, target: &str, opts: &PullOptions) -> Result<Puller, SourceError> {
+    let auth = registry_auth(reference.resolve_registry(), &opts.credentials)?;
+    let ca_pem = match &opts.ca_file {
+        Some(ca) => {
+            Some(std::fs::read(ca).map_err(SourceError::io(format!("CA file {}", ca.display())))?)
+        }
+        None => None,
+    };
+    let egress = opts
+        .egress
+        .clone()
+        .unwrap_or_else(|| Arc::new(EgressPolicy::unrestricted()));
+    Puller::new(
+        api_host(reference.resolve_registry()),
+        reference.repository(),
+        target,
+        opts.insecure,
+        ca_pem,
+        auth,
+        egress,
+    )
 }
 
 /// Pulls and reads an image from its registry.
@@ -166,27 +168,24 @@ pub async fn scan(
     let reference: Reference = target
         .parse()
         .map_err(|e| SourceError::Invalid(format!("{target}: not an image reference: {e}")))?;
-    let auth = registry_auth(reference.resolve_registry(), &opts.credentials)?;
-    let client = client(opts)?;
-    let err = registry_error(target);
-    client
-        .auth(&reference, &auth, RegistryOperation::Pull)
-        .await
-        .map_err(&err)?;
-    let (raw, digest) = client
-        .pull_manifest_raw(&reference, &auth, oci::ACCEPTED_MANIFESTS)
-        .await
-        .map_err(&err)?;
+    let client = puller(&reference, target, opts)?;
+    let wanted = reference
+        .digest()
+        .or(reference.tag())
+        .unwrap_or("latest")
+        .to_string();
+    let (raw, digest) = client.manifest(&wanted, oci::ACCEPTED_MANIFESTS).await?;
+    if let Some(expected) = reference.digest() {
+        oci::verify_digest(&raw, expected, target)?;
+    }
     let root = oci::parse_manifest(&raw, target)?;
     let (digest, config, layers) = match root {
         Manifest::Image { config, layers } => (digest, config, layers),
         Manifest::Index(entries) => {
             let chosen = oci::select_platform(&entries, &opts.platform, target)?.clone();
-            let by_digest = reference.clone_with_digest(chosen.digest.clone());
             let (raw, _) = client
-                .pull_manifest_raw(&by_digest, &auth, oci::ACCEPTED_MANIFESTS)
-                .await
-                .map_err(&err)?;
+                .manifest(&chosen.digest, oci::ACCEPTED_MANIFESTS)
+                .await?;
             oci::verify_digest(&raw, &chosen.digest, target)?;
             match oci::parse_manifest(&raw, target)? {
                 Manifest::Image { config, layers } => (chosen.digest, config, layers),
@@ -198,26 +197,23 @@ pub async fn scan(
             }
         }
     };
-    let mut config_json = Vec::new();
-    client
-        .pull_blob(&reference, config.digest.as_str(), &mut config_json)
-        .await
-        .map_err(&err)?;
+    let config_json = client.small_blob(config.digest.as_str()).await?;
     oci::verify_digest(&config_json, &config.digest, &format!("{target}: config"))?;
 
     let mut scans = Vec::with_capacity(layers.len());
     for l in layers {
-        let sized = client
-            .pull_blob_stream(&reference, l.digest.as_str())
-            .await
-            .map_err(&err)?;
+        let response = client.blob(l.digest.as_str()).await?;
+        let content_length = response.content_length();
         let size = (l.size > 0).then_some(l.size as u64);
         let progress = bar(
             opts.progress,
-            size.or(sized.content_length),
+            size.or(content_length),
             l.digest.chars().take(19).collect(),
         );
-        let reader = SyncIoBridge::new(StreamReader::new(sized.stream));
+        let stream = response
+            .bytes_stream()
+            .map(|chunk| chunk.map_err(std::io::Error::other));
+        let reader = SyncIoBridge::new(StreamReader::new(stream));
         let analyzers = analyzers.clone();
         let scan = tokio::task::spawn_blocking(move || {
             let reader = ProgressReader {
