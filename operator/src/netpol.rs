@@ -1,6 +1,7 @@
 //! The NetworkPolicy that confines scanner Job Pods in the namespaces where they run: no
 //! connection in; out only to DNS, the API server and registries (any address outside the
-//! egress policy's denied ranges, plus what the administrator allowed).
+//! egress policy's denied ranges, plus what the administrator allowed), and the operator's
+//! own Pods on the port where they serve the vulnerability database.
 
 use std::collections::BTreeMap;
 
@@ -39,11 +40,20 @@ fn block(cidr: &str, except: Vec<String>) -> NetworkPolicyPeer {
     }
 }
 
+/// Where scanner Pods download the operator's database: Pods of the operator's namespace,
+/// on the port the database is served on (a Service in front maps to it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseSource {
+    pub namespace: String,
+    pub port: u16,
+}
+
 /// The policy for scanner Pods of `namespace` (pure).
 pub fn scanner_network_policy(
     namespace: &str,
     egress: &EgressSettings,
     settings: &NetworkPolicySettings,
+    database: Option<&DatabaseSource>,
 ) -> NetworkPolicy {
     let denied: Vec<IpNet> = DEFAULT_DENIED
         .iter()
@@ -78,6 +88,22 @@ pub fn scanner_network_policy(
             ports: None,
         },
     ];
+    if let Some(db) = database {
+        // The operator's Pods are in the cluster's Pod range, which the rule above denies.
+        rules.push(NetworkPolicyEgressRule {
+            to: Some(vec![NetworkPolicyPeer {
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([(
+                        "kubernetes.io/metadata.name".to_string(),
+                        db.namespace.clone(),
+                    )])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ports: Some(vec![port("TCP", i32::from(db.port))]),
+        });
+    }
     if !settings.api_server_cidrs.is_empty() {
         rules.push(NetworkPolicyEgressRule {
             to: Some(
@@ -127,8 +153,9 @@ pub async fn ensure_scanner_network_policy(
     namespace: &str,
     egress: &EgressSettings,
     settings: &NetworkPolicySettings,
+    database: Option<&DatabaseSource>,
 ) -> Result<(), Error> {
-    let policy = scanner_network_policy(namespace, egress, settings);
+    let policy = scanner_network_policy(namespace, egress, settings, database);
     let api: Api<NetworkPolicy> = Api::namespaced(client.clone(), namespace);
     api.patch(
         SCANNER_NETWORK_POLICY,
@@ -158,7 +185,7 @@ mod tests {
             api_server_cidrs: vec![parse_range("10.0.0.1").unwrap()],
             api_server_ports: vec![443, 6443],
         };
-        let policy = scanner_network_policy("team-a", &egress, &settings);
+        let policy = scanner_network_policy("team-a", &egress, &settings, None);
         let spec = policy.spec.unwrap();
         assert_eq!(spec.ingress, Some(vec![]));
         let rules = spec.egress.unwrap();
@@ -178,5 +205,43 @@ mod tests {
         let api = rules[2].to.as_ref().unwrap();
         assert_eq!(api[0].ip_block.as_ref().unwrap().cidr, "10.0.0.1/32");
         assert_eq!(rules[2].ports.as_ref().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn scanner_pods_reach_the_operators_database_port_in_its_namespace_only() {
+        let egress = EgressSettings {
+            cluster_cidrs: vec![parse_range("10.244.0.0/16").unwrap()],
+            allow: Vec::new(),
+        };
+        let settings = NetworkPolicySettings {
+            scanner_network_policy: true,
+            api_server_cidrs: Vec::new(),
+            api_server_ports: vec![443],
+        };
+        let db = DatabaseSource {
+            namespace: "imagewarden-system".to_string(),
+            port: 8081,
+        };
+        let without = scanner_network_policy("team-a", &egress, &settings, None);
+        let with = scanner_network_policy("team-a", &egress, &settings, Some(&db));
+        let (without, with) = (
+            without.spec.unwrap().egress.unwrap(),
+            with.spec.unwrap().egress.unwrap(),
+        );
+        assert_eq!(with.len(), without.len() + 1);
+        let rule = with.last().unwrap();
+        let peer = &rule.to.as_ref().unwrap()[0];
+        assert_eq!(
+            peer.namespace_selector.as_ref().unwrap().match_labels,
+            Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_string(),
+                "imagewarden-system".to_string()
+            )]))
+        );
+        assert!(peer.ip_block.is_none() && peer.pod_selector.is_none());
+        assert_eq!(
+            rule.ports.as_ref().unwrap()[0].port,
+            Some(IntOrString::Int(8081))
+        );
     }
 }

@@ -431,6 +431,10 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                                     &ns,
                                     &ctx.config.egress,
                                     &ctx.config.network_policy,
+                                    Some(&crate::netpol::DatabaseSource {
+                                        namespace: ctx.config.lease_namespace.clone(),
+                                        port: ctx.config.job.db_serve_addr.port(),
+                                    }),
                                 )
                                 .await?;
                             }
