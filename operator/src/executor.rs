@@ -881,6 +881,76 @@ mod tests {
     }
 
     #[test]
+    fn a_scanner_job_downloads_the_operators_database_and_fails_fast_without_it() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: JobSettings,
+        }
+        let settings = Cli::try_parse_from(["x"]).unwrap().settings;
+        let target = ScanTarget {
+            registry: "r:5000".into(),
+            repository: "team-a/app".into(),
+            digest: "sha256:ab".into(),
+            tags: vec!["v1".into()],
+        };
+        let owner = OwnerReference {
+            api_version: "imagewarden.io/v1alpha1".into(),
+            kind: "ScanTask".into(),
+            name: "t".into(),
+            uid: "uid-1".into(),
+            ..Default::default()
+        };
+        let database = JobDatabase {
+            base_url: "http://10.96.0.7:8081".into(),
+            version: NEW.into(),
+            size: 5000,
+        };
+        let job = build_job(
+            &settings,
+            JobOwner {
+                namespace: "team-a",
+                task_name: "t",
+                owner,
+                attempt: 2,
+            },
+            &target,
+            &JobRegistry::default(),
+            &database,
+        );
+        assert_eq!(job.metadata.name, Some(job_name("uid-1", &target, 2)));
+        assert_eq!(
+            job.metadata.annotations.unwrap()[JOB_DATABASE_ANNOTATION],
+            NEW
+        );
+        let spec = job.spec.unwrap();
+        let rule = &spec.pod_failure_policy.unwrap().rules[0];
+        assert_eq!(rule.action, "FailJob");
+        let codes = rule.on_exit_codes.as_ref().unwrap();
+        assert_eq!(codes.container_name.as_deref(), Some("scanner"));
+        assert_eq!(codes.values, [3, 4]);
+        let pod = spec.template.spec.unwrap();
+        let c = &pod.containers[0];
+        assert_eq!(c.name, "scanner");
+        let args = c.args.clone().unwrap();
+        for want in [
+            format!("--db-url=http://10.96.0.7:8081/db/{NEW}"),
+            format!("--db-version={NEW}"),
+            format!("--db-max-bytes={}", 5000 + crate::dbserve::SIZE_HEADROOM),
+        ] {
+            assert!(args.contains(&want), "{want} not in {args:?}");
+        }
+        assert!(!args.iter().any(|a| a.starts_with("--db=")), "{args:?}");
+        // Nothing but /tmp is mounted: the database is not a volume.
+        assert_eq!(pod.volumes.unwrap().len(), 1);
+        assert_eq!(
+            c.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
+        );
+    }
+
+    #[test]
     fn each_attempt_has_its_own_job_name_and_the_first_keeps_the_old_one() {
         let t = ScanTarget {
             registry: "r:5000".into(),

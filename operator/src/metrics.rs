@@ -16,7 +16,7 @@ pub struct Metrics {
     tasks_started: Mutex<BTreeMap<String, u64>>,
     /// Tasks finished by phase.
     tasks_finished: Mutex<BTreeMap<String, u64>>,
-    /// Image scans by outcome (scanned, reused, failed).
+    /// Image scans by outcome (scanned, reused, rematched, failed).
     scans: Mutex<BTreeMap<String, u64>>,
     scan_seconds_sum: Mutex<f64>,
     scan_seconds_count: AtomicU64,
@@ -101,7 +101,7 @@ impl Metrics {
         counter(
             &mut out,
             "imagewarden_image_scans_total",
-            "Image scans, by outcome (scanned, reused, failed).",
+            "Image scans, by outcome (scanned, reused, rematched: made with a replaced database and re-matched, failed).",
             "outcome",
             &self.scans.lock().unwrap(),
         );

@@ -1243,6 +1243,62 @@ async fn a_scanner_job_scans_with_the_operators_database_and_a_refresh_in_betwee
     got.dedup();
     assert_eq!(got, want);
     assert!(!got.iter().any(|id| id == "ALPINE-CVE-2019-14697"));
+
+    // A version the operator does not serve (never had, or dropped after the grace) is
+    // a clear error with its own exit code, and nothing of the response is quoted.
+    let unknown = format!("sha256:{}", "0".repeat(64));
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "scan-image".to_string(),
+            "--namespace=default".into(),
+            format!("--registry={}", registry.host),
+            "--repository=team-a/alpine".into(),
+            format!("--digest={digest}"),
+            "--insecure".into(),
+            format!("--db-url=http://127.0.0.1:{port}/db/{unknown}"),
+            format!("--db-version={unknown}"),
+            "--db-max-bytes=1000000".into(),
+            "--db-fetch-patience=1s".into(),
+        ])
+        .env("KUBECONFIG", cp.kubeconfig())
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(imagewarden_operator::dbserve::EXIT_DB_UNAVAILABLE),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("does not serve this version (HTTP 404)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("is not served here"), "{stderr}");
+    // A download bigger than allowed is refused before it is read.
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "scan-image".to_string(),
+            "--namespace=default".into(),
+            format!("--registry={}", registry.host),
+            "--repository=team-a/alpine".into(),
+            format!("--digest={digest}"),
+            format!("--db-url=http://127.0.0.1:{port}/db/{without}"),
+            format!("--db-version={without}"),
+            "--db-max-bytes=1000".into(),
+        ])
+        .env("KUBECONFIG", cp.kubeconfig())
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(imagewarden_operator::dbserve::EXIT_DB_REJECTED),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("more than the 1000 bytes expected"),
+        "{stderr}"
+    );
     Ok(())
 }
 
