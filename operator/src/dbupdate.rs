@@ -22,7 +22,51 @@ use crate::Error;
 /// Loads the database from its configured sources (blocking work off the runtime).
 pub async fn load(sources: Vec<String>) -> anyhow::Result<LoadedDb> {
     let db = tokio::task::spawn_blocking(move || Db::load(&sources)).await??;
+    warn_if_sample(&db);
     Ok(LoadedDb::new(db))
+}
+
+/// Loads the operator's database: the `--db` sources, or else the official sources kept
+/// in the cache (downloaded when they changed; a failed download keeps the cached index).
+pub async fn load_configured(config: &crate::config::OperatorConfig) -> anyhow::Result<LoadedDb> {
+    if !config.db.is_empty() {
+        return load(config.db.clone()).await;
+    }
+    use imagewarden_scanner::vulndb::update;
+    let opts = config.official_db.options();
+    let index = update::index_path(&opts.cache_dir);
+    match update::update(&opts).await {
+        Ok(summary) => info!(
+            downloaded = summary.downloaded.len(),
+            unchanged = summary.unchanged.len(),
+            missing = summary.missing.len(),
+            bytes = summary.bytes,
+            rebuilt = summary.rebuilt,
+            "official vulnerability sources checked"
+        ),
+        Err(e) if index.is_file() => {
+            warn!(error = %format!("{e:#}"), "updating the official vulnerability sources failed; the cached database stays in use")
+        }
+        Err(e) => {
+            return Err(e.context(format!(
+                "downloading the official vulnerability sources ({}, {}) into {}; without network access name a database with --db (an index, or oci:// as pushed by `imagewarden db push`)",
+                opts.osv_url,
+                opts.nvd_url,
+                opts.cache_dir.display()
+            )))
+        }
+    }
+    let db = tokio::task::spawn_blocking(move || Db::open_index(&index)).await??;
+    Ok(LoadedDb::new(db))
+}
+
+fn warn_if_sample(db: &Db) {
+    if db.info().sample {
+        warn!(
+            origin = db.origin(),
+            "the vulnerability database is a sample compiled from test records: it finds almost nothing in real images; name real sources (--db, chart value db.sources) or leave them out for the official ones"
+        );
+    }
 }
 
 /// Identity of a vulnerability finding across database versions.
@@ -80,7 +124,7 @@ pub fn rematch(
 /// Reloads the database; when it changed, re-matches stored results and starts tasks
 /// for the rules whose images have new findings.
 pub async fn refresh(ctx: Arc<Context>) -> anyhow::Result<()> {
-    let loaded = load(ctx.config.db.clone()).await?;
+    let loaded = load_configured(&ctx.config).await?;
     if loaded.version == ctx.db().version {
         return Ok(());
     }

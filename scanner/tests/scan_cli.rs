@@ -119,7 +119,7 @@ fn db_info_prints_ecosystems_counts_and_dates() {
     }
     let out = imagewarden(&["db", "info", "--json", f.index.to_str().unwrap()]);
     let info: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(info["format"], 1);
+    assert_eq!(info["format"], 2);
     assert!(info["records"].as_u64().unwrap() > 200);
 }
 
@@ -177,6 +177,11 @@ fn json_report_is_the_documented_contract() {
     assert_eq!(lodash["severity"], "medium");
     assert_eq!(lodash["score"], 6.3);
     assert_eq!(lodash["class"], "app");
+    assert_eq!(lodash["severitySource"], "osv");
+    assert_eq!(
+        lodash["vector"],
+        "CVSS:3.0/AV:N/AC:L/PR:L/UI:N/S:U/C:L/I:L/A:L"
+    );
     // The first entries are the most severe.
     assert_eq!(r["vulnerabilities"][0]["id"], "NSWG-ECO-516");
 }
@@ -434,4 +439,88 @@ fn releases_and_ecosystems_without_advisories_are_reported_as_unchecked() {
         r.get("warnings").is_none(),
         "every package of the fixture is covered"
     );
+}
+
+#[test]
+fn every_format_carries_the_rating_and_whose_it_is() {
+    // With NVD records, DLA-3008-1 (no rating of its own) is rated by NVD's CVSS of
+    // CVE-2022-1292; the JSON report is the reference the other formats must agree with.
+    let f = fixture();
+    let db = format!(
+        "{},nvd:{}",
+        osv_dir().display(),
+        osv_dir().parent().unwrap().join("nvd").display()
+    );
+    let run = |format: &str| {
+        let out = imagewarden(&[
+            "scan",
+            "--inventory",
+            f.inventory.to_str().unwrap(),
+            "--db",
+            &db,
+            "--format",
+            format,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let report: Value = serde_json::from_str(&run("json")).unwrap();
+    let dla = report["vulnerabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == "DLA-3008-1")
+        .unwrap()
+        .clone();
+    assert_eq!(dla["severitySource"], "nvd");
+    let vector = dla["vector"].as_str().unwrap();
+    assert!(vector.starts_with("CVSS:3.1/"), "{vector}");
+    let score = dla["score"].as_f64().unwrap();
+    assert_ne!(dla["severity"], "unknown");
+
+    let sarif: Value = serde_json::from_str(&run("sarif")).unwrap();
+    let result = sarif["runs"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["ruleId"] == "DLA-3008-1")
+        .unwrap();
+    assert_eq!(result["properties"]["severitySource"], "nvd");
+    assert_eq!(result["properties"]["score"].as_f64(), Some(score));
+    assert_eq!(result["properties"]["vector"], vector);
+    assert_eq!(result["properties"]["severity"], dla["severity"]);
+
+    let cdx: Value = serde_json::from_str(&run("cyclonedx")).unwrap();
+    let v = cdx["vulnerabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == "DLA-3008-1")
+        .unwrap();
+    let rating = &v["ratings"][0];
+    assert_eq!(rating["source"]["name"], "NVD");
+    assert_eq!(
+        rating["source"]["url"],
+        "https://nvd.nist.gov/vuln/detail/CVE-2022-1292"
+    );
+    assert_eq!(rating["score"].as_f64(), Some(score));
+    assert_eq!(rating["vector"], vector);
+    assert_eq!(rating["method"], "CVSSv31");
+
+    let table = run("table");
+    let header = table.lines().find(|l| l.starts_with("PACKAGE")).unwrap();
+    assert!(
+        header.contains("SCORE") && header.contains("SOURCE"),
+        "{header}"
+    );
+    let line = table.lines().find(|l| l.contains("DLA-3008-1")).unwrap();
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    let sev = dla["severity"].as_str().unwrap().to_ascii_uppercase();
+    let at = cells.iter().position(|c| *c == sev).unwrap();
+    assert_eq!(cells[at + 1], format!("{score:.1}"), "{line}");
+    assert_eq!(cells[at + 2], "nvd", "{line}");
 }

@@ -237,7 +237,7 @@ fn helm_lint_passes_and_rejects_bad_values() -> Result<()> {
     // Values the schema (values.schema.json) refuses: lint and template fail with the reason.
     for (set, reason) in [
         ("executor=kubernetes", "at '/executor'"),
-        ("db.sources={}", "at '/db/sources"),
+        ("db.osvUrl=ftp://mirror", "at '/db/osvUrl"),
         ("replica=3", "additional properties 'replica' not allowed"),
         ("job.memoryLimit=lots", "at '/job/memoryLimit'"),
     ] {
@@ -374,8 +374,18 @@ fn check_locked_down(objs: &[Value], what: &str) -> Result<()> {
     );
     let args = strings(&c["args"]);
     assert!(
-        args.contains(&"--db=/usr/share/imagewarden/db.idx"),
-        "{what}: {args:?}"
+        !args.iter().any(|a| a.starts_with("--db=")),
+        "{what}: by default the official sources, not a baked database: {args:?}"
+    );
+    assert_eq!(
+        env("IMAGEWARDEN_OSV_URL")["value"],
+        "https://osv-vulnerabilities.storage.googleapis.com",
+        "{what}"
+    );
+    assert_eq!(
+        env("IMAGEWARDEN_NVD_URL")["value"],
+        "https://nvd.nist.gov/feeds/json/cve/2.0",
+        "{what}"
     );
     assert!(
         args.contains(&"--job-db-path=/usr/share/imagewarden/db.idx"),
