@@ -512,3 +512,58 @@ fn scan_uses_the_cache_and_updates_it_when_a_day_old() {
     assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("could not be updated"));
 }
+
+#[test]
+fn db_build_reads_nvd_feeds_from_a_url() {
+    let (mirror, rated) = official_layout();
+    let one_year: (String, u64) = {
+        // The feed of one year, and how many of its CVEs have a rating.
+        let key = mirror
+            .files
+            .keys()
+            .filter(|k| k.ends_with(".json.gz"))
+            .min()
+            .unwrap()
+            .clone();
+        let year = &key[key.len() - 12..key.len() - 8];
+        let n = json_files(&testdata("nvd").join(format!("CVE-{year}")))
+            .iter()
+            .filter(|f| {
+                let rec: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap();
+                rec["metrics"].as_object().is_some_and(|m| !m.is_empty())
+            })
+            .count() as u64;
+        (key, n)
+    };
+    let mirror: Shared = Arc::new(Mutex::new(mirror));
+    let base = serve(mirror.clone(), 500);
+    let dir = tempfile::tempdir().unwrap();
+    for (source, expected) in [
+        (format!("nvd:{base}/nvd"), rated),
+        (format!("nvd:{base}{}", one_year.0), one_year.1),
+    ] {
+        let out_file = dir.path().join("db.iwdb");
+        let out = Command::new(env!("CARGO_BIN_EXE_imagewarden"))
+            .args(["db", "build", "--source"])
+            .arg(testdata("osv"))
+            .args(["--source", &source, "--out"])
+            .arg(&out_file)
+            .output()
+            .unwrap();
+        assert_ok(&out);
+        let db = Db::open_index(&out_file).unwrap();
+        assert_eq!(db.info().nvd_records, expected, "{source}");
+        assert!(db.info().sources.contains(&source));
+    }
+    // A base URL without feeds is an error.
+    let out = Command::new(env!("CARGO_BIN_EXE_imagewarden"))
+        .args(["db", "build", "--source"])
+        .arg(testdata("osv"))
+        .args(["--source", &format!("nvd:{base}/nothing"), "--out"])
+        .arg(dir.path().join("x.iwdb"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no NVD feed"));
+}

@@ -24,6 +24,9 @@ use super::severity::{cvss_base_score, Rating, Severity};
 /// The prefix that names an NVD source on the command line: `nvd:PATH` or `nvd:URL`.
 pub const SOURCE_PREFIX: &str = "nvd:";
 
+/// Vectors longer than this are not CVSS vectors and are not kept.
+const MAX_VECTOR_LEN: usize = 256;
+
 /// One CVE of the NVD API 2.0 (the fields severity needs; the rest is skipped unread).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -110,6 +113,10 @@ impl NvdEntry {
         let key = cve_key(&cve.id)?;
         let metric = select_metric(&cve.metrics)?;
         let vector = metric.cvss_data.vector_string.trim();
+        // The longest real vector (CVSS v4.0 with every metric) is under 200 bytes.
+        if vector.len() > MAX_VECTOR_LEN {
+            return None;
+        }
         // The score is computed from the vector; NVD's own number only for a vector the
         // CVSS library cannot read.
         let score = cvss_base_score(vector).or(metric.cvss_data.base_score)?;
