@@ -352,4 +352,53 @@ mod tests {
         let stored = encode_inventory(&inventory).unwrap();
         assert_eq!(decode_inventory(&stored).unwrap(), inventory);
     }
+
+    #[test]
+    fn findings_carry_the_rating_and_whose_it_is() {
+        // DLA-3008-1 has no rating of its own: NVD's CVSS of CVE-2022-1292 rates it.
+        let testdata = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scanner/testdata");
+        let mut builder = imagewarden_scanner::vulndb::DbBuilder::new();
+        builder
+            .add_source(testdata.join("osv").to_str().unwrap())
+            .unwrap();
+        builder
+            .add_source(&format!("nvd:{}", testdata.join("nvd").display()))
+            .unwrap();
+        let db = builder.into_db("test").unwrap();
+        let inventory: Inventory = serde_json::from_value(serde_json::json!({
+            "target": "r/app:1", "os": {"family": "debian", "version": "9"},
+            "packages": [{"ecosystem": "Debian", "name": "libssl1.1", "version": "1.1.0f-3+deb9u2",
+                "purl": "pkg:deb/debian/libssl1.1@1.1.0f-3+deb9u2", "sourceName": "openssl",
+                "path": "var/lib/dpkg/status"}]
+        }))
+        .unwrap();
+        let matches = imagewarden_scanner::matcher::match_inventory(&inventory, &db).unwrap();
+        let scanner_finding = matches
+            .vulnerabilities
+            .iter()
+            .find(|f| f.id == "DLA-3008-1")
+            .unwrap()
+            .clone();
+        let status = build_status(ScanOutcome {
+            digest: "sha256:00",
+            inventory: &inventory,
+            matches: &matches,
+            extra: Vec::new(),
+            database_version: "sha256:db",
+        });
+        let f = status
+            .findings
+            .iter()
+            .find(|f| f.id == "DLA-3008-1")
+            .unwrap();
+        assert_eq!(f.severity_source.as_deref(), Some("nvd"));
+        assert_eq!(f.vector, scanner_finding.vector);
+        assert!(f
+            .vector
+            .as_deref()
+            .is_some_and(|v| v.starts_with("CVSS:3.1/")));
+        assert_eq!(f.score, scanner_finding.score);
+        assert_eq!(f.severity, severity(scanner_finding.severity));
+        assert_ne!(f.severity, Severity::Unknown);
+    }
 }
