@@ -280,8 +280,9 @@ pub async fn fetch(
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
+    // Named per process, so that two updates of one cache do not write into one file.
     let mut part_name = dest.file_name().unwrap_or_default().to_os_string();
-    part_name.push(".part");
+    part_name.push(format!(".part-{}", std::process::id()));
     let part = dest.with_file_name(part_name);
     let result = async {
         let mut file = std::io::BufWriter::new(
@@ -595,7 +596,7 @@ pub async fn update(opts: &UpdateOptions) -> anyhow::Result<UpdateSummary> {
         osv_url: osv_base.to_string(),
         nvd_url: nvd_base.to_string(),
     };
-    let tmp = state_path(cache).with_extension("json.tmp");
+    let tmp = state_path(cache).with_extension(format!("json.tmp-{}", std::process::id()));
     std::fs::write(&tmp, serde_json::to_vec_pretty(&state)?)?;
     std::fs::rename(&tmp, state_path(cache))?;
     Ok(summary)
