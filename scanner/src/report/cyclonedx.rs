@@ -39,12 +39,20 @@ fn rating_source(f: &Finding) -> Option<Value> {
     let who = f.severity_source.as_deref()?;
     Some(match who {
         "nvd" => {
-            let cve = f.ids().find(|id| crate::vulndb::nvd::cve_key(id).is_some());
-            match cve.and_then(|id| id.rfind("CVE-").map(|at| &id[at..])) {
-                Some(cve) => {
+            // The CVE's own page when the finding has one CVE; with several, the highest
+            // rated of them gave the rating, and NVD is named without picking one.
+            let mut cves: Vec<&str> = f
+                .ids()
+                .filter(|id| crate::vulndb::nvd::cve_key(id).is_some())
+                .filter_map(|id| id.rfind("CVE-").map(|at| &id[at..]))
+                .collect();
+            cves.sort_unstable();
+            cves.dedup();
+            match cves[..] {
+                [cve] => {
                     json!({"name": "NVD", "url": format!("https://nvd.nist.gov/vuln/detail/{cve}")})
                 }
-                None => json!({"name": "NVD"}),
+                _ => json!({"name": "NVD", "url": "https://nvd.nist.gov"}),
             }
         }
         "ghsa" => {
