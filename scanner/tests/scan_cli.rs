@@ -184,6 +184,17 @@ fn json_report_is_the_documented_contract() {
     );
     // The first entries are the most severe.
     assert_eq!(r["vulnerabilities"][0]["id"], "NSWG-ECO-516");
+    // An OSV-only database leaves findings without a rating unknown, and says so.
+    assert_eq!(r["database"]["nvdRecords"], 0);
+    assert!(
+        r["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("no NVD ratings")),
+        "{}",
+        r["warnings"]
+    );
 }
 
 #[test]
@@ -435,9 +446,14 @@ fn releases_and_ecosystems_without_advisories_are_reported_as_unchecked() {
         ])
     );
     let (r, _) = scan_json(&f, &[]);
+    // Every package of the fixture is covered: no coverage warning (the OSV-only database
+    // only says that it has no NVD ratings).
+    let warnings = r["warnings"].as_array().unwrap();
     assert!(
-        r.get("warnings").is_none(),
-        "every package of the fixture is covered"
+        warnings
+            .iter()
+            .all(|w| w.as_str().unwrap().contains("no NVD ratings")),
+        "{warnings:?}"
     );
 }
 
@@ -477,6 +493,12 @@ fn every_format_carries_the_rating_and_whose_it_is() {
         .unwrap()
         .clone();
     assert_eq!(dla["severitySource"], "nvd");
+    assert!(report["database"]["nvdRecords"].as_u64().unwrap() > 100);
+    assert!(
+        !report["warnings"].to_string().contains("no NVD ratings"),
+        "{}",
+        report["warnings"]
+    );
     let vector = dla["vector"].as_str().unwrap();
     assert!(vector.starts_with("CVSS:3.1/"), "{vector}");
     let score = dla["score"].as_f64().unwrap();
