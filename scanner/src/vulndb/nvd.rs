@@ -422,6 +422,48 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_nvd_section_is_an_error_or_no_answer_never_a_panic() {
+        use crate::vulndb::{Db, DbBuilder};
+        let mut b = DbBuilder::new();
+        let feed = br#"{"vulnerabilities": [
+            {"cve": {"id": "CVE-2020-0001", "metrics": {"cvssMetricV31": [{"source": "nvd@nist.gov", "type": "Primary",
+              "cvssData": {"version": "3.1", "vectorString": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H", "baseScore": 9.8}}]}}},
+            {"cve": {"id": "CVE-2020-0002", "metrics": {"cvssMetricV2": [{"source": "nvd@nist.gov", "type": "Primary",
+              "cvssData": {"version": "2.0", "vectorString": "AV:N/AC:L/Au:N/C:C/I:C/A:C", "baseScore": 10.0}}]}}}
+        ]}"#;
+        read_cves(&feed[..], &mut |c| b.add_nvd_cve(&c)).unwrap();
+        let mut bytes = Vec::new();
+        b.write(&mut bytes).unwrap();
+        let db = Db::from_bytes(bytes.clone(), "ok").unwrap();
+        let r = db.nvd_rating("CVE-2020-0001").unwrap();
+        assert_eq!((r.score, r.severity), (Some(9.8), Severity::Critical));
+        let r = db.nvd_rating("CVE-2020-0002").unwrap();
+        assert_eq!((r.score, r.severity), (Some(10.0), Severity::High));
+        assert!(db.nvd_rating("CVE-2020-0003").is_none());
+        // Header: magic, format, flags, then (offset, length) per section; NVD vectors last.
+        let at = |i: usize| 16 + i * 16;
+        let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        let (table, vectors) = (
+            u64_at(&bytes, at(5)) as usize,
+            u64_at(&bytes, at(6)) as usize,
+        );
+        // A vector count past the section: refused on open.
+        let mut bad = bytes.clone();
+        bad[vectors..vectors + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Db::from_bytes(bad, "bad count").is_err());
+        // An entry pointing past the vector table: no answer.
+        let mut bad = bytes.clone();
+        bad[table + 6..table + 10].copy_from_slice(&u32::MAX.to_le_bytes());
+        let db = Db::from_bytes(bad, "bad index").unwrap();
+        assert!(db.nvd_rating("CVE-2020-0001").is_none());
+        // A vector offset past the end of the strings: no answer.
+        let mut bad = bytes;
+        bad[vectors + 4..vectors + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+        let db = Db::from_bytes(bad, "bad offset").unwrap();
+        assert!(db.nvd_rating("CVE-2020-0001").is_none());
+    }
+
+    #[test]
     fn metric_order_and_primary_preference() {
         let m = |kind: &str, vector: &str| NvdMetric {
             source: "x".into(),

@@ -327,6 +327,30 @@ mod tests {
     }
 
     #[test]
+    fn ubuntu_priorities_are_ubuntus() {
+        let r = rate_osv(
+            &[OsvSeverity {
+                kind: "Ubuntu".into(),
+                score: "medium".into(),
+            }],
+            "ubuntu",
+        )
+        .unwrap();
+        assert_eq!(
+            (r.severity, r.score, r.source.as_deref()),
+            (Severity::Medium, None, Some("ubuntu"))
+        );
+        assert_eq!(record_source("UBUNTU-CVE-2024-1234"), "ubuntu");
+        assert_eq!(record_source("GHSA-xxxx-yyyy-zzzz"), "ghsa");
+        assert_eq!(record_source("PYSEC-2021-7"), "osv");
+        let r = vendor_rating("Important", "almalinux").unwrap();
+        assert_eq!(
+            (r.severity, r.source.as_deref()),
+            (Severity::High, Some("almalinux"))
+        );
+    }
+
+    #[test]
     fn reads_qualitative_labels() {
         assert_eq!(Severity::from_label("MODERATE"), Severity::Medium);
         assert_eq!(Severity::from_label("low**"), Severity::Low);
