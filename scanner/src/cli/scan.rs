@@ -25,7 +25,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub inventory: Option<PathBuf>,
     /// The vulnerability database: an index file from `imagewarden db build`, or OSV
-    /// directories / all.zip files / http(s) base URLs compiled in memory. Repeatable.
+    /// directories / all.zip files / http(s) base URLs and `nvd:PATH|URL` NVD feeds compiled
+    /// in memory. Repeatable.
     /// Without it, the database `imagewarden db update` keeps in the cache is used (and
     /// updated first when it is older than a day).
     #[arg(long, env = "IMAGEWARDEN_DB", value_delimiter = ',')]
