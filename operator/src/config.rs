@@ -178,12 +178,48 @@ pub struct NetworkPolicySettings {
     pub api_server_ports: Vec<u16>,
 }
 
+/// The official database sources and their local cache, used when no `--db` is given.
+#[derive(Clone, Debug, clap::Args)]
+pub struct OfficialDb {
+    /// Cache of the downloaded sources and the index compiled from them (a writable volume;
+    /// the full sources take about 2 GiB).
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_DB_CACHE_DIR",
+        default_value = "/tmp/imagewarden/db"
+    )]
+    pub db_cache_dir: PathBuf,
+    /// Base URL of the OSV export (`<URL>/<Ecosystem>/all.zip`); a mirror works.
+    #[arg(long, env = "IMAGEWARDEN_OSV_URL", default_value = imagewarden_scanner::vulndb::update::DEFAULT_OSV_URL)]
+    pub osv_url: String,
+    /// Base URL of NVD's CVE JSON 2.0 feeds (`<URL>/nvdcve-2.0-YYYY.json.gz`); a mirror works.
+    #[arg(long, env = "IMAGEWARDEN_NVD_URL", default_value = imagewarden_scanner::vulndb::update::DEFAULT_NVD_URL)]
+    pub nvd_url: String,
+}
+
+impl OfficialDb {
+    /// What `db update` would do with these settings (no progress bars: the operator logs).
+    pub fn options(&self) -> imagewarden_scanner::vulndb::update::UpdateOptions {
+        let mut opts =
+            imagewarden_scanner::vulndb::update::UpdateOptions::new(self.db_cache_dir.clone());
+        opts.osv_url = self.osv_url.clone();
+        opts.nvd_url = self.nvd_url.clone();
+        opts.progress = false;
+        opts
+    }
+}
+
 /// The operator's configuration.
 #[derive(Clone, Debug, clap::Args)]
 pub struct OperatorConfig {
-    /// Vulnerability database: a compiled index file, an OSV directory or OSV zip files.
-    #[arg(long = "db", env = "IMAGEWARDEN_DB", required = true)]
+    /// Vulnerability database: a compiled index file, OSV directories or zip files, http(s)
+    /// base URLs, `nvd:PATH|URL`, or `oci://` (repeatable). Without it, the official sources
+    /// (osv.dev's export and NVD's feeds, see --osv-url, --nvd-url) are downloaded into
+    /// --db-cache-dir and refreshed every --db-refresh-interval with conditional requests.
+    #[arg(long = "db", env = "IMAGEWARDEN_DB")]
     pub db: Vec<String>,
+    #[command(flatten)]
+    pub official_db: OfficialDb,
     /// How often the database source is reloaded; a changed database re-matches stored
     /// inventories and notifies new findings.
     #[arg(long, env = "IMAGEWARDEN_DB_REFRESH", value_parser = humantime_secs, default_value = "6h")]

@@ -22,7 +22,51 @@ use crate::Error;
 /// Loads the database from its configured sources (blocking work off the runtime).
 pub async fn load(sources: Vec<String>) -> anyhow::Result<LoadedDb> {
     let db = tokio::task::spawn_blocking(move || Db::load(&sources)).await??;
+    warn_if_sample(&db);
     Ok(LoadedDb::new(db))
+}
+
+/// Loads the operator's database: the `--db` sources, or else the official sources kept
+/// in the cache (downloaded when they changed; a failed download keeps the cached index).
+pub async fn load_configured(config: &crate::config::OperatorConfig) -> anyhow::Result<LoadedDb> {
+    if !config.db.is_empty() {
+        return load(config.db.clone()).await;
+    }
+    use imagewarden_scanner::vulndb::update;
+    let opts = config.official_db.options();
+    let index = update::index_path(&opts.cache_dir);
+    match update::update(&opts).await {
+        Ok(summary) => info!(
+            downloaded = summary.downloaded.len(),
+            unchanged = summary.unchanged.len(),
+            missing = summary.missing.len(),
+            bytes = summary.bytes,
+            rebuilt = summary.rebuilt,
+            "official vulnerability sources checked"
+        ),
+        Err(e) if index.is_file() => {
+            warn!(error = %format!("{e:#}"), "updating the official vulnerability sources failed; the cached database stays in use")
+        }
+        Err(e) => {
+            return Err(e.context(format!(
+                "downloading the official vulnerability sources ({}, {}) into {}; without network access name a database with --db (an index, or oci:// as pushed by `imagewarden db push`)",
+                opts.osv_url,
+                opts.nvd_url,
+                opts.cache_dir.display()
+            )))
+        }
+    }
+    let db = tokio::task::spawn_blocking(move || Db::open_index(&index)).await??;
+    Ok(LoadedDb::new(db))
+}
+
+fn warn_if_sample(db: &Db) {
+    if db.info().sample {
+        warn!(
+            origin = db.origin(),
+            "the vulnerability database is a sample compiled from test records: it finds almost nothing in real images; name real sources (--db, chart value db.sources) or leave them out for the official ones"
+        );
+    }
 }
 
 /// Identity of a vulnerability finding across database versions.
@@ -82,7 +126,7 @@ pub fn rematch(
 /// for the rules whose images have new findings.
 pub async fn refresh(ctx: Arc<Context>) -> anyhow::Result<()> {
     ctx.prune_retired();
-    let loaded = load(ctx.config.db.clone()).await?;
+    let loaded = load_configured(&ctx.config).await?;
     if loaded.version == ctx.db().version {
         return Ok(());
     }
@@ -160,4 +204,133 @@ pub async fn refresh(ctx: Arc<Context>) -> anyhow::Result<()> {
         start_task(&ctx, &rule, &name, TaskTrigger::DatabaseUpdate, images).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::io::{Read, Write};
+    use std::sync::Mutex;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: crate::config::OperatorConfig,
+    }
+
+    /// Serves `files` (path, body) on 127.0.0.1 with an ETag, answering `If-None-Match`
+    /// with 304; records the status of each answer.
+    fn serve(files: Vec<(String, Vec<u8>)>, log: Arc<Mutex<Vec<(String, u16)>>>) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(500) {
+                let Ok(mut s) = stream else { continue };
+                s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                    .ok();
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16384 {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&req).to_string();
+                let path = text
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
+                let conditional = text.to_ascii_lowercase().contains("if-none-match: \"v1\"");
+                let status = match files.iter().find(|(p, _)| *p == path) {
+                    Some(_) if conditional => {
+                        let _ = write!(s, "HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nConnection: close\r\n\r\n");
+                        304
+                    }
+                    Some((_, body)) => {
+                        let _ = write!(s, "HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                        let _ = s.write_all(body);
+                        200
+                    }
+                    None => {
+                        let _ = write!(s, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        404
+                    }
+                };
+                log.lock().unwrap().push((path, status));
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn without_db_the_official_sources_are_downloaded_cached_and_checked_again() {
+        // A mirror holding one OSV archive (the npm test records), nothing of NVD.
+        let npm =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scanner/testdata/osv/npm");
+        let mut records: Vec<_> = std::fs::read_dir(&npm)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        records.sort();
+        let mut zip_bytes = Vec::new();
+        {
+            let mut zip = zip::ZipWriter::new(std::io::Cursor::new(&mut zip_bytes));
+            for r in &records {
+                zip.start_file(
+                    r.file_name().unwrap().to_str().unwrap(),
+                    zip::write::SimpleFileOptions::default(),
+                )
+                .unwrap();
+                zip.write_all(&std::fs::read(r).unwrap()).unwrap();
+            }
+            zip.finish().unwrap();
+        }
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let base = serve(vec![("/osv/npm/all.zip".into(), zip_bytes)], log.clone());
+        let cache = tempfile::tempdir().unwrap();
+        let mut cli = Cli::try_parse_from([
+            "imagewarden-operator",
+            "--db-cache-dir",
+            cache.path().to_str().unwrap(),
+            "--osv-url",
+            &format!("{base}/osv"),
+            "--nvd-url",
+            &format!("{base}/nvd"),
+        ])
+        .unwrap();
+        assert!(cli.config.db.is_empty());
+        let first = load_configured(&cli.config).await.unwrap();
+        assert_eq!(first.db.info().records as usize, records.len());
+        assert_eq!(
+            first.db.info().sources,
+            [format!("{base}/osv"), format!("{base}/nvd")]
+        );
+        let zip_status = |log: &Mutex<Vec<(String, u16)>>| -> Vec<u16> {
+            log.lock()
+                .unwrap()
+                .iter()
+                .filter(|(p, _)| p == "/osv/npm/all.zip")
+                .map(|(_, s)| *s)
+                .collect()
+        };
+        assert_eq!(zip_status(&log), [200]);
+        // The next refresh asks conditionally and keeps the same database.
+        let second = load_configured(&cli.config).await.unwrap();
+        assert_eq!(second.version, first.version);
+        assert_eq!(zip_status(&log), [200, 304]);
+        // The mirror unreachable: the cached database stays in use.
+        cli.config.official_db.osv_url = "http://127.0.0.1:9/osv".into();
+        cli.config.official_db.nvd_url = "http://127.0.0.1:9/nvd".into();
+        let third = load_configured(&cli.config).await.unwrap();
+        assert_eq!(third.version, first.version);
+        // Without a cache and without the mirror: an error that says what to do.
+        let empty = tempfile::tempdir().unwrap();
+        cli.config.official_db.db_cache_dir = empty.path().to_path_buf();
+        let err = format!("{:#}", load_configured(&cli.config).await.err().unwrap());
+        assert!(err.contains("--db"), "{err}");
+    }
 }

@@ -170,13 +170,20 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         }
         (None, None) => None,
     };
-    info!(sources = ?config.db, "loading the vulnerability database");
-    let db = dbupdate::load(config.db.clone()).await.with_context(|| {
+    let sources = if config.db.is_empty() {
         format!(
-            "loading the vulnerability database from {}",
-            config.db.join(", ")
+            "the official sources ({}, {}) cached in {}",
+            config.official_db.osv_url,
+            config.official_db.nvd_url,
+            config.official_db.db_cache_dir.display()
         )
-    })?;
+    } else {
+        config.db.join(", ")
+    };
+    info!(%sources, "loading the vulnerability database");
+    let db = dbupdate::load_configured(&config)
+        .await
+        .with_context(|| format!("loading the vulnerability database from {sources}"))?;
     info!(version = %db.version, records = db.db.info().records, "vulnerability database loaded");
     let metrics = Arc::new(Metrics::default());
     metrics.database(&db.version, db.db.info().records);

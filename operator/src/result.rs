@@ -76,6 +76,8 @@ fn vulnerability_finding(f: &matcher::Finding, class: FindingClass) -> Finding {
         class,
         severity: severity(f.severity),
         score: f.score,
+        vector: f.vector.clone(),
+        severity_source: f.severity_source.clone(),
         package: Some(f.package.name.clone()),
         version: Some(f.package.version.clone()),
         fixed_version: f.fixed_version.clone(),
@@ -94,6 +96,8 @@ pub fn check_findings(found: &imagewarden_scanner::checks::CheckFindings) -> Vec
         class,
         severity: severity(f.severity),
         score: None,
+        vector: None,
+        severity_source: None,
         package: None,
         version: None,
         fixed_version: None,
@@ -295,6 +299,8 @@ mod tests {
             class: FindingClass::SystemVulnerability,
             severity,
             score,
+            vector: None,
+            severity_source: None,
             package: Some("openssl".into()),
             version: Some("1.1.0f-3+deb9u2".into()),
             fixed_version: Some("1.1.0l-1~deb9u6".into()),
@@ -400,5 +406,55 @@ mod tests {
         long.os.as_mut().unwrap().family = "x".repeat(10_000);
         let w = result_warnings(&long, &database);
         assert!(w.len() == 1 && w[0].chars().count() == WARNING_CHARS);
+    }
+
+    #[test]
+    fn findings_carry_the_rating_and_whose_it_is() {
+        // DLA-3008-1 has no rating of its own: NVD's CVSS of CVE-2022-1292 rates it.
+        let testdata = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scanner/testdata");
+        let mut builder = imagewarden_scanner::vulndb::DbBuilder::new();
+        builder
+            .add_source(testdata.join("osv").to_str().unwrap())
+            .unwrap();
+        builder
+            .add_source(&format!("nvd:{}", testdata.join("nvd").display()))
+            .unwrap();
+        let db = builder.into_db("test").unwrap();
+        let inventory: Inventory = serde_json::from_value(serde_json::json!({
+            "target": "r/app:1", "os": {"family": "debian", "version": "9"},
+            "packages": [{"ecosystem": "Debian", "name": "libssl1.1", "version": "1.1.0f-3+deb9u2",
+                "purl": "pkg:deb/debian/libssl1.1@1.1.0f-3+deb9u2", "sourceName": "openssl",
+                "path": "var/lib/dpkg/status"}]
+        }))
+        .unwrap();
+        let matches = imagewarden_scanner::matcher::match_inventory(&inventory, &db).unwrap();
+        let scanner_finding = matches
+            .vulnerabilities
+            .iter()
+            .find(|f| f.id == "DLA-3008-1")
+            .unwrap()
+            .clone();
+        let status = build_status(ScanOutcome {
+            digest: "sha256:00",
+            inventory: &inventory,
+            matches: &matches,
+            extra: Vec::new(),
+            database_version: "sha256:db",
+            database: db.info(),
+        });
+        let f = status
+            .findings
+            .iter()
+            .find(|f| f.id == "DLA-3008-1")
+            .unwrap();
+        assert_eq!(f.severity_source.as_deref(), Some("nvd"));
+        assert_eq!(f.vector, scanner_finding.vector);
+        assert!(f
+            .vector
+            .as_deref()
+            .is_some_and(|v| v.starts_with("CVSS:3.1/")));
+        assert_eq!(f.score, scanner_finding.score);
+        assert_eq!(f.severity, severity(scanner_finding.severity));
+        assert_ne!(f.severity, Severity::Unknown);
     }
 }

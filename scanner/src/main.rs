@@ -17,7 +17,7 @@ enum Command {
     /// List the operating system and every package installed in an image.
     Inventory(cli::inventory::Args),
     /// Scan an image and report its vulnerabilities.
-    Scan(cli::scan::Args),
+    Scan(Box<cli::scan::Args>),
     /// Build and inspect the compiled vulnerability database.
     #[command(subcommand)]
     Db(cli::db::Command),
@@ -34,7 +34,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inventory(args) => cli::inventory::run(args),
-        Command::Scan(args) => cli::scan::run(args),
+        Command::Scan(args) => cli::scan::run(*args),
         Command::Db(cmd) => cli::db::run(cmd),
     };
     match result {

@@ -50,8 +50,14 @@ pub struct Finding {
     pub aliases: Vec<String>,
     pub severity: Severity,
     pub score: Option<f64>,
+    /// The CVSS vector the score was computed from, when the rating has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vector: Option<String>,
+    /// Whose rating the severity is: `osv` (the record's own CVSS), `ghsa`, `debian`,
+    /// `ubuntu`, `alpine`, `nvd` (NVD's CVSS of the finding's CVEs), a vendor; absent for
+    /// `unknown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity_source: Option<String>,
     pub package: FindingPackage,
     /// The first version that fixes it, when one is published.
     pub fixed_version: Option<String>,
@@ -250,6 +256,7 @@ impl Matcher<'_> {
         };
         let (malicious, vulns): (Vec<Hit>, Vec<Hit>) =
             hits.into_iter().partition(|h| h.advisory.malicious);
+        let db = self.db;
         let to_findings = |hits: Vec<Hit>| -> Vec<Finding> {
             merge_duplicates(hits, class)
                 .into_iter()
@@ -285,12 +292,26 @@ impl Matcher<'_> {
                         }
                     }
                     aliases.sort();
+                    if rating.severity == Severity::Unknown {
+                        // No record rates it: NVD's rating of its CVEs, the highest.
+                        if let Some(nvd) = nvd_rating(
+                            db,
+                            std::iter::once(primary.advisory.id.as_str())
+                                .chain(aliases.iter().map(String::as_str))
+                                // An erratum's CVEs (`related`): the vendor rating comes first,
+                                // NVD's rates an erratum that has none.
+                                .chain(related.iter().map(String::as_str)),
+                        ) {
+                            rating = nvd;
+                        }
+                    }
                     Finding {
                         id: primary.advisory.id.clone(),
                         aliases,
                         severity: rating.severity,
                         score: rating.score,
                         vector: rating.vector.clone(),
+                        severity_source: rating.source.clone(),
                         package: FindingPackage {
                             ecosystem: eco,
                             name: pkg.name.clone(),
@@ -347,6 +368,28 @@ fn same_module_stream(pkg: &Package, entry: &AffectedPackage) -> bool {
         (Some(p), Some(e)) => p.is_empty() || e.is_empty() || p == e,
         _ => false,
     }
+}
+
+/// NVD's rating of the CVEs among `ids` (ids that are CVE ids or end in one, such as
+/// `ALPINE-CVE-2019-14697`): the highest, by severity then score.
+pub fn nvd_rating<'i>(db: &Db, ids: impl Iterator<Item = &'i str>) -> Option<Rating> {
+    let mut seen: Vec<u64> = Vec::new();
+    let mut best: Option<Rating> = None;
+    for id in ids {
+        let Some(key) = crate::vulndb::nvd::cve_key(id) else {
+            continue;
+        };
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        if let Some(r) = db.nvd_rating(id) {
+            if best.as_ref().is_none_or(|b| r.rank(b) == Ordering::Greater) {
+                best = Some(r);
+            }
+        }
+    }
+    best
 }
 
 /// How much a record is preferred as the primary report of an issue (lower first):

@@ -177,8 +177,24 @@ fn json_report_is_the_documented_contract() {
     assert_eq!(lodash["severity"], "medium");
     assert_eq!(lodash["score"], 6.3);
     assert_eq!(lodash["class"], "app");
+    assert_eq!(lodash["severitySource"], "osv");
+    assert_eq!(
+        lodash["vector"],
+        "CVSS:3.0/AV:N/AC:L/PR:L/UI:N/S:U/C:L/I:L/A:L"
+    );
     // The first entries are the most severe.
     assert_eq!(r["vulnerabilities"][0]["id"], "NSWG-ECO-516");
+    // An OSV-only database leaves findings without a rating unknown, and says so.
+    assert_eq!(r["database"]["nvdRecords"], 0);
+    assert!(
+        r["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("no NVD ratings")),
+        "{}",
+        r["warnings"]
+    );
 }
 
 #[test]
@@ -430,8 +446,103 @@ fn releases_and_ecosystems_without_advisories_are_reported_as_unchecked() {
         ])
     );
     let (r, _) = scan_json(&f, &[]);
+    // Every package of the fixture is covered: no coverage warning (the OSV-only database
+    // only says that it has no NVD ratings).
+    let warnings = r["warnings"].as_array().unwrap();
     assert!(
-        r.get("warnings").is_none(),
-        "every package of the fixture is covered"
+        warnings
+            .iter()
+            .all(|w| w.as_str().unwrap().contains("no NVD ratings")),
+        "{warnings:?}"
     );
+}
+
+#[test]
+fn every_format_carries_the_rating_and_whose_it_is() {
+    // With NVD records, DLA-3008-1 (no rating of its own) is rated by NVD's CVSS of
+    // CVE-2022-1292; the JSON report is the reference the other formats must agree with.
+    let f = fixture();
+    let db = format!(
+        "{},nvd:{}",
+        osv_dir().display(),
+        osv_dir().parent().unwrap().join("nvd").display()
+    );
+    let run = |format: &str| {
+        let out = imagewarden(&[
+            "scan",
+            "--inventory",
+            f.inventory.to_str().unwrap(),
+            "--db",
+            &db,
+            "--format",
+            format,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let report: Value = serde_json::from_str(&run("json")).unwrap();
+    let dla = report["vulnerabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == "DLA-3008-1")
+        .unwrap()
+        .clone();
+    assert_eq!(dla["severitySource"], "nvd");
+    assert!(report["database"]["nvdRecords"].as_u64().unwrap() > 100);
+    assert!(
+        !report["warnings"].to_string().contains("no NVD ratings"),
+        "{}",
+        report["warnings"]
+    );
+    let vector = dla["vector"].as_str().unwrap();
+    assert!(vector.starts_with("CVSS:3.1/"), "{vector}");
+    let score = dla["score"].as_f64().unwrap();
+    assert_ne!(dla["severity"], "unknown");
+
+    let sarif: Value = serde_json::from_str(&run("sarif")).unwrap();
+    let result = sarif["runs"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["ruleId"] == "DLA-3008-1")
+        .unwrap();
+    assert_eq!(result["properties"]["severitySource"], "nvd");
+    assert_eq!(result["properties"]["score"].as_f64(), Some(score));
+    assert_eq!(result["properties"]["vector"], vector);
+    assert_eq!(result["properties"]["severity"], dla["severity"]);
+
+    let cdx: Value = serde_json::from_str(&run("cyclonedx")).unwrap();
+    let v = cdx["vulnerabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == "DLA-3008-1")
+        .unwrap();
+    let rating = &v["ratings"][0];
+    assert_eq!(rating["source"]["name"], "NVD");
+    assert_eq!(
+        rating["source"]["url"],
+        "https://nvd.nist.gov/vuln/detail/CVE-2022-1292"
+    );
+    assert_eq!(rating["score"].as_f64(), Some(score));
+    assert_eq!(rating["vector"], vector);
+    assert_eq!(rating["method"], "CVSSv31");
+
+    let table = run("table");
+    let header = table.lines().find(|l| l.starts_with("PACKAGE")).unwrap();
+    assert!(
+        header.contains("SCORE") && header.contains("SOURCE"),
+        "{header}"
+    );
+    let line = table.lines().find(|l| l.contains("DLA-3008-1")).unwrap();
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    let sev = dla["severity"].as_str().unwrap().to_ascii_uppercase();
+    let at = cells.iter().position(|c| *c == sev).unwrap();
+    assert_eq!(cells[at + 1], format!("{score:.1}"), "{line}");
+    assert_eq!(cells[at + 2], "nvd", "{line}");
 }

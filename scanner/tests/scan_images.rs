@@ -121,3 +121,64 @@ fn postgres_stretch_sbom_finds_debian_and_go_advisories() {
         .unwrap()
         .starts_with("pkg:deb/debian/"));
 }
+
+#[test]
+fn postgres_stretch_sbom_findings_with_nvd_records_all_have_a_severity() {
+    // With the NVD records of the test data: a finding is unknown only when none of its
+    // CVEs has an analysed NVD record (and its records carry no rating of their own).
+    let out = Command::new(env!("CARGO_BIN_EXE_imagewarden"))
+        .args([
+            "scan",
+            &format!("sbom:{}", testdata("sbom-postgres-stretch.cdx.xml")),
+            "--db",
+            &format!("{},nvd:{}", testdata("osv"), testdata("nvd")),
+            "--format",
+            "json",
+        ])
+        .env_remove("IMAGEWARDEN_DB")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let analysed = |cve: &str| -> bool {
+        let mut parts = cve.split('-').skip(1);
+        let (Some(year), Some(number)) = (parts.next(), parts.next()) else {
+            return false;
+        };
+        let path = format!(
+            "{}/CVE-{year}/CVE-{year}-{}xx/{cve}.json",
+            testdata("nvd"),
+            &number[..number.len() - 2]
+        );
+        std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .is_some_and(|rec| {
+                rec["metrics"].as_object().is_some_and(|m| {
+                    m.values()
+                        .any(|l| l.as_array().is_some_and(|l| !l.is_empty()))
+                })
+            })
+    };
+    let vulns = r["vulnerabilities"].as_array().unwrap();
+    let mut from_nvd = 0;
+    for v in vulns {
+        let cves: Vec<String> = std::iter::once(&v["id"])
+            .chain(v["aliases"].as_array().unwrap().iter())
+            .filter_map(|i| i.as_str())
+            .filter_map(|id| id.rfind("CVE-").map(|at| id[at..].to_string()))
+            .collect();
+        if cves.iter().any(|c| analysed(c)) {
+            assert_ne!(v["severity"], "unknown", "{v}");
+        }
+        if v["severitySource"] == "nvd" {
+            from_nvd += 1;
+            assert!(v["vector"].is_string() && v["score"].is_number(), "{v}");
+        }
+    }
+    assert!(from_nvd >= 4, "{from_nvd} of {} rated by NVD", vulns.len());
+}

@@ -5,9 +5,12 @@
 #            assembled here), unpacked from the .deb files with a dpkg status
 #            database, and a passwd/group with the non-root user 65532;
 #   layer 2: /usr/local/bin/imagewarden-operator, /usr/local/bin/imagewarden and a
-#            vulnerability database index at /usr/share/imagewarden/db.idx, compiled
-#            from the OSV records in scanner/testdata/osv (IMAGEWARDEN_IMAGE_DB_SOURCE
-#            names other OSV sources).
+#            sample vulnerability database index at /usr/share/imagewarden/db.idx,
+#            compiled from the test records in scanner/testdata/osv and scanner/testdata/nvd
+#            and marked as a sample (whoever loads it warns that it is not a real
+#            database). It is not the default: the operator downloads the official
+#            sources unless --db / db.sources names a database (the offline test cluster
+#            names this one). IMAGEWARDEN_IMAGE_DB_SOURCE names other sources.
 #
 #   project-image.sh HOST:PORT/REPO:TAG
 set -euo pipefail
@@ -68,11 +71,13 @@ install -D -m 0755 "$release/imagewarden-operator" "$app/usr/local/bin/imageward
 install -D -m 0755 "$release/imagewarden" "$app/usr/local/bin/imagewarden"
 mkdir -p "$app/usr/share/imagewarden"
 SOURCE_DATE_EPOCH="$(git -C "$here" log -1 --format=%ct 2>/dev/null || echo 0)" \
-  "$release/imagewarden" db build --source "${IMAGEWARDEN_IMAGE_DB_SOURCE:-$here/scanner/testdata/osv}" \
+  "$release/imagewarden" db build --sample \
+  --source "${IMAGEWARDEN_IMAGE_DB_SOURCE:-$here/scanner/testdata/osv}" \
+  --source "nvd:$here/scanner/testdata/nvd" \
   --out "$app/usr/share/imagewarden/db.idx" >/dev/null
 
 digest="$("$here/tests/scripts/oci-image.sh" --rootfs "$base" --rootfs "$app" \
   --user 65532:65532 --entrypoint '["/usr/local/bin/imagewarden-operator"]' --cmd '["run"]' \
-  --env PATH=/usr/local/bin:/usr/bin:/bin --env IMAGEWARDEN_DB=/usr/share/imagewarden/db.idx "$ref")"
+  --env PATH=/usr/local/bin:/usr/bin:/bin "$ref")"
 echo "image: pushed $ref@$digest" >&2
 echo "$digest"

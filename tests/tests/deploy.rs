@@ -237,7 +237,7 @@ fn helm_lint_passes_and_rejects_bad_values() -> Result<()> {
     // Values the schema (values.schema.json) refuses: lint and template fail with the reason.
     for (set, reason) in [
         ("executor=kubernetes", "at '/executor'"),
-        ("db.sources={}", "at '/db/sources"),
+        ("db.osvUrl=ftp://mirror", "at '/db/osvUrl"),
         ("replica=3", "additional properties 'replica' not allowed"),
         ("job.memoryLimit=lots", "at '/job/memoryLimit'"),
         // Scanner Jobs get the operator's database: no path or volume of their own.
@@ -383,9 +383,21 @@ fn check_locked_down(objs: &[Value], what: &str) -> Result<()> {
         "{what}"
     );
     let args = strings(&c["args"]);
-    assert!(
-        args.contains(&"--db=/usr/share/imagewarden/db.idx"),
+    // Only values that name sources pass --db: by default the official sources.
+    assert_eq!(
+        args.iter().any(|a| a.starts_with("--db=")),
+        what.contains("everything"),
         "{what}: {args:?}"
+    );
+    assert_eq!(
+        env("IMAGEWARDEN_OSV_URL")["value"],
+        "https://osv-vulnerabilities.storage.googleapis.com",
+        "{what}"
+    );
+    assert_eq!(
+        env("IMAGEWARDEN_NVD_URL")["value"],
+        "https://nvd.nist.gov/feeds/json/cve/2.0",
+        "{what}"
     );
     assert!(
         !args.iter().any(|a| a.starts_with("--job-db")),

@@ -95,6 +95,10 @@ fn install(cluster: &Cluster) -> Result<()> {
         "image.pullPolicy=Always",
         "--set",
         "executor=job",
+        // The cluster has no network: the sample database baked into the test image, not
+        // the official sources.
+        "--set",
+        "db.sources={/usr/share/imagewarden/db.idx}",
         "--set",
         &format!("db.sources={{{}}}", mirror.url),
         "--set",

@@ -388,6 +388,8 @@ impl Env {
             class: FindingClass::SystemVulnerability,
             severity,
             score: None,
+            vector: None,
+            severity_source: None,
             package: Some("openssl".into()),
             version: Some("1.1.1n-0+deb11u1".into()),
             fixed_version: fixed.map(Into::into),

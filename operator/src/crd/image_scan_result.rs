@@ -101,9 +101,16 @@ pub struct Finding {
     pub class: FindingClass,
     /// Severity of the finding.
     pub severity: Severity,
-    /// CVSS base score, when the advisory carries a vector.
+    /// CVSS base score, when the rating has a vector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<f64>,
+    /// The CVSS vector the score was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vector: Option<String>,
+    /// Whose rating the severity is (osv for the CVSS of the advisory itself, ghsa, debian,
+    /// ubuntu, alpine, nvd for the NVD CVSS of the CVEs of the finding, or a vendor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity_source: Option<String>,
     /// Affected package name (vulnerabilities and malicious packages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package: Option<String>,

@@ -25,10 +25,20 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub inventory: Option<PathBuf>,
     /// The vulnerability database: an index file from `imagewarden db build`, or OSV
-    /// directories / all.zip files / http(s) base URLs compiled in memory. Repeatable.
-    /// Required unless the bundled example is scanned.
+    /// directories / all.zip files / http(s) base URLs and `nvd:PATH|URL` NVD feeds compiled
+    /// in memory. Repeatable.
+    /// Without it, the database `imagewarden db update` keeps in the cache is used (and
+    /// updated first when it is older than a day).
     #[arg(long, env = "IMAGEWARDEN_DB", value_delimiter = ',')]
     pub db: Vec<String>,
+    /// Use the cached database as it is, however old.
+    #[arg(long)]
+    pub skip_db_update: bool,
+    /// Do not use the network for the database (implies --skip-db-update).
+    #[arg(long)]
+    pub offline: bool,
+    #[command(flatten)]
+    pub update: super::db::UpdateArgs,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
@@ -110,6 +120,50 @@ fn example_target() -> anyhow::Result<(String, PathBuf)> {
     Ok((format!("docker-archive:{}", path.display()), path))
 }
 
+/// What to do when there is no database.
+fn no_db_help(cache: &std::path::Path) -> String {
+    format!(
+        "no vulnerability database in {}: run `imagewarden db update` to download one (OSV and NVD, needs network access), \
+         or name one with --db (an index from `imagewarden db build`, OSV directories, all.zip files or URLs); \
+         without network access see docs/vulnerability-database.md (air-gapped use)",
+        cache.display()
+    )
+}
+
+/// The database of the cache, updated first when it is older than a day (unless
+/// --skip-db-update / --offline). A failed update falls back to the cached database.
+fn cached_db(args: &Args) -> anyhow::Result<Db> {
+    use imagewarden_scanner::vulndb::update;
+    let cache = args.update.cache_dir()?;
+    let index = update::index_path(&cache);
+    let may_update = !args.skip_db_update && !args.offline;
+    let opened = Db::open_index(&index);
+    let stale =
+        update::cache_age(&cache).is_none_or(|age| age.num_seconds() > update::MAX_AGE_SECS);
+    if !may_update || (!stale && opened.is_ok()) {
+        return opened.map_err(|e| {
+            if index.exists() {
+                anyhow::anyhow!("{e}; run `imagewarden db update` to rebuild it")
+            } else {
+                anyhow::anyhow!("{}", no_db_help(&cache))
+            }
+        });
+    }
+    match super::db::run_update(&args.update.options()?) {
+        Ok(_) => Ok(Db::open_index(&index)?),
+        Err(e) => match opened {
+            Ok(db) => {
+                eprintln!(
+                    "warning: the vulnerability database could not be updated ({e:#}); scanning with the one built {}",
+                    db.info().built_at
+                );
+                Ok(db)
+            }
+            Err(_) => Err(e.context(no_db_help(&cache))),
+        },
+    }
+}
+
 pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let mut example_file = None;
     if args.target.is_none() && args.inventory.is_none() {
@@ -151,15 +205,22 @@ fn scan(args: &Args, example: bool) -> anyhow::Result<ExitCode> {
     };
     let db = if !vuln {
         None
-    } else if args.db.is_empty() {
-        anyhow::ensure!(example, "--db is required: an index from `imagewarden db build`, OSV directories, all.zip files or URLs");
+    } else if args.db.is_empty() && example {
         Some(Db::from_bytes(
             EXAMPLE_DB.to_vec(),
             "bundled example database",
         )?)
+    } else if args.db.is_empty() {
+        Some(cached_db(args)?)
     } else {
         Some(Db::load(&args.db).context("loading the vulnerability database")?)
     };
+    if let Some(d) = db.as_ref().filter(|d| d.info().sample && !example) {
+        eprintln!(
+            "warning: {} is a sample vulnerability database compiled from test records: it finds almost nothing in real images",
+            d.origin()
+        );
+    }
     let (inventory, scanned): (Inventory, Option<ScannedImage>) = match (from_file, &args.target) {
         (Some(inventory), _) => (inventory, None),
         (None, Some(target)) => {

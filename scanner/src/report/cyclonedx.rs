@@ -34,6 +34,38 @@ fn source(id: &str) -> Value {
     json!({"name": name, "url": url})
 }
 
+/// Whose rating a finding's severity is, as a CycloneDX source.
+fn rating_source(f: &Finding) -> Option<Value> {
+    let who = f.severity_source.as_deref()?;
+    Some(match who {
+        "nvd" => {
+            // The CVE's own page when the finding has one CVE; with several, the highest
+            // rated of them gave the rating, and NVD is named without picking one.
+            let mut cves: Vec<&str> = f
+                .ids()
+                .filter(|id| crate::vulndb::nvd::cve_key(id).is_some())
+                .filter_map(|id| id.rfind("CVE-").map(|at| &id[at..]))
+                .collect();
+            cves.sort_unstable();
+            cves.dedup();
+            match cves[..] {
+                [cve] => {
+                    json!({"name": "NVD", "url": format!("https://nvd.nist.gov/vuln/detail/{cve}")})
+                }
+                _ => json!({"name": "NVD", "url": "https://nvd.nist.gov"}),
+            }
+        }
+        "ghsa" => {
+            json!({"name": "GitHub", "url": format!("https://github.com/advisories/{}", f.id)})
+        }
+        "debian" => json!({"name": "Debian"}),
+        "ubuntu" => json!({"name": "Ubuntu"}),
+        "alpine" => json!({"name": "Alpine"}),
+        "osv" => json!({"name": "OSV", "url": format!("https://osv.dev/vulnerability/{}", f.id)}),
+        other => json!({"name": other}),
+    })
+}
+
 fn bom_ref(f: &Finding) -> String {
     if f.package.purl.is_empty() {
         format!(
@@ -74,6 +106,9 @@ pub fn render(report: &ScanReport) -> Value {
         .iter()
         .map(|f| {
             let mut rating = json!({"severity": if f.severity == Severity::Unknown { "unknown" } else { f.severity.as_str() }, "method": method(f.vector.as_deref())});
+            if let Some(src) = rating_source(f) {
+                rating["source"] = src;
+            }
             if let Some(score) = f.score {
                 rating["score"] = json!(score);
             }

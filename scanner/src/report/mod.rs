@@ -152,6 +152,9 @@ pub struct DatabaseSummary {
     pub built_at: String,
     pub newest_modified: Option<String>,
     pub records: u64,
+    /// CVEs with an NVD rating (what findings without a rating of their own fall back to).
+    #[serde(default)]
+    pub nvd_records: u64,
 }
 
 impl From<&DbInfo> for DatabaseSummary {
@@ -161,6 +164,7 @@ impl From<&DbInfo> for DatabaseSummary {
             built_at: info.built_at.clone(),
             newest_modified: info.newest_modified.clone(),
             records: info.records,
+            nvd_records: info.nvd_records,
         }
     }
 }
@@ -222,6 +226,18 @@ impl ScanReport {
         matches: Matches,
         ignored: Vec<String>,
     ) -> ScanReport {
+        let mut warnings = coverage_warnings(inventory, db);
+        let unrated = matches
+            .vulnerabilities
+            .iter()
+            .filter(|f| f.severity == Severity::Unknown)
+            .count();
+        if db.nvd_records == 0 && unrated > 0 {
+            warnings.push(format!(
+                "the vulnerability database has no NVD ratings: {unrated} finding(s) without a rating of their own are unknown; \
+                 use `imagewarden db update`, or add NVD with `imagewarden db build --source nvd:...`"
+            ));
+        }
         ScanReport {
             target: inventory.target.clone(),
             digest: inventory.digest.clone(),
@@ -235,7 +251,7 @@ impl ScanReport {
             secrets: None,
             malicious_samples: None,
             ignored,
-            warnings: coverage_warnings(inventory, db),
+            warnings,
         }
     }
 

@@ -27,6 +27,37 @@ fn security_severity(f: &Finding) -> String {
     format!("{score:.1}")
 }
 
+/// `HIGH 7.5 (nvd, CVSS:3.1/...)`: the severity and where it came from.
+fn rating_text(f: &Finding) -> String {
+    let mut out = f.severity.as_str().to_ascii_uppercase();
+    if let Some(score) = f.score {
+        out.push_str(&format!(" {score:.1}"));
+    }
+    let from: Vec<&str> = [f.severity_source.as_deref(), f.vector.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    if !from.is_empty() {
+        out.push_str(&format!(" ({})", from.join(", ")));
+    }
+    out
+}
+
+/// The finding's rating as result properties.
+fn rating_properties(f: &Finding) -> serde_json::Value {
+    let mut p = json!({"severity": f.severity.as_str()});
+    if let Some(score) = f.score {
+        p["score"] = json!(score);
+    }
+    if let Some(v) = &f.vector {
+        p["vector"] = json!(v);
+    }
+    if let Some(s) = &f.severity_source {
+        p["severitySource"] = json!(s);
+    }
+    p
+}
+
 /// Builds the SARIF log of a report.
 pub fn render(report: &ScanReport) -> Value {
     let mut rules: Vec<Value> = Vec::new();
@@ -54,8 +85,8 @@ pub fn render(report: &ScanReport) -> Value {
                     "fullDescription": {"text": title},
                     "helpUri": link,
                     "help": {
-                        "text": format!("{}\nSeverity: {}\nAliases: {}\n{}", f.id, f.severity, f.aliases.join(", "), link),
-                        "markdown": format!("**{}** ({})\n\n{}\n\nAliases: {}\n\n[{}]({})", f.id, f.severity, title, f.aliases.join(", "), link, link),
+                        "text": format!("{}\nSeverity: {}\nAliases: {}\n{}", f.id, rating_text(f), f.aliases.join(", "), link),
+                        "markdown": format!("**{}** ({})\n\n{}\n\nAliases: {}\n\n[{}]({})", f.id, rating_text(f), title, f.aliases.join(", "), link, link),
                     },
                     "defaultConfiguration": {"level": level(f.severity)},
                     "properties": {
@@ -92,6 +123,7 @@ pub fn render(report: &ScanReport) -> Value {
                 "message": {"text": format!("{}: {}@{}", report.target, f.package.name, f.package.version)},
             }],
             "partialFingerprints": {"primaryLocationLineHash": format!("{}/{}/{}", f.id, f.package.purl, f.package.version)},
+            "properties": rating_properties(f),
         }));
     }
     for (i, r) in rules.iter_mut().enumerate() {

@@ -38,21 +38,22 @@ pub fn render(report: &ScanReport) -> String {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<28} {:<24} {:<20} {:<13} {:<24} TITLE",
-            "PACKAGE", "VERSION", "ID", "SEVERITY", "FIXED"
+            "{:<28} {:<24} {:<20} {:<8} {:>5} {:<9} {:<24} TITLE",
+            "PACKAGE", "VERSION", "ID", "SEVERITY", "SCORE", "SOURCE", "FIXED"
         );
         for f in &report.vulnerabilities {
-            let sev = match f.score {
-                Some(score) => format!("{} {score:.1}", sev_label(f.severity)),
-                None => sev_label(f.severity).to_string(),
-            };
+            let score = f
+                .score
+                .map_or_else(|| "-".to_string(), |s| format!("{s:.1}"));
             let _ = writeln!(
                 out,
-                "{:<28} {:<24} {:<20} {:<13} {:<24} {}",
+                "{:<28} {:<24} {:<20} {:<8} {:>5} {:<9} {:<24} {}",
                 cell(&f.package.name, 28),
                 cell(&f.package.version, 24),
                 cell(&f.id, 20),
-                cell(&sev, 13),
+                sev_label(f.severity),
+                score,
+                cell(f.severity_source.as_deref().unwrap_or("-"), 9),
                 cell(f.fixed_version.as_deref().unwrap_or("-"), 24),
                 cell(&super::display_title(f), 60)
             );

@@ -3,7 +3,8 @@
 //! Layout (all integers little-endian):
 //! ```text
 //! header   magic "IWVDB\0\x01\n", u32 format, u32 flags,
-//!          5 × (u64 offset, u64 length): meta, keys, names, advisories, blobs
+//!          7 × (u64 offset, u64 length): meta, keys, names, advisories, blobs,
+//!          nvd, nvd vectors
 //! meta     JSON [`DbInfo`]
 //! keys     sorted fixed-size entries: u32 name offset, u32 name length,
 //!          u64 blob offset, u32 blob length, u32 reserved (24 bytes)
@@ -11,6 +12,10 @@
 //! advisories  fixed-size entries: u64 blob offset, u32 blob length, u32 reserved (16 bytes)
 //! blobs    per key its postcard-encoded `AffectedPackage` entries back to back,
 //!          then one postcard-encoded `Advisory` per advisory
+//! nvd      NVD ratings, sorted fixed-size entries (12 bytes): u16 CVE year,
+//!          u32 CVE number, u32 vector index, u8 base score × 10, u8 flags (1: NVD's own)
+//! nvd vectors  u32 count, count × (u32 offset, u32 length), then the distinct CVSS
+//!          vector strings the entries point to (a few thousand serve all of NVD)
 //! ```
 //! Opening maps the file and parses only the header and meta: lookups binary-search
 //! the key table in place, and a package's records are decoded only when it is queried.
@@ -22,15 +27,18 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Advisory, AffectedPackage, DbError};
+use super::nvd::NvdEntry;
+use super::{Advisory, AffectedPackage, DbError, Rating};
 
 const MAGIC: &[u8; 8] = b"IWVDB\0\x01\n";
-/// Version of the index layout this scanner writes and reads (2: advisories keep `related`
-/// ids, affected entries their module stream).
+/// Version of the index layout this scanner writes and reads (2: NVD ratings; advisories
+/// keep `related` ids, affected entries their module stream).
 pub const FORMAT: u32 = 2;
-const HEADER_LEN: usize = 8 + 4 + 4 + 5 * 16;
+const SECTIONS: usize = 7;
+const HEADER_LEN: usize = 8 + 4 + 4 + SECTIONS * 16;
 const KEY_ENTRY: usize = 24;
 const ADV_ENTRY: usize = 16;
+const NVD_ENTRY: usize = 12;
 
 /// What an index holds, stored in the index and printed by `imagewarden db info`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -55,6 +63,16 @@ pub struct DbInfo {
     pub newest_modified: Option<String>,
     /// Per ecosystem key (`Debian:9`, `PyPI`): advisories and package names.
     pub ecosystems: BTreeMap<String, EcosystemStats>,
+    /// CVEs with an NVD CVSS rating.
+    #[serde(default)]
+    pub nvd_records: u64,
+    /// Newest `lastModified` among the NVD records kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nvd_newest_modified: Option<String>,
+    /// A sample (`db build --sample`, e.g. compiled from test records): whoever loads it
+    /// warns that it is not a real database.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sample: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -77,6 +95,46 @@ pub(crate) struct CompiledRecords<'a> {
     pub advisories: &'a [u8],
     /// (offset into `advisories`, length) of each advisory, by position.
     pub advisory_spans: &'a [(u64, u32)],
+    /// NVD ratings, sorted by key.
+    pub nvd: &'a [NvdEntry],
+}
+
+/// The NVD sections: the entry table and the distinct vectors it points to.
+fn nvd_sections(entries: &[NvdEntry]) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let mut index: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+    let mut vectors: Vec<&str> = Vec::new();
+    let mut table = Vec::with_capacity(entries.len() * NVD_ENTRY);
+    let mut last = None;
+    for e in entries {
+        anyhow::ensure!(
+            last.is_none_or(|l| l < e.key),
+            "NVD entries are not sorted and unique"
+        );
+        last = Some(e.key);
+        let v = *index.entry(e.vector.as_str()).or_insert_with(|| {
+            vectors.push(e.vector.as_str());
+            (vectors.len() - 1) as u32
+        });
+        let year = u16::try_from(e.key >> 32)?;
+        table.extend_from_slice(&year.to_le_bytes());
+        table.extend_from_slice(&((e.key & 0xffff_ffff) as u32).to_le_bytes());
+        table.extend_from_slice(&v.to_le_bytes());
+        table.push(e.score10);
+        table.push(u8::from(e.primary));
+    }
+    let strings_len: usize = vectors.iter().map(|v| v.len()).sum();
+    let mut vec_section = Vec::with_capacity(4 + vectors.len() * 8 + strings_len);
+    vec_section.extend_from_slice(&(vectors.len() as u32).to_le_bytes());
+    let mut off = 0u32;
+    for v in &vectors {
+        vec_section.extend_from_slice(&off.to_le_bytes());
+        vec_section.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        off += v.len() as u32;
+    }
+    for v in &vectors {
+        vec_section.extend_from_slice(v.as_bytes());
+    }
+    Ok((table, vec_section))
 }
 
 /// Writes an index; sections are streamed to `out`, nothing is copied whole.
@@ -95,6 +153,13 @@ pub(crate) fn write_index(
         hasher.update(blob);
     }
     hasher.update(records.advisories);
+    let (nvd_table, nvd_vectors) = nvd_sections(records.nvd)?;
+    if !nvd_table.is_empty() {
+        // Only a database with NVD ratings hashes them: one without keeps its digest.
+        hasher.update(b"nvd");
+        hasher.update(&nvd_table);
+        hasher.update(&nvd_vectors);
+    }
     info.format = FORMAT;
     info.digest = format!("sha256:{}", hex::encode(hasher.finalize()));
     let meta = serde_json::to_vec(&info)?;
@@ -104,6 +169,8 @@ pub(crate) fn write_index(
         names_len,
         (records.advisory_spans.len() * ADV_ENTRY) as u64,
         key_blobs_len + records.advisories.len() as u64,
+        nvd_table.len() as u64,
+        nvd_vectors.len() as u64,
     ];
     let mut header = Vec::with_capacity(HEADER_LEN);
     header.extend_from_slice(MAGIC);
@@ -141,6 +208,8 @@ pub(crate) fn write_index(
         out.write_all(blob)?;
     }
     out.write_all(records.advisories)?;
+    out.write_all(&nvd_table)?;
+    out.write_all(&nvd_vectors)?;
     out.flush()?;
     Ok(info)
 }
@@ -168,6 +237,10 @@ pub struct Db {
     names: (usize, usize),
     advisories: (usize, usize),
     blobs: (usize, usize),
+    nvd: (usize, usize),
+    /// Vector strings: (offset of the offset table, count, offset of the strings).
+    nvd_vectors: (usize, usize, usize),
+    nvd_vectors_end: usize,
 }
 
 impl std::fmt::Debug for Db {
@@ -234,7 +307,7 @@ impl Db {
                 supported: FORMAT,
             });
         }
-        let mut sections = [(0usize, 0usize); 5];
+        let mut sections = [(0usize, 0usize); SECTIONS];
         for (i, s) in sections.iter_mut().enumerate() {
             let off = u64_at(b, 16 + i * 16) as usize;
             let len = u64_at(b, 24 + i * 16) as usize;
@@ -243,10 +316,24 @@ impl Db {
             }
             *s = (off, len);
         }
-        let [meta, keys, names, advisories, blobs] = sections;
-        if keys.1 % KEY_ENTRY != 0 || advisories.1 % ADV_ENTRY != 0 {
+        let [meta, keys, names, advisories, blobs, nvd, vectors] = sections;
+        if keys.1 % KEY_ENTRY != 0 || advisories.1 % ADV_ENTRY != 0 || nvd.1 % NVD_ENTRY != 0 {
             return Err(corrupt("table size"));
         }
+        let nvd_vectors = if vectors.1 == 0 {
+            (vectors.0, 0, vectors.0)
+        } else {
+            if vectors.1 < 4 {
+                return Err(corrupt("NVD vector table"));
+            }
+            let count = u32_at(b, vectors.0) as usize;
+            let strings = count
+                .checked_mul(8)
+                .and_then(|n| n.checked_add(vectors.0 + 4))
+                .filter(|end| *end <= vectors.0 + vectors.1)
+                .ok_or_else(|| corrupt("NVD vector table"))?;
+            (vectors.0 + 4, count, strings)
+        };
         let info: DbInfo = serde_json::from_slice(&b[meta.0..meta.0 + meta.1])
             .map_err(|e| corrupt(&format!("metadata: {e}")))?;
         Ok(Db {
@@ -257,6 +344,9 @@ impl Db {
             names,
             advisories,
             blobs,
+            nvd,
+            nvd_vectors,
+            nvd_vectors_end: vectors.0 + vectors.1,
         })
     }
 
@@ -418,6 +508,51 @@ impl Db {
             path: self.origin.clone(),
             what: format!("advisory {index}: {e}"),
         })
+    }
+
+    /// Number of CVEs with an NVD rating.
+    pub fn nvd_len(&self) -> usize {
+        self.nvd.1 / NVD_ENTRY
+    }
+
+    /// NVD's rating of a CVE (`CVE-2019-14697`, or an id ending in one such as
+    /// `ALPINE-CVE-2019-14697`), when the database holds one.
+    pub fn nvd_rating(&self, cve: &str) -> Option<Rating> {
+        let key = super::nvd::cve_key(cve)?;
+        let b = self.data.bytes();
+        let entry_key = |i: usize| {
+            let at = self.nvd.0 + i * NVD_ENTRY;
+            let year = u16::from_le_bytes([b[at], b[at + 1]]) as u64;
+            (year << 32) | u64::from(u32_at(b, at + 2))
+        };
+        let (mut lo, mut hi) = (0, self.nvd_len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match entry_key(mid).cmp(&key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => {
+                    let at = self.nvd.0 + mid * NVD_ENTRY;
+                    let vector = self.nvd_vector(u32_at(b, at + 6) as usize)?;
+                    return Some(super::nvd::rating(vector, b[at + 10]));
+                }
+            }
+        }
+        None
+    }
+
+    fn nvd_vector(&self, i: usize) -> Option<&str> {
+        let (table, count, strings) = self.nvd_vectors;
+        if i >= count {
+            return None;
+        }
+        let b = self.data.bytes();
+        let off = strings + u32_at(b, table + i * 8) as usize;
+        let len = u32_at(b, table + i * 8 + 4) as usize;
+        let end = off
+            .checked_add(len)
+            .filter(|e| *e <= self.nvd_vectors_end)?;
+        std::str::from_utf8(&b[off..end]).ok()
     }
 
     /// Every (ecosystem key, package name) the index has entries for, in key order.

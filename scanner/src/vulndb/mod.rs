@@ -24,10 +24,12 @@
 
 pub mod ecosystem;
 pub mod index;
+pub mod nvd;
 pub mod oci;
 pub mod osv;
 pub mod severity;
 pub mod source;
+pub mod update;
 pub mod version;
 
 pub use index::{Db, DbInfo, EcosystemStats};

@@ -1,6 +1,6 @@
 //! Reading OSV records from their sources and compiling them: [`DbBuilder`].
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Cursor, Read, Seek};
 use std::path::Path;
 
@@ -8,9 +8,10 @@ use anyhow::Context as _;
 
 use super::ecosystem::{normalize_name, parse_osv_ecosystem};
 use super::index::{package_key, write_index, CompiledRecords, Db, DbInfo};
+use super::nvd::{self, NvdEntry};
 use super::osv::{OsvAffected, OsvRecord};
-use super::severity::{rate_osv, rate_specific};
-use super::{Advisory, AffectedPackage, RangeEvent, Rating, Severity, VersionRange};
+use super::severity::{rate_osv, rate_specific, record_source, vendor_rating};
+use super::{Advisory, AffectedPackage, RangeEvent, Rating, VersionRange};
 
 /// Ecosystems fetched from an http(s) base URL laid out as osv.dev's bucket
 /// (`<base>/<Ecosystem>/all.zip`).
@@ -53,6 +54,10 @@ pub struct DbBuilder {
     duplicates: u64,
     unreadable: u64,
     newest_modified: Option<String>,
+    /// NVD ratings by CVE key; of two records of one CVE the newer one is kept.
+    nvd: HashMap<u64, NvdEntry>,
+    nvd_newest_modified: Option<String>,
+    sample: bool,
 }
 
 impl DbBuilder {
@@ -65,8 +70,78 @@ impl DbBuilder {
         self.advisory_spans.len()
     }
 
+    /// Marks the index as a sample (see [`DbInfo::sample`]).
+    pub fn set_sample(&mut self, sample: bool) {
+        self.sample = sample;
+    }
+
+    /// Replaces the list of sources the index names (e.g. the URLs local copies came from).
+    pub fn set_sources(&mut self, sources: Vec<String>) {
+        self.sources = sources;
+    }
+
+    /// Whether any advisory was collected (NVD ratings alone match no package).
+    pub fn has_advisories(&self) -> bool {
+        !self.advisory_spans.is_empty()
+    }
+
+    /// Whether neither advisories nor NVD ratings were collected.
     pub fn is_empty(&self) -> bool {
-        self.advisory_spans.is_empty()
+        self.advisory_spans.is_empty() && self.nvd.is_empty()
+    }
+
+    /// Number of CVEs with an NVD rating collected so far.
+    pub fn nvd_len(&self) -> usize {
+        self.nvd.len()
+    }
+
+    /// Adds one NVD CVE: its rating, when it has a usable CVSS metric (a CVE not yet
+    /// analysed, with empty `metrics`, adds nothing).
+    pub fn add_nvd_cve(&mut self, cve: &nvd::NvdCve) {
+        let Some(entry) = NvdEntry::from_cve(cve) else {
+            return;
+        };
+        if let Some(m) = &entry.last_modified {
+            if self
+                .nvd_newest_modified
+                .as_deref()
+                .is_none_or(|n| m.as_str() > n)
+            {
+                self.nvd_newest_modified = Some(m.clone());
+            }
+        }
+        match self.nvd.entry(entry.key) {
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                if entry.last_modified > o.get().last_modified {
+                    o.insert(entry);
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(entry);
+            }
+        }
+    }
+
+    /// Adds an NVD file (a yearly feed or one CVE; `.json`, `.json.gz`, `.json.xz`) or every
+    /// such file under a directory (flat, or the `CVE-YYYY/CVE-YYYY-NNNxx/` layout). A
+    /// malformed or truncated file is an error naming it.
+    pub fn add_nvd_path(&mut self, path: &Path) -> anyhow::Result<u64> {
+        let meta = std::fs::metadata(path).with_context(|| {
+            format!(
+                "NVD source {}: no such file or directory (expected a directory, or a .json, .json.gz or .json.xz file)",
+                path.display()
+            )
+        })?;
+        let files = if meta.is_dir() {
+            nvd::files_under(path)?
+        } else {
+            vec![path.to_path_buf()]
+        };
+        let mut n = 0;
+        for file in files {
+            n += nvd::read_file(&file, &mut |cve| self.add_nvd_cve(&cve))?;
+        }
+        Ok(n)
     }
 
     /// Adds one OSV record. Withdrawn records and repeated ids are skipped;
@@ -98,7 +173,7 @@ impl DbBuilder {
             let Some((ecosystem, eco_key)) = parse_osv_ecosystem(&pkg.ecosystem) else {
                 continue;
             };
-            let mut entry = compile_affected(index, affected);
+            let mut entry = compile_affected(index, affected, record_source(&rec.id));
             if super::ecosystem::is_rpm(ecosystem) {
                 entry.module = module_of(&rec, affected, &entry);
             }
@@ -215,6 +290,20 @@ impl DbBuilder {
         self.add_zip(std::io::BufReader::new(file), &path.display().to_string())
     }
 
+    /// Adds the NVD feeds of an http(s) source: the URL itself when it names one file
+    /// (`.json`, `.json.gz`, `.json.xz`), else the yearly feeds `<base>/nvdcve-2.0-YYYY.json.gz`
+    /// from 2002 to this year (see [`super::update::nvd_feed_names`]). Each download goes to
+    /// a temporary file and is read from there as a stream.
+    pub async fn add_nvd_url(&mut self, url: &str) -> anyhow::Result<()> {
+        let dir = tempfile_dir()?;
+        let files = super::update::download_nvd_source(url, &dir.0).await?;
+        for file in files {
+            nvd::read_file(&file, &mut |cve| self.add_nvd_cve(&cve))
+                .with_context(|| format!("reading the NVD feed downloaded from {url}"))?;
+        }
+        Ok(())
+    }
+
     /// Adds the archives of an http(s) source (see [`fetch_url_source`]); for async callers
     /// such as the operator, where [`DbBuilder::add_source`] would block the runtime.
     pub async fn add_url(&mut self, url: &str) -> anyhow::Result<()> {
@@ -228,6 +317,19 @@ impl DbBuilder {
     /// Adds a source as the CLI names it: a directory, a zip file, a JSON file, or an
     /// http(s) URL (a `.zip` URL, or a base URL with `<Ecosystem>/all.zip` under it).
     pub fn add_source(&mut self, source: &str) -> anyhow::Result<()> {
+        if let Some(nvd_source) = source.strip_prefix(nvd::SOURCE_PREFIX) {
+            if nvd_source.starts_with("http://") || nvd_source.starts_with("https://") {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("starting the HTTP client runtime")?;
+                runtime.block_on(self.add_nvd_url(nvd_source))?;
+            } else {
+                self.add_nvd_path(Path::new(nvd_source))?;
+            }
+            self.sources.push(source.to_string());
+            return Ok(());
+        }
         if let Some(oci) = super::oci::OciSource::parse(source) {
             let layers = super::oci::block_on(super::oci::pull(&oci, &Default::default()))??;
             for (media_type, data) in layers {
@@ -297,6 +399,9 @@ impl DbBuilder {
             non_security_skipped: self.not_security,
             newest_modified: self.newest_modified.clone(),
             ecosystems,
+            nvd_records: self.nvd.len() as u64,
+            nvd_newest_modified: self.nvd_newest_modified.clone(),
+            sample: self.sample,
         }
     }
 
@@ -310,10 +415,13 @@ impl DbBuilder {
                 "records skipped while compiling"
             );
         }
+        let mut nvd: Vec<NvdEntry> = self.nvd.values().cloned().collect();
+        nvd.sort_unstable_by_key(|e| e.key);
         let records = CompiledRecords {
             by_key: &self.by_key,
             advisories: &self.advisories,
             advisory_spans: &self.advisory_spans,
+            nvd: &nvd,
         };
         write_index(out, self.info(), records)
     }
@@ -330,15 +438,23 @@ impl DbBuilder {
             path.file_name().and_then(|n| n.to_str()).unwrap_or("index"),
             std::process::id()
         ));
-        let mut out = std::io::BufWriter::new(
-            std::fs::File::create(&tmp)
-                .with_context(|| format!("cannot create {}", tmp.display()))?,
-        );
-        let info = self.write(&mut out)?;
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot move the index into place at {}", path.display()))?;
-        Ok(info)
+        let written = (|| -> anyhow::Result<DbInfo> {
+            let mut out = std::io::BufWriter::new(
+                std::fs::File::create(&tmp)
+                    .with_context(|| format!("cannot create {}", tmp.display()))?,
+            );
+            let info = self.write(&mut out)?;
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            std::fs::rename(&tmp, path).with_context(|| {
+                format!("cannot move the index into place at {}", path.display())
+            })?;
+            Ok(info)
+        })();
+        if written.is_err() {
+            // Whatever was there before stays; the partial file goes.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 
     /// Compiles the index in memory and opens it.
@@ -372,7 +488,7 @@ impl Db {
         for s in sources {
             builder.add_source(s)?;
         }
-        if builder.is_empty() {
+        if !builder.has_advisories() {
             anyhow::bail!("no OSV records found in {}", sources.join(", "));
         }
         builder.into_db(&sources.join(","))
@@ -460,8 +576,9 @@ fn compile_advisory(rec: &OsvRecord) -> Advisory {
         .or_else(|| rec.references.first())
         .map(|r| r.url.clone())
         .or_else(|| default_link(&rec.id));
-    let rating = rate_osv(&rec.severity)
-        .or_else(|| rate_specific(rec.database_specific.as_ref()))
+    let source = record_source(&rec.id);
+    let rating = rate_osv(&rec.severity, source)
+        .or_else(|| rate_specific(rec.database_specific.as_ref(), source))
         .or_else(|| erratum_rating(&rec.id, rec.summary.as_deref()));
     let mut related: Vec<String> = Vec::new();
     for r in &rec.related {
@@ -502,18 +619,12 @@ fn erratum_rating(id: &str, summary: Option<&str>) -> Option<Rating> {
         return None;
     }
     let (word, _) = summary?.trim().split_once(':')?;
-    let severity = match word.trim() {
-        "Critical" => Severity::Critical,
-        "Important" => Severity::High,
-        "Moderate" => Severity::Medium,
-        "Low" => Severity::Low,
-        _ => return None,
-    };
-    Some(Rating {
-        severity,
-        score: None,
-        vector: None,
-    })
+    match word.trim() {
+        label @ ("Critical" | "Important" | "Moderate" | "Low") => {
+            vendor_rating(label, record_source(id))
+        }
+        _ => None,
+    }
 }
 
 /// The module stream an rpm entry's fix is for (see [`AffectedPackage::module`]): Red Hat's
@@ -584,7 +695,7 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
-fn compile_affected(advisory: u32, a: &OsvAffected) -> AffectedPackage {
+fn compile_affected(advisory: u32, a: &OsvAffected, source: &str) -> AffectedPackage {
     let ranges: Vec<VersionRange> = a
         .ranges
         .iter()
@@ -609,9 +720,9 @@ fn compile_affected(advisory: u32, a: &OsvAffected) -> AffectedPackage {
         })
         .filter(|r| !r.events.is_empty())
         .collect();
-    let rating = rate_osv(&a.severity)
-        .or_else(|| rate_specific(a.ecosystem_specific.as_ref()))
-        .or_else(|| rate_specific(a.database_specific.as_ref()));
+    let rating = rate_osv(&a.severity, source)
+        .or_else(|| rate_specific(a.ecosystem_specific.as_ref(), source))
+        .or_else(|| rate_specific(a.database_specific.as_ref(), source));
     // osv.dev enumerates every affected version next to the ranges; where a range
     // can be evaluated the list adds nothing but size, so it is kept only without one.
     let versions = if ranges.is_empty() {
@@ -628,6 +739,26 @@ fn compile_affected(advisory: u32, a: &OsvAffected) -> AffectedPackage {
     }
 }
 
+/// A temporary directory removed when dropped.
+pub(crate) struct TempDir(pub std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir() -> anyhow::Result<TempDir> {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "imagewarden-nvd-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(TempDir(dir))
+}
+
 /// When the index is built: now, or `SOURCE_DATE_EPOCH` (seconds) when set, so that the
 /// same records give a byte-identical index (reproducible images).
 fn build_time() -> chrono::DateTime<chrono::Utc> {
@@ -641,6 +772,7 @@ fn build_time() -> chrono::DateTime<chrono::Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vulndb::Severity;
 
     fn record(json: serde_json::Value) -> OsvRecord {
         serde_json::from_value(json).unwrap()
@@ -689,7 +821,7 @@ mod tests {
         let module_of_record = |json: serde_json::Value| {
             let rec = record(json);
             let a = &rec.affected[0];
-            module_of(&rec, a, &compile_affected(0, a))
+            module_of(&rec, a, &compile_affected(0, a, "almalinux"))
         };
         let entry = |fixed: &str, purl: Option<&str>| {
             let mut p = serde_json::json!({"ecosystem": "AlmaLinux:9", "name": "nodejs"});
