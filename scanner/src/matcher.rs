@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::inventory::{Ecosystem, Inventory, Package};
 use crate::vulndb::ecosystem::{app_ecosystem_key, normalize_name, os_ecosystem_key};
-use crate::vulndb::version::VersionScheme;
+use crate::vulndb::version::{self, VersionScheme};
 use crate::vulndb::{
     Advisory, AffectedPackage, Db, DbError, RangeEvent, Rating, Severity, VersionRange,
 };
@@ -71,6 +71,9 @@ pub struct Matches {
     pub vulnerabilities: Vec<Finding>,
     /// Installed packages that an OSV `MAL-` record says are malicious.
     pub malicious_packages: Vec<Finding>,
+    /// What could not be evaluated: package versions and advisory ranges that are not
+    /// versions (too long, too many components), one line each.
+    pub warnings: Vec<String>,
 }
 
 /// Matches every package of `inventory` against `db`.
@@ -78,6 +81,8 @@ pub fn match_inventory(inventory: &Inventory, db: &Db) -> Result<Matches, DbErro
     let mut matcher = Matcher {
         db,
         advisories: HashMap::new(),
+        warned_advisories: std::collections::HashSet::new(),
+        warnings: Vec::new(),
     };
     let mut out = Matches::default();
     for pkg in &inventory.packages {
@@ -85,6 +90,7 @@ pub fn match_inventory(inventory: &Inventory, db: &Db) -> Result<Matches, DbErro
         out.vulnerabilities.extend(vulns);
         out.malicious_packages.extend(malicious);
     }
+    out.warnings = matcher.warnings;
     sort_findings(&mut out.vulnerabilities);
     sort_findings(&mut out.malicious_packages);
     Ok(out)
@@ -122,6 +128,9 @@ pub fn sort_findings(findings: &mut [Finding]) {
 struct Matcher<'a> {
     db: &'a Db,
     advisories: HashMap<u32, Advisory>,
+    /// Advisories already reported as having an invalid version.
+    warned_advisories: std::collections::HashSet<u32>,
+    warnings: Vec<String>,
 }
 
 /// A hit before duplicates are merged.
@@ -183,7 +192,26 @@ impl Matcher<'_> {
         };
         let mut hits: Vec<Hit> = Vec::new();
         for (name, version, via_source) in queries {
+            if let Err(why) = version::check(&version) {
+                // Not a version: "unknown", never matched against open ranges.
+                self.warnings.push(format!(
+                    "{eco:?} package {} version \"{}\" not checked for vulnerabilities: {why}",
+                    version::excerpt(&pkg.name),
+                    version::excerpt(&version)
+                ));
+                continue;
+            }
             for entry in self.db.affected(&key, &name)? {
+                if !self.warned_advisories.contains(&entry.advisory) {
+                    if let Some(why) = invalid_version_in(&entry) {
+                        self.warned_advisories.insert(entry.advisory);
+                        let id = self.advisory(entry.advisory)?.id;
+                        self.warnings.push(format!(
+                            "advisory {} has a version that is not evaluated ({why}); its ranges naming it are skipped",
+                            version::excerpt(&id)
+                        ));
+                    }
+                }
                 let Some(fixed) = affects(scheme, &version, &entry) else {
                     continue;
                 };
@@ -328,22 +356,42 @@ fn same_issue(a: &Advisory, b: &Advisory) -> bool {
     a.id == b.id || covers(a, b) || covers(b, a)
 }
 
+/// The first problem with a version `entry` names, if any.
+fn invalid_version_in(entry: &AffectedPackage) -> Option<version::InvalidVersion> {
+    let events = entry.ranges.iter().flat_map(|r| r.events.iter());
+    entry
+        .versions
+        .iter()
+        .map(String::as_str)
+        .chain(events.map(event_version))
+        .find_map(|v| version::check(v).err())
+}
+
 /// Whether `version` is affected by `entry`; `Some(fixed)` when it is, with the
-/// version that fixes it when the range names one.
+/// version that fixes it when the range names one. An invalid `version` is never
+/// affected; a listed version or a range naming an invalid version is skipped.
 pub fn affects(
     scheme: VersionScheme,
     version: &str,
     entry: &AffectedPackage,
 ) -> Option<Option<String>> {
+    if version::check(version).is_err() {
+        return None;
+    }
     let mut listed = false;
-    if entry
-        .versions
-        .iter()
-        .any(|v| v == version || scheme.compare(v, version) == Ordering::Equal)
-    {
+    if entry.versions.iter().any(|v| {
+        version::check(v).is_ok() && (v == version || scheme.compare(v, version) == Ordering::Equal)
+    }) {
         listed = true;
     }
     for range in &entry.ranges {
+        if range
+            .events
+            .iter()
+            .any(|e| version::check(event_version(e)).is_err())
+        {
+            continue;
+        }
         let s = if range.semver {
             VersionScheme::SemVer
         } else {
@@ -385,7 +433,7 @@ fn range_affects(
         .iter()
         .filter(|e| !matches!(e, RangeEvent::Limit(_)))
         .collect();
-    events.sort_by(|a, b| cmp(event_version(a), event_version(b)));
+    version::sort_by_version(&mut events, |a, b| cmp(event_version(a), event_version(b)));
     let mut affected = false;
     for e in &events {
         let at = cmp(version, event_version(e));
@@ -507,5 +555,85 @@ mod tests {
         e.versions = vec!["1.0.0".into(), "1.0.1".into()];
         assert_eq!(affects(VersionScheme::SemVer, "1.0.1", &e), Some(None));
         assert_eq!(affects(VersionScheme::SemVer, "1.0.2", &e), None);
+    }
+
+    fn maven_db(fixed: &str) -> Db {
+        let record = serde_json::json!({
+            "id": "GHSA-mvn-0001",
+            "modified": "2024-01-01T00:00:00Z",
+            "affected": [{
+                "package": {"ecosystem": "Maven", "name": "org.example:lib"},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": fixed}]}]
+            }]
+        });
+        let mut b = crate::vulndb::DbBuilder::new();
+        b.add_json(record.to_string().as_bytes(), "inline");
+        b.into_db("test").unwrap()
+    }
+
+    fn maven_inventory(versions: &[&str]) -> Inventory {
+        Inventory {
+            target: "t".into(),
+            digest: None,
+            os: None,
+            packages: versions
+                .iter()
+                .map(|v| Package {
+                    ecosystem: Ecosystem::Maven,
+                    name: "org.example:lib".into(),
+                    version: v.to_string(),
+                    purl: String::new(),
+                    source_name: None,
+                    source_version: None,
+                    layer: None,
+                    path: String::new(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn an_oversized_package_version_is_unknown_with_one_warning() {
+        let deep = "1-".repeat(100_000);
+        let m = match_inventory(&maven_inventory(&["1.0", &deep]), &maven_db("2.0")).unwrap();
+        // The valid version is matched; the crafted one is neither matched nor quoted whole.
+        assert_eq!(m.vulnerabilities.len(), 1);
+        assert_eq!(m.vulnerabilities[0].package.version, "1.0");
+        assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
+        assert!(m.warnings[0].contains("not checked"), "{}", m.warnings[0]);
+        assert!(m.warnings[0].len() < 300);
+        // Many components within the length limit are refused the same way.
+        let many = "1.".repeat(50);
+        let m = match_inventory(&maven_inventory(&[&many]), &maven_db("2.0")).unwrap();
+        assert!(m.vulnerabilities.is_empty());
+        assert_eq!(m.warnings.len(), 1);
+    }
+
+    #[test]
+    fn an_oversized_fixed_version_skips_its_range_instead_of_affecting_everything() {
+        let deep = "1-".repeat(100_000);
+        let m = match_inventory(&maven_inventory(&["1.0", "3.0"]), &maven_db(&deep)).unwrap();
+        assert!(m.vulnerabilities.is_empty(), "{:?}", m.vulnerabilities);
+        assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
+        assert!(m.warnings[0].contains("GHSA-mvn-0001"), "{}", m.warnings[0]);
+    }
+
+    #[test]
+    fn events_sort_without_a_total_order() {
+        // rpm's release-less bounds make its order intransitive; sorting must not panic.
+        let versions: Vec<String> = (0..2000)
+            .map(|i| match i % 3 {
+                0 => format!("1.{}", i % 7),
+                1 => format!("1.{}-{}", i % 7, i % 11),
+                _ => format!("1.{}-{}.el{}", i % 5, i, i % 3),
+            })
+            .collect();
+        let events: Vec<(&str, &str)> = versions
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (if i % 2 == 0 { "introduced" } else { "fixed" }, v.as_str()))
+            .collect();
+        let e = range(false, &events);
+        let _ = affects(VersionScheme::Rpm, "1.3-5", &e);
     }
 }

@@ -164,6 +164,8 @@ impl ScanReport {
         matches: Matches,
         ignored: Vec<String>,
     ) -> ScanReport {
+        let mut warnings = coverage_warnings(inventory, db);
+        warnings.extend(matches.warnings);
         ScanReport {
             target: inventory.target.clone(),
             digest: inventory.digest.clone(),
@@ -177,7 +179,7 @@ impl ScanReport {
             secrets: None,
             malicious_samples: None,
             ignored,
-            warnings: coverage_warnings(inventory, db),
+            warnings,
         }
     }
 
