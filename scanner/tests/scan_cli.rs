@@ -119,7 +119,7 @@ fn db_info_prints_ecosystems_counts_and_dates() {
     }
     let out = imagewarden(&["db", "info", "--json", f.index.to_str().unwrap()]);
     let info: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(info["format"], 1);
+    assert_eq!(info["format"], 2);
     assert!(info["records"].as_u64().unwrap() > 200);
 }
 
