@@ -20,8 +20,12 @@ use kube::Client;
 
 const BIN: &str = env!("CARGO_BIN_EXE_imagewarden-operator");
 
+/// The test database and scans inside the operator process (the default is Jobs).
 fn db_args() -> Vec<String> {
-    vec![format!("--db={}", testdata("osv").display())]
+    vec![
+        format!("--db={}", testdata("osv").display()),
+        "--executor=inline".to_string(),
+    ]
 }
 
 async fn setup(controller_manager: bool) -> Result<(ControlPlane, Client)> {
@@ -540,6 +544,7 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
     let registry = Registry::start(RegistryMode::Plain).await?;
     let digest = push_image(&registry, "team-a/app", "v2", &alpine311()).await?;
     let mut args = db_args();
+    args.retain(|a| !a.starts_with("--executor"));
     args.extend([
         "--leader-elect=false".to_string(),
         "--executor=job".to_string(),
@@ -806,6 +811,7 @@ async fn database_update_rematches_results_and_notifies_only_new_findings() -> R
         format!("--db={}", db.path().display()),
         "--db-refresh-interval=2s".to_string(),
         "--leader-elect=false".to_string(),
+        "--executor=inline".to_string(),
     ];
     let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
     let notify = format!(
