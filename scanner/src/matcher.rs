@@ -207,7 +207,7 @@ impl Matcher<'_> {
                         self.warned_advisories.insert(entry.advisory);
                         let id = self.advisory(entry.advisory)?.id;
                         self.warnings.push(format!(
-                            "advisory {} has a version that is not evaluated ({why}); its ranges naming it are skipped",
+                            "advisory {} is not fully evaluated ({why}); the ranges concerned are skipped",
                             version::excerpt(&id)
                         ));
                     }
@@ -356,8 +356,21 @@ fn same_issue(a: &Advisory, b: &Advisory) -> bool {
     a.id == b.id || covers(a, b) || covers(b, a)
 }
 
-/// The first problem with a version `entry` names, if any.
-fn invalid_version_in(entry: &AffectedPackage) -> Option<version::InvalidVersion> {
+/// Most events one range may have to be evaluated; real records have a few dozen.
+pub const MAX_RANGE_EVENTS: usize = 5_000;
+
+/// The first problem with a version or range `entry` names, if any.
+fn invalid_version_in(entry: &AffectedPackage) -> Option<String> {
+    if let Some(r) = entry
+        .ranges
+        .iter()
+        .find(|r| r.events.len() > MAX_RANGE_EVENTS)
+    {
+        return Some(format!(
+            "a range has {} events, more than {MAX_RANGE_EVENTS}",
+            r.events.len()
+        ));
+    }
     let events = entry.ranges.iter().flat_map(|r| r.events.iter());
     entry
         .versions
@@ -365,6 +378,7 @@ fn invalid_version_in(entry: &AffectedPackage) -> Option<version::InvalidVersion
         .map(String::as_str)
         .chain(events.map(event_version))
         .find_map(|v| version::check(v).err())
+        .map(|e| e.to_string())
 }
 
 /// Whether `version` is affected by `entry`; `Some(fixed)` when it is, with the
@@ -385,10 +399,11 @@ pub fn affects(
         listed = true;
     }
     for range in &entry.ranges {
-        if range
-            .events
-            .iter()
-            .any(|e| version::check(event_version(e)).is_err())
+        if range.events.len() > MAX_RANGE_EVENTS
+            || range
+                .events
+                .iter()
+                .any(|e| version::check(event_version(e)).is_err())
         {
             continue;
         }
@@ -635,5 +650,43 @@ mod tests {
             .collect();
         let e = range(false, &events);
         let _ = affects(VersionScheme::Rpm, "1.3-5", &e);
+    }
+
+    #[test]
+    fn records_with_huge_ranges_are_skipped_when_compiling() {
+        let events: Vec<serde_json::Value> = (0..200_000)
+            .map(|i| {
+                if i % 2 == 0 {
+                    serde_json::json!({"introduced": format!("1.{i}")})
+                } else {
+                    serde_json::json!({"fixed": format!("1.{i}")})
+                }
+            })
+            .collect();
+        let record = serde_json::json!({
+            "id": "GHSA-huge-0001",
+            "modified": "2024-01-01T00:00:00Z",
+            "affected": [{
+                "package": {"ecosystem": "Maven", "name": "org.example:lib"},
+                "ranges": [{"type": "ECOSYSTEM", "events": events}]
+            }]
+        });
+        let mut b = crate::vulndb::DbBuilder::new();
+        b.add_json(record.to_string().as_bytes(), "inline");
+        let db = b.into_db("test").unwrap();
+        assert_eq!(db.info().records, 0);
+        let m = match_inventory(&maven_inventory(&["1.5"]), &db).unwrap();
+        assert!(m.vulnerabilities.is_empty());
+    }
+
+    #[test]
+    fn a_range_over_the_event_limit_in_an_index_is_skipped_with_a_warning() {
+        // An index built elsewhere may hold such a range: matching skips it and says so.
+        let mut events: Vec<(&str, String)> = vec![("introduced", "0".into())];
+        events.extend((0..MAX_RANGE_EVENTS).map(|i| ("fixed", format!("9.{i}"))));
+        let refs: Vec<(&str, &str)> = events.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let e = range(false, &refs);
+        assert_eq!(affects(VersionScheme::Maven, "1.0", &e), None);
+        assert!(invalid_version_in(&e).unwrap().contains("events"));
     }
 }

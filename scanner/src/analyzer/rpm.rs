@@ -22,7 +22,7 @@ impl Analyzer for RpmSqliteAnalyzer {
         PATHS.contains(&file.path)
     }
     fn size_cap(&self) -> u64 {
-        512 << 20
+        128 << 20
     }
     fn analyze(&self, path: &str, data: &[u8], out: &mut Output) {
         emit_headers(path, read_sqlite(data), out);
@@ -42,7 +42,7 @@ impl Analyzer for RpmBerkeleyDbAnalyzer {
         BDB_PATHS.contains(&file.path)
     }
     fn size_cap(&self) -> u64 {
-        512 << 20
+        128 << 20
     }
     fn analyze(&self, path: &str, data: &[u8], out: &mut Output) {
         // rpm keeps a small bookkeeping record (the next package number) beside the headers.
@@ -181,7 +181,7 @@ impl Analyzer for RpmNdbAnalyzer {
         NDB_PATHS.contains(&file.path)
     }
     fn size_cap(&self) -> u64 {
-        512 << 20
+        128 << 20
     }
     fn analyze(&self, path: &str, data: &[u8], out: &mut Output) {
         emit_headers(path, read_ndb(data), out);
