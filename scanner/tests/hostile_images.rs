@@ -255,3 +255,23 @@ fn a_package_database_behind_a_hard_link_is_read_or_reported() {
         image.warnings
     );
 }
+
+#[test]
+fn the_uncompressed_bytes_of_a_scan_have_a_budget() {
+    // Two layers of 3 MiB of zeros each (a few KiB compressed): within a 4 MiB budget
+    // the first is read, the second is refused; the default budget takes both.
+    let zeros = vec![0u8; 3 << 20];
+    let l1 = gzip(&tar_layer(&[file("opt/a.bin", &zeros)]));
+    let l2 = gzip(&tar_layer(&[file("opt/b.bin", &zeros)]));
+    let tmp = tempfile::tempdir().unwrap();
+    Layout::single(tmp.path(), &[l1, l2]);
+    let target = ImageRef::parse(&format!("oci-layout:{}", tmp.path().display())).unwrap();
+    let analyzers = default_analyzers();
+    assert!(scan_local(&target, &Default::default(), &analyzers).is_ok());
+    let opts = imagewarden_scanner::source::PullOptions {
+        max_image_bytes: Some(4 << 20),
+        ..Default::default()
+    };
+    let err = scan_local(&target, &opts, &analyzers).unwrap_err();
+    assert!(err.to_string().contains("per-scan budget"), "{err}");
+}

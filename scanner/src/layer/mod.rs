@@ -19,6 +19,8 @@ pub enum LayerError {
     DigestMismatch { digest: String, actual: String },
     #[error("layer {digest}: {reason}")]
     UnsupportedDigest { digest: String, reason: String },
+    #[error("layer {digest}: the image's layers decompress to more than {limit} bytes (the per-scan budget); not scanned")]
+    OverBudget { digest: String, limit: u64 },
     #[error("layer {digest}: size mismatch: expected {expected} bytes, read {actual}")]
     SizeMismatch {
         digest: String,
@@ -56,8 +58,10 @@ pub struct LayerScan {
     /// Bytes of the blob as stored, and uncompressed tar bytes.
     pub compressed_size: u64,
     /// `sha256:<hex>` of the uncompressed tar (the config's `diff_ids`), when known: always
-    /// for an uncompressed blob, and for compressed ones read by [`scan_layer_with_diff_id`].
+    /// for an uncompressed blob, and for compressed ones read with [`LayerOptions::diff_id`].
     pub diff_id: Option<String>,
+    /// Bytes of the uncompressed tar stream read.
+    pub uncompressed_size: u64,
     /// Warnings beyond the bound, counted in the last line of `warnings`.
     omitted_warnings: u64,
 }
@@ -196,27 +200,65 @@ pub fn scan_layer<R: Read>(
     expected_size: Option<u64>,
     analyzers: &[Box<dyn Analyzer>],
 ) -> Result<LayerScan, LayerError> {
-    scan_layer_inner(blob, expected_digest, expected_size, analyzers, false)
+    scan_layer_with(
+        blob,
+        expected_digest,
+        expected_size,
+        analyzers,
+        &LayerOptions::default(),
+    )
 }
 
-/// As [`scan_layer`], also hashing the uncompressed tar of a compressed blob, so that
-/// [`LayerScan::diff_id`] is always set (for checking a config's `diff_ids`).
-pub fn scan_layer_with_diff_id<R: Read>(
+/// How one layer is read.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerOptions {
+    /// Also hash the uncompressed tar of a compressed blob, so that [`LayerScan::diff_id`]
+    /// is always set (for checking a config's `diff_ids`).
+    pub diff_id: bool,
+    /// Most uncompressed bytes this layer may have (what is left of the scan's budget).
+    pub max_uncompressed_bytes: u64,
+}
+
+/// Uncompressed bytes one scan reads by default, over all layers: decompression bombs
+/// end here instead of running for hours.
+pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 16 << 30;
+
+impl Default for LayerOptions {
+    fn default() -> Self {
+        LayerOptions {
+            diff_id: false,
+            max_uncompressed_bytes: DEFAULT_MAX_IMAGE_BYTES,
+        }
+    }
+}
+
+/// Counts what passes through, failing once more than `limit` bytes were read.
+struct LimitedReader<R> {
+    inner: R,
+    read: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for LimitedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.limit {
+            return Err(io::Error::other("over the uncompressed byte budget"));
+        }
+        Ok(n)
+    }
+}
+
+/// As [`scan_layer`], with options.
+pub fn scan_layer_with<R: Read>(
     blob: R,
     expected_digest: Option<&str>,
     expected_size: Option<u64>,
     analyzers: &[Box<dyn Analyzer>],
+    opts: &LayerOptions,
 ) -> Result<LayerScan, LayerError> {
-    scan_layer_inner(blob, expected_digest, expected_size, analyzers, true)
-}
-
-fn scan_layer_inner<R: Read>(
-    blob: R,
-    expected_digest: Option<&str>,
-    expected_size: Option<u64>,
-    analyzers: &[Box<dyn Analyzer>],
-    want_diff_id: bool,
-) -> Result<LayerScan, LayerError> {
+    let want_diff_id = opts.diff_id;
     let label = expected_digest.unwrap_or("(unnamed)").to_string();
     let corrupt = |source: io::Error| LayerError::Corrupt {
         digest: label.clone(),
@@ -236,15 +278,29 @@ fn scan_layer_inner<R: Read>(
         let mut buffered = BufReader::with_capacity(64 << 10, &mut hashing);
         compression = sniff(&mut buffered).map_err(corrupt)?;
         let tar_stream = decompress(buffered).map_err(corrupt)?;
-        if want_diff_id && compression != Compression::None {
-            let mut hashed = HashingReader::new(tar_stream);
-            walk_tar(&mut hashed, analyzers, &mut scan).map_err(corrupt)?;
-            // The tar end marker may come before the end of the stream.
-            io::copy(&mut hashed, &mut io::sink()).map_err(corrupt)?;
+        let mut limited = LimitedReader {
+            inner: tar_stream,
+            read: 0,
+            limit: opts.max_uncompressed_bytes,
+        };
+        let walked = if want_diff_id && compression != Compression::None {
+            let mut hashed = HashingReader::new(&mut limited);
+            let walked = walk_tar(&mut hashed, analyzers, &mut scan)
+                // The tar end marker may come before the end of the stream.
+                .and_then(|()| io::copy(&mut hashed, &mut io::sink()).map(|_| ()));
             scan.diff_id = Some(hashed.finish().0);
+            walked
         } else {
-            walk_tar(tar_stream, analyzers, &mut scan).map_err(corrupt)?;
+            walk_tar(&mut limited, analyzers, &mut scan)
+        };
+        if limited.read > limited.limit {
+            return Err(LayerError::OverBudget {
+                digest: label.clone(),
+                limit: opts.max_uncompressed_bytes,
+            });
         }
+        walked.map_err(corrupt)?;
+        scan.uncompressed_size = limited.read;
     }
     // The tar end marker may come before the end of the blob; the digest covers all of it.
     io::copy(&mut hashing, &mut io::sink()).map_err(corrupt)?;

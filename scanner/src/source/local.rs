@@ -4,7 +4,7 @@ use super::oci::{self, Descriptor, Manifest};
 use super::progress::{bar, ProgressReader};
 use super::{assemble, ImageRef, PullOptions, ScannedImage, SourceError};
 use crate::analyzer::{Analyzer, FileMeta};
-use crate::layer::{self, scan_layer, scan_layer_with_diff_id, FileResult, LayerScan};
+use crate::layer::{self, scan_layer_with, FileResult, LayerScan};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::fs::File;
@@ -98,7 +98,15 @@ pub fn scan_layout(
             inner: f,
             bar: bar(opts.progress, size, short(&l.digest)),
         };
-        scans.push(scan_layer(reader, Some(&l.digest), size, analyzers)?);
+        let used = scans.iter().map(|s: &LayerScan| s.uncompressed_size).sum();
+        let layer_opts = opts.layer_options(used, false);
+        scans.push(scan_layer_with(
+            reader,
+            Some(&l.digest),
+            size,
+            analyzers,
+            &layer_opts,
+        )?);
     }
     Ok(assemble(
         target,
@@ -199,7 +207,15 @@ pub fn scan_archive(
             .and_then(|rest| rest.split_once('/'))
             .filter(|(_, hex)| !hex.contains('/'))
             .map(|(alg, hex)| format!("{alg}:{hex}"));
-        let scan = scan_layer_with_diff_id(buffered, expected.as_deref(), Some(size), analyzers)?;
+        let used = layers.values().map(|s| s.uncompressed_size).sum();
+        let layer_opts = opts.layer_options(used, true);
+        let scan = scan_layer_with(
+            buffered,
+            expected.as_deref(),
+            Some(size),
+            analyzers,
+            &layer_opts,
+        )?;
         layers.insert(name, scan);
     }
     for manifest in ["manifest.json", "index.json"] {

@@ -185,6 +185,22 @@ pub struct PullOptions {
     pub platform: Platform,
     /// Draw progress bars on stderr (only when it is a terminal).
     pub progress: bool,
+    /// Most uncompressed layer bytes one scan reads, over all layers; `None` is
+    /// [`crate::layer::DEFAULT_MAX_IMAGE_BYTES`].
+    pub max_image_bytes: Option<u64>,
+}
+
+impl PullOptions {
+    /// Options for the next layer, given the uncompressed bytes the earlier ones used.
+    pub(crate) fn layer_options(&self, used: u64, diff_id: bool) -> layer::LayerOptions {
+        let budget = self
+            .max_image_bytes
+            .unwrap_or(layer::DEFAULT_MAX_IMAGE_BYTES);
+        layer::LayerOptions {
+            diff_id,
+            max_uncompressed_bytes: budget.saturating_sub(used),
+        }
+    }
 }
 
 /// One layer of a scanned image.
