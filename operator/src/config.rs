@@ -225,12 +225,7 @@ pub struct OperatorConfig {
     #[arg(long, env = "IMAGEWARDEN_DB_REFRESH", value_parser = humantime_secs, default_value = "6h")]
     pub db_refresh_interval: Duration,
     /// Where scans run.
-    #[arg(
-        long,
-        env = "IMAGEWARDEN_EXECUTOR",
-        value_enum,
-        default_value = "inline"
-    )]
+    #[arg(long, env = "IMAGEWARDEN_EXECUTOR", value_enum, default_value = "job")]
     pub executor: ExecutorKind,
     /// Scans running at once, across all tasks.
     #[arg(long, env = "IMAGEWARDEN_MAX_CONCURRENT_SCANS", default_value_t = 2)]

@@ -24,10 +24,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_imagewarden-operator");
 /// the operator's egress policy denies unless allowed.
 const ALLOW_LOOPBACK: &str = "--egress-allow=127.0.0.0/8";
 
+/// The test database and scans inside the operator process (the default is Jobs).
 fn db_args() -> Vec<String> {
     vec![
         format!("--db={}", testdata("osv").display()),
         ALLOW_LOOPBACK.to_string(),
+        "--executor=inline".to_string(),
     ]
 }
 
@@ -547,6 +549,7 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
     let registry = Registry::start(RegistryMode::Plain).await?;
     let digest = push_image(&registry, "team-a/app", "v2", &alpine311()).await?;
     let mut args = db_args();
+    args.retain(|a| !a.starts_with("--executor"));
     args.extend([
         "--leader-elect=false".to_string(),
         "--executor=job".to_string(),
@@ -857,6 +860,7 @@ async fn database_update_rematches_results_and_notifies_only_new_findings() -> R
         "--db-refresh-interval=2s".to_string(),
         "--leader-elect=false".to_string(),
         ALLOW_LOOPBACK.to_string(),
+        "--executor=inline".to_string(),
     ];
     let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
     let notify = format!(
@@ -1580,5 +1584,113 @@ spec:
         "{}",
         operator.log()
     );
+    Ok(())
+}
+
+/// A front for `upstream` that passes every request through (one per connection) except
+/// blob downloads, which it holds open without answering: a scan through it stays in
+/// progress until the operator goes away, as a scan that takes the process down does.
+async fn stalling_registry_front(upstream: String) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let host = format!("127.0.0.1:{}", listener.local_addr()?.port());
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                let end = loop {
+                    let n = client.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                    if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i;
+                    }
+                };
+                let text = String::from_utf8_lossy(&head[..end]).into_owned();
+                if text.lines().next().is_some_and(|l| l.contains("/blobs/")) {
+                    // Never answer; return when the client goes away.
+                    while client.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+                    return;
+                }
+                let mut rewritten: String = text
+                    .lines()
+                    .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                    .map(|l| format!("{l}\r\n"))
+                    .collect();
+                rewritten.push_str("Connection: close\r\n\r\n");
+                let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let mut out = rewritten.into_bytes();
+                out.extend_from_slice(&head[end + 4..]);
+                if up.write_all(&out).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+                }
+            });
+        }
+    });
+    Ok(host)
+}
+
+#[tokio::test]
+async fn a_scan_that_ends_the_operator_fails_its_image_after_the_allowed_attempts() -> Result<()> {
+    let (cp, client) = setup(false).await?;
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    push_image(&registry, "team-a/app", "v1", &alpine311()).await?;
+    let front = stalling_registry_front(registry.host.clone()).await?;
+    let mut args = db_args();
+    args.extend([
+        "--leader-elect=false".to_string(),
+        "--max-scan-attempts=2".to_string(),
+    ]);
+    let tasks: Api<ScanTask> = Api::default_namespaced(client.clone());
+    let mut operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    // A rule whose registry is the front: discovery passes, blob downloads hang.
+    let rule = rule_yaml("crashing", &registry, "").replace(&registry.host, &front);
+    apply::<ScanRule>(&client, &rule).await?;
+    let task_name = last_task_of(&client, "crashing").await?;
+    for attempt in 1..=2u32 {
+        // The attempt is recorded while the scan is still running...
+        let recorded = wait_for(
+            &format!("attempt {attempt} recorded"),
+            Duration::from_secs(60),
+            || {
+                let tasks = tasks.clone();
+                let task_name = task_name.clone();
+                async move {
+                    let t = tasks.get(&task_name).await?;
+                    Ok(t.status
+                        .and_then(|s| s.images.first().cloned())
+                        .filter(|i| i.phase == ScanPhase::Running && i.attempts == attempt)
+                        .map(|_| ()))
+                }
+            },
+        )
+        .await;
+        if let Err(e) = recorded {
+            let t = tasks.get(&task_name).await?;
+            bail!("{e}: {:?}\n{}", t.status, operator.log());
+        }
+        // ...and then the process ends in the middle of it.
+        operator.kill();
+        operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    }
+    let done = finished_task(&client, &task_name, Duration::from_secs(60)).await?;
+    let image = done.status.unwrap().images.remove(0);
+    assert_eq!(image.phase, ScanPhase::Failed, "{}", operator.log());
+    assert_eq!(image.attempts, 2);
+    let message = image.message.unwrap_or_default();
+    assert!(
+        message.contains("did not finish in 2 attempt(s)"),
+        "{message}"
+    );
+    // The operator that took over is still serving.
+    operator
+        .metric("imagewarden_image_scans_total{outcome=\"failed\"}")
+        .await?;
     Ok(())
 }

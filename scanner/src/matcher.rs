@@ -10,7 +10,7 @@ use crate::vulndb::ecosystem::{
     app_ecosystem_key, is_distribution_vendor, is_rpm, normalize_name, os_advisory_keys,
     OsAdvisoryKeys,
 };
-use crate::vulndb::version::VersionScheme;
+use crate::vulndb::version::{self, VersionScheme};
 use crate::vulndb::{
     Advisory, AffectedPackage, Db, DbError, RangeEvent, Rating, Severity, VersionRange,
 };
@@ -83,6 +83,9 @@ pub struct Matches {
     pub vulnerabilities: Vec<Finding>,
     /// Installed packages that an OSV `MAL-` record says are malicious.
     pub malicious_packages: Vec<Finding>,
+    /// What could not be evaluated: package versions and advisory ranges that are not
+    /// versions (too long, too many components), one line each.
+    pub warnings: Vec<String>,
 }
 
 /// Matches every package of `inventory` against `db`.
@@ -91,6 +94,8 @@ pub fn match_inventory(inventory: &Inventory, db: &Db) -> Result<Matches, DbErro
         db,
         advisories: HashMap::new(),
         os_keys: HashMap::new(),
+        warned_advisories: std::collections::HashSet::new(),
+        warnings: Vec::new(),
     };
     let mut out = Matches::default();
     for pkg in &inventory.packages {
@@ -98,6 +103,7 @@ pub fn match_inventory(inventory: &Inventory, db: &Db) -> Result<Matches, DbErro
         out.vulnerabilities.extend(vulns);
         out.malicious_packages.extend(malicious);
     }
+    out.warnings = matcher.warnings;
     sort_findings(&mut out.vulnerabilities);
     sort_findings(&mut out.malicious_packages);
     Ok(out)
@@ -137,6 +143,9 @@ struct Matcher<'a> {
     advisories: HashMap<u32, Advisory>,
     /// Per OS package ecosystem: the keys its advisories are filed under.
     os_keys: HashMap<Ecosystem, Vec<String>>,
+    /// Advisories already reported as having an invalid version.
+    warned_advisories: std::collections::HashSet<u32>,
+    warnings: Vec<String>,
 }
 
 /// A hit before duplicates are merged.
@@ -220,7 +229,20 @@ impl Matcher<'_> {
             vec![app_ecosystem_key(eco)]
         };
         let mut hits: Vec<Hit> = Vec::new();
-        let entries = queries.into_iter().flat_map(|(name, version, via_source)| {
+        let mut checked = Vec::with_capacity(queries.len());
+        for (name, version, via_source) in queries {
+            if let Err(why) = version::check(&version) {
+                // Not a version: "unknown", never matched against open ranges.
+                self.warnings.push(format!(
+                    "{eco:?} package {} version \"{}\" not checked for vulnerabilities: {why}",
+                    version::excerpt(&pkg.name),
+                    version::excerpt(&version)
+                ));
+                continue;
+            }
+            checked.push((name, version, via_source));
+        }
+        let entries = checked.into_iter().flat_map(|(name, version, via_source)| {
             keys.iter()
                 .map(move |key| (key, name.clone(), version.clone(), via_source.clone()))
         });
@@ -228,6 +250,16 @@ impl Matcher<'_> {
             for entry in self.db.affected(key, &name)? {
                 if is_rpm(eco) && !same_module_stream(pkg, &entry) {
                     continue;
+                }
+                if !self.warned_advisories.contains(&entry.advisory) {
+                    if let Some(why) = invalid_version_in(&entry) {
+                        self.warned_advisories.insert(entry.advisory);
+                        let id = self.advisory(entry.advisory)?.id;
+                        self.warnings.push(format!(
+                            "advisory {} is not fully evaluated ({why}); the ranges concerned are skipped",
+                            version::excerpt(&id)
+                        ));
+                    }
                 }
                 let Some(fixed) = affects(scheme, &version, &entry) else {
                     continue;
@@ -453,22 +485,57 @@ fn same_issue(a: &Advisory, b: &Advisory) -> bool {
     a.id == b.id || covers(a, b) || covers(b, a)
 }
 
+/// Most events one range may have to be evaluated; real records have a few dozen.
+pub const MAX_RANGE_EVENTS: usize = 5_000;
+
+/// The first problem with a version or range `entry` names, if any.
+fn invalid_version_in(entry: &AffectedPackage) -> Option<String> {
+    if let Some(r) = entry
+        .ranges
+        .iter()
+        .find(|r| r.events.len() > MAX_RANGE_EVENTS)
+    {
+        return Some(format!(
+            "a range has {} events, more than {MAX_RANGE_EVENTS}",
+            r.events.len()
+        ));
+    }
+    let events = entry.ranges.iter().flat_map(|r| r.events.iter());
+    entry
+        .versions
+        .iter()
+        .map(String::as_str)
+        .chain(events.map(event_version))
+        .find_map(|v| version::check(v).err())
+        .map(|e| e.to_string())
+}
+
 /// Whether `version` is affected by `entry`; `Some(fixed)` when it is, with the
-/// version that fixes it when the range names one.
+/// version that fixes it when the range names one. An invalid `version` is never
+/// affected; a listed version or a range naming an invalid version is skipped.
 pub fn affects(
     scheme: VersionScheme,
     version: &str,
     entry: &AffectedPackage,
 ) -> Option<Option<String>> {
+    if version::check(version).is_err() {
+        return None;
+    }
     let mut listed = false;
-    if entry
-        .versions
-        .iter()
-        .any(|v| v == version || scheme.compare(v, version) == Ordering::Equal)
-    {
+    if entry.versions.iter().any(|v| {
+        version::check(v).is_ok() && (v == version || scheme.compare(v, version) == Ordering::Equal)
+    }) {
         listed = true;
     }
     for range in &entry.ranges {
+        if range.events.len() > MAX_RANGE_EVENTS
+            || range
+                .events
+                .iter()
+                .any(|e| version::check(event_version(e)).is_err())
+        {
+            continue;
+        }
         let s = if range.semver {
             VersionScheme::SemVer
         } else {
@@ -510,7 +577,7 @@ fn range_affects(
         .iter()
         .filter(|e| !matches!(e, RangeEvent::Limit(_)))
         .collect();
-    events.sort_by(|a, b| cmp(event_version(a), event_version(b)));
+    version::sort_by_version(&mut events, |a, b| cmp(event_version(a), event_version(b)));
     let mut affected = false;
     for e in &events {
         let at = cmp(version, event_version(e));
@@ -701,5 +768,125 @@ mod tests {
         e.versions = vec!["1.0.0".into(), "1.0.1".into()];
         assert_eq!(affects(VersionScheme::SemVer, "1.0.1", &e), Some(None));
         assert_eq!(affects(VersionScheme::SemVer, "1.0.2", &e), None);
+    }
+
+    fn maven_db(fixed: &str) -> Db {
+        let record = serde_json::json!({
+            "id": "GHSA-mvn-0001",
+            "modified": "2024-01-01T00:00:00Z",
+            "affected": [{
+                "package": {"ecosystem": "Maven", "name": "org.example:lib"},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": fixed}]}]
+            }]
+        });
+        let mut b = crate::vulndb::DbBuilder::new();
+        b.add_json(record.to_string().as_bytes(), "inline");
+        b.into_db("test").unwrap()
+    }
+
+    fn maven_inventory(versions: &[&str]) -> Inventory {
+        Inventory {
+            target: "t".into(),
+            digest: None,
+            os: None,
+            packages: versions
+                .iter()
+                .map(|v| Package {
+                    ecosystem: Ecosystem::Maven,
+                    name: "org.example:lib".into(),
+                    version: v.to_string(),
+                    purl: String::new(),
+                    source_name: None,
+                    source_version: None,
+                    layer: None,
+                    path: String::new(),
+                    module: None,
+                    vendor: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn an_oversized_package_version_is_unknown_with_one_warning() {
+        let deep = "1-".repeat(100_000);
+        let m = match_inventory(&maven_inventory(&["1.0", &deep]), &maven_db("2.0")).unwrap();
+        // The valid version is matched; the crafted one is neither matched nor quoted whole.
+        assert_eq!(m.vulnerabilities.len(), 1);
+        assert_eq!(m.vulnerabilities[0].package.version, "1.0");
+        assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
+        assert!(m.warnings[0].contains("not checked"), "{}", m.warnings[0]);
+        assert!(m.warnings[0].len() < 300);
+        // Many components within the length limit are refused the same way.
+        let many = "1.".repeat(50);
+        let m = match_inventory(&maven_inventory(&[&many]), &maven_db("2.0")).unwrap();
+        assert!(m.vulnerabilities.is_empty());
+        assert_eq!(m.warnings.len(), 1);
+    }
+
+    #[test]
+    fn an_oversized_fixed_version_skips_its_range_instead_of_affecting_everything() {
+        let deep = "1-".repeat(100_000);
+        let m = match_inventory(&maven_inventory(&["1.0", "3.0"]), &maven_db(&deep)).unwrap();
+        assert!(m.vulnerabilities.is_empty(), "{:?}", m.vulnerabilities);
+        assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
+        assert!(m.warnings[0].contains("GHSA-mvn-0001"), "{}", m.warnings[0]);
+    }
+
+    #[test]
+    fn events_sort_without_a_total_order() {
+        // rpm's release-less bounds make its order intransitive; sorting must not panic.
+        let versions: Vec<String> = (0..2000)
+            .map(|i| match i % 3 {
+                0 => format!("1.{}", i % 7),
+                1 => format!("1.{}-{}", i % 7, i % 11),
+                _ => format!("1.{}-{}.el{}", i % 5, i, i % 3),
+            })
+            .collect();
+        let events: Vec<(&str, &str)> = versions
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (if i % 2 == 0 { "introduced" } else { "fixed" }, v.as_str()))
+            .collect();
+        let e = range(false, &events);
+        let _ = affects(VersionScheme::Rpm, "1.3-5", &e);
+    }
+
+    #[test]
+    fn records_with_huge_ranges_are_skipped_when_compiling() {
+        let events: Vec<serde_json::Value> = (0..200_000)
+            .map(|i| {
+                if i % 2 == 0 {
+                    serde_json::json!({"introduced": format!("1.{i}")})
+                } else {
+                    serde_json::json!({"fixed": format!("1.{i}")})
+                }
+            })
+            .collect();
+        let record = serde_json::json!({
+            "id": "GHSA-huge-0001",
+            "modified": "2024-01-01T00:00:00Z",
+            "affected": [{
+                "package": {"ecosystem": "Maven", "name": "org.example:lib"},
+                "ranges": [{"type": "ECOSYSTEM", "events": events}]
+            }]
+        });
+        let mut b = crate::vulndb::DbBuilder::new();
+        b.add_json(record.to_string().as_bytes(), "inline");
+        let db = b.into_db("test").unwrap();
+        assert_eq!(db.info().records, 0);
+        let m = match_inventory(&maven_inventory(&["1.5"]), &db).unwrap();
+        assert!(m.vulnerabilities.is_empty());
+    }
+
+    #[test]
+    fn a_range_over_the_event_limit_in_an_index_is_skipped_with_a_warning() {
+        // An index built elsewhere may hold such a range: matching skips it and says so.
+        let mut events: Vec<(&str, String)> = vec![("introduced", "0".into())];
+        events.extend((0..MAX_RANGE_EVENTS).map(|i| ("fixed", format!("9.{i}"))));
+        let refs: Vec<(&str, &str)> = events.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let e = range(false, &refs);
+        assert_eq!(affects(VersionScheme::Maven, "1.0", &e), None);
+        assert!(invalid_version_in(&e).unwrap().contains("events"));
     }
 }

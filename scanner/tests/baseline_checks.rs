@@ -68,7 +68,16 @@ fn docker_archive(path: &Path, layers: &[Vec<u8>], config: &serde_json::Value) {
     for (name, data) in names.iter().zip(layers) {
         add(&mut b, name, data);
     }
-    add(&mut b, "config.json", &serde_json::to_vec(config).unwrap());
+    // Each layer's diff_id, as `docker save` writes them (the scanner checks them).
+    let mut config = config.clone();
+    config["rootfs"] = serde_json::json!({"type": "layers", "diff_ids": layers
+        .iter()
+        .map(|l| {
+            use sha2::Digest;
+            format!("sha256:{}", hex::encode(sha2::Sha256::digest(l)))
+        })
+        .collect::<Vec<_>>()});
+    add(&mut b, "config.json", &serde_json::to_vec(&config).unwrap());
     let manifest = serde_json::json!([{
         "Config": "config.json",
         "RepoTags": ["risky:latest"],
@@ -521,3 +530,28 @@ const EXPECTED_ALPINE: &[(&str, &str)] = &[
     ("IW-CIS-4.1-ROOT-USER", "config.User"),
     ("IW-CIS-4.6-NO-HEALTHCHECK", "config.Healthcheck"),
 ];
+
+#[test]
+fn a_directory_target_reports_setuid_and_world_writable_files_like_an_image() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("usr/local/bin")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("usr/local/bin/rootshell"), b"#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(
+        root.join("usr/local/bin/rootshell"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/app.conf"), b"x=1\n").unwrap();
+    std::fs::set_permissions(
+        root.join("etc/app.conf"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
+    let image = scan(&format!("dir:{}", root.display()));
+    let found = checks::run(&image, &CheckOptions::default());
+    find(&found, "IW-CIS-4.8-SETUID", Some("usr/local/bin/rootshell"));
+    find(&found, "IW-BASE-WORLD-WRITABLE", Some("etc/app.conf"));
+}

@@ -343,26 +343,57 @@ fn url_sources_load_from_a_blocking_task_of_an_async_runtime() {
     assert_eq!(builder.len(), 3);
 }
 
+/// `bytes` with its checksum trailer recomputed, as a forger would: only the content
+/// digest can then tell a changed record.
+fn resealed(mut bytes: Vec<u8>) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let body = bytes.len() - 32;
+    let sum = Sha256::digest(&bytes[..body]);
+    bytes[body..].copy_from_slice(&sum);
+    bytes
+}
+
 #[test]
 fn a_received_index_is_verified_against_its_content_digest() {
-    let db = Db::load(&[osv_dir().display().to_string()]).unwrap();
+    let nvd = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/nvd");
+    let db = Db::load(&[
+        osv_dir().display().to_string(),
+        format!("nvd:{}", nvd.display()),
+    ])
+    .unwrap();
+    assert!(db.info().nvd_records > 0);
     let recorded = db.info().digest.clone();
     let bytes = db.as_bytes().to_vec();
     let copy = Db::from_bytes(bytes.clone(), "copy").unwrap();
     assert_eq!(copy.verify_digest().unwrap(), recorded);
 
-    // Any changed byte of a record, and the digest no longer holds.
     let header = |i: usize| {
         let at = 16 + i * 16;
         let off = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
         let len = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().unwrap()) as usize;
         (off, len)
     };
+    // A changed byte without a new checksum is refused on open.
     let (blobs, blobs_len) = header(4);
-    for at in [blobs, blobs + blobs_len / 2, blobs + blobs_len - 1] {
+    let mut flipped = bytes.clone();
+    flipped[blobs] ^= 0x55;
+    let err = Db::from_bytes(flipped, "flipped").unwrap_err().to_string();
+    assert!(err.contains("checksum"), "{err}");
+    // Any changed byte of a record or of NVD's ratings, resealed, and the digest no
+    // longer holds.
+    let (nvd_table, nvd_len) = header(5);
+    let (vectors, vectors_len) = header(6);
+    assert!(nvd_len > 0 && vectors_len > 0);
+    for at in [
+        blobs,
+        blobs + blobs_len / 2,
+        blobs + blobs_len - 1,
+        nvd_table + nvd_len - 1,
+        vectors + vectors_len - 1,
+    ] {
         let mut tampered = bytes.clone();
         tampered[at] ^= 0x55;
-        let err = Db::from_bytes(tampered, "tampered")
+        let err = Db::from_bytes(resealed(tampered), "tampered")
             .unwrap()
             .verify_digest()
             .unwrap_err()
@@ -373,7 +404,7 @@ fn a_received_index_is_verified_against_its_content_digest() {
     let (advisories, _) = header(3);
     let mut moved = bytes.clone();
     moved[advisories] ^= 1;
-    let err = Db::from_bytes(moved, "moved")
+    let err = Db::from_bytes(resealed(moved), "moved")
         .unwrap()
         .verify_digest()
         .unwrap_err()

@@ -253,6 +253,9 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
     };
     let mut started_jobs = 0usize;
     let mut waiting = 0i64;
+    // Inline scans start only after their attempt is recorded: a scan that takes the
+    // process down still counts, and the image ends Failed instead of crash-looping.
+    let mut to_start = Vec::new();
     for entry in status.images.iter_mut() {
         if matches!(entry.phase, ScanPhase::Completed | ScanPhase::Failed) {
             continue;
@@ -365,6 +368,13 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                     waiting += 1;
                     continue;
                 }
+                if let Some(message) = attempts_exhausted(entry, ctx.config.max_scan_attempts) {
+                    // Attempts were recorded but never reported back: the scans ended the process.
+                    entry.phase = ScanPhase::Failed;
+                    entry.message = Some(message);
+                    ctx.metrics.scan("failed", None);
+                    continue;
+                }
                 inline.retry_at.remove(&key);
                 inline.running.insert(key.clone());
                 drop(inline);
@@ -372,14 +382,7 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                 entry.phase = ScanPhase::Running;
                 entry.message = None;
                 running_here += 1;
-                spawn_inline_scan(
-                    ctx.clone(),
-                    key,
-                    ns.clone(),
-                    target,
-                    access.clone(),
-                    owner.clone(),
-                );
+                to_start.push((key, target));
             }
             ExecutorKind::Job => {
                 let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
@@ -477,7 +480,23 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
     summarize(&mut status);
     finish_if_done(&task, &ctx, &mut status).await;
     if status != old {
-        patch_status(&task, &ctx, &status).await?;
+        if let Err(e) = patch_status(&task, &ctx, &status).await {
+            let mut inline = ctx.inline.lock().expect("inline lock");
+            for (key, _) in &to_start {
+                inline.running.remove(key);
+            }
+            return Err(e);
+        }
+    }
+    for (key, target) in to_start {
+        spawn_inline_scan(
+            ctx.clone(),
+            key,
+            ns.clone(),
+            target,
+            access.clone(),
+            owner.clone(),
+        );
     }
     if matches!(status.phase, ScanPhase::Completed | ScanPhase::Failed) {
         return Ok(Action::requeue(Duration::from_millis(100)));
@@ -734,6 +753,17 @@ async fn add_tags_and_owner(
     Ok(())
 }
 
+/// Why an image gets no further inline attempt: every allowed attempt was started
+/// (and recorded) without the scan reporting back, as when a scan ends the process.
+fn attempts_exhausted(entry: &crate::crd::ImageProgress, max_attempts: u32) -> Option<String> {
+    (entry.phase == ScanPhase::Running && entry.attempts >= max_attempts.max(1)).then(|| {
+        format!(
+            "scan of {} did not finish in {} attempt(s): the scanner stopped during the scan",
+            entry.image, entry.attempts
+        )
+    })
+}
+
 fn spawn_inline_scan(
     ctx: Arc<Context>,
     key: ScanKey,
@@ -785,6 +815,27 @@ fn spawn_inline_scan(
 mod tests {
     use super::*;
     use crate::crd::ImageProgress;
+
+    #[test]
+    fn an_inline_scan_that_never_reported_back_stops_after_the_allowed_attempts() {
+        let mut entry = ImageProgress {
+            image: "registry.local/team-a/app:v1".into(),
+            phase: ScanPhase::Running,
+            attempts: 2,
+            ..Default::default()
+        };
+        // Attempt 2 of 3 was recorded and then the process ended: one more is allowed.
+        assert_eq!(attempts_exhausted(&entry, 3), None);
+        entry.attempts = 3;
+        let why = attempts_exhausted(&entry, 3).unwrap();
+        assert!(
+            why.contains("team-a/app:v1") && why.contains("3 attempt"),
+            "{why}"
+        );
+        // A Pending image (failed and reported back) is decided by the failure path.
+        entry.phase = ScanPhase::Pending;
+        assert_eq!(attempts_exhausted(&entry, 3), None);
+    }
 
     #[test]
     fn image_references_split_into_parts() {

@@ -29,8 +29,16 @@ impl Analyzer for DpkgStatusAnalyzer {
 /// (status.d files of distroless images carry no Status field and are all installed).
 pub fn parse_status(path: &str, text: &str, out: &mut Output) {
     let distroless = path != "var/lib/dpkg/status";
-    for stanza in text.split("\n\n") {
-        if stanza.trim().is_empty() {
+    // Stanzas end at blank lines; `lines()` also takes `\r\n` endings, so a status file
+    // written with CRLF reads the same.
+    let mut lines = text.lines().peekable();
+    while lines.peek().is_some() {
+        let stanza: Vec<&str> = lines
+            .by_ref()
+            .skip_while(|l| l.trim().is_empty())
+            .take_while(|l| !l.trim().is_empty())
+            .collect();
+        if stanza.is_empty() {
             continue;
         }
         let mut name = None;
@@ -38,7 +46,7 @@ pub fn parse_status(path: &str, text: &str, out: &mut Output) {
         let mut status = None;
         let mut source = None;
         let mut arch = None;
-        for line in stanza.lines() {
+        for line in stanza {
             if line.starts_with([' ', '\t']) {
                 continue;
             }
@@ -120,5 +128,16 @@ mod tests {
             p.purl,
             "pkg:deb/_/libssl1.1@1.1.1n-0%2Bdeb11u3%2Bb1?arch=amd64&upstream=openssl"
         );
+    }
+
+    #[test]
+    fn crlf_status_file_reads_like_lf() {
+        let lf = "Package: libssl1.1\nStatus: install ok installed\nSource: openssl (1.1.1n-0+deb11u3)\nVersion: 1.1.1n-0+deb11u3+b1\n\nPackage: zlib1g\nStatus: install ok installed\nVersion: 1:1.2.11.dfsg-2+deb11u2\n";
+        let crlf = lf.replace('\n', "\r\n");
+        let (mut a, mut b) = (Output::default(), Output::default());
+        parse_status("var/lib/dpkg/status", lf, &mut a);
+        parse_status("var/lib/dpkg/status", &crlf, &mut b);
+        assert_eq!(a.findings.len(), 2);
+        assert_eq!(a, b);
     }
 }

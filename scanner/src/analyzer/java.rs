@@ -8,10 +8,15 @@ use std::io::{Cursor, Read};
 /// Reads Maven coordinates out of Java archives.
 pub struct JavaArchiveAnalyzer;
 
-/// Largest archive read into memory.
-const ARCHIVE_CAP: u64 = 256 << 20;
+/// Largest archive read into memory (within the scanner Job's 512Mi memory limit,
+/// together with the nested archives extracted from it).
+const ARCHIVE_CAP: u64 = 128 << 20;
 /// Largest archive nested in another one that is extracted into memory.
-const NESTED_CAP: u64 = 128 << 20;
+const NESTED_CAP: u64 = 32 << 20;
+/// Bytes inflated from one top-level archive and everything nested in it.
+const INFLATE_BUDGET: u64 = 128 << 20;
+/// Entries looked at in one top-level archive and everything nested in it.
+const ENTRY_BUDGET: u64 = 200_000;
 /// How deep archives nested in archives are opened.
 const MAX_DEPTH: usize = 3;
 
@@ -29,8 +34,57 @@ impl Analyzer for JavaArchiveAnalyzer {
         ARCHIVE_CAP
     }
     fn analyze(&self, path: &str, data: &[u8], out: &mut Output) {
-        analyze_archive(path, path, data, 0, out);
+        let mut budget = Budget {
+            inflated: 0,
+            entries: 0,
+            exhausted: false,
+        };
+        analyze_archive(path, path, data, 0, &mut budget, out);
     }
+}
+
+/// What one top-level archive may cost, nested archives included.
+struct Budget {
+    inflated: u64,
+    entries: u64,
+    exhausted: bool,
+}
+
+impl Budget {
+    /// Takes `n` bytes of inflate budget; false (with one warning) when it runs out.
+    fn inflate(&mut self, n: u64, archive_name: &str, out: &mut Output) -> bool {
+        self.inflated = self.inflated.saturating_add(n);
+        self.check(archive_name, out)
+    }
+
+    fn check(&mut self, archive_name: &str, out: &mut Output) -> bool {
+        if self.exhausted {
+            return false;
+        }
+        if self.inflated > INFLATE_BUDGET || self.entries > ENTRY_BUDGET {
+            self.exhausted = true;
+            out.warn(format!(
+                "{archive_name}: the archive and its nested archives exceed {INFLATE_BUDGET} inflated bytes or {ENTRY_BUDGET} entries; the rest is skipped"
+            ));
+            return false;
+        }
+        true
+    }
+}
+
+/// Whether two entries of a zip share bytes (a zip bomb's trick: one compressed
+/// stream listed many times). Ranges run from each local header to its data's end.
+fn overlapping_entries<R: Read + std::io::Seek>(zip: &mut zip::ZipArchive<R>) -> bool {
+    let mut spans: Vec<(u64, u64)> = Vec::with_capacity(zip.len());
+    for i in 0..zip.len() {
+        let Ok(entry) = zip.by_index_raw(i) else {
+            continue;
+        };
+        let end = entry.data_start().saturating_add(entry.compressed_size());
+        spans.push((entry.header_start(), end));
+    }
+    spans.sort_unstable();
+    spans.windows(2).any(|w| w[1].0 < w[0].1)
 }
 
 fn analyze_archive(
@@ -38,6 +92,7 @@ fn analyze_archive(
     archive_name: &str,
     data: &[u8],
     depth: usize,
+    budget: &mut Budget,
     out: &mut Output,
 ) {
     let mut zip = match zip::ZipArchive::new(Cursor::new(data)) {
@@ -47,9 +102,22 @@ fn analyze_archive(
             return;
         }
     };
+    budget.entries = budget.entries.saturating_add(zip.len() as u64);
+    if !budget.check(archive_name, out) {
+        return;
+    }
+    if overlapping_entries(&mut zip) {
+        out.warn(format!(
+            "{archive_name}: entries share bytes (a zip bomb's layout); not read"
+        ));
+        return;
+    }
     let mut found = false;
     let mut manifest = None;
     for i in 0..zip.len() {
+        if budget.exhausted {
+            return;
+        }
         let Ok(mut entry) = zip.by_index(i) else {
             out.warn(format!("{archive_name}: unreadable entry #{i}"));
             continue;
@@ -60,7 +128,15 @@ fn analyze_archive(
         let name = entry.name().to_string();
         let lower = name.to_ascii_lowercase();
         if name.starts_with("META-INF/maven/") && name.ends_with("/pom.properties") {
-            if let Some(text) = read_capped(&mut entry, 1 << 20) {
+            let text = read_capped(&mut entry, 1 << 20);
+            if !budget.inflate(
+                text.as_ref().map_or(0, |t| t.len() as u64),
+                archive_name,
+                out,
+            ) {
+                return;
+            }
+            if let Some(text) = text {
                 if let Some((g, a, v)) = parse_pom_properties(&text) {
                     emit(file_path, &g, &a, &v, out);
                     found = true;
@@ -75,13 +151,17 @@ fn analyze_archive(
                 ));
                 continue;
             }
-            let mut buf = Vec::with_capacity(entry.size() as usize);
+            // The declared size is not trusted: at most the cap is inflated.
+            let mut buf = Vec::with_capacity(entry.size().min(NESTED_CAP) as usize);
             let read = (&mut entry).take(NESTED_CAP).read_to_end(&mut buf);
             drop(entry);
+            if !budget.inflate(buf.len() as u64, archive_name, out) {
+                return;
+            }
             // Nested archives are read one at a time: memory stays within depth × cap.
             if read.is_ok() {
                 let nested_name = format!("{archive_name}!{name}");
-                analyze_archive(file_path, &nested_name, &buf, depth + 1, out);
+                analyze_archive(file_path, &nested_name, &buf, depth + 1, budget, out);
             }
         }
     }
@@ -194,6 +274,129 @@ mod tests {
         assert_eq!(
             name_version_from_file_name("app/lib/log4j-core-2.14.1.jar"),
             Some(("log4j-core".into(), "2.14.1".into()))
+        );
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    /// A stored (uncompressed) zip: `files` are written once each; `central` lists
+    /// (name, index into `files`) entries, so several may point at the same bytes.
+    fn stored_zip(files: &[(&str, &[u8])], central: &[(String, usize)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut offsets = Vec::new();
+        for (name, data) in files {
+            offsets.push(out.len() as u32);
+            out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+            out.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            out.extend_from_slice(&crc32(data).to_le_bytes());
+            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            out.extend_from_slice(&0u16.to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(data);
+        }
+        let cd_start = out.len() as u32;
+        for (name, i) in central {
+            let data = files[*i].1;
+            out.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+            out.extend_from_slice(&[20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            out.extend_from_slice(&crc32(data).to_le_bytes());
+            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            out.extend_from_slice(&[0; 12]);
+            out.extend_from_slice(&offsets[*i].to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+        }
+        let cd_len = out.len() as u32 - cd_start;
+        out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        out.extend_from_slice(&(central.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(central.len() as u16).to_le_bytes());
+        out.extend_from_slice(&cd_len.to_le_bytes());
+        out.extend_from_slice(&cd_start.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn a_stored_zip_written_here_is_read() {
+        let pom = b"groupId=org.example\nartifactId=inner\nversion=1.0\n";
+        let jar = stored_zip(
+            &[("META-INF/maven/org.example/inner/pom.properties", pom)],
+            &[("META-INF/maven/org.example/inner/pom.properties".into(), 0)],
+        );
+        let mut out = Output::default();
+        JavaArchiveAnalyzer.analyze("app.jar", &jar, &mut out);
+        assert_eq!(out.findings.len(), 1, "{:?}", out.warnings);
+    }
+
+    #[test]
+    fn nested_archives_listed_many_times_over_the_same_bytes_are_refused() {
+        // Each level lists one nested jar 60 times: read naively, three levels open
+        // 60³ archives. The entries overlap, so the archive is refused at once.
+        let pom = b"groupId=org.example\nartifactId=inner\nversion=1.0\n";
+        let mut jar = stored_zip(
+            &[("META-INF/maven/org.example/inner/pom.properties", pom)],
+            &[("META-INF/maven/org.example/inner/pom.properties".into(), 0)],
+        );
+        for level in 0..3 {
+            let central: Vec<(String, usize)> = (0..60)
+                .map(|i| (format!("lib/l{level}-{i}.jar"), 0))
+                .collect();
+            jar = stored_zip(&[("lib/nested.jar", &jar)], &central);
+        }
+        let started = std::time::Instant::now();
+        let mut out = Output::default();
+        JavaArchiveAnalyzer.analyze("app.jar", &jar, &mut out);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(out.findings.is_empty());
+        assert!(
+            out.warnings
+                .iter()
+                .any(|w| w.contains("entries share bytes")),
+            "{:?}",
+            out.warnings
+        );
+    }
+
+    #[test]
+    fn nested_archives_share_one_inflate_budget() {
+        // Distinct (non-overlapping) copies of a 20 MiB nested jar: each is under the
+        // nested cap, together they pass the archive's inflate budget.
+        use std::io::Write;
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        let mut inner = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        inner.start_file("data.bin", stored).unwrap();
+        inner.write_all(&vec![b'x'; 20 << 20]).unwrap();
+        let inner = inner.finish().unwrap().into_inner();
+        let mut outer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        for i in 0..8 {
+            outer.start_file(format!("lib/n{i}.jar"), stored).unwrap();
+            outer.write_all(&inner).unwrap();
+        }
+        let outer = outer.finish().unwrap().into_inner();
+        let mut out = Output::default();
+        JavaArchiveAnalyzer.analyze("app.jar", &outer, &mut out);
+        assert!(
+            out.warnings.iter().any(|w| w.contains("inflated bytes")),
+            "{:?}",
+            out.warnings
         );
     }
 }

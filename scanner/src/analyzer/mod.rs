@@ -42,7 +42,44 @@ pub struct OsFact {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Output {
     pub findings: Vec<Finding>,
+    /// At most [`MAX_WARNINGS`] warnings of at most [`MAX_WARNING_LEN`] bytes each, then
+    /// one line counting the rest.
     pub warnings: Vec<String>,
+    /// Warnings beyond [`MAX_WARNINGS`], counted in the last line of `warnings`.
+    omitted_warnings: u64,
+}
+
+/// Most warnings kept per file (and, times ten, per scan); the rest are counted.
+pub const MAX_WARNINGS: usize = 20;
+/// Longest warning kept, in bytes; longer ones are cut.
+pub const MAX_WARNING_LEN: usize = 300;
+
+/// Cuts a warning to [`MAX_WARNING_LEN`] bytes (at a character boundary).
+pub fn bounded_warning(w: String) -> String {
+    if w.len() <= MAX_WARNING_LEN {
+        return w;
+    }
+    let mut end = MAX_WARNING_LEN;
+    while !w.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &w[..end])
+}
+
+/// Appends `w` to `warnings` keeping at most `max` lines plus one line counting the rest;
+/// `omitted` carries the count between calls.
+pub fn push_bounded_warning(warnings: &mut Vec<String>, omitted: &mut u64, max: usize, w: String) {
+    if warnings.len() < max {
+        warnings.push(bounded_warning(w));
+        return;
+    }
+    *omitted += 1;
+    let line = format!("{omitted} more warning(s) not shown");
+    if *omitted == 1 {
+        warnings.push(line);
+    } else if let Some(last) = warnings.last_mut() {
+        *last = line;
+    }
 }
 
 impl Output {
@@ -50,7 +87,12 @@ impl Output {
         self.findings.push(Finding::Package(p));
     }
     pub fn warn(&mut self, w: impl Into<String>) {
-        self.warnings.push(w.into());
+        push_bounded_warning(
+            &mut self.warnings,
+            &mut self.omitted_warnings,
+            MAX_WARNINGS,
+            w.into(),
+        );
     }
 }
 

@@ -22,7 +22,7 @@ impl Analyzer for RpmSqliteAnalyzer {
         PATHS.contains(&file.path)
     }
     fn size_cap(&self) -> u64 {
-        512 << 20
+        128 << 20
     }
     fn analyze(&self, path: &str, data: &[u8], out: &mut Output) {
         emit_headers(path, read_sqlite(data), out);
@@ -42,7 +42,7 @@ impl Analyzer for RpmBerkeleyDbAnalyzer {
         BDB_PATHS.contains(&file.path)
     }
     fn size_cap(&self) -> u64 {
-        512 << 20
+        128 << 20
     }
     fn analyze(&self, path: &str, data: &[u8], out: &mut Output) {
         // rpm keeps a small bookkeeping record (the next package number) beside the headers.
@@ -181,7 +181,7 @@ impl Analyzer for RpmNdbAnalyzer {
         NDB_PATHS.contains(&file.path)
     }
     fn size_cap(&self) -> u64 {
-        512 << 20
+        128 << 20
     }
     fn analyze(&self, path: &str, data: &[u8], out: &mut Output) {
         emit_headers(path, read_ndb(data), out);
@@ -231,10 +231,21 @@ pub fn read_ndb(data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
 }
 
 fn read_sqlite(data: &[u8]) -> Result<Vec<Vec<u8>>, Box<dyn std::error::Error>> {
-    // SQLite reads databases from files; the copy lives only while it is read.
-    let tmp = TempFile::new(data)?;
+    use std::io::Write;
+    // SQLite reads databases from files. The copy goes into a fresh private directory
+    // (random name, mode 0700, created exclusively), so nothing planted in the shared
+    // temp directory can redirect the write; SQLite's `-wal`/`-shm` files land there too.
+    let dir = tempfile::Builder::new()
+        .prefix("imagewarden-rpmdb-")
+        .tempdir()?;
+    let path = dir.path().join("rpmdb.sqlite");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)?
+        .write_all(data)?;
     let conn = rusqlite::Connection::open_with_flags(
-        &tmp.0,
+        &path,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     let mut stmt = conn.prepare("SELECT blob FROM Packages")?;
@@ -244,28 +255,6 @@ fn read_sqlite(data: &[u8]) -> Result<Vec<Vec<u8>>, Box<dyn std::error::Error>> 
         blobs.push(r?);
     }
     Ok(blobs)
-}
-
-struct TempFile(std::path::PathBuf);
-
-impl TempFile {
-    fn new(data: &[u8]) -> std::io::Result<Self> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "imagewarden-rpmdb-{}-{}.sqlite",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::write(&p, data)?;
-        Ok(TempFile(p))
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// The tags of one rpm header that an inventory needs.
@@ -434,5 +423,32 @@ mod tests {
             split_source_rpm(&h.source_rpm),
             Some(("openssl".into(), "1.1.1k".into(), "5.el8".into()))
         );
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn sqlite_copy_does_not_follow_links_planted_in_the_temp_dir() {
+        let real = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/rpmdb.sqlite"),
+        )
+        .unwrap();
+        let victim = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(victim.path(), b"victim\n").unwrap();
+        // Links at every name a predictable scheme (pid and counter) could pick.
+        let planted: Vec<std::path::PathBuf> = (0..64)
+            .map(|n| {
+                std::env::temp_dir().join(format!(
+                    "imagewarden-rpmdb-{}-{n}.sqlite",
+                    std::process::id()
+                ))
+            })
+            .filter(|p| std::os::unix::fs::symlink(victim.path(), p).is_ok())
+            .collect();
+        let blobs = read_sqlite(&real);
+        for p in &planted {
+            let _ = std::fs::remove_file(p);
+        }
+        assert!(!blobs.unwrap().is_empty());
+        assert_eq!(std::fs::read(victim.path()).unwrap(), b"victim\n");
     }
 }

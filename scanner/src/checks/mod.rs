@@ -302,6 +302,29 @@ pub(crate) fn is_binary(data: &[u8]) -> bool {
     data[..data.len().min(8192)].contains(&0)
 }
 
+/// Line numbers of many offsets in one text: the newlines are found once, then each
+/// lookup is a binary search (so many matches in one file cost `O(n + m log n)`).
+pub(crate) struct LineIndex {
+    newlines: Vec<usize>,
+}
+
+impl LineIndex {
+    pub(crate) fn new(data: &[u8]) -> LineIndex {
+        LineIndex {
+            newlines: data
+                .iter()
+                .enumerate()
+                .filter_map(|(i, b)| (*b == b'\n').then_some(i))
+                .collect(),
+        }
+    }
+
+    /// 1-based line number of byte offset `at` (as [`line_of`]).
+    pub(crate) fn line(&self, at: usize) -> u32 {
+        self.newlines.partition_point(|&nl| nl < at) as u32 + 1
+    }
+}
+
 /// 1-based line number of byte offset `at`.
 pub(crate) fn line_of(data: &[u8], at: usize) -> u32 {
     data[..at.min(data.len())]

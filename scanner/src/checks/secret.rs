@@ -6,7 +6,7 @@
 use regex::bytes::{Regex, RegexSet};
 use std::sync::OnceLock;
 
-use super::{emit, is_binary, line_of, redact, CheckClass, CheckFinding};
+use super::{emit, is_binary, redact, CheckClass, CheckFinding, LineIndex};
 use crate::analyzer::{Analyzer, FileMeta, Output};
 use crate::source::ImageConfig;
 use crate::vulndb::Severity::{self, *};
@@ -144,6 +144,8 @@ pub struct SecretMatch {
     pub title: &'static str,
     pub severity: Severity,
     pub offset: usize,
+    /// 1-based line of `offset`.
+    pub line: u32,
     pub redacted: String,
 }
 
@@ -154,23 +156,24 @@ pub fn find_secrets(data: &[u8]) -> Vec<SecretMatch> {
     if !hits.matched_any() {
         return Vec::new();
     }
+    let lines = LineIndex::new(data);
     let mut out: Vec<SecretMatch> = Vec::new();
-    let mut seen_lines: Vec<(usize, u32)> = Vec::new();
+    let mut seen_lines: std::collections::HashSet<(usize, u32)> = Default::default();
     let mut push = |out: &mut Vec<SecretMatch>,
                     i: usize,
                     rule: (&'static str, &'static str, Severity),
                     at: usize,
                     value: &[u8]| {
-        let line = line_of(data, at);
-        if seen_lines.contains(&(i, line)) {
+        let line = lines.line(at);
+        if !seen_lines.insert((i, line)) {
             return;
         }
-        seen_lines.push((i, line));
         out.push(SecretMatch {
             id: rule.0,
             title: rule.1,
             severity: rule.2,
             offset: at,
+            line,
             redacted: redact(&String::from_utf8_lossy(value)),
         });
     };
@@ -190,11 +193,12 @@ pub fn find_secrets(data: &[u8]) -> Vec<SecretMatch> {
         }
     }
     if hits.matched(RULES.len()) {
+        let specific: std::collections::HashSet<u32> = out.iter().map(|s| s.line).collect();
         for caps in c.generic.captures_iter(data).take(100) {
             let m = caps.get(1).expect("value group");
-            let line = line_of(data, m.start());
+            let line = lines.line(m.start());
             // Values a specific rule already reported on this line are not reported twice.
-            if out.iter().any(|s| line_of(data, s.offset) == line) || !looks_random(m.as_bytes()) {
+            if specific.contains(&line) || !looks_random(m.as_bytes()) {
                 continue;
             }
             push(
@@ -267,7 +271,7 @@ impl Analyzer for SecretAnalyzer {
                     m.redacted,
                     "Remove the secret from the image, rotate it, and provide it at run time",
                 )
-                .line(line_of(data, m.offset)),
+                .line(m.line),
             );
         }
     }
@@ -348,7 +352,8 @@ mod tests {
             ["IW-SECRET-AWS-ACCESS-KEY-ID", "IW-SECRET-GITHUB-TOKEN"]
         );
         assert_eq!(found[0].redacted, "AKIA****");
-        assert_eq!(line_of(text, found[1].offset), 3);
+        assert_eq!(found[1].line, 3);
+        assert_eq!(super::super::line_of(text, found[1].offset), 3);
     }
 
     #[test]
@@ -357,5 +362,54 @@ mod tests {
         let hit = find_secrets(br#"api_key = "q8Zt3Lw9Vb2Nx7Kp4Rm6Hs1J""#);
         assert_eq!(hit.len(), 1);
         assert_eq!(hit[0].id, "IW-SECRET-GENERIC");
+    }
+
+    #[test]
+    fn many_secrets_in_a_large_file_cost_linear_time() {
+        // 1,100 secrets (AWS key ids, GitHub tokens, Slack tokens, keyword assignments)
+        // spread through 3 MiB of text: line numbers were recounted from the start of
+        // the file for every match, and for every pair of matches on the generic rule.
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut random = |n: usize, alphabet: &[u8]| -> String {
+            (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    alphabet[(state % alphabet.len() as u64) as usize] as char
+                })
+                .collect()
+        };
+        const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        const MIXED: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        let filler = format!("# {}\n", "lorem ipsum dolor sit amet ".repeat(4));
+        let mut text = String::new();
+        for i in 0..1100 {
+            text.push_str(&filler.repeat(28));
+            match i % 4 {
+                0 => text.push_str(&format!("id = AKIA{}\n", random(16, UPPER))),
+                1 => text.push_str(&format!("t = ghp_{}\n", random(36, MIXED))),
+                2 => text.push_str(&format!("s = xoxb-{}\n", random(24, MIXED))),
+                _ => text.push_str(&format!("api_key = \"{}\"\n", random(24, MIXED))),
+            }
+        }
+        assert!(text.len() > 3 << 20);
+        let started = std::time::Instant::now();
+        let found = find_secrets(text.as_bytes());
+        let elapsed = started.elapsed();
+        // Each rule reports at most 100 matches; every line number is right.
+        for id in [
+            "IW-SECRET-AWS-ACCESS-KEY-ID",
+            "IW-SECRET-GITHUB-TOKEN",
+            "IW-SECRET-SLACK-TOKEN",
+        ] {
+            assert_eq!(found.iter().filter(|m| m.id == id).count(), 100, "{id}");
+        }
+        let generic = found.iter().filter(|m| m.id == "IW-SECRET-GENERIC").count();
+        assert!((50..=100).contains(&generic), "{generic}");
+        for m in found.iter().step_by(25) {
+            assert_eq!(m.line, super::super::line_of(text.as_bytes(), m.offset));
+        }
+        assert!(elapsed < std::time::Duration::from_secs(10), "{elapsed:?}");
     }
 }

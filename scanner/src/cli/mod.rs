@@ -32,6 +32,10 @@ pub struct PullArgs {
     /// Talk plain HTTP to the registry.
     #[arg(long)]
     pub insecure: bool,
+    /// Most uncompressed layer bytes one scan reads, over all layers (a budget against
+    /// decompression bombs); a bigger image is an error.
+    #[arg(long, env = "IMAGEWARDEN_MAX_IMAGE_BYTES", default_value_t = imagewarden_scanner::layer::DEFAULT_MAX_IMAGE_BYTES)]
+    pub max_image_bytes: u64,
 }
 
 impl PullArgs {
@@ -50,6 +54,7 @@ impl PullArgs {
             progress: true,
             // A user's own machine, against registries the user names: any address.
             egress: None,
+            max_image_bytes: Some(self.max_image_bytes),
         }
     }
 }

@@ -8,7 +8,7 @@ mod path;
 pub use path::normalize_entry_path;
 
 use crate::analyzer::{Analyzer, FileMeta, Output};
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read};
 
@@ -17,6 +17,10 @@ use std::io::{self, BufRead, BufReader, Read};
 pub enum LayerError {
     #[error("layer {digest}: digest mismatch: the blob's content hashes to {actual}")]
     DigestMismatch { digest: String, actual: String },
+    #[error("layer {digest}: {reason}")]
+    UnsupportedDigest { digest: String, reason: String },
+    #[error("layer {digest}: the image's layers decompress to more than {limit} bytes (the per-scan budget); not scanned")]
+    OverBudget { digest: String, limit: u64 },
     #[error("layer {digest}: size mismatch: expected {expected} bytes, read {actual}")]
     SizeMismatch {
         digest: String,
@@ -53,29 +57,97 @@ pub struct LayerScan {
     pub warnings: Vec<String>,
     /// Bytes of the blob as stored, and uncompressed tar bytes.
     pub compressed_size: u64,
+    /// `sha256:<hex>` of the uncompressed tar (the config's `diff_ids`), when known: always
+    /// for an uncompressed blob, and for compressed ones read with [`LayerOptions::diff_id`].
+    pub diff_id: Option<String>,
+    /// Bytes of the uncompressed tar stream read.
+    pub uncompressed_size: u64,
+    /// Warnings beyond the bound, counted in the last line of `warnings`.
+    omitted_warnings: u64,
+}
+
+impl LayerScan {
+    /// Records a warning; past [`crate::analyzer::MAX_WARNINGS`] they are only counted.
+    pub fn warn(&mut self, w: String) {
+        crate::analyzer::push_bounded_warning(
+            &mut self.warnings,
+            &mut self.omitted_warnings,
+            crate::analyzer::MAX_WARNINGS,
+            w,
+        );
+    }
+}
+
+/// A content digest being computed in one of the algorithms the OCI image spec
+/// registers (`sha256`, `sha512`).
+#[derive(Clone)]
+pub enum Digester {
+    Sha256(Sha256),
+    Sha512(Sha512),
+}
+
+impl Digester {
+    /// The digester for `expected` (`alg:hex`), or why that digest cannot be verified.
+    pub fn for_digest(expected: &str) -> Result<Digester, String> {
+        let (alg, hex) = expected
+            .split_once(':')
+            .ok_or_else(|| format!("malformed digest {expected:?}"))?;
+        let (digester, len) = match alg {
+            "sha256" => (Digester::Sha256(Sha256::new()), 64),
+            "sha512" => (Digester::Sha512(Sha512::new()), 128),
+            _ => {
+                return Err(format!(
+                    "digest algorithm {:?} is not supported (sha256 and sha512 are); the content cannot be verified",
+                    alg.chars().take(32).collect::<String>()
+                ))
+            }
+        };
+        if hex.len() != len || !hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(format!("malformed {alg} digest"));
+        }
+        Ok(digester)
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            Digester::Sha256(h) => h.update(data),
+            Digester::Sha512(h) => h.update(data),
+        }
+    }
+
+    /// `alg:<hex>` of everything hashed.
+    pub fn finish(self) -> String {
+        match self {
+            Digester::Sha256(h) => format!("sha256:{}", hex::encode(h.finalize())),
+            Digester::Sha512(h) => format!("sha512:{}", hex::encode(h.finalize())),
+        }
+    }
 }
 
 /// A reader that hashes and counts what passes through it.
 pub struct HashingReader<R> {
     inner: R,
-    hasher: Sha256,
+    hasher: Digester,
     count: u64,
 }
 
 impl<R: Read> HashingReader<R> {
+    /// Hashes with sha256.
     pub fn new(inner: R) -> Self {
+        Self::with(inner, Digester::Sha256(Sha256::new()))
+    }
+
+    pub fn with(inner: R, hasher: Digester) -> Self {
         HashingReader {
             inner,
-            hasher: Sha256::new(),
+            hasher,
             count: 0,
         }
     }
-    /// `sha256:<hex>` of everything read so far, and its length.
+
+    /// `alg:<hex>` of everything read so far, and its length.
     pub fn finish(self) -> (String, u64) {
-        (
-            format!("sha256:{}", hex::encode(self.hasher.finalize())),
-            self.count,
-        )
+        (self.hasher.finish(), self.count)
     }
 }
 
@@ -128,23 +200,113 @@ pub fn scan_layer<R: Read>(
     expected_size: Option<u64>,
     analyzers: &[Box<dyn Analyzer>],
 ) -> Result<LayerScan, LayerError> {
+    scan_layer_with(
+        blob,
+        expected_digest,
+        expected_size,
+        analyzers,
+        &LayerOptions::default(),
+    )
+}
+
+/// How one layer is read.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerOptions {
+    /// Also hash the uncompressed tar of a compressed blob, so that [`LayerScan::diff_id`]
+    /// is always set (for checking a config's `diff_ids`).
+    pub diff_id: bool,
+    /// Most uncompressed bytes this layer may have (what is left of the scan's budget).
+    pub max_uncompressed_bytes: u64,
+}
+
+/// Uncompressed bytes one scan reads by default, over all layers: decompression bombs
+/// end here instead of running for hours.
+pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 16 << 30;
+
+impl Default for LayerOptions {
+    fn default() -> Self {
+        LayerOptions {
+            diff_id: false,
+            max_uncompressed_bytes: DEFAULT_MAX_IMAGE_BYTES,
+        }
+    }
+}
+
+/// Counts what passes through, failing once more than `limit` bytes were read.
+struct LimitedReader<R> {
+    inner: R,
+    read: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for LimitedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.limit {
+            return Err(io::Error::other("over the uncompressed byte budget"));
+        }
+        Ok(n)
+    }
+}
+
+/// As [`scan_layer`], with options.
+pub fn scan_layer_with<R: Read>(
+    blob: R,
+    expected_digest: Option<&str>,
+    expected_size: Option<u64>,
+    analyzers: &[Box<dyn Analyzer>],
+    opts: &LayerOptions,
+) -> Result<LayerScan, LayerError> {
+    let want_diff_id = opts.diff_id;
     let label = expected_digest.unwrap_or("(unnamed)").to_string();
     let corrupt = |source: io::Error| LayerError::Corrupt {
         digest: label.clone(),
         source,
     };
-    let mut hashing = HashingReader::new(blob);
+    let hasher = match expected_digest {
+        Some(d) => Digester::for_digest(d).map_err(|reason| LayerError::UnsupportedDigest {
+            digest: label.clone(),
+            reason,
+        })?,
+        None => Digester::Sha256(Sha256::new()),
+    };
+    let mut hashing = HashingReader::with(blob, hasher);
     let mut scan = LayerScan::default();
+    let compression;
     {
-        let buffered = BufReader::with_capacity(64 << 10, &mut hashing);
+        let mut buffered = BufReader::with_capacity(64 << 10, &mut hashing);
+        compression = sniff(&mut buffered).map_err(corrupt)?;
         let tar_stream = decompress(buffered).map_err(corrupt)?;
-        walk_tar(tar_stream, analyzers, &mut scan).map_err(corrupt)?;
+        let mut limited = LimitedReader {
+            inner: tar_stream,
+            read: 0,
+            limit: opts.max_uncompressed_bytes,
+        };
+        let walked = if want_diff_id && compression != Compression::None {
+            let mut hashed = HashingReader::new(&mut limited);
+            let walked = walk_tar(&mut hashed, analyzers, &mut scan)
+                // The tar end marker may come before the end of the stream.
+                .and_then(|()| io::copy(&mut hashed, &mut io::sink()).map(|_| ()));
+            scan.diff_id = Some(hashed.finish().0);
+            walked
+        } else {
+            walk_tar(&mut limited, analyzers, &mut scan)
+        };
+        if limited.read > limited.limit {
+            return Err(LayerError::OverBudget {
+                digest: label.clone(),
+                limit: opts.max_uncompressed_bytes,
+            });
+        }
+        walked.map_err(corrupt)?;
+        scan.uncompressed_size = limited.read;
     }
     // The tar end marker may come before the end of the blob; the digest covers all of it.
     io::copy(&mut hashing, &mut io::sink()).map_err(corrupt)?;
     let (actual, size) = hashing.finish();
     if let Some(expected) = expected_digest {
-        if expected.starts_with("sha256:") && expected != actual {
+        if expected != actual {
             return Err(LayerError::DigestMismatch {
                 digest: expected.to_string(),
                 actual,
@@ -159,6 +321,9 @@ pub fn scan_layer<R: Read>(
                 actual: size,
             });
         }
+    }
+    if compression == Compression::None && actual.starts_with("sha256:") {
+        scan.diff_id = Some(actual.clone());
     }
     scan.digest = expected_digest.map(str::to_string).unwrap_or(actual);
     scan.compressed_size = size;
@@ -181,11 +346,12 @@ pub fn walk_tar<R: Read>(
     scan: &mut LayerScan,
 ) -> io::Result<()> {
     let mut archive = tar::Archive::new(stream);
+    let mut retained = Retained::default();
     for entry in archive.entries()? {
         let mut entry = entry?;
         let raw_path = entry.path_bytes().into_owned();
         let Some(path) = normalize_entry_path(&raw_path) else {
-            scan.warnings.push(format!(
+            scan.warn(format!(
                 "skipped entry with unsafe path {:?}",
                 String::from_utf8_lossy(&raw_path)
             ));
@@ -230,7 +396,32 @@ pub fn walk_tar<R: Read>(
             continue;
         }
         let mut result = FileResult::default();
-        // Links are never followed: their target may be outside this layer, or a loop.
+        if kind == tar::EntryType::Link {
+            // A hard link names an earlier entry of this layer and has its content. The walk
+            // reads each layer once: a target still held from its own reading is analyzed
+            // under the link's path; otherwise the miss is said, not silent.
+            let target = entry
+                .link_name_bytes()
+                .and_then(|t| normalize_entry_path(&t));
+            match target.as_ref().and_then(|t| retained.get(t)) {
+                Some(data) => {
+                    let data = data.clone();
+                    let meta = FileMeta {
+                        path: &path,
+                        mode,
+                        size: data.len() as u64,
+                    };
+                    analyze_read(&meta, wanting, &data, &mut result);
+                }
+                None => result.output.warn(format!(
+                    "{path}: a hard link to {} whose content was not kept from earlier in the layer; not analyzed",
+                    target.as_deref().unwrap_or("an unsafe path")
+                )),
+            }
+            scan.files.insert(path, result);
+            continue;
+        }
+        // Symbolic links are never followed: their target may be outside this layer, or a loop.
         if !(kind.is_file() || kind == tar::EntryType::Continuous) {
             scan.files.insert(path, result);
             continue;
@@ -286,9 +477,75 @@ pub fn walk_tar<R: Read>(
         for a in readers {
             a.analyze_file(&meta, &data, &mut result.output);
         }
+        retained.keep(&path, data);
         scan.files.insert(path, result);
     }
     Ok(())
+}
+
+/// Runs the analyzers wanting a hard link's path on its target's content.
+fn analyze_read(
+    meta: &FileMeta<'_>,
+    wanting: Vec<&dyn Analyzer>,
+    data: &[u8],
+    result: &mut FileResult,
+) {
+    for a in wanting {
+        if a.metadata_only() {
+            a.analyze_meta(meta, &mut result.output);
+        } else if data.len() as u64 > a.size_cap() {
+            result.output.warn(format!(
+                "{}: {} bytes is over the {} analyzer's cap of {} bytes; skipped",
+                meta.path,
+                data.len(),
+                a.name(),
+                a.size_cap()
+            ));
+        } else if !a.elf_only() || data.starts_with(b"\x7fELF") {
+            a.analyze_file(meta, data, &mut result.output);
+        }
+    }
+}
+
+/// Content of files read earlier in a layer, kept (within a byte budget, newest first)
+/// so that hard links to them can be analyzed.
+#[derive(Default)]
+struct Retained {
+    files: std::collections::HashMap<String, std::sync::Arc<Vec<u8>>>,
+    order: std::collections::VecDeque<String>,
+    bytes: usize,
+}
+
+impl Retained {
+    /// Bytes of file content kept for hard links, per layer.
+    const BUDGET: usize = 32 << 20;
+
+    fn keep(&mut self, path: &str, data: Vec<u8>) {
+        if data.len() > Self::BUDGET / 2 {
+            return;
+        }
+        self.bytes += data.len();
+        if let Some(old) = self
+            .files
+            .insert(path.to_string(), std::sync::Arc::new(data))
+        {
+            self.bytes -= old.len();
+        } else {
+            self.order.push_back(path.to_string());
+        }
+        while self.bytes > Self::BUDGET {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(old) = self.files.remove(&oldest) {
+                self.bytes -= old.len();
+            }
+        }
+    }
+
+    fn get(&self, path: &str) -> Option<&std::sync::Arc<Vec<u8>>> {
+        self.files.get(path)
+    }
 }
 
 /// Applies layers in order: each layer's whiteouts and opaque directories hide what the

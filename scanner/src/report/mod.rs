@@ -238,6 +238,7 @@ impl ScanReport {
                  use `imagewarden db update`, or add NVD with `imagewarden db build --source nvd:...`"
             ));
         }
+        warnings.extend(matches.warnings);
         ScanReport {
             target: inventory.target.clone(),
             digest: inventory.digest.clone(),

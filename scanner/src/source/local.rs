@@ -4,7 +4,7 @@ use super::oci::{self, Descriptor, Manifest};
 use super::progress::{bar, ProgressReader};
 use super::{assemble, ImageRef, PullOptions, ScannedImage, SourceError};
 use crate::analyzer::{Analyzer, FileMeta};
-use crate::layer::{self, scan_layer, FileResult, LayerScan};
+use crate::layer::{self, scan_layer_with, FileResult, LayerScan};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::fs::File;
@@ -13,6 +13,10 @@ use std::path::Path;
 
 /// Largest JSON document (manifest, index, config) read from an image.
 const JSON_CAP: u64 = 16 << 20;
+/// Most bytes of an archive's non-layer entries (manifests, configs, other small files)
+/// kept in memory together, and most such entries.
+const NON_LAYER_TOTAL_CAP: u64 = 64 << 20;
+const NON_LAYER_ENTRIES_CAP: usize = 10_000;
 
 fn blob_path(dir: &Path, digest: &str) -> Result<std::path::PathBuf, SourceError> {
     let (alg, hex) = digest
@@ -94,7 +98,15 @@ pub fn scan_layout(
             inner: f,
             bar: bar(opts.progress, size, short(&l.digest)),
         };
-        scans.push(scan_layer(reader, Some(&l.digest), size, analyzers)?);
+        let used = scans.iter().map(|s: &LayerScan| s.uncompressed_size).sum();
+        let layer_opts = opts.layer_options(used, false);
+        scans.push(scan_layer_with(
+            reader,
+            Some(&l.digest),
+            size,
+            analyzers,
+            &layer_opts,
+        )?);
     }
     Ok(assemble(
         target,
@@ -138,6 +150,9 @@ pub fn scan_archive(
     let stream = layer::decompress(BufReader::with_capacity(64 << 10, reader)).map_err(corrupt)?;
     let mut archive = tar::Archive::new(stream);
     let mut json: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut json_bytes = 0u64;
+    // Non-layer entries too large to keep: named if a manifest turns out to be among them.
+    let mut oversized: Vec<String> = Vec::new();
     let mut layers: HashMap<String, LayerScan> = HashMap::new();
     let entries = archive
         .entries()
@@ -165,21 +180,50 @@ pub fn scan_archive(
             || name.ends_with(".tar")
             || name.starts_with("blobs/");
         if !looks_layer || looks_json || size == 0 {
-            if size <= JSON_CAP {
-                let mut buf = Vec::new();
-                buffered
-                    .read_to_end(&mut buf)
-                    .map_err(SourceError::io(format!("{what}: {name}")))?;
-                json.insert(name, buf);
+            if size > JSON_CAP {
+                if oversized.len() < 16 {
+                    oversized.push(name);
+                }
+                continue;
             }
+            if json_bytes + size > NON_LAYER_TOTAL_CAP || json.len() >= NON_LAYER_ENTRIES_CAP {
+                return Err(SourceError::Invalid(format!(
+                    "{what}: the archive's non-layer entries exceed {NON_LAYER_TOTAL_CAP} bytes or {NON_LAYER_ENTRIES_CAP} entries in total; not an image archive this scanner reads"
+                )));
+            }
+            let mut buf = Vec::new();
+            // The header's size is not trusted: read at most what it announced.
+            (&mut buffered)
+                .take(size)
+                .read_to_end(&mut buf)
+                .map_err(SourceError::io(format!("{what}: {name}")))?;
+            json_bytes += buf.len() as u64;
+            json.insert(name, buf);
             continue;
         }
+        // `blobs/<alg>/<hex>` names its content; an algorithm that cannot be verified is refused.
         let expected = name
-            .strip_prefix("blobs/sha256/")
-            .filter(|h| h.len() == 64)
-            .map(|h| format!("sha256:{h}"));
-        let scan = scan_layer(buffered, expected.as_deref(), Some(size), analyzers)?;
+            .strip_prefix("blobs/")
+            .and_then(|rest| rest.split_once('/'))
+            .filter(|(_, hex)| !hex.contains('/'))
+            .map(|(alg, hex)| format!("{alg}:{hex}"));
+        let used = layers.values().map(|s| s.uncompressed_size).sum();
+        let layer_opts = opts.layer_options(used, true);
+        let scan = scan_layer_with(
+            buffered,
+            expected.as_deref(),
+            Some(size),
+            analyzers,
+            &layer_opts,
+        )?;
         layers.insert(name, scan);
+    }
+    for manifest in ["manifest.json", "index.json"] {
+        if !json.contains_key(manifest) && oversized.iter().any(|n| n == manifest) {
+            return Err(SourceError::Invalid(format!(
+                "{what}: {manifest} is larger than {JSON_CAP} bytes; not read"
+            )));
+        }
     }
 
     let use_docker = json.contains_key("manifest.json")
@@ -210,6 +254,9 @@ pub fn scan_archive(
             ordered.push(scan);
         }
         let config = json.get(entry.config.trim_start_matches("./")).cloned();
+        if let Some(config) = &config {
+            check_diff_ids(&what, config, &entry.layers, &ordered)?;
+        }
         return Ok(assemble(target, None, &ordered, config, Vec::new()));
     }
 
@@ -255,6 +302,54 @@ pub fn scan_archive(
     ))
 }
 
+/// Checks each layer of a docker-save archive against its config's `rootfs.diff_ids`
+/// (the sha256 of the uncompressed layer), so a layer swapped in the archive is refused.
+fn check_diff_ids(
+    what: &str,
+    config: &[u8],
+    names: &[String],
+    layers: &[LayerScan],
+) -> Result<(), SourceError> {
+    #[derive(Deserialize)]
+    struct Config {
+        rootfs: Option<RootFs>,
+    }
+    #[derive(Deserialize)]
+    struct RootFs {
+        #[serde(default)]
+        diff_ids: Vec<String>,
+    }
+    let config: Config = serde_json::from_slice(config)
+        .map_err(|e| SourceError::Invalid(format!("{what}: image config: {e}")))?;
+    let diff_ids = config.rootfs.map(|r| r.diff_ids).unwrap_or_default();
+    if diff_ids.len() != layers.len() {
+        return Err(SourceError::Invalid(format!(
+            "{what}: manifest.json lists {} layers but the config's rootfs.diff_ids has {}",
+            layers.len(),
+            diff_ids.len()
+        )));
+    }
+    for ((name, layer), expected) in names.iter().zip(layers).zip(&diff_ids) {
+        let Some(actual) = &layer.diff_id else {
+            continue;
+        };
+        if !expected.starts_with("sha256:") {
+            return Err(SourceError::Unsupported(format!(
+                "{what}: layer {name}: diff_id {:?} is not a sha256 digest; the layer cannot be verified",
+                expected.chars().take(80).collect::<String>()
+            )));
+        }
+        if actual != expected {
+            return Err(SourceError::DigestMismatch {
+                what: format!("{what}: layer {name} (rootfs.diff_ids)"),
+                expected: expected.clone(),
+                actual: actual.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Reads an unpacked root filesystem. Symbolic links are never followed.
 pub fn scan_dir(
     target: &ImageRef,
@@ -275,8 +370,7 @@ pub fn scan_dir(
                 })
             }
             Err(e) => {
-                scan.warnings
-                    .push(format!("{}: cannot read: {e}", dir.display()));
+                scan.warn(format!("{}: cannot read: {e}", dir.display()));
                 continue;
             }
         };
@@ -304,19 +398,44 @@ pub fn scan_dir(
             let wanting: Vec<&dyn Analyzer> = analyzers
                 .iter()
                 .map(|a| a.as_ref())
-                .filter(|a| a.wants(&fm) && meta.len() <= a.size_cap())
+                .filter(|a| a.wants(&fm))
                 .collect();
             if wanting.is_empty() {
+                continue;
+            }
+            // Mode-only analyzers (setuid, world-writable) judge the file as in an image layer.
+            let mut result = FileResult::default();
+            let (by_meta, wanting): (Vec<&dyn Analyzer>, Vec<&dyn Analyzer>) =
+                wanting.into_iter().partition(|a| a.metadata_only());
+            for a in by_meta {
+                a.analyze_meta(&fm, &mut result.output);
+            }
+            let wanting: Vec<&dyn Analyzer> = wanting
+                .into_iter()
+                .filter(|a| {
+                    let fits = meta.len() <= a.size_cap();
+                    if !fits {
+                        result.output.warn(format!(
+                            "{rel}: {} bytes is over the {} analyzer's cap of {} bytes; skipped",
+                            meta.len(),
+                            a.name(),
+                            a.size_cap()
+                        ));
+                    }
+                    fits
+                })
+                .collect();
+            if wanting.is_empty() {
+                scan.files.insert(rel, result);
                 continue;
             }
             let cap = wanting.iter().map(|a| a.size_cap()).max().unwrap_or(0);
             let mut data = Vec::new();
             let read = File::open(&p).and_then(|f| f.take(cap).read_to_end(&mut data));
             if let Err(e) = read {
-                scan.warnings.push(format!("{rel}: cannot read: {e}"));
+                scan.warn(format!("{rel}: cannot read: {e}"));
                 continue;
             }
-            let mut result = FileResult::default();
             for a in wanting {
                 if a.elf_only() && !data.starts_with(b"\x7fELF") {
                     continue;

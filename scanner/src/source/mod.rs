@@ -191,6 +191,22 @@ pub struct PullOptions {
     ///
     /// [`EgressPolicy::unrestricted`]: crate::egress::EgressPolicy::unrestricted
     pub egress: Option<std::sync::Arc<crate::egress::EgressPolicy>>,
+    /// Most uncompressed layer bytes one scan reads, over all layers; `None` is
+    /// [`crate::layer::DEFAULT_MAX_IMAGE_BYTES`].
+    pub max_image_bytes: Option<u64>,
+}
+
+impl PullOptions {
+    /// Options for the next layer, given the uncompressed bytes the earlier ones used.
+    pub(crate) fn layer_options(&self, used: u64, diff_id: bool) -> layer::LayerOptions {
+        let budget = self
+            .max_image_bytes
+            .unwrap_or(layer::DEFAULT_MAX_IMAGE_BYTES);
+        layer::LayerOptions {
+            diff_id,
+            max_uncompressed_bytes: budget.saturating_sub(used),
+        }
+    }
 }
 
 /// One layer of a scanned image.
@@ -287,14 +303,24 @@ pub(crate) fn assemble(
     let mut os_facts = Vec::new();
     let mut packages = Vec::new();
     let mut file_findings = Vec::new();
+    // One scan keeps a bounded number of warnings, whatever the image holds.
+    let max = analyzer::MAX_WARNINGS * 10;
+    let mut omitted = 0;
+    let mut given = std::mem::take(&mut warnings).into_iter();
+    let mut add = |warnings: &mut Vec<String>, w: String| {
+        analyzer::push_bounded_warning(warnings, &mut omitted, max, w)
+    };
+    for w in given.by_ref() {
+        add(&mut warnings, w);
+    }
     for l in layers {
         for w in &l.warnings {
-            warnings.push(format!("layer {}: {w}", l.digest));
+            add(&mut warnings, format!("layer {}: {w}", l.digest));
         }
     }
     for (path, result) in &merged {
         for w in &result.output.warnings {
-            warnings.push(w.clone());
+            add(&mut warnings, w.clone());
         }
         for f in &result.output.findings {
             match f {

@@ -182,18 +182,22 @@ pub fn resolve_image(
     )))
 }
 
-/// Checks that `data` hashes to `digest` (sha256 only; other algorithms are not checked).
+/// Checks that `data` hashes to `digest`; sha256 and sha512 are verified, any other
+/// algorithm is refused (content that cannot be verified is not read).
 pub fn verify_digest(data: &[u8], digest: &str, what: &str) -> Result<(), SourceError> {
-    use sha2::{Digest, Sha256};
-    if let Some(hex_expected) = digest.strip_prefix("sha256:") {
-        let actual = hex::encode(Sha256::digest(data));
-        if actual != hex_expected {
-            return Err(SourceError::DigestMismatch {
-                what: what.to_string(),
-                expected: digest.to_string(),
-                actual: format!("sha256:{actual}"),
-            });
+    match crate::layer::Digester::for_digest(digest) {
+        Err(reason) => Err(SourceError::Unsupported(format!("{what}: {reason}"))),
+        Ok(mut d) => {
+            d.update(data);
+            let actual = d.finish();
+            if actual != digest {
+                return Err(SourceError::DigestMismatch {
+                    what: what.to_string(),
+                    expected: digest.to_string(),
+                    actual,
+                });
+            }
+            Ok(())
         }
     }
-    Ok(())
 }

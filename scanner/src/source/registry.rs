@@ -7,7 +7,7 @@ use super::progress::{bar, ProgressReader};
 use super::{assemble, ImageRef, PullOptions, ScannedImage, SourceError};
 use crate::analyzer::Analyzer;
 use crate::egress::EgressPolicy;
-use crate::layer::scan_layer;
+use crate::layer::{scan_layer_with, LayerScan};
 use base64::Engine;
 use futures::StreamExt;
 use oci_client::secrets::RegistryAuth;
@@ -215,12 +215,14 @@ pub async fn scan(
             .map(|chunk| chunk.map_err(std::io::Error::other));
         let reader = SyncIoBridge::new(StreamReader::new(stream));
         let analyzers = analyzers.clone();
+        let used = scans.iter().map(|s: &LayerScan| s.uncompressed_size).sum();
+        let layer_opts = opts.layer_options(used, false);
         let scan = tokio::task::spawn_blocking(move || {
             let reader = ProgressReader {
                 inner: reader,
                 bar: progress,
             };
-            scan_layer(reader, Some(&l.digest), size, &analyzers)
+            scan_layer_with(reader, Some(&l.digest), size, &analyzers, &layer_opts)
         })
         .await
         .map_err(|e| SourceError::Invalid(format!("{target}: layer task failed: {e}")))??;

@@ -186,36 +186,74 @@ struct SbomContent {
     os: Option<OsInfo>,
 }
 
+/// Largest SBOM file read.
+pub const MAX_SBOM_BYTES: u64 = 64 << 20;
+/// Most components taken from one SBOM.
+pub const MAX_SBOM_COMPONENTS: usize = 100_000;
+
+/// The parts of a CycloneDX JSON document the scanner uses; everything else is skipped
+/// while parsing rather than built into a tree.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonBom {
+    bom_format: Option<String>,
+    #[serde(default)]
+    components: Vec<JsonComponent>,
+}
+
+#[derive(serde::Deserialize)]
+struct JsonComponent {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    purl: Option<String>,
+    #[serde(default)]
+    components: Vec<JsonComponent>,
+}
+
 fn parse_json(bytes: &[u8], what: &str) -> Result<SbomContent, SourceError> {
-    let v: serde_json::Value = serde_json::from_slice(bytes)
+    let bom: JsonBom = serde_json::from_slice(bytes)
         .map_err(|e| SourceError::Invalid(format!("{what}: not CycloneDX JSON: {e}")))?;
-    if v.get("bomFormat").and_then(|f| f.as_str()) != Some("CycloneDX") {
+    if bom.bom_format.as_deref() != Some("CycloneDX") {
         return Err(SourceError::Invalid(format!(
             "{what}: not a CycloneDX SBOM (bomFormat is not \"CycloneDX\")"
         )));
     }
     let mut out = SbomContent::default();
-    fn walk(list: &serde_json::Value, out: &mut SbomContent) {
-        for c in list.as_array().into_iter().flatten() {
-            let s = |k: &str| c.get(k).and_then(|v| v.as_str()).unwrap_or_default();
-            if s("type") == "operating-system" && out.os.is_none() {
-                out.os = Some(OsInfo {
-                    family: s("name").to_ascii_lowercase(),
-                    version: s("version").to_string(),
-                });
-            }
-            if !s("purl").is_empty() {
-                out.purls.push(s("purl").to_string());
-            }
-            if let Some(nested) = c.get("components") {
-                walk(nested, out);
-            }
+    // Depth-first without recursion (serde_json already bounds the nesting).
+    let mut stack: Vec<std::vec::IntoIter<JsonComponent>> = vec![bom.components.into_iter()];
+    while let Some(top) = stack.last_mut() {
+        let Some(c) = top.next() else {
+            stack.pop();
+            continue;
+        };
+        if c.kind.as_deref() == Some("operating-system") && out.os.is_none() {
+            out.os = Some(OsInfo {
+                family: c.name.unwrap_or_default().to_ascii_lowercase(),
+                version: c.version.unwrap_or_default(),
+            });
+        }
+        if let Some(p) = c.purl.filter(|p| !p.is_empty()) {
+            out.purls.push(p);
+        }
+        if out.purls.len() > MAX_SBOM_COMPONENTS {
+            return Err(too_many_components(what));
+        }
+        if !c.components.is_empty() {
+            stack.push(c.components.into_iter());
         }
     }
-    if let Some(c) = v.get("components") {
-        walk(c, &mut out);
-    }
     Ok(out)
+}
+
+fn too_many_components(what: &str) -> SourceError {
+    SourceError::Invalid(format!(
+        "{what}: the SBOM lists more than {MAX_SBOM_COMPONENTS} components; not read"
+    ))
 }
 
 fn parse_xml(bytes: &[u8], what: &str) -> Result<SbomContent, SourceError> {
@@ -264,7 +302,12 @@ fn parse_xml(bytes: &[u8], what: &str) -> Result<SbomContent, SourceError> {
                 if n >= 2 && stack[n - 2] == "component" {
                     if let Some(c) = components.last_mut() {
                         match stack[n - 1].as_str() {
-                            "purl" => out.purls.push(text.trim().to_string()),
+                            "purl" => {
+                                if out.purls.len() >= MAX_SBOM_COMPONENTS {
+                                    return Err(too_many_components(what));
+                                }
+                                out.purls.push(text.trim().to_string())
+                            }
                             "name" => c.1 = text.trim().to_string(),
                             "version" => c.2 = text.trim().to_string(),
                             _ => {}
@@ -286,7 +329,18 @@ fn parse_xml(bytes: &[u8], what: &str) -> Result<SbomContent, SourceError> {
 /// Reads a CycloneDX SBOM file as an inventory.
 pub fn read(target: &ImageRef, path: &Path) -> Result<ScannedImage, SourceError> {
     let what = target.to_string();
-    let bytes = std::fs::read(path).map_err(SourceError::io(what.clone()))?;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            use std::io::Read;
+            f.take(MAX_SBOM_BYTES + 1).read_to_end(&mut bytes)
+        })
+        .map_err(SourceError::io(what.clone()))?;
+    if bytes.len() as u64 > MAX_SBOM_BYTES {
+        return Err(SourceError::Invalid(format!(
+            "{what}: larger than {MAX_SBOM_BYTES} bytes; not read"
+        )));
+    }
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
     let content = match first {
         Some(b'{') => parse_json(&bytes, &what)?,
@@ -347,5 +401,48 @@ mod tests {
             (g.name.as_str(), g.version.as_str()),
             ("github.com/opencontainers/runc", "1.0.1")
         );
+    }
+
+    fn read_file(path: &Path) -> Result<ScannedImage, SourceError> {
+        read(&ImageRef::Sbom(path.to_path_buf()), path)
+    }
+
+    #[test]
+    fn nested_json_components_are_read_and_unknown_fields_skipped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("bom.json");
+        let bom = serde_json::json!({"bomFormat": "CycloneDX", "specVersion": "1.5",
+        "metadata": {"tools": [{"name": "x", "extra": {"deep": [1, 2, 3]}}]},
+        "components": [
+            {"type": "operating-system", "name": "Debian", "version": "11"},
+            {"type": "library", "name": "app", "purl": "pkg:npm/app@1.0.0", "hashes": [{"alg": "SHA-256"}],
+             "components": [{"type": "library", "name": "lodash", "purl": "pkg:npm/lodash@4.17.15"}]}
+        ]});
+        std::fs::write(&path, serde_json::to_vec(&bom).unwrap()).unwrap();
+        let inv = read_file(&path).unwrap().inventory;
+        assert_eq!(inv.os.unwrap().family, "debian");
+        let mut names: Vec<&str> = inv.packages.iter().map(|p| p.name.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["app", "lodash"]);
+    }
+
+    #[test]
+    fn oversized_sboms_are_refused_before_parsing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("big.json");
+        let mut data = br#"{"bomFormat": "CycloneDX", "components": []"#.to_vec();
+        data.resize(MAX_SBOM_BYTES as usize + 10, b' ');
+        data.push(b'}');
+        std::fs::write(&path, &data).unwrap();
+        let err = read_file(&path).unwrap_err().to_string();
+        assert!(err.contains("larger than"), "{err}");
+
+        let components: Vec<serde_json::Value> = (0..=MAX_SBOM_COMPONENTS)
+            .map(|i| serde_json::json!({"type": "library", "purl": format!("pkg:npm/p{i}@1.0.0")}))
+            .collect();
+        let bom = serde_json::json!({"bomFormat": "CycloneDX", "components": components});
+        std::fs::write(&path, serde_json::to_vec(&bom).unwrap()).unwrap();
+        let err = read_file(&path).unwrap_err().to_string();
+        assert!(err.contains("more than"), "{err}");
     }
 }

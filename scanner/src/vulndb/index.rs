@@ -16,9 +16,12 @@
 //!          u32 CVE number, u32 vector index, u8 base score × 10, u8 flags (1: NVD's own)
 //! nvd vectors  u32 count, count × (u32 offset, u32 length), then the distinct CVSS
 //!          vector strings the entries point to (a few thousand serve all of NVD)
+//! checksum SHA-256 of every byte before it (32 bytes, the file's end)
 //! ```
-//! Opening maps the file and parses only the header and meta: lookups binary-search
-//! the key table in place, and a package's records are decoded only when it is queried.
+//! Opening maps the file, verifies the checksum and parses only the header and meta:
+//! lookups binary-search the key table in place, and a package's records are decoded
+//! only when it is queried. Every offset read from the file is bounds-checked, so a
+//! crafted index is an error, never a panic.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -39,6 +42,25 @@ const HEADER_LEN: usize = 8 + 4 + 4 + SECTIONS * 16;
 const KEY_ENTRY: usize = 24;
 const ADV_ENTRY: usize = 16;
 const NVD_ENTRY: usize = 12;
+const CHECKSUM_LEN: usize = 32;
+
+/// Passes writes through while hashing them, for the checksum trailer.
+struct HashingWriter<'a, W: Write> {
+    out: &'a mut W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
 
 /// What an index holds, stored in the index and printed by `imagewarden db info`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -140,6 +162,22 @@ fn nvd_sections(entries: &[NvdEntry]) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
 /// Writes an index; sections are streamed to `out`, nothing is copied whole.
 pub(crate) fn write_index(
     out: &mut impl Write,
+    info: DbInfo,
+    records: CompiledRecords<'_>,
+) -> anyhow::Result<DbInfo> {
+    let mut hashing = HashingWriter {
+        out,
+        hasher: Sha256::new(),
+    };
+    let info = write_sections(&mut hashing, info, records)?;
+    let checksum = hashing.hasher.finalize();
+    hashing.out.write_all(&checksum)?;
+    hashing.out.flush()?;
+    Ok(info)
+}
+
+fn write_sections(
+    out: &mut impl Write,
     mut info: DbInfo,
     records: CompiledRecords<'_>,
 ) -> anyhow::Result<DbInfo> {
@@ -240,6 +278,8 @@ pub struct Db {
     nvd: (usize, usize),
     /// Vector strings: (offset of the offset table, count, offset of the strings).
     nvd_vectors: (usize, usize, usize),
+    /// The NVD vector section as written: (start, end).
+    nvd_vectors_section: (usize, usize),
     nvd_vectors_end: usize,
 }
 
@@ -296,7 +336,7 @@ impl Db {
             path: origin.clone(),
             what: what.to_string(),
         };
-        if b.len() < HEADER_LEN || &b[..8] != MAGIC {
+        if b.len() < 12 || &b[..8] != MAGIC {
             return Err(DbError::BadMagic { path: origin });
         }
         let format = u32_at(b, 8);
@@ -307,11 +347,18 @@ impl Db {
                 supported: FORMAT,
             });
         }
+        if b.len() < HEADER_LEN + CHECKSUM_LEN {
+            return Err(corrupt("shorter than its header"));
+        }
+        let body = b.len() - CHECKSUM_LEN;
+        if Sha256::digest(&b[..body]).as_slice() != &b[body..] {
+            return Err(corrupt("checksum mismatch"));
+        }
         let mut sections = [(0usize, 0usize); SECTIONS];
         for (i, s) in sections.iter_mut().enumerate() {
-            let off = u64_at(b, 16 + i * 16) as usize;
-            let len = u64_at(b, 24 + i * 16) as usize;
-            if off.checked_add(len).is_none_or(|end| end > b.len()) {
+            let off = usize::try_from(u64_at(b, 16 + i * 16)).unwrap_or(usize::MAX);
+            let len = usize::try_from(u64_at(b, 24 + i * 16)).unwrap_or(usize::MAX);
+            if off < HEADER_LEN || off.checked_add(len).is_none_or(|end| end > body) {
                 return Err(corrupt("section past end of file"));
             }
             *s = (off, len);
@@ -346,6 +393,7 @@ impl Db {
             blobs,
             nvd,
             nvd_vectors,
+            nvd_vectors_section: (vectors.0, vectors.0 + vectors.1),
             nvd_vectors_end: vectors.0 + vectors.1,
         })
     }
@@ -420,6 +468,12 @@ impl Db {
             return Err(corrupt("records do not fill the blobs section".into()));
         }
         hasher.update(&b[self.blobs.0 + key_blobs as usize..self.blobs.0 + self.blobs.1]);
+        // NVD's ratings, hashed as the writer hashes them.
+        if self.nvd.1 > 0 {
+            hasher.update(b"nvd");
+            hasher.update(&b[self.nvd.0..self.nvd.0 + self.nvd.1]);
+            hasher.update(&b[self.nvd_vectors_section.0..self.nvd_vectors_section.1]);
+        }
         let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
         if digest != self.info.digest {
             return Err(corrupt(format!(
@@ -434,27 +488,29 @@ impl Db {
         self.keys.1 / KEY_ENTRY
     }
 
+    /// The name of key `i`; a name outside the names section reads as empty.
     fn key_name(&self, i: usize) -> &[u8] {
         let b = self.data.bytes();
         let at = self.keys.0 + i * KEY_ENTRY;
-        let off = self.names.0 + u32_at(b, at) as usize;
+        let names = &b[self.names.0..self.names.0 + self.names.1];
+        let off = u32_at(b, at) as usize;
         let len = u32_at(b, at + 4) as usize;
-        b.get(off..off + len).unwrap_or(&[])
+        off.checked_add(len)
+            .and_then(|end| names.get(off..end))
+            .unwrap_or(&[])
     }
 
     fn blob(&self, off: u64, len: u32) -> Result<&[u8], DbError> {
-        // Checked: offsets come from the file, which may be hostile.
-        let range = usize::try_from(off)
+        let b = self.data.bytes();
+        let blobs = &b[self.blobs.0..self.blobs.0 + self.blobs.1];
+        usize::try_from(off)
             .ok()
-            .and_then(|off| off.checked_add(len as usize).map(|end| (off, end)))
-            .filter(|(_, end)| *end <= self.blobs.1);
-        let Some((start, end)) = range else {
-            return Err(DbError::Corrupt {
+            .and_then(|start| Some((start, start.checked_add(len as usize)?)))
+            .and_then(|(start, end)| blobs.get(start..end))
+            .ok_or_else(|| DbError::Corrupt {
                 path: self.origin.clone(),
                 what: "record past end of blobs".into(),
-            });
-        };
-        Ok(&self.data.bytes()[self.blobs.0 + start..self.blobs.0 + end])
+            })
     }
 
     /// The entries of every advisory affecting `name` in `ecosystem_key`
@@ -562,5 +618,91 @@ impl Db {
             let (e, n) = k.split_once('\0')?;
             Some((e.to_string(), n.to_string()))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vulndb::DbBuilder;
+
+    /// A small real index: one npm advisory with one affected package.
+    fn index_bytes() -> Vec<u8> {
+        let record = br#"{"id": "GHSA-test-0001", "modified": "2024-01-01T00:00:00Z",
+            "affected": [{"package": {"ecosystem": "npm", "name": "left-pad"},
+                          "ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, {"fixed": "1.3.0"}]}]}]}"#;
+        let mut b = DbBuilder::new();
+        b.add_json(record, "inline");
+        let mut out = Vec::new();
+        b.write(&mut out).unwrap();
+        out
+    }
+
+    /// Rewrites the checksum trailer after a deliberate edit.
+    fn reseal(bytes: &mut [u8]) {
+        let body = bytes.len() - CHECKSUM_LEN;
+        let sum = Sha256::digest(&bytes[..body]);
+        bytes[body..].copy_from_slice(&sum);
+    }
+
+    fn section(bytes: &[u8], i: usize) -> usize {
+        u64_at(bytes, 16 + i * 16) as usize
+    }
+
+    #[test]
+    fn a_flipped_byte_fails_the_checksum() {
+        let bytes = index_bytes();
+        assert_eq!(
+            Db::from_bytes(bytes.clone(), "t")
+                .unwrap()
+                .affected("npm", "left-pad")
+                .unwrap()
+                .len(),
+            1
+        );
+        let mut bad = bytes.clone();
+        let blobs = section(&bad, 4);
+        bad[blobs] ^= 0x40;
+        let err = Db::from_bytes(bad, "t").unwrap_err().to_string();
+        assert!(err.contains("checksum mismatch"), "{err}");
+        let mut short = bytes;
+        short.truncate(short.len() - 1);
+        assert!(Db::from_bytes(short, "t").is_err());
+    }
+
+    #[test]
+    fn wrapping_offsets_in_a_sealed_index_are_errors_not_panics() {
+        let bytes = index_bytes();
+        let keys = section(&bytes, 1);
+        let advisories = section(&bytes, 3);
+        for (at, value) in [
+            // key 0: blob offset that wraps when added to the blobs section start
+            (keys + 8, u64::MAX - 3),
+            // key 0: blob offset just past the end
+            (keys + 8, u64::from(u32::MAX)),
+            // advisory 0: blob offset that wraps
+            (advisories, u64::MAX),
+        ] {
+            let mut bad = bytes.clone();
+            bad[at..at + 8].copy_from_slice(&value.to_le_bytes());
+            reseal(&mut bad);
+            let db = Db::from_bytes(bad, "t").unwrap();
+            let looked_up = db.affected("npm", "left-pad").and_then(|_| db.advisory(0));
+            let err = looked_up.unwrap_err().to_string();
+            assert!(err.contains("past end of blobs"), "{err}");
+        }
+        // Key name offsets that wrap read as no name: the lookup finds nothing.
+        let mut bad = bytes.clone();
+        bad[keys..keys + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        bad[keys + 4..keys + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+        reseal(&mut bad);
+        let db = Db::from_bytes(bad, "t").unwrap();
+        assert!(db.affected("npm", "left-pad").unwrap().is_empty());
+        // A section whose end wraps is refused on open.
+        let mut bad = bytes;
+        bad[16 + 4 * 16..16 + 4 * 16 + 8].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
+        reseal(&mut bad);
+        let err = Db::from_bytes(bad, "t").unwrap_err().to_string();
+        assert!(err.contains("section past end"), "{err}");
     }
 }

@@ -155,6 +155,11 @@ impl DbBuilder {
             self.not_security += 1;
             return;
         }
+        if let Some(why) = oversized_record(&rec) {
+            tracing::warn!(id = %crate::vulndb::version::excerpt(&rec.id), "skipping record: {why}");
+            self.unreadable += 1;
+            return;
+        }
         if !self.seen.insert(rec.id.clone()) {
             self.duplicates += 1;
             return;
@@ -240,7 +245,8 @@ impl DbBuilder {
         }
     }
 
-    /// Adds every `.json` member of a zip archive (osv.dev's `all.zip`).
+    /// Adds every `.json` member of a zip archive (osv.dev's `all.zip`); a member over
+    /// [`MAX_OSV_DOCUMENT_BYTES`] is skipped.
     pub fn add_zip<R: Read + Seek>(&mut self, reader: R, origin: &str) -> anyhow::Result<()> {
         let mut zip =
             zip::ZipArchive::new(reader).with_context(|| format!("{origin}: not a zip archive"))?;
@@ -254,8 +260,15 @@ impl DbBuilder {
             }
             let name = format!("{origin}!{}", file.name());
             buf.clear();
-            file.read_to_end(&mut buf)
+            (&mut file)
+                .take(MAX_OSV_DOCUMENT_BYTES + 1)
+                .read_to_end(&mut buf)
                 .with_context(|| format!("reading {name}"))?;
+            if buf.len() as u64 > MAX_OSV_DOCUMENT_BYTES {
+                tracing::warn!(%name, "skipping member over {MAX_OSV_DOCUMENT_BYTES} bytes");
+                self.unreadable += 1;
+                continue;
+            }
             self.add_json(&buf, &name);
         }
         Ok(())
@@ -274,8 +287,15 @@ impl DbBuilder {
             if kind.is_dir() {
                 self.add_dir(&path)?;
             } else if path.extension().is_some_and(|e| e == "json") {
-                let bytes =
-                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                let mut bytes = Vec::new();
+                std::fs::File::open(&path)
+                    .and_then(|f| f.take(MAX_OSV_DOCUMENT_BYTES + 1).read_to_end(&mut bytes))
+                    .with_context(|| format!("reading {}", path.display()))?;
+                if bytes.len() as u64 > MAX_OSV_DOCUMENT_BYTES {
+                    tracing::warn!(path = %path.display(), "skipping file over {MAX_OSV_DOCUMENT_BYTES} bytes");
+                    self.unreadable += 1;
+                    continue;
+                }
                 self.add_json(&bytes, &path.display().to_string());
             } else if path.extension().is_some_and(|e| e == "zip") {
                 self.add_zip_file(&path)?;
@@ -534,6 +554,37 @@ pub async fn fetch_url_source(url: &str) -> anyhow::Result<Vec<(String, Vec<u8>)
         anyhow::bail!("{url}: no <Ecosystem>/all.zip archive found under this base URL");
     }
     Ok(out)
+}
+
+/// Largest OSV JSON document read (a file, or a member of an archive).
+pub const MAX_OSV_DOCUMENT_BYTES: u64 = 64 << 20;
+/// Most `affected` entries, and most range events and listed versions, in one record.
+pub const MAX_AFFECTED_PER_RECORD: usize = 10_000;
+pub const MAX_VERSIONS_PER_RECORD: usize = 100_000;
+
+/// Why a record is too large to compile, if it is.
+fn oversized_record(rec: &OsvRecord) -> Option<String> {
+    if rec.affected.len() > MAX_AFFECTED_PER_RECORD {
+        return Some(format!(
+            "{} affected entries (at most {MAX_AFFECTED_PER_RECORD})",
+            rec.affected.len()
+        ));
+    }
+    let mut versions = 0usize;
+    for a in &rec.affected {
+        versions += a.versions.len();
+        for r in &a.ranges {
+            if r.events.len() > crate::matcher::MAX_RANGE_EVENTS {
+                return Some(format!(
+                    "a range with {} events (at most {})",
+                    r.events.len(),
+                    crate::matcher::MAX_RANGE_EVENTS
+                ));
+            }
+        }
+    }
+    (versions > MAX_VERSIONS_PER_RECORD)
+        .then(|| format!("{versions} listed versions (at most {MAX_VERSIONS_PER_RECORD})"))
 }
 
 fn compile_advisory(rec: &OsvRecord) -> Advisory {

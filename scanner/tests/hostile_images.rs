@@ -1,0 +1,277 @@
+//! Crafted images: swapped blobs under sha512 digests and docker-save diff_ids, oversized
+//! manifests and non-layer entries, package databases behind hard links.
+
+mod inventory_support;
+
+use std::path::Path;
+
+use imagewarden_scanner::analyzer::default_analyzers;
+use imagewarden_scanner::inventory::Ecosystem;
+use imagewarden_scanner::source::{scan_local, ImageRef, ScannedImage, SourceError};
+use inventory_support::*;
+use sha2::{Digest, Sha512};
+
+const DPKG_STATUS: &str = "Package: zlib1g\nStatus: install ok installed\nVersion: 1:1.2.11.dfsg-2+deb11u2\n\nPackage: libc6\nStatus: install ok installed\nVersion: 2.31-13+deb11u5\n";
+const OS_RELEASE: &str = "ID=debian\nVERSION_ID=11\n";
+
+fn sha512(data: &[u8]) -> String {
+    format!("sha512:{}", hex::encode(Sha512::digest(data)))
+}
+
+/// An OCI layout whose descriptors all use sha512 (or `alg` for the layer); `swap`
+/// stores other content under the layer's digest.
+fn sha512_layout(dir: &Path, layer: &[u8], stored_layer: &[u8], layer_digest: &str) {
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let put = |digest: &str, data: &[u8]| {
+        let (alg, hex) = digest.split_once(':').unwrap();
+        std::fs::create_dir_all(dir.join("blobs").join(alg)).unwrap();
+        std::fs::write(dir.join("blobs").join(alg).join(hex), data).unwrap();
+    };
+    put(layer_digest, stored_layer);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [sha256(layer)]}
+    }))
+    .unwrap();
+    put(&sha512(&config), &config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha512(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": stored_layer.len()}],
+    }))
+    .unwrap();
+    put(&sha512(&manifest), &manifest);
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": sha512(&manifest), "size": manifest.len()}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+fn debian_layer() -> Vec<u8> {
+    tar_layer(&[
+        file("etc/os-release", OS_RELEASE),
+        file("var/lib/dpkg/status", DPKG_STATUS),
+    ])
+}
+
+#[test]
+fn sha512_digests_are_verified() {
+    let good = debian_layer();
+    let evil = tar_layer(&[file("etc/os-release", OS_RELEASE)]);
+    // Same length, so only the digest can tell them apart.
+    let evil = [
+        evil.clone(),
+        vec![0u8; good.len().saturating_sub(evil.len())],
+    ]
+    .concat();
+    let tmp = tempfile::tempdir().unwrap();
+    sha512_layout(tmp.path(), &good, &good, &sha512(&good));
+    let inv = scan(&format!("oci-layout:{}", tmp.path().display()))
+        .unwrap()
+        .inventory;
+    assert_eq!(names(&inv, Ecosystem::Debian).len(), 2);
+
+    let tmp = tempfile::tempdir().unwrap();
+    sha512_layout(tmp.path(), &good, &evil, &sha512(&good));
+    let err = scan(&format!("oci-layout:{}", tmp.path().display())).unwrap_err();
+    assert!(err.to_string().contains("digest mismatch"), "{err}");
+}
+
+#[test]
+fn a_digest_algorithm_that_cannot_be_verified_is_refused() {
+    let good = debian_layer();
+    let tmp = tempfile::tempdir().unwrap();
+    let md5ish = format!("md5:{}", "0".repeat(32));
+    sha512_layout(tmp.path(), &good, &good, &md5ish);
+    let err = scan(&format!("oci-layout:{}", tmp.path().display())).unwrap_err();
+    assert!(err.to_string().contains("not supported"), "{err}");
+}
+
+/// A docker-save archive: layers named `layerN/layer.tar`, the config's diff_ids as given.
+fn docker_archive(path: &Path, layers: &[Vec<u8>], diff_ids: &[String], extra: &[(&str, Vec<u8>)]) {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    let names: Vec<String> = (0..layers.len())
+        .map(|i| format!("layer{i}/layer.tar"))
+        .collect();
+    for (name, data) in names.iter().zip(layers) {
+        add(name, data);
+    }
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}});
+    add("config.json", &serde_json::to_vec(&config).unwrap());
+    for (name, data) in extra {
+        add(name, data);
+    }
+    let manifest =
+        serde_json::json!([{"Config": "config.json", "RepoTags": ["t:1"], "Layers": names}]);
+    if !extra.iter().any(|(n, _)| *n == "manifest.json") {
+        add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    }
+    std::fs::write(path, b.into_inner().unwrap()).unwrap();
+}
+
+#[test]
+fn docker_save_layers_are_checked_against_the_config_diff_ids() {
+    let good = debian_layer();
+    let evil = tar_layer(&[file("etc/os-release", OS_RELEASE)]);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("image.tar");
+    docker_archive(&path, std::slice::from_ref(&good), &[sha256(&good)], &[]);
+    let inv = scan(&format!("docker-archive:{}", path.display()))
+        .unwrap()
+        .inventory;
+    assert_eq!(names(&inv, Ecosystem::Debian).len(), 2);
+    // The layer swapped after the config was written.
+    docker_archive(&path, &[evil], &[sha256(&good)], &[]);
+    let err = scan(&format!("docker-archive:{}", path.display())).unwrap_err();
+    assert!(matches!(err, SourceError::DigestMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("diff_ids"), "{err}");
+    // A compressed layer is checked by the digest of its uncompressed tar.
+    docker_archive(&path, &[gzip(&good)], &[sha256(&good)], &[]);
+    assert!(scan(&format!("docker-archive:{}", path.display())).is_ok());
+    docker_archive(&path, &[gzip(&good)], &[sha256(&gzip(&good))], &[]);
+    assert!(scan(&format!("docker-archive:{}", path.display())).is_err());
+    // No diff_ids at all: nothing to check the layers against.
+    docker_archive(&path, &[good], &[], &[]);
+    let err = scan(&format!("docker-archive:{}", path.display())).unwrap_err();
+    assert!(err.to_string().contains("diff_ids has 0"), "{err}");
+}
+
+#[test]
+fn an_oversized_manifest_is_named_in_the_error() {
+    let good = debian_layer();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("image.tar");
+    let mut big = b"[".to_vec();
+    big.resize((16 << 20) + 10, b' ');
+    big.push(b']');
+    docker_archive(
+        &path,
+        std::slice::from_ref(&good),
+        &[sha256(&good)],
+        &[("manifest.json", big)],
+    );
+    let err = scan(&format!("docker-archive:{}", path.display())).unwrap_err();
+    assert!(
+        err.to_string().contains("manifest.json is larger than"),
+        "{err}"
+    );
+}
+
+#[test]
+fn non_layer_entries_have_a_total_budget() {
+    let good = debian_layer();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("image.tar.gz");
+    // Five JSON-looking entries of 15 MiB each: each under the per-document cap,
+    // together over the archive's budget. Stored gzip-compressed, the archive is small.
+    let mut doc = b"{".to_vec();
+    doc.resize(15 << 20, b' ');
+    let extra: Vec<(String, Vec<u8>)> = (0..5)
+        .map(|i| (format!("junk{i}.json"), doc.clone()))
+        .collect();
+    let extra: Vec<(&str, Vec<u8>)> = extra.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
+    let plain = tmp.path().join("image.tar");
+    docker_archive(
+        &plain,
+        std::slice::from_ref(&good),
+        &[sha256(&good)],
+        &extra,
+    );
+    std::fs::write(&path, gzip(&std::fs::read(&plain).unwrap())).unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() < 1 << 20);
+    let err = scan(&format!("docker-archive:{}", path.display())).unwrap_err();
+    assert!(
+        err.to_string().contains("non-layer entries exceed"),
+        "{err}"
+    );
+}
+
+/// A layer whose dpkg status is a hard link to a file stored earlier under another path.
+fn hardlinked_status_layer(target: &str) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in [("etc/os-release", OS_RELEASE), (target, DPKG_STATUS)] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, path, data.as_bytes()).unwrap();
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_size(0);
+    h.set_mode(0o644);
+    h.set_entry_type(tar::EntryType::Link);
+    b.append_link(&mut h, "var/lib/dpkg/status", target)
+        .unwrap();
+    b.into_inner().unwrap()
+}
+
+fn scan_all(target: &str) -> ScannedImage {
+    let mut analyzers = default_analyzers();
+    analyzers.extend(imagewarden_scanner::checks::file_analyzers(
+        &imagewarden_scanner::checks::CheckOptions::default(),
+    ));
+    scan_local(
+        &ImageRef::parse(target).unwrap(),
+        &Default::default(),
+        &analyzers,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_package_database_behind_a_hard_link_is_read_or_reported() {
+    let layer = hardlinked_status_layer("opt/backup/status");
+    let tmp = tempfile::tempdir().unwrap();
+    Layout::single(tmp.path(), &[gzip(&layer)]);
+    let target = format!("oci-layout:{}", tmp.path().display());
+    // With the file checks on, the target was read (by the secret rules) and is kept:
+    // the link's path is analyzed with its content.
+    let image = scan_all(&target);
+    let got = names(&image.inventory, Ecosystem::Debian);
+    assert_eq!(got.len(), 2, "{:?}", image.warnings);
+    assert!(image
+        .inventory
+        .packages
+        .iter()
+        .all(|p| p.path == "var/lib/dpkg/status"));
+    // Inventory only: nothing read the target, and the miss is a warning, not silence.
+    let image = scan(&target).unwrap();
+    assert!(names(&image.inventory, Ecosystem::Debian).is_empty());
+    assert!(
+        image
+            .warnings
+            .iter()
+            .any(|w| w.contains("var/lib/dpkg/status: a hard link to opt/backup/status")),
+        "{:?}",
+        image.warnings
+    );
+}
+
+#[test]
+fn the_uncompressed_bytes_of_a_scan_have_a_budget() {
+    // Two layers of 3 MiB of zeros each (a few KiB compressed): within a 4 MiB budget
+    // the first is read, the second is refused; the default budget takes both.
+    let zeros = vec![0u8; 3 << 20];
+    let l1 = gzip(&tar_layer(&[file("opt/a.bin", &zeros)]));
+    let l2 = gzip(&tar_layer(&[file("opt/b.bin", &zeros)]));
+    let tmp = tempfile::tempdir().unwrap();
+    Layout::single(tmp.path(), &[l1, l2]);
+    let target = ImageRef::parse(&format!("oci-layout:{}", tmp.path().display())).unwrap();
+    let analyzers = default_analyzers();
+    assert!(scan_local(&target, &Default::default(), &analyzers).is_ok());
+    let opts = imagewarden_scanner::source::PullOptions {
+        max_image_bytes: Some(4 << 20),
+        ..Default::default()
+    };
+    let err = scan_local(&target, &opts, &analyzers).unwrap_err();
+    assert!(err.to_string().contains("per-scan budget"), "{err}");
+}
