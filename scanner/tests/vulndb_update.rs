@@ -165,8 +165,15 @@ fn full(body: Vec<u8>) -> Resource {
 /// (with `.meta` files as NVD publishes them).
 fn official_layout() -> (Mirror, u64) {
     let mut m = Mirror::default();
-    for eco in ["Alpine", "Debian", "PyPI", "npm", "Go", "crates.io"] {
-        let files = json_files(&testdata("osv").join(eco));
+    let mut ecosystems: Vec<String> = std::fs::read_dir(testdata("osv"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    ecosystems.sort();
+    for eco in ecosystems {
+        let files = json_files(&testdata("osv").join(&eco));
         m.files
             .insert(format!("/osv/{eco}/all.zip"), full(zip_records(&files)));
     }

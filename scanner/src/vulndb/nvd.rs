@@ -442,6 +442,14 @@ mod tests {
         assert!(db.nvd_rating("CVE-2020-0003").is_none());
         // Header: magic, format, flags, then (offset, length) per section; NVD vectors last.
         let at = |i: usize| 16 + i * 16;
+        // Changed bytes get a new checksum trailer, as a forger would write.
+        let resealed = |mut b: Vec<u8>| {
+            use sha2::{Digest, Sha256};
+            let body = b.len() - 32;
+            let sum = Sha256::digest(&b[..body]);
+            b[body..].copy_from_slice(&sum);
+            b
+        };
         let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
         let (table, vectors) = (
             u64_at(&bytes, at(5)) as usize,
@@ -450,16 +458,16 @@ mod tests {
         // A vector count past the section: refused on open.
         let mut bad = bytes.clone();
         bad[vectors..vectors + 4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(Db::from_bytes(bad, "bad count").is_err());
+        assert!(Db::from_bytes(resealed(bad), "bad count").is_err());
         // An entry pointing past the vector table: no answer.
         let mut bad = bytes.clone();
         bad[table + 6..table + 10].copy_from_slice(&u32::MAX.to_le_bytes());
-        let db = Db::from_bytes(bad, "bad index").unwrap();
+        let db = Db::from_bytes(resealed(bad), "bad index").unwrap();
         assert!(db.nvd_rating("CVE-2020-0001").is_none());
         // A vector offset past the end of the strings: no answer.
         let mut bad = bytes;
         bad[vectors + 4..vectors + 8].copy_from_slice(&u32::MAX.to_le_bytes());
-        let db = Db::from_bytes(bad, "bad offset").unwrap();
+        let db = Db::from_bytes(resealed(bad), "bad offset").unwrap();
         assert!(db.nvd_rating("CVE-2020-0001").is_none());
     }
 
