@@ -394,7 +394,13 @@ mod tests {
             err.contains("--db-serve-url") && err.contains("http://"),
             "{err}"
         );
-        let config = parse(&["--db-serve-service=imagewarden-database"]).unwrap();
+        // The default executor is job; the inline one takes no address.
+        assert_eq!(parse(&[]).unwrap().executor, ExecutorKind::Job);
+        let config = parse(&[
+            "--executor=inline",
+            "--db-serve-service=imagewarden-database",
+        ])
+        .unwrap();
         assert_eq!(config.executor, ExecutorKind::Inline);
         let err = config.job.check_db_serving(config.executor).unwrap_err();
         assert!(err.contains("inline"), "{err}");

@@ -149,18 +149,7 @@ pub async fn refresh(ctx: Arc<Context>) -> anyhow::Result<()> {
                 continue;
             }
         };
-        let api: Api<ImageScanResult> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = serde_json::json!({
-            "apiVersion": "imagewarden.io/v1alpha1",
-            "kind": "ImageScanResult",
-            "status": status,
-        });
-        api.patch_status(
-            &result.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(patch),
-        )
-        .await?;
+        apply_result_status(&ctx.client, &ns, &result.name_any(), &status).await?;
         if new.is_empty() {
             continue;
         }
@@ -203,6 +192,28 @@ pub async fn refresh(ctx: Arc<Context>) -> anyhow::Result<()> {
         let name = task_name(&rule_name, "dbupdate", &version_tag);
         start_task(&ctx, &rule, &name, TaskTrigger::DatabaseUpdate, images).await?;
     }
+    Ok(())
+}
+
+/// Writes an ImageScanResult's status (server-side apply, the operator's field manager).
+pub(crate) async fn apply_result_status(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    status: &crate::crd::ImageScanResultStatus,
+) -> Result<(), kube::Error> {
+    let api: Api<ImageScanResult> = Api::namespaced(client.clone(), namespace);
+    let patch = serde_json::json!({
+        "apiVersion": "imagewarden.io/v1alpha1",
+        "kind": "ImageScanResult",
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
     Ok(())
 }
 

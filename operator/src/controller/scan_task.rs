@@ -576,17 +576,11 @@ async fn rematch_result(
             return Ok(false);
         }
     };
-    let api: Api<ImageScanResult> =
-        Api::namespaced(ctx.client.clone(), &result.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": "imagewarden.io/v1alpha1",
-        "kind": "ImageScanResult",
-        "status": status,
-    });
-    api.patch_status(
+    crate::dbupdate::apply_result_status(
+        &ctx.client,
+        &result.namespace().unwrap_or_default(),
         &result.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(patch),
+        &status,
     )
     .await?;
     Ok(true)

@@ -947,7 +947,9 @@ pub(crate) fn parse_challenge(header: &str) -> Challenge {
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Challenge::Other(header.to_string());
     }
-    let params = parse_auth_params(params);
+    let params: HashMap<String, String> = imagewarden_scanner::source::parse_auth_params(params)
+        .into_iter()
+        .collect();
     match params.get("realm") {
         Some(realm) => Challenge::Bearer {
             realm: realm.clone(),
@@ -956,36 +958,6 @@ pub(crate) fn parse_challenge(header: &str) -> Challenge {
         },
         None => Challenge::Other(header.to_string()),
     }
-}
-
-/// `k="v",k2=v2` with commas allowed inside quotes (scopes hold `pull,push`).
-fn parse_auth_params(params: &str) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let mut chars = params.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
-            chars.next();
-        }
-        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=')).collect();
-        if key.is_empty() || chars.next().is_none() {
-            break;
-        }
-        let mut value = String::new();
-        if chars.peek() == Some(&'"') {
-            chars.next();
-            while let Some(c) = chars.next() {
-                match c {
-                    '\\' => value.extend(chars.next()),
-                    '"' => break,
-                    c => value.push(c),
-                }
-            }
-        } else {
-            value = std::iter::from_fn(|| chars.next_if(|c| *c != ',')).collect();
-        }
-        out.insert(key.trim().to_ascii_lowercase(), value.trim().to_string());
-    }
-    out
 }
 
 #[cfg(test)]

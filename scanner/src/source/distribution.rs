@@ -386,8 +386,9 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// `k="v",k2=v2` with commas allowed inside quotes (scopes hold `pull,push`).
-fn parse_auth_params(params: &str) -> Vec<(String, String)> {
+/// The parameters of a `WWW-Authenticate` challenge, `k="v",k2=v2`, with commas allowed
+/// inside quotes (scopes hold `pull,push`); keys lower-cased.
+pub fn parse_auth_params(params: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut chars = params.chars().peekable();
     loop {

@@ -4,6 +4,7 @@
 
 mod config;
 mod distribution;
+pub use distribution::parse_auth_params;
 mod local;
 pub mod oci;
 mod progress;
