@@ -156,6 +156,7 @@ pub async fn refresh(ctx: Arc<Context>) -> anyhow::Result<()> {
         // Bounded: the annotation names at most 200 new ids.
         let ids: Vec<&str> = new.iter().take(200).map(String::as_str).collect();
         let annotate = serde_json::json!({"metadata": {"annotations": {NEW_FINDINGS_ANNOTATION: ids.join(",")}}});
+        let api: Api<ImageScanResult> = Api::namespaced(ctx.client.clone(), &ns);
         api.patch(
             &result.name_any(),
             &PatchParams::default(),
