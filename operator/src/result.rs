@@ -233,13 +233,34 @@ pub const MAX_WARNINGS: usize = 20;
 /// See [`MAX_WARNINGS`].
 pub const WARNING_CHARS: usize = 300;
 
-/// The coverage warnings of a scan (see [`coverage_warnings`]), bounded for the status.
-pub fn result_warnings(inventory: &Inventory, database: &DbInfo) -> Vec<String> {
-    coverage_warnings(inventory, database)
+/// The warnings of a scan, bounded for the status: coverage (see [`coverage_warnings`]),
+/// then the matcher's (versions and advisories that could not be evaluated), and when cut,
+/// one line counting the rest.
+pub fn result_warnings(
+    inventory: &Inventory,
+    database: &DbInfo,
+    matched: &[String],
+) -> Vec<String> {
+    let all: Vec<String> = coverage_warnings(inventory, database)
         .into_iter()
-        .take(MAX_WARNINGS)
+        .chain(matched.iter().cloned())
+        .collect();
+    let mut out: Vec<String> = all
+        .iter()
+        .take(if all.len() > MAX_WARNINGS {
+            MAX_WARNINGS - 1
+        } else {
+            MAX_WARNINGS
+        })
         .map(|w| w.chars().take(WARNING_CHARS).collect())
-        .collect()
+        .collect();
+    if all.len() > out.len() {
+        out.push(format!(
+            "{} more warning(s) not shown",
+            all.len() - out.len()
+        ));
+    }
+    out
 }
 
 /// Builds the status of an ImageScanResult (without scan time and conditions, which the
@@ -262,7 +283,11 @@ pub fn build_status(outcome: ScanOutcome<'_>) -> ImageScanResultStatus {
         findings,
         truncated,
         total_findings: total,
-        warnings: result_warnings(outcome.inventory, outcome.database),
+        warnings: result_warnings(
+            outcome.inventory,
+            outcome.database,
+            &outcome.matches.warnings,
+        ),
         inventory: encode_inventory(outcome.inventory),
         conditions: Vec::new(),
     }
@@ -404,7 +429,7 @@ mod tests {
         // Image-controlled text is bounded in the object.
         let mut long = inventory.clone();
         long.os.as_mut().unwrap().family = "x".repeat(10_000);
-        let w = result_warnings(&long, &database);
+        let w = result_warnings(&long, &database, &[]);
         assert!(w.len() == 1 && w[0].chars().count() == WARNING_CHARS);
     }
 
@@ -456,5 +481,51 @@ mod tests {
         assert_eq!(f.score, scanner_finding.score);
         assert_eq!(f.severity, severity(scanner_finding.severity));
         assert_ne!(f.severity, Severity::Unknown);
+    }
+
+    #[test]
+    fn a_version_that_cannot_be_checked_is_a_warning_in_the_status() {
+        let testdata = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scanner/testdata");
+        let db =
+            imagewarden_scanner::vulndb::Db::load(&[testdata.join("osv").display().to_string()])
+                .unwrap();
+        let deep = "1-".repeat(5_000);
+        let inventory: Inventory = serde_json::from_value(serde_json::json!({
+            "target": "r/app:1",
+            "packages": [{"ecosystem": "PyPI", "name": "django", "version": deep,
+                "purl": "", "path": "usr/lib/python3/dist-packages"}]
+        }))
+        .unwrap();
+        let matches = matcher::match_inventory(&inventory, &db).unwrap();
+        assert!(
+            !matches.warnings.is_empty(),
+            "the matcher says it skipped the package"
+        );
+        let status = build_status(ScanOutcome {
+            digest: "sha256:00",
+            inventory: &inventory,
+            matches: &matches,
+            extra: Vec::new(),
+            database_version: "sha256:db",
+            database: db.info(),
+        });
+        assert_eq!(status.total_findings, 0);
+        assert_eq!(status.warnings.len(), matches.warnings.len());
+        assert!(
+            status.warnings[0].contains("django") && status.warnings[0].contains("not checked")
+        );
+        assert!(status
+            .warnings
+            .iter()
+            .all(|w| w.chars().count() <= WARNING_CHARS));
+
+        // Many warnings: the first ones, then one line counting the rest.
+        let many: Vec<String> = (0..50).map(|i| format!("warning {i}")).collect();
+        let w = result_warnings(&inventory, db.info(), &many);
+        assert_eq!(w.len(), MAX_WARNINGS);
+        assert_eq!(
+            w.last().unwrap(),
+            &format!("{} more warning(s) not shown", 50 - (MAX_WARNINGS - 1))
+        );
     }
 }

@@ -165,7 +165,8 @@ pub struct ImageScanResultStatus {
     /// What could not be checked, so that no findings does not read as no vulnerabilities:
     /// e.g. "no advisory source for this distribution (Alibaba Cloud Linux 3): 180 OS
     /// package(s) not checked", packages of a release the database has no advisories for,
-    /// rpm packages from other vendors.
+    /// rpm packages from other vendors, package versions that are not versions, advisories
+    /// whose ranges could not be evaluated. At most 20, the last counting any more.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     /// The image's package inventory, gzip-compressed JSON in base64, kept so that a
