@@ -881,10 +881,10 @@ async fn a_database_refresh_between_job_start_and_result_still_ends_in_a_correct
     operator_uses(cluster, &full).await?;
     let ns = namespace(cluster, "e2e-refresh")?;
     let team = unique("team");
-    // 32 MiB at 2 MiB/s: the scan lasts about 16 s after the Pod got the database.
+    // 32 MiB at 1 MiB/s: the scan lasts about 32 s after the Pod got the database.
     let image = tokio::task::spawn_blocking(|| image_with_payload(11, 32 << 20)).await??;
     let digest = push(&cluster.registry, &format!("{team}/big"), "v1", &image).await?;
-    let link = slow_link(cluster, &cluster.registry, 2 << 20).await?;
+    let link = slow_link(cluster, &cluster.registry, 1 << 20).await?;
     apply_rule(
         &client,
         &ns,
@@ -937,12 +937,14 @@ async fn a_database_refresh_between_job_start_and_result_still_ends_in_a_correct
         st.images,
         diagnostics(cluster, &ns)
     );
-    assert_eq!(
-        st.images[0].message.as_deref(),
-        Some(
-            format!("scanned with database {full}, re-matched with the current database {without}")
-                .as_str()
-        ),
+    // The Job's result is re-matched when it arrives after the refresh; on a machine slow
+    // enough that the scan ended first, the refresh's own pass re-matches the stored result.
+    // Either way the result below must be the current database's.
+    let rematched =
+        format!("scanned with database {full}, re-matched with the current database {without}");
+    assert!(
+        st.images[0].message.as_deref() == Some(rematched.as_str())
+            || st.images[0].message.as_deref() == Some("scanned"),
         "{:?}",
         st.images
     );
@@ -953,15 +955,24 @@ async fn a_database_refresh_between_job_start_and_result_still_ends_in_a_correct
         "the Job was given the database of before the refresh"
     );
     let results: Api<ImageScanResult> = Api::namespaced(client.clone(), &ns);
-    let result = results
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .find(|r| r.spec.digest == digest)
-        .context("the result")?;
-    let rs = result.status.unwrap();
-    assert_eq!(rs.database_version.as_deref(), Some(without.as_str()));
+    let rs = wait_for(
+        "the result made with the current database",
+        Duration::from_secs(60),
+        || {
+            let (results, digest, without) = (results.clone(), digest.clone(), without.clone());
+            async move {
+                Ok(results
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .into_iter()
+                    .find(|r| r.spec.digest == digest)
+                    .and_then(|r| r.status)
+                    .filter(|st| st.database_version.as_deref() == Some(without.as_str())))
+            }
+        },
+    )
+    .await?;
     // Correct: what the current database says of the image's stored inventory.
     let mut current = imagewarden_scanner::vulndb::DbBuilder::new();
     current.add_url(&mirror().url).await?;
