@@ -106,7 +106,7 @@ async fn create_tasks(client: &Client, prefix: &str, image: &str, n: usize) -> R
     Ok(())
 }
 
-/// Waits until `n` tasks named `prefix-*` satisfy `done`.
+/// Waits until at least `n` tasks named `prefix-*` satisfy `done`.
 async fn wait_tasks(
     client: &Client,
     prefix: &str,
@@ -127,7 +127,7 @@ async fn wait_tasks(
                     .filter(|t| t.metadata.name.as_deref().unwrap_or("").starts_with(prefix))
                     .filter(|t| done(t))
                     .count();
-                Ok((count == n).then_some(()))
+                Ok((count >= n).then_some(()))
             }
         },
     )
