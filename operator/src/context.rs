@@ -2,14 +2,21 @@
 //! vulnerability database, in-process scans and metrics.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use imagewarden_scanner::vulndb::Db;
+use k8s_openapi::api::batch::v1::Job;
+use kube::core::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Client;
+use tokio::sync::mpsc;
 
 use crate::config::OperatorConfig;
+use crate::crd::{ImageScanResult, ScanRule, ScanTask};
+use crate::executor::StoredResult;
 use crate::metrics::Metrics;
+use crate::notify::TaskLocks;
 
 /// Field manager of every write the operator makes (server-side apply).
 pub const FIELD_MANAGER: &str = "imagewarden-operator";
@@ -39,13 +46,96 @@ pub struct ScanKey {
 /// Scans running in this process (inline executor) and the outcomes of those that ended
 /// but were not yet recorded in their task's status. Only an optimization: the status in
 /// the API server is the truth, and a restart re-derives everything from it.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct InlineScans {
     pub running: HashSet<ScanKey>,
-    /// Outcome of finished scans: `Err(message)` for failures.
-    pub finished: HashMap<ScanKey, Result<String, String>>,
+    /// Outcome of finished scans: what was written, or `Err(message)` for failures.
+    pub finished: HashMap<ScanKey, Result<StoredResult, String>>,
     /// Failed scans wait until then before their next attempt.
     pub retry_at: HashMap<ScanKey, std::time::Instant>,
+}
+
+/// A ScanTask as the task controller's queue names it.
+pub type TaskRef = ObjectRef<DeserializeGuard<ScanTask>>;
+
+/// What the watches of the ScanTask controller hold (set when the controllers start).
+#[derive(Clone)]
+pub struct Watched {
+    pub rules: Store<DeserializeGuard<ScanRule>>,
+    /// ImageScanResults without findings or inventories (see the controller's watch).
+    pub results: Store<DeserializeGuard<ImageScanResult>>,
+    /// Scanner Jobs (by their label) of every namespace.
+    pub jobs: Store<Job>,
+}
+
+/// How ScanTasks are woken besides watch events: an inline scan that ended, and a scan
+/// slot that freed up for tasks waiting on `maxConcurrentScans`.
+pub struct TaskWakeups {
+    sender: mpsc::UnboundedSender<TaskRef>,
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<TaskRef>>>,
+    waiting: Mutex<HashSet<TaskRef>>,
+    /// Scanner Jobs created (`namespace/name`) that the Job watch has not shown yet;
+    /// they count against the bound.
+    jobs_created: Mutex<HashSet<String>>,
+    /// Held from counting the scans running to recording the ones a reconcile starts, so
+    /// two tasks never both take the last slot.
+    pub slots: tokio::sync::Mutex<()>,
+}
+
+impl Default for TaskWakeups {
+    fn default() -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        Self {
+            sender,
+            receiver: Mutex::new(Some(receiver)),
+            waiting: Mutex::default(),
+            jobs_created: Mutex::default(),
+            slots: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl TaskWakeups {
+    /// Reconciles `task` soon.
+    pub fn wake(&self, task: TaskRef) {
+        // Fails only when the controller has stopped.
+        let _ = self.sender.send(task);
+    }
+
+    /// The stream of wake-ups, for the controller (once).
+    pub fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<TaskRef>> {
+        self.receiver.lock().expect("wakeups lock").take()
+    }
+
+    /// Records whether `task` waits for a scan slot.
+    pub fn set_waiting(&self, task: TaskRef, waiting: bool) {
+        let mut set = self.waiting.lock().expect("wakeups lock");
+        if waiting {
+            set.insert(task);
+        } else {
+            set.remove(&task);
+        }
+    }
+
+    /// A scan slot freed up: wakes every task that waits for one.
+    pub fn slot_freed(&self) {
+        let waiting = std::mem::take(&mut *self.waiting.lock().expect("wakeups lock"));
+        for task in waiting {
+            self.wake(task);
+        }
+    }
+
+    /// Records a scanner Job just created.
+    pub fn job_created(&self, key: String) {
+        self.jobs_created.lock().expect("wakeups lock").insert(key);
+    }
+
+    /// Scanner Jobs created that `seen` (the watch) does not hold yet; forgets the others.
+    pub fn jobs_not_yet_seen(&self, seen: impl Fn(&str) -> bool) -> usize {
+        let mut created = self.jobs_created.lock().expect("wakeups lock");
+        created.retain(|k| !seen(k));
+        created.len()
+    }
 }
 
 /// Wait before the next attempt of a scan that failed `attempts` times: 2 s doubling,
@@ -76,6 +166,11 @@ pub struct Context {
     pub checks: imagewarden_scanner::checks::CheckOptions,
     /// Base URL scanner Jobs download the database from (job executor).
     pub db_base_url: Option<String>,
+    /// The ScanTask controller's watches.
+    pub watched: OnceLock<Watched>,
+    pub wakeups: TaskWakeups,
+    /// Serializes notifying per task.
+    pub notify_locks: Arc<TaskLocks>,
 }
 
 impl Context {
@@ -100,6 +195,9 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             checks: imagewarden_scanner::checks::CheckOptions::default(),
             db_base_url: None,
+            watched: OnceLock::new(),
+            wakeups: TaskWakeups::default(),
+            notify_locks: Arc::default(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! imagewarden's operator: turns `ScanRule`s into `ScanTask`s and `ImageScanResult`s.
 
 pub mod access;
+pub mod conditions;
 pub mod config;
 pub mod context;
 pub mod controller;

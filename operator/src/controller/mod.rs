@@ -17,11 +17,14 @@ use kube::core::error_boundary::InvalidObject;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::ResourceExt;
 use tracing::{debug, warn};
 
-use crate::context::Context;
-use crate::crd::{ScanRule, ScanTask};
+use crate::context::{Context, Watched};
+use crate::crd::{ImageScanResult, ScanRule, ScanTask};
+use crate::executor::{job_state, JobState};
 use crate::Error;
 
 fn object_key<K: kube::Resource>(controller: &str, obj: &K) -> String {
@@ -109,6 +112,40 @@ async fn reconcile_task(
     Ok(action)
 }
 
+/// Keeps what the ScanTask controller decides by: the versions and whether an inventory
+/// is stored, not findings or inventories, so the cache stays small.
+fn slim_result(guard: &mut DeserializeGuard<ImageScanResult>) {
+    if let Ok(result) = &mut guard.0 {
+        result.metadata.managed_fields = None;
+        if let Some(status) = &mut result.status {
+            status.findings = Vec::new();
+            status.warnings = Vec::new();
+            if status.inventory.is_some() {
+                status.inventory = Some(String::new());
+            }
+        }
+    }
+}
+
+/// The ImageScanResult of a watch event, mapped to the unfinished tasks awaiting it.
+fn tasks_awaiting(
+    tasks: &Store<DeserializeGuard<ScanTask>>,
+    result: &DeserializeGuard<ImageScanResult>,
+) -> Vec<ObjectRef<DeserializeGuard<ScanTask>>> {
+    let Ok(result) = &result.0 else {
+        return Vec::new();
+    };
+    let (ns, name) = (result.namespace(), result.name_any());
+    tasks
+        .state()
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter(|task| task.namespace() == ns)
+        .filter(|task| scan_task::plan::awaited_results(task).contains(&name))
+        .map(|task| scan_task::task_ref(task))
+        .collect()
+}
+
 /// Runs both controllers until the stream ends (the process is stopping).
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
@@ -119,28 +156,74 @@ pub async fn run(ctx: Arc<Context>) {
     .owns(
         Api::<DeserializeGuard<ScanTask>>::all(client.clone()),
         watcher::Config::default(),
+    );
+    let rule_store = rules.store();
+    let rules = rules
+        .shutdown_on_signal()
+        .run(reconcile_rule, error_policy("scanrule"), ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                debug!(error = %e, "scanrule controller");
+            }
+        });
+
+    let (results, results_writer) = reflector::store();
+    let result_events = watcher::watcher(
+        Api::<DeserializeGuard<ImageScanResult>>::all(client.clone()),
+        watcher::Config::default(),
     )
-    .shutdown_on_signal()
-    .run(reconcile_rule, error_policy("scanrule"), ctx.clone())
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            debug!(error = %e, "scanrule controller");
+    .default_backoff()
+    .modify(slim_result)
+    .reflect(results_writer)
+    .touched_objects();
+    let (jobs, jobs_writer) = reflector::store();
+    let wake = ctx.clone();
+    let job_events = watcher::watcher(
+        Api::<Job>::all(client.clone()),
+        watcher::Config::default().labels(scan_task::SCANNER_JOB_SELECTOR),
+    )
+    .default_backoff()
+    .reflect(jobs_writer)
+    .inspect(move |event| {
+        // A scanner Job that ended or went away frees a slot of the concurrency bound.
+        let freed = match event {
+            Ok(watcher::Event::Delete(_)) => true,
+            Ok(watcher::Event::Apply(job)) => job_state(job) != JobState::Running,
+            _ => false,
+        };
+        if freed {
+            wake.wakeups.slot_freed();
         }
-    });
+    })
+    .touched_objects();
     let tasks = Controller::new(
         Api::<DeserializeGuard<ScanTask>>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .owns(
-        Api::<Job>::all(client.clone()),
-        watcher::Config::default().labels("app.kubernetes.io/name=imagewarden-scanner"),
-    )
-    .shutdown_on_signal()
-    .run(reconcile_task, error_policy("scantask"), ctx.clone())
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            debug!(error = %e, "scantask controller");
-        }
+    );
+    let task_store = tasks.store();
+    let _ = ctx.watched.set(Watched {
+        rules: rule_store,
+        results: results.clone(),
+        jobs,
     });
+    let wakeups = ctx.wakeups.take_receiver().map(|rx| {
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
+    });
+    let mut tasks = tasks
+        .owns_stream(job_events)
+        .watches_stream(result_events.filter_map(|r| async move { r.ok().map(Ok) }), move |r| {
+            tasks_awaiting(&task_store, &r)
+        });
+    if let Some(wakeups) = wakeups {
+        tasks = tasks.reconcile_on(wakeups);
+    }
+    let tasks = tasks
+        .shutdown_on_signal()
+        .run(reconcile_task, error_policy("scantask"), ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                debug!(error = %e, "scantask controller");
+            }
+        });
     futures::join!(rules, tasks);
 }

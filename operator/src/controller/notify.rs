@@ -88,6 +88,7 @@ pub async fn after_finish(task: &ScanTask, ctx: &Arc<Context>) -> Result<Action,
         event,
         &NotifyOptions {
             egress: ctx.config.egress.policy(),
+            task_locks: ctx.notify_locks.clone(),
             ..Default::default()
         },
     )

@@ -2,105 +2,348 @@
 //! (reusing results made with the same scanner and database), bounded by
 //! `maxConcurrentScans`, and moves the task Pending → Running → Completed/Failed.
 //!
+//! Each reconcile dereferences what the task depends on from the watches (rule,
+//! ImageScanResults, scanner Jobs) and this process's inline scans, lets the pure
+//! [`plan::plan`] decide, and applies its steps. Nothing polls: a task is reconciled when
+//! it, its results or its Jobs change, when one of its inline scans ends, when a scan
+//! slot it waits for frees up, or when a retry backoff ends.
+//!
 //! All progress lives in the task's status and in ImageScanResults, so a restarted
 //! operator continues where the last one stopped, without losing or repeating scans.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+pub mod plan;
 
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::Event;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::access::registry_access;
-use crate::config::ExecutorKind;
-use crate::context::LoadedDb;
-use crate::context::{Context, ScanKey, FIELD_MANAGER};
-use crate::crd::ImageProgress;
+use crate::context::{Context, LoadedDb, ScanKey, TaskRef, Watched, FIELD_MANAGER};
 use crate::crd::{ImageScanResult, ScanPhase, ScanRule, ScanTask, ScanTaskStatus};
 use crate::executor::{
-    self, build_job, job_name, job_state, judge_job, judge_result, rescan_message, JobDatabase,
-    JobOwner, JobRegistry, ScanTarget, ScanVerdict, StoredResult, JOB_DATABASE_ANNOTATION,
+    self, build_job, job_name, job_state, JobDatabase, JobOwner, JobRegistry, JobState,
+    ScanTarget, StoredResult, JOB_DATABASE_ANNOTATION,
 };
 use crate::registry::RegistryAccess;
 use crate::Error;
 
 use super::resolve;
+use plan::{Failure, Fetch, Fetched, Inputs, JobView, Metric, Observed, Rule, Settings, Step};
 
-/// How often a running task is looked at again (besides watch events).
-const RUNNING_REQUEUE: Duration = Duration::from_secs(2);
+pub use plan::summarize;
 
-/// Splits `host/repository:tag` or `host/repository@digest`.
-pub fn parse_image(image: &str) -> Option<(String, String, Option<String>, Option<String>)> {
-    let (rest, digest) = match image.split_once('@') {
-        Some((r, d)) => (r, Some(d.to_string())),
-        None => (image, None),
-    };
-    let (host, path) = rest.split_once('/')?;
-    if !(host.contains('.') || host.contains(':') || host == "localhost") {
-        return None;
-    }
-    let (repo, tag) = match path.rsplit_once(':') {
-        Some((r, t)) if !t.contains('/') => (r.to_string(), Some(t.to_string())),
-        _ => (path.to_string(), None),
-    };
-    if repo.is_empty() || (tag.is_none() && digest.is_none()) {
-        return None;
-    }
-    Some((host.to_string(), repo, tag, digest))
+/// Label every scanner Job carries (the Job watch selects on it).
+pub const SCANNER_JOB_SELECTOR: &str = "app.kubernetes.io/name=imagewarden-scanner";
+
+/// The queue's name for `task`.
+pub fn task_ref(task: &ScanTask) -> TaskRef {
+    ObjectRef::new(&task.name_any()).within(&task.namespace().unwrap_or_default())
 }
 
-fn condition(
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-    previous: &[Condition],
-) -> Condition {
-    let status = if ok { "True" } else { "False" };
-    // Keep the transition time when nothing changed, so status stays stable.
-    let last = previous
-        .iter()
-        .find(|c| {
-            c.type_ == type_ && c.status == status && c.reason == reason && c.message == message
-        })
-        .map(|c| c.last_transition_time.clone());
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        observed_generation: generation,
-        last_transition_time: last.unwrap_or_else(crate::now),
+/// Reconciles one ScanTask.
+pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconcile("scantask");
+    let watched = ctx
+        .watched
+        .get()
+        .cloned()
+        .ok_or_else(|| Error::Invalid("the ScanTask controller's watches are not running".into()))?;
+    for ready in [
+        watched.rules.wait_until_ready().await,
+        watched.results.wait_until_ready().await,
+        watched.jobs.wait_until_ready().await,
+    ] {
+        ready.map_err(|_| Error::Invalid("the ScanTask controller is stopping".into()))?;
     }
-}
-
-/// Derives phase and counters from the per-image entries (pure).
-pub fn summarize(status: &mut ScanTaskStatus) {
-    status.total = status.images.len() as u32;
-    status.succeeded = status
-        .images
-        .iter()
-        .filter(|i| i.phase == ScanPhase::Completed)
-        .count() as u32;
-    status.failed = status
-        .images
-        .iter()
-        .filter(|i| i.phase == ScanPhase::Failed)
-        .count() as u32;
-    if status.succeeded + status.failed == status.total {
-        status.phase = if status.failed == 0 {
-            ScanPhase::Completed
-        } else {
-            ScanPhase::Failed
+    let ns = task.namespace().unwrap_or_default();
+    let rule = rule_of(&task, &watched)?;
+    let rule_view = match (&task.spec.rule_ref, &rule) {
+        (None, _) => Rule::None,
+        (Some(r), None) => Rule::Missing(&r.name),
+        (Some(_), Some(rule)) => Rule::Found(rule),
+    };
+    // A running task may start scans: count the running ones and record the started
+    // ones under one lock.
+    let running = task.status.as_ref().is_some_and(|s| {
+        s.start_time.is_some() && !matches!(s.phase, ScanPhase::Completed | ScanPhase::Failed)
+    });
+    let _slots = match running {
+        true => Some(ctx.wakeups.slots.lock().await),
+        false => None,
+    };
+    let results = results_of(&task, &watched);
+    let jobs = jobs_of(&task, &watched);
+    let active_jobs = active_jobs(&ctx, &watched);
+    let db = ctx.db();
+    let settings = Settings {
+        executor: ctx.config.executor,
+        max_concurrent_scans: ctx.config.max_concurrent_scans,
+        max_scan_attempts: ctx.config.max_scan_attempts,
+        db_version: db.version.clone(),
+        jobs_reach_db: ctx.db_base_url.is_some(),
+    };
+    let wall = crate::now();
+    let mut fetched = Fetched::default();
+    let mut access: Option<RegistryAccess> = None;
+    // Each fetch answers one question of the plan; a task asks a few at most.
+    let steps = loop {
+        let inline = ctx.inline.lock().expect("inline lock").clone();
+        let steps = plan::plan(Inputs {
+            task: &task,
+            rule: rule_view,
+            observed: Observed {
+                results: &results,
+                jobs: &jobs,
+                active_jobs,
+                inline: &inline,
+            },
+            fetched: &fetched,
+            settings: &settings,
+            now: (&wall, Instant::now()),
+        });
+        let [Step::Fetch(fetch)] = steps.as_slice() else {
+            break steps;
         };
-    } else {
-        status.phase = ScanPhase::Running;
+        match fetch {
+            Fetch::Images => {
+                let outcome = resolve_images(&task, rule.as_deref(), &ctx).await;
+                if let Ok((_, a)) = &outcome {
+                    access = a.clone();
+                }
+                fetched.images = Some(outcome.map(|(images, _)| images));
+            }
+            Fetch::Access => {
+                let rule = rule.as_deref().expect("access is fetched for a rule");
+                let outcome = registry_access(
+                    &ctx.client,
+                    &ns,
+                    &rule.spec.registry,
+                    ctx.config.egress.policy(),
+                )
+                .await;
+                fetched.access = Some(match outcome {
+                    Ok(a) => {
+                        access = Some(a);
+                        Ok(())
+                    }
+                    Err(e) => Err(Failure {
+                        reason: "RegistryAccess",
+                        message: e.to_string(),
+                    }),
+                });
+            }
+            Fetch::Rematch(name) => {
+                // The watch holds results without their inventory: read the whole one.
+                let api: Api<ImageScanResult> = Api::namespaced(ctx.client.clone(), &ns);
+                let done = match api.get_opt(name).await? {
+                    Some(result) => rematch_result(&ctx, &result, &db).await?,
+                    None => false,
+                };
+                fetched.rematched.insert(name.clone(), done);
+            }
+        }
+    };
+    apply(&task, rule.as_deref(), &ctx, steps, access).await
+}
+
+/// The task's rule from the watch; `None` when it names none or the rule does not exist.
+fn rule_of(task: &ScanTask, watched: &Watched) -> Result<Option<Arc<ScanRule>>, Error> {
+    let Some(r) = &task.spec.rule_ref else {
+        return Ok(None);
+    };
+    let key = ObjectRef::new(&r.name).within(&task.namespace().unwrap_or_default());
+    match watched.rules.get(&key) {
+        None => Ok(None),
+        Some(guard) => match &guard.0 {
+            Ok(rule) => Ok(Some(Arc::new(rule.clone()))),
+            Err(invalid) => Err(Error::Invalid(format!(
+                "ScanRule {} cannot be read: {}",
+                r.name, invalid.error
+            ))),
+        },
+    }
+}
+
+/// The ImageScanResults the task's images wait for, from the watch.
+fn results_of(task: &ScanTask, watched: &Watched) -> BTreeMap<String, Arc<ImageScanResult>> {
+    let ns = task.namespace().unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for name in plan::awaited_results(task) {
+        let guard = watched.results.get(&ObjectRef::new(&name).within(&ns));
+        if let Some(Ok(result)) = guard.as_deref().map(|g| &g.0) {
+            out.insert(name, Arc::new(result.clone()));
+        }
+    }
+    out
+}
+
+/// The task's scanner Jobs, from the watch.
+fn jobs_of(task: &ScanTask, watched: &Watched) -> BTreeMap<String, JobView> {
+    let uid = task.uid();
+    watched
+        .jobs
+        .state()
+        .into_iter()
+        .filter(|job| {
+            job.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+        })
+        .map(|job| {
+            let view = JobView {
+                state: job_state(&job),
+                database: job.annotations().get(JOB_DATABASE_ANNOTATION).cloned(),
+            };
+            (job.name_any(), view)
+        })
+        .collect()
+}
+
+/// Scanner Jobs of every task that have not finished, with those just created.
+fn active_jobs(ctx: &Context, watched: &Watched) -> usize {
+    let jobs = watched.jobs.state();
+    let running = jobs
+        .iter()
+        .filter(|j| job_state(j) == JobState::Running)
+        .count();
+    let key = |j: &k8s_openapi::api::batch::v1::Job| {
+        format!("{}/{}", j.namespace().unwrap_or_default(), j.name_any())
+    };
+    running
+        + ctx
+            .wakeups
+            .jobs_not_yet_seen(|k| jobs.iter().any(|j| key(j) == k))
+}
+
+/// Reads the rule's registry access and resolves the task's images.
+async fn resolve_images(
+    task: &ScanTask,
+    rule: Option<&ScanRule>,
+    ctx: &Context,
+) -> Result<(Vec<crate::crd::ImageProgress>, Option<RegistryAccess>), Failure> {
+    let ns = task.namespace().unwrap_or_default();
+    let access = match rule {
+        Some(rule) => Some(
+            registry_access(&ctx.client, &ns, &rule.spec.registry, ctx.config.egress.policy())
+                .await
+                .map_err(|e| Failure {
+                    reason: "RegistryAccess",
+                    message: e.to_string(),
+                })?,
+        ),
+        None => None,
+    };
+    let images = resolve::task_images(task, rule, access.as_ref(), ctx.config.egress.policy())
+        .await
+        .map_err(|e| Failure {
+            reason: "DiscoveryFailed",
+            message: e.to_string(),
+        })?;
+    Ok((images, access))
+}
+
+/// Carries out the steps of a plan.
+async fn apply(
+    task: &Arc<ScanTask>,
+    rule: Option<&ScanRule>,
+    ctx: &Arc<Context>,
+    steps: Vec<Step>,
+    access: Option<RegistryAccess>,
+) -> Result<Action, Error> {
+    let ns = task.namespace().unwrap_or_default();
+    let me = task_ref(task);
+    let mut action = Action::await_change();
+    let mut waiting = false;
+    let mut to_start = Vec::new();
+    let mut identity_ready = false;
+    for step in steps {
+        match step {
+            Step::Fetch(_) => unreachable!("fetches are answered before applying"),
+            Step::Notify => return super::notify::after_finish(task, ctx).await,
+            Step::RecordOnResult {
+                result,
+                tags,
+                owner,
+            } => {
+                let api: Api<ImageScanResult> = Api::namespaced(ctx.client.clone(), &ns);
+                if let Some(existing) = api.get_opt(&result).await? {
+                    add_tags_and_owner(&api, &existing, &tags, owner).await?;
+                }
+            }
+            Step::ForgetOutcome(key) => {
+                ctx.inline.lock().expect("inline lock").finished.remove(&key);
+            }
+            Step::RetryAt(key, at) => {
+                ctx.inline
+                    .lock()
+                    .expect("inline lock")
+                    .retry_at
+                    .insert(key, at);
+            }
+            Step::StartInline { key, target, owner } => {
+                // Counted as running before the status records the attempt, so no other
+                // reconcile starts it too.
+                let mut inline = ctx.inline.lock().expect("inline lock");
+                inline.retry_at.remove(&key);
+                inline.running.insert(key.clone());
+                to_start.push((key, target, owner));
+            }
+            Step::CreateJob { target, attempt } => {
+                if !identity_ready {
+                    ensure_scanner_identity(ctx, &ns).await?;
+                    identity_ready = true;
+                }
+                create_job(task, rule, ctx, &target, attempt).await?;
+            }
+            Step::Count(metric) => count(ctx, metric),
+            Step::Publish {
+                type_,
+                reason,
+                note,
+            } => {
+                if reason == "Started" {
+                    info!(task = %task.name_any(), %note, "task started");
+                } else if type_ == kube::runtime::events::EventType::Warning {
+                    warn!(task = %task.name_any(), %reason, %note, "task failed");
+                }
+                publish(ctx, task, type_, reason, note).await;
+            }
+            Step::WriteStatus(status) => {
+                if let Err(e) = patch_status(task, ctx, &status).await {
+                    let mut inline = ctx.inline.lock().expect("inline lock");
+                    for (key, _, _) in &to_start {
+                        inline.running.remove(key);
+                    }
+                    return Err(e);
+                }
+            }
+            Step::WaitForSlot => waiting = true,
+            Step::RequeueAfter(wait) => action = Action::requeue(wait),
+        }
+    }
+    ctx.wakeups.set_waiting(me.clone(), waiting);
+    for (key, target, owner) in to_start {
+        spawn_inline_scan(ctx.clone(), me.clone(), key, target, access.clone(), owner);
+    }
+    Ok(action)
+}
+
+fn count(ctx: &Context, metric: Metric) {
+    match metric {
+        Metric::TaskStarted(trigger) => ctx.metrics.task_started(&trigger),
+        Metric::TaskFinished(phase) => ctx.metrics.task_finished(phase),
+        Metric::Scan(outcome) => ctx.metrics.scan(outcome, None),
+        Metric::QueueDepth(n) => ctx
+            .metrics
+            .queue_depth
+            .store(n, std::sync::atomic::Ordering::Relaxed),
     }
 }
 
@@ -128,7 +371,13 @@ async fn patch_status(
     Ok(())
 }
 
-async fn publish(ctx: &Context, task: &ScanTask, type_: EventType, reason: &str, note: String) {
+async fn publish(
+    ctx: &Context,
+    task: &ScanTask,
+    type_: kube::runtime::events::EventType,
+    reason: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
@@ -141,423 +390,63 @@ async fn publish(ctx: &Context, task: &ScanTask, type_: EventType, reason: &str,
     }
 }
 
-/// Reconciles one ScanTask.
-pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action, Error> {
-    ctx.metrics.reconcile("scantask");
-    let ns = task.namespace().unwrap_or_default();
-    let old = task.status.clone().unwrap_or_default();
-    let mut status = old.clone();
-    status.observed_generation = task.metadata.generation;
-
-    if matches!(old.phase, ScanPhase::Completed | ScanPhase::Failed) {
-        return super::notify::after_finish(&task, &ctx).await;
-    }
-
-    let rule = match &task.spec.rule_ref {
-        Some(r) => match Api::<ScanRule>::namespaced(ctx.client.clone(), &ns)
-            .get_opt(&r.name)
-            .await?
-        {
-            Some(rule) => Some(rule),
-            None => {
-                return fail_task(
-                    &task,
-                    &ctx,
-                    status,
-                    "RuleNotFound",
-                    format!("ScanRule {ns}/{} not found", r.name),
-                )
-                .await;
-            }
-        },
-        None => None,
-    };
-    if rule.is_none() && task.spec.images.is_empty() {
-        return fail_task(
-            &task,
-            &ctx,
-            status,
-            "NothingToScan",
-            "the task names neither a rule nor images".into(),
-        )
-        .await;
-    }
-    let access = match &rule {
-        Some(rule) => match registry_access(
+/// The scanner's ServiceAccount and RoleBinding (and NetworkPolicy when enabled) in the
+/// namespace scanner Jobs run in.
+async fn ensure_scanner_identity(ctx: &Context, ns: &str) -> Result<(), Error> {
+    executor::ensure_scanner_identity(&ctx.client, ns, &ctx.config.job).await?;
+    if ctx.config.network_policy.scanner_network_policy {
+        crate::netpol::ensure_scanner_network_policy(
             &ctx.client,
-            &ns,
-            &rule.spec.registry,
-            ctx.config.egress.policy(),
+            ns,
+            &ctx.config.egress,
+            &ctx.config.network_policy,
+            Some(&crate::netpol::DatabaseSource {
+                namespace: ctx.config.lease_namespace.clone(),
+                port: ctx.config.job.db_serve_addr.port(),
+            }),
         )
-        .await
-        {
-            Ok(a) => Some(a),
-            Err(e) => return fail_task(&task, &ctx, status, "RegistryAccess", e.to_string()).await,
-        },
-        None => None,
-    };
-
-    if old.images.is_empty() && old.start_time.is_none() {
-        // Pending: resolve images to digests, once; the list is fixed for the task's life.
-        let images = match resolve::task_images(
-            &task,
-            rule.as_ref(),
-            access.as_ref(),
-            ctx.config.egress.policy(),
-        )
-        .await
-        {
-            Ok(images) => images,
-            Err(e) => {
-                return fail_task(&task, &ctx, status, "DiscoveryFailed", e.to_string()).await
-            }
-        };
-        status.images = images;
-        status.start_time = Some(crate::now());
-        summarize(&mut status);
-        if status.phase == ScanPhase::Running || status.total == 0 {
-            status.conditions = vec![];
-        }
-        ctx.metrics
-            .task_started(&format!("{:?}", task.spec.trigger));
-        publish(
-            &ctx,
-            &task,
-            EventType::Normal,
-            "Started",
-            format!("scanning {} images", status.total),
-        )
-        .await;
-        info!(task = %task.name_any(), images = status.total, "task started");
-        if status.total == 0 {
-            status.phase = ScanPhase::Completed;
-        }
-        finish_if_done(&task, &ctx, &mut status).await;
-        patch_status(&task, &ctx, &status).await?;
-        return Ok(Action::requeue(Duration::from_millis(200)));
+        .await?;
     }
-
-    // Running: advance every unfinished image.
-    let db = ctx.db();
-    let results: Api<ImageScanResult> = Api::namespaced(ctx.client.clone(), &ns);
-    let task_uid = task.uid().unwrap_or_default();
-    let owner = result_owner(&task, rule.as_ref());
-    let mut running_here = 0usize;
-    let mut identity_ready = false;
-    let max = ctx.config.max_concurrent_scans.max(1);
-    // Jobs of every task count against the bound; list them once.
-    let active_jobs = if ctx.config.executor == ExecutorKind::Job {
-        count_active_jobs(&ctx).await?
-    } else {
-        0
-    };
-    let mut started_jobs = 0usize;
-    let mut waiting = 0i64;
-    // Inline scans start only after their attempt is recorded: a scan that takes the
-    // process down still counts, and the image ends Failed instead of crash-looping.
-    let mut to_start = Vec::new();
-    for entry in status.images.iter_mut() {
-        if matches!(entry.phase, ScanPhase::Completed | ScanPhase::Failed) {
-            continue;
-        }
-        let Some((registry, repository, tag, _)) = parse_image(&entry.image) else {
-            entry.phase = ScanPhase::Failed;
-            entry.message = Some(format!("{} is not a registry image reference", entry.image));
-            continue;
-        };
-        let Some(digest) = entry.digest.clone() else {
-            entry.phase = ScanPhase::Failed;
-            entry
-                .message
-                .get_or_insert_with(|| "the tag could not be resolved to a digest".into());
-            continue;
-        };
-        let target = ScanTarget {
-            registry,
-            repository,
-            digest: digest.clone(),
-            tags: tag.into_iter().collect(),
-        };
-        let name = target.result_name();
-        // Reuse: a result for this digest made by this scanner with this database.
-        let existing = results.get_opt(&name).await?;
-        if let Some(existing) = &existing {
-            let st = existing.status.clone().unwrap_or_default();
-            if st.scanner_version.as_deref() == Some(imagewarden_scanner::SCANNER_VERSION)
-                && st.database_version.as_deref() == Some(db.version.as_str())
-            {
-                let scanned_here = entry.phase == ScanPhase::Running;
-                ctx.inline
-                    .lock()
-                    .expect("inline lock")
-                    .finished
-                    .remove(&ScanKey {
-                        task_uid: task_uid.clone(),
-                        digest: digest.clone(),
-                    });
-                entry.phase = ScanPhase::Completed;
-                entry.result_name = Some(name.clone());
-                entry.message = match entry.message.take() {
-                    None if scanned_here => Some("scanned".into()),
-                    None => Some("existing result reused".into()),
-                    Some(why) if scanned_here && why.ends_with("; rescanning") => {
-                        Some(format!("scanned again ({why})"))
-                    }
-                    kept => kept,
-                };
-                if !scanned_here {
-                    ctx.metrics.scan("reused", None);
-                }
-                // Record tags and ownership of this task's rule on the shared result.
-                if !target.tags.iter().all(|t| existing.spec.tags.contains(t))
-                    || owner.as_ref().is_some_and(|o| {
-                        !existing
-                            .metadata
-                            .owner_references
-                            .as_ref()
-                            .is_some_and(|v| v.iter().any(|x| x.uid == o.uid))
-                    })
-                {
-                    add_tags_and_owner(&results, existing, &target.tags, owner.clone()).await?;
-                }
-                continue;
-            }
-        }
-        let stored = existing.as_ref().map(StoredResult::from);
-        let key = ScanKey {
-            task_uid: task_uid.clone(),
-            digest: digest.clone(),
-        };
-        match ctx.config.executor {
-            ExecutorKind::Inline => {
-                let finished = ctx
-                    .inline
-                    .lock()
-                    .expect("inline lock")
-                    .finished
-                    .remove(&key);
-                if let Some(outcome) = finished {
-                    let verdict = match outcome {
-                        // Written, but not with the current database (else it was reused above).
-                        Ok(_) => judge_result("the scan", &name, stored.as_ref(), &db.version),
-                        Err(message) => ScanVerdict::Rescan(message),
-                    };
-                    let verdict = verdict.bounded(entry.attempts, ctx.config.max_scan_attempts);
-                    if let ScanVerdict::Rescan(_) = &verdict {
-                        let wait = crate::context::scan_retry_delay(entry.attempts);
-                        ctx.inline
-                            .lock()
-                            .expect("inline lock")
-                            .retry_at
-                            .insert(key.clone(), Instant::now() + wait);
-                    }
-                    apply_verdict(&ctx, entry, verdict, existing.as_ref(), &db).await?;
-                    continue;
-                }
-                let mut inline = ctx.inline.lock().expect("inline lock");
-                if inline.running.contains(&key) {
-                    running_here += 1;
-                    continue;
-                }
-                if inline.running.len() >= max
-                    || inline
-                        .retry_at
-                        .get(&key)
-                        .is_some_and(|t| *t > Instant::now())
-                {
-                    waiting += 1;
-                    continue;
-                }
-                if let Some(message) = attempts_exhausted(entry, ctx.config.max_scan_attempts) {
-                    // Attempts were recorded but never reported back: the scans ended the process.
-                    entry.phase = ScanPhase::Failed;
-                    entry.message = Some(message);
-                    ctx.metrics.scan("failed", None);
-                    continue;
-                }
-                inline.retry_at.remove(&key);
-                inline.running.insert(key.clone());
-                drop(inline);
-                entry.attempts += 1;
-                entry.phase = ScanPhase::Running;
-                entry.message = None;
-                running_here += 1;
-                to_start.push((key, target));
-            }
-            ExecutorKind::Job => {
-                let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-                let owner_ref = task.controller_owner_ref(&()).expect("task has metadata");
-                // Each attempt has its own Job; `attempts` counts the Jobs created.
-                let attempt = entry.attempts.max(1);
-                let jname = job_name(&owner_ref.uid, &target, attempt);
-                match jobs.get_opt(&jname).await? {
-                    Some(job) => {
-                        let job_db = job
-                            .metadata
-                            .annotations
-                            .as_ref()
-                            .and_then(|a| a.get(JOB_DATABASE_ANNOTATION))
-                            .cloned();
-                        let verdict = judge_job(
-                            &jname,
-                            job_db.as_deref(),
-                            &job_state(&job),
-                            &name,
-                            stored.as_ref(),
-                            &db.version,
-                        )
-                        .bounded(attempt, ctx.config.max_scan_attempts);
-                        apply_verdict(&ctx, entry, verdict, existing.as_ref(), &db).await?;
-                    }
-                    None => {
-                        if active_jobs + started_jobs >= max {
-                            waiting += 1;
-                            continue;
-                        }
-                        let Some(base_url) = ctx.db_base_url.as_deref() else {
-                            entry.phase = ScanPhase::Failed;
-                            entry.message = Some(
-                                "the operator has no address for scanner Jobs to download the database from (--db-serve-service)".into(),
-                            );
-                            continue;
-                        };
-                        if !identity_ready {
-                            crate::executor::ensure_scanner_identity(
-                                &ctx.client,
-                                &ns,
-                                &ctx.config.job,
-                            )
-                            .await?;
-                            if ctx.config.network_policy.scanner_network_policy {
-                                crate::netpol::ensure_scanner_network_policy(
-                                    &ctx.client,
-                                    &ns,
-                                    &ctx.config.egress,
-                                    &ctx.config.network_policy,
-                                    Some(&crate::netpol::DatabaseSource {
-                                        namespace: ctx.config.lease_namespace.clone(),
-                                        port: ctx.config.job.db_serve_addr.port(),
-                                    }),
-                                )
-                                .await?;
-                            }
-                            identity_ready = true;
-                        }
-                        let registry = JobRegistry {
-                            egress_args: ctx.config.egress.args(),
-                            ..job_registry(rule.as_ref())
-                        };
-                        let task_name = task.name_any();
-                        let job = build_job(
-                            &ctx.config.job,
-                            JobOwner {
-                                namespace: &ns,
-                                task_name: &task_name,
-                                owner: owner_ref,
-                                attempt,
-                            },
-                            &target,
-                            &registry,
-                            &JobDatabase::current(base_url, &db),
-                        );
-                        match jobs.create(&PostParams::default(), &job).await {
-                            Ok(_) => {}
-                            Err(kube::Error::Api(e)) if e.code == 409 => {}
-                            Err(e) => return Err(e.into()),
-                        }
-                        started_jobs += 1;
-                        entry.phase = ScanPhase::Running;
-                        entry.attempts = attempt;
-                    }
-                }
-            }
-        }
-    }
-    let _ = running_here;
-    ctx.metrics
-        .queue_depth
-        .store(waiting, std::sync::atomic::Ordering::Relaxed);
-    summarize(&mut status);
-    finish_if_done(&task, &ctx, &mut status).await;
-    if status != old {
-        if let Err(e) = patch_status(&task, &ctx, &status).await {
-            let mut inline = ctx.inline.lock().expect("inline lock");
-            for (key, _) in &to_start {
-                inline.running.remove(key);
-            }
-            return Err(e);
-        }
-    }
-    for (key, target) in to_start {
-        spawn_inline_scan(
-            ctx.clone(),
-            key,
-            ns.clone(),
-            target,
-            access.clone(),
-            owner.clone(),
-        );
-    }
-    if matches!(status.phase, ScanPhase::Completed | ScanPhase::Failed) {
-        return Ok(Action::requeue(Duration::from_millis(100)));
-    }
-    Ok(Action::requeue(RUNNING_REQUEUE))
+    Ok(())
 }
 
-/// Applies what was decided about one image's scan to its entry; a re-match writes the
-/// result with the current database.
-async fn apply_verdict(
+async fn create_job(
+    task: &ScanTask,
+    rule: Option<&ScanRule>,
     ctx: &Context,
-    entry: &mut ImageProgress,
-    verdict: ScanVerdict,
-    result: Option<&ImageScanResult>,
-    db: &LoadedDb,
+    target: &ScanTarget,
+    attempt: u32,
 ) -> Result<(), Error> {
-    let verdict = match (verdict, result) {
-        (ScanVerdict::Rematch { scanned_with }, Some(result)) => {
-            match rematch_result(ctx, result, db).await? {
-                true => {
-                    ctx.metrics.scan("rematched", None);
-                    entry.phase = ScanPhase::Completed;
-                    entry.result_name = Some(result.name_any());
-                    entry.message = Some(format!(
-                        "scanned with database {scanned_with}, re-matched with the current database {}",
-                        db.version
-                    ));
-                    return Ok(());
-                }
-                false => ScanVerdict::Rescan(rescan_message(&scanned_with, &db.version))
-                    .bounded(entry.attempts.max(1), ctx.config.max_scan_attempts),
-            }
-        }
-        (ScanVerdict::Rematch { scanned_with }, None) => {
-            ScanVerdict::Rescan(rescan_message(&scanned_with, &db.version))
-                .bounded(entry.attempts.max(1), ctx.config.max_scan_attempts)
-        }
-        (verdict, _) => verdict,
+    let ns = task.namespace().unwrap_or_default();
+    let owner = task
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::Invalid("ScanTask without name or uid".into()))?;
+    let name = job_name(&owner.uid, target, attempt);
+    let base_url = ctx.db_base_url.as_deref().unwrap_or_default();
+    let registry = JobRegistry {
+        egress_args: ctx.config.egress.args(),
+        ..job_registry(rule)
     };
-    match verdict {
-        ScanVerdict::Wait => entry.phase = ScanPhase::Running,
-        ScanVerdict::Completed | ScanVerdict::Rematch { .. } => {
-            entry.phase = ScanPhase::Completed;
-            entry.result_name = result.map(ResourceExt::name_any);
-            entry.message = Some("scanned".into());
-        }
-        ScanVerdict::Rescan(message) => {
-            info!(image = %entry.image, %message, "scanning again");
-            entry.phase = ScanPhase::Pending;
-            if ctx.config.executor == ExecutorKind::Job {
-                // The next Job is the next attempt (inline scans count when they start).
-                entry.attempts = entry.attempts.max(1) + 1;
-            }
-            entry.message = Some(message);
-        }
-        ScanVerdict::Failed(message) => {
-            entry.phase = ScanPhase::Failed;
-            entry.message = Some(message);
-            ctx.metrics.scan("failed", None);
-        }
+    let task_name = task.name_any();
+    let job = build_job(
+        &ctx.config.job,
+        JobOwner {
+            namespace: &ns,
+            task_name: &task_name,
+            owner,
+            attempt,
+        },
+        target,
+        &registry,
+        &JobDatabase::current(base_url, &ctx.db()),
+    );
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(ctx.client.clone(), &ns);
+    match jobs.create(&PostParams::default(), &job).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
     }
+    ctx.wakeups.job_created(format!("{ns}/{name}"));
     Ok(())
 }
 
@@ -586,90 +475,6 @@ async fn rematch_result(
     Ok(true)
 }
 
-/// Sets completion time and conditions, and records metrics and events, when the task
-/// reaches a final phase.
-async fn finish_if_done(task: &ScanTask, ctx: &Context, status: &mut ScanTaskStatus) {
-    if !matches!(status.phase, ScanPhase::Completed | ScanPhase::Failed)
-        || status.completion_time.is_some()
-    {
-        return;
-    }
-    status.completion_time = Some(crate::now());
-    let ok = status.phase == ScanPhase::Completed;
-    let message = format!(
-        "{} of {} images scanned, {} failed",
-        status.succeeded, status.total, status.failed
-    );
-    let gen = task.metadata.generation;
-    status.conditions = vec![condition(
-        "Complete",
-        ok,
-        if ok {
-            "AllImagesScanned"
-        } else {
-            "ImagesFailed"
-        },
-        &message,
-        gen,
-        &status.conditions,
-    )];
-    ctx.metrics
-        .task_finished(if ok { "Completed" } else { "Failed" });
-    let (type_, reason) = if ok {
-        (EventType::Normal, "Completed")
-    } else {
-        (EventType::Warning, "Failed")
-    };
-    publish(ctx, task, type_, reason, message).await;
-}
-
-async fn fail_task(
-    task: &ScanTask,
-    ctx: &Context,
-    mut status: ScanTaskStatus,
-    reason: &str,
-    message: String,
-) -> Result<Action, Error> {
-    let old = task.status.clone().unwrap_or_default();
-    status.phase = ScanPhase::Failed;
-    status.completion_time.get_or_insert_with(crate::now);
-    status.conditions = vec![condition(
-        "Complete",
-        false,
-        reason,
-        &message,
-        task.metadata.generation,
-        &old.conditions,
-    )];
-    if status != old {
-        warn!(task = %task.name_any(), %message, "task failed");
-        ctx.metrics.task_finished("Failed");
-        publish(ctx, task, EventType::Warning, reason, message).await;
-        patch_status(task, ctx, &status).await?;
-    }
-    Ok(Action::requeue(Duration::from_millis(100)))
-}
-
-/// Results belong to the rule (deleting the rule deletes them) or, for ad-hoc tasks
-/// without a rule, to the task.
-fn result_owner(
-    task: &ScanTask,
-    rule: Option<&ScanRule>,
-) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
-    match rule {
-        Some(rule) => rule.owner_ref(&()).map(|mut o| {
-            o.controller = None;
-            o.block_owner_deletion = None;
-            o
-        }),
-        None => task.owner_ref(&()).map(|mut o| {
-            o.controller = None;
-            o.block_owner_deletion = None;
-            o
-        }),
-    }
-}
-
 fn job_registry(rule: Option<&ScanRule>) -> JobRegistry {
     match rule {
         Some(rule) => JobRegistry {
@@ -690,26 +495,6 @@ fn job_registry(rule: Option<&ScanRule>) -> JobRegistry {
         },
         None => JobRegistry::default(),
     }
-}
-
-async fn count_active_jobs(ctx: &Context) -> Result<usize, Error> {
-    let jobs: Api<Job> = Api::all(ctx.client.clone());
-    let list = jobs
-        .list(&ListParams::default().labels("app.kubernetes.io/name=imagewarden-scanner"))
-        .await?;
-    Ok(list
-        .items
-        .iter()
-        .filter(|j| {
-            let st = j.status.clone().unwrap_or_default();
-            st.completion_time.is_none()
-                && !st
-                    .conditions
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| (c.type_ == "Failed" || c.type_ == "Complete") && c.status == "True")
-        })
-        .count())
 }
 
 async fn add_tags_and_owner(
@@ -747,21 +532,12 @@ async fn add_tags_and_owner(
     Ok(())
 }
 
-/// Why an image gets no further inline attempt: every allowed attempt was started
-/// (and recorded) without the scan reporting back, as when a scan ends the process.
-fn attempts_exhausted(entry: &crate::crd::ImageProgress, max_attempts: u32) -> Option<String> {
-    (entry.phase == ScanPhase::Running && entry.attempts >= max_attempts.max(1)).then(|| {
-        format!(
-            "scan of {} did not finish in {} attempt(s): the scanner stopped during the scan",
-            entry.image, entry.attempts
-        )
-    })
-}
-
+/// Scans `target` in this process; when it ends, records the outcome and wakes `task`
+/// and the tasks waiting for a scan slot.
 fn spawn_inline_scan(
     ctx: Arc<Context>,
+    task: TaskRef,
     key: ScanKey,
-    namespace: String,
     target: ScanTarget,
     access: Option<RegistryAccess>,
     owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
@@ -771,25 +547,8 @@ fn spawn_inline_scan(
         ctx.metrics
             .scans_running
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let access = match access {
-            Some(a) => a,
-            None => match RegistryAccess::new(&target.registry, false) {
-                Ok(a) => a.with_egress(ctx.config.egress.policy()),
-                Err(e) => {
-                    let mut inline = ctx.inline.lock().expect("inline lock");
-                    inline.running.remove(&key);
-                    inline.finished.insert(key, Err(e.to_string()));
-                    return;
-                }
-            },
-        };
-        let db = ctx.db();
-        let outcome = match executor::scan(&target, &access, &db, &ctx.checks).await {
-            Ok(status) => executor::store_result(&ctx.client, &namespace, &target, owner, &status)
-                .await
-                .map_err(|e| format!("writing result: {e}")),
-            Err(e) => Err(e.to_string()),
-        };
+        let namespace = task.namespace.clone().unwrap_or_default();
+        let outcome = scan_inline(&ctx, &namespace, &target, access, owner).await;
         ctx.metrics
             .scans_running
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -799,89 +558,44 @@ fn spawn_inline_scan(
                 .scan("scanned", Some(started.elapsed().as_secs_f64())),
             Err(e) => warn!(image = %target.reference(), error = %e, "scan failed"),
         }
-        let mut inline = ctx.inline.lock().expect("inline lock");
-        inline.running.remove(&key);
-        inline.finished.insert(key, outcome);
+        {
+            let mut inline = ctx.inline.lock().expect("inline lock");
+            inline.running.remove(&key);
+            inline.finished.insert(key, outcome);
+        }
+        ctx.wakeups.wake(task);
+        ctx.wakeups.slot_freed();
     });
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::crd::ImageProgress;
-
-    #[test]
-    fn an_inline_scan_that_never_reported_back_stops_after_the_allowed_attempts() {
-        let mut entry = ImageProgress {
-            image: "registry.local/team-a/app:v1".into(),
-            phase: ScanPhase::Running,
-            attempts: 2,
-            ..Default::default()
-        };
-        // Attempt 2 of 3 was recorded and then the process ended: one more is allowed.
-        assert_eq!(attempts_exhausted(&entry, 3), None);
-        entry.attempts = 3;
-        let why = attempts_exhausted(&entry, 3).unwrap();
-        assert!(
-            why.contains("team-a/app:v1") && why.contains("3 attempt"),
-            "{why}"
-        );
-        // A Pending image (failed and reported back) is decided by the failure path.
-        entry.phase = ScanPhase::Pending;
-        assert_eq!(attempts_exhausted(&entry, 3), None);
-    }
-
-    #[test]
-    fn image_references_split_into_parts() {
-        assert_eq!(
-            parse_image("127.0.0.1:5000/team-a/api:v1"),
-            Some((
-                "127.0.0.1:5000".into(),
-                "team-a/api".into(),
-                Some("v1".into()),
-                None
-            ))
-        );
-        assert_eq!(
-            parse_image("r.example.com/app@sha256:ab"),
-            Some((
-                "r.example.com".into(),
-                "app".into(),
-                None,
-                Some("sha256:ab".into())
-            ))
-        );
-        assert_eq!(parse_image("app:v1"), None);
-        assert_eq!(parse_image("r.example.com/app"), None);
-    }
-
-    #[test]
-    fn phase_follows_the_images() {
-        let mut status = ScanTaskStatus {
-            images: vec![
-                ImageProgress {
-                    image: "a".into(),
-                    phase: ScanPhase::Completed,
-                    ..Default::default()
-                },
-                ImageProgress {
-                    image: "b".into(),
-                    phase: ScanPhase::Running,
-                    ..Default::default()
-                },
-            ],
-            ..Default::default()
-        };
-        summarize(&mut status);
-        assert_eq!(
-            (status.phase, status.total, status.succeeded),
-            (ScanPhase::Running, 2, 1)
-        );
-        status.images[1].phase = ScanPhase::Failed;
-        summarize(&mut status);
-        assert_eq!((status.phase, status.failed), (ScanPhase::Failed, 1));
-        status.images[1].phase = ScanPhase::Completed;
-        summarize(&mut status);
-        assert_eq!(status.phase, ScanPhase::Completed);
-    }
+/// Pulls, scans and stores the result of `target`: what was written, or why not. The
+/// rule's credentials go only to the rule's registry; other registries are read
+/// anonymously.
+async fn scan_inline(
+    ctx: &Context,
+    namespace: &str,
+    target: &ScanTarget,
+    access: Option<RegistryAccess>,
+    owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+) -> Result<StoredResult, String> {
+    let access = match access
+        .filter(|a| crate::registry::access::same_registry(&a.host, &target.registry))
+    {
+        Some(a) => a,
+        None => RegistryAccess::new(&target.registry, false)
+            .map_err(|e| e.to_string())?
+            .with_egress(ctx.config.egress.policy()),
+    };
+    let db = ctx.db();
+    let status = executor::scan(target, &access, &db, &ctx.checks)
+        .await
+        .map_err(|e| e.to_string())?;
+    executor::store_result(&ctx.client, namespace, target, owner, &status)
+        .await
+        .map_err(|e| format!("writing result: {e}"))?;
+    Ok(StoredResult {
+        scanner_version: status.scanner_version.clone(),
+        database_version: status.database_version.clone(),
+        has_inventory: status.inventory.is_some(),
+    })
 }
