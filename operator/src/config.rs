@@ -42,11 +42,12 @@ pub struct JobSettings {
     /// namespace, when it exists there, and add to the bundled malware rules.
     #[arg(long, env = "IMAGEWARDEN_JOB_MALWARE_RULES_CONFIGMAP")]
     pub job_malware_rules_configmap: Option<String>,
-    /// Seconds a scanner Job may run before it is stopped.
-    #[arg(long, default_value_t = 1800)]
+    /// How long a scanner Job may run before it is stopped (`30m`, or seconds).
+    #[arg(long, value_parser = duration_seconds_i64, default_value = "30m")]
     pub job_active_deadline_seconds: i64,
-    /// Seconds a finished scanner Job is kept before Kubernetes deletes it.
-    #[arg(long, default_value_t = 600)]
+    /// How long a finished scanner Job is kept before Kubernetes deletes it (`10m`, or
+    /// seconds).
+    #[arg(long, value_parser = duration_seconds_i32, default_value = "10m")]
     pub job_ttl_seconds: i32,
     /// Pod retries of one scanner Job before the image is Failed.
     #[arg(long, default_value_t = 2)]
@@ -222,7 +223,7 @@ pub struct OperatorConfig {
     pub official_db: OfficialDb,
     /// How often the database source is reloaded; a changed database re-matches stored
     /// inventories and notifies new findings.
-    #[arg(long, env = "IMAGEWARDEN_DB_REFRESH", value_parser = humantime_secs, default_value = "6h")]
+    #[arg(long, env = "IMAGEWARDEN_DB_REFRESH", value_parser = parse_duration, default_value = "6h")]
     pub db_refresh_interval: Duration,
     /// Where scans run.
     #[arg(long, env = "IMAGEWARDEN_EXECUTOR", value_enum, default_value = "job")]
@@ -254,11 +255,11 @@ pub struct OperatorConfig {
     )]
     pub webhook_tls_key_file: Option<PathBuf>,
     /// Time a push request's body (and a TLS handshake) may take to arrive.
-    #[arg(long, value_parser = humantime_secs, default_value = "10s")]
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub webhook_read_timeout: Duration,
     /// A push-webhook connection that sends no complete request head for this long (slow
     /// or idle) is closed.
-    #[arg(long, value_parser = humantime_secs, default_value = "30s")]
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
     pub webhook_idle_timeout: Duration,
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "IMAGEWARDEN_METRICS_ADDR", default_value = "0.0.0.0:8080")]
@@ -273,7 +274,7 @@ pub struct OperatorConfig {
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
     /// Seconds a coalescing window for push events lasts.
-    #[arg(long, value_parser = humantime_secs, default_value = "3s")]
+    #[arg(long, value_parser = parse_duration, default_value = "3s")]
     pub push_coalesce_window: Duration,
     /// YARA rules for the malware check, compiled with the bundled rules once at start-up:
     /// a `.yar` file or a directory of `*.yar` / `*.yara` files (e.g. a mounted ConfigMap).
@@ -318,28 +319,45 @@ pub fn malware_check_options(
     Ok(checks)
 }
 
-/// Parses `90`, `90s`, `15m`, `6h` or `1d`.
-pub fn humantime_secs(s: &str) -> Result<Duration, String> {
+/// Parses a duration as flags, environment variables and chart values spell it: `90s`,
+/// `5m`, `1h30m`, `6h`, `1d` (any [`humantime`] duration), or a plain number of seconds as
+/// earlier releases took (`90`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: use e.g. 30s, 15m, 6h, 1d"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(format!("invalid duration unit in {s:?}: use s, m, h or d")),
-    };
-    Ok(Duration::from_secs(secs))
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("invalid duration {s:?}: the number of seconds is too large"));
+    }
+    humantime::parse_duration(s).map_err(|e| {
+        format!("invalid duration {s:?} ({e}): use e.g. 90s, 5m, 1h30m, 6h, 1d or plain seconds")
+    })
+}
+
+/// A duration (see [`parse_duration`]) in whole seconds, for Kubernetes fields that take
+/// seconds; sub-second parts are refused rather than dropped.
+fn duration_seconds<T: TryFrom<u64>>(s: &str) -> Result<T, String> {
+    let duration = parse_duration(s)?;
+    if duration.subsec_nanos() != 0 {
+        return Err(format!("invalid duration {s:?}: use whole seconds"));
+    }
+    T::try_from(duration.as_secs()).map_err(|_| format!("invalid duration {s:?}: too long"))
+}
+
+/// [`duration_seconds`] for `i64` fields.
+pub fn duration_seconds_i64(s: &str) -> Result<i64, String> {
+    duration_seconds(s)
+}
+
+/// [`duration_seconds`] for `i32` fields.
+pub fn duration_seconds_i32(s: &str) -> Result<i32, String> {
+    duration_seconds(s)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{humantime_secs, malware_check_options};
+    use super::{malware_check_options, parse_duration};
     use std::time::Duration;
 
     #[test]
@@ -409,10 +427,62 @@ mod tests {
 
     #[test]
     fn durations_parse_with_units() {
-        assert_eq!(humantime_secs("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(humantime_secs("15m").unwrap(), Duration::from_secs(900));
-        assert_eq!(humantime_secs("6h").unwrap(), Duration::from_secs(21600));
-        assert!(humantime_secs("6x").is_err());
-        assert!(humantime_secs("h").is_err());
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("6h").unwrap(), Duration::from_secs(21600));
+        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86400));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        for bad in ["6x", "h", "", "-5s", "5 parsecs"] {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(
+                err.contains("invalid duration") && err.contains("1h30m"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn job_durations_take_units_and_plain_seconds() {
+        use super::OperatorConfig;
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: OperatorConfig,
+        }
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["operator", "--db=/db.idx"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).map(|c| c.config)
+        };
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.job.job_active_deadline_seconds, 1800);
+        assert_eq!(config.job.job_ttl_seconds, 600);
+        let config = parse(&[
+            "--job-active-deadline-seconds=1h30m",
+            "--job-ttl-seconds=120",
+            "--push-coalesce-window=1m30s",
+        ])
+        .unwrap();
+        assert_eq!(config.job.job_active_deadline_seconds, 5400);
+        assert_eq!(config.job.job_ttl_seconds, 120);
+        assert_eq!(config.push_coalesce_window, Duration::from_secs(90));
+        let err = parse(&["--job-ttl-seconds=1500ms"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("whole seconds"), "{err}");
+        let err = parse(&["--job-ttl-seconds=100y"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("too long"), "{err}");
+        let err = parse(&["--webhook-read-timeout=soon"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("invalid duration \"soon\""), "{err}");
     }
 }

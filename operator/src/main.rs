@@ -69,7 +69,7 @@ struct ScanImageArgs {
     #[arg(long, requires = "db_url")]
     db_max_bytes: Option<u64>,
     /// How long failed downloads are retried (the operator may be restarting).
-    #[arg(long, value_parser = imagewarden_operator::config::humantime_secs, default_value = "2m")]
+    #[arg(long, value_parser = imagewarden_operator::config::parse_duration, default_value = "2m")]
     db_fetch_patience: Duration,
     /// Plain HTTP.
     #[arg(long)]
@@ -235,7 +235,15 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
             "/metrics",
             get(move || {
                 let m = m.clone();
-                async move { m.render() }
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            imagewarden_operator::metrics::CONTENT_TYPE,
+                        )],
+                        m.render(),
+                    )
+                }
             }),
         )
         .route("/healthz", get(|| async { "ok" }))

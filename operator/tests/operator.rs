@@ -49,7 +49,7 @@ where
         + std::fmt::Debug,
     K::DynamicType: Default,
 {
-    let obj: K = serde_yaml::from_str(yaml)?;
+    let obj: K = serde_norway::from_str(yaml)?;
     let api: Api<K> = Api::default_namespaced(client.clone());
     let name = obj.meta().name.clone().unwrap();
     Ok(api
@@ -393,7 +393,7 @@ async fn wrong_registry_credentials_fail_each_image_with_the_reason() -> Result<
         )
         .replace("  annotations:\n    imagewarden.io/scan-now: first\n", "");
     apply::<ScanRule>(&client, &yaml).await?;
-    let task: ScanTask = serde_yaml::from_str(&format!(
+    let task: ScanTask = serde_norway::from_str(&format!(
         "apiVersion: imagewarden.io/v1alpha1\nkind: ScanTask\nmetadata: {{name: adhoc}}\nspec:\n  ruleRef: {{name: locked}}\n  images: ['{h}/team-a/app:v2']\n",
         h = registry.host
     ))?;
@@ -945,7 +945,7 @@ async fn failing_scans_are_retried_a_bounded_number_of_times_then_fail_with_the_
     let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
     // A digest the registry does not hold: every pull fails.
     let missing = format!("{}/team-a/app@sha256:{}", registry.host, "0".repeat(64));
-    let task: ScanTask = serde_yaml::from_str(&format!(
+    let task: ScanTask = serde_norway::from_str(&format!(
         "apiVersion: imagewarden.io/v1alpha1\nkind: ScanTask\nmetadata: {{name: retried}}\nspec:\n  images: ['{missing}']\n"
     ))?;
     Api::<ScanTask>::default_namespaced(client.clone())
@@ -1485,7 +1485,7 @@ spec:
         .is_none());
 
     // A task naming an image there: that image fails, in our words.
-    let task: ScanTask = serde_yaml::from_str(
+    let task: ScanTask = serde_norway::from_str(
         "apiVersion: imagewarden.io/v1alpha1\nkind: ScanTask\nmetadata: {name: metadata-image}\nspec:\n  images: ['169.254.169.254/team-a/app:v1']\n",
     )?;
     Api::<ScanTask>::default_namespaced(client.clone())

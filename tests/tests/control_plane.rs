@@ -17,7 +17,7 @@ fn committed_crds() -> Result<Vec<CustomResourceDefinition>> {
     for entry in std::fs::read_dir(&dir)? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "yaml") {
-            crds.push(serde_yaml::from_str(&std::fs::read_to_string(&path)?)?);
+            crds.push(serde_norway::from_str(&std::fs::read_to_string(&path)?)?);
         }
     }
     crds.sort_by_key(|c: &CustomResourceDefinition| c.metadata.name.clone());

@@ -113,7 +113,7 @@ fn objects(yaml: &str) -> Result<Vec<Value>> {
     let mut current = String::new();
     for line in yaml.lines().chain(std::iter::once("---")) {
         if line.trim_end() == "---" {
-            let doc: Value = serde_yaml::from_str(&current)
+            let doc: Value = serde_norway::from_str(&current)
                 .with_context(|| format!("parsing YAML document:\n{current}"))?;
             if !doc.is_null() {
                 docs.push(doc);
@@ -187,7 +187,7 @@ fn copies_of_the_crds_and_the_example_are_identical_to_the_originals() -> Result
 
     // Kustomize uses crds/ in place, through crds/Kustomization: it must list every CRD.
     let listed: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(root.join("crds/Kustomization"))?)?;
+        serde_norway::from_str(&std::fs::read_to_string(root.join("crds/Kustomization"))?)?;
     let mut listed = strings(&listed["resources"]);
     listed.sort();
     assert_eq!(
@@ -203,7 +203,7 @@ fn copies_of_the_crds_and_the_example_are_identical_to_the_originals() -> Result
     assert_eq!(crds.len(), generated.len());
     for crd in &crds {
         let name = crd["metadata"]["name"].as_str().unwrap();
-        let original: Value = serde_yaml::from_slice(&generated[&format!("{name}.yaml")])?;
+        let original: Value = serde_norway::from_slice(&generated[&format!("{name}.yaml")])?;
         // kustomize writes `minimum: 0.0` as `0`: compare numbers as numbers.
         assert!(
             numbers_as_f64(crd.clone()) == numbers_as_f64(original),

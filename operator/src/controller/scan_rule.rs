@@ -322,7 +322,7 @@ mod tests {
     use super::*;
 
     fn spec(yaml: &str) -> ScanRuleSpec {
-        serde_yaml::from_str(yaml).unwrap()
+        serde_norway::from_str(yaml).unwrap()
     }
 
     #[test]

@@ -90,8 +90,8 @@ impl SeverityCounts {
 }
 
 /// The YAML of a CRD as written to `crds/`.
-pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Error> {
-    serde_yaml::to_string(crd)
+pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_norway::Error> {
+    serde_norway::to_string(crd)
 }
 
 #[cfg(test)]

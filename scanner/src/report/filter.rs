@@ -61,7 +61,7 @@ pub fn parse_ignore_file(text: &str, origin: &str) -> anyhow::Result<Vec<IgnoreR
             || t.starts_with("ignore:")
     });
     if looks_yaml {
-        let parsed: IgnoreYaml = serde_yaml::from_str(text).with_context(|| {
+        let parsed: IgnoreYaml = serde_norway::from_str(text).with_context(|| {
             format!("{origin}: not a valid ignore file (expected a YAML list of {{id, package, expires}} or one id per line)")
         })?;
         return Ok(match parsed {
