@@ -13,7 +13,7 @@ use imagewarden_operator::context::Context;
 use imagewarden_operator::executor::{self, ScanTarget};
 use imagewarden_operator::leader::{self, LeaseSettings};
 use imagewarden_operator::metrics::Metrics;
-use imagewarden_operator::registry::{Credentials, RegistryAccess};
+use imagewarden_operator::registry::{Credentials, FromSecretData as _, RegistryAccess};
 use imagewarden_operator::{controller, dbserve, dbupdate};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use tracing::{error, info, warn};

@@ -9,6 +9,7 @@ pub mod egress;
 pub mod inventory;
 pub mod layer;
 pub mod matcher;
+pub mod registry;
 pub mod report;
 pub mod source;
 pub mod vulndb;

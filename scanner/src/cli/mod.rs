@@ -46,7 +46,12 @@ impl PullArgs {
                 username: self.username.clone(),
                 password: self.password.clone(),
                 bearer_token: self.registry_token.clone(),
-                docker_config: self.registry_config.clone(),
+                // The user's own Docker config (and its credential helpers) unless one
+                // is named.
+                docker_config: self
+                    .registry_config
+                    .clone()
+                    .or_else(imagewarden_scanner::source::default_docker_config),
             },
             ca_file: self.ca_file.clone(),
             insecure: self.insecure,

@@ -3,16 +3,17 @@
 //! layer walk ([`crate::layer`]) and analyzers ([`crate::analyzer`]).
 
 mod config;
-mod distribution;
-pub use distribution::parse_auth_params;
 mod local;
 pub mod oci;
 mod progress;
 mod registry;
 pub mod sbom;
 
+pub use crate::registry::parse_auth_params;
 pub use config::{ContainerConfig, History, ImageConfig, RootFs};
-pub use registry::{registry_auth, RegistryCredentials};
+pub use registry::{
+    default_docker_config, registry_auth, registry_credentials, RegistryCredentials,
+};
 
 use crate::analyzer::{self, Analyzer, Finding};
 use crate::inventory::Inventory;

@@ -94,7 +94,7 @@ pub async fn pull(source: &OciSource, opts: &OciOptions) -> anyhow::Result<Vec<(
     let reference = reference(source)?;
     let auth = registry_auth(
         reference.resolve_registry(),
-        &RegistryCredentials::default(),
+        &RegistryCredentials::from_environment(),
     )?;
     let image = client(source, opts)?
         .pull(&reference, &auth, vec![INDEX_MEDIA_TYPE, ZIP_MEDIA_TYPE])
@@ -123,7 +123,7 @@ pub async fn push_index(
     let reference = reference(source)?;
     let auth = registry_auth(
         reference.resolve_registry(),
-        &RegistryCredentials::default(),
+        &RegistryCredentials::from_environment(),
     )?;
     let layer = ImageLayer::new(index, INDEX_MEDIA_TYPE.to_string(), None);
     let config = Config::new(info_json, CONFIG_MEDIA_TYPE.to_string(), None);
