@@ -433,6 +433,55 @@ mod tests {
         );
     }
 
+    /// An executable script in a fresh directory.
+    fn script(body: &str) -> (tempfile::TempDir, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("helper");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = path.to_string_lossy().into_owned();
+        (dir, path)
+    }
+
+    #[test]
+    fn a_helper_gets_the_server_url_on_stdin() {
+        let (_dir, helper) = script(r#"read -r s; printf '{"Username":"u","Secret":"%s"}' "$s""#);
+        let reply = run_helper(&helper, "r.example:5000", Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            reply.as_deref(),
+            Some(br#"{"Username":"u","Secret":"r.example:5000"}"#.as_slice())
+        );
+    }
+
+    #[test]
+    fn a_slow_helper_is_stopped() {
+        let (_dir, helper) = script("exec sleep 30");
+        let started = Instant::now();
+        let err = run_helper(&helper, "r", Duration::from_millis(300)).unwrap_err();
+        assert!(err.contains("did not answer within"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn helper_output_is_bounded() {
+        let (_dir, helper) = script("head -c 200000 /dev/zero");
+        let err = run_helper(&helper, "r", Duration::from_secs(10)).unwrap_err();
+        assert!(err.contains("more than 65536 bytes"), "{err}");
+    }
+
+    #[test]
+    fn helper_refusals_and_failures() {
+        let (_dir, helper) = script("echo 'credentials not found in native keychain'; exit 1");
+        assert_eq!(run_helper(&helper, "r", Duration::from_secs(10)), Ok(None));
+        let (_dir, helper) = script("echo 'keychain locked' >&2; exit 3");
+        let err = run_helper(&helper, "r", Duration::from_secs(10)).unwrap_err();
+        assert!(
+            err.contains("exit status: 3") && err.contains("keychain locked"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn malformed_json_is_not_quoted() {
         let err = DockerConfig::parse(b"{\"auths\": SECRET-TEXT", "config.json")
