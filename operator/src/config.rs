@@ -357,8 +357,21 @@ pub fn duration_seconds_i32(s: &str) -> Result<i32, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{malware_check_options, parse_duration};
+    use super::{malware_check_options, parse_duration, OperatorConfig};
     use std::time::Duration;
+
+    /// The operator's flags as `run` parses them, after a database source.
+    fn parse(extra: &[&str]) -> Result<OperatorConfig, clap::Error> {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: OperatorConfig,
+        }
+        let mut args = vec!["operator", "--db=/db.idx"];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args).map(|c| c.config)
+    }
 
     #[test]
     fn malware_rules_are_compiled_into_the_check_options() {
@@ -389,18 +402,7 @@ mod tests {
 
     #[test]
     fn the_job_executor_needs_an_address_for_jobs_and_the_inline_one_takes_none() {
-        use super::{ExecutorKind, OperatorConfig};
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            config: OperatorConfig,
-        }
-        let parse = |extra: &[&str]| {
-            let mut args = vec!["operator", "--db=/db.idx"];
-            args.extend_from_slice(extra);
-            Cli::try_parse_from(args).map(|c| c.config)
-        };
+        use super::ExecutorKind;
         let config = parse(&["--executor=job"]).unwrap();
         let err = config.job.check_db_serving(config.executor).unwrap_err();
         assert!(err.contains("--db-serve-service"), "{err}");
@@ -445,18 +447,6 @@ mod tests {
 
     #[test]
     fn job_durations_take_units_and_plain_seconds() {
-        use super::OperatorConfig;
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            config: OperatorConfig,
-        }
-        let parse = |extra: &[&str]| {
-            let mut args = vec!["operator", "--db=/db.idx"];
-            args.extend_from_slice(extra);
-            Cli::try_parse_from(args).map(|c| c.config)
-        };
         let config = parse(&[]).unwrap();
         assert_eq!(config.job.job_active_deadline_seconds, 1800);
         assert_eq!(config.job.job_ttl_seconds, 600);

@@ -252,7 +252,10 @@ fn helm_lint_passes_and_rejects_bad_values() -> Result<()> {
         ("db.service.port=0", "at '/db/service/port'"),
         // Durations: humantime forms or plain seconds, nothing else.
         ("webhook.readTimeout=soon", "at '/webhook/readTimeout'"),
-        ("job.ttlSecondsAfterFinished=10parsecs", "at '/job/ttlSecondsAfterFinished'"),
+        (
+            "job.ttlSecondsAfterFinished=10parsecs",
+            "at '/job/ttlSecondsAfterFinished'",
+        ),
     ] {
         let (ok, stdout, stderr) = run(helm(&["lint", "--strict", &chart, "--set", set])?, None)?;
         assert!(!ok, "helm lint --set {set} passed:\n{stdout}");

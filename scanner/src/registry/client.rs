@@ -319,15 +319,7 @@ impl RegistryClient {
                 &[("n", &page_size.to_string())],
             )
         });
-        let response = self
-            .send(
-                Method::GET,
-                url,
-                None,
-                &pull_scope(repository),
-                Some(repository),
-            )
-            .await?;
+        let response = self.get_in(repository, url, None).await?;
         let next = self.next_link(response.headers(), Some(repository))?;
         let page: TagsPage = self.json(response, Some(repository)).await?;
         Ok(Page {
@@ -413,15 +405,7 @@ impl RegistryClient {
             return Ok(None);
         };
         let url = self.url(&format!("v2/{repository}/blobs/{}", config.digest), &[]);
-        let response = self
-            .send(
-                Method::GET,
-                url,
-                None,
-                &pull_scope(repository),
-                Some(repository),
-            )
-            .await?;
+        let response = self.get_in(repository, url, None).await?;
         let config: ImageConfig = self.json(response, Some(repository)).await?;
         Ok(config
             .created
@@ -436,15 +420,7 @@ impl RegistryClient {
     ) -> Result<ManifestDoc, RegistryError> {
         let url = self.url(&format!("v2/{repository}/manifests/{reference}"), &[]);
         let accept = MANIFEST_MEDIA_TYPES.join(", ");
-        let response = self
-            .send(
-                Method::GET,
-                url,
-                Some(&accept),
-                &pull_scope(repository),
-                Some(repository),
-            )
-            .await?;
+        let response = self.get_in(repository, url, Some(&accept)).await?;
         self.json(response, Some(repository)).await
     }
 
@@ -459,13 +435,7 @@ impl RegistryClient {
     ) -> Result<(Vec<u8>, String), RegistryError> {
         let url = self.url(&format!("v2/{repository}/manifests/{reference}"), &[]);
         let response = self
-            .send(
-                Method::GET,
-                url,
-                Some(&accept.join(", ")),
-                &pull_scope(repository),
-                Some(repository),
-            )
+            .get_in(repository, url, Some(&accept.join(", ")))
             .await?;
         let header = content_digest(response.headers());
         let body = self.body(response, Some(repository)).await?;
@@ -477,14 +447,7 @@ impl RegistryClient {
     /// The blob `digest` of `repository`, as a response whose body the caller streams.
     pub async fn blob(&self, repository: &str, digest: &str) -> Result<Response, RegistryError> {
         let url = self.url(&format!("v2/{repository}/blobs/{digest}"), &[]);
-        self.send(
-            Method::GET,
-            url,
-            None,
-            &pull_scope(repository),
-            Some(repository),
-        )
-        .await
+        self.get_in(repository, url, None).await
     }
 
     /// A small blob (an image configuration), read whole within the document bound.
@@ -495,6 +458,23 @@ impl RegistryClient {
     ) -> Result<Vec<u8>, RegistryError> {
         let response = self.blob(repository, digest).await?;
         self.body(response, Some(repository)).await
+    }
+
+    /// GET within `repository`, with its pull scope.
+    async fn get_in(
+        &self,
+        repository: &str,
+        url: Url,
+        accept: Option<&str>,
+    ) -> Result<Response, RegistryError> {
+        self.send(
+            Method::GET,
+            url,
+            accept,
+            &pull_scope(repository),
+            Some(repository),
+        )
+        .await
     }
 
     fn url(&self, path: &str, query: &[(&str, &str)]) -> Url {
