@@ -225,21 +225,24 @@ fn run(
         helper: name.to_string(),
         message,
     };
-    let HelperPolicy::Run { timeout } = policy else {
-        return Err(CredentialsError::HelperRefused {
-            host: registry_host.to_string(),
-            helper: name.to_string(),
-            source_key,
-        });
-    };
     // The name becomes part of a program name looked up on PATH, never a path.
     let valid = !name.is_empty()
+        && name.len() <= 64
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    let HelperPolicy::Run { timeout } = policy else {
+        return Err(CredentialsError::HelperRefused {
+            host: registry_host.to_string(),
+            // Quoted back only when it is a plain, short name.
+            helper: if valid { name } else { "<invalid name>" }.to_string(),
+            source_key,
+        });
+    };
     if !valid {
         return Err(helper_error(format!(
-            "{source_key} names {name:?}, which is not a helper name"
+            "{source_key} names {:?}, which is not a helper name",
+            name.chars().take(64).collect::<String>()
         )));
     }
     let server_url = if is_docker_hub(registry_host) {
@@ -417,6 +420,21 @@ mod tests {
             .credentials_for("r.example", &HelperPolicy::run())
             .unwrap_err();
         assert!(err.to_string().contains("not a helper name"), "{err}");
+    }
+
+    #[test]
+    fn a_refused_helper_is_quoted_only_when_it_is_a_plain_name() {
+        let long = "x".repeat(500);
+        let json = format!(r#"{{"credHelpers":{{"r.example":"{long}"}}}}"#);
+        let config = DockerConfig::parse(json.as_bytes(), ".dockerconfigjson").unwrap();
+        let err = config
+            .credentials_for("r.example", &HelperPolicy::Refuse)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("<invalid name>") && !err.contains(&long),
+            "{err}"
+        );
     }
 
     #[test]
