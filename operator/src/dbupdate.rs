@@ -3,7 +3,7 @@
 //! results, and start a `DatabaseUpdate` task for each rule whose images gained findings
 //! (its notifications then report what is new).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use imagewarden_scanner::matcher::match_inventory;
@@ -16,6 +16,7 @@ use crate::context::{Context, LoadedDb, FIELD_MANAGER};
 use crate::controller::notify::NEW_FINDINGS_ANNOTATION;
 use crate::controller::scan_rule::{start_task, task_name};
 use crate::crd::{FindingClass, ImageScanResult, ScanRule, TaskTrigger};
+use crate::finding_ids::stored_keys;
 use crate::result::{build_status, decode_inventory, ScanOutcome};
 use crate::Error;
 
@@ -69,15 +70,6 @@ fn warn_if_sample(db: &Db) {
     }
 }
 
-/// Identity of a vulnerability finding across database versions.
-fn finding_keys(status: &crate::crd::ImageScanResultStatus) -> BTreeSet<(String, Option<String>)> {
-    status
-        .findings
-        .iter()
-        .map(|f| (f.id.clone(), f.package.clone()))
-        .collect()
-}
-
 /// Re-matches the stored inventory of `result` against `db`; returns the new status and
 /// how many findings are new.
 pub fn rematch(
@@ -113,8 +105,14 @@ pub fn rematch(
     });
     status.scan_time = old.scan_time.clone();
     status.conditions = old.conditions.clone();
-    let before = finding_keys(&old);
-    let mut new: Vec<String> = finding_keys(&status)
+    // Against every finding the result had, not only those its list kept.
+    let after = stored_keys(&status)
+        .unwrap_or_else(|| status.findings.iter().map(crate::finding_ids::key).collect());
+    let Some(before) = stored_keys(&old) else {
+        warn!(result = %result.name_any(), "the result's findings were cut and it keeps no finding ids (written by an older operator): no finding is reported as new");
+        return Ok(Some((status, Vec::new())));
+    };
+    let mut new: Vec<String> = after
         .difference(&before)
         .map(|(id, _)| id.clone())
         .collect();
@@ -136,47 +134,8 @@ pub async fn refresh(ctx: Arc<Context>) -> anyhow::Result<()> {
     ctx.metrics
         .database(&loaded.version, loaded.db.info().records);
 
-    let all: Api<ImageScanResult> = Api::all(ctx.client.clone());
-    // (namespace, rule) -> images with new findings
-    let mut touched: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    for result in all.list(&ListParams::default()).await? {
-        let ns = result.namespace().unwrap_or_default();
-        let (status, new) = match rematch(&result, &loaded) {
-            Ok(Some(x)) => x,
-            Ok(None) => continue,
-            Err(e) => {
-                warn!(result = %result.name_any(), error = %e, "re-matching failed; the image will be rescanned on its next task");
-                continue;
-            }
-        };
-        apply_result_status(&ctx.client, &ns, &result.name_any(), &status).await?;
-        if new.is_empty() {
-            continue;
-        }
-        // Bounded: the annotation names at most 200 new ids.
-        let ids: Vec<&str> = new.iter().take(200).map(String::as_str).collect();
-        let annotate = serde_json::json!({"metadata": {"annotations": {NEW_FINDINGS_ANNOTATION: ids.join(",")}}});
-        let api: Api<ImageScanResult> = Api::namespaced(ctx.client.clone(), &ns);
-        api.patch(
-            &result.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(annotate),
-        )
-        .await?;
-        for owner in result
-            .owner_references()
-            .iter()
-            .filter(|o| o.kind == "ScanRule")
-        {
-            touched
-                .entry((ns.clone(), owner.name.clone()))
-                .or_default()
-                .push(format!(
-                    "{}/{}@{}",
-                    result.spec.registry, result.spec.repository, result.spec.digest
-                ));
-        }
-    }
+    // (namespace, rule) -> images with new findings, or to scan again
+    let touched = rematch_all(&ctx, &loaded).await?;
     let version_tag: String = loaded
         .version
         .trim_start_matches("sha256:")
@@ -194,6 +153,90 @@ pub async fn refresh(ctx: Arc<Context>) -> anyhow::Result<()> {
         start_task(&ctx, &rule, &name, TaskTrigger::DatabaseUpdate, images).await?;
     }
     Ok(())
+}
+
+/// Results listed per request: a refresh holds one page at a time, however many exist.
+const RESULT_PAGE: u32 = 100;
+
+/// Re-matches every result not yet made with `loaded`, page by page; returns, per rule,
+/// the images that gained findings and those that keep no inventory (too large for the
+/// object, or unreadable): those are scanned again by the rule's database-update task.
+async fn rematch_all(
+    ctx: &Context,
+    loaded: &LoadedDb,
+) -> Result<BTreeMap<(String, String), Vec<String>>, Error> {
+    let all: Api<ImageScanResult> = Api::all(ctx.client.clone());
+    let mut touched: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut token: Option<String> = None;
+    let mut restarts = 0;
+    loop {
+        let mut params = ListParams::default().limit(RESULT_PAGE);
+        if let Some(t) = &token {
+            params = params.continue_token(t);
+        }
+        let page = match all.list(&params).await {
+            Ok(page) => page,
+            // The continue token expired (410 Gone): list again from the start; results
+            // already re-matched are skipped by their database version.
+            Err(kube::Error::Api(e)) if e.code == 410 && restarts < 3 => {
+                restarts += 1;
+                token = None;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for result in page.items {
+            let old_version = result
+                .status
+                .as_ref()
+                .and_then(|s| s.database_version.as_deref());
+            if result.status.is_none() || old_version == Some(loaded.version.as_str()) {
+                continue;
+            }
+            let ns = result.namespace().unwrap_or_default();
+            match rematch(&result, loaded) {
+                Ok(Some((status, new))) => {
+                    apply_result_status(&ctx.client, &ns, &result.name_any(), &status).await?;
+                    if new.is_empty() {
+                        continue;
+                    }
+                    // Bounded: the annotation names at most 200 new ids.
+                    let ids: Vec<&str> = new.iter().take(200).map(String::as_str).collect();
+                    let annotate = serde_json::json!({"metadata": {"annotations": {NEW_FINDINGS_ANNOTATION: ids.join(",")}}});
+                    let api: Api<ImageScanResult> = Api::namespaced(ctx.client.clone(), &ns);
+                    api.patch(
+                        &result.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(annotate),
+                    )
+                    .await?;
+                }
+                Ok(None) => {
+                    info!(result = %result.name_any(), "no stored inventory: the image is scanned again by its rule's database-update task");
+                }
+                Err(e) => {
+                    warn!(result = %result.name_any(), error = %e, "re-matching failed: the image is scanned again by its rule's database-update task");
+                }
+            }
+            for owner in result
+                .owner_references()
+                .iter()
+                .filter(|o| o.kind == "ScanRule")
+            {
+                touched
+                    .entry((ns.clone(), owner.name.clone()))
+                    .or_default()
+                    .push(format!(
+                        "{}/{}@{}",
+                        result.spec.registry, result.spec.repository, result.spec.digest
+                    ));
+            }
+        }
+        token = page.metadata.continue_.filter(|t| !t.is_empty());
+        if token.is_none() {
+            return Ok(touched);
+        }
+    }
 }
 
 /// Writes an ImageScanResult's status (server-side apply, the operator's field manager).

@@ -10,6 +10,7 @@ pub mod access;
 #[cfg(test)]
 mod bearer_tests;
 pub mod client;
+pub mod delete;
 pub mod discovery;
 #[cfg(test)]
 mod egress_tests;
@@ -24,5 +25,6 @@ pub use discovery::{
     RuleDiscoveryError, Scope, TagFilter,
 };
 pub use error::RegistryError;
+pub use delete::DeleteEvent;
 pub use push::{coalesce_pushes, rule_matches_push, PushBatch, PushCoalescer, PushEvent};
 pub use webhook::{router, serve, WebhookError};
