@@ -265,6 +265,7 @@ pub(crate) async fn apply_result_status(
 mod tests {
     use super::*;
     use clap::Parser;
+    use sha2::Digest;
     use std::io::{Read, Write};
     use std::sync::Mutex;
 
@@ -318,6 +319,96 @@ mod tests {
             }
         });
         format!("http://{addr}")
+    }
+
+    fn openssl_result(db: &LoadedDb) -> ImageScanResult {
+        let inventory: imagewarden_scanner::inventory::Inventory =
+            serde_json::from_value(serde_json::json!({
+                "target": "r/app:1", "os": {"family": "debian", "version": "9"},
+                "packages": [{"ecosystem": "Debian", "name": "libssl1.1", "version": "1.1.0f-3+deb9u2",
+                    "purl": "pkg:deb/debian/libssl1.1@1.1.0f-3+deb9u2", "sourceName": "openssl",
+                    "path": "var/lib/dpkg/status"}]
+            }))
+            .unwrap();
+        let matches = match_inventory(&inventory, &db.db).unwrap();
+        let status = build_status(ScanOutcome {
+            digest: "sha256:00",
+            inventory: &inventory,
+            matches: &matches,
+            extra: Vec::new(),
+            database_version: &db.version,
+            database: db.db.info(),
+        });
+        let mut result = ImageScanResult::new(
+            "app-00",
+            crate::crd::ImageScanResultSpec {
+                registry: "r".into(),
+                repository: "app".into(),
+                digest: "sha256:00".into(),
+                tags: vec![],
+                tags_seen: vec![],
+            },
+        );
+        result.status = Some(status);
+        result
+    }
+
+    fn test_db() -> LoadedDb {
+        let osv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scanner/testdata/osv");
+        LoadedDb::new(Db::load(&[osv.display().to_string()]).unwrap())
+    }
+
+    #[test]
+    fn findings_cut_from_the_list_do_not_come_back_as_new() {
+        let db = test_db();
+        let mut result = openssl_result(&db);
+        let status = result.status.as_mut().unwrap();
+        assert!(status.findings.len() >= 2, "{:?}", status.findings);
+        // As when the list was cut to fit the object: only the first finding is listed.
+        status.findings.truncate(1);
+        status.truncated = true;
+        let (_, new) = rematch(&result, &db).unwrap().unwrap();
+        assert_eq!(new, Vec::<String>::new(), "every finding was there before");
+
+        // A finding that really is new is reported.
+        let mut result = openssl_result(&db);
+        let status = result.status.as_mut().unwrap();
+        let gone = status.findings.pop().unwrap();
+        status.finding_ids = crate::finding_ids::encode(&status.findings);
+        status.truncated = true;
+        let (_, new) = rematch(&result, &db).unwrap().unwrap();
+        assert_eq!(new, [gone.id]);
+    }
+
+    #[test]
+    fn an_inventory_too_large_to_keep_is_a_warning_and_a_rescan_not_a_silent_skip() {
+        let db = test_db();
+        // Thousands of packages with names that do not compress: over the budget.
+        let packages: Vec<serde_json::Value> = (0..20_000u32)
+            .map(|i| {
+                let name = hex::encode(sha2::Sha256::digest(i.to_be_bytes()));
+                serde_json::json!({"ecosystem": "npm", "name": name, "version": "1.0.0",
+                    "purl": format!("pkg:npm/{name}@1.0.0"), "path": format!("app/node_modules/{name}/package.json")})
+            })
+            .collect();
+        let inventory: imagewarden_scanner::inventory::Inventory =
+            serde_json::from_value(serde_json::json!({"target": "r/app:1", "packages": packages}))
+                .unwrap();
+        let matches = match_inventory(&inventory, &db.db).unwrap();
+        let status = build_status(ScanOutcome {
+            digest: "sha256:00",
+            inventory: &inventory,
+            matches: &matches,
+            extra: Vec::new(),
+            database_version: "sha256:old",
+            database: db.db.info(),
+        });
+        assert_eq!(status.inventory, None);
+        assert_eq!(status.warnings[0], crate::result::INVENTORY_NOT_KEPT);
+        let mut result = openssl_result(&db);
+        result.status = Some(status);
+        // Nothing to re-match: the refresh hands the image to its rule's task to scan again.
+        assert!(rematch(&result, &db).unwrap().is_none());
     }
 
     #[tokio::test]
