@@ -106,8 +106,13 @@ pub fn rematch(
     status.scan_time = old.scan_time.clone();
     status.conditions = old.conditions.clone();
     // Against every finding the result had, not only those its list kept.
-    let after = stored_keys(&status)
-        .unwrap_or_else(|| status.findings.iter().map(crate::finding_ids::key).collect());
+    let after = stored_keys(&status).unwrap_or_else(|| {
+        status
+            .findings
+            .iter()
+            .map(crate::finding_ids::key)
+            .collect()
+    });
     let Some(before) = stored_keys(&old) else {
         warn!(result = %result.name_any(), "the result's findings were cut and it keeps no finding ids (written by an older operator): no finding is reported as new");
         return Ok(Some((status, Vec::new())));

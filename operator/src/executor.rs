@@ -178,7 +178,8 @@ pub async fn store_result(
     let api: Api<ImageScanResult> = Api::namespaced(client.clone(), namespace);
     let name = target.result_name();
     let existing = api.get_opt(&name).await?;
-    let tags_seen = crate::lifecycle::tags_for_write(existing.as_ref(), &target.digest, &target.tags);
+    let tags_seen =
+        crate::lifecycle::tags_for_write(existing.as_ref(), &target.digest, &target.tags);
     let mut owners: Vec<OwnerReference> = existing
         .as_ref()
         .and_then(|r| r.metadata.owner_references.clone())

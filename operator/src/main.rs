@@ -274,7 +274,9 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     });
 
     spawn_push_trigger(ctx.clone()).await?;
-    tokio::spawn(imagewarden_operator::lifecycle::collect_deleted(ctx.clone()));
+    tokio::spawn(imagewarden_operator::lifecycle::collect_deleted(
+        ctx.clone(),
+    ));
 
     let elect = config.leader_elect;
     let lost = async move {

@@ -220,8 +220,8 @@ async fn tags_follow_the_registry_and_a_vanished_digest_is_deleted_comes_back_an
 }
 
 #[tokio::test]
-async fn a_registry_delete_event_marks_the_result_deleted_and_a_push_brings_it_back(
-) -> Result<()> {
+async fn a_registry_delete_event_marks_the_result_deleted_and_a_push_brings_it_back() -> Result<()>
+{
     let (cp, client) = setup().await?;
     let token = "push-token-5678";
     let token_file = cp.dir().join("webhook-token");
@@ -274,10 +274,14 @@ async fn a_registry_delete_event_marks_the_result_deleted_and_a_push_brings_it_b
         .send()
         .await?;
     assert_eq!(response.status().as_u16(), 202, "{}", registry.log());
-    let marked = wait_for("the result to be marked Deleted", Duration::from_secs(60), || {
-        let (client, digest) = (client.clone(), digest.clone());
-        async move { Ok(result_of(&client, &digest).await?.and_then(|r| deleted(&r))) }
-    })
+    let marked = wait_for(
+        "the result to be marked Deleted",
+        Duration::from_secs(60),
+        || {
+            let (client, digest) = (client.clone(), digest.clone());
+            async move { Ok(result_of(&client, &digest).await?.and_then(|r| deleted(&r))) }
+        },
+    )
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}", operator.log()))?;
     assert_eq!(marked.0, "DeletedInRegistry");
@@ -437,29 +441,31 @@ spec:
         )
     };
     let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
-    let ready = |name: &'static str| {
-        let rules = rules.clone();
-        async move {
-            wait_for(
-                &format!("{name} to have a Ready condition"),
-                Duration::from_secs(30),
-                || {
-                    let rules = rules.clone();
-                    async move {
-                        Ok(rules.get(name).await?.status.and_then(|s| {
-                            s.conditions.into_iter().find(|c| c.type_ == "Ready")
-                        }))
-                    }
-                },
-            )
-            .await
-        }
-    };
+    let ready =
+        |name: &'static str| {
+            let rules = rules.clone();
+            async move {
+                wait_for(
+                    &format!("{name} to have a Ready condition"),
+                    Duration::from_secs(30),
+                    || {
+                        let rules = rules.clone();
+                        async move {
+                            Ok(rules.get(name).await?.status.and_then(|s| {
+                                s.conditions.into_iter().find(|c| c.type_ == "Ready")
+                            }))
+                        }
+                    },
+                )
+                .await
+            }
+        };
     apply_rule(&client, &rule("good", "good", "^v")).await?;
     let good = ready("good").await?;
     assert_eq!(good.status, "True", "{good:?}");
     assert!(
-        good.message.contains("answered /v2/ with the rule's credentials"),
+        good.message
+            .contains("answered /v2/ with the rule's credentials"),
         "{good:?}"
     );
     apply_rule(&client, &rule("bad", "bad", "^v")).await?;
@@ -489,10 +495,14 @@ spec:
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(probes(), before, "no probe without a spec change");
     apply_rule(&client, &rule("bad", "bad", "^v1")).await?;
-    wait_for("a probe after the spec change", Duration::from_secs(30), || {
-        let after = probes();
-        async move { Ok((after > before).then_some(())) }
-    })
+    wait_for(
+        "a probe after the spec change",
+        Duration::from_secs(30),
+        || {
+            let after = probes();
+            async move { Ok((after > before).then_some(())) }
+        },
+    )
     .await?;
     Ok(())
 }

@@ -356,9 +356,12 @@ mod tests {
             .contains("spec.triggers.schedule"));
         let dup = spec("registry: {url: r}\nscope: {type: Namespace, name: a}\nnotifications: [{name: x, type: HTTP, url: 'http://a'}, {name: x, type: HTTP, url: 'http://b'}]");
         assert!(validate(&dup).unwrap_err().contains("used twice"));
-        let retention = spec("registry: {url: r}\nscope: {type: Namespace, name: a}\nresultRetention: 48h");
+        let retention =
+            spec("registry: {url: r}\nscope: {type: Namespace, name: a}\nresultRetention: 48h");
         assert_eq!(validate(&retention), Ok(()));
-        let bad_retention = spec("registry: {url: r}\nscope: {type: Namespace, name: a}\nresultRetention: two days");
+        let bad_retention = spec(
+            "registry: {url: r}\nscope: {type: Namespace, name: a}\nresultRetention: two days",
+        );
         let err = validate(&bad_retention).unwrap_err();
         assert!(err.contains("spec.resultRetention \"two days\""), "{err}");
     }

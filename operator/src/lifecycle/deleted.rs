@@ -90,7 +90,12 @@ pub fn clear_deleted(conditions: &[Condition]) -> Option<Vec<Condition>> {
 pub fn collect_at(since: &Time, retention: Duration) -> Time {
     let retention = k8s_openapi::jiff::SignedDuration::try_from(retention)
         .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX);
-    Time(since.0.checked_add(retention).unwrap_or(k8s_openapi::jiff::Timestamp::MAX))
+    Time(
+        since
+            .0
+            .checked_add(retention)
+            .unwrap_or(k8s_openapi::jiff::Timestamp::MAX),
+    )
 }
 
 #[cfg(test)]
@@ -112,7 +117,9 @@ mod tests {
             err.contains("spec.resultRetention") && err.contains("168h"),
             "{err}"
         );
-        assert!(parse_retention("100000d").unwrap_err().contains("ten years"));
+        assert!(parse_retention("100000d")
+            .unwrap_err()
+            .contains("ten years"));
         assert_eq!(retention_of(None), DEFAULT_RESULT_RETENTION);
         assert_eq!(retention_of(Some("bogus")), DEFAULT_RESULT_RETENTION);
         assert_eq!(retention_of(Some("5s")), Duration::from_secs(5));
@@ -128,10 +135,14 @@ mod tests {
             observed_generation: None,
             last_transition_time: at(1),
         };
-        let marked = mark_deleted(&[scanned.clone()], NOT_FOUND, "gone", &at(100)).unwrap();
+        let marked =
+            mark_deleted(std::slice::from_ref(&scanned), NOT_FOUND, "gone", &at(100)).unwrap();
         assert_eq!(marked.len(), 2);
         assert_eq!(deleted_since(&marked), Some(&at(100)));
-        assert_eq!(mark_deleted(&marked, DELETED_IN_REGISTRY, "x", &at(200)), None);
+        assert_eq!(
+            mark_deleted(&marked, DELETED_IN_REGISTRY, "x", &at(200)),
+            None
+        );
         assert_eq!(clear_deleted(&marked), Some(vec![scanned.clone()]));
         assert_eq!(clear_deleted(&[scanned]), None);
         assert_eq!(

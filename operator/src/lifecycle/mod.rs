@@ -238,13 +238,15 @@ async fn record_resolution(
     for entry in images {
         match (&entry.digest, parse_image(&entry.image)) {
             (Some(digest), Some((host, repository, tag, _))) => {
-                let repo = seen.entry((host, repository)).or_insert_with(|| RepositorySeen {
-                    observation: TagObservation {
-                        complete: complete.clone(),
+                let repo = seen
+                    .entry((host, repository))
+                    .or_insert_with(|| RepositorySeen {
+                        observation: TagObservation {
+                            complete: complete.clone(),
+                            ..Default::default()
+                        },
                         ..Default::default()
-                    },
-                    ..Default::default()
-                });
+                    });
                 repo.digests.insert(digest.clone());
                 if let Some(tag) = tag {
                     repo.observation.resolved.insert(tag, digest.clone());
@@ -522,7 +524,10 @@ async fn sweep(ctx: &Context) -> Result<Option<Duration>, Error> {
         }
         let page = api.list(&params).await?;
         for result in &page.items {
-            let Some(since) = result.status.as_ref().and_then(|s| deleted_since(&s.conditions))
+            let Some(since) = result
+                .status
+                .as_ref()
+                .and_then(|s| deleted_since(&s.conditions))
             else {
                 continue;
             };
@@ -671,7 +676,14 @@ mod tests {
         assert_eq!(plan.owners.unwrap().len(), 2);
         assert_eq!(tag_names(&plan.tags.unwrap()), ["v1", "v2"]);
         // Nothing new: nothing to write.
-        let same = plan_result(&result(vec![]), None, &Presence::Unknown, None, None, &at(1));
+        let same = plan_result(
+            &result(vec![]),
+            None,
+            &Presence::Unknown,
+            None,
+            None,
+            &at(1),
+        );
         assert!(same.is_empty());
     }
 }

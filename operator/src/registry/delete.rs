@@ -26,11 +26,10 @@ const HARBOR_DELETE_TYPES: &[&str] = &["DELETE_ARTIFACT", "harbor.artifact.delet
 /// deletions in the same shape as manifest deletions; a blob digest never names an image,
 /// so it matches no result. Events without a repository or a digest or tag are skipped.
 pub fn parse_distribution_deletes(body: &[u8]) -> Result<Vec<DeleteEvent>, WebhookError> {
-    let envelope: Envelope =
-        serde_json::from_slice(body).map_err(|e| WebhookError::Malformed {
-            format: "Distribution",
-            message: format!("{e}; expected {{\"events\":[{{\"action\",\"target\",\"request\"}}]}}"),
-        })?;
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| WebhookError::Malformed {
+        format: "Distribution",
+        message: format!("{e}; expected {{\"events\":[{{\"action\",\"target\",\"request\"}}]}}"),
+    })?;
     let mut deletes = Vec::new();
     for event in envelope.events {
         if event.action != "delete" {

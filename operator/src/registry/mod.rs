@@ -20,11 +20,11 @@ pub mod webhook;
 
 pub use access::{Credentials, CredentialsError, RegistryAccess};
 pub use client::RegistryClient;
+pub use delete::DeleteEvent;
 pub use discovery::{
     discover, discover_for_rule, DiscoveredImage, Discovery, DiscoveryLimits, RepositoryError,
     RuleDiscoveryError, Scope, TagFilter,
 };
 pub use error::RegistryError;
-pub use delete::DeleteEvent;
 pub use push::{coalesce_pushes, rule_matches_push, PushBatch, PushCoalescer, PushEvent};
 pub use webhook::{router, serve, WebhookError};
