@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use imagewarden_scanner::matcher::match_inventory;
 use imagewarden_scanner::vulndb::Db;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -17,6 +18,7 @@ use crate::controller::notify::NEW_FINDINGS_ANNOTATION;
 use crate::controller::scan_rule::{start_task, task_name};
 use crate::crd::{FindingClass, ImageScanResult, ScanRule, TaskTrigger};
 use crate::finding_ids::stored_keys;
+use crate::lifecycle::result_pages;
 use crate::result::{build_status, decode_inventory, ScanOutcome};
 use crate::Error;
 
@@ -160,9 +162,6 @@ pub async fn refresh(ctx: Arc<Context>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Results listed per request: a refresh holds one page at a time, however many exist.
-const RESULT_PAGE: u32 = 100;
-
 /// Re-matches every result not yet made with `loaded`, page by page; returns, per rule,
 /// the images that gained findings and those that keep no inventory (too large for the
 /// object, or unreadable): those are scanned again by the rule's database-update task.
@@ -172,25 +171,11 @@ async fn rematch_all(
 ) -> Result<BTreeMap<(String, String), Vec<String>>, Error> {
     let all: Api<ImageScanResult> = Api::all(ctx.client.clone());
     let mut touched: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    let mut token: Option<String> = None;
-    let mut restarts = 0;
-    loop {
-        let mut params = ListParams::default().limit(RESULT_PAGE);
-        if let Some(t) = &token {
-            params = params.continue_token(t);
-        }
-        let page = match all.list(&params).await {
-            Ok(page) => page,
-            // The continue token expired (410 Gone): list again from the start; results
-            // already re-matched are skipped by their database version.
-            Err(kube::Error::Api(e)) if e.code == 410 && restarts < 3 => {
-                restarts += 1;
-                token = None;
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        for result in page.items {
+    // A page at a time; results already made with the new database are skipped, also
+    // when an expired listing starts again.
+    let mut pages = std::pin::pin!(result_pages(all, ListParams::default()));
+    while let Some(page) = pages.next().await {
+        for result in page? {
             let old_version = result
                 .status
                 .as_ref()
@@ -237,11 +222,8 @@ async fn rematch_all(
                     ));
             }
         }
-        token = page.metadata.continue_.filter(|t| !t.is_empty());
-        if token.is_none() {
-            return Ok(touched);
-        }
     }
+    Ok(touched)
 }
 
 /// Writes an ImageScanResult's status (server-side apply, the operator's field manager).
@@ -326,24 +308,31 @@ mod tests {
         format!("http://{addr}")
     }
 
-    fn openssl_result(db: &LoadedDb) -> ImageScanResult {
+    /// The status a scan of `inventory` with `db` writes.
+    fn scanned(inventory: serde_json::Value, db: &LoadedDb) -> crate::crd::ImageScanResultStatus {
         let inventory: imagewarden_scanner::inventory::Inventory =
-            serde_json::from_value(serde_json::json!({
-                "target": "r/app:1", "os": {"family": "debian", "version": "9"},
-                "packages": [{"ecosystem": "Debian", "name": "libssl1.1", "version": "1.1.0f-3+deb9u2",
-                    "purl": "pkg:deb/debian/libssl1.1@1.1.0f-3+deb9u2", "sourceName": "openssl",
-                    "path": "var/lib/dpkg/status"}]
-            }))
-            .unwrap();
+            serde_json::from_value(inventory).unwrap();
         let matches = match_inventory(&inventory, &db.db).unwrap();
-        let status = build_status(ScanOutcome {
+        build_status(ScanOutcome {
             digest: "sha256:00",
             inventory: &inventory,
             matches: &matches,
             extra: Vec::new(),
             database_version: &db.version,
             database: db.db.info(),
-        });
+        })
+    }
+
+    fn openssl_result(db: &LoadedDb) -> ImageScanResult {
+        let status = scanned(
+            serde_json::json!({
+                "target": "r/app:1", "os": {"family": "debian", "version": "9"},
+                "packages": [{"ecosystem": "Debian", "name": "libssl1.1", "version": "1.1.0f-3+deb9u2",
+                    "purl": "pkg:deb/debian/libssl1.1@1.1.0f-3+deb9u2", "sourceName": "openssl",
+                    "path": "var/lib/dpkg/status"}]
+            }),
+            db,
+        );
         let mut result = ImageScanResult::new(
             "app-00",
             crate::crd::ImageScanResultSpec {
@@ -396,18 +385,10 @@ mod tests {
                     "purl": format!("pkg:npm/{name}@1.0.0"), "path": format!("app/node_modules/{name}/package.json")})
             })
             .collect();
-        let inventory: imagewarden_scanner::inventory::Inventory =
-            serde_json::from_value(serde_json::json!({"target": "r/app:1", "packages": packages}))
-                .unwrap();
-        let matches = match_inventory(&inventory, &db.db).unwrap();
-        let status = build_status(ScanOutcome {
-            digest: "sha256:00",
-            inventory: &inventory,
-            matches: &matches,
-            extra: Vec::new(),
-            database_version: "sha256:old",
-            database: db.db.info(),
-        });
+        let status = scanned(
+            serde_json::json!({"target": "r/app:1", "packages": packages}),
+            &db,
+        );
         assert_eq!(status.inventory, None);
         assert_eq!(status.warnings[0], crate::result::INVENTORY_NOT_KEPT);
         let mut result = openssl_result(&db);

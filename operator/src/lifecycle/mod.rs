@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::ResourceExt;
@@ -34,8 +35,8 @@ use deleted::{
 };
 use tags::{merge_tags, tag_names, TagObservation};
 
-/// Results listed per request when sweeping all of them.
-const PAGE_SIZE: u32 = 200;
+/// Results listed per request: one page is held at a time, however many exist.
+const PAGE_SIZE: u32 = 100;
 /// Longest wait between two garbage-collection sweeps when nothing is due sooner.
 const GC_IDLE_SWEEP: Duration = Duration::from_secs(3600);
 
@@ -193,6 +194,46 @@ async fn apply_plan(
     Ok(())
 }
 
+/// The results `params` selects, a page at a time. An expired continue token (410 Gone)
+/// starts the listing again, at most three times: callers skip what they already handled.
+pub fn result_pages(
+    api: Api<ImageScanResult>,
+    params: ListParams,
+) -> impl Stream<Item = Result<Vec<ImageScanResult>, kube::Error>> {
+    enum Next {
+        Page(Option<String>, u32),
+        Done,
+    }
+    futures::stream::unfold(Next::Page(None, 0), move |next| {
+        let (api, params) = (api.clone(), params.clone());
+        async move {
+            let Next::Page(mut token, mut restarts) = next else {
+                return None;
+            };
+            loop {
+                let mut page_params = params.clone().limit(PAGE_SIZE);
+                if let Some(t) = &token {
+                    page_params = page_params.continue_token(t);
+                }
+                match api.list(&page_params).await {
+                    Ok(page) => {
+                        let next = match page.metadata.continue_.filter(|t| !t.is_empty()) {
+                            Some(t) => Next::Page(Some(t), restarts),
+                            None => Next::Done,
+                        };
+                        return Some((Ok(page.items), next));
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 410 && restarts < 3 => {
+                        restarts += 1;
+                        token = None;
+                    }
+                    Err(e) => return Some((Err(e), Next::Done)),
+                }
+            }
+        }
+    })
+}
+
 impl ResultLifecycle {
     fn wake_collector(&self) {
         self.gc_wake.notify_one();
@@ -275,14 +316,9 @@ async fn record_resolution(
     let ns = task.namespace().unwrap_or_default();
     let api: Api<ImageScanResult> = Api::namespaced(ctx.client.clone(), &ns);
     let mut marked = false;
-    let mut token: Option<String> = None;
-    loop {
-        let mut params = ListParams::default().limit(PAGE_SIZE);
-        if let Some(t) = &token {
-            params = params.continue_token(t);
-        }
-        let page = api.list(&params).await?;
-        for result in &page.items {
+    let mut pages = std::pin::pin!(result_pages(api, ListParams::default()));
+    while let Some(page) = pages.next().await {
+        for result in &page? {
             let repo = seen.iter().find(|((host, repository), _)| {
                 same_registry(host, &result.spec.registry) && *repository == result.spec.repository
             });
@@ -338,10 +374,6 @@ async fn record_resolution(
                 marked = true;
             }
             apply_plan(&ctx.client, result, &plan).await?;
-        }
-        token = page.metadata.continue_.filter(|t| !t.is_empty());
-        if token.is_none() {
-            break;
         }
     }
     if marked {
@@ -428,14 +460,9 @@ async fn record_delete(ctx: &Context, event: &DeleteEvent) -> Result<(), Error> 
     };
     let now = crate::now();
     let mut marked = false;
-    let mut token: Option<String> = None;
-    loop {
-        let mut page_params = params.clone().limit(PAGE_SIZE);
-        if let Some(t) = &token {
-            page_params = page_params.continue_token(t);
-        }
-        let page = api.list(&page_params).await?;
-        for result in page.items.iter().filter(|r| {
+    let mut pages = std::pin::pin!(result_pages(api, params));
+    while let Some(page) = pages.next().await {
+        for result in page?.iter().filter(|r| {
             same_registry(&r.spec.registry, &event.registry_host)
                 && r.spec.repository == event.repository
         }) {
@@ -480,10 +507,6 @@ async fn record_delete(ctx: &Context, event: &DeleteEvent) -> Result<(), Error> 
             }
             apply_plan(&ctx.client, result, &plan).await?;
         }
-        token = page.metadata.continue_.filter(|t| !t.is_empty());
-        if token.is_none() {
-            break;
-        }
     }
     if marked {
         ctx.lifecycle.wake_collector();
@@ -516,14 +539,9 @@ async fn sweep(ctx: &Context) -> Result<Option<Duration>, Error> {
     let mut retention: HashMap<(String, String), Option<Duration>> = HashMap::new();
     let now = crate::now();
     let mut next: Option<Duration> = None;
-    let mut token: Option<String> = None;
-    loop {
-        let mut params = ListParams::default().limit(PAGE_SIZE);
-        if let Some(t) = &token {
-            params = params.continue_token(t);
-        }
-        let page = api.list(&params).await?;
-        for result in &page.items {
+    let mut pages = std::pin::pin!(result_pages(api, ListParams::default()));
+    while let Some(page) = pages.next().await {
+        for result in &page? {
             let Some(since) = result
                 .status
                 .as_ref()
@@ -580,10 +598,6 @@ async fn sweep(ctx: &Context) -> Result<Option<Duration>, Error> {
                 Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {}
                 Err(e) => return Err(e.into()),
             }
-        }
-        token = page.metadata.continue_.filter(|t| !t.is_empty());
-        if token.is_none() {
-            break;
         }
     }
     Ok(next)
