@@ -10,6 +10,7 @@
 pub mod access;
 #[cfg(test)]
 mod bearer_tests;
+pub mod delete;
 pub mod discovery;
 #[cfg(test)]
 mod egress_tests;
@@ -20,6 +21,7 @@ pub mod webhook;
 
 pub use access::{access_from_spec, Credentials, CredentialsError, FromSecretData, RegistryAccess};
 pub use client::RegistryClient;
+pub use delete::DeleteEvent;
 pub use discovery::{
     discover, discover_for_rule, DiscoveredImage, Discovery, DiscoveryLimits, RepositoryError,
     RuleDiscoveryError, Scope, TagFilter,
