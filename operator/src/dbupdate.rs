@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use imagewarden_scanner::matcher::match_inventory;
 use imagewarden_scanner::vulndb::Db;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
@@ -15,8 +14,8 @@ use tracing::{info, warn};
 use crate::context::{Context, LoadedDb, FIELD_MANAGER};
 use crate::controller::notify::NEW_FINDINGS_ANNOTATION;
 use crate::controller::scan_rule::{start_task, task_name};
-use crate::crd::{FindingClass, ImageScanResult, ScanRule, TaskTrigger};
-use crate::result::{build_status, decode_inventory, ScanOutcome};
+use crate::crd::{ImageScanResult, ScanRule, TaskTrigger};
+use crate::result::decode_inventory;
 use crate::Error;
 
 /// Loads the database from its configured sources (blocking work off the runtime).
@@ -92,27 +91,7 @@ pub fn rematch(
     };
     let inventory = decode_inventory(encoded)
         .map_err(|e| Error::Scan(format!("stored inventory of {}: {e}", result.name_any())))?;
-    let matches = match_inventory(&inventory, &db.db).map_err(|e| Error::Scan(e.to_string()))?;
-    // Findings that do not come from the database stay as they were.
-    let extra = old
-        .findings
-        .iter()
-        .filter(|f| {
-            f.class == FindingClass::BaselineRisk
-                || (f.class == FindingClass::MaliciousSample && f.package.is_none())
-        })
-        .cloned()
-        .collect();
-    let mut status = build_status(ScanOutcome {
-        digest: &result.spec.digest,
-        inventory: &inventory,
-        matches: &matches,
-        extra,
-        database_version: &db.version,
-        database: db.db.info(),
-    });
-    status.scan_time = old.scan_time.clone();
-    status.conditions = old.conditions.clone();
+    let status = crate::result::rematch_inventory(&old, inventory, &result.spec.digest, db)?;
     let before = finding_keys(&old);
     let mut new: Vec<String> = finding_keys(&status)
         .difference(&before)

@@ -160,7 +160,7 @@ fn puller(reference: &Reference, target: &str, opts: &PullOptions) -> Result<Pul
 }
 
 /// Pulls and reads an image from its registry.
-pub async fn scan(
+pub async fn read(
     target: &str,
     opts: &PullOptions,
     analyzers: Arc<Vec<Box<dyn Analyzer>>>,
