@@ -1026,12 +1026,68 @@ mod tests {
             assert!(args.contains(&want), "{want} not in {args:?}");
         }
         assert!(!args.iter().any(|a| a.starts_with("--db=")), "{args:?}");
+        // Only the rule's scanners run, named as `scan-image` reads them.
+        assert!(
+            args.contains(&"--scanners=secret,vuln".to_string()),
+            "{args:?}"
+        );
         // Nothing but /tmp is mounted: the database is not a volume.
         assert_eq!(pod.volumes.unwrap().len(), 1);
         assert_eq!(
             c.termination_message_policy.as_deref(),
             Some("FallbackToLogsOnError")
         );
+    }
+
+    #[test]
+    fn a_result_made_without_a_scanner_the_rule_wants_is_scanned_again() {
+        let baseline_only = StoredResult {
+            scanners: vec![ScannerKind::Baseline],
+            ..stored(NEW, true)
+        };
+        let wanted = [
+            ScannerKind::Vulnerability,
+            ScannerKind::Baseline,
+            ScannerKind::Malware,
+        ];
+        assert_eq!(
+            judge_result("the scan", "r", Some(&baseline_only), &wanted, NEW),
+            ScanVerdict::Rescan(
+                "result r was made without the vuln, malware scanner(s) the rule asks for; rescanning"
+                    .into()
+            )
+        );
+        // A result of more scanners than the rule wants answers it.
+        assert_eq!(
+            judge_result(
+                "the scan",
+                "r",
+                Some(&stored(NEW, true)),
+                &[ScannerKind::Secret],
+                NEW
+            ),
+            ScanVerdict::Completed
+        );
+    }
+
+    #[test]
+    fn only_a_result_of_the_current_database_and_the_rules_scanners_is_reused() {
+        let status = ImageScanResultStatus {
+            scanner_version: Some(imagewarden_scanner::SCANNER_VERSION.into()),
+            database_version: Some(NEW.into()),
+            scanners: vec![ScannerKind::Baseline, ScannerKind::Secret],
+            ..Default::default()
+        };
+        assert!(reusable(&status, &[ScannerKind::Secret], NEW));
+        assert!(!reusable(&status, &[ScannerKind::Secret], OLD));
+        assert!(!reusable(&status, &[ScannerKind::Malware], NEW));
+        // Results written before scanners were recorded ran them all.
+        let legacy = ImageScanResultStatus {
+            scanners: Vec::new(),
+            ..status
+        };
+        assert!(reusable(&legacy, &ScannerKind::ALL, NEW));
+        assert_eq!(rule_scanners(None), ScannerKind::ALL);
     }
 
     #[test]

@@ -588,4 +588,104 @@ mod tests {
             &format!("{} more warning(s) not shown", 50 - (MAX_WARNINGS - 1))
         );
     }
+
+    fn db_with_nvd() -> imagewarden_scanner::vulndb::Db {
+        let testdata = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scanner/testdata");
+        let mut builder = imagewarden_scanner::vulndb::DbBuilder::new();
+        builder
+            .add_source(testdata.join("osv").to_str().unwrap())
+            .unwrap();
+        builder
+            .add_source(&format!("nvd:{}", testdata.join("nvd").display()))
+            .unwrap();
+        builder.into_db("test").unwrap()
+    }
+
+    fn debian_inventory() -> Inventory {
+        serde_json::from_value(serde_json::json!({
+            "target": "r/app:1", "os": {"family": "debian", "version": "9"},
+            "packages": [{"ecosystem": "Debian", "name": "libssl1.1", "version": "1.1.0f-3+deb9u2",
+                "purl": "pkg:deb/debian/libssl1.1@1.1.0f-3+deb9u2", "sourceName": "openssl",
+                "path": "var/lib/dpkg/status"}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_status_is_the_report_in_crd_form() {
+        let db = db_with_nvd();
+        let options = ScanOptions {
+            scanners: vec![ScannerKind::Vulnerability, ScannerKind::Secret],
+            ..ScanOptions::default()
+        };
+        let report = pipeline::scan_inventory(debian_inventory(), Some(&db), &options).unwrap();
+        let status = result_status(&report, "sha256:3b5e2a7c6f1d8e9a", "sha256:db");
+        assert_eq!(
+            status.scanners,
+            [ScannerKind::Vulnerability, ScannerKind::Secret]
+        );
+        assert_eq!(status.short_digest.as_deref(), Some("3b5e2a7c6f1d"));
+        assert_eq!(status.database_version.as_deref(), Some("sha256:db"));
+        assert_eq!(status.total_findings as usize, report.vulnerabilities.len());
+        assert_eq!(
+            status.summary.system_vulnerabilities.total() as usize,
+            report.vulnerabilities.len()
+        );
+        assert_eq!(u64::from(status.summary.total()), report.summary.total());
+        assert_eq!(
+            decode_inventory(status.inventory.as_deref().unwrap()).unwrap(),
+            debian_inventory()
+        );
+    }
+
+    #[test]
+    fn the_command_line_hint_about_missing_nvd_ratings_stays_out_of_the_status() {
+        // Without NVD, DLA-3008-1 (no rating of its own) is unknown: the report says why.
+        let testdata = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scanner/testdata");
+        let db =
+            imagewarden_scanner::vulndb::Db::load(&[testdata.join("osv").display().to_string()])
+                .unwrap();
+        let report =
+            pipeline::scan_inventory(debian_inventory(), Some(&db), &ScanOptions::default())
+                .unwrap();
+        let hint = unrated_warning(0, &report.vulnerabilities).expect("unrated findings");
+        assert!(report.warnings.contains(&hint));
+        let status = result_status(&report, "sha256:00", "sha256:db");
+        assert!(!status.warnings.contains(&hint), "{:?}", status.warnings);
+        assert_eq!(status.warnings.len(), report.warnings.len() - 1);
+    }
+
+    #[test]
+    fn a_rematch_keeps_the_scanners_and_adds_no_vulnerabilities_to_a_result_made_without_them() {
+        let db = crate::context::LoadedDb::new(db_with_nvd());
+        let old = ImageScanResultStatus {
+            scanners: vec![ScannerKind::Baseline],
+            findings: vec![Finding {
+                class: FindingClass::BaselineRisk,
+                package: None,
+                ..finding("IW-CIS-4.1-ROOT-USER", Severity::Medium, None)
+            }],
+            ..Default::default()
+        };
+        let status = rematch_inventory(&old, debian_inventory(), "sha256:00", &db).unwrap();
+        assert_eq!(status.scanners, [ScannerKind::Baseline]);
+        let ids: Vec<&str> = status.findings.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(ids, ["IW-CIS-4.1-ROOT-USER"]);
+        assert_eq!(
+            status.database_version.as_deref(),
+            Some(db.version.as_str())
+        );
+
+        // With the vulnerability scanner, the database's findings come in.
+        let old = ImageScanResultStatus {
+            scanners: vec![ScannerKind::Vulnerability, ScannerKind::Baseline],
+            ..old
+        };
+        let status = rematch_inventory(&old, debian_inventory(), "sha256:00", &db).unwrap();
+        assert!(status.findings.iter().any(|f| f.id == "DLA-3008-1"));
+        assert!(status
+            .findings
+            .iter()
+            .any(|f| f.id == "IW-CIS-4.1-ROOT-USER"));
+    }
 }
