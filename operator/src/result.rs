@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::context::LoadedDb;
 use crate::crd::{
     Finding, FindingClass, ImageScanResultStatus, OperatingSystem, ResultSummary, Severity,
+    SeverityCounts,
 };
 use crate::Error;
 
@@ -157,30 +158,32 @@ pub fn report_findings(report: &ScanReport) -> Vec<Finding> {
 }
 
 impl ResultSummary {
-    /// Counts `findings` by severity, in total and per class.
+    /// Counts `findings` by severity, per class and in total.
     pub fn of(findings: &[Finding]) -> ResultSummary {
         let mut summary = ResultSummary::default();
         for f in findings {
-            summary.add(f.class, f.severity);
+            match f.class {
+                FindingClass::SystemVulnerability => &mut summary.system_vulnerabilities,
+                FindingClass::ApplicationVulnerability => &mut summary.application_vulnerabilities,
+                FindingClass::BaselineRisk => &mut summary.baseline_risks,
+                FindingClass::MaliciousSample => &mut summary.malicious_samples,
+            }
+            .add(f.severity);
         }
-        summary
-    }
-
-    /// Counts one more finding of `class` and `severity`.
-    pub fn add(&mut self, class: FindingClass, severity: Severity) {
-        match class {
-            FindingClass::SystemVulnerability => &mut self.system_vulnerabilities,
-            FindingClass::ApplicationVulnerability => &mut self.application_vulnerabilities,
-            FindingClass::BaselineRisk => &mut self.baseline_risks,
-            FindingClass::MaliciousSample => &mut self.malicious_samples,
-        }
-        .add(severity);
-        match severity {
-            Severity::Critical => self.critical += 1,
-            Severity::High => self.high += 1,
-            Severity::Medium => self.medium += 1,
-            Severity::Low => self.low += 1,
-            Severity::Unknown => self.unknown += 1,
+        let classes = [
+            &summary.system_vulnerabilities,
+            &summary.application_vulnerabilities,
+            &summary.baseline_risks,
+            &summary.malicious_samples,
+        ];
+        let sum = |level: fn(&SeverityCounts) -> u32| classes.iter().map(|c| level(c)).sum();
+        ResultSummary {
+            critical: sum(|c| c.critical),
+            high: sum(|c| c.high),
+            medium: sum(|c| c.medium),
+            low: sum(|c| c.low),
+            unknown: sum(|c| c.unknown),
+            ..summary.clone()
         }
     }
 
@@ -500,22 +503,8 @@ mod tests {
     #[test]
     fn findings_carry_the_rating_and_whose_it_is() {
         // DLA-3008-1 has no rating of its own: NVD's CVSS of CVE-2022-1292 rates it.
-        let testdata = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scanner/testdata");
-        let mut builder = imagewarden_scanner::vulndb::DbBuilder::new();
-        builder
-            .add_source(testdata.join("osv").to_str().unwrap())
-            .unwrap();
-        builder
-            .add_source(&format!("nvd:{}", testdata.join("nvd").display()))
-            .unwrap();
-        let db = builder.into_db("test").unwrap();
-        let inventory: Inventory = serde_json::from_value(serde_json::json!({
-            "target": "r/app:1", "os": {"family": "debian", "version": "9"},
-            "packages": [{"ecosystem": "Debian", "name": "libssl1.1", "version": "1.1.0f-3+deb9u2",
-                "purl": "pkg:deb/debian/libssl1.1@1.1.0f-3+deb9u2", "sourceName": "openssl",
-                "path": "var/lib/dpkg/status"}]
-        }))
-        .unwrap();
+        let db = db_with_nvd();
+        let inventory = debian_inventory();
         let matches = matcher::match_inventory(&inventory, &db).unwrap();
         let scanner_finding = matches
             .vulnerabilities

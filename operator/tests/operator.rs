@@ -113,6 +113,33 @@ spec:
     )
 }
 
+/// Asks `rule` for another manual scan and returns the name of the task that is not `previous`.
+async fn scan_now_again(
+    client: &Client,
+    rule: &str,
+    previous: &str,
+    value: &str,
+) -> Result<String> {
+    let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
+    let annotation =
+        serde_json::json!({"metadata": {"annotations": {"imagewarden.io/scan-now": value}}});
+    rules
+        .patch(rule, &PatchParams::default(), &Patch::Merge(annotation))
+        .await?;
+    wait_for("another task", Duration::from_secs(30), || {
+        let rules = rules.clone();
+        async move {
+            Ok(rules
+                .get(rule)
+                .await?
+                .status
+                .and_then(|s| s.last_task)
+                .filter(|t| t != previous))
+        }
+    })
+    .await
+}
+
 struct Pushed {
     alpine: String,
     app: String,
@@ -241,22 +268,7 @@ async fn namespace_rule_scans_each_matching_digest_once_and_cleans_up() -> Resul
 
     // A second manual scan reuses both results instead of rescanning.
     let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
-    rules
-        .patch("team-a", &PatchParams::default(), &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"imagewarden.io/scan-now": "second"}}})))
-        .await?;
-    let second = wait_for("a second task", Duration::from_secs(30), || {
-        let rules = rules.clone();
-        let first = task_name.clone();
-        async move {
-            Ok(rules
-                .get("team-a")
-                .await?
-                .status
-                .and_then(|s| s.last_task)
-                .filter(|t| *t != first))
-        }
-    })
-    .await?;
+    let second = scan_now_again(&client, "team-a", &task_name, "second").await?;
     let second = finished_task(&client, &second, Duration::from_secs(60)).await?;
     assert_eq!(second.status.unwrap().succeeded, 3);
     assert_eq!(
@@ -1762,28 +1774,8 @@ async fn a_rule_runs_only_its_scanners_and_a_result_without_them_is_not_reused()
     assert_eq!(results.get(&name).await?.spec.digest, digest);
 
     // The baseline-only rule is answered by the result that covers its scanner.
-    let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
     let first = last_task_of(&client, "baseline-only").await?;
-    rules
-        .patch(
-            "baseline-only",
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"imagewarden.io/scan-now": "again"}}})),
-        )
-        .await?;
-    let again = wait_for("a second task", Duration::from_secs(30), || {
-        let rules = rules.clone();
-        let first = first.clone();
-        async move {
-            Ok(rules
-                .get("baseline-only")
-                .await?
-                .status
-                .and_then(|s| s.last_task)
-                .filter(|t| *t != first))
-        }
-    })
-    .await?;
+    let again = scan_now_again(&client, "baseline-only", &first, "again").await?;
     let again = finished_task(&client, &again, Duration::from_secs(60)).await?;
     assert_eq!(again.status.unwrap().succeeded, 1);
     assert_eq!(scanned().await?, 2.0);
