@@ -31,6 +31,9 @@ pub const FINDINGS_BUDGET: usize = 700 * 1024;
 /// database update then rescans the image instead of re-matching it.
 pub const INVENTORY_BUDGET: usize = 200 * 1024;
 
+/// The warning of a result whose inventory did not fit [`INVENTORY_BUDGET`].
+pub const INVENTORY_NOT_KEPT: &str = "the package inventory is larger than the 200 KiB a result keeps: a vulnerability database update scans this image again instead of re-matching it";
+
 /// Name of the ImageScanResult for `repository` at `digest`: readable, deterministic and
 /// a valid DNS subdomain. Different registries or repositories that sanitize alike get
 /// different names through a short hash of the full location.
@@ -333,8 +336,15 @@ fn status_with(
     findings.extend(kept);
     let summary = ResultSummary::of(&findings);
     let total = findings.len() as u32;
+    let finding_ids = crate::finding_ids::encode(&findings);
     let truncated = sort_and_cut(&mut findings, FINDINGS_BUDGET);
     let inventory = &report.inventory;
+    let encoded = encode_inventory(inventory);
+    let mut warnings = result_warnings(report);
+    if encoded.is_none() {
+        warnings.insert(0, INVENTORY_NOT_KEPT.to_string());
+        warnings.truncate(MAX_WARNINGS);
+    }
     ImageScanResultStatus {
         short_digest: Some(short_digest(digest)),
         os: inventory.os.as_ref().map(|os| OperatingSystem {
@@ -349,8 +359,9 @@ fn status_with(
         findings,
         truncated,
         total_findings: total,
-        warnings: result_warnings(report),
-        inventory: encode_inventory(inventory),
+        warnings,
+        inventory: encoded,
+        finding_ids,
         conditions: Vec::new(),
     }
 }
