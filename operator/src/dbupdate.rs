@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use imagewarden_scanner::matcher::match_inventory;
 use imagewarden_scanner::vulndb::Db;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
@@ -16,10 +15,10 @@ use tracing::{info, warn};
 use crate::context::{Context, LoadedDb, FIELD_MANAGER};
 use crate::controller::notify::NEW_FINDINGS_ANNOTATION;
 use crate::controller::scan_rule::{start_task, task_name};
-use crate::crd::{FindingClass, ImageScanResult, ScanRule, TaskTrigger};
+use crate::crd::{ImageScanResult, ScanRule, TaskTrigger};
 use crate::finding_ids::stored_keys;
 use crate::lifecycle::result_pages;
-use crate::result::{build_status, decode_inventory, ScanOutcome};
+use crate::result::decode_inventory;
 use crate::Error;
 
 /// Loads the database from its configured sources (blocking work off the runtime).
@@ -86,27 +85,7 @@ pub fn rematch(
     };
     let inventory = decode_inventory(encoded)
         .map_err(|e| Error::Scan(format!("stored inventory of {}: {e}", result.name_any())))?;
-    let matches = match_inventory(&inventory, &db.db).map_err(|e| Error::Scan(e.to_string()))?;
-    // Findings that do not come from the database stay as they were.
-    let extra = old
-        .findings
-        .iter()
-        .filter(|f| {
-            f.class == FindingClass::BaselineRisk
-                || (f.class == FindingClass::MaliciousSample && f.package.is_none())
-        })
-        .cloned()
-        .collect();
-    let mut status = build_status(ScanOutcome {
-        digest: &result.spec.digest,
-        inventory: &inventory,
-        matches: &matches,
-        extra,
-        database_version: &db.version,
-        database: db.db.info(),
-    });
-    status.scan_time = old.scan_time.clone();
-    status.conditions = old.conditions.clone();
+    let status = crate::result::rematch_inventory(&old, inventory, &result.spec.digest, db)?;
     // Against every finding the result had, not only those its list kept.
     let after = stored_keys(&status).unwrap_or_else(|| {
         status
@@ -312,15 +291,11 @@ mod tests {
     fn scanned(inventory: serde_json::Value, db: &LoadedDb) -> crate::crd::ImageScanResultStatus {
         let inventory: imagewarden_scanner::inventory::Inventory =
             serde_json::from_value(inventory).unwrap();
-        let matches = match_inventory(&inventory, &db.db).unwrap();
-        build_status(ScanOutcome {
-            digest: "sha256:00",
-            inventory: &inventory,
-            matches: &matches,
-            extra: Vec::new(),
-            database_version: &db.version,
-            database: db.db.info(),
-        })
+        let options = imagewarden_scanner::pipeline::ScanOptions::default();
+        let report =
+            imagewarden_scanner::pipeline::scan_inventory(inventory, Some(&db.db), &options)
+                .unwrap();
+        crate::result::result_status(&report, "sha256:00", &db.version)
     }
 
     fn openssl_result(db: &LoadedDb) -> ImageScanResult {

@@ -95,6 +95,14 @@ struct ScanImageArgs {
         value_delimiter = ','
     )]
     malware_rules: Vec<PathBuf>,
+    /// The scanners to run (comma-separated): vuln, baseline, secret, malware.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "vuln,baseline,secret,malware"
+    )]
+    scanners: Vec<imagewarden_scanner::finding::ScannerKind>,
     #[command(flatten)]
     egress: imagewarden_operator::config::EgressSettings,
 }
@@ -492,7 +500,7 @@ async fn scan_image(args: ScanImageArgs) -> Result<(), ScanImageError> {
         }),
         _ => None,
     };
-    let status = executor::scan(&target, &access, &db, &checks).await?;
+    let status = executor::scan_target(&target, &access, &db, &checks, &args.scanners).await?;
     let name = executor::store_result(&client, &args.namespace, &target, owner, &status).await?;
     info!(result = %name, findings = status.total_findings, "result written");
     Ok(())

@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use imagewarden_operator::crd::{FindingClass, ImageScanResult, ScanPhase, ScanRule, ScanTask};
+use imagewarden_operator::crd::{
+    FindingClass, ImageScanResult, ScanPhase, ScanRule, ScanTask, ScannerKind,
+};
 use imagewarden_tests::control_plane::ControlPlaneOptions;
 use imagewarden_tests::image::{push_image, LayerBuilder};
 use imagewarden_tests::operator::OperatorProcess;
@@ -109,6 +111,33 @@ spec:
         host = registry.host,
         insecure = registry.mode == RegistryMode::Plain,
     )
+}
+
+/// Asks `rule` for another manual scan and returns the name of the task that is not `previous`.
+async fn scan_now_again(
+    client: &Client,
+    rule: &str,
+    previous: &str,
+    value: &str,
+) -> Result<String> {
+    let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
+    let annotation =
+        serde_json::json!({"metadata": {"annotations": {"imagewarden.io/scan-now": value}}});
+    rules
+        .patch(rule, &PatchParams::default(), &Patch::Merge(annotation))
+        .await?;
+    wait_for("another task", Duration::from_secs(30), || {
+        let rules = rules.clone();
+        async move {
+            Ok(rules
+                .get(rule)
+                .await?
+                .status
+                .and_then(|s| s.last_task)
+                .filter(|t| t != previous))
+        }
+    })
+    .await
 }
 
 struct Pushed {
@@ -239,22 +268,7 @@ async fn namespace_rule_scans_each_matching_digest_once_and_cleans_up() -> Resul
 
     // A second manual scan reuses both results instead of rescanning.
     let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
-    rules
-        .patch("team-a", &PatchParams::default(), &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"imagewarden.io/scan-now": "second"}}})))
-        .await?;
-    let second = wait_for("a second task", Duration::from_secs(30), || {
-        let rules = rules.clone();
-        let first = task_name.clone();
-        async move {
-            Ok(rules
-                .get("team-a")
-                .await?
-                .status
-                .and_then(|s| s.last_task)
-                .filter(|t| *t != first))
-        }
-    })
-    .await?;
+    let second = scan_now_again(&client, "team-a", &task_name, "second").await?;
     let second = finished_task(&client, &second, Duration::from_secs(60)).await?;
     assert_eq!(second.status.unwrap().succeeded, 3);
     assert_eq!(
@@ -1692,5 +1706,84 @@ async fn a_scan_that_ends_the_operator_fails_its_image_after_the_allowed_attempt
     operator
         .metric("imagewarden_image_scans_total{outcome=\"failed\"}")
         .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rule_runs_only_its_scanners_and_a_result_without_them_is_not_reused() -> Result<()> {
+    let (cp, client) = setup(false).await?;
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    let digest = push_image(&registry, "team-a/alpine", "v1", &vulnerable_alpine()).await?;
+    let mut args = db_args();
+    args.push("--leader-elect=false".into());
+    let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    let results: Api<ImageScanResult> = Api::default_namespaced(client.clone());
+    let scanned = || operator.metric("imagewarden_image_scans_total{outcome=\"scanned\"}");
+
+    // Configuration risks only: no vulnerabilities are matched, and the result says so.
+    apply::<ScanRule>(
+        &client,
+        &rule_yaml("baseline-only", &registry, "  scanners: [Baseline]"),
+    )
+    .await?;
+    let task = last_task_of(&client, "baseline-only").await?;
+    let task = finished_task(&client, &task, Duration::from_secs(120)).await?;
+    let entry = &task.status.unwrap().images[0];
+    assert_eq!(entry.phase, ScanPhase::Completed, "{:?}", entry.message);
+    let name = entry.result_name.clone().unwrap();
+    let st = results.get(&name).await?.status.unwrap();
+    assert_eq!(st.scanners, [ScannerKind::Baseline]);
+    let classes: Vec<FindingClass> = st.findings.iter().map(|f| f.class).collect();
+    assert!(
+        classes.contains(&FindingClass::BaselineRisk),
+        "{:?}",
+        st.findings
+    );
+    assert!(
+        classes.iter().all(|c| *c == FindingClass::BaselineRisk),
+        "only baseline risks: {:?}",
+        st.findings
+    );
+    assert!(st.warnings.is_empty(), "{:?}", st.warnings);
+    assert_eq!(scanned().await?, 1.0);
+
+    // A rule that wants vulnerabilities does not reuse that result: the digest is scanned
+    // again, with that rule's scanners.
+    apply::<ScanRule>(
+        &client,
+        &rule_yaml("vulns", &registry, "  scanners: [Vulnerability, Baseline]"),
+    )
+    .await?;
+    let task = last_task_of(&client, "vulns").await?;
+    let task = finished_task(&client, &task, Duration::from_secs(120)).await?;
+    let entry = &task.status.unwrap().images[0];
+    assert_eq!(entry.phase, ScanPhase::Completed, "{:?}", entry.message);
+    assert_eq!(entry.result_name.as_deref(), Some(name.as_str()));
+    assert_eq!(scanned().await?, 2.0, "operator log:\n{}", operator.log());
+    let st = results.get(&name).await?.status.unwrap();
+    assert_eq!(
+        st.scanners,
+        [ScannerKind::Vulnerability, ScannerKind::Baseline]
+    );
+    let musl = st
+        .findings
+        .iter()
+        .find(|f| f.id == "ALPINE-CVE-2019-14697")
+        .expect("musl finding");
+    assert_eq!(musl.class, FindingClass::SystemVulnerability);
+    assert_eq!(results.get(&name).await?.spec.digest, digest);
+
+    // The baseline-only rule is answered by the result that covers its scanner.
+    let first = last_task_of(&client, "baseline-only").await?;
+    let again = scan_now_again(&client, "baseline-only", &first, "again").await?;
+    let again = finished_task(&client, &again, Duration::from_secs(60)).await?;
+    assert_eq!(again.status.unwrap().succeeded, 1);
+    assert_eq!(scanned().await?, 2.0);
+
+    // A rule that names no scanner at all is refused by the API server.
+    let err = apply::<ScanRule>(&client, &rule_yaml("none", &registry, "  scanners: []"))
+        .await
+        .expect_err("an empty scanner list is rejected");
+    assert!(err.to_string().contains("scanners"), "{err}");
     Ok(())
 }

@@ -6,9 +6,11 @@
 pub mod analyzer;
 pub mod checks;
 pub mod egress;
+pub mod finding;
 pub mod inventory;
 pub mod layer;
 pub mod matcher;
+pub mod pipeline;
 pub mod registry;
 pub mod report;
 pub mod source;

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use imagewarden_scanner::analyzer::default_analyzers;
 use imagewarden_scanner::inventory::Ecosystem;
-use imagewarden_scanner::source::{scan_local, ImageRef, ScannedImage, SourceError};
+use imagewarden_scanner::source::{read_local, ImageRef, ScannedImage, SourceError};
 use inventory_support::*;
 use sha2::{Digest, Sha512};
 
@@ -219,7 +219,7 @@ fn scan_all(target: &str) -> ScannedImage {
     analyzers.extend(imagewarden_scanner::checks::file_analyzers(
         &imagewarden_scanner::checks::CheckOptions::default(),
     ));
-    scan_local(
+    read_local(
         &ImageRef::parse(target).unwrap(),
         &Default::default(),
         &analyzers,
@@ -267,11 +267,11 @@ fn the_uncompressed_bytes_of_a_scan_have_a_budget() {
     Layout::single(tmp.path(), &[l1, l2]);
     let target = ImageRef::parse(&format!("oci-layout:{}", tmp.path().display())).unwrap();
     let analyzers = default_analyzers();
-    assert!(scan_local(&target, &Default::default(), &analyzers).is_ok());
+    assert!(read_local(&target, &Default::default(), &analyzers).is_ok());
     let opts = imagewarden_scanner::source::PullOptions {
         max_image_bytes: Some(4 << 20),
         ..Default::default()
     };
-    let err = scan_local(&target, &opts, &analyzers).unwrap_err();
+    let err = read_local(&target, &opts, &analyzers).unwrap_err();
     assert!(err.to_string().contains("per-scan budget"), "{err}");
 }

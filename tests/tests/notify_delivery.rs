@@ -310,7 +310,7 @@ impl Env {
                 tag_filter: ".*".into(),
                 max_tags: None,
                 triggers: TriggerSpec::default(),
-                scanners: vec![],
+                scanners: crd::ScannerKind::ALL.to_vec(),
                 notifications,
                 fix: None,
                 result_retention: None,

@@ -243,6 +243,7 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
     let results: Api<ImageScanResult> = Api::namespaced(ctx.client.clone(), &ns);
     let task_uid = task.uid().unwrap_or_default();
     let owner = result_owner(&task, rule.as_ref());
+    let scanners = executor::rule_scanners(rule.as_ref());
     let mut running_here = 0usize;
     let mut identity_ready = false;
     let max = ctx.config.max_concurrent_scans.max(1);
@@ -284,9 +285,7 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
         let existing = results.get_opt(&name).await?;
         if let Some(existing) = &existing {
             let st = existing.status.clone().unwrap_or_default();
-            if st.scanner_version.as_deref() == Some(imagewarden_scanner::SCANNER_VERSION)
-                && st.database_version.as_deref() == Some(db.version.as_str())
-            {
+            if executor::reusable(&st, &scanners, &db.version) {
                 let scanned_here = entry.phase == ScanPhase::Running;
                 ctx.inline
                     .lock()
@@ -331,7 +330,9 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                 if let Some(outcome) = finished {
                     let verdict = match outcome {
                         // Written, but not with the current database (else it was reused above).
-                        Ok(_) => judge_result("the scan", &name, stored.as_ref(), &db.version),
+                        Ok(_) => {
+                            judge_result("the scan", &name, stored.as_ref(), &scanners, &db.version)
+                        }
                         Err(message) => ScanVerdict::Rescan(message),
                     };
                     let verdict = verdict.bounded(entry.attempts, ctx.config.max_scan_attempts);
@@ -396,6 +397,7 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                             &job_state(&job),
                             &name,
                             stored.as_ref(),
+                            &scanners,
                             &db.version,
                         )
                         .bounded(attempt, ctx.config.max_scan_attempts);
@@ -449,6 +451,7 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                                 attempt,
                             },
                             &target,
+                            &scanners,
                             &registry,
                             &JobDatabase::current(base_url, &db),
                         );
@@ -488,6 +491,7 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
             target,
             access.clone(),
             owner.clone(),
+            scanners.clone(),
         );
     }
     if matches!(status.phase, ScanPhase::Completed | ScanPhase::Failed) {
@@ -722,6 +726,7 @@ fn spawn_inline_scan(
     target: ScanTarget,
     access: Option<RegistryAccess>,
     owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+    scanners: Vec<imagewarden_scanner::finding::ScannerKind>,
 ) {
     tokio::spawn(async move {
         let started = Instant::now();
@@ -741,7 +746,9 @@ fn spawn_inline_scan(
             },
         };
         let db = ctx.db();
-        let outcome = match executor::scan(&target, &access, &db, &ctx.checks).await {
+        let outcome = match executor::scan_target(&target, &access, &db, &ctx.checks, &scanners)
+            .await
+        {
             Ok(status) => executor::store_result(&ctx.client, &namespace, &target, owner, &status)
                 .await
                 .map_err(|e| format!("writing result: {e}")),

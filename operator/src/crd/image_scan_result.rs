@@ -5,7 +5,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Severity, SeverityCounts};
+use super::{ScannerKind, Severity, SeverityCounts};
 
 /// Findings for one image digest: system and application vulnerabilities, baseline
 /// risks and malicious samples, summarized by severity. Read with
@@ -162,6 +162,10 @@ pub struct ImageScanResultStatus {
     /// Version of the vulnerability database the findings were matched against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_version: Option<String>,
+    /// The scanners that made the result. Absent on results written before scanners were
+    /// recorded, which ran them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scanners: Vec<ScannerKind>,
     /// When the image was scanned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan_time: Option<Time>,

@@ -5,6 +5,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use imagewarden_scanner::finding::ScannerKind;
+
 use super::{SecretKeyRef, SecretRef, Severity};
 
 /// A declarative scan rule: a registry, a scope in it (a registry namespace or one
@@ -44,9 +46,11 @@ pub struct ScanRuleSpec {
     /// What starts a scan besides the manual `imagewarden.io/scan-now` annotation.
     #[serde(default)]
     pub triggers: TriggerSpec,
-    /// Which scanners run on each image. Default: all of them.
+    /// Which scanners run on each image: `Vulnerability` (package vulnerabilities and
+    /// malicious packages), `Baseline`, `Secret`, `Malware` (malicious files). Default: all
+    /// of them. A result made without one of the rule's scanners is not reused for it.
     #[serde(default = "default_scanners")]
-    #[schemars(default = "default_scanners")]
+    #[schemars(default = "default_scanners", length(min = 1))]
     pub scanners: Vec<ScannerKind>,
     /// Where results are reported when a scan task finishes or new findings appear.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -66,12 +70,7 @@ fn default_tag_filter() -> String {
 }
 
 fn default_scanners() -> Vec<ScannerKind> {
-    vec![
-        ScannerKind::Vulnerability,
-        ScannerKind::Baseline,
-        ScannerKind::Secret,
-        ScannerKind::Malware,
-    ]
+    ScannerKind::ALL.to_vec()
 }
 
 /// How to reach a registry.
@@ -126,19 +125,6 @@ pub struct TriggerSpec {
     /// Cron schedule (5 fields, UTC) for full scans of the rule's scope, e.g. `0 3 * * *`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
-}
-
-/// A scanner that runs on each image.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-pub enum ScannerKind {
-    /// OS and application package vulnerabilities.
-    Vulnerability,
-    /// Configuration risks (CIS Docker Benchmark section 4).
-    Baseline,
-    /// Exposed secrets in files and in the image configuration.
-    Secret,
-    /// Malicious samples: YARA rules, known-bad hashes, malicious packages.
-    Malware,
 }
 
 /// Kind of notification target.

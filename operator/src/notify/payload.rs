@@ -343,7 +343,7 @@ impl FindingSummary {
             medium: summary.medium,
             low: summary.low,
             unknown: summary.unknown,
-            total: summary.critical + summary.high + summary.medium + summary.low + summary.unknown,
+            total: summary.total(),
             fixable: findings
                 .iter()
                 .filter(|f| f.fixed_version.is_some())
@@ -412,24 +412,7 @@ pub fn new_findings_view(result: &ImageScanResult, new_ids: &HashSet<String>) ->
     let mut view = result.clone();
     let status = view.status.get_or_insert_with(Default::default);
     status.findings.retain(|f| new_ids.contains(&f.id));
-    let mut summary = ResultSummary::default();
-    for f in &status.findings {
-        match f.severity {
-            Severity::Critical => summary.critical += 1,
-            Severity::High => summary.high += 1,
-            Severity::Medium => summary.medium += 1,
-            Severity::Low => summary.low += 1,
-            Severity::Unknown => summary.unknown += 1,
-        }
-        match f.class {
-            FindingClass::SystemVulnerability => &mut summary.system_vulnerabilities,
-            FindingClass::ApplicationVulnerability => &mut summary.application_vulnerabilities,
-            FindingClass::BaselineRisk => &mut summary.baseline_risks,
-            FindingClass::MaliciousSample => &mut summary.malicious_samples,
-        }
-        .add(f.severity);
-    }
-    status.summary = summary;
+    status.summary = ResultSummary::of(&status.findings);
     status.total_findings = status.findings.len() as u32;
     status.truncated = false;
     view
@@ -489,23 +472,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn sample_result(name: &str, repo: &str, findings: Vec<Finding>) -> ImageScanResult {
-        let mut summary = ResultSummary::default();
-        for f in &findings {
-            match f.severity {
-                Severity::Critical => summary.critical += 1,
-                Severity::High => summary.high += 1,
-                Severity::Medium => summary.medium += 1,
-                Severity::Low => summary.low += 1,
-                Severity::Unknown => summary.unknown += 1,
-            }
-            match f.class {
-                FindingClass::SystemVulnerability => &mut summary.system_vulnerabilities,
-                FindingClass::ApplicationVulnerability => &mut summary.application_vulnerabilities,
-                FindingClass::BaselineRisk => &mut summary.baseline_risks,
-                FindingClass::MaliciousSample => &mut summary.malicious_samples,
-            }
-            .add(f.severity);
-        }
+        let summary = ResultSummary::of(&findings);
         ImageScanResult {
             metadata: ObjectMeta {
                 name: Some(name.into()),

@@ -16,9 +16,10 @@ pub mod rpm;
 
 use crate::inventory::{Ecosystem, Inventory, OsInfo, Package};
 
-/// What an analyzer found in one file.
+/// What an analyzer learned from one file: a fact about the OS, a package, or a check's
+/// finding.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Finding {
+pub enum Fact {
     /// A fact about the operating system; the one with the lowest `rank` wins.
     Os(OsFact),
     /// An installed package. OS packages get their distro-specific ecosystem and purl
@@ -26,7 +27,7 @@ pub enum Finding {
     Package(Package),
     /// A baseline risk, exposed secret or malicious sample found in the file
     /// (see [`crate::checks`]).
-    Check(Box<crate::checks::CheckFinding>),
+    Check(Box<crate::finding::CheckFinding>),
 }
 
 /// One file's statement about the operating system.
@@ -38,10 +39,10 @@ pub struct OsFact {
     pub rank: u8,
 }
 
-/// Findings and warnings collected from one file.
+/// Facts and warnings collected from one file.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Output {
-    pub findings: Vec<Finding>,
+    pub facts: Vec<Fact>,
     /// At most [`MAX_WARNINGS`] warnings of at most [`MAX_WARNING_LEN`] bytes each, then
     /// one line counting the rest.
     pub warnings: Vec<String>,
@@ -84,7 +85,7 @@ pub fn push_bounded_warning(warnings: &mut Vec<String>, omitted: &mut u64, max: 
 
 impl Output {
     pub fn package(&mut self, p: Package) {
-        self.findings.push(Finding::Package(p));
+        self.facts.push(Fact::Package(p));
     }
     pub fn warn(&mut self, w: impl Into<String>) {
         push_bounded_warning(

@@ -328,11 +328,11 @@ pub fn scan_layer_with<R: Read>(
     scan.digest = expected_digest.map(str::to_string).unwrap_or(actual);
     scan.compressed_size = size;
     for f in scan.files.values_mut() {
-        for finding in &mut f.output.findings {
+        for finding in &mut f.output.facts {
             match finding {
-                crate::analyzer::Finding::Package(p) => p.layer = Some(scan.digest.clone()),
-                crate::analyzer::Finding::Check(c) => c.layer = Some(scan.digest.clone()),
-                crate::analyzer::Finding::Os(_) => {}
+                crate::analyzer::Fact::Package(p) => p.layer = Some(scan.digest.clone()),
+                crate::analyzer::Fact::Check(c) => c.layer = Some(scan.digest.clone()),
+                crate::analyzer::Fact::Os(_) => {}
             }
         }
     }

@@ -7,8 +7,9 @@ use anyhow::Context as _;
 use chrono::NaiveDate;
 use serde::Deserialize;
 
-use crate::matcher::{Finding, Matches};
-use crate::vulndb::Severity;
+use crate::finding::Finding;
+use crate::finding::Severity;
+use crate::matcher::Matches;
 
 /// One ignore rule.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

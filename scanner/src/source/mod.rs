@@ -15,7 +15,7 @@ pub use registry::{
     default_docker_config, registry_auth, registry_credentials, RegistryCredentials,
 };
 
-use crate::analyzer::{self, Analyzer, Finding};
+use crate::analyzer::{self, Analyzer, Fact};
 use crate::inventory::Inventory;
 use crate::layer::{self, LayerError, LayerScan};
 use std::path::PathBuf;
@@ -231,41 +231,31 @@ pub struct ScannedImage {
     pub layers: Vec<LayerInfo>,
     pub warnings: Vec<String>,
     /// Baseline risks, secrets and malicious samples found in files of the final
-    /// filesystem (files deleted by later layers do not count); [`crate::checks::run`]
-    /// adds the configuration checks and reports them.
-    pub file_findings: Vec<crate::checks::CheckFinding>,
+    /// filesystem (files deleted by later layers do not count); the checks add the
+    /// configuration checks and report them.
+    pub file_findings: Vec<crate::finding::CheckFinding>,
 }
 
 /// Reads an image and lists its operating system and packages.
 pub async fn inventory(target: &ImageRef, opts: &PullOptions) -> Result<Inventory, SourceError> {
-    Ok(scan_with(target, opts, analyzer::default_analyzers())
+    Ok(read(target, opts, analyzer::default_analyzers())
         .await?
         .inventory)
 }
 
-/// Reads an image: inventory, configuration, layer list, and the file checks of
-/// [`crate::checks`] with their default options.
-pub async fn scan(target: &ImageRef, opts: &PullOptions) -> Result<ScannedImage, SourceError> {
-    let mut analyzers = analyzer::default_analyzers();
-    analyzers.extend(crate::checks::file_analyzers(
-        &crate::checks::CheckOptions::default(),
-    ));
-    scan_with(target, opts, analyzers).await
-}
-
 /// Reads an image with the given analyzers.
-pub async fn scan_with(
+pub async fn read(
     target: &ImageRef,
     opts: &PullOptions,
     analyzers: Vec<Box<dyn Analyzer>>,
 ) -> Result<ScannedImage, SourceError> {
     let analyzers: Arc<Vec<Box<dyn Analyzer>>> = Arc::new(analyzers);
     match target {
-        ImageRef::Registry(r) => registry::scan(r, opts, analyzers).await,
+        ImageRef::Registry(r) => registry::read(r, opts, analyzers).await,
         _ => {
             let target = target.clone();
             let opts = opts.clone();
-            tokio::task::spawn_blocking(move || scan_local(&target, &opts, &analyzers))
+            tokio::task::spawn_blocking(move || read_local(&target, &opts, &analyzers))
                 .await
                 .map_err(|e| SourceError::Invalid(format!("scan task failed: {e}")))?
         }
@@ -273,14 +263,14 @@ pub async fn scan_with(
 }
 
 /// Reads a local image (anything but a registry reference) on the current thread.
-pub fn scan_local(
+pub fn read_local(
     target: &ImageRef,
     opts: &PullOptions,
     analyzers: &[Box<dyn Analyzer>],
 ) -> Result<ScannedImage, SourceError> {
     match target {
         ImageRef::Registry(r) => Err(SourceError::Invalid(format!(
-            "{r}: registry references are read with `scan`"
+            "{r}: registry references are read with `read`"
         ))),
         ImageRef::DockerArchive(p) | ImageRef::OciArchive(p) => {
             local::scan_archive(target, p, opts, analyzers)
@@ -324,17 +314,17 @@ pub(crate) fn assemble(
         for w in &result.output.warnings {
             add(&mut warnings, w.clone());
         }
-        for f in &result.output.findings {
+        for f in &result.output.facts {
             match f {
-                Finding::Os(fact) => os_facts.push(fact.clone()),
-                Finding::Package(p) => {
+                Fact::Os(fact) => os_facts.push(fact.clone()),
+                Fact::Package(p) => {
                     let mut p = p.clone();
                     if p.path.is_empty() {
                         p.path = path.clone();
                     }
                     packages.push(p);
                 }
-                Finding::Check(c) => {
+                Fact::Check(c) => {
                     let mut c = (**c).clone();
                     if c.path.is_none() {
                         c.path = Some(path.clone());

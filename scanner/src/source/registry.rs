@@ -135,7 +135,7 @@ fn registry_error(target: &str, e: RegistryError) -> SourceError {
 }
 
 /// Pulls and reads an image from its registry.
-pub async fn scan(
+pub async fn read(
     target: &str,
     opts: &PullOptions,
     analyzers: Arc<Vec<Box<dyn Analyzer>>>,

@@ -316,7 +316,7 @@ impl DbBuilder {
     /// a temporary file and is read from there as a stream.
     pub async fn add_nvd_url(&mut self, url: &str) -> anyhow::Result<()> {
         let dir = tempfile_dir()?;
-        let files = super::update::download_nvd_source(url, &dir.0).await?;
+        let files = super::download::download_nvd_source(url, &dir.0).await?;
         for file in files {
             nvd::read_file(&file, &mut |cve| self.add_nvd_cve(&cve))
                 .with_context(|| format!("reading the NVD feed downloaded from {url}"))?;
