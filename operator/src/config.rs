@@ -23,21 +23,6 @@ pub struct JobSettings {
         default_value = "imagewarden:latest"
     )]
     pub scanner_image: String,
-    /// ServiceAccount scanner Jobs run as (needs only to write ImageScanResults).
-    #[arg(
-        long,
-        env = "IMAGEWARDEN_SCANNER_SERVICE_ACCOUNT",
-        default_value = "imagewarden-scanner"
-    )]
-    pub scanner_service_account: String,
-    /// ClusterRole bound to the scanner ServiceAccount in each namespace that gets scanner
-    /// Jobs (the operator creates the ServiceAccount and a RoleBinding there when missing).
-    #[arg(
-        long,
-        env = "IMAGEWARDEN_SCANNER_CLUSTER_ROLE",
-        default_value = "imagewarden-scanner"
-    )]
-    pub scanner_cluster_role: String,
     /// ConfigMap of YARA rules (`*.yar` keys) that scanner Jobs mount from their own
     /// namespace, when it exists there, and add to the bundled malware rules.
     #[arg(long, env = "IMAGEWARDEN_JOB_MALWARE_RULES_CONFIGMAP")]
@@ -224,6 +209,16 @@ pub struct OperatorConfig {
     /// inventories and notifies new findings.
     #[arg(long, env = "IMAGEWARDEN_DB_REFRESH", value_parser = humantime_secs, default_value = "6h")]
     pub db_refresh_interval: Duration,
+    /// Namespaces whose ScanRules, ScanTasks and ImageScanResults the operator watches,
+    /// reads and writes (comma-separated), and where it starts scanner Jobs and reads
+    /// Secrets; objects elsewhere are not seen. Empty (the default): every namespace.
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        value_parser = crate::scope::parse_namespace
+    )]
+    pub watch_namespaces: Vec<String>,
     /// Where scans run.
     #[arg(long, env = "IMAGEWARDEN_EXECUTOR", value_enum, default_value = "job")]
     pub executor: ExecutorKind,
@@ -293,6 +288,11 @@ pub struct OperatorConfig {
 }
 
 impl OperatorConfig {
+    /// The namespaces the operator acts in (`--watch-namespaces`).
+    pub fn watch_scope(&self) -> crate::scope::WatchScope {
+        crate::scope::WatchScope::from_list(&self.watch_namespaces)
+    }
+
     /// The scan checks, with the `--malware-rules` compiled (an error names the file and line).
     pub fn check_options(
         &self,

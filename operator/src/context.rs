@@ -76,6 +76,8 @@ pub struct Context {
     pub checks: imagewarden_scanner::checks::CheckOptions,
     /// Base URL scanner Jobs download the database from (job executor).
     pub db_base_url: Option<String>,
+    /// The namespaces the operator acts in.
+    pub scope: crate::scope::WatchScope,
 }
 
 impl Context {
@@ -89,6 +91,7 @@ impl Context {
             controller: FIELD_MANAGER.into(),
             instance: config.identity.clone(),
         };
+        let scope = config.watch_scope();
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -100,6 +103,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             checks: imagewarden_scanner::checks::CheckOptions::default(),
             db_base_url: None,
+            scope,
         }
     }
 
@@ -113,6 +117,16 @@ impl Context {
     pub fn with_checks(mut self, checks: imagewarden_scanner::checks::CheckOptions) -> Self {
         self.checks = checks;
         self
+    }
+
+    /// The API handles of kind `K` the operator watches and lists through: one for every
+    /// namespace, or one per `--watch-namespaces` entry.
+    pub fn scoped_apis<K>(&self) -> Vec<kube::Api<K>>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        self.scope.apis(&self.client)
     }
 
     /// Counts a failed reconcile of `key` and returns how many in a row.

@@ -136,10 +136,10 @@ pub async fn refresh(ctx: Arc<Context>) -> anyhow::Result<()> {
     ctx.metrics
         .database(&loaded.version, loaded.db.info().records);
 
-    let all: Api<ImageScanResult> = Api::all(ctx.client.clone());
+    let all: Vec<ImageScanResult> = ctx.scope.list(&ctx.client, &ListParams::default()).await?;
     // (namespace, rule) -> images with new findings
     let mut touched: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    for result in all.list(&ListParams::default()).await? {
+    for result in all {
         let ns = result.namespace().unwrap_or_default();
         let (status, new) = match rematch(&result, &loaded) {
             Ok(Some(x)) => x,

@@ -14,6 +14,8 @@ pub mod netpol;
 pub mod notify;
 pub mod registry;
 pub mod result;
+pub mod scanner_identity;
+pub mod scope;
 
 /// Errors of reconciles and scans.
 #[derive(Debug, thiserror::Error)]

@@ -347,22 +347,26 @@ async fn spawn_push_trigger(ctx: Arc<Context>) -> anyhow::Result<()> {
     });
 
     // Guarded: one rule that cannot be read must not stop the push trigger for the others.
-    let (store, writer) = reflector::store::<kube::core::DeserializeGuard<ScanRule>>();
-    let rules = kube::Api::<kube::core::DeserializeGuard<ScanRule>>::all(ctx.client.clone());
-    tokio::spawn(
-        reflector(writer, watcher(rules, watcher::Config::default()))
-            .applied_objects()
-            .for_each(|_| async {}),
-    );
+    // One store per watched scope (a reflector follows one watch).
+    let mut stores = Vec::new();
+    for rules in ctx.scoped_apis::<kube::core::DeserializeGuard<ScanRule>>() {
+        let (store, writer) = reflector::store();
+        stores.push(store);
+        tokio::spawn(
+            reflector(writer, watcher(rules, watcher::Config::default()))
+                .applied_objects()
+                .for_each(|_| async {}),
+        );
+    }
     let (batches_tx, mut batches_rx) = tokio::sync::mpsc::channel(256);
     let window = ctx.config.push_coalesce_window;
     tokio::spawn(coalesce_pushes(
         events_rx,
         window,
         move |event| {
-            store
-                .state()
+            stores
                 .iter()
+                .flat_map(|store| store.state())
                 .filter_map(|guard| guard.0.as_ref().ok().cloned())
                 .filter(|rule| rule_matches_push(&rule.spec, event))
                 .map(|rule| (rule.namespace().unwrap_or_default(), rule.name_any()))
