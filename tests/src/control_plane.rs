@@ -207,6 +207,66 @@ impl ControlPlane {
         client_for(&self.kubeconfig).await
     }
 
+    /// A kubeconfig (written into this control plane's directory) that authenticates as
+    /// ServiceAccount `namespace/name` with a token from the TokenRequest API, as a Pod
+    /// running as that ServiceAccount would: its requests are authorized by RBAC.
+    pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> Result<PathBuf> {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.client().await?, namespace);
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec![],
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let token = accounts
+            .create_token_request(name, &Default::default(), &request)
+            .await
+            .with_context(|| format!("requesting a token for ServiceAccount {namespace}/{name}"))?
+            .status
+            .context("TokenRequest without status")?
+            .token;
+        let ca = std::fs::read_to_string(self.dir().join("ca.crt"))?;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let path = self.dir().join(format!("kubeconfig-{namespace}-{name}"));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1
+kind: Config
+clusters:
+- name: imagewarden-test
+  cluster:
+    server: {server}
+    certificate-authority-data: {ca}
+users:
+- name: {name}
+  user:
+    token: {token}
+contexts:
+- name: imagewarden-test
+  context:
+    cluster: imagewarden-test
+    user: {name}
+    namespace: {namespace}
+current-context: imagewarden-test
+",
+                server = self.server,
+                ca = b64(&ca),
+            ),
+        )?;
+        Ok(path)
+    }
+
+    /// A client authenticated as ServiceAccount `namespace/name` (see
+    /// [`Self::service_account_kubeconfig`]).
+    pub async fn service_account_client(&self, namespace: &str, name: &str) -> Result<Client> {
+        client_for(&self.service_account_kubeconfig(namespace, name).await?).await
+    }
+
     /// A `kubectl` command pointed at this control plane.
     pub fn kubectl(&self) -> Result<Command> {
         let mut cmd = Command::new(k8s_bin_dir()?.join("kubectl"));
