@@ -443,7 +443,7 @@ async fn scan_image(args: ScanImageArgs) -> Result<(), ScanImageError> {
             info!(version = %db.version, bytes = db.db.size(), "vulnerability database downloaded and verified");
             db
         }
-        None => dbupdate::load(args.db.clone()).await?,
+        None => dbupdate::load(args.db.clone(), args.egress.policy()).await?,
     };
     let mut access =
         RegistryAccess::new(&args.registry, args.insecure)?.with_egress(args.egress.policy());

@@ -102,6 +102,8 @@ pub struct UpdateOptions {
     pub nvd_years: std::ops::RangeInclusive<i32>,
     /// Draw progress bars on standard error (when it is a terminal).
     pub progress: bool,
+    /// Where downloads may go (the operator's egress policy; the CLI's is unrestricted).
+    pub egress: std::sync::Arc<crate::egress::EgressPolicy>,
 }
 
 impl UpdateOptions {
@@ -114,6 +116,7 @@ impl UpdateOptions {
             ecosystems: URL_ECOSYSTEMS.iter().map(|e| e.to_string()).collect(),
             nvd_years: FIRST_NVD_YEAR..=current_year(),
             progress: true,
+            egress: std::sync::Arc::new(crate::egress::EgressPolicy::unrestricted()),
         }
     }
 }
@@ -206,13 +209,29 @@ pub enum Fetched {
     NotFound,
 }
 
-pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// The client of database downloads: every address it connects to, redirects included,
+/// passes `egress`. Callers check the base URL first with [`check_source_url`] (an address
+/// written in a URL meets no resolver).
+pub(crate) fn http_client(
+    egress: &std::sync::Arc<crate::egress::EgressPolicy>,
+) -> anyhow::Result<reqwest::Client> {
+    egress
+        .apply_to_downloads(reqwest::Client::builder())
         .user_agent(concat!("imagewarden/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(30))
         .read_timeout(std::time::Duration::from_secs(120))
         .build()
         .context("building the HTTP client")
+}
+
+/// Refuses a database source URL whose address `egress` denies, naming the source.
+pub(crate) fn check_source_url(
+    egress: &crate::egress::EgressPolicy,
+    url: &str,
+) -> anyhow::Result<()> {
+    egress.check_url_str(url).map_err(|denial| {
+        anyhow::anyhow!("the vulnerability database source {url} is not fetched: {denial}")
+    })
 }
 
 fn progress_bar(show: bool, len: Option<u64>, label: &str) -> indicatif::ProgressBar {
@@ -461,8 +480,13 @@ fn verify_file(
 /// Downloads an NVD http(s) source into `dir` (no cache): the URL itself when it names one
 /// file (`.json`, `.json.gz`, `.json.xz`), else the yearly feeds under the base URL. Years
 /// the server does not have are skipped; none at all is an error.
-pub async fn download_nvd_source(url: &str, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let client = http_client()?;
+pub async fn download_nvd_source(
+    url: &str,
+    dir: &Path,
+    egress: &std::sync::Arc<crate::egress::EgressPolicy>,
+) -> anyhow::Result<Vec<PathBuf>> {
+    check_source_url(egress, url)?;
+    let client = http_client(egress)?;
     let single = [".json", ".json.gz", ".json.xz"]
         .iter()
         .any(|s| url.ends_with(s));
@@ -518,7 +542,9 @@ pub async fn update(opts: &UpdateOptions) -> anyhow::Result<UpdateSummary> {
     let cache = &opts.cache_dir;
     std::fs::create_dir_all(cache)
         .with_context(|| format!("cannot create the database cache {}", cache.display()))?;
-    let client = http_client()?;
+    check_source_url(&opts.egress, &opts.osv_url)?;
+    check_source_url(&opts.egress, &opts.nvd_url)?;
+    let client = http_client(&opts.egress)?;
     let mut summary = UpdateSummary::default();
     let osv_base = opts.osv_url.trim_end_matches('/');
     let nvd_base = opts.nvd_url.trim_end_matches('/');
