@@ -60,6 +60,7 @@ pub async fn scan(
     access: &RegistryAccess,
     db: &LoadedDb,
     checks: &CheckOptions,
+    budgets: imagewarden_scanner::budget::ScanBudgets,
 ) -> Result<ImageScanResultStatus, Error> {
     // The scanner takes a CA file; keep it for the duration of the pull.
     let ca_file = match &access.ca_pem {
@@ -82,7 +83,8 @@ pub async fn scan(
         insecure: access.insecure,
         egress: Some(access.egress.clone()),
         ..Default::default()
-    };
+    }
+    .with_budgets(budgets);
     let reference = ImageRef::Registry(target.reference());
     let mut analyzers = imagewarden_scanner::analyzer::default_analyzers();
     analyzers.extend(imagewarden_scanner::checks::file_analyzers(checks));
@@ -280,6 +282,7 @@ pub fn build_job(
         args.push("--insecure".to_string());
     }
     args.extend(registry.egress_args.iter().cloned());
+    args.extend(settings.budgets.args());
     let mut volumes = vec![Volume {
         name: "tmp".into(),
         empty_dir: Some(EmptyDirVolumeSource {

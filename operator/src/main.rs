@@ -97,6 +97,8 @@ struct ScanImageArgs {
     malware_rules: Vec<PathBuf>,
     #[command(flatten)]
     egress: imagewarden_operator::config::EgressSettings,
+    #[command(flatten)]
+    budgets: imagewarden_operator::config::ScanBudgetSettings,
 }
 
 fn init_tracing() {
@@ -149,6 +151,10 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         .job
         .check_db_serving(config.executor)
         .map_err(anyhow::Error::msg)?;
+    if config.executor == ExecutorKind::Job {
+        // The budgets alone must fit a scanner container; the database is checked once loaded.
+        config.job.check_memory(0).map_err(anyhow::Error::msg)?;
+    }
     let checks = config
         .check_options()
         .context("loading the malware rules")?;
@@ -185,6 +191,11 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("loading the vulnerability database from {sources}"))?;
     info!(version = %db.version, records = db.db.info().records, "vulnerability database loaded");
+    if config.executor == ExecutorKind::Job {
+        if let Err(e) = config.job.check_memory(db.db.size() as u64) {
+            warn!("scanner Jobs may run out of memory: {e}");
+        }
+    }
     let metrics = Arc::new(Metrics::default());
     metrics.database(&db.version, db.db.info().records);
     let mut ctx =
@@ -479,7 +490,7 @@ async fn scan_image(args: ScanImageArgs) -> Result<(), ScanImageError> {
         }),
         _ => None,
     };
-    let status = executor::scan(&target, &access, &db, &checks).await?;
+    let status = executor::scan(&target, &access, &db, &checks, args.budgets.budgets()).await?;
     let name = executor::store_result(&client, &args.namespace, &target, owner, &status).await?;
     info!(result = %name, findings = status.total_findings, "result written");
     Ok(())

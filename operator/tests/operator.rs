@@ -629,6 +629,9 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
         // The operator's egress settings reach the scanner too.
         "--egress-allow=127.0.0.0/8".to_string(),
         "--cluster-cidrs=10.96.0.0/12,10.244.0.0/16".to_string(),
+        // So do the scan budgets.
+        "--max-file-bytes=134217728".to_string(),
+        "--max-retained-bytes=67108864".to_string(),
     ] {
         assert!(args.contains(&want), "missing {want} in {args:?}");
     }

@@ -251,6 +251,7 @@ fn helm_lint_passes_and_rejects_bad_values() -> Result<()> {
         ),
         ("db.service.port=0", "at '/db/service/port'"),
         ("watchNamespaces={Team_A}", "at '/watchNamespaces/0'"),
+        ("scan.maxFileBytes=1.5Gi", "at '/scan/maxFileBytes'"),
     ] {
         let (ok, stdout, stderr) = run(helm(&["lint", "--strict", &chart, "--set", set])?, None)?;
         assert!(!ok, "helm lint --set {set} passed:\n{stdout}");
@@ -378,6 +379,15 @@ fn check_locked_down(objs: &[Value], what: &str) -> Result<()> {
         c["image"],
         "{what}: scanner Jobs run the operator's image"
     );
+    for (name, value) in [
+        ("IMAGEWARDEN_MAX_IMAGE_BYTES", "16Gi"),
+        ("IMAGEWARDEN_MAX_FILE_BYTES", "128Mi"),
+        ("IMAGEWARDEN_MAX_RETAINED_BYTES", "64Mi"),
+    ] {
+        if !what.contains("everything") {
+            assert_eq!(env(name)["value"], value, "{what}: {name}");
+        }
+    }
     assert_eq!(
         env("IMAGEWARDEN_WATCH_NAMESPACES")["value"],
         Value::Null,

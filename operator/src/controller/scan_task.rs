@@ -777,7 +777,15 @@ fn spawn_inline_scan(
             },
         };
         let db = ctx.db();
-        let outcome = match executor::scan(&target, &access, &db, &ctx.checks).await {
+        let outcome = match executor::scan(
+            &target,
+            &access,
+            &db,
+            &ctx.checks,
+            ctx.config.job.budgets.budgets(),
+        )
+        .await
+        {
             Ok(status) => executor::store_result(&ctx.client, &namespace, &target, owner, &status)
                 .await
                 .map_err(|e| format!("writing result: {e}")),

@@ -200,10 +200,16 @@ async fn inline_scans_pull_within_the_registry_access_egress_policy() {
         tags: vec![],
     };
     let access = RegistryAccess::new(&host, true).unwrap();
-    let err = scan(&target, &access, &db, &Default::default())
-        .await
-        .expect_err("loopback is denied")
-        .to_string();
+    let err = scan(
+        &target,
+        &access,
+        &db,
+        &Default::default(),
+        Default::default(),
+    )
+    .await
+    .expect_err("loopback is denied")
+    .to_string();
     assert!(err.contains("not contacted"), "{err}");
     assert!(seen.lock().unwrap().is_empty(), "{:?}", seen);
 }
