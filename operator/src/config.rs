@@ -423,20 +423,22 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_job_executor_needs_an_address_for_jobs_and_the_inline_one_takes_none() {
-        use super::{ExecutorKind, OperatorConfig};
+    /// The configuration of `operator --db=/db.idx EXTRA...`.
+    fn parse(extra: &[&str]) -> Result<super::OperatorConfig, clap::Error> {
         use clap::Parser;
         #[derive(Parser)]
         struct Cli {
             #[command(flatten)]
-            config: OperatorConfig,
+            config: super::OperatorConfig,
         }
-        let parse = |extra: &[&str]| {
-            let mut args = vec!["operator", "--db=/db.idx"];
-            args.extend_from_slice(extra);
-            Cli::try_parse_from(args).map(|c| c.config)
-        };
+        let mut args = vec!["operator", "--db=/db.idx"];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args).map(|c| c.config)
+    }
+
+    #[test]
+    fn the_job_executor_needs_an_address_for_jobs_and_the_inline_one_takes_none() {
+        use super::ExecutorKind;
         let config = parse(&["--executor=job"]).unwrap();
         let err = config.job.check_db_serving(config.executor).unwrap_err();
         assert!(err.contains("--db-serve-service"), "{err}");
@@ -463,18 +465,6 @@ mod tests {
 
     #[test]
     fn scan_budgets_reach_scanner_jobs_and_must_fit_their_memory_limit() {
-        use super::OperatorConfig;
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            config: OperatorConfig,
-        }
-        let parse = |extra: &[&str]| {
-            let mut args = vec!["operator", "--db=/db.idx"];
-            args.extend_from_slice(extra);
-            Cli::try_parse_from(args).map(|c| c.config)
-        };
         // The defaults fit the default 512Mi limit, with room for a database.
         let config = parse(&[]).unwrap();
         config.job.check_memory(128 << 20).unwrap();

@@ -425,7 +425,8 @@ fn targets() -> Vec<Target> {
             run: Box::new(|d| {
                 let mut b = DbBuilder::new();
                 let _ = imagewarden_scanner::vulndb::nvd::read_cves(Cursor::new(d), &mut |cve| {
-                    if let Some(entry) = imagewarden_scanner::vulndb::nvd::NvdEntry::from_cve(&cve) {
+                    if let Some(entry) = imagewarden_scanner::vulndb::nvd::NvdEntry::from_cve(&cve)
+                    {
                         let _ = entry.rating();
                     }
                     b.add_nvd_cve(&cve);

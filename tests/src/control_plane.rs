@@ -148,7 +148,12 @@ impl ControlPlane {
         let kubeconfig = path("kubeconfig");
         std::fs::write(
             &kubeconfig,
-            kubeconfig_yaml(&server, &ca.cert_pem, &admin.cert_pem, &admin.key_pem),
+            kubeconfig_yaml(
+                &server,
+                &ca.cert_pem,
+                &client_certificate(&admin.cert_pem, &admin.key_pem),
+                "default",
+            ),
         )?;
         let client = client_for(&kubeconfig).await?;
         wait_until(&mut apiserver, Duration::from_secs(90), || {
@@ -230,33 +235,10 @@ impl ControlPlane {
             .context("TokenRequest without status")?
             .token;
         let ca = std::fs::read_to_string(self.dir().join("ca.crt"))?;
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         let path = self.dir().join(format!("kubeconfig-{namespace}-{name}"));
         std::fs::write(
             &path,
-            format!(
-                "apiVersion: v1
-kind: Config
-clusters:
-- name: imagewarden-test
-  cluster:
-    server: {server}
-    certificate-authority-data: {ca}
-users:
-- name: {name}
-  user:
-    token: {token}
-contexts:
-- name: imagewarden-test
-  context:
-    cluster: imagewarden-test
-    user: {name}
-    namespace: {namespace}
-current-context: imagewarden-test
-",
-                server = self.server,
-                ca = b64(&ca),
-            ),
+            kubeconfig_yaml(&self.server, &ca, &format!("token: {token}"), namespace),
         )?;
         Ok(path)
     }
@@ -338,7 +320,9 @@ async fn client_for(kubeconfig: &Path) -> Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-fn kubeconfig_yaml(server: &str, ca: &str, cert: &str, key: &str) -> String {
+/// A kubeconfig for `server` (trusting `ca`) whose user is `user` (the YAML of its
+/// credentials, e.g. `token: ...`), in `namespace`.
+fn kubeconfig_yaml(server: &str, ca: &str, user: &str, namespace: &str) -> String {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     format!(
         "apiVersion: v1
@@ -349,19 +333,27 @@ clusters:
     server: {server}
     certificate-authority-data: {ca}
 users:
-- name: admin
+- name: user
   user:
-    client-certificate-data: {cert}
-    client-key-data: {key}
+    {user}
 contexts:
 - name: imagewarden-test
   context:
     cluster: imagewarden-test
-    user: admin
+    user: user
+    namespace: {namespace}
 current-context: imagewarden-test
 ",
         ca = b64(ca),
-        cert = b64(cert),
-        key = b64(key),
+    )
+}
+
+/// The admin's client-certificate credentials, as [`kubeconfig_yaml`] takes them.
+fn client_certificate(cert: &str, key: &str) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    format!(
+        "client-certificate-data: {}\n    client-key-data: {}",
+        b64(cert),
+        b64(key)
     )
 }

@@ -127,6 +127,17 @@ fn objects(yaml: &str) -> Result<Vec<Value>> {
     Ok(docs)
 }
 
+/// The object of `kind` and `name` in namespace `namespace`.
+fn find_in<'a>(objs: &'a [Value], kind: &str, name: &str, namespace: &str) -> Result<&'a Value> {
+    objs.iter()
+        .find(|o| {
+            o["kind"] == kind
+                && o["metadata"]["name"] == name
+                && o["metadata"]["namespace"] == namespace
+        })
+        .with_context(|| format!("no {kind} {name} in {namespace}"))
+}
+
 fn find<'a>(objs: &'a [Value], kind: &str, name: &str) -> Result<&'a Value> {
     objs.iter()
         .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
@@ -694,27 +705,13 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
     assert!(!has(&scoped, "ClusterRoleBinding", "imagewarden-operator"));
     let cluster_rules = &find(&default, "ClusterRole", "imagewarden-operator")?["rules"];
     for ns in ["team-a", "team-b"] {
-        let role = scoped
-            .iter()
-            .find(|o| {
-                o["kind"] == "Role"
-                    && o["metadata"]["name"] == "imagewarden-operator"
-                    && o["metadata"]["namespace"] == ns
-            })
-            .with_context(|| format!("no operator Role in {ns}"))?;
+        let role = find_in(&scoped, "Role", "imagewarden-operator", ns)?;
         check_operator_rules(role, "helm watchNamespaces")?;
         assert_eq!(
             &role["rules"], cluster_rules,
             "{ns}: the same rules as the ClusterRole"
         );
-        let binding = scoped
-            .iter()
-            .find(|o| {
-                o["kind"] == "RoleBinding"
-                    && o["metadata"]["name"] == "imagewarden-operator"
-                    && o["metadata"]["namespace"] == ns
-            })
-            .with_context(|| format!("no operator RoleBinding in {ns}"))?;
+        let binding = find_in(&scoped, "RoleBinding", "imagewarden-operator", ns)?;
         assert_eq!(
             binding["roleRef"],
             json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "imagewarden-operator"})
