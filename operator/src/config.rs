@@ -13,6 +13,44 @@ pub enum ExecutorKind {
     Job,
 }
 
+/// What one scan may take (inline or in a scanner Job); exceeding a budget fails the
+/// image's scan with a clear message, or skips one file with a warning.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ScanBudgetSettings {
+    /// Most uncompressed layer bytes one scan reads, over all layers (decompression
+    /// bombs); a bigger image fails. Bytes, or with a unit: 16Gi.
+    #[arg(long, env = "IMAGEWARDEN_MAX_IMAGE_BYTES", value_parser = imagewarden_scanner::budget::parse_bytes, default_value = "16Gi")]
+    pub max_image_bytes: u64,
+    /// Largest file read into memory for an analyzer (package databases, archives,
+    /// binaries); bigger files are skipped with a warning. Bytes, or with a unit: 128Mi.
+    #[arg(long, env = "IMAGEWARDEN_MAX_FILE_BYTES", value_parser = imagewarden_scanner::budget::parse_bytes, default_value = "128Mi")]
+    pub max_file_bytes: u64,
+    /// Most bytes of analysis results (packages, findings, warnings) one scan keeps in
+    /// memory; an image that needs more fails. Bytes, or with a unit: 64Mi.
+    #[arg(long, env = "IMAGEWARDEN_MAX_RETAINED_BYTES", value_parser = imagewarden_scanner::budget::parse_bytes, default_value = "64Mi")]
+    pub max_retained_bytes: u64,
+}
+
+impl ScanBudgetSettings {
+    /// The scanner's budgets.
+    pub fn budgets(&self) -> imagewarden_scanner::budget::ScanBudgets {
+        imagewarden_scanner::budget::ScanBudgets {
+            max_image_bytes: self.max_image_bytes,
+            max_file_bytes: self.max_file_bytes,
+            max_retained_bytes: self.max_retained_bytes,
+        }
+    }
+
+    /// The same budgets as arguments of `scan-image` (scanner Jobs).
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            format!("--max-image-bytes={}", self.max_image_bytes),
+            format!("--max-file-bytes={}", self.max_file_bytes),
+            format!("--max-retained-bytes={}", self.max_retained_bytes),
+        ]
+    }
+}
+
 /// Settings of scanner Jobs (the `job` executor).
 #[derive(Clone, Debug, clap::Args)]
 pub struct JobSettings {
@@ -23,21 +61,6 @@ pub struct JobSettings {
         default_value = "imagewarden:latest"
     )]
     pub scanner_image: String,
-    /// ServiceAccount scanner Jobs run as (needs only to write ImageScanResults).
-    #[arg(
-        long,
-        env = "IMAGEWARDEN_SCANNER_SERVICE_ACCOUNT",
-        default_value = "imagewarden-scanner"
-    )]
-    pub scanner_service_account: String,
-    /// ClusterRole bound to the scanner ServiceAccount in each namespace that gets scanner
-    /// Jobs (the operator creates the ServiceAccount and a RoleBinding there when missing).
-    #[arg(
-        long,
-        env = "IMAGEWARDEN_SCANNER_CLUSTER_ROLE",
-        default_value = "imagewarden-scanner"
-    )]
-    pub scanner_cluster_role: String,
     /// ConfigMap of YARA rules (`*.yar` keys) that scanner Jobs mount from their own
     /// namespace, when it exists there, and add to the bundled malware rules.
     #[arg(long, env = "IMAGEWARDEN_JOB_MALWARE_RULES_CONFIGMAP")]
@@ -55,9 +78,14 @@ pub struct JobSettings {
     /// CPU limit of a scanner container.
     #[arg(long, default_value = "1")]
     pub job_cpu_limit: String,
-    /// Memory limit of a scanner container.
+    /// Memory limit of a scanner container. It must hold the database, the largest file
+    /// (--max-file-bytes), the retained results (--max-retained-bytes) and 128 MiB more:
+    /// checked at start-up.
     #[arg(long, default_value = "512Mi")]
     pub job_memory_limit: String,
+    /// Budgets of each scan, inline or in a scanner Job (passed on to `scan-image`).
+    #[command(flatten)]
+    pub budgets: ScanBudgetSettings,
     /// Address scanner Jobs download the operator's compiled database from:
     /// `GET /db/<database version>` (plain HTTP; each Job verifies the content digest).
     #[arg(
@@ -82,6 +110,17 @@ pub struct JobSettings {
 }
 
 impl JobSettings {
+    /// Checks that a scan's budgets fit the scanner container's memory limit beside a
+    /// database of `db_bytes`.
+    pub fn check_memory(&self, db_bytes: u64) -> Result<(), String> {
+        let limit = imagewarden_scanner::budget::parse_bytes(&self.job_memory_limit)
+            .map_err(|e| format!("--job-memory-limit: {e}"))?;
+        self.budgets
+            .budgets()
+            .check_fits(limit, db_bytes)
+            .map_err(|e| format!("--job-memory-limit {}: {e}", self.job_memory_limit))
+    }
+
     /// Checks the database-serving settings against the executor: the job executor needs
     /// a way for Jobs to reach the operator, the inline executor takes none.
     pub fn check_db_serving(&self, executor: ExecutorKind) -> Result<(), String> {
@@ -225,6 +264,16 @@ pub struct OperatorConfig {
     /// inventories and notifies new findings.
     #[arg(long, env = "IMAGEWARDEN_DB_REFRESH", value_parser = parse_duration, default_value = "6h")]
     pub db_refresh_interval: Duration,
+    /// Namespaces whose ScanRules, ScanTasks and ImageScanResults the operator watches,
+    /// reads and writes (comma-separated), and where it starts scanner Jobs and reads
+    /// Secrets; objects elsewhere are not seen. Empty (the default): every namespace.
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        value_parser = crate::scope::parse_namespace
+    )]
+    pub watch_namespaces: Vec<String>,
     /// Where scans run.
     #[arg(long, env = "IMAGEWARDEN_EXECUTOR", value_enum, default_value = "job")]
     pub executor: ExecutorKind,
@@ -294,6 +343,11 @@ pub struct OperatorConfig {
 }
 
 impl OperatorConfig {
+    /// The namespaces the operator acts in (`--watch-namespaces`).
+    pub fn watch_scope(&self) -> crate::scope::WatchScope {
+        crate::scope::WatchScope::from_list(&self.watch_namespaces)
+    }
+
     /// The scan checks, with the `--malware-rules` compiled (an error names the file and line).
     pub fn check_options(
         &self,
@@ -425,6 +479,31 @@ mod tests {
         let err = config.job.check_db_serving(config.executor).unwrap_err();
         assert!(err.contains("inline"), "{err}");
         assert!(parse(&["--db-serve-url=http://a:1", "--db-serve-service=b"]).is_err());
+    }
+
+    #[test]
+    fn scan_budgets_reach_scanner_jobs_and_must_fit_their_memory_limit() {
+        // The defaults fit the default 512Mi limit, with room for a database.
+        let config = parse(&[]).unwrap();
+        config.job.check_memory(128 << 20).unwrap();
+        assert_eq!(
+            config.job.budgets.args(),
+            [
+                "--max-image-bytes=17179869184",
+                "--max-file-bytes=134217728",
+                "--max-retained-bytes=67108864"
+            ]
+        );
+        let config = parse(&["--max-file-bytes=1Gi", "--max-retained-bytes=16Mi"]).unwrap();
+        assert_eq!(config.job.budgets.max_file_bytes, 1 << 30);
+        let err = config.job.check_memory(0).unwrap_err();
+        assert!(
+            err.contains("--job-memory-limit 512Mi") && err.contains("--max-file-bytes"),
+            "{err}"
+        );
+        let config = parse(&["--max-file-bytes=1Gi", "--job-memory-limit=2Gi"]).unwrap();
+        config.job.check_memory(256 << 20).unwrap();
+        assert!(parse(&["--max-retained-bytes=some"]).is_err());
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub struct Context {
     pub lifecycle: crate::lifecycle::ResultLifecycle,
     /// When each rule's registry was last probed, and what it answered.
     pub registry_probes: crate::probe::RegistryProbes,
+    /// The namespaces the operator acts in.
+    pub scope: crate::scope::WatchScope,
 }
 
 impl Context {
@@ -93,6 +95,7 @@ impl Context {
             controller: FIELD_MANAGER.into(),
             instance: config.identity.clone(),
         };
+        let scope = config.watch_scope();
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -106,6 +109,7 @@ impl Context {
             db_base_url: None,
             lifecycle: Default::default(),
             registry_probes: Default::default(),
+            scope,
         }
     }
 
@@ -119,6 +123,16 @@ impl Context {
     pub fn with_checks(mut self, checks: imagewarden_scanner::checks::CheckOptions) -> Self {
         self.checks = checks;
         self
+    }
+
+    /// The API handles of kind `K` the operator watches and lists through: one for every
+    /// namespace, or one per `--watch-namespaces` entry.
+    pub fn scoped_apis<K>(&self) -> Vec<kube::Api<K>>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        self.scope.apis(&self.client)
     }
 
     /// Counts a failed reconcile of `key` and returns how many in a row.

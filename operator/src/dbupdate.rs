@@ -17,13 +17,17 @@ use crate::controller::notify::NEW_FINDINGS_ANNOTATION;
 use crate::controller::scan_rule::{start_task, task_name};
 use crate::crd::{ImageScanResult, ScanRule, TaskTrigger};
 use crate::finding_ids::stored_keys;
-use crate::lifecycle::result_pages;
+use crate::lifecycle::scoped_result_pages;
 use crate::result::decode_inventory;
 use crate::Error;
 
 /// Loads the database from its configured sources (blocking work off the runtime).
-pub async fn load(sources: Vec<String>) -> anyhow::Result<LoadedDb> {
-    let db = tokio::task::spawn_blocking(move || Db::load(&sources)).await??;
+/// http(s) and oci:// sources are fetched only where `egress` allows.
+pub async fn load(
+    sources: Vec<String>,
+    egress: Arc<imagewarden_scanner::egress::EgressPolicy>,
+) -> anyhow::Result<LoadedDb> {
+    let db = tokio::task::spawn_blocking(move || Db::load_with(&sources, egress)).await??;
     warn_if_sample(&db);
     Ok(LoadedDb::new(db))
 }
@@ -32,10 +36,11 @@ pub async fn load(sources: Vec<String>) -> anyhow::Result<LoadedDb> {
 /// in the cache (downloaded when they changed; a failed download keeps the cached index).
 pub async fn load_configured(config: &crate::config::OperatorConfig) -> anyhow::Result<LoadedDb> {
     if !config.db.is_empty() {
-        return load(config.db.clone()).await;
+        return load(config.db.clone(), config.egress.policy()).await;
     }
     use imagewarden_scanner::vulndb::update;
-    let opts = config.official_db.options();
+    let mut opts = config.official_db.options();
+    opts.egress = config.egress.policy();
     let index = update::index_path(&opts.cache_dir);
     match update::update(&opts).await {
         Ok(summary) => info!(
@@ -148,11 +153,10 @@ async fn rematch_all(
     ctx: &Context,
     loaded: &LoadedDb,
 ) -> Result<BTreeMap<(String, String), Vec<String>>, Error> {
-    let all: Api<ImageScanResult> = Api::all(ctx.client.clone());
     let mut touched: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     // A page at a time; results already made with the new database are skipped, also
     // when an expired listing starts again.
-    let mut pages = std::pin::pin!(result_pages(all, ListParams::default()));
+    let mut pages = std::pin::pin!(scoped_result_pages(ctx, ListParams::default()));
     while let Some(page) = pages.next().await {
         for result in page? {
             let old_version = result
@@ -410,6 +414,17 @@ mod tests {
         ])
         .unwrap();
         assert!(cli.config.db.is_empty());
+        // The mirror listens on loopback, which the egress policy denies: nothing is fetched.
+        let err = format!("{:#}", load_configured(&cli.config).await.err().unwrap());
+        assert!(
+            err.contains("is not fetched") && err.contains("loopback"),
+            "{err}"
+        );
+        assert!(
+            log.lock().unwrap().is_empty(),
+            "a request reached the mirror"
+        );
+        cli.config.egress.allow = vec!["127.0.0.0/8".parse().unwrap()];
         let first = load_configured(&cli.config).await.unwrap();
         assert_eq!(first.db.info().records as usize, records.len());
         assert_eq!(

@@ -63,6 +63,7 @@ pub async fn scan_target(
     db: &LoadedDb,
     checks: &CheckOptions,
     scanners: &[ScannerKind],
+    budgets: imagewarden_scanner::budget::ScanBudgets,
 ) -> Result<ImageScanResultStatus, Error> {
     // The scanner takes a CA file; keep it for the duration of the pull.
     let ca_file = match &access.ca_pem {
@@ -75,7 +76,7 @@ pub async fn scan_target(
         }
         None => None,
     };
-    let options = ScanOptions {
+    let mut options = ScanOptions {
         scanners: scanners.to_vec(),
         checks: checks.clone(),
         pull: PullOptions {
@@ -91,6 +92,7 @@ pub async fn scan_target(
         },
         filter: Default::default(),
     };
+    options.pull = options.pull.with_budgets(budgets);
     let source = ScanSource::Image(ImageRef::Registry(target.reference()));
     let report = pipeline::scan(&source, Some(&db.db), &options)
         .await
@@ -130,70 +132,6 @@ pub fn reusable(
     status.scanner_version.as_deref() == Some(imagewarden_scanner::SCANNER_VERSION)
         && status.database_version.as_deref() == Some(current_db)
         && missing_scanners(&result_scanners(status), scanners).is_empty()
-}
-
-/// Makes sure `namespace` has the scanner ServiceAccount and a RoleBinding granting it
-/// the scanner ClusterRole (only what `scan-image` needs: writing ImageScanResults there).
-/// Objects that exist are left as they are, so an administrator may manage them.
-pub async fn ensure_scanner_identity(
-    client: &Client,
-    namespace: &str,
-    settings: &JobSettings,
-) -> Result<(), Error> {
-    use k8s_openapi::api::core::v1::ServiceAccount;
-    use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
-    use kube::api::PostParams;
-
-    let labels = BTreeMap::from([(
-        "app.kubernetes.io/managed-by".to_string(),
-        "imagewarden-operator".to_string(),
-    )]);
-    let name = &settings.scanner_service_account;
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-    if accounts.get_opt(name).await?.is_none() {
-        let sa = ServiceAccount {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(namespace.to_string()),
-                labels: Some(labels.clone()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        match accounts.create(&PostParams::default(), &sa).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), namespace);
-    if bindings.get_opt(name).await?.is_none() {
-        let rb = RoleBinding {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(namespace.to_string()),
-                labels: Some(labels),
-                ..Default::default()
-            },
-            role_ref: RoleRef {
-                api_group: "rbac.authorization.k8s.io".into(),
-                kind: "ClusterRole".into(),
-                name: settings.scanner_cluster_role.clone(),
-            },
-            subjects: Some(vec![Subject {
-                kind: "ServiceAccount".into(),
-                name: name.clone(),
-                namespace: Some(namespace.to_string()),
-                ..Default::default()
-            }]),
-        };
-        match bindings.create(&PostParams::default(), &rb).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }
 
 /// Writes the ImageScanResult for `target` (spec, owner, labels, then status).
@@ -370,6 +308,7 @@ pub fn build_job(
         args.push("--insecure".to_string());
     }
     args.extend(registry.egress_args.iter().cloned());
+    args.extend(settings.budgets.args());
     let mut volumes = vec![Volume {
         name: "tmp".into(),
         empty_dir: Some(EmptyDirVolumeSource {
@@ -448,9 +387,10 @@ pub fn build_job(
         ("memory".to_string(), Quantity("128Mi".into())),
     ]);
     let labels = job_labels(task_name, target);
+    let name = job_name(&owner.uid, target, attempt);
     Job {
         metadata: ObjectMeta {
-            name: Some(job_name(&owner.uid, target, attempt)),
+            name: Some(name.clone()),
             namespace: Some(namespace.to_string()),
             labels: Some(labels.clone()),
             annotations: Some(BTreeMap::from([(
@@ -487,7 +427,9 @@ pub fn build_job(
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
-                    service_account_name: Some(settings.scanner_service_account.clone()),
+                    // The Job's own ServiceAccount: it may write this image's result only
+                    // (see crate::scanner_identity).
+                    service_account_name: Some(name),
                     automount_service_account_token: Some(true),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),

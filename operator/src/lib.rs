@@ -17,6 +17,8 @@ pub mod notify;
 pub mod probe;
 pub mod registry;
 pub mod result;
+pub mod scanner_identity;
+pub mod scope;
 
 /// Errors of reconciles and scans.
 #[derive(Debug, thiserror::Error)]

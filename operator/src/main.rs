@@ -105,6 +105,8 @@ struct ScanImageArgs {
     scanners: Vec<imagewarden_scanner::finding::ScannerKind>,
     #[command(flatten)]
     egress: imagewarden_operator::config::EgressSettings,
+    #[command(flatten)]
+    budgets: imagewarden_operator::config::ScanBudgetSettings,
 }
 
 fn init_tracing() {
@@ -157,6 +159,10 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         .job
         .check_db_serving(config.executor)
         .map_err(anyhow::Error::msg)?;
+    if config.executor == ExecutorKind::Job {
+        // The budgets alone must fit a scanner container; the database is checked once loaded.
+        config.job.check_memory(0).map_err(anyhow::Error::msg)?;
+    }
     let checks = config
         .check_options()
         .context("loading the malware rules")?;
@@ -193,6 +199,11 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("loading the vulnerability database from {sources}"))?;
     info!(version = %db.version, records = db.db.info().records, "vulnerability database loaded");
+    if config.executor == ExecutorKind::Job {
+        if let Err(e) = config.job.check_memory(db.db.size() as u64) {
+            warn!("scanner Jobs may run out of memory: {e}");
+        }
+    }
     let metrics = Arc::new(Metrics::default());
     metrics.database(&db.version, db.db.info().records);
     let mut ctx =
@@ -372,22 +383,26 @@ async fn spawn_push_trigger(ctx: Arc<Context>) -> anyhow::Result<()> {
     });
 
     // Guarded: one rule that cannot be read must not stop the push trigger for the others.
-    let (store, writer) = reflector::store::<kube::core::DeserializeGuard<ScanRule>>();
-    let rules = kube::Api::<kube::core::DeserializeGuard<ScanRule>>::all(ctx.client.clone());
-    tokio::spawn(
-        reflector(writer, watcher(rules, watcher::Config::default()))
-            .applied_objects()
-            .for_each(|_| async {}),
-    );
+    // One store per watched scope (a reflector follows one watch).
+    let mut stores = Vec::new();
+    for rules in ctx.scoped_apis::<kube::core::DeserializeGuard<ScanRule>>() {
+        let (store, writer) = reflector::store();
+        stores.push(store);
+        tokio::spawn(
+            reflector(writer, watcher(rules, watcher::Config::default()))
+                .applied_objects()
+                .for_each(|_| async {}),
+        );
+    }
     let (batches_tx, mut batches_rx) = tokio::sync::mpsc::channel(256);
     let window = ctx.config.push_coalesce_window;
     tokio::spawn(coalesce_pushes(
         events_rx,
         window,
         move |event| {
-            store
-                .state()
+            stores
                 .iter()
+                .flat_map(|store| store.state())
                 .filter_map(|guard| guard.0.as_ref().ok().cloned())
                 .filter(|rule| rule_matches_push(&rule.spec, event))
                 .map(|rule| (rule.namespace().unwrap_or_default(), rule.name_any()))
@@ -464,7 +479,7 @@ async fn scan_image(args: ScanImageArgs) -> Result<(), ScanImageError> {
             info!(version = %db.version, bytes = db.db.size(), "vulnerability database downloaded and verified");
             db
         }
-        None => dbupdate::load(args.db.clone()).await?,
+        None => dbupdate::load(args.db.clone(), args.egress.policy()).await?,
     };
     let mut access =
         RegistryAccess::new(&args.registry, args.insecure)?.with_egress(args.egress.policy());
@@ -500,7 +515,15 @@ async fn scan_image(args: ScanImageArgs) -> Result<(), ScanImageError> {
         }),
         _ => None,
     };
-    let status = executor::scan_target(&target, &access, &db, &checks, &args.scanners).await?;
+    let status = executor::scan_target(
+        &target,
+        &access,
+        &db,
+        &checks,
+        &args.scanners,
+        args.budgets.budgets(),
+    )
+    .await?;
     let name = executor::store_result(&client, &args.namespace, &target, owner, &status).await?;
     info!(result = %name, findings = status.total_findings, "result written");
     Ok(())

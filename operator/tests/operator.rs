@@ -609,9 +609,10 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
     assert_eq!(spec.ttl_seconds_after_finished, Some(600));
     let pod = spec.template.spec.unwrap();
     assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    // Its own ServiceAccount, named after the Job.
     assert_eq!(
         pod.service_account_name.as_deref(),
-        Some("imagewarden-scanner")
+        job.metadata.name.as_deref()
     );
     assert_eq!(
         pod.security_context.as_ref().unwrap().run_as_non_root,
@@ -642,6 +643,9 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
         // The operator's egress settings reach the scanner too.
         "--egress-allow=127.0.0.0/8".to_string(),
         "--cluster-cidrs=10.96.0.0/12,10.244.0.0/16".to_string(),
+        // So do the scan budgets.
+        "--max-file-bytes=134217728".to_string(),
+        "--max-retained-bytes=67108864".to_string(),
     ] {
         assert!(args.contains(&want), "missing {want} in {args:?}");
     }
@@ -658,18 +662,19 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
     );
     // Bounded: one Job per digest, not more.
     assert_eq!(jobs.list(&ListParams::default()).await?.items.len(), 1);
-    // The Job's namespace got the scanner ServiceAccount, bound to the scanner ClusterRole
-    // only there.
+    // The Job's ServiceAccount is bound to a Role of the same name that writes only the
+    // image's result.
+    let job_name = job.metadata.name.clone().unwrap();
     let sa = Api::<k8s_openapi::api::core::v1::ServiceAccount>::default_namespaced(client.clone())
-        .get_opt("imagewarden-scanner")
+        .get_opt(&job_name)
         .await?;
     assert!(sa.is_some(), "scanner ServiceAccount created");
     let rb = Api::<k8s_openapi::api::rbac::v1::RoleBinding>::default_namespaced(client.clone())
-        .get("imagewarden-scanner")
+        .get(&job_name)
         .await?;
     assert_eq!(
         (rb.role_ref.kind.as_str(), rb.role_ref.name.as_str()),
-        ("ClusterRole", "imagewarden-scanner")
+        ("Role", job_name.as_str())
     );
     let subjects = rb.subjects.unwrap_or_default();
     assert_eq!(subjects.len(), 1);
@@ -679,8 +684,15 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
             subjects[0].name.as_str(),
             subjects[0].namespace.as_deref()
         ),
-        ("ServiceAccount", "imagewarden-scanner", Some("default"))
+        ("ServiceAccount", job_name.as_str(), Some("default"))
     );
+    let role = Api::<k8s_openapi::api::rbac::v1::Role>::default_namespaced(client.clone())
+        .get(&job_name)
+        .await?;
+    let result = imagewarden_operator::result::result_name(&registry.host, "team-a/app", &digest);
+    for rule in role.rules.unwrap() {
+        assert_eq!(rule.resource_names, Some(vec![result.clone()]));
+    }
     // The scanner Pods' NetworkPolicy, accepted by the API server: nothing in; out to DNS
     // and to every address but the denied ranges (the allowed loopback range aside).
     let policy =

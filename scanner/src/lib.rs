@@ -4,6 +4,7 @@
 //! This crate knows nothing of Kubernetes; the operator wraps it.
 
 pub mod analyzer;
+pub mod budget;
 pub mod checks;
 pub mod egress;
 pub mod finding;

@@ -12,7 +12,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::Api;
 use kube::core::error_boundary::InvalidObject;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
@@ -109,38 +108,44 @@ async fn reconcile_task(
     Ok(action)
 }
 
-/// Runs both controllers until the stream ends (the process is stopping).
+/// Runs both controllers until the stream ends (the process is stopping): one of each per
+/// watched scope (all namespaces, or each `--watch-namespaces` entry).
 pub async fn run(ctx: Arc<Context>) {
-    let client = ctx.client.clone();
-    let rules = Controller::new(
-        Api::<DeserializeGuard<ScanRule>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(
-        Api::<DeserializeGuard<ScanTask>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .shutdown_on_signal()
-    .run(reconcile_rule, error_policy("scanrule"), ctx.clone())
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            debug!(error = %e, "scanrule controller");
-        }
-    });
-    let tasks = Controller::new(
-        Api::<DeserializeGuard<ScanTask>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(
-        Api::<Job>::all(client.clone()),
-        watcher::Config::default().labels("app.kubernetes.io/name=imagewarden-scanner"),
-    )
-    .shutdown_on_signal()
-    .run(reconcile_task, error_policy("scantask"), ctx.clone())
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            debug!(error = %e, "scantask controller");
-        }
-    });
-    futures::join!(rules, tasks);
+    let rules = ctx
+        .scoped_apis::<DeserializeGuard<ScanRule>>()
+        .into_iter()
+        .zip(ctx.scoped_apis::<DeserializeGuard<ScanTask>>())
+        .map(|(rules, tasks)| {
+            Controller::new(rules, watcher::Config::default())
+                .owns(tasks, watcher::Config::default())
+                .shutdown_on_signal()
+                .run(reconcile_rule, error_policy("scanrule"), ctx.clone())
+                .for_each(|r| async move {
+                    if let Err(e) = r {
+                        debug!(error = %e, "scanrule controller");
+                    }
+                })
+        });
+    let tasks = ctx
+        .scoped_apis::<DeserializeGuard<ScanTask>>()
+        .into_iter()
+        .zip(ctx.scoped_apis::<Job>())
+        .map(|(tasks, jobs)| {
+            Controller::new(tasks, watcher::Config::default())
+                .owns(
+                    jobs,
+                    watcher::Config::default().labels("app.kubernetes.io/name=imagewarden-scanner"),
+                )
+                .shutdown_on_signal()
+                .run(reconcile_task, error_policy("scantask"), ctx.clone())
+                .for_each(|r| async move {
+                    if let Err(e) = r {
+                        debug!(error = %e, "scantask controller");
+                    }
+                })
+        });
+    futures::join!(
+        futures::future::join_all(rules),
+        futures::future::join_all(tasks)
+    );
 }

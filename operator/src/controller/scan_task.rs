@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
@@ -416,12 +416,6 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                             continue;
                         };
                         if !identity_ready {
-                            crate::executor::ensure_scanner_identity(
-                                &ctx.client,
-                                &ns,
-                                &ctx.config.job,
-                            )
-                            .await?;
                             if ctx.config.network_policy.scanner_network_policy {
                                 crate::netpol::ensure_scanner_network_policy(
                                     &ctx.client,
@@ -455,11 +449,8 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                             &registry,
                             &JobDatabase::current(base_url, &db),
                         );
-                        match jobs.create(&PostParams::default(), &job).await {
-                            Ok(_) => {}
-                            Err(kube::Error::Api(e)) if e.code == 409 => {}
-                            Err(e) => return Err(e.into()),
-                        }
+                        crate::scanner_identity::create_scanner_job(&ctx.client, &job, &name)
+                            .await?;
                         started_jobs += 1;
                         entry.phase = ScanPhase::Running;
                         entry.attempts = attempt;
@@ -689,12 +680,14 @@ fn job_registry(rule: Option<&ScanRule>) -> JobRegistry {
 }
 
 async fn count_active_jobs(ctx: &Context) -> Result<usize, Error> {
-    let jobs: Api<Job> = Api::all(ctx.client.clone());
-    let list = jobs
-        .list(&ListParams::default().labels("app.kubernetes.io/name=imagewarden-scanner"))
+    let list: Vec<Job> = ctx
+        .scope
+        .list(
+            &ctx.client,
+            &ListParams::default().labels("app.kubernetes.io/name=imagewarden-scanner"),
+        )
         .await?;
     Ok(list
-        .items
         .iter()
         .filter(|j| {
             let st = j.status.clone().unwrap_or_default();
@@ -746,8 +739,15 @@ fn spawn_inline_scan(
             },
         };
         let db = ctx.db();
-        let outcome = match executor::scan_target(&target, &access, &db, &ctx.checks, &scanners)
-            .await
+        let outcome = match executor::scan_target(
+            &target,
+            &access,
+            &db,
+            &ctx.checks,
+            &scanners,
+            ctx.config.job.budgets.budgets(),
+        )
+        .await
         {
             Ok(status) => executor::store_result(&ctx.client, &namespace, &target, owner, &status)
                 .await

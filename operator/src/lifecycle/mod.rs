@@ -196,6 +196,15 @@ async fn apply_plan(
 
 /// The results `params` selects, a page at a time. An expired continue token (410 Gone)
 /// starts the listing again, at most three times: callers skip what they already handled.
+/// [`result_pages`] over every namespace the operator watches, one scope after another.
+pub fn scoped_result_pages(
+    ctx: &Context,
+    params: ListParams,
+) -> impl Stream<Item = Result<Vec<ImageScanResult>, kube::Error>> {
+    futures::stream::iter(ctx.scope.apis::<ImageScanResult>(&ctx.client))
+        .flat_map(move |api| result_pages(api, params.clone()))
+}
+
 pub fn result_pages(
     api: Api<ImageScanResult>,
     params: ListParams,
@@ -449,7 +458,6 @@ pub async fn registry_deletes(ctx: Arc<Context>, mut events: mpsc::Receiver<Dele
 }
 
 async fn record_delete(ctx: &Context, event: &DeleteEvent) -> Result<(), Error> {
-    let api: Api<ImageScanResult> = Api::all(ctx.client.clone());
     let params = match &event.digest {
         // Results carry the short digest as a label: only those are read.
         Some(digest) => ListParams::default().labels(&format!(
@@ -460,7 +468,7 @@ async fn record_delete(ctx: &Context, event: &DeleteEvent) -> Result<(), Error> 
     };
     let now = crate::now();
     let mut marked = false;
-    let mut pages = std::pin::pin!(result_pages(api, params));
+    let mut pages = std::pin::pin!(scoped_result_pages(ctx, params));
     while let Some(page) = pages.next().await {
         for result in page?.iter().filter(|r| {
             same_registry(&r.spec.registry, &event.registry_host)
@@ -535,11 +543,10 @@ pub async fn collect_deleted(ctx: Arc<Context>) {
 
 /// Deletes the due results; returns how long until the next one is due.
 async fn sweep(ctx: &Context) -> Result<Option<Duration>, Error> {
-    let api: Api<ImageScanResult> = Api::all(ctx.client.clone());
     let mut retention: HashMap<(String, String), Option<Duration>> = HashMap::new();
     let now = crate::now();
     let mut next: Option<Duration> = None;
-    let mut pages = std::pin::pin!(result_pages(api, ListParams::default()));
+    let mut pages = std::pin::pin!(scoped_result_pages(ctx, ListParams::default()));
     while let Some(page) = pages.next().await {
         for result in &page? {
             let Some(since) = result

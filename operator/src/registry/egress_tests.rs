@@ -207,6 +207,7 @@ async fn inline_scans_pull_within_the_registry_access_egress_policy() {
         &db,
         &Default::default(),
         &ScannerKind::ALL,
+        Default::default(),
     )
     .await
     .expect_err("loopback is denied")

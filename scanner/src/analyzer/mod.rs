@@ -50,6 +50,40 @@ pub struct Output {
     omitted_warnings: u64,
 }
 
+impl Output {
+    /// About how many bytes these results take in memory (strings and a fixed cost per
+    /// item), for the per-scan retained-bytes budget.
+    pub fn approx_bytes(&self) -> u64 {
+        let facts: usize = self
+            .facts
+            .iter()
+            .map(|f| match f {
+                Fact::Package(p) => {
+                    p.name.len()
+                        + p.version.len()
+                        + p.purl.len()
+                        + p.path.len()
+                        + p.source_name.as_ref().map_or(0, String::len)
+                        + p.source_version.as_ref().map_or(0, String::len)
+                        + p.vendor.as_ref().map_or(0, String::len)
+                        + p.module.as_ref().map_or(0, String::len)
+                        + 256
+                }
+                Fact::Os(o) => o.family.len() + 128,
+                Fact::Check(c) => {
+                    c.id.len()
+                        + c.title.len()
+                        + c.path.as_ref().map_or(0, String::len)
+                        + c.config_key.as_ref().map_or(0, String::len)
+                        + 512
+                }
+            })
+            .sum();
+        let warnings: usize = self.warnings.iter().map(|w| w.len() + 24).sum();
+        (facts + warnings) as u64
+    }
+}
+
 /// Most warnings kept per file (and, times ten, per scan); the rest are counted.
 pub const MAX_WARNINGS: usize = 20;
 /// Longest warning kept, in bytes; longer ones are cut.

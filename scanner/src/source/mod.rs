@@ -196,17 +196,42 @@ pub struct PullOptions {
     /// Most uncompressed layer bytes one scan reads, over all layers; `None` is
     /// [`crate::layer::DEFAULT_MAX_IMAGE_BYTES`].
     pub max_image_bytes: Option<u64>,
+    /// Largest file read into memory for an analyzer; `None` is
+    /// [`crate::budget::DEFAULT_MAX_FILE_BYTES`].
+    pub max_file_bytes: Option<u64>,
+    /// Most bytes of analysis results one scan keeps; `None` is
+    /// [`crate::budget::DEFAULT_MAX_RETAINED_BYTES`].
+    pub max_retained_bytes: Option<u64>,
 }
 
 impl PullOptions {
-    /// Options for the next layer, given the uncompressed bytes the earlier ones used.
-    pub(crate) fn layer_options(&self, used: u64, diff_id: bool) -> layer::LayerOptions {
-        let budget = self
-            .max_image_bytes
-            .unwrap_or(layer::DEFAULT_MAX_IMAGE_BYTES);
+    /// The budgets these options set (defaults where unset).
+    pub fn budgets(&self) -> crate::budget::ScanBudgets {
+        let d = crate::budget::ScanBudgets::default();
+        crate::budget::ScanBudgets {
+            max_image_bytes: self.max_image_bytes.unwrap_or(d.max_image_bytes),
+            max_file_bytes: self.max_file_bytes.unwrap_or(d.max_file_bytes),
+            max_retained_bytes: self.max_retained_bytes.unwrap_or(d.max_retained_bytes),
+        }
+    }
+
+    /// Sets the three budgets.
+    pub fn with_budgets(mut self, budgets: crate::budget::ScanBudgets) -> Self {
+        self.max_image_bytes = Some(budgets.max_image_bytes);
+        self.max_file_bytes = Some(budgets.max_file_bytes);
+        self.max_retained_bytes = Some(budgets.max_retained_bytes);
+        self
+    }
+
+    /// Options for the next layer, given the uncompressed bytes the earlier ones read and
+    /// the result bytes they keep.
+    pub(crate) fn layer_options(&self, used: u64, kept: u64, diff_id: bool) -> layer::LayerOptions {
+        let budgets = self.budgets();
         layer::LayerOptions {
             diff_id,
-            max_uncompressed_bytes: budget.saturating_sub(used),
+            max_uncompressed_bytes: budgets.max_image_bytes.saturating_sub(used),
+            max_file_bytes: budgets.max_file_bytes,
+            max_retained_bytes: budgets.max_retained_bytes.saturating_sub(kept),
         }
     }
 }
@@ -278,7 +303,7 @@ pub fn read_local(
         ImageRef::OciLayout { dir, tag } => {
             local::scan_layout(target, dir, tag.as_deref(), opts, analyzers)
         }
-        ImageRef::Dir(dir) => local::scan_dir(target, dir, analyzers),
+        ImageRef::Dir(dir) => local::scan_dir(target, dir, opts, analyzers),
         ImageRef::Sbom(p) => sbom::read(target, p),
     }
 }

@@ -203,7 +203,8 @@ pub async fn read(
         let reader = SyncIoBridge::new(StreamReader::new(stream));
         let analyzers = analyzers.clone();
         let used = scans.iter().map(|s: &LayerScan| s.uncompressed_size).sum();
-        let layer_opts = opts.layer_options(used, false);
+        let kept = scans.iter().map(|s: &LayerScan| s.retained_bytes).sum();
+        let layer_opts = opts.layer_options(used, kept, false);
         let scan = tokio::task::spawn_blocking(move || {
             let reader = ProgressReader {
                 inner: reader,

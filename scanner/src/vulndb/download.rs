@@ -83,13 +83,29 @@ pub enum Fetched {
     NotFound,
 }
 
-pub(crate) fn http_client() -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// The client of database downloads: every address it connects to, redirects included,
+/// passes `egress`. Callers check the base URL first with [`check_source_url`] (an address
+/// written in a URL meets no resolver).
+pub(crate) fn http_client(
+    egress: &std::sync::Arc<crate::egress::EgressPolicy>,
+) -> anyhow::Result<reqwest::Client> {
+    egress
+        .apply_to_downloads(reqwest::Client::builder())
         .user_agent(concat!("imagewarden/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(30))
         .read_timeout(std::time::Duration::from_secs(120))
         .build()
         .context("building the HTTP client")
+}
+
+/// Refuses a database source URL whose address `egress` denies, naming the source.
+pub(crate) fn check_source_url(
+    egress: &crate::egress::EgressPolicy,
+    url: &str,
+) -> anyhow::Result<()> {
+    egress.check_url_str(url).map_err(|denial| {
+        anyhow::anyhow!("the vulnerability database source {url} is not fetched: {denial}")
+    })
 }
 
 fn progress_bar(show: bool, len: Option<u64>, label: &str) -> indicatif::ProgressBar {
@@ -338,8 +354,13 @@ fn verify_file(
 /// Downloads an NVD http(s) source into `dir` (no cache): the URL itself when it names one
 /// file (`.json`, `.json.gz`, `.json.xz`), else the yearly feeds under the base URL. Years
 /// the server does not have are skipped; none at all is an error.
-pub async fn download_nvd_source(url: &str, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let client = http_client()?;
+pub async fn download_nvd_source(
+    url: &str,
+    dir: &Path,
+    egress: &std::sync::Arc<crate::egress::EgressPolicy>,
+) -> anyhow::Result<Vec<PathBuf>> {
+    check_source_url(egress, url)?;
+    let client = http_client(egress)?;
     let single = [".json", ".json.gz", ".json.xz"]
         .iter()
         .any(|s| url.ends_with(s));

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use super::download::{current_year, http_client, sanitize};
+use super::download::{check_source_url, current_year, http_client, sanitize};
 pub use super::download::{
     download_nvd_source, fetch, nvd_feed_names, Fetched, Verify, FIRST_NVD_YEAR, MAX_DOWNLOAD_BYTES,
 };
@@ -100,6 +100,8 @@ pub struct UpdateOptions {
     pub nvd_years: std::ops::RangeInclusive<i32>,
     /// Draw progress bars on standard error (when it is a terminal).
     pub progress: bool,
+    /// Where downloads may go (the operator's egress policy; the CLI's is unrestricted).
+    pub egress: std::sync::Arc<crate::egress::EgressPolicy>,
 }
 
 impl UpdateOptions {
@@ -112,6 +114,7 @@ impl UpdateOptions {
             ecosystems: URL_ECOSYSTEMS.iter().map(|e| e.to_string()).collect(),
             nvd_years: FIRST_NVD_YEAR..=current_year(),
             progress: true,
+            egress: std::sync::Arc::new(crate::egress::EgressPolicy::unrestricted()),
         }
     }
 }
@@ -139,7 +142,9 @@ pub async fn update(opts: &UpdateOptions) -> anyhow::Result<UpdateSummary> {
     let cache = &opts.cache_dir;
     std::fs::create_dir_all(cache)
         .with_context(|| format!("cannot create the database cache {}", cache.display()))?;
-    let client = http_client()?;
+    check_source_url(&opts.egress, &opts.osv_url)?;
+    check_source_url(&opts.egress, &opts.nvd_url)?;
+    let client = http_client(&opts.egress)?;
     let mut summary = UpdateSummary::default();
     let osv_base = opts.osv_url.trim_end_matches('/');
     let nvd_base = opts.nvd_url.trim_end_matches('/');
