@@ -12,6 +12,7 @@ pub mod leader;
 pub mod metrics;
 pub mod netpol;
 pub mod notify;
+pub mod policy;
 pub mod registry;
 pub mod result;
 

@@ -210,6 +210,20 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         });
     }
 
+    // Policy caches on every replica: each serves admission, the leader records verdicts.
+    let policy_caches = imagewarden_operator::policy::server::Caches::start(&client);
+    let admission_settings = imagewarden_operator::policy::admission::AdmissionSettings {
+        default_excluded: vec!["kube-system".to_string(), config.lease_namespace.clone()],
+    };
+    if let Some(server) = config.admission.server_config(admission_settings) {
+        tokio::time::timeout(Duration::from_secs(300), policy_caches.ready())
+            .await
+            .context("the admission caches (ImagePolicies, ImageScanResults, VulnerabilityExceptions, Namespaces, ScanTasks) did not fill within 5 minutes: are the CRDs installed and may the operator list them?")?
+            .context("an admission cache stopped")?;
+        imagewarden_operator::policy::server::spawn(client.clone(), policy_caches.clone(), server)
+            .await?;
+    }
+
     let leading = if config.leader_elect {
         let identity = config
             .identity
@@ -274,6 +288,10 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     });
 
     spawn_push_trigger(ctx.clone()).await?;
+    tokio::spawn(imagewarden_operator::policy::verdicts::run(
+        ctx.clone(),
+        policy_caches,
+    ));
 
     let elect = config.leader_elect;
     let lost = async move {

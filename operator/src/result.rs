@@ -290,6 +290,7 @@ pub fn build_status(outcome: ScanOutcome<'_>) -> ImageScanResultStatus {
         ),
         inventory: encode_inventory(outcome.inventory),
         conditions: Vec::new(),
+        ..Default::default()
     }
 }
 

@@ -189,6 +189,16 @@ pub async fn serve_with(
     options: ServerOptions,
 ) -> io::Result<()> {
     let router = router_with(token, events, options.read_timeout);
+    serve_router(listener, router, options).await
+}
+
+/// Serves `router` on `listener` until the task is dropped, as [`serve_with`] does
+/// (also what the admission webhook is served with).
+pub async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    options: ServerOptions,
+) -> io::Result<()> {
     let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));
     let acceptor = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     loop {
