@@ -100,7 +100,7 @@ pub enum DenyLogic {
 
 /// Which findings make an image a violation. Conditions that are not set take no part;
 /// `ids` always deny, whatever `logic` says.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DenyRules {
     /// Vulnerability condition: this many (`count`) system or application
@@ -133,6 +133,20 @@ pub struct DenyRules {
 
 fn default_count() -> u32 {
     1
+}
+
+impl Default for DenyRules {
+    fn default() -> Self {
+        Self {
+            severity: None,
+            count: default_count(),
+            only_fixable: false,
+            baseline_severity: None,
+            malicious: false,
+            logic: DenyLogic::Or,
+            ids: Vec::new(),
+        }
+    }
 }
 
 /// What happens to an image without a usable result.
