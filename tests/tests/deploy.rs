@@ -170,7 +170,7 @@ fn yaml_files(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
 fn copies_of_the_crds_and_the_example_are_identical_to_the_originals() -> Result<()> {
     let root = repo_root();
     let generated = yaml_files(&root.join("crds"))?;
-    assert_eq!(generated.len(), 3, "crds/ should hold three CRDs");
+    assert_eq!(generated.len(), 5, "crds/ should hold five CRDs");
     let chart = yaml_files(&chart_dir().join("crds"))?;
     let fix = "run `rm deploy/helm/imagewarden/crds/*.yaml && cp crds/*.yaml deploy/helm/imagewarden/crds/`";
     assert_eq!(
