@@ -220,7 +220,7 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
             .await
             .context("the admission caches (ImagePolicies, ImageScanResults, VulnerabilityExceptions, Namespaces, ScanTasks) did not fill within 5 minutes: are the CRDs installed and may the operator list them?")?
             .context("an admission cache stopped")?;
-        imagewarden_operator::policy::server::spawn(client.clone(), policy_caches.clone(), server)
+        imagewarden_operator::policy::server::spawn(ctx.clone(), policy_caches.clone(), server)
             .await?;
     }
 

@@ -71,10 +71,14 @@ async fn setup() -> Result<Setup> {
     let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
     let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
         Api::default_namespaced(client.clone());
-    wait_for("the default ServiceAccount", Duration::from_secs(60), || {
-        let accounts = accounts.clone();
-        async move { Ok(accounts.get_opt("default").await?) }
-    })
+    wait_for(
+        "the default ServiceAccount",
+        Duration::from_secs(60),
+        || {
+            let accounts = accounts.clone();
+            async move { Ok(accounts.get_opt("default").await?) }
+        },
+    )
     .await?;
     Ok(Setup {
         cp,
@@ -140,7 +144,12 @@ fn pod(name: &str, image: &str) -> Pod {
 }
 
 /// Creates a Pod; `Err(message)` when admission refused it.
-async fn create_pod(client: &Client, ns: &str, name: &str, image: &str) -> Result<Result<(), String>> {
+async fn create_pod(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    image: &str,
+) -> Result<Result<(), String>> {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     match api.create(&PostParams::default(), &pod(name, image)).await {
         Ok(_) => Ok(Ok(())),
@@ -174,11 +183,19 @@ where
     let obj: K = serde_yaml::from_str(yaml)?;
     let name = obj.meta().name.clone().unwrap();
     Ok(api
-        .patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&obj))
+        .patch(
+            &name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&obj),
+        )
         .await?)
 }
 
 fn policy_yaml(mode: &str, unscanned: &str) -> String {
+    policy_yaml_with(mode, unscanned, "")
+}
+
+fn policy_yaml_with(mode: &str, unscanned: &str, extra: &str) -> String {
     format!(
         "apiVersion: imagewarden.io/v1alpha1
 kind: ImagePolicy
@@ -190,7 +207,7 @@ spec:
     count: 1
   unscanned: {unscanned}
   mode: {mode}
-"
+{extra}"
     )
 }
 
@@ -259,10 +276,11 @@ spec:
         let tasks = tasks.clone();
         async move {
             let list = tasks.list(&ListParams::default()).await?;
-            Ok(list
-                .items
-                .into_iter()
-                .find(|t| t.status.as_ref().is_some_and(|s| s.phase == ScanPhase::Completed)))
+            Ok(list.items.into_iter().find(|t| {
+                t.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == ScanPhase::Completed)
+            }))
         }
     })
     .await?;
@@ -298,28 +316,43 @@ spec:
     // Enforce: verdicts are recorded ahead, then admission looks them up.
     let policies: Api<ImagePolicy> = Api::all(client.clone());
     apply_yaml(&policies, &policy_yaml("Enforce", "Deny")).await?;
-    assert_eq!(recorded_verdict(&client, &vulnerable_name, "no-critical").await?, "Violation");
-    assert_eq!(recorded_verdict(&client, &clean_name, "no-critical").await?, "Pass");
+    assert_eq!(
+        recorded_verdict(&client, &vulnerable_name, "no-critical").await?,
+        "Violation"
+    );
+    assert_eq!(
+        recorded_verdict(&client, &clean_name, "no-critical").await?,
+        "Pass"
+    );
     register_webhook(&s, "Fail").await?;
 
     create_pod(&client, "default", "clean", &clean)
         .await?
         .map_err(|e| anyhow::anyhow!("clean image refused: {e}"))?;
-    for (name, image) in [("by-tag", &vulnerable), ("by-digest", &vulnerable_by_digest)] {
+    for (name, image) in [
+        ("by-tag", &vulnerable),
+        ("by-digest", &vulnerable_by_digest),
+    ] {
         let Err(message) = create_pod(&client, "default", name, image).await? else {
             bail!("{image} was admitted");
         };
         assert!(
-            message.contains(&format!("image {image} is denied by ImagePolicy no-critical"))
-                && message.contains("1 vulnerability at or above Critical")
-                && message.contains("ALPINE-CVE-2019-14697 (Critical, musl 1.1.22-r2, fixed in 1.1.22-r3)"),
+            message.contains(&format!(
+                "image {image} is denied by ImagePolicy no-critical"
+            )) && message.contains("1 vulnerability at or above Critical")
+                && message.contains(
+                    "ALPINE-CVE-2019-14697 (Critical, musl 1.1.22-r2, fixed in 1.1.22-r3)"
+                ),
             "{message}"
         );
     }
     let Err(message) = create_pod(&client, "default", "unscanned", &unscanned).await? else {
         bail!("an unscanned image was admitted");
     };
-    assert!(message.contains("the image has not been scanned"), "{message}");
+    assert!(
+        message.contains("the image has not been scanned"),
+        "{message}"
+    );
 
     // A Deployment whose template runs the vulnerable image in an init container.
     let deployment = format!(
@@ -346,7 +379,9 @@ spec:
     let (ok, stderr) = kubectl_apply(&s.cp, &deployment)?;
     assert!(!ok, "the Deployment was admitted");
     assert!(
-        stderr.contains(&format!("image {vulnerable} is denied by ImagePolicy no-critical")),
+        stderr.contains(&format!(
+            "image {vulnerable} is denied by ImagePolicy no-critical"
+        )),
         "{stderr}"
     );
 
@@ -357,11 +392,15 @@ spec:
         &serde_json::from_value(serde_json::json!({"metadata": {"name": "imagewarden-system"}}))?,
     )
     .await?;
-    wait_for("the namespace's ServiceAccount", Duration::from_secs(30), || {
-        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-            Api::namespaced(client.clone(), "imagewarden-system");
-        async move { Ok(sa.get_opt("default").await?) }
-    })
+    wait_for(
+        "the namespace's ServiceAccount",
+        Duration::from_secs(30),
+        || {
+            let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+                Api::namespaced(client.clone(), "imagewarden-system");
+            async move { Ok(sa.get_opt("default").await?) }
+        },
+    )
     .await?;
     create_pod(&client, "imagewarden-system", "own", &vulnerable)
         .await?
@@ -389,16 +428,25 @@ spec:
         ),
     )
     .await?;
-    wait_for("the excepted count in the result", Duration::from_secs(30), || {
-        let results = results.clone();
-        let name = vulnerable_name.clone();
-        async move {
-            let r = results.get(&name).await?;
-            Ok(r.status.and_then(|s| s.excepted).filter(|e| e.critical == 1))
-        }
-    })
+    wait_for(
+        "the excepted count in the result",
+        Duration::from_secs(30),
+        || {
+            let results = results.clone();
+            let name = vulnerable_name.clone();
+            async move {
+                let r = results.get(&name).await?;
+                Ok(r.status
+                    .and_then(|s| s.excepted)
+                    .filter(|e| e.critical == 1))
+            }
+        },
+    )
     .await?;
-    assert_eq!(recorded_verdict(&client, &vulnerable_name, "no-critical").await?, "Pass");
+    assert_eq!(
+        recorded_verdict(&client, &vulnerable_name, "no-critical").await?,
+        "Pass"
+    );
     create_pod(&client, "default", "excepted", &vulnerable)
         .await?
         .map_err(|e| anyhow::anyhow!("refused under a live exception: {e}"))?;
@@ -425,14 +473,25 @@ spec:
         .await?
         .items;
     assert!(
-        expired_events.iter().any(|e| e.reason.as_deref() == Some("Expired")),
+        expired_events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Expired")),
         "{expired_events:?}"
     );
     let r = results.get(&vulnerable_name).await?;
-    assert_eq!(r.status.unwrap().excepted, None, "nothing excepted any more");
+    assert_eq!(
+        r.status.unwrap().excepted,
+        None,
+        "nothing excepted any more"
+    );
 
-    // Warn: admitted, with the reasons as admission warnings.
-    apply_yaml(&policies, &policy_yaml("Warn", "Warn")).await?;
+    // Warn: admitted, with the reasons as admission warnings; the unscanned image gets
+    // a scan (which fails: it was never pushed).
+    apply_yaml(
+        &policies,
+        &policy_yaml_with("Warn", "Warn", "  scanUnscanned: true\n"),
+    )
+    .await?;
     recorded_verdict(&client, &vulnerable_name, "no-critical").await?;
     let warned_pod = format!(
         "apiVersion: v1
@@ -451,11 +510,57 @@ spec:
     let (ok, stderr) = kubectl_apply(&s.cp, &warned_pod)?;
     assert!(ok, "{stderr}");
     assert!(
-        stderr.contains(&format!("Warning: image {vulnerable} violates ImagePolicy no-critical")),
+        stderr.contains(&format!(
+            "Warning: image {vulnerable} violates ImagePolicy no-critical"
+        )),
         "{stderr}"
     );
     assert!(
         stderr.contains(&format!("Warning: image {unscanned} violates ImagePolicy no-critical: the image has not been scanned")),
+        "{stderr}"
+    );
+
+    let task = wait_for(
+        "a scan started at admission",
+        Duration::from_secs(60),
+        || {
+            let tasks = tasks.clone();
+            let unscanned = unscanned.clone();
+            async move {
+                let list = tasks.list(&ListParams::default()).await?;
+                Ok(list.items.into_iter().find(|t| {
+                    t.spec.trigger == imagewarden_operator::crd::TaskTrigger::Admission
+                        && t.spec.images == [unscanned.clone()]
+                        && t.status
+                            .as_ref()
+                            .is_some_and(|s| s.phase == ScanPhase::Failed)
+                }))
+            }
+        },
+    )
+    .await?;
+    assert_eq!(
+        task.metadata.labels.unwrap()["imagewarden.io/rule"],
+        "team-a"
+    );
+    let failed_pod = format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: failed-scan
+  namespace: default
+spec:
+  containers:
+    - name: app
+      image: {unscanned}
+"
+    );
+    let (ok, stderr) = kubectl_apply(&s.cp, &failed_pod)?;
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "Warning: image {unscanned} violates ImagePolicy no-critical: the image's scan failed"
+        )),
         "{stderr}"
     );
 
@@ -476,10 +581,15 @@ spec:
     })
     .await?;
     // Denied: by-tag, by-digest, unscanned, the Deployment, after-expiry. Admitted: clean,
-    // excepted. Warned: warned.
+    // excepted. Warned: warned, failed-scan.
     assert_eq!(
-        (status.denied, status.admitted, status.warned, status.audited),
-        (5, 2, 1, 1),
+        (
+            status.denied,
+            status.admitted,
+            status.warned,
+            status.audited
+        ),
+        (5, 2, 2, 1),
         "{status:?}"
     );
     let last = &status.last_denials[0];
@@ -510,15 +620,18 @@ async fn with_the_operator_down_fail_refuses_and_ignore_admits() -> Result<()> {
     s.operator.kill();
     let api: Api<Pod> = Api::default_namespaced(client.clone());
     let err = api
-        .create(&PostParams::default(), &pod("down", "registry.example.com/app:v1"))
+        .create(
+            &PostParams::default(),
+            &pod("down", "registry.example.com/app:v1"),
+        )
         .await
         .expect_err("admitted without the webhook under failurePolicy Fail");
-    assert!(
-        err.to_string().contains("failed calling webhook"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("failed calling webhook"), "{err}");
     register_webhook(&s, "Ignore").await?;
-    api.create(&PostParams::default(), &pod("down", "registry.example.com/app:v1"))
-        .await?;
+    api.create(
+        &PostParams::default(),
+        &pod("down", "registry.example.com/app:v1"),
+    )
+    .await?;
     Ok(())
 }

@@ -62,6 +62,8 @@ pub struct Judgement {
     pub image: String,
     pub action: Action,
     pub reasons: Vec<String>,
+    /// The image has no result and the policy asks for a scan of it (`scanUnscanned`).
+    pub scan_wanted: bool,
 }
 
 /// The whole decision on a request.
@@ -219,7 +221,8 @@ fn covers_image(policy: &ImagePolicy, image: &ImageReference) -> bool {
 }
 
 /// The verdict of `policy` on `image` for a Pod of `namespace`: the one recorded in the
-/// result's status when it still holds, else computed from the cached objects. Only the
+/// result's status when it still holds, else computed from the cached objects; and
+/// whether the image has no result at all. Only the
 /// recorded verdicts judge a result's database version (they are computed by the
 /// replica that loaded the current database).
 pub fn verdict_for(
@@ -228,7 +231,7 @@ pub fn verdict_for(
     namespace: &str,
     lookup: &dyn Lookup,
     now: DateTime<Utc>,
-) -> Verdict {
+) -> (Verdict, bool) {
     let result = lookup.result(image, namespace);
     let failure;
     let subject = match &result {
@@ -246,11 +249,12 @@ pub fn verdict_for(
         .filter(|r| r.metadata.namespace.as_deref() == Some(namespace))
         .and_then(|r| recorded_verdict(policy, r, now))
     {
-        return recorded;
+        return (recorded, false);
     }
+    let unscanned = matches!(subject, Subject::Unscanned);
     let exceptions = lookup.exceptions(namespace);
     let exceptions: Vec<&VulnerabilityException> = exceptions.iter().map(Arc::as_ref).collect();
-    evaluate(
+    let verdict = evaluate(
         &policy.spec,
         subject,
         &exceptions,
@@ -258,7 +262,8 @@ pub fn verdict_for(
             now,
             database_version: None,
         },
-    )
+    );
+    (verdict, unscanned)
 }
 
 /// The verdict recorded in the result for this generation of the policy, while it holds.
@@ -349,12 +354,13 @@ pub fn judge(
             }
         };
         for policy in covering.iter().filter(|p| covers_image(p, &reference)) {
-            let verdict = verdict_for(policy, &reference, namespace, lookup, now);
+            let (verdict, unscanned) = verdict_for(policy, &reference, namespace, lookup, now);
             decision.judgements.push(Judgement {
                 policy: policy.metadata.name.clone().unwrap_or_default(),
                 image: c.image.clone(),
                 action: action(policy.spec.mode, verdict.outcome),
                 reasons: verdict.reasons,
+                scan_wanted: unscanned && policy.spec.scan_unscanned,
             });
         }
     }

@@ -8,6 +8,7 @@ pub mod image;
 pub mod server;
 pub mod stats;
 pub mod tls;
+pub mod unscanned;
 pub mod verdicts;
 
 use chrono::{DateTime, Utc};

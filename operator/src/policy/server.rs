@@ -22,7 +22,10 @@ use kube::{Client, ResourceExt};
 use super::admission::{respond, AdmissionSettings, Lookup};
 use super::image::{ImageName, ImageReference};
 use super::stats::AdmissionStats;
-use crate::crd::{ImagePolicy, ImageScanResult, ScanPhase, ScanTask, VulnerabilityException};
+use crate::context::Context;
+use crate::crd::{
+    ImagePolicy, ImageScanResult, ScanPhase, ScanRule, ScanTask, VulnerabilityException,
+};
 
 /// Path of the admission endpoint.
 pub const VALIDATE_PATH: &str = "/validate";
@@ -35,6 +38,8 @@ pub struct Caches {
     pub exceptions: Store<VulnerabilityException>,
     pub namespaces: Store<Namespace>,
     pub tasks: Store<ScanTask>,
+    /// Rules a `scanUnscanned` policy starts scans with.
+    pub rules: Store<ScanRule>,
 }
 
 fn watch<K>(api: Api<K>, modify: impl FnMut(&mut K) + Send + 'static) -> Store<K>
@@ -92,6 +97,10 @@ impl Caches {
                     s.notifications.clear();
                 }
             }),
+            rules: watch(Api::all(client.clone()), move |r: &mut ScanRule| {
+                strip(&mut r.metadata);
+                r.status = None;
+            }),
         }
     }
 
@@ -102,6 +111,7 @@ impl Caches {
         self.exceptions.wait_until_ready().await?;
         self.namespaces.wait_until_ready().await?;
         self.tasks.wait_until_ready().await?;
+        self.rules.wait_until_ready().await?;
         Ok(())
     }
 }
@@ -208,6 +218,8 @@ struct AdmissionState {
     caches: Caches,
     settings: AdmissionSettings,
     stats: Arc<AdmissionStats>,
+    ctx: Arc<Context>,
+    scans: super::unscanned::ScanRequests,
 }
 
 async fn validate(State(state): State<Arc<AdmissionState>>, body: axum::body::Bytes) -> Response {
@@ -230,6 +242,14 @@ async fn validate(State(state): State<Arc<AdmissionState>>, body: axum::body::By
     let (response, decision) =
         respond(&request, &state.caches, &state.settings, chrono::Utc::now());
     if !request.dry_run {
+        let namespace = request.namespace.as_deref().unwrap_or_default();
+        for j in decision.judgements.iter().filter(|j| j.scan_wanted) {
+            if let Ok(image) = ImageReference::parse(&j.image) {
+                state
+                    .scans
+                    .request(&state.ctx, &state.caches.rules, namespace, &image);
+            }
+        }
         let name = request
             .object
             .as_ref()
@@ -249,11 +269,18 @@ async fn validate(State(state): State<Arc<AdmissionState>>, body: axum::body::By
 }
 
 /// The admission routes.
-pub fn router(caches: Caches, settings: AdmissionSettings, stats: Arc<AdmissionStats>) -> Router {
+pub fn router(
+    ctx: Arc<Context>,
+    caches: Caches,
+    settings: AdmissionSettings,
+    stats: Arc<AdmissionStats>,
+) -> Router {
     let state = Arc::new(AdmissionState {
         caches,
         settings,
         stats,
+        ctx,
+        scans: Default::default(),
     });
     Router::new()
         .route(VALIDATE_PATH, post(validate))
@@ -265,7 +292,7 @@ pub fn router(caches: Caches, settings: AdmissionSettings, stats: Arc<AdmissionS
 /// rotated certificate is served without a restart) and writes admission counts to the
 /// policies. Returns when listening. Call it once `caches` are [`Caches::ready`].
 pub async fn spawn(
-    client: Client,
+    ctx: Arc<Context>,
     caches: Caches,
     config: AdmissionServerConfig,
 ) -> anyhow::Result<()> {
@@ -273,7 +300,8 @@ pub async fn spawn(
     let tls = super::tls::reloading_config(&config.cert_file, &config.key_file)
         .map_err(|e| anyhow::anyhow!("admission webhook TLS: {e}"))?;
     let stats = Arc::new(AdmissionStats::default());
-    let app = router(caches.clone(), config.settings.clone(), stats.clone());
+    let client = ctx.client.clone();
+    let app = router(ctx, caches.clone(), config.settings.clone(), stats.clone());
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("binding the admission address {}", config.addr))?;

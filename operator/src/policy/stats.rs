@@ -192,6 +192,7 @@ mod tests {
             image: image.into(),
             action,
             reasons: vec![format!("reason for {image}")],
+            scan_wanted: false,
         }
     }
 
