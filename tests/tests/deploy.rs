@@ -656,7 +656,7 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
         "--set",
         "webhook.existingSecret=my-token,webhook.existingSecretKey=value",
     ])?)?;
-    assert!(!existing.iter().any(|o| o["kind"] == "Secret"));
+    assert!(!has(&existing, "Secret", "imagewarden-webhook-token"));
     let volumes = &find(&existing, "Deployment", "imagewarden-operator")?["spec"]["template"]
         ["spec"]["volumes"];
     let token = volumes
@@ -674,7 +674,47 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
     // Without the webhook: no Service, no token, no flag.
     let off = objects(&helm_template(&["--set", "webhook.enabled=false"])?)?;
     assert!(!has(&off, "Service", "imagewarden-webhook"));
-    assert!(!off.iter().any(|o| o["kind"] == "Secret"));
+    assert!(!has(&off, "Secret", "imagewarden-webhook-token"));
+
+    // Admission: a generated CA in the webhook's caBundle and in the serving Secret, the
+    // operator's namespace and kube-system left out, the failure policy as asked.
+    let rendered = objects(&helm_template(&[
+        "--set",
+        "admission.failurePolicy=Ignore,admission.excludeNamespaces={sandbox}",
+    ])?)?;
+    let webhook = &find(&rendered, "ValidatingWebhookConfiguration", "imagewarden-images")?
+        ["webhooks"][0];
+    let tls = find(&rendered, "Secret", "imagewarden-admission-tls")?;
+    assert_eq!(tls["type"], "kubernetes.io/tls");
+    assert_eq!(webhook["clientConfig"]["caBundle"], tls["data"]["ca.crt"]);
+    assert_eq!(webhook["failurePolicy"], "Ignore");
+    assert_eq!(
+        webhook["namespaceSelector"]["matchExpressions"][0]["values"],
+        json!(["kube-system", NAMESPACE, "sandbox"])
+    );
+    assert_eq!(webhook["clientConfig"]["service"]["name"], "imagewarden-admission");
+    let args = strings(
+        &find(&rendered, "Deployment", "imagewarden-operator")?["spec"]["template"]["spec"]
+            ["containers"][0]["args"],
+    )
+    .join(" ");
+    assert!(args.contains("--admission-addr=0.0.0.0:9443"), "{args}");
+    let off = objects(&helm_template(&["--set", "admission.enabled=false"])?)?;
+    for (kind, name) in [
+        ("ValidatingWebhookConfiguration", "imagewarden-images"),
+        ("Service", "imagewarden-admission"),
+        ("Secret", "imagewarden-admission-tls"),
+    ] {
+        assert!(!has(&off, kind, name), "{kind} {name} without admission");
+    }
+    let cert_manager = objects(&helm_template(&["--set", "admission.certManager.enabled=true"])?)?;
+    assert!(!has(&cert_manager, "Secret", "imagewarden-admission-tls"));
+    let webhook = find(&cert_manager, "ValidatingWebhookConfiguration", "imagewarden-images")?;
+    assert_eq!(
+        webhook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        format!("{NAMESPACE}/imagewarden-admission-tls")
+    );
+    assert!(webhook["webhooks"][0]["clientConfig"]["caBundle"].is_null());
 
     // The kustomize bases.
     let base = objects(&kustomize(&kustomize_dir("base"))?)?;
@@ -686,6 +726,8 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
     );
     let webhook = objects(&kustomize(&kustomize_dir("webhook"))?)?;
     check_locked_down(&webhook, "kustomize webhook")?;
+    let admission = objects(&kustomize(&kustomize_dir("admission"))?)?;
+    check_locked_down(&admission, "kustomize admission")?;
     let examples = objects(&kustomize(&kustomize_dir("examples"))?)?;
     assert_eq!(
         examples.len(),
@@ -735,17 +777,34 @@ fn assert_same_objects(helm: Vec<Value>, kustomize: Vec<Value>, what: &str) {
 #[test]
 fn kustomize_installs_what_the_chart_installs() -> Result<()> {
     assert_same_objects(
-        objects(&helm_template(&["--set", "webhook.enabled=false"])?)?,
+        objects(&helm_template(&[
+            "--set",
+            "webhook.enabled=false",
+            "--set",
+            "admission.enabled=false",
+        ])?)?,
         objects(&kustomize(&kustomize_dir("base"))?)?,
-        "kustomize base vs helm --set webhook.enabled=false",
+        "kustomize base vs helm --set webhook.enabled=false,admission.enabled=false",
     );
     assert_same_objects(
         objects(&helm_template(&[
             "--set",
             "webhook.existingSecret=imagewarden-webhook-token",
+            "--set",
+            "admission.enabled=false",
         ])?)?,
         objects(&kustomize(&kustomize_dir("webhook"))?)?,
         "kustomize webhook vs helm --set webhook.existingSecret=imagewarden-webhook-token",
+    );
+    assert_same_objects(
+        objects(&helm_template(&[
+            "--set",
+            "webhook.enabled=false",
+            "--set",
+            "admission.certManager.enabled=true",
+        ])?)?,
+        objects(&kustomize(&kustomize_dir("admission"))?)?,
+        "kustomize admission vs helm --set webhook.enabled=false,admission.certManager.enabled=true",
     );
     Ok(())
 }
