@@ -682,8 +682,11 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
         "--set",
         "admission.failurePolicy=Ignore,admission.excludeNamespaces={sandbox}",
     ])?)?;
-    let webhook = &find(&rendered, "ValidatingWebhookConfiguration", "imagewarden-images")?
-        ["webhooks"][0];
+    let webhook = &find(
+        &rendered,
+        "ValidatingWebhookConfiguration",
+        "imagewarden-images",
+    )?["webhooks"][0];
     let tls = find(&rendered, "Secret", "imagewarden-admission-tls")?;
     assert_eq!(tls["type"], "kubernetes.io/tls");
     assert_eq!(webhook["clientConfig"]["caBundle"], tls["data"]["ca.crt"]);
@@ -692,7 +695,10 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
         webhook["namespaceSelector"]["matchExpressions"][0]["values"],
         json!(["kube-system", NAMESPACE, "sandbox"])
     );
-    assert_eq!(webhook["clientConfig"]["service"]["name"], "imagewarden-admission");
+    assert_eq!(
+        webhook["clientConfig"]["service"]["name"],
+        "imagewarden-admission"
+    );
     let args = strings(
         &find(&rendered, "Deployment", "imagewarden-operator")?["spec"]["template"]["spec"]
             ["containers"][0]["args"],
@@ -707,9 +713,16 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
     ] {
         assert!(!has(&off, kind, name), "{kind} {name} without admission");
     }
-    let cert_manager = objects(&helm_template(&["--set", "admission.certManager.enabled=true"])?)?;
+    let cert_manager = objects(&helm_template(&[
+        "--set",
+        "admission.certManager.enabled=true",
+    ])?)?;
     assert!(!has(&cert_manager, "Secret", "imagewarden-admission-tls"));
-    let webhook = find(&cert_manager, "ValidatingWebhookConfiguration", "imagewarden-images")?;
+    let webhook = find(
+        &cert_manager,
+        "ValidatingWebhookConfiguration",
+        "imagewarden-images",
+    )?;
     assert_eq!(
         webhook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
         format!("{NAMESPACE}/imagewarden-admission-tls")

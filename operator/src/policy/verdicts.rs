@@ -150,7 +150,7 @@ async fn reconcile_policy(
         "Ready", ok, reason, &message, generation, &previous,
     );
     let same = policy.status.as_ref().is_some_and(|s| {
-        s.observed_generation == generation && s.conditions.iter().any(|c| *c == condition)
+        s.observed_generation == generation && s.conditions.contains(&condition)
     });
     if !same {
         if !ok {
