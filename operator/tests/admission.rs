@@ -33,8 +33,9 @@ struct Setup {
     client: Client,
     operator: OperatorProcess,
     admission_port: u16,
+    ca: TestCa,
     ca_pem: String,
-    _tls_dir: tempfile::TempDir,
+    tls_dir: tempfile::TempDir,
 }
 
 /// A control plane (with controller-manager, for namespaces' default ServiceAccounts)
@@ -85,8 +86,9 @@ async fn setup() -> Result<Setup> {
         client,
         operator,
         admission_port,
-        ca_pem: ca.cert_pem,
-        _tls_dir: tls_dir,
+        ca_pem: ca.cert_pem.clone(),
+        ca,
+        tls_dir,
     })
 }
 
@@ -633,5 +635,90 @@ async fn with_the_operator_down_fail_refuses_and_ignore_admits() -> Result<()> {
         &pod("down", "registry.example.com/app:v1"),
     )
     .await?;
+    Ok(())
+}
+
+/// The certificate the admission port serves now (DER).
+async fn served_certificate(s: &Setup) -> Result<Vec<u8>> {
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from_pem_slice(
+        s.ca_pem.as_bytes(),
+    )?)?;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.admission_port)).await?;
+    let tls = connector
+        .connect(
+            rustls_pki_types::ServerName::try_from("127.0.0.1")?.to_owned(),
+            tcp,
+        )
+        .await?;
+    Ok(tls.get_ref().1.peer_certificates().unwrap()[0].to_vec())
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_served_without_a_failed_admission() -> Result<()> {
+    use rustls_pki_types::pem::PemObject;
+    let s = setup().await?;
+    let client = s.client.clone();
+    register_webhook(&s, "Fail").await?;
+    let before = served_certificate(&s).await?;
+
+    // Pods are created all along while the Secret's files are replaced, as the kubelet
+    // replaces them: new files, then one rename.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let creating = {
+        let (client, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut created, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match create_pod(
+                    &client,
+                    "default",
+                    &format!("p{created}"),
+                    "registry.example.com/app:v1",
+                )
+                .await
+                {
+                    Ok(Ok(())) => created += 1,
+                    Ok(Err(e)) => failed.push(e),
+                    Err(e) => failed.push(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (created, failed)
+        })
+    };
+    let renewed = s.ca.server(&["127.0.0.1"])?;
+    let staging = s.tls_dir.path().join("..next");
+    std::fs::create_dir(&staging)?;
+    std::fs::write(staging.join("tls.crt"), &renewed.cert_pem)?;
+    std::fs::write(staging.join("tls.key"), &renewed.key_pem)?;
+    std::fs::rename(staging.join("tls.key"), s.tls_dir.path().join("tls.key"))?;
+    std::fs::rename(staging.join("tls.crt"), s.tls_dir.path().join("tls.crt"))?;
+    let renewed_der =
+        rustls_pki_types::CertificateDer::from_pem_slice(renewed.cert_pem.as_bytes())?.to_vec();
+    assert_ne!(before, renewed_der);
+    wait_for(
+        "the renewed certificate to be served",
+        Duration::from_secs(40),
+        || {
+            let s = &s;
+            let want = renewed_der.clone();
+            async move { Ok((served_certificate(s).await? == want).then_some(())) }
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (created, failed) = creating.await?;
+    assert!(failed.is_empty(), "failed admissions: {failed:?}");
+    assert!(created > 10, "only {created} Pods created");
     Ok(())
 }

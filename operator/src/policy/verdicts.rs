@@ -149,9 +149,10 @@ async fn reconcile_policy(
     let condition = crate::controller::scan_task::condition(
         "Ready", ok, reason, &message, generation, &previous,
     );
-    let same = policy.status.as_ref().is_some_and(|s| {
-        s.observed_generation == generation && s.conditions.contains(&condition)
-    });
+    let same = policy
+        .status
+        .as_ref()
+        .is_some_and(|s| s.observed_generation == generation && s.conditions.contains(&condition));
     if !same {
         if !ok {
             publish(
