@@ -21,16 +21,7 @@ pub fn load(
     key_file: &Path,
     provider: &rustls::crypto::CryptoProvider,
 ) -> Result<Arc<CertifiedKey>, String> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
-        .and_then(|certs| certs.collect())
-        .map_err(|e| format!("{}: not PEM certificates: {e}", cert_file.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: holds no PEM certificate", cert_file.display()));
-    }
-    let key = PrivateKeyDer::from_pem_file(key_file)
-        .map_err(|e| format!("{}: no PEM private key: {e}", key_file.display()))?;
+    let (certs, key) = crate::registry::webhook::read_pem_files(cert_file, key_file)?;
     let signing = provider
         .key_provider
         .load_private_key(key)
