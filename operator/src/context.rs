@@ -76,6 +76,10 @@ pub struct Context {
     pub checks: imagewarden_scanner::checks::CheckOptions,
     /// Base URL scanner Jobs download the database from (job executor).
     pub db_base_url: Option<String>,
+    /// Deleted results waiting for collection.
+    pub lifecycle: crate::lifecycle::ResultLifecycle,
+    /// When each rule's registry was last probed, and what it answered.
+    pub registry_probes: crate::probe::RegistryProbes,
 }
 
 impl Context {
@@ -100,6 +104,8 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             checks: imagewarden_scanner::checks::CheckOptions::default(),
             db_base_url: None,
+            lifecycle: Default::default(),
+            registry_probes: Default::default(),
         }
     }
 

@@ -178,15 +178,8 @@ pub async fn store_result(
     let api: Api<ImageScanResult> = Api::namespaced(client.clone(), namespace);
     let name = target.result_name();
     let existing = api.get_opt(&name).await?;
-    let mut tags: Vec<String> = existing
-        .as_ref()
-        .map(|r| r.spec.tags.clone())
-        .unwrap_or_default();
-    for t in &target.tags {
-        if !tags.contains(t) {
-            tags.push(t.clone());
-        }
-    }
+    let tags_seen =
+        crate::lifecycle::tags_for_write(existing.as_ref(), &target.digest, &target.tags);
     let mut owners: Vec<OwnerReference> = existing
         .as_ref()
         .and_then(|r| r.metadata.owner_references.clone())
@@ -202,7 +195,8 @@ pub async fn store_result(
             registry: target.registry.clone(),
             repository: target.repository.clone(),
             digest: target.digest.clone(),
-            tags,
+            tags: crate::lifecycle::tags::tag_names(&tags_seen),
+            tags_seen,
         },
     );
     object.metadata.owner_references = (!owners.is_empty()).then_some(owners);

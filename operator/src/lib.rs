@@ -8,11 +8,14 @@ pub mod crd;
 pub mod dbserve;
 pub mod dbupdate;
 pub mod executor;
+pub mod finding_ids;
 pub mod leader;
+pub mod lifecycle;
 pub mod metrics;
 pub mod netpol;
 pub mod notify;
 pub mod policy;
+pub mod probe;
 pub mod registry;
 pub mod result;
 

@@ -292,6 +292,9 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         ctx.clone(),
         policy_caches,
     ));
+    tokio::spawn(imagewarden_operator::lifecycle::collect_deleted(
+        ctx.clone(),
+    ));
 
     let elect = config.leader_elect;
     let lost = async move {
@@ -347,10 +350,16 @@ async fn spawn_push_trigger(ctx: Arc<Context>) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let (deletes_tx, deletes_rx) = tokio::sync::mpsc::channel(1024);
+    tokio::spawn(imagewarden_operator::lifecycle::registry_deletes(
+        ctx.clone(),
+        deletes_rx,
+    ));
     let options = ServerOptions {
         idle_timeout: ctx.config.webhook_idle_timeout,
         read_timeout: ctx.config.webhook_read_timeout,
         tls,
+        deletes: Some(deletes_tx),
         ..ServerOptions::default()
     };
     let listener = tokio::net::TcpListener::bind(ctx.config.webhook_addr)

@@ -24,6 +24,9 @@ pub const FINDINGS_BUDGET: usize = 700 * 1024;
 /// database update then rescans the image instead of re-matching it.
 pub const INVENTORY_BUDGET: usize = 200 * 1024;
 
+/// The warning of a result whose inventory did not fit [`INVENTORY_BUDGET`].
+pub const INVENTORY_NOT_KEPT: &str = "the package inventory is larger than the 200 KiB a result keeps: a vulnerability database update scans this image again instead of re-matching it";
+
 /// Name of the ImageScanResult for `repository` at `digest`: readable, deterministic and
 /// a valid DNS subdomain. Different registries or repositories that sanitize alike get
 /// different names through a short hash of the full location.
@@ -269,7 +272,18 @@ pub fn build_status(outcome: ScanOutcome<'_>) -> ImageScanResultStatus {
     let mut findings = findings_of(outcome.matches, outcome.extra);
     let summary = summarize(&findings);
     let total = findings.len() as u32;
+    let finding_ids = crate::finding_ids::encode(&findings);
     let truncated = sort_and_cut(&mut findings, FINDINGS_BUDGET);
+    let inventory = encode_inventory(outcome.inventory);
+    let mut warnings = result_warnings(
+        outcome.inventory,
+        outcome.database,
+        &outcome.matches.warnings,
+    );
+    if inventory.is_none() {
+        warnings.insert(0, INVENTORY_NOT_KEPT.to_string());
+        warnings.truncate(MAX_WARNINGS);
+    }
     ImageScanResultStatus {
         short_digest: Some(short_digest(outcome.digest)),
         os: outcome.inventory.os.as_ref().map(|os| OperatingSystem {
@@ -283,12 +297,9 @@ pub fn build_status(outcome: ScanOutcome<'_>) -> ImageScanResultStatus {
         findings,
         truncated,
         total_findings: total,
-        warnings: result_warnings(
-            outcome.inventory,
-            outcome.database,
-            &outcome.matches.warnings,
-        ),
-        inventory: encode_inventory(outcome.inventory),
+        warnings,
+        inventory,
+        finding_ids,
         conditions: Vec::new(),
         ..Default::default()
     }

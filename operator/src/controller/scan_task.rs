@@ -212,6 +212,7 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                 return fail_task(&task, &ctx, status, "DiscoveryFailed", e.to_string()).await
             }
         };
+        crate::lifecycle::after_resolve(&ctx, &task, rule.as_ref(), &images).await;
         status.images = images;
         status.start_time = Some(crate::now());
         summarize(&mut status);
@@ -309,17 +310,8 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
                     ctx.metrics.scan("reused", None);
                 }
                 // Record tags and ownership of this task's rule on the shared result.
-                if !target.tags.iter().all(|t| existing.spec.tags.contains(t))
-                    || owner.as_ref().is_some_and(|o| {
-                        !existing
-                            .metadata
-                            .owner_references
-                            .as_ref()
-                            .is_some_and(|v| v.iter().any(|x| x.uid == o.uid))
-                    })
-                {
-                    add_tags_and_owner(&results, existing, &target.tags, owner.clone()).await?;
-                }
+                crate::lifecycle::record_found(&ctx, existing, &target.tags, owner.as_ref())
+                    .await?;
                 continue;
             }
         }
@@ -710,41 +702,6 @@ async fn count_active_jobs(ctx: &Context) -> Result<usize, Error> {
                     .any(|c| (c.type_ == "Failed" || c.type_ == "Complete") && c.status == "True")
         })
         .count())
-}
-
-async fn add_tags_and_owner(
-    api: &Api<ImageScanResult>,
-    existing: &ImageScanResult,
-    tags: &[String],
-    owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
-) -> Result<(), Error> {
-    let mut all = existing.spec.tags.clone();
-    for t in tags {
-        if !all.contains(t) {
-            all.push(t.clone());
-        }
-    }
-    let mut owners = existing
-        .metadata
-        .owner_references
-        .clone()
-        .unwrap_or_default();
-    if let Some(o) = owner {
-        if !owners.iter().any(|x| x.uid == o.uid) {
-            owners.push(o);
-        }
-    }
-    let patch = serde_json::json!({
-        "metadata": {"ownerReferences": owners, "resourceVersion": existing.metadata.resource_version},
-        "spec": {"tags": all},
-    });
-    api.patch(
-        &existing.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(patch),
-    )
-    .await?;
-    Ok(())
 }
 
 /// Why an image gets no further inline attempt: every allowed attempt was started

@@ -54,6 +54,11 @@ pub struct ScanRuleSpec {
     /// Building patched images (`<tag>_fixd`) for images with fixable OS vulnerabilities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fix: Option<FixSpec>,
+    /// How long an ImageScanResult of this rule is kept once it is marked `Deleted` (the
+    /// registry reported the image deleted, or discovery no longer finds it in the rule's
+    /// scope), as a duration such as `168h`, `30m` or `7d`. Unset: 168h (7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_retention: Option<String>,
 }
 
 fn default_tag_filter() -> String {
@@ -221,7 +226,9 @@ pub struct ScanRuleStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready` (the rule is valid and its registry reachable) and other conditions.
+    /// `Ready`: the rule is valid and its registry answered `/v2/` with the rule's
+    /// credentials (checked when the spec changes, then every 30 minutes); the message
+    /// says what was checked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Name of the most recent ScanTask started for this rule.

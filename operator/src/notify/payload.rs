@@ -481,6 +481,7 @@ pub(crate) mod tests {
                 scanners: vec![],
                 notifications: vec![],
                 fix: None,
+                result_retention: None,
             },
         );
         rule.metadata.namespace = Some("team-a".into());
@@ -517,6 +518,7 @@ pub(crate) mod tests {
                 digest: "sha256:3b5e2a7c6f1d00112233445566778899aabbccddeeff00112233445566778899"
                     .into(),
                 tags: vec!["v1.4.2".into()],
+                tags_seen: vec![],
             },
             status: Some(ImageScanResultStatus {
                 total_findings: findings.len() as u32,

@@ -10,6 +10,7 @@ pub mod access;
 #[cfg(test)]
 mod bearer_tests;
 pub mod client;
+pub mod delete;
 pub mod discovery;
 #[cfg(test)]
 mod egress_tests;
@@ -19,6 +20,7 @@ pub mod webhook;
 
 pub use access::{Credentials, CredentialsError, RegistryAccess};
 pub use client::RegistryClient;
+pub use delete::DeleteEvent;
 pub use discovery::{
     discover, discover_for_rule, DiscoveredImage, Discovery, DiscoveryLimits, RepositoryError,
     RuleDiscoveryError, Scope, TagFilter,
