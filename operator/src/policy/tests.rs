@@ -87,6 +87,7 @@ fn result_with(findings: Vec<Finding>, scanned: DateTime<Utc>) -> ImageScanResul
             repository: "team-a/alpine".into(),
             digest: "sha256:1111".into(),
             tags: vec!["v1".into()],
+            tags_seen: Vec::new(),
         },
     );
     r.metadata.namespace = Some("team-a".into());

@@ -90,6 +90,7 @@ fn musl_result(namespace: &str) -> Arc<ImageScanResult> {
             repository: "team-a/alpine".into(),
             digest: "sha256:aaaa".into(),
             tags: vec!["v1".into()],
+            tags_seen: Vec::new(),
         },
     );
     r.metadata.namespace = Some(namespace.into());
