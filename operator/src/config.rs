@@ -340,6 +340,8 @@ pub struct OperatorConfig {
     pub egress: EgressSettings,
     #[command(flatten)]
     pub network_policy: NetworkPolicySettings,
+    #[command(flatten)]
+    pub admission: crate::policy::server::AdmissionArgs,
 }
 
 impl OperatorConfig {

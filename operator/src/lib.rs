@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod netpol;
 pub mod notify;
+pub mod policy;
 pub mod probe;
 pub mod registry;
 pub mod result;

@@ -229,6 +229,31 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         });
     }
 
+    // Policy caches on every replica: each serves admission, the leader records verdicts.
+    // Policies are cluster-wide and judge Pods of every namespace: a namespace-scoped
+    // operator cannot read what they need, so it runs without them.
+    let admission_settings = imagewarden_operator::policy::admission::AdmissionSettings {
+        default_excluded: vec!["kube-system".to_string(), config.lease_namespace.clone()],
+    };
+    let admission_server = config.admission.server_config(admission_settings);
+    if !config.watch_namespaces.is_empty() && admission_server.is_some() {
+        anyhow::bail!(
+            "--watch-namespaces and the admission webhook (--admission-addr) exclude each other: admission judges Pods of every namespace against cluster-wide ImagePolicies, which a namespace-scoped operator cannot read"
+        );
+    }
+    let policy_caches = config
+        .watch_namespaces
+        .is_empty()
+        .then(|| imagewarden_operator::policy::server::Caches::start(&client));
+    if let (Some(server), Some(policy_caches)) = (admission_server, &policy_caches) {
+        tokio::time::timeout(Duration::from_secs(300), policy_caches.ready())
+            .await
+            .context("the admission caches (ImagePolicies, ImageScanResults, VulnerabilityExceptions, Namespaces, ScanTasks) did not fill within 5 minutes: are the CRDs installed and may the operator list them?")?
+            .context("an admission cache stopped")?;
+        imagewarden_operator::policy::server::spawn(ctx.clone(), policy_caches.clone(), server)
+            .await?;
+    }
+
     let leading = if config.leader_elect {
         let identity = config
             .identity
@@ -301,6 +326,12 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     });
 
     spawn_push_trigger(ctx.clone()).await?;
+    if let Some(policy_caches) = policy_caches {
+        tokio::spawn(imagewarden_operator::policy::verdicts::run(
+            ctx.clone(),
+            policy_caches,
+        ));
+    }
     tokio::spawn(imagewarden_operator::lifecycle::collect_deleted(
         ctx.clone(),
     ));

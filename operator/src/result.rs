@@ -363,6 +363,7 @@ fn status_with(
         inventory: encoded,
         finding_ids,
         conditions: Vec::new(),
+        ..Default::default()
     }
 }
 

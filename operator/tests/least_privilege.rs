@@ -136,7 +136,10 @@ async fn an_operator_watching_listed_namespaces_stays_there_and_each_scanner_wri
     for ns in [RELEASE_NAMESPACE, "team-a", "team-b"] {
         create_namespace(&admin, ns).await?;
     }
-    apply_chart_rbac(&cp, &["watchNamespaces={team-a}"])?;
+    apply_chart_rbac(
+        &cp,
+        &["watchNamespaces={team-a}", "admission.enabled=false"],
+    )?;
 
     let registry = Registry::start(RegistryMode::Plain).await?;
     push_image(&registry, "team-a/alpine", "v1", &vulnerable_alpine()).await?;

@@ -35,7 +35,7 @@ fn example(name: &str) -> String {
 async fn crds_are_accepted_and_examples_round_trip() -> Result<()> {
     let cp = ControlPlane::start().await?;
     let crds = committed_crds()?;
-    assert_eq!(crds.len(), 3, "crds/ should hold three CRDs");
+    assert_eq!(crds.len(), 5, "crds/ should hold five CRDs");
     cp.install_crds(&crds).await?;
 
     for file in ["scanrule.yaml", "scantask.yaml", "imagescanresult.yaml"] {

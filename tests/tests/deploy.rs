@@ -181,7 +181,7 @@ fn yaml_files(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
 fn copies_of_the_crds_and_the_example_are_identical_to_the_originals() -> Result<()> {
     let root = repo_root();
     let generated = yaml_files(&root.join("crds"))?;
-    assert_eq!(generated.len(), 3, "crds/ should hold three CRDs");
+    assert_eq!(generated.len(), 5, "crds/ should hold five CRDs");
     let chart = yaml_files(&chart_dir().join("crds"))?;
     let fix = "run `rm deploy/helm/imagewarden/crds/*.yaml && cp crds/*.yaml deploy/helm/imagewarden/crds/`";
     assert_eq!(
@@ -685,7 +685,7 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
         "--set",
         "webhook.existingSecret=my-token,webhook.existingSecretKey=value",
     ])?)?;
-    assert!(!existing.iter().any(|o| o["kind"] == "Secret"));
+    assert!(!has(&existing, "Secret", "imagewarden-webhook-token"));
     let volumes = &find(&existing, "Deployment", "imagewarden-operator")?["spec"]["template"]
         ["spec"]["volumes"];
     let token = volumes
@@ -703,13 +703,68 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
     // Without the webhook: no Service, no token, no flag.
     let off = objects(&helm_template(&["--set", "webhook.enabled=false"])?)?;
     assert!(!has(&off, "Service", "imagewarden-webhook"));
-    assert!(!off.iter().any(|o| o["kind"] == "Secret"));
+    assert!(!has(&off, "Secret", "imagewarden-webhook-token"));
+
+    // Admission: a generated CA in the webhook's caBundle and in the serving Secret, the
+    // operator's namespace and kube-system left out, the failure policy as asked.
+    let rendered = objects(&helm_template(&[
+        "--set",
+        "admission.failurePolicy=Ignore,admission.excludeNamespaces={sandbox}",
+    ])?)?;
+    let webhook = &find(
+        &rendered,
+        "ValidatingWebhookConfiguration",
+        "imagewarden-images",
+    )?["webhooks"][0];
+    let tls = find(&rendered, "Secret", "imagewarden-admission-tls")?;
+    assert_eq!(tls["type"], "kubernetes.io/tls");
+    assert_eq!(webhook["clientConfig"]["caBundle"], tls["data"]["ca.crt"]);
+    assert_eq!(webhook["failurePolicy"], "Ignore");
+    assert_eq!(
+        webhook["namespaceSelector"]["matchExpressions"][0]["values"],
+        json!(["kube-system", NAMESPACE, "sandbox"])
+    );
+    assert_eq!(
+        webhook["clientConfig"]["service"]["name"],
+        "imagewarden-admission"
+    );
+    let args = strings(
+        &find(&rendered, "Deployment", "imagewarden-operator")?["spec"]["template"]["spec"]
+            ["containers"][0]["args"],
+    )
+    .join(" ");
+    assert!(args.contains("--admission-addr=0.0.0.0:9443"), "{args}");
+    let off = objects(&helm_template(&["--set", "admission.enabled=false"])?)?;
+    for (kind, name) in [
+        ("ValidatingWebhookConfiguration", "imagewarden-images"),
+        ("Service", "imagewarden-admission"),
+        ("Secret", "imagewarden-admission-tls"),
+    ] {
+        assert!(!has(&off, kind, name), "{kind} {name} without admission");
+    }
+    let cert_manager = objects(&helm_template(&[
+        "--set",
+        "admission.certManager.enabled=true",
+    ])?)?;
+    assert!(!has(&cert_manager, "Secret", "imagewarden-admission-tls"));
+    let webhook = find(
+        &cert_manager,
+        "ValidatingWebhookConfiguration",
+        "imagewarden-images",
+    )?;
+    assert_eq!(
+        webhook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        format!("{NAMESPACE}/imagewarden-admission-tls")
+    );
+    assert!(webhook["webhooks"][0]["clientConfig"]["caBundle"].is_null());
 
     // Listed namespaces: the operator's rules become a Role and RoleBinding in each, and
     // nothing cluster-wide is granted to it.
     let scoped = objects(&helm_template(&[
         "--set",
         "watchNamespaces={team-a,team-b}",
+        "--set",
+        "admission.enabled=false",
     ])?)?;
     assert!(!has(&scoped, "ClusterRole", "imagewarden-operator"));
     assert!(!has(&scoped, "ClusterRoleBinding", "imagewarden-operator"));
@@ -717,9 +772,30 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
     for ns in ["team-a", "team-b"] {
         let role = find_in(&scoped, "Role", "imagewarden-operator", ns)?;
         check_operator_rules(role, "helm watchNamespaces")?;
+        // The same rules as the ClusterRole, less the cluster-wide policy ones (policies
+        // and admission are off in a namespace-scoped operator).
+        let policy_rule = |rule: &Value| {
+            strings(&rule["resources"]).iter().any(|r| {
+                [
+                    "imagepolicies",
+                    "imagepolicies/status",
+                    "vulnerabilityexceptions",
+                    "vulnerabilityexceptions/status",
+                    "namespaces",
+                ]
+                .contains(r)
+            })
+        };
+        let expected: Vec<&Value> = cluster_rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| !policy_rule(r))
+            .collect();
+        let got: Vec<&Value> = role["rules"].as_array().unwrap().iter().collect();
         assert_eq!(
-            &role["rules"], cluster_rules,
-            "{ns}: the same rules as the ClusterRole"
+            got, expected,
+            "{ns}: the ClusterRole's rules but the policy ones"
         );
         let binding = find_in(&scoped, "RoleBinding", "imagewarden-operator", ns)?;
         assert_eq!(
@@ -752,6 +828,8 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
     );
     let webhook = objects(&kustomize(&kustomize_dir("webhook"))?)?;
     check_locked_down(&webhook, "kustomize webhook")?;
+    let admission = objects(&kustomize(&kustomize_dir("admission"))?)?;
+    check_locked_down(&admission, "kustomize admission")?;
     let examples = objects(&kustomize(&kustomize_dir("examples"))?)?;
     assert_eq!(
         examples.len(),
@@ -801,17 +879,34 @@ fn assert_same_objects(helm: Vec<Value>, kustomize: Vec<Value>, what: &str) {
 #[test]
 fn kustomize_installs_what_the_chart_installs() -> Result<()> {
     assert_same_objects(
-        objects(&helm_template(&["--set", "webhook.enabled=false"])?)?,
+        objects(&helm_template(&[
+            "--set",
+            "webhook.enabled=false",
+            "--set",
+            "admission.enabled=false",
+        ])?)?,
         objects(&kustomize(&kustomize_dir("base"))?)?,
-        "kustomize base vs helm --set webhook.enabled=false",
+        "kustomize base vs helm --set webhook.enabled=false,admission.enabled=false",
     );
     assert_same_objects(
         objects(&helm_template(&[
             "--set",
             "webhook.existingSecret=imagewarden-webhook-token",
+            "--set",
+            "admission.enabled=false",
         ])?)?,
         objects(&kustomize(&kustomize_dir("webhook"))?)?,
         "kustomize webhook vs helm --set webhook.existingSecret=imagewarden-webhook-token",
+    );
+    assert_same_objects(
+        objects(&helm_template(&[
+            "--set",
+            "webhook.enabled=false",
+            "--set",
+            "admission.certManager.enabled=true",
+        ])?)?,
+        objects(&kustomize(&kustomize_dir("admission"))?)?,
+        "kustomize admission vs helm --set webhook.enabled=false,admission.certManager.enabled=true",
     );
     Ok(())
 }

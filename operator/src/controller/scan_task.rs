@@ -54,7 +54,7 @@ pub fn parse_image(image: &str) -> Option<(String, String, Option<String>, Optio
     Some((host.to_string(), repo, tag, digest))
 }
 
-fn condition(
+pub(crate) fn condition(
     type_: &str,
     ok: bool,
     reason: &str,

@@ -204,4 +204,32 @@ pub struct ImageScanResultStatus {
     /// such a result is removed after the rule's `resultRetention`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Findings accepted by live VulnerabilityExceptions of this namespace, by
+    /// severity; still listed and still in `summary`. Written by the policy controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excepted: Option<SeverityCounts>,
+    /// The verdict of each ImagePolicy covering this image, computed ahead of admission.
+    /// Written by the policy controller.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<PolicyVerdictEntry>,
+}
+
+/// One ImagePolicy's verdict on an image.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyVerdictEntry {
+    /// Name of the ImagePolicy.
+    pub policy: String,
+    /// The policy's generation the verdict was computed for.
+    #[serde(default)]
+    pub generation: i64,
+    /// `Pass`, `Warn` or `Violation` (before the policy's mode is applied).
+    pub verdict: String,
+    /// The top reasons, most severe first (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    /// When the verdict stops holding (a result ages past `maxResultAge`, or an
+    /// exception expires); it is computed again then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<Time>,
 }

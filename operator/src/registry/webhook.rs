@@ -111,16 +111,20 @@ impl Default for ServerOptions {
     }
 }
 
-/// The TLS settings of a certificate chain and private key in PEM files; the error names
-/// the file and what is wrong with it.
-pub fn tls_config(
+/// A certificate chain and private key read from PEM files; the error names the file and
+/// what is wrong with it.
+pub fn read_pem_files(
     cert_file: &Path,
     key_file: &Path,
-) -> Result<Arc<tokio_rustls::rustls::ServerConfig>, String> {
+) -> Result<
+    (
+        Vec<rustls_pki_types::CertificateDer<'static>>,
+        rustls_pki_types::PrivateKeyDer<'static>,
+    ),
+    String,
+> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    use tokio_rustls::rustls;
-
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
         .and_then(|certs| certs.collect())
         .map_err(|e| format!("{}: not PEM certificates: {e}", cert_file.display()))?;
@@ -129,6 +133,18 @@ pub fn tls_config(
     }
     let key = PrivateKeyDer::from_pem_file(key_file)
         .map_err(|e| format!("{}: no PEM private key: {e}", key_file.display()))?;
+    Ok((certs, key))
+}
+
+/// The TLS settings of a certificate chain and private key in PEM files; the error names
+/// the file and what is wrong with it.
+pub fn tls_config(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<Arc<tokio_rustls::rustls::ServerConfig>, String> {
+    use tokio_rustls::rustls;
+
+    let (certs, key) = read_pem_files(cert_file, key_file)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -196,6 +212,16 @@ pub async fn serve_with(
     options: ServerOptions,
 ) -> io::Result<()> {
     let router = router_with(token, events, &options);
+    serve_router(listener, router, options).await
+}
+
+/// Serves `router` on `listener` until the task is dropped, as [`serve_with`] does
+/// (also what the admission webhook is served with).
+pub async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    options: ServerOptions,
+) -> io::Result<()> {
     let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));
     let acceptor = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     loop {
