@@ -20,8 +20,9 @@ const MAX_RESULT_RETENTION: Duration = Duration::from_secs(10 * 366 * 24 * 3600)
 /// Parses a `resultRetention` value (`168h`, `30m`, `7d`, `1h 30m`); the error says what
 /// to write.
 pub fn parse_retention(value: &str) -> Result<Duration, String> {
-    let parsed =
-        crate::config::parse_duration(value).map_err(|e| format!("spec.resultRetention: {e}"))?;
+    let parsed = crate::config::parse_duration(value).map_err(|_| {
+        format!("spec.resultRetention {value:?} is not a duration such as 168h, 30m or 7d")
+    })?;
     if parsed > MAX_RESULT_RETENTION {
         return Err(format!(
             "spec.resultRetention {value:?} is longer than ten years"

@@ -499,7 +499,7 @@ fn the_mode_decides_what_a_violation_does() {
 #[test]
 fn unusable_specs_are_refused_with_the_field() {
     let mut spec = policy(DenyRules::default());
-    spec.max_result_age = Some("7 days".into());
+    spec.max_result_age = Some("seven days".into());
     assert!(validate(&spec)
         .unwrap_err()
         .starts_with("spec.maxResultAge"));
