@@ -7,7 +7,7 @@ use kube::Client;
 use std::collections::BTreeMap;
 
 use crate::crd::RegistrySpec;
-use crate::registry::{Credentials, RegistryAccess};
+use crate::registry::{Credentials, FromSecretData as _, RegistryAccess};
 use crate::Error;
 
 /// The data of a Secret, with `stringData` folded in.

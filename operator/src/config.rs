@@ -13,6 +13,44 @@ pub enum ExecutorKind {
     Job,
 }
 
+/// What one scan may take (inline or in a scanner Job); exceeding a budget fails the
+/// image's scan with a clear message, or skips one file with a warning.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ScanBudgetSettings {
+    /// Most uncompressed layer bytes one scan reads, over all layers (decompression
+    /// bombs); a bigger image fails. Bytes, or with a unit: 16Gi.
+    #[arg(long, env = "IMAGEWARDEN_MAX_IMAGE_BYTES", value_parser = imagewarden_scanner::budget::parse_bytes, default_value = "16Gi")]
+    pub max_image_bytes: u64,
+    /// Largest file read into memory for an analyzer (package databases, archives,
+    /// binaries); bigger files are skipped with a warning. Bytes, or with a unit: 128Mi.
+    #[arg(long, env = "IMAGEWARDEN_MAX_FILE_BYTES", value_parser = imagewarden_scanner::budget::parse_bytes, default_value = "128Mi")]
+    pub max_file_bytes: u64,
+    /// Most bytes of analysis results (packages, findings, warnings) one scan keeps in
+    /// memory; an image that needs more fails. Bytes, or with a unit: 64Mi.
+    #[arg(long, env = "IMAGEWARDEN_MAX_RETAINED_BYTES", value_parser = imagewarden_scanner::budget::parse_bytes, default_value = "64Mi")]
+    pub max_retained_bytes: u64,
+}
+
+impl ScanBudgetSettings {
+    /// The scanner's budgets.
+    pub fn budgets(&self) -> imagewarden_scanner::budget::ScanBudgets {
+        imagewarden_scanner::budget::ScanBudgets {
+            max_image_bytes: self.max_image_bytes,
+            max_file_bytes: self.max_file_bytes,
+            max_retained_bytes: self.max_retained_bytes,
+        }
+    }
+
+    /// The same budgets as arguments of `scan-image` (scanner Jobs).
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            format!("--max-image-bytes={}", self.max_image_bytes),
+            format!("--max-file-bytes={}", self.max_file_bytes),
+            format!("--max-retained-bytes={}", self.max_retained_bytes),
+        ]
+    }
+}
+
 /// Settings of scanner Jobs (the `job` executor).
 #[derive(Clone, Debug, clap::Args)]
 pub struct JobSettings {
@@ -23,30 +61,16 @@ pub struct JobSettings {
         default_value = "imagewarden:latest"
     )]
     pub scanner_image: String,
-    /// ServiceAccount scanner Jobs run as (needs only to write ImageScanResults).
-    #[arg(
-        long,
-        env = "IMAGEWARDEN_SCANNER_SERVICE_ACCOUNT",
-        default_value = "imagewarden-scanner"
-    )]
-    pub scanner_service_account: String,
-    /// ClusterRole bound to the scanner ServiceAccount in each namespace that gets scanner
-    /// Jobs (the operator creates the ServiceAccount and a RoleBinding there when missing).
-    #[arg(
-        long,
-        env = "IMAGEWARDEN_SCANNER_CLUSTER_ROLE",
-        default_value = "imagewarden-scanner"
-    )]
-    pub scanner_cluster_role: String,
     /// ConfigMap of YARA rules (`*.yar` keys) that scanner Jobs mount from their own
     /// namespace, when it exists there, and add to the bundled malware rules.
     #[arg(long, env = "IMAGEWARDEN_JOB_MALWARE_RULES_CONFIGMAP")]
     pub job_malware_rules_configmap: Option<String>,
-    /// Seconds a scanner Job may run before it is stopped.
-    #[arg(long, default_value_t = 1800)]
+    /// How long a scanner Job may run before it is stopped (`30m`, or seconds).
+    #[arg(long, value_parser = duration_seconds_i64, default_value = "30m")]
     pub job_active_deadline_seconds: i64,
-    /// Seconds a finished scanner Job is kept before Kubernetes deletes it.
-    #[arg(long, default_value_t = 600)]
+    /// How long a finished scanner Job is kept before Kubernetes deletes it (`10m`, or
+    /// seconds).
+    #[arg(long, value_parser = duration_seconds_i32, default_value = "10m")]
     pub job_ttl_seconds: i32,
     /// Pod retries of one scanner Job before the image is Failed.
     #[arg(long, default_value_t = 2)]
@@ -54,9 +78,14 @@ pub struct JobSettings {
     /// CPU limit of a scanner container.
     #[arg(long, default_value = "1")]
     pub job_cpu_limit: String,
-    /// Memory limit of a scanner container.
+    /// Memory limit of a scanner container. It must hold the database, the largest file
+    /// (--max-file-bytes), the retained results (--max-retained-bytes) and 128 MiB more:
+    /// checked at start-up.
     #[arg(long, default_value = "512Mi")]
     pub job_memory_limit: String,
+    /// Budgets of each scan, inline or in a scanner Job (passed on to `scan-image`).
+    #[command(flatten)]
+    pub budgets: ScanBudgetSettings,
     /// Address scanner Jobs download the operator's compiled database from:
     /// `GET /db/<database version>` (plain HTTP; each Job verifies the content digest).
     #[arg(
@@ -81,6 +110,17 @@ pub struct JobSettings {
 }
 
 impl JobSettings {
+    /// Checks that a scan's budgets fit the scanner container's memory limit beside a
+    /// database of `db_bytes`.
+    pub fn check_memory(&self, db_bytes: u64) -> Result<(), String> {
+        let limit = imagewarden_scanner::budget::parse_bytes(&self.job_memory_limit)
+            .map_err(|e| format!("--job-memory-limit: {e}"))?;
+        self.budgets
+            .budgets()
+            .check_fits(limit, db_bytes)
+            .map_err(|e| format!("--job-memory-limit {}: {e}", self.job_memory_limit))
+    }
+
     /// Checks the database-serving settings against the executor: the job executor needs
     /// a way for Jobs to reach the operator, the inline executor takes none.
     pub fn check_db_serving(&self, executor: ExecutorKind) -> Result<(), String> {
@@ -222,8 +262,18 @@ pub struct OperatorConfig {
     pub official_db: OfficialDb,
     /// How often the database source is reloaded; a changed database re-matches stored
     /// inventories and notifies new findings.
-    #[arg(long, env = "IMAGEWARDEN_DB_REFRESH", value_parser = humantime_secs, default_value = "6h")]
+    #[arg(long, env = "IMAGEWARDEN_DB_REFRESH", value_parser = parse_duration, default_value = "6h")]
     pub db_refresh_interval: Duration,
+    /// Namespaces whose ScanRules, ScanTasks and ImageScanResults the operator watches,
+    /// reads and writes (comma-separated), and where it starts scanner Jobs and reads
+    /// Secrets; objects elsewhere are not seen. Empty (the default): every namespace.
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        value_parser = crate::scope::parse_namespace
+    )]
+    pub watch_namespaces: Vec<String>,
     /// Where scans run.
     #[arg(long, env = "IMAGEWARDEN_EXECUTOR", value_enum, default_value = "job")]
     pub executor: ExecutorKind,
@@ -254,11 +304,11 @@ pub struct OperatorConfig {
     )]
     pub webhook_tls_key_file: Option<PathBuf>,
     /// Time a push request's body (and a TLS handshake) may take to arrive.
-    #[arg(long, value_parser = humantime_secs, default_value = "10s")]
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub webhook_read_timeout: Duration,
     /// A push-webhook connection that sends no complete request head for this long (slow
     /// or idle) is closed.
-    #[arg(long, value_parser = humantime_secs, default_value = "30s")]
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
     pub webhook_idle_timeout: Duration,
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "IMAGEWARDEN_METRICS_ADDR", default_value = "0.0.0.0:8080")]
@@ -273,7 +323,7 @@ pub struct OperatorConfig {
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
     /// Seconds a coalescing window for push events lasts.
-    #[arg(long, value_parser = humantime_secs, default_value = "3s")]
+    #[arg(long, value_parser = parse_duration, default_value = "3s")]
     pub push_coalesce_window: Duration,
     /// YARA rules for the malware check, compiled with the bundled rules once at start-up:
     /// a `.yar` file or a directory of `*.yar` / `*.yara` files (e.g. a mounted ConfigMap).
@@ -290,9 +340,16 @@ pub struct OperatorConfig {
     pub egress: EgressSettings,
     #[command(flatten)]
     pub network_policy: NetworkPolicySettings,
+    #[command(flatten)]
+    pub admission: crate::policy::server::AdmissionArgs,
 }
 
 impl OperatorConfig {
+    /// The namespaces the operator acts in (`--watch-namespaces`).
+    pub fn watch_scope(&self) -> crate::scope::WatchScope {
+        crate::scope::WatchScope::from_list(&self.watch_namespaces)
+    }
+
     /// The scan checks, with the `--malware-rules` compiled (an error names the file and line).
     pub fn check_options(
         &self,
@@ -318,29 +375,59 @@ pub fn malware_check_options(
     Ok(checks)
 }
 
-/// Parses `90`, `90s`, `15m`, `6h` or `1d`.
-pub fn humantime_secs(s: &str) -> Result<Duration, String> {
+/// Parses a duration as flags, environment variables and chart values spell it: `90s`,
+/// `5m`, `1h30m`, `6h`, `1d` (any [`humantime`] duration), or a plain number of seconds as
+/// earlier releases took (`90`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: use e.g. 30s, 15m, 6h, 1d"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return Err(format!("invalid duration unit in {s:?}: use s, m, h or d")),
-    };
-    Ok(Duration::from_secs(secs))
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("invalid duration {s:?}: the number of seconds is too large"));
+    }
+    humantime::parse_duration(s).map_err(|e| {
+        format!("invalid duration {s:?} ({e}): use e.g. 90s, 5m, 1h30m, 6h, 1d or plain seconds")
+    })
+}
+
+/// A duration (see [`parse_duration`]) in whole seconds, for Kubernetes fields that take
+/// seconds; sub-second parts are refused rather than dropped.
+fn duration_seconds<T: TryFrom<u64>>(s: &str) -> Result<T, String> {
+    let duration = parse_duration(s)?;
+    if duration.subsec_nanos() != 0 {
+        return Err(format!("invalid duration {s:?}: use whole seconds"));
+    }
+    T::try_from(duration.as_secs()).map_err(|_| format!("invalid duration {s:?}: too long"))
+}
+
+/// [`duration_seconds`] for `i64` fields.
+pub fn duration_seconds_i64(s: &str) -> Result<i64, String> {
+    duration_seconds(s)
+}
+
+/// [`duration_seconds`] for `i32` fields.
+pub fn duration_seconds_i32(s: &str) -> Result<i32, String> {
+    duration_seconds(s)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{humantime_secs, malware_check_options};
+    use super::{malware_check_options, parse_duration, OperatorConfig};
     use std::time::Duration;
+
+    /// The operator's flags as `run` parses them, after a database source.
+    fn parse(extra: &[&str]) -> Result<OperatorConfig, clap::Error> {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: OperatorConfig,
+        }
+        let mut args = vec!["operator", "--db=/db.idx"];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args).map(|c| c.config)
+    }
 
     #[test]
     fn malware_rules_are_compiled_into_the_check_options() {
@@ -371,18 +458,7 @@ mod tests {
 
     #[test]
     fn the_job_executor_needs_an_address_for_jobs_and_the_inline_one_takes_none() {
-        use super::{ExecutorKind, OperatorConfig};
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            config: OperatorConfig,
-        }
-        let parse = |extra: &[&str]| {
-            let mut args = vec!["operator", "--db=/db.idx"];
-            args.extend_from_slice(extra);
-            Cli::try_parse_from(args).map(|c| c.config)
-        };
+        use super::ExecutorKind;
         let config = parse(&["--executor=job"]).unwrap();
         let err = config.job.check_db_serving(config.executor).unwrap_err();
         assert!(err.contains("--db-serve-service"), "{err}");
@@ -408,11 +484,76 @@ mod tests {
     }
 
     #[test]
+    fn scan_budgets_reach_scanner_jobs_and_must_fit_their_memory_limit() {
+        // The defaults fit the default 512Mi limit, with room for a database.
+        let config = parse(&[]).unwrap();
+        config.job.check_memory(128 << 20).unwrap();
+        assert_eq!(
+            config.job.budgets.args(),
+            [
+                "--max-image-bytes=17179869184",
+                "--max-file-bytes=134217728",
+                "--max-retained-bytes=67108864"
+            ]
+        );
+        let config = parse(&["--max-file-bytes=1Gi", "--max-retained-bytes=16Mi"]).unwrap();
+        assert_eq!(config.job.budgets.max_file_bytes, 1 << 30);
+        let err = config.job.check_memory(0).unwrap_err();
+        assert!(
+            err.contains("--job-memory-limit 512Mi") && err.contains("--max-file-bytes"),
+            "{err}"
+        );
+        let config = parse(&["--max-file-bytes=1Gi", "--job-memory-limit=2Gi"]).unwrap();
+        config.job.check_memory(256 << 20).unwrap();
+        assert!(parse(&["--max-retained-bytes=some"]).is_err());
+    }
+
+    #[test]
     fn durations_parse_with_units() {
-        assert_eq!(humantime_secs("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(humantime_secs("15m").unwrap(), Duration::from_secs(900));
-        assert_eq!(humantime_secs("6h").unwrap(), Duration::from_secs(21600));
-        assert!(humantime_secs("6x").is_err());
-        assert!(humantime_secs("h").is_err());
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("6h").unwrap(), Duration::from_secs(21600));
+        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86400));
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        for bad in ["6x", "h", "", "-5s", "5 parsecs"] {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(
+                err.contains("invalid duration") && err.contains("1h30m"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn job_durations_take_units_and_plain_seconds() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.job.job_active_deadline_seconds, 1800);
+        assert_eq!(config.job.job_ttl_seconds, 600);
+        let config = parse(&[
+            "--job-active-deadline-seconds=1h30m",
+            "--job-ttl-seconds=120",
+            "--push-coalesce-window=1m30s",
+        ])
+        .unwrap();
+        assert_eq!(config.job.job_active_deadline_seconds, 5400);
+        assert_eq!(config.job.job_ttl_seconds, 120);
+        assert_eq!(config.push_coalesce_window, Duration::from_secs(90));
+        let err = parse(&["--job-ttl-seconds=1500ms"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("whole seconds"), "{err}");
+        let err = parse(&["--job-ttl-seconds=100y"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("too long"), "{err}");
+        let err = parse(&["--webhook-read-timeout=soon"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("invalid duration \"soon\""), "{err}");
     }
 }

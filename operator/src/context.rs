@@ -58,21 +58,61 @@ pub struct InlineScans {
 /// A ScanTask as the task controller's queue names it.
 pub type TaskRef = ObjectRef<DeserializeGuard<ScanTask>>;
 
-/// What the watches of the ScanTask controller hold (set when the controllers start).
-#[derive(Clone)]
+/// What the watches of the ScanTask controller hold (set when the controllers start): one
+/// store per watched scope, each for its own namespaces.
+#[derive(Clone, Default)]
 pub struct Watched {
-    pub rules: Store<DeserializeGuard<ScanRule>>,
+    pub rules: Vec<Store<DeserializeGuard<ScanRule>>>,
     /// ImageScanResults without findings or inventories (see the controller's watch).
-    pub results: Store<DeserializeGuard<ImageScanResult>>,
-    /// Scanner Jobs (by their label) of every namespace.
-    pub jobs: Store<Job>,
+    pub results: Vec<Store<DeserializeGuard<ImageScanResult>>>,
+    /// Scanner Jobs (by their label).
+    pub jobs: Vec<Store<Job>>,
+}
+
+impl Watched {
+    /// Waits until every watch has listed its objects once; an error when the controllers
+    /// stop first.
+    pub async fn wait_until_ready(&self) -> Result<(), crate::Error> {
+        let stopping = |_| crate::Error::Invalid("the ScanTask controller is stopping".into());
+        for store in &self.rules {
+            store.wait_until_ready().await.map_err(stopping)?;
+        }
+        for store in &self.results {
+            store.wait_until_ready().await.map_err(stopping)?;
+        }
+        for store in &self.jobs {
+            store.wait_until_ready().await.map_err(stopping)?;
+        }
+        Ok(())
+    }
+
+    /// The rule `key` names.
+    pub fn rule(
+        &self,
+        key: &ObjectRef<DeserializeGuard<ScanRule>>,
+    ) -> Option<Arc<DeserializeGuard<ScanRule>>> {
+        self.rules.iter().find_map(|s| s.get(key))
+    }
+
+    /// The result `key` names.
+    pub fn result(
+        &self,
+        key: &ObjectRef<DeserializeGuard<ImageScanResult>>,
+    ) -> Option<Arc<DeserializeGuard<ImageScanResult>>> {
+        self.results.iter().find_map(|s| s.get(key))
+    }
+
+    /// Every scanner Job watched.
+    pub fn jobs(&self) -> Vec<Arc<Job>> {
+        self.jobs.iter().flat_map(|s| s.state()).collect()
+    }
 }
 
 /// How ScanTasks are woken besides watch events: an inline scan that ended, and a scan
 /// slot that freed up for tasks waiting on `maxConcurrentScans`.
 pub struct TaskWakeups {
-    sender: mpsc::UnboundedSender<TaskRef>,
-    receiver: Mutex<Option<mpsc::UnboundedReceiver<TaskRef>>>,
+    /// One channel per ScanTask controller, with the namespace it serves (`None`: all).
+    senders: Mutex<Vec<(Option<String>, mpsc::UnboundedSender<TaskRef>)>>,
     waiting: Mutex<HashSet<TaskRef>>,
     /// Scanner Jobs created (`namespace/name`) that the Job watch has not shown yet;
     /// they count against the bound.
@@ -84,10 +124,8 @@ pub struct TaskWakeups {
 
 impl Default for TaskWakeups {
     fn default() -> Self {
-        let (sender, receiver) = mpsc::unbounded_channel();
         Self {
-            sender,
-            receiver: Mutex::new(Some(receiver)),
+            senders: Mutex::default(),
             waiting: Mutex::default(),
             jobs_created: Mutex::default(),
             slots: tokio::sync::Mutex::new(()),
@@ -96,15 +134,28 @@ impl Default for TaskWakeups {
 }
 
 impl TaskWakeups {
-    /// Reconciles `task` soon.
+    /// Reconciles `task` soon (through the controller of its namespace).
     pub fn wake(&self, task: TaskRef) {
-        // Fails only when the controller has stopped.
-        let _ = self.sender.send(task);
+        let senders = self.senders.lock().expect("wakeups lock");
+        let ns = task.namespace.as_deref();
+        if let Some((_, sender)) = senders
+            .iter()
+            .find(|(scope, _)| scope.is_none() || scope.as_deref() == ns)
+        {
+            // Fails only when the controller has stopped.
+            let _ = sender.send(task);
+        }
     }
 
-    /// The stream of wake-ups, for the controller (once).
-    pub fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<TaskRef>> {
-        self.receiver.lock().expect("wakeups lock").take()
+    /// The wake-ups of the tasks in `namespace` (`None`: every namespace), for the
+    /// controller serving it.
+    pub fn subscribe(&self, namespace: Option<&str>) -> mpsc::UnboundedReceiver<TaskRef> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.senders
+            .lock()
+            .expect("wakeups lock")
+            .push((namespace.map(str::to_string), sender));
+        receiver
     }
 
     /// Records whether `task` waits for a scan slot.
@@ -171,6 +222,12 @@ pub struct Context {
     pub wakeups: TaskWakeups,
     /// Serializes notifying per task.
     pub notify_locks: Arc<TaskLocks>,
+    /// Deleted results waiting for collection.
+    pub lifecycle: crate::lifecycle::ResultLifecycle,
+    /// When each rule's registry was last probed, and what it answered.
+    pub registry_probes: crate::probe::RegistryProbes,
+    /// The namespaces the operator acts in.
+    pub scope: crate::scope::WatchScope,
 }
 
 impl Context {
@@ -184,6 +241,7 @@ impl Context {
             controller: FIELD_MANAGER.into(),
             instance: config.identity.clone(),
         };
+        let scope = config.watch_scope();
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -198,6 +256,9 @@ impl Context {
             watched: OnceLock::new(),
             wakeups: TaskWakeups::default(),
             notify_locks: Arc::default(),
+            lifecycle: Default::default(),
+            registry_probes: Default::default(),
+            scope,
         }
     }
 
@@ -211,6 +272,16 @@ impl Context {
     pub fn with_checks(mut self, checks: imagewarden_scanner::checks::CheckOptions) -> Self {
         self.checks = checks;
         self
+    }
+
+    /// The API handles of kind `K` the operator watches and lists through: one for every
+    /// namespace, or one per `--watch-namespaces` entry.
+    pub fn scoped_apis<K>(&self) -> Vec<kube::Api<K>>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        self.scope.apis(&self.client)
     }
 
     /// Counts a failed reconcile of `key` and returns how many in a row.

@@ -3,10 +3,10 @@
 //! results, and start a `DatabaseUpdate` task for each rule whose images gained findings
 //! (its notifications then report what is new).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use imagewarden_scanner::matcher::match_inventory;
+use futures::StreamExt;
 use imagewarden_scanner::vulndb::Db;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
@@ -15,13 +15,19 @@ use tracing::{info, warn};
 use crate::context::{Context, LoadedDb, FIELD_MANAGER};
 use crate::controller::notify::NEW_FINDINGS_ANNOTATION;
 use crate::controller::scan_rule::{start_task, task_name};
-use crate::crd::{FindingClass, ImageScanResult, ScanRule, TaskTrigger};
-use crate::result::{build_status, decode_inventory, ScanOutcome};
+use crate::crd::{ImageScanResult, ScanRule, TaskTrigger};
+use crate::finding_ids::stored_keys;
+use crate::lifecycle::scoped_result_pages;
+use crate::result::decode_inventory;
 use crate::Error;
 
 /// Loads the database from its configured sources (blocking work off the runtime).
-pub async fn load(sources: Vec<String>) -> anyhow::Result<LoadedDb> {
-    let db = tokio::task::spawn_blocking(move || Db::load(&sources)).await??;
+/// http(s) and oci:// sources are fetched only where `egress` allows.
+pub async fn load(
+    sources: Vec<String>,
+    egress: Arc<imagewarden_scanner::egress::EgressPolicy>,
+) -> anyhow::Result<LoadedDb> {
+    let db = tokio::task::spawn_blocking(move || Db::load_with(&sources, egress)).await??;
     warn_if_sample(&db);
     Ok(LoadedDb::new(db))
 }
@@ -30,10 +36,11 @@ pub async fn load(sources: Vec<String>) -> anyhow::Result<LoadedDb> {
 /// in the cache (downloaded when they changed; a failed download keeps the cached index).
 pub async fn load_configured(config: &crate::config::OperatorConfig) -> anyhow::Result<LoadedDb> {
     if !config.db.is_empty() {
-        return load(config.db.clone()).await;
+        return load(config.db.clone(), config.egress.policy()).await;
     }
     use imagewarden_scanner::vulndb::update;
-    let opts = config.official_db.options();
+    let mut opts = config.official_db.options();
+    opts.egress = config.egress.policy();
     let index = update::index_path(&opts.cache_dir);
     match update::update(&opts).await {
         Ok(summary) => info!(
@@ -69,15 +76,6 @@ fn warn_if_sample(db: &Db) {
     }
 }
 
-/// Identity of a vulnerability finding across database versions.
-fn finding_keys(status: &crate::crd::ImageScanResultStatus) -> BTreeSet<(String, Option<String>)> {
-    status
-        .findings
-        .iter()
-        .map(|f| (f.id.clone(), f.package.clone()))
-        .collect()
-}
-
 /// Re-matches the stored inventory of `result` against `db`; returns the new status and
 /// how many findings are new.
 pub fn rematch(
@@ -92,29 +90,20 @@ pub fn rematch(
     };
     let inventory = decode_inventory(encoded)
         .map_err(|e| Error::Scan(format!("stored inventory of {}: {e}", result.name_any())))?;
-    let matches = match_inventory(&inventory, &db.db).map_err(|e| Error::Scan(e.to_string()))?;
-    // Findings that do not come from the database stay as they were.
-    let extra = old
-        .findings
-        .iter()
-        .filter(|f| {
-            f.class == FindingClass::BaselineRisk
-                || (f.class == FindingClass::MaliciousSample && f.package.is_none())
-        })
-        .cloned()
-        .collect();
-    let mut status = build_status(ScanOutcome {
-        digest: &result.spec.digest,
-        inventory: &inventory,
-        matches: &matches,
-        extra,
-        database_version: &db.version,
-        database: db.db.info(),
+    let status = crate::result::rematch_inventory(&old, inventory, &result.spec.digest, db)?;
+    // Against every finding the result had, not only those its list kept.
+    let after = stored_keys(&status).unwrap_or_else(|| {
+        status
+            .findings
+            .iter()
+            .map(crate::finding_ids::key)
+            .collect()
     });
-    status.scan_time = old.scan_time.clone();
-    status.conditions = old.conditions.clone();
-    let before = finding_keys(&old);
-    let mut new: Vec<String> = finding_keys(&status)
+    let Some(before) = stored_keys(&old) else {
+        warn!(result = %result.name_any(), "the result's findings were cut and it keeps no finding ids (written by an older operator): no finding is reported as new");
+        return Ok(Some((status, Vec::new())));
+    };
+    let mut new: Vec<String> = after
         .difference(&before)
         .map(|(id, _)| id.clone())
         .collect();
@@ -136,47 +125,8 @@ pub async fn refresh(ctx: Arc<Context>) -> anyhow::Result<()> {
     ctx.metrics
         .database(&loaded.version, loaded.db.info().records);
 
-    let all: Api<ImageScanResult> = Api::all(ctx.client.clone());
-    // (namespace, rule) -> images with new findings
-    let mut touched: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    for result in all.list(&ListParams::default()).await? {
-        let ns = result.namespace().unwrap_or_default();
-        let (status, new) = match rematch(&result, &loaded) {
-            Ok(Some(x)) => x,
-            Ok(None) => continue,
-            Err(e) => {
-                warn!(result = %result.name_any(), error = %e, "re-matching failed; the image will be rescanned on its next task");
-                continue;
-            }
-        };
-        apply_result_status(&ctx.client, &ns, &result.name_any(), &status).await?;
-        if new.is_empty() {
-            continue;
-        }
-        // Bounded: the annotation names at most 200 new ids.
-        let ids: Vec<&str> = new.iter().take(200).map(String::as_str).collect();
-        let annotate = serde_json::json!({"metadata": {"annotations": {NEW_FINDINGS_ANNOTATION: ids.join(",")}}});
-        let api: Api<ImageScanResult> = Api::namespaced(ctx.client.clone(), &ns);
-        api.patch(
-            &result.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(annotate),
-        )
-        .await?;
-        for owner in result
-            .owner_references()
-            .iter()
-            .filter(|o| o.kind == "ScanRule")
-        {
-            touched
-                .entry((ns.clone(), owner.name.clone()))
-                .or_default()
-                .push(format!(
-                    "{}/{}@{}",
-                    result.spec.registry, result.spec.repository, result.spec.digest
-                ));
-        }
-    }
+    // (namespace, rule) -> images with new findings, or to scan again
+    let touched = rematch_all(&ctx, &loaded).await?;
     let version_tag: String = loaded
         .version
         .trim_start_matches("sha256:")
@@ -194,6 +144,69 @@ pub async fn refresh(ctx: Arc<Context>) -> anyhow::Result<()> {
         start_task(&ctx, &rule, &name, TaskTrigger::DatabaseUpdate, images).await?;
     }
     Ok(())
+}
+
+/// Re-matches every result not yet made with `loaded`, page by page; returns, per rule,
+/// the images that gained findings and those that keep no inventory (too large for the
+/// object, or unreadable): those are scanned again by the rule's database-update task.
+async fn rematch_all(
+    ctx: &Context,
+    loaded: &LoadedDb,
+) -> Result<BTreeMap<(String, String), Vec<String>>, Error> {
+    let mut touched: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    // A page at a time; results already made with the new database are skipped, also
+    // when an expired listing starts again.
+    let mut pages = std::pin::pin!(scoped_result_pages(ctx, ListParams::default()));
+    while let Some(page) = pages.next().await {
+        for result in page? {
+            let old_version = result
+                .status
+                .as_ref()
+                .and_then(|s| s.database_version.as_deref());
+            if result.status.is_none() || old_version == Some(loaded.version.as_str()) {
+                continue;
+            }
+            let ns = result.namespace().unwrap_or_default();
+            match rematch(&result, loaded) {
+                Ok(Some((status, new))) => {
+                    apply_result_status(&ctx.client, &ns, &result.name_any(), &status).await?;
+                    if new.is_empty() {
+                        continue;
+                    }
+                    // Bounded: the annotation names at most 200 new ids.
+                    let ids: Vec<&str> = new.iter().take(200).map(String::as_str).collect();
+                    let annotate = serde_json::json!({"metadata": {"annotations": {NEW_FINDINGS_ANNOTATION: ids.join(",")}}});
+                    let api: Api<ImageScanResult> = Api::namespaced(ctx.client.clone(), &ns);
+                    api.patch(
+                        &result.name_any(),
+                        &PatchParams::default(),
+                        &Patch::Merge(annotate),
+                    )
+                    .await?;
+                }
+                Ok(None) => {
+                    info!(result = %result.name_any(), "no stored inventory: the image is scanned again by its rule's database-update task");
+                }
+                Err(e) => {
+                    warn!(result = %result.name_any(), error = %e, "re-matching failed: the image is scanned again by its rule's database-update task");
+                }
+            }
+            for owner in result
+                .owner_references()
+                .iter()
+                .filter(|o| o.kind == "ScanRule")
+            {
+                touched
+                    .entry((ns.clone(), owner.name.clone()))
+                    .or_default()
+                    .push(format!(
+                        "{}/{}@{}",
+                        result.spec.registry, result.spec.repository, result.spec.digest
+                    ));
+            }
+        }
+    }
+    Ok(touched)
 }
 
 /// Writes an ImageScanResult's status (server-side apply, the operator's field manager).
@@ -222,6 +235,7 @@ pub(crate) async fn apply_result_status(
 mod tests {
     use super::*;
     use clap::Parser;
+    use sha2::Digest;
     use std::io::{Read, Write};
     use std::sync::Mutex;
 
@@ -277,6 +291,91 @@ mod tests {
         format!("http://{addr}")
     }
 
+    /// The status a scan of `inventory` with `db` writes.
+    fn scanned(inventory: serde_json::Value, db: &LoadedDb) -> crate::crd::ImageScanResultStatus {
+        let inventory: imagewarden_scanner::inventory::Inventory =
+            serde_json::from_value(inventory).unwrap();
+        let options = imagewarden_scanner::pipeline::ScanOptions::default();
+        let report =
+            imagewarden_scanner::pipeline::scan_inventory(inventory, Some(&db.db), &options)
+                .unwrap();
+        crate::result::result_status(&report, "sha256:00", &db.version)
+    }
+
+    fn openssl_result(db: &LoadedDb) -> ImageScanResult {
+        let status = scanned(
+            serde_json::json!({
+                "target": "r/app:1", "os": {"family": "debian", "version": "9"},
+                "packages": [{"ecosystem": "Debian", "name": "libssl1.1", "version": "1.1.0f-3+deb9u2",
+                    "purl": "pkg:deb/debian/libssl1.1@1.1.0f-3+deb9u2", "sourceName": "openssl",
+                    "path": "var/lib/dpkg/status"}]
+            }),
+            db,
+        );
+        let mut result = ImageScanResult::new(
+            "app-00",
+            crate::crd::ImageScanResultSpec {
+                registry: "r".into(),
+                repository: "app".into(),
+                digest: "sha256:00".into(),
+                tags: vec![],
+                tags_seen: vec![],
+            },
+        );
+        result.status = Some(status);
+        result
+    }
+
+    fn test_db() -> LoadedDb {
+        let osv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scanner/testdata/osv");
+        LoadedDb::new(Db::load(&[osv.display().to_string()]).unwrap())
+    }
+
+    #[test]
+    fn findings_cut_from_the_list_do_not_come_back_as_new() {
+        let db = test_db();
+        let mut result = openssl_result(&db);
+        let status = result.status.as_mut().unwrap();
+        assert!(status.findings.len() >= 2, "{:?}", status.findings);
+        // As when the list was cut to fit the object: only the first finding is listed.
+        status.findings.truncate(1);
+        status.truncated = true;
+        let (_, new) = rematch(&result, &db).unwrap().unwrap();
+        assert_eq!(new, Vec::<String>::new(), "every finding was there before");
+
+        // A finding that really is new is reported.
+        let mut result = openssl_result(&db);
+        let status = result.status.as_mut().unwrap();
+        let gone = status.findings.pop().unwrap();
+        status.finding_ids = crate::finding_ids::encode(&status.findings);
+        status.truncated = true;
+        let (_, new) = rematch(&result, &db).unwrap().unwrap();
+        assert_eq!(new, [gone.id]);
+    }
+
+    #[test]
+    fn an_inventory_too_large_to_keep_is_a_warning_and_a_rescan_not_a_silent_skip() {
+        let db = test_db();
+        // Thousands of packages with names that do not compress: over the budget.
+        let packages: Vec<serde_json::Value> = (0..20_000u32)
+            .map(|i| {
+                let name = hex::encode(sha2::Sha256::digest(i.to_be_bytes()));
+                serde_json::json!({"ecosystem": "npm", "name": name, "version": "1.0.0",
+                    "purl": format!("pkg:npm/{name}@1.0.0"), "path": format!("app/node_modules/{name}/package.json")})
+            })
+            .collect();
+        let status = scanned(
+            serde_json::json!({"target": "r/app:1", "packages": packages}),
+            &db,
+        );
+        assert_eq!(status.inventory, None);
+        assert_eq!(status.warnings[0], crate::result::INVENTORY_NOT_KEPT);
+        let mut result = openssl_result(&db);
+        result.status = Some(status);
+        // Nothing to re-match: the refresh hands the image to its rule's task to scan again.
+        assert!(rematch(&result, &db).unwrap().is_none());
+    }
+
     #[tokio::test]
     async fn without_db_the_official_sources_are_downloaded_cached_and_checked_again() {
         // A mirror holding one OSV archive (the npm test records), nothing of NVD.
@@ -315,6 +414,17 @@ mod tests {
         ])
         .unwrap();
         assert!(cli.config.db.is_empty());
+        // The mirror listens on loopback, which the egress policy denies: nothing is fetched.
+        let err = format!("{:#}", load_configured(&cli.config).await.err().unwrap());
+        assert!(
+            err.contains("is not fetched") && err.contains("loopback"),
+            "{err}"
+        );
+        assert!(
+            log.lock().unwrap().is_empty(),
+            "a request reached the mirror"
+        );
+        cli.config.egress.allow = vec!["127.0.0.0/8".parse().unwrap()];
         let first = load_configured(&cli.config).await.unwrap();
         assert_eq!(first.db.info().records as usize, records.len());
         assert_eq!(

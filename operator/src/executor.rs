@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use imagewarden_scanner::checks::CheckOptions;
-use imagewarden_scanner::matcher::match_inventory;
-use imagewarden_scanner::source::{self, ImageRef, PullOptions, RegistryCredentials};
+use imagewarden_scanner::finding::ScannerKind;
+use imagewarden_scanner::pipeline::{self, ScanOptions, ScanSource};
+use imagewarden_scanner::source::{ImageRef, PullOptions, RegistryCredentials};
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
 };
@@ -22,9 +23,9 @@ use kube::Client;
 
 use crate::config::JobSettings;
 use crate::context::{LoadedDb, FIELD_MANAGER};
-use crate::crd::{ImageScanResult, ImageScanResultSpec, ImageScanResultStatus};
+use crate::crd::{ImageScanResult, ImageScanResultSpec, ImageScanResultStatus, ScanRule};
 use crate::registry::RegistryAccess;
-use crate::result::{build_status, result_name, ScanOutcome};
+use crate::result::{result_name, result_scanners, result_status};
 use crate::Error;
 
 /// Where scanner Jobs mount the malware rules ConfigMap.
@@ -53,13 +54,16 @@ impl ScanTarget {
     }
 }
 
-/// Pulls and scans `target` with the scanner library, matching against `db`, with the file
-/// and configuration checks of `checks` (its malware rules compiled once, at start-up).
-pub async fn scan(
+/// Pulls and scans `target` with the scanner library's pipeline, running `scanners` only:
+/// matching against `db`, with the file checks' settings of `checks` (its malware rules
+/// compiled once, at start-up). Returns the result's status.
+pub async fn scan_target(
     target: &ScanTarget,
     access: &RegistryAccess,
     db: &LoadedDb,
     checks: &CheckOptions,
+    scanners: &[ScannerKind],
+    budgets: imagewarden_scanner::budget::ScanBudgets,
 ) -> Result<ImageScanResultStatus, Error> {
     // The scanner takes a CA file; keep it for the duration of the pull.
     let ca_file = match &access.ca_pem {
@@ -72,99 +76,58 @@ pub async fn scan(
         }
         None => None,
     };
-    let opts = PullOptions {
-        credentials: RegistryCredentials {
-            username: access.credentials.as_ref().map(|c| c.username.clone()),
-            password: access.credentials.as_ref().map(|c| c.password.clone()),
+    let mut options = ScanOptions {
+        scanners: scanners.to_vec(),
+        checks: checks.clone(),
+        pull: PullOptions {
+            credentials: RegistryCredentials {
+                username: access.credentials.as_ref().map(|c| c.username.clone()),
+                password: access.credentials.as_ref().map(|c| c.password.clone()),
+                ..Default::default()
+            },
+            ca_file: ca_file.as_ref().map(|f| f.path().to_path_buf()),
+            insecure: access.insecure,
+            egress: Some(access.egress.clone()),
             ..Default::default()
         },
-        ca_file: ca_file.as_ref().map(|f| f.path().to_path_buf()),
-        insecure: access.insecure,
-        egress: Some(access.egress.clone()),
-        ..Default::default()
+        filter: Default::default(),
     };
-    let reference = ImageRef::Registry(target.reference());
-    let mut analyzers = imagewarden_scanner::analyzer::default_analyzers();
-    analyzers.extend(imagewarden_scanner::checks::file_analyzers(checks));
-    let scanned = source::scan_with(&reference, &opts, analyzers)
+    options.pull = options.pull.with_budgets(budgets);
+    let source = ScanSource::Image(ImageRef::Registry(target.reference()));
+    let report = pipeline::scan(&source, Some(&db.db), &options)
         .await
         .map_err(|e| Error::Scan(e.to_string()))?;
-    let matches =
-        match_inventory(&scanned.inventory, &db.db).map_err(|e| Error::Scan(e.to_string()))?;
-    let mut status = build_status(ScanOutcome {
-        digest: &target.digest,
-        inventory: &scanned.inventory,
-        matches: &matches,
-        extra: crate::result::check_findings(&imagewarden_scanner::checks::run(&scanned, checks)),
-        database_version: &db.version,
-        database: db.db.info(),
-    });
+    let mut status = result_status(&report, &target.digest, &db.version);
     status.scan_time = Some(crate::now());
     Ok(status)
 }
 
-/// Makes sure `namespace` has the scanner ServiceAccount and a RoleBinding granting it
-/// the scanner ClusterRole (only what `scan-image` needs: writing ImageScanResults there).
-/// Objects that exist are left as they are, so an administrator may manage them.
-pub async fn ensure_scanner_identity(
-    client: &Client,
-    namespace: &str,
-    settings: &JobSettings,
-) -> Result<(), Error> {
-    use k8s_openapi::api::core::v1::ServiceAccount;
-    use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
-    use kube::api::PostParams;
+/// The scanners a rule asks for; images named by a task without a rule get all of them.
+pub fn rule_scanners(rule: Option<&ScanRule>) -> Vec<ScannerKind> {
+    match rule {
+        Some(rule) => rule.spec.scanners.clone(),
+        None => ScannerKind::ALL.to_vec(),
+    }
+}
 
-    let labels = BTreeMap::from([(
-        "app.kubernetes.io/managed-by".to_string(),
-        "imagewarden-operator".to_string(),
-    )]);
-    let name = &settings.scanner_service_account;
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-    if accounts.get_opt(name).await?.is_none() {
-        let sa = ServiceAccount {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(namespace.to_string()),
-                labels: Some(labels.clone()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        match accounts.create(&PostParams::default(), &sa).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), namespace);
-    if bindings.get_opt(name).await?.is_none() {
-        let rb = RoleBinding {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(namespace.to_string()),
-                labels: Some(labels),
-                ..Default::default()
-            },
-            role_ref: RoleRef {
-                api_group: "rbac.authorization.k8s.io".into(),
-                kind: "ClusterRole".into(),
-                name: settings.scanner_cluster_role.clone(),
-            },
-            subjects: Some(vec![Subject {
-                kind: "ServiceAccount".into(),
-                name: name.clone(),
-                namespace: Some(namespace.to_string()),
-                ..Default::default()
-            }]),
-        };
-        match bindings.create(&PostParams::default(), &rb).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
+/// The scanners of `wanted` that a result made by `ran` lacks.
+pub fn missing_scanners(ran: &[ScannerKind], wanted: &[ScannerKind]) -> Vec<ScannerKind> {
+    let mut missing: Vec<ScannerKind> = wanted
+        .iter()
+        .copied()
+        .filter(|s| !ran.contains(s))
+        .collect();
+    missing.sort();
+    missing.dedup();
+    missing
+}
+
+/// Whether a stored result answers a scan with `scanners` as it is: made by this scanner,
+/// with the current database, by at least those scanners.
+pub fn reusable(result: &StoredResult, scanners: &[ScannerKind], current_db: &str) -> bool {
+    result.scanner_version.as_deref() == Some(imagewarden_scanner::SCANNER_VERSION)
+        && result.database_version.as_deref() == Some(current_db)
+        && missing_scanners(&result.scanners, scanners).is_empty()
 }
 
 /// Writes the ImageScanResult for `target` (spec, owner, labels, then status).
@@ -178,15 +141,8 @@ pub async fn store_result(
     let api: Api<ImageScanResult> = Api::namespaced(client.clone(), namespace);
     let name = target.result_name();
     let existing = api.get_opt(&name).await?;
-    let mut tags: Vec<String> = existing
-        .as_ref()
-        .map(|r| r.spec.tags.clone())
-        .unwrap_or_default();
-    for t in &target.tags {
-        if !tags.contains(t) {
-            tags.push(t.clone());
-        }
-    }
+    let tags_seen =
+        crate::lifecycle::tags_for_write(existing.as_ref(), &target.digest, &target.tags);
     let mut owners: Vec<OwnerReference> = existing
         .as_ref()
         .and_then(|r| r.metadata.owner_references.clone())
@@ -202,7 +158,8 @@ pub async fn store_result(
             registry: target.registry.clone(),
             repository: target.repository.clone(),
             digest: target.digest.clone(),
-            tags,
+            tags: crate::lifecycle::tags::tag_names(&tags_seen),
+            tags_seen,
         },
     );
     object.metadata.owner_references = (!owners.is_empty()).then_some(owners);
@@ -304,11 +261,13 @@ pub struct JobOwner<'a> {
     pub attempt: u32,
 }
 
-/// The scanner Job for one image of a task (pure; the controller creates it).
+/// The scanner Job for one image of a task, running `scanners` (pure; the controller
+/// creates it).
 pub fn build_job(
     settings: &JobSettings,
     job: JobOwner<'_>,
     target: &ScanTarget,
+    scanners: &[ScannerKind],
     registry: &JobRegistry,
     database: &JobDatabase,
 ) -> Job {
@@ -336,6 +295,7 @@ pub fn build_job(
         format!("--owner-kind={}", owner.kind),
         format!("--owner-name={}", owner.name),
         format!("--owner-uid={}", owner.uid),
+        scanners_arg(scanners),
     ];
     for t in &target.tags {
         args.push(format!("--tag={t}"));
@@ -344,6 +304,7 @@ pub fn build_job(
         args.push("--insecure".to_string());
     }
     args.extend(registry.egress_args.iter().cloned());
+    args.extend(settings.budgets.args());
     let mut volumes = vec![Volume {
         name: "tmp".into(),
         empty_dir: Some(EmptyDirVolumeSource {
@@ -422,9 +383,10 @@ pub fn build_job(
         ("memory".to_string(), Quantity("128Mi".into())),
     ]);
     let labels = job_labels(task_name, target);
+    let name = job_name(&owner.uid, target, attempt);
     Job {
         metadata: ObjectMeta {
-            name: Some(job_name(&owner.uid, target, attempt)),
+            name: Some(name.clone()),
             namespace: Some(namespace.to_string()),
             labels: Some(labels.clone()),
             annotations: Some(BTreeMap::from([(
@@ -461,7 +423,9 @@ pub fn build_job(
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
-                    service_account_name: Some(settings.scanner_service_account.clone()),
+                    // The Job's own ServiceAccount: it may write this image's result only
+                    // (see crate::scanner_identity).
+                    service_account_name: Some(name),
                     automount_service_account_token: Some(true),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
@@ -507,6 +471,12 @@ pub fn build_job(
         }),
         ..Default::default()
     }
+}
+
+/// The `--scanners` argument of `scan-image` (`--scanners=vuln,secret`).
+pub fn scanners_arg(scanners: &[ScannerKind]) -> String {
+    let names: Vec<&str> = scanners.iter().map(|s| s.cli_name()).collect();
+    format!("--scanners={}", names.join(","))
 }
 
 /// A scanner Job as far as its outcome goes.
@@ -563,16 +533,25 @@ pub struct StoredResult {
     pub scanner_version: Option<String>,
     pub database_version: Option<String>,
     pub has_inventory: bool,
+    /// The scanners that made it.
+    pub scanners: Vec<ScannerKind>,
+}
+
+impl StoredResult {
+    /// What `status` says about the scan that wrote it.
+    pub fn of_status(status: &ImageScanResultStatus) -> Self {
+        Self {
+            scanner_version: status.scanner_version.clone(),
+            database_version: status.database_version.clone(),
+            has_inventory: status.inventory.is_some(),
+            scanners: result_scanners(status),
+        }
+    }
 }
 
 impl From<&ImageScanResult> for StoredResult {
     fn from(r: &ImageScanResult) -> Self {
-        let st = r.status.as_ref();
-        Self {
-            scanner_version: st.and_then(|s| s.scanner_version.clone()),
-            database_version: st.and_then(|s| s.database_version.clone()),
-            has_inventory: st.is_some_and(|s| s.inventory.is_some()),
-        }
+        r.status.as_ref().map(Self::of_status).unwrap_or_default()
     }
 }
 
@@ -603,11 +582,12 @@ impl ScanVerdict {
 }
 
 /// Judges the result a finished scan (`scan`, e.g. "scanner Job iw-scan-…") wrote as
-/// `result_name`, against the current database.
+/// `result_name`, against the current database and the scanners the rule wants.
 pub fn judge_result(
     scan: &str,
     result_name: &str,
     result: Option<&StoredResult>,
+    wanted: &[ScannerKind],
     current_db: &str,
 ) -> ScanVerdict {
     let Some(result) = result else {
@@ -621,6 +601,15 @@ pub fn judge_result(
         return ScanVerdict::Failed(format!(
             "{scan} ran scanner {scanner}, the operator runs {}: scanner Jobs must use the operator's image",
             imagewarden_scanner::SCANNER_VERSION
+        ));
+    }
+    let missing = missing_scanners(&result.scanners, wanted);
+    if !missing.is_empty() {
+        // Another scan of the digest, for a rule with other scanners, wrote it last.
+        let names: Vec<&str> = missing.iter().map(|s| s.cli_name()).collect();
+        return ScanVerdict::Rescan(format!(
+            "result {result_name} was made without the {} scanner(s) the rule asks for; rescanning",
+            names.join(", ")
         ));
     }
     let scanned_with = result.database_version.as_deref().unwrap_or("unknown");
@@ -640,19 +629,21 @@ pub fn rescan_message(scanned_with: &str, current_db: &str) -> String {
     format!("scanned with database {scanned_with}, current is {current_db}; rescanning")
 }
 
-/// Judges a scanner Job: `job_db` is the database version it was given.
+/// Judges a scanner Job: `job_db` is the database version it was given, `wanted` the
+/// scanners it ran.
 pub fn judge_job(
     job_name: &str,
     job_db: Option<&str>,
     state: &JobState,
     result_name: &str,
     result: Option<&StoredResult>,
+    wanted: &[ScannerKind],
     current_db: &str,
 ) -> ScanVerdict {
     let scan = format!("scanner Job {job_name}");
     match state {
         JobState::Running => ScanVerdict::Wait,
-        JobState::Succeeded => judge_result(&scan, result_name, result, current_db),
+        JobState::Succeeded => judge_result(&scan, result_name, result, wanted, current_db),
         JobState::Failed {
             exit_code: Some(code),
             ..
@@ -692,6 +683,7 @@ mod tests {
             scanner_version: Some(imagewarden_scanner::SCANNER_VERSION.into()),
             database_version: Some(db.into()),
             has_inventory: inventory,
+            scanners: ScannerKind::ALL.to_vec(),
         }
     }
 
@@ -751,6 +743,7 @@ mod tests {
             &JobState::Succeeded,
             "r",
             Some(&stored(OLD, true)),
+            &ScannerKind::ALL,
             NEW,
         );
         assert_eq!(
@@ -766,7 +759,8 @@ mod tests {
                 &JobState::Succeeded,
                 "r",
                 Some(&stored(NEW, true)),
-                NEW
+                &ScannerKind::ALL,
+                NEW,
             ),
             ScanVerdict::Completed
         );
@@ -780,6 +774,7 @@ mod tests {
             &JobState::Succeeded,
             "r",
             Some(&stored(OLD, false)),
+            &ScannerKind::ALL,
             NEW,
         );
         assert_eq!(
@@ -806,6 +801,7 @@ mod tests {
             &JobState::Succeeded,
             "res-1",
             None,
+            &ScannerKind::ALL,
             NEW,
         );
         assert_eq!(
@@ -824,6 +820,7 @@ mod tests {
             &JobState::Succeeded,
             "r",
             Some(&other),
+            &ScannerKind::ALL,
             NEW,
         ) else {
             panic!("another scanner's result is a failure");
@@ -839,14 +836,28 @@ mod tests {
         };
         // Its database was replaced by a refresh: a new Job gets the current one.
         assert_eq!(
-            judge_job("iw-scan-x", Some(OLD), &unavailable, "r", None, NEW),
+            judge_job(
+                "iw-scan-x",
+                Some(OLD),
+                &unavailable,
+                "r",
+                None,
+                &ScannerKind::ALL,
+                NEW
+            ),
             ScanVerdict::Rescan(format!(
                 "scanner Job iw-scan-x could not get database {OLD}, current is {NEW}; rescanning"
             ))
         );
-        let ScanVerdict::Rescan(why) =
-            judge_job("iw-scan-x", Some(NEW), &unavailable, "r", None, NEW)
-        else {
+        let ScanVerdict::Rescan(why) = judge_job(
+            "iw-scan-x",
+            Some(NEW),
+            &unavailable,
+            "r",
+            None,
+            &ScannerKind::ALL,
+            NEW,
+        ) else {
             panic!("retried");
         };
         assert!(
@@ -859,7 +870,9 @@ mod tests {
             exit_code: Some(crate::dbserve::EXIT_DB_REJECTED),
             message: "…".into(),
         };
-        let ScanVerdict::Rescan(why) = judge_job("j", Some(NEW), &rejected, "r", None, NEW) else {
+        let ScanVerdict::Rescan(why) =
+            judge_job("j", Some(NEW), &rejected, "r", None, &ScannerKind::ALL, NEW)
+        else {
             panic!("retried");
         };
         assert!(why.contains("rejected the download of"), "{why}");
@@ -869,13 +882,21 @@ mod tests {
             message: "Job has reached the specified backoff limit".into(),
         };
         assert_eq!(
-            judge_job("j", Some(NEW), &other, "r", None, NEW),
+            judge_job("j", Some(NEW), &other, "r", None, &ScannerKind::ALL, NEW),
             ScanVerdict::Failed(
                 "scanner Job j failed: Job has reached the specified backoff limit".into()
             )
         );
         assert_eq!(
-            judge_job("j", Some(NEW), &JobState::Running, "r", None, NEW),
+            judge_job(
+                "j",
+                Some(NEW),
+                &JobState::Running,
+                "r",
+                None,
+                &ScannerKind::ALL,
+                NEW
+            ),
             ScanVerdict::Wait
         );
     }
@@ -916,6 +937,7 @@ mod tests {
                 attempt: 2,
             },
             &target,
+            &[ScannerKind::Secret, ScannerKind::Vulnerability],
             &JobRegistry::default(),
             &database,
         );
@@ -942,12 +964,73 @@ mod tests {
             assert!(args.contains(&want), "{want} not in {args:?}");
         }
         assert!(!args.iter().any(|a| a.starts_with("--db=")), "{args:?}");
+        // Only the rule's scanners run, named as `scan-image` reads them.
+        assert!(
+            args.contains(&"--scanners=secret,vuln".to_string()),
+            "{args:?}"
+        );
         // Nothing but /tmp is mounted: the database is not a volume.
         assert_eq!(pod.volumes.unwrap().len(), 1);
         assert_eq!(
             c.termination_message_policy.as_deref(),
             Some("FallbackToLogsOnError")
         );
+    }
+
+    #[test]
+    fn a_result_made_without_a_scanner_the_rule_wants_is_scanned_again() {
+        let baseline_only = StoredResult {
+            scanners: vec![ScannerKind::Baseline],
+            ..stored(NEW, true)
+        };
+        let wanted = [
+            ScannerKind::Vulnerability,
+            ScannerKind::Baseline,
+            ScannerKind::Malware,
+        ];
+        assert_eq!(
+            judge_result("the scan", "r", Some(&baseline_only), &wanted, NEW),
+            ScanVerdict::Rescan(
+                "result r was made without the vuln, malware scanner(s) the rule asks for; rescanning"
+                    .into()
+            )
+        );
+        // A result of more scanners than the rule wants answers it.
+        assert_eq!(
+            judge_result(
+                "the scan",
+                "r",
+                Some(&stored(NEW, true)),
+                &[ScannerKind::Secret],
+                NEW
+            ),
+            ScanVerdict::Completed
+        );
+    }
+
+    #[test]
+    fn only_a_result_of_the_current_database_and_the_rules_scanners_is_reused() {
+        let status = ImageScanResultStatus {
+            scanner_version: Some(imagewarden_scanner::SCANNER_VERSION.into()),
+            database_version: Some(NEW.into()),
+            scanners: vec![ScannerKind::Baseline, ScannerKind::Secret],
+            ..Default::default()
+        };
+        let stored = StoredResult::of_status(&status);
+        assert!(reusable(&stored, &[ScannerKind::Secret], NEW));
+        assert!(!reusable(&stored, &[ScannerKind::Secret], OLD));
+        assert!(!reusable(&stored, &[ScannerKind::Malware], NEW));
+        // Results written before scanners were recorded ran them all.
+        let legacy = ImageScanResultStatus {
+            scanners: Vec::new(),
+            ..status
+        };
+        assert!(reusable(
+            &StoredResult::of_status(&legacy),
+            &ScannerKind::ALL,
+            NEW
+        ));
+        assert_eq!(rule_scanners(None), ScannerKind::ALL);
     }
 
     #[test]

@@ -9,12 +9,18 @@ pub mod crd;
 pub mod dbserve;
 pub mod dbupdate;
 pub mod executor;
+pub mod finding_ids;
 pub mod leader;
+pub mod lifecycle;
 pub mod metrics;
 pub mod netpol;
 pub mod notify;
+pub mod policy;
+pub mod probe;
 pub mod registry;
 pub mod result;
+pub mod scanner_identity;
+pub mod scope;
 
 /// Errors of reconciles and scans.
 #[derive(Debug, thiserror::Error)]

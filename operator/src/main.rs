@@ -13,7 +13,7 @@ use imagewarden_operator::context::Context;
 use imagewarden_operator::executor::{self, ScanTarget};
 use imagewarden_operator::leader::{self, LeaseSettings};
 use imagewarden_operator::metrics::Metrics;
-use imagewarden_operator::registry::{Credentials, RegistryAccess};
+use imagewarden_operator::registry::{Credentials, FromSecretData as _, RegistryAccess};
 use imagewarden_operator::{controller, dbserve, dbupdate};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use tracing::{error, info, warn};
@@ -69,7 +69,7 @@ struct ScanImageArgs {
     #[arg(long, requires = "db_url")]
     db_max_bytes: Option<u64>,
     /// How long failed downloads are retried (the operator may be restarting).
-    #[arg(long, value_parser = imagewarden_operator::config::humantime_secs, default_value = "2m")]
+    #[arg(long, value_parser = imagewarden_operator::config::parse_duration, default_value = "2m")]
     db_fetch_patience: Duration,
     /// Plain HTTP.
     #[arg(long)]
@@ -95,8 +95,18 @@ struct ScanImageArgs {
         value_delimiter = ','
     )]
     malware_rules: Vec<PathBuf>,
+    /// The scanners to run (comma-separated): vuln, baseline, secret, malware.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "vuln,baseline,secret,malware"
+    )]
+    scanners: Vec<imagewarden_scanner::finding::ScannerKind>,
     #[command(flatten)]
     egress: imagewarden_operator::config::EgressSettings,
+    #[command(flatten)]
+    budgets: imagewarden_operator::config::ScanBudgetSettings,
 }
 
 fn init_tracing() {
@@ -149,6 +159,10 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         .job
         .check_db_serving(config.executor)
         .map_err(anyhow::Error::msg)?;
+    if config.executor == ExecutorKind::Job {
+        // The budgets alone must fit a scanner container; the database is checked once loaded.
+        config.job.check_memory(0).map_err(anyhow::Error::msg)?;
+    }
     let checks = config
         .check_options()
         .context("loading the malware rules")?;
@@ -185,6 +199,11 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("loading the vulnerability database from {sources}"))?;
     info!(version = %db.version, records = db.db.info().records, "vulnerability database loaded");
+    if config.executor == ExecutorKind::Job {
+        if let Err(e) = config.job.check_memory(db.db.size() as u64) {
+            warn!("scanner Jobs may run out of memory: {e}");
+        }
+    }
     let metrics = Arc::new(Metrics::default());
     metrics.database(&db.version, db.db.info().records);
     let mut ctx =
@@ -208,6 +227,31 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
                 error!(error = %e, "database server stopped");
             }
         });
+    }
+
+    // Policy caches on every replica: each serves admission, the leader records verdicts.
+    // Policies are cluster-wide and judge Pods of every namespace: a namespace-scoped
+    // operator cannot read what they need, so it runs without them.
+    let admission_settings = imagewarden_operator::policy::admission::AdmissionSettings {
+        default_excluded: vec!["kube-system".to_string(), config.lease_namespace.clone()],
+    };
+    let admission_server = config.admission.server_config(admission_settings);
+    if !config.watch_namespaces.is_empty() && admission_server.is_some() {
+        anyhow::bail!(
+            "--watch-namespaces and the admission webhook (--admission-addr) exclude each other: admission judges Pods of every namespace against cluster-wide ImagePolicies, which a namespace-scoped operator cannot read"
+        );
+    }
+    let policy_caches = config
+        .watch_namespaces
+        .is_empty()
+        .then(|| imagewarden_operator::policy::server::Caches::start(&client));
+    if let (Some(server), Some(policy_caches)) = (admission_server, &policy_caches) {
+        tokio::time::timeout(Duration::from_secs(300), policy_caches.ready())
+            .await
+            .context("the admission caches (ImagePolicies, ImageScanResults, VulnerabilityExceptions, Namespaces, ScanTasks) did not fill within 5 minutes: are the CRDs installed and may the operator list them?")?
+            .context("an admission cache stopped")?;
+        imagewarden_operator::policy::server::spawn(ctx.clone(), policy_caches.clone(), server)
+            .await?;
     }
 
     let leading = if config.leader_elect {
@@ -235,7 +279,15 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
             "/metrics",
             get(move || {
                 let m = m.clone();
-                async move { m.render() }
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            imagewarden_operator::metrics::CONTENT_TYPE,
+                        )],
+                        m.render(),
+                    )
+                }
             }),
         )
         .route("/healthz", get(|| async { "ok" }))
@@ -274,6 +326,15 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     });
 
     spawn_push_trigger(ctx.clone()).await?;
+    if let Some(policy_caches) = policy_caches {
+        tokio::spawn(imagewarden_operator::policy::verdicts::run(
+            ctx.clone(),
+            policy_caches,
+        ));
+    }
+    tokio::spawn(imagewarden_operator::lifecycle::collect_deleted(
+        ctx.clone(),
+    ));
 
     let elect = config.leader_elect;
     let lost = async move {
@@ -329,10 +390,16 @@ async fn spawn_push_trigger(ctx: Arc<Context>) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let (deletes_tx, deletes_rx) = tokio::sync::mpsc::channel(1024);
+    tokio::spawn(imagewarden_operator::lifecycle::registry_deletes(
+        ctx.clone(),
+        deletes_rx,
+    ));
     let options = ServerOptions {
         idle_timeout: ctx.config.webhook_idle_timeout,
         read_timeout: ctx.config.webhook_read_timeout,
         tls,
+        deletes: Some(deletes_tx),
         ..ServerOptions::default()
     };
     let listener = tokio::net::TcpListener::bind(ctx.config.webhook_addr)
@@ -347,22 +414,26 @@ async fn spawn_push_trigger(ctx: Arc<Context>) -> anyhow::Result<()> {
     });
 
     // Guarded: one rule that cannot be read must not stop the push trigger for the others.
-    let (store, writer) = reflector::store::<kube::core::DeserializeGuard<ScanRule>>();
-    let rules = kube::Api::<kube::core::DeserializeGuard<ScanRule>>::all(ctx.client.clone());
-    tokio::spawn(
-        reflector(writer, watcher(rules, watcher::Config::default()))
-            .applied_objects()
-            .for_each(|_| async {}),
-    );
+    // One store per watched scope (a reflector follows one watch).
+    let mut stores = Vec::new();
+    for rules in ctx.scoped_apis::<kube::core::DeserializeGuard<ScanRule>>() {
+        let (store, writer) = reflector::store();
+        stores.push(store);
+        tokio::spawn(
+            reflector(writer, watcher(rules, watcher::Config::default()))
+                .applied_objects()
+                .for_each(|_| async {}),
+        );
+    }
     let (batches_tx, mut batches_rx) = tokio::sync::mpsc::channel(256);
     let window = ctx.config.push_coalesce_window;
     tokio::spawn(coalesce_pushes(
         events_rx,
         window,
         move |event| {
-            store
-                .state()
+            stores
                 .iter()
+                .flat_map(|store| store.state())
                 .filter_map(|guard| guard.0.as_ref().ok().cloned())
                 .filter(|rule| rule_matches_push(&rule.spec, event))
                 .map(|rule| (rule.namespace().unwrap_or_default(), rule.name_any()))
@@ -439,7 +510,7 @@ async fn scan_image(args: ScanImageArgs) -> Result<(), ScanImageError> {
             info!(version = %db.version, bytes = db.db.size(), "vulnerability database downloaded and verified");
             db
         }
-        None => dbupdate::load(args.db.clone()).await?,
+        None => dbupdate::load(args.db.clone(), args.egress.policy()).await?,
     };
     let mut access =
         RegistryAccess::new(&args.registry, args.insecure)?.with_egress(args.egress.policy());
@@ -475,7 +546,15 @@ async fn scan_image(args: ScanImageArgs) -> Result<(), ScanImageError> {
         }),
         _ => None,
     };
-    let status = executor::scan(&target, &access, &db, &checks).await?;
+    let status = executor::scan_target(
+        &target,
+        &access,
+        &db,
+        &checks,
+        &args.scanners,
+        args.budgets.budgets(),
+    )
+    .await?;
     let name = executor::store_result(&client, &args.namespace, &target, owner, &status).await?;
     info!(result = %name, findings = status.total_findings, "result written");
     Ok(())

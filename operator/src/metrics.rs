@@ -1,145 +1,277 @@
-//! Prometheus metrics, rendered in the text exposition format on `/metrics`.
+//! Prometheus metrics, kept in a `prometheus-client` registry and rendered in the
+//! OpenMetrics text format on `/metrics`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::ops::Deref;
+use std::sync::atomic::AtomicI64;
 
-/// Counters and gauges of the operator.
-#[derive(Default)]
-pub struct Metrics {
-    /// Reconciles by controller.
-    reconciles: Mutex<BTreeMap<String, u64>>,
-    /// Reconcile errors by controller and error label.
-    errors: Mutex<BTreeMap<(String, String), u64>>,
-    /// Tasks started by trigger.
-    tasks_started: Mutex<BTreeMap<String, u64>>,
-    /// Tasks finished by phase.
-    tasks_finished: Mutex<BTreeMap<String, u64>>,
-    /// Image scans by outcome (scanned, reused, rematched, failed).
-    scans: Mutex<BTreeMap<String, u64>>,
-    scan_seconds_sum: Mutex<f64>,
-    scan_seconds_count: AtomicU64,
-    /// Images waiting for a scan slot.
-    pub queue_depth: AtomicI64,
-    /// Scans running now.
-    pub scans_running: AtomicI64,
-    /// 1 while this replica holds the leader Lease.
-    pub leader: AtomicI64,
-    /// Version (content digest) and records of the vulnerability database in use.
-    database: Mutex<Option<(String, u64)>>,
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label pairs of one series.
+type Labels = Vec<(&'static str, String)>;
+
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A gauge whose value callers also read and change as an atomic integer.
+#[derive(Default, Clone)]
+pub struct AtomicGauge(Gauge<i64, AtomicI64>);
+
+impl Deref for AtomicGauge {
+    type Target = AtomicI64;
+
+    fn deref(&self) -> &AtomicI64 {
+        self.0.inner()
+    }
 }
 
-fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
-    *map.lock().expect("metrics lock").entry(key).or_default() += 1;
+/// Counters and gauges of the operator.
+pub struct Metrics {
+    registry: Registry,
+    /// Reconciles by controller.
+    reconciles: Family<Labels, Counter>,
+    /// Reconcile errors by controller and error label.
+    errors: Family<Labels, Counter>,
+    /// Tasks started by trigger.
+    tasks_started: Family<Labels, Counter>,
+    /// Tasks finished by phase.
+    tasks_finished: Family<Labels, Counter>,
+    /// Image scans by outcome (scanned, reused, rematched, failed).
+    scans: Family<Labels, Counter>,
+    scan_seconds: Histogram,
+    /// Images waiting for a scan slot.
+    pub queue_depth: AtomicGauge,
+    /// Scans running now.
+    pub scans_running: AtomicGauge,
+    /// 1 while this replica holds the leader Lease.
+    pub leader: AtomicGauge,
+    /// Version (content digest) of the vulnerability database in use.
+    database_info: Family<Labels, Gauge>,
+    /// Records of the vulnerability database in use.
+    database_records: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let reconciles = Family::default();
+        let errors = Family::default();
+        let tasks_started = Family::default();
+        let tasks_finished = Family::default();
+        let scans = Family::default();
+        // 0.5 s to about 68 min.
+        let scan_seconds = Histogram::new(exponential_buckets(0.5, 2.0, 14));
+        let queue_depth = AtomicGauge::default();
+        let scans_running = AtomicGauge::default();
+        let leader = AtomicGauge::default();
+        let database_info = Family::default();
+        let database_records = Gauge::default();
+        // Counters are registered without `_total`: the encoder appends it.
+        registry.register(
+            "imagewarden_reconciles",
+            "Reconciles by controller",
+            reconciles.clone(),
+        );
+        registry.register(
+            "imagewarden_reconcile_errors",
+            "Reconcile errors",
+            errors.clone(),
+        );
+        registry.register(
+            "imagewarden_tasks_started",
+            "Scan tasks started, by trigger",
+            tasks_started.clone(),
+        );
+        registry.register(
+            "imagewarden_tasks_finished",
+            "Scan tasks finished, by phase",
+            tasks_finished.clone(),
+        );
+        registry.register(
+            "imagewarden_image_scans",
+            "Image scans, by outcome (scanned, reused, rematched: made with a replaced \
+             database and re-matched, failed)",
+            scans.clone(),
+        );
+        registry.register(
+            "imagewarden_scan_duration_seconds",
+            "Duration of image scans",
+            scan_seconds.clone(),
+        );
+        registry.register(
+            "imagewarden_scan_queue_depth",
+            "Images waiting for a scan slot",
+            queue_depth.0.clone(),
+        );
+        registry.register(
+            "imagewarden_scans_running",
+            "Scans running now",
+            scans_running.0.clone(),
+        );
+        registry.register(
+            "imagewarden_leader",
+            "1 while this replica holds the leader Lease",
+            leader.0.clone(),
+        );
+        registry.register(
+            "imagewarden_database_info",
+            "The vulnerability database in use (scanner Jobs get the same one)",
+            database_info.clone(),
+        );
+        registry.register(
+            "imagewarden_database_records",
+            "Advisories in the vulnerability database in use",
+            database_records.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            errors,
+            tasks_started,
+            tasks_finished,
+            scans,
+            scan_seconds,
+            queue_depth,
+            scans_running,
+            leader,
+            database_info,
+            database_records,
+        }
+    }
+}
+
+fn label(name: &'static str, value: &str) -> Labels {
+    vec![(name, value.to_string())]
 }
 
 impl Metrics {
     pub fn reconcile(&self, controller: &str) {
-        bump(&self.reconciles, controller.to_string());
+        self.reconciles
+            .get_or_create(&label("controller", controller))
+            .inc();
     }
-    pub fn error(&self, controller: &str, label: &str) {
-        bump(&self.errors, (controller.to_string(), label.to_string()));
+    pub fn error(&self, controller: &str, error: &str) {
+        self.errors
+            .get_or_create(&vec![
+                ("controller", controller.to_string()),
+                ("error", error.to_string()),
+            ])
+            .inc();
     }
     pub fn task_started(&self, trigger: &str) {
-        bump(&self.tasks_started, trigger.to_string());
+        self.tasks_started
+            .get_or_create(&label("trigger", trigger))
+            .inc();
     }
     pub fn task_finished(&self, phase: &str) {
-        bump(&self.tasks_finished, phase.to_string());
+        self.tasks_finished
+            .get_or_create(&label("phase", phase))
+            .inc();
     }
     pub fn scan(&self, outcome: &str, seconds: Option<f64>) {
-        bump(&self.scans, outcome.to_string());
+        self.scans.get_or_create(&label("outcome", outcome)).inc();
         if let Some(s) = seconds {
-            *self.scan_seconds_sum.lock().expect("metrics lock") += s;
-            self.scan_seconds_count.fetch_add(1, Ordering::Relaxed);
+            self.scan_seconds.observe(s);
         }
     }
 
     /// Records the vulnerability database in use.
     pub fn database(&self, version: &str, records: u64) {
-        *self.database.lock().expect("metrics lock") = Some((version.to_string(), records));
+        self.database_info.clear();
+        self.database_info
+            .get_or_create(&label("version", version))
+            .set(1);
+        self.database_records
+            .set(i64::try_from(records).unwrap_or(i64::MAX));
     }
 
-    /// The metrics in Prometheus text format.
+    /// The metrics in the OpenMetrics text format (served as [`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counter =
-            |out: &mut String, name: &str, help: &str, label: &str, map: &BTreeMap<String, u64>| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-                for (k, v) in map {
-                    let _ = writeln!(out, "{name}{{{label}=\"{k}\"}} {v}");
-                }
-            };
-        counter(
-            &mut out,
-            "imagewarden_reconciles_total",
-            "Reconciles by controller.",
-            "controller",
-            &self.reconciles.lock().unwrap(),
-        );
-        let _ = writeln!(out, "# HELP imagewarden_reconcile_errors_total Reconcile errors.\n# TYPE imagewarden_reconcile_errors_total counter");
-        for ((c, e), v) in self.errors.lock().unwrap().iter() {
-            let _ = writeln!(
-                out,
-                "imagewarden_reconcile_errors_total{{controller=\"{c}\",error=\"{e}\"}} {v}"
-            );
-        }
-        counter(
-            &mut out,
-            "imagewarden_tasks_started_total",
-            "Scan tasks started, by trigger.",
-            "trigger",
-            &self.tasks_started.lock().unwrap(),
-        );
-        counter(
-            &mut out,
-            "imagewarden_tasks_finished_total",
-            "Scan tasks finished, by phase.",
-            "phase",
-            &self.tasks_finished.lock().unwrap(),
-        );
-        counter(
-            &mut out,
-            "imagewarden_image_scans_total",
-            "Image scans, by outcome (scanned, reused, rematched: made with a replaced database and re-matched, failed).",
-            "outcome",
-            &self.scans.lock().unwrap(),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP imagewarden_scan_duration_seconds Duration of image scans.\n# TYPE imagewarden_scan_duration_seconds summary\nimagewarden_scan_duration_seconds_sum {}\nimagewarden_scan_duration_seconds_count {}",
-            *self.scan_seconds_sum.lock().unwrap(),
-            self.scan_seconds_count.load(Ordering::Relaxed)
-        );
-        for (name, help, v) in [
-            (
-                "imagewarden_scan_queue_depth",
-                "Images waiting for a scan slot.",
-                &self.queue_depth,
-            ),
-            (
-                "imagewarden_scans_running",
-                "Scans running now.",
-                &self.scans_running,
-            ),
-            (
-                "imagewarden_leader",
-                "1 while this replica holds the leader Lease.",
-                &self.leader,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
-        }
-        if let Some((version, records)) = &*self.database.lock().unwrap() {
-            let _ = writeln!(
-                out,
-                "# HELP imagewarden_database_info The vulnerability database in use (scanner Jobs get the same one).\n# TYPE imagewarden_database_info gauge\nimagewarden_database_info{{version=\"{version}\"}} 1\n# HELP imagewarden_database_records Advisories in the vulnerability database in use.\n# TYPE imagewarden_database_records gauge\nimagewarden_database_records {records}"
-            );
-        }
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    /// The value of the series `series` (name and labels as written), as a scraper reads it.
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
+    #[test]
+    fn series_keep_their_names_and_labels() {
+        let m = Metrics::default();
+        m.reconcile("scantask");
+        m.reconcile("scantask");
+        m.reconcile("scanrule");
+        m.error("scantask", "registry");
+        m.task_started("schedule");
+        m.task_finished("Succeeded");
+        m.scan("scanned", Some(2.0));
+        m.scan("scanned", Some(3.0));
+        m.scan("reused", None);
+        m.queue_depth.store(4, Ordering::Relaxed);
+        m.scans_running.fetch_add(2, Ordering::Relaxed);
+        m.scans_running.fetch_sub(1, Ordering::Relaxed);
+        m.leader.store(1, Ordering::Relaxed);
+        let text = m.render();
+        let expect = [
+            ("imagewarden_reconciles_total{controller=\"scantask\"}", 2.0),
+            ("imagewarden_reconciles_total{controller=\"scanrule\"}", 1.0),
+            (
+                "imagewarden_reconcile_errors_total{controller=\"scantask\",error=\"registry\"}",
+                1.0,
+            ),
+            ("imagewarden_tasks_started_total{trigger=\"schedule\"}", 1.0),
+            ("imagewarden_tasks_finished_total{phase=\"Succeeded\"}", 1.0),
+            ("imagewarden_image_scans_total{outcome=\"scanned\"}", 2.0),
+            ("imagewarden_image_scans_total{outcome=\"reused\"}", 1.0),
+            ("imagewarden_scan_duration_seconds_sum", 5.0),
+            ("imagewarden_scan_duration_seconds_count", 2.0),
+            ("imagewarden_scan_queue_depth", 4.0),
+            ("imagewarden_scans_running", 1.0),
+            ("imagewarden_leader", 1.0),
+        ];
+        for (series, want) in expect {
+            assert_eq!(value(&text, series), Some(want), "{series} in\n{text}");
+        }
+        assert!(
+            text.contains("# TYPE imagewarden_reconciles counter"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(
+            value(&text, "imagewarden_database_info{version=\"sha256:a\"}"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_replaced_database_leaves_one_info_series() {
+        let m = Metrics::default();
+        m.database("sha256:a", 10);
+        m.database("sha256:b", 12);
+        let text = m.render();
+        assert_eq!(
+            value(&text, "imagewarden_database_info{version=\"sha256:b\"}"),
+            Some(1.0)
+        );
+        assert!(!text.contains("sha256:a"), "{text}");
+        assert_eq!(value(&text, "imagewarden_database_records"), Some(12.0));
     }
 }

@@ -5,15 +5,22 @@
 use std::io::{Read, Write};
 
 use base64::Engine;
+use imagewarden_scanner::finding::ScannerKind;
+use imagewarden_scanner::finding::{
+    CheckFinding, Finding as VulnerabilityFinding, FindingClass as ScannerFindingClass,
+    Severity as DbSeverity,
+};
 use imagewarden_scanner::inventory::Inventory;
-use imagewarden_scanner::matcher::{self, Matches};
-use imagewarden_scanner::report::coverage_warnings;
-use imagewarden_scanner::vulndb::{DbInfo, Severity as DbSeverity};
+use imagewarden_scanner::pipeline::{self, ScanOptions};
+use imagewarden_scanner::report::{unrated_warning, ScanReport};
 use sha2::{Digest, Sha256};
 
+use crate::context::LoadedDb;
 use crate::crd::{
     Finding, FindingClass, ImageScanResultStatus, OperatingSystem, ResultSummary, Severity,
+    SeverityCounts,
 };
+use crate::Error;
 
 /// Bytes the findings of one result may take when serialized. The object also holds the
 /// compressed inventory; together they stay well under the 1 MiB the result is promised
@@ -23,6 +30,9 @@ pub const FINDINGS_BUDGET: usize = 700 * 1024;
 /// Bytes the compressed inventory may take; larger inventories are not stored, and a
 /// database update then rescans the image instead of re-matching it.
 pub const INVENTORY_BUDGET: usize = 200 * 1024;
+
+/// The warning of a result whose inventory did not fit [`INVENTORY_BUDGET`].
+pub const INVENTORY_NOT_KEPT: &str = "the package inventory is larger than the 200 KiB a result keeps: a vulnerability database update scans this image again instead of re-matching it";
 
 /// Name of the ImageScanResult for `repository` at `digest`: readable, deterministic and
 /// a valid DNS subdomain. Different registries or repositories that sanitize alike get
@@ -70,7 +80,7 @@ pub fn severity(s: DbSeverity) -> Severity {
     }
 }
 
-fn vulnerability_finding(f: &matcher::Finding, class: FindingClass) -> Finding {
+fn vulnerability_finding(f: &VulnerabilityFinding, class: FindingClass) -> Finding {
     Finding {
         id: f.id.clone(),
         class,
@@ -88,10 +98,10 @@ fn vulnerability_finding(f: &matcher::Finding, class: FindingClass) -> Finding {
     }
 }
 
-/// Baseline risks, exposed secrets and malicious samples of a scan in CRD form. Secrets are
-/// already redacted by the scanner; the evidence says what was seen.
-pub fn check_findings(found: &imagewarden_scanner::checks::CheckFindings) -> Vec<Finding> {
-    let convert = |f: &imagewarden_scanner::checks::CheckFinding, class: FindingClass| Finding {
+/// A baseline risk, exposed secret or malicious sample in CRD form. Secrets are already
+/// redacted by the scanner; the evidence says what was seen.
+fn check_finding(f: &CheckFinding, class: FindingClass) -> Finding {
+    Finding {
         id: f.id.clone(),
         class,
         severity: severity(f.severity),
@@ -114,76 +124,76 @@ pub fn check_findings(found: &imagewarden_scanner::checks::CheckFindings) -> Vec
             })
             .or_else(|| f.config_key.clone()),
         link: None,
-    };
-    let mut out = Vec::new();
-    out.extend(
-        found
-            .baseline
-            .findings
-            .iter()
-            .map(|f| convert(f, FindingClass::BaselineRisk)),
-    );
-    out.extend(
-        found
-            .secrets
-            .findings
-            .iter()
-            .map(|f| convert(f, FindingClass::BaselineRisk)),
-    );
-    out.extend(
-        found
-            .malware
-            .findings
-            .iter()
-            .map(|f| convert(f, FindingClass::MaliciousSample)),
-    );
-    out
+    }
 }
 
-/// Every finding of a scan in CRD form (not yet sorted or cut).
-pub fn findings_of(matches: &Matches, extra: Vec<Finding>) -> Vec<Finding> {
-    let mut findings: Vec<Finding> = matches
+/// Every finding of a report in CRD form (not yet sorted or cut): vulnerabilities,
+/// malicious packages, then baseline risks, secrets and malicious samples.
+pub fn report_findings(report: &ScanReport) -> Vec<Finding> {
+    let mut findings: Vec<Finding> = report
         .vulnerabilities
         .iter()
         .map(|f| {
             let class = match f.class {
-                matcher::FindingClass::Os => FindingClass::SystemVulnerability,
-                matcher::FindingClass::App => FindingClass::ApplicationVulnerability,
+                ScannerFindingClass::Os => FindingClass::SystemVulnerability,
+                ScannerFindingClass::App => FindingClass::ApplicationVulnerability,
             };
             vulnerability_finding(f, class)
         })
         .collect();
     findings.extend(
-        matches
+        report
             .malicious_packages
             .iter()
             .map(|f| vulnerability_finding(f, FindingClass::MaliciousSample)),
     );
-    findings.extend(extra);
+    let sections = [
+        (&report.baseline_risks, FindingClass::BaselineRisk),
+        (&report.secrets, FindingClass::BaselineRisk),
+        (&report.malicious_samples, FindingClass::MaliciousSample),
+    ];
+    for (section, class) in sections {
+        if let Some(section) = section {
+            findings.extend(section.findings.iter().map(|f| check_finding(f, class)));
+        }
+    }
     findings
 }
 
-/// Counts by severity, in total and per class.
-pub fn summarize(findings: &[Finding]) -> ResultSummary {
-    let mut summary = ResultSummary::default();
-    for f in findings {
-        match f.class {
-            FindingClass::SystemVulnerability => summary.system_vulnerabilities.add(f.severity),
-            FindingClass::ApplicationVulnerability => {
-                summary.application_vulnerabilities.add(f.severity)
+impl ResultSummary {
+    /// Counts `findings` by severity, per class and in total.
+    pub fn of(findings: &[Finding]) -> ResultSummary {
+        let mut summary = ResultSummary::default();
+        for f in findings {
+            match f.class {
+                FindingClass::SystemVulnerability => &mut summary.system_vulnerabilities,
+                FindingClass::ApplicationVulnerability => &mut summary.application_vulnerabilities,
+                FindingClass::BaselineRisk => &mut summary.baseline_risks,
+                FindingClass::MaliciousSample => &mut summary.malicious_samples,
             }
-            FindingClass::BaselineRisk => summary.baseline_risks.add(f.severity),
-            FindingClass::MaliciousSample => summary.malicious_samples.add(f.severity),
+            .add(f.severity);
         }
-        match f.severity {
-            Severity::Critical => summary.critical += 1,
-            Severity::High => summary.high += 1,
-            Severity::Medium => summary.medium += 1,
-            Severity::Low => summary.low += 1,
-            Severity::Unknown => summary.unknown += 1,
+        let classes = [
+            &summary.system_vulnerabilities,
+            &summary.application_vulnerabilities,
+            &summary.baseline_risks,
+            &summary.malicious_samples,
+        ];
+        let sum = |level: fn(&SeverityCounts) -> u32| classes.iter().map(|c| level(c)).sum();
+        ResultSummary {
+            critical: sum(|c| c.critical),
+            high: sum(|c| c.high),
+            medium: sum(|c| c.medium),
+            low: sum(|c| c.low),
+            unknown: sum(|c| c.unknown),
+            ..summary.clone()
         }
     }
-    summary
+
+    /// All findings counted.
+    pub fn total(&self) -> u32 {
+        self.critical + self.high + self.medium + self.low + self.unknown
+    }
 }
 
 /// Sorts findings most severe first (then by score, id, package) and keeps as many as fit
@@ -215,35 +225,21 @@ pub fn sort_and_cut(findings: &mut Vec<Finding>, budget: usize) -> bool {
     cut
 }
 
-/// What goes into the status of an ImageScanResult for one scan.
-pub struct ScanOutcome<'a> {
-    pub digest: &'a str,
-    pub inventory: &'a Inventory,
-    pub matches: &'a Matches,
-    /// Baseline, secret and malware findings, already in CRD form.
-    pub extra: Vec<Finding>,
-    pub database_version: &'a str,
-    /// What the database holds: decides which packages could not be checked.
-    pub database: &'a DbInfo,
-}
-
 /// At most this many warnings are kept in a result, each at most [`WARNING_CHARS`] long
 /// (parts of them, such as OS names and rpm vendors, come from the image).
 pub const MAX_WARNINGS: usize = 20;
 /// See [`MAX_WARNINGS`].
 pub const WARNING_CHARS: usize = 300;
 
-/// The warnings of a scan, bounded for the status: coverage (see [`coverage_warnings`]),
+/// The warnings of a report, bounded for the status: coverage (see [`coverage_warnings`]),
 /// then the matcher's (versions and advisories that could not be evaluated), and when cut,
-/// one line counting the rest.
-pub fn result_warnings(
-    inventory: &Inventory,
-    database: &DbInfo,
-    matched: &[String],
-) -> Vec<String> {
-    let all: Vec<String> = coverage_warnings(inventory, database)
-        .into_iter()
-        .chain(matched.iter().cloned())
+/// one line counting the rest. The command-line hint about missing NVD ratings stays out.
+pub fn result_warnings(report: &ScanReport) -> Vec<String> {
+    let unrated = unrated_warning(report.database.nvd_records, &report.vulnerabilities);
+    let all: Vec<&String> = report
+        .warnings
+        .iter()
+        .filter(|w| Some(*w) != unrated.as_ref())
         .collect();
     let mut out: Vec<String> = all
         .iter()
@@ -263,33 +259,111 @@ pub fn result_warnings(
     out
 }
 
-/// Builds the status of an ImageScanResult (without scan time and conditions, which the
-/// caller sets).
-pub fn build_status(outcome: ScanOutcome<'_>) -> ImageScanResultStatus {
-    let mut findings = findings_of(outcome.matches, outcome.extra);
-    let summary = summarize(&findings);
+/// The status of the ImageScanResult of `report`, matched against database
+/// `database_version` (without scan time and conditions, which the caller sets).
+/// `digest` is the digest the image was asked for by (an index's, for a multi-platform image).
+pub fn result_status(
+    report: &ScanReport,
+    digest: &str,
+    database_version: &str,
+) -> ImageScanResultStatus {
+    status_with(report, digest, database_version, Vec::new())
+}
+
+/// The status of a stored result re-matched against a newer database: `report` holds the
+/// new matches of its stored inventory; the findings that do not come from the database
+/// (baseline risks, secrets, malicious files) and the scanners stay as they were.
+pub fn rematched_status(
+    old: &ImageScanResultStatus,
+    report: &ScanReport,
+    digest: &str,
+    database_version: &str,
+) -> ImageScanResultStatus {
+    let kept = old
+        .findings
+        .iter()
+        .filter(|f| {
+            f.class == FindingClass::BaselineRisk
+                || (f.class == FindingClass::MaliciousSample && f.package.is_none())
+        })
+        .cloned()
+        .collect();
+    let mut status = status_with(report, digest, database_version, kept);
+    status.scanners = old.scanners.clone();
+    status.scan_time = old.scan_time.clone();
+    status.conditions = old.conditions.clone();
+    status
+}
+
+/// Re-matches the stored `inventory` of a result with status `old` against `db` (only the
+/// vulnerability scanner uses the database, and only when it made the result).
+pub fn rematch_inventory(
+    old: &ImageScanResultStatus,
+    inventory: Inventory,
+    digest: &str,
+    db: &LoadedDb,
+) -> Result<ImageScanResultStatus, Error> {
+    let scanners = result_scanners(old)
+        .into_iter()
+        .filter(|s| *s == ScannerKind::Vulnerability)
+        .collect();
+    let options = ScanOptions {
+        scanners,
+        ..ScanOptions::default()
+    };
+    let report = pipeline::scan_inventory(inventory, Some(&db.db), &options)
+        .map_err(|e| Error::Scan(e.to_string()))?;
+    Ok(rematched_status(old, &report, digest, &db.version))
+}
+
+/// The scanners that made a stored result (results written before they were recorded ran
+/// them all).
+pub fn result_scanners(status: &ImageScanResultStatus) -> Vec<ScannerKind> {
+    if status.scanners.is_empty() {
+        ScannerKind::ALL.to_vec()
+    } else {
+        status.scanners.clone()
+    }
+}
+
+fn status_with(
+    report: &ScanReport,
+    digest: &str,
+    database_version: &str,
+    kept: Vec<Finding>,
+) -> ImageScanResultStatus {
+    let mut findings = report_findings(report);
+    findings.extend(kept);
+    let summary = ResultSummary::of(&findings);
     let total = findings.len() as u32;
+    let finding_ids = crate::finding_ids::encode(&findings);
     let truncated = sort_and_cut(&mut findings, FINDINGS_BUDGET);
+    let inventory = &report.inventory;
+    let encoded = encode_inventory(inventory);
+    let mut warnings = result_warnings(report);
+    if encoded.is_none() {
+        warnings.insert(0, INVENTORY_NOT_KEPT.to_string());
+        warnings.truncate(MAX_WARNINGS);
+    }
     ImageScanResultStatus {
-        short_digest: Some(short_digest(outcome.digest)),
-        os: outcome.inventory.os.as_ref().map(|os| OperatingSystem {
+        short_digest: Some(short_digest(digest)),
+        os: inventory.os.as_ref().map(|os| OperatingSystem {
             family: os.family.clone(),
             version: os.version.clone(),
         }),
         scanner_version: Some(imagewarden_scanner::SCANNER_VERSION.to_string()),
-        database_version: Some(outcome.database_version.to_string()),
+        database_version: Some(database_version.to_string()),
+        scanners: report.scanners.clone(),
         scan_time: None,
         summary,
         findings,
         truncated,
         total_findings: total,
-        warnings: result_warnings(
-            outcome.inventory,
-            outcome.database,
-            &outcome.matches.warnings,
-        ),
-        inventory: encode_inventory(outcome.inventory),
+        warnings,
+        inventory: encoded,
+        finding_ids,
         conditions: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -317,6 +391,14 @@ pub fn decode_inventory(encoded: &str) -> anyhow::Result<Inventory> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use imagewarden_scanner::matcher::{self, Matches};
+    use imagewarden_scanner::report::coverage_warnings;
+    use imagewarden_scanner::vulndb::DbInfo;
+
+    /// The report the pipeline makes of `inventory` and what matching found.
+    fn report_of(inventory: &Inventory, db: &DbInfo, matches: Matches) -> ScanReport {
+        ScanReport::new(inventory, db, matches, Vec::new())
+    }
 
     fn finding(id: &str, severity: Severity, score: Option<f64>) -> Finding {
         Finding {
@@ -361,7 +443,7 @@ mod tests {
             finding("CVE-4", Severity::High, Some(8.8)),
             finding("CVE-5", Severity::Unknown, None),
         ];
-        let all = summarize(&findings);
+        let all = ResultSummary::of(&findings);
         assert_eq!((all.critical, all.high, all.low, all.unknown), (1, 2, 1, 1));
         assert_eq!(all.system_vulnerabilities.total(), 5);
         assert!(!sort_and_cut(&mut findings, 1 << 20));
@@ -408,14 +490,11 @@ mod tests {
         }))
         .unwrap();
         let database = DbInfo::default();
-        let status = build_status(ScanOutcome {
-            digest: "sha256:3b5e2a7c6f1d8e9a0b4c2d6e8f0a1b3c5d7e9f1a2b4c6d8e0f2a4b6c8d0e2f4a",
-            inventory: &inventory,
-            matches: &Matches::default(),
-            extra: Vec::new(),
-            database_version: "sha256:0",
-            database: &database,
-        });
+        let status = result_status(
+            &report_of(&inventory, &database, Matches::default()),
+            "sha256:3b5e2a7c6f1d8e9a0b4c2d6e8f0a1b3c5d7e9f1a2b4c6d8e0f2a4b6c8d0e2f4a",
+            "sha256:0",
+        );
         assert_eq!(status.total_findings, 0);
         assert_eq!(
             status.warnings,
@@ -429,44 +508,27 @@ mod tests {
         // Image-controlled text is bounded in the object.
         let mut long = inventory.clone();
         long.os.as_mut().unwrap().family = "x".repeat(10_000);
-        let w = result_warnings(&long, &database, &[]);
+        let w = result_warnings(&report_of(&long, &database, Matches::default()));
         assert!(w.len() == 1 && w[0].chars().count() == WARNING_CHARS);
     }
 
     #[test]
     fn findings_carry_the_rating_and_whose_it_is() {
         // DLA-3008-1 has no rating of its own: NVD's CVSS of CVE-2022-1292 rates it.
-        let testdata = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scanner/testdata");
-        let mut builder = imagewarden_scanner::vulndb::DbBuilder::new();
-        builder
-            .add_source(testdata.join("osv").to_str().unwrap())
-            .unwrap();
-        builder
-            .add_source(&format!("nvd:{}", testdata.join("nvd").display()))
-            .unwrap();
-        let db = builder.into_db("test").unwrap();
-        let inventory: Inventory = serde_json::from_value(serde_json::json!({
-            "target": "r/app:1", "os": {"family": "debian", "version": "9"},
-            "packages": [{"ecosystem": "Debian", "name": "libssl1.1", "version": "1.1.0f-3+deb9u2",
-                "purl": "pkg:deb/debian/libssl1.1@1.1.0f-3+deb9u2", "sourceName": "openssl",
-                "path": "var/lib/dpkg/status"}]
-        }))
-        .unwrap();
-        let matches = imagewarden_scanner::matcher::match_inventory(&inventory, &db).unwrap();
+        let db = db_with_nvd();
+        let inventory = debian_inventory();
+        let matches = matcher::match_inventory(&inventory, &db).unwrap();
         let scanner_finding = matches
             .vulnerabilities
             .iter()
             .find(|f| f.id == "DLA-3008-1")
             .unwrap()
             .clone();
-        let status = build_status(ScanOutcome {
-            digest: "sha256:00",
-            inventory: &inventory,
-            matches: &matches,
-            extra: Vec::new(),
-            database_version: "sha256:db",
-            database: db.info(),
-        });
+        let status = result_status(
+            &report_of(&inventory, db.info(), matches.clone()),
+            "sha256:00",
+            "sha256:db",
+        );
         let f = status
             .findings
             .iter()
@@ -501,14 +563,11 @@ mod tests {
             !matches.warnings.is_empty(),
             "the matcher says it skipped the package"
         );
-        let status = build_status(ScanOutcome {
-            digest: "sha256:00",
-            inventory: &inventory,
-            matches: &matches,
-            extra: Vec::new(),
-            database_version: "sha256:db",
-            database: db.info(),
-        });
+        let status = result_status(
+            &report_of(&inventory, db.info(), matches.clone()),
+            "sha256:00",
+            "sha256:db",
+        );
         assert_eq!(status.total_findings, 0);
         assert_eq!(status.warnings.len(), matches.warnings.len());
         assert!(
@@ -521,11 +580,113 @@ mod tests {
 
         // Many warnings: the first ones, then one line counting the rest.
         let many: Vec<String> = (0..50).map(|i| format!("warning {i}")).collect();
-        let w = result_warnings(&inventory, db.info(), &many);
+        let mut report = report_of(&inventory, db.info(), Matches::default());
+        report.warnings = many;
+        let w = result_warnings(&report);
         assert_eq!(w.len(), MAX_WARNINGS);
         assert_eq!(
             w.last().unwrap(),
             &format!("{} more warning(s) not shown", 50 - (MAX_WARNINGS - 1))
         );
+    }
+
+    fn db_with_nvd() -> imagewarden_scanner::vulndb::Db {
+        let testdata = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scanner/testdata");
+        let mut builder = imagewarden_scanner::vulndb::DbBuilder::new();
+        builder
+            .add_source(testdata.join("osv").to_str().unwrap())
+            .unwrap();
+        builder
+            .add_source(&format!("nvd:{}", testdata.join("nvd").display()))
+            .unwrap();
+        builder.into_db("test").unwrap()
+    }
+
+    fn debian_inventory() -> Inventory {
+        serde_json::from_value(serde_json::json!({
+            "target": "r/app:1", "os": {"family": "debian", "version": "9"},
+            "packages": [{"ecosystem": "Debian", "name": "libssl1.1", "version": "1.1.0f-3+deb9u2",
+                "purl": "pkg:deb/debian/libssl1.1@1.1.0f-3+deb9u2", "sourceName": "openssl",
+                "path": "var/lib/dpkg/status"}]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_status_is_the_report_in_crd_form() {
+        let db = db_with_nvd();
+        let options = ScanOptions {
+            scanners: vec![ScannerKind::Vulnerability, ScannerKind::Secret],
+            ..ScanOptions::default()
+        };
+        let report = pipeline::scan_inventory(debian_inventory(), Some(&db), &options).unwrap();
+        let status = result_status(&report, "sha256:3b5e2a7c6f1d8e9a", "sha256:db");
+        assert_eq!(
+            status.scanners,
+            [ScannerKind::Vulnerability, ScannerKind::Secret]
+        );
+        assert_eq!(status.short_digest.as_deref(), Some("3b5e2a7c6f1d"));
+        assert_eq!(status.database_version.as_deref(), Some("sha256:db"));
+        assert_eq!(status.total_findings as usize, report.vulnerabilities.len());
+        assert_eq!(
+            status.summary.system_vulnerabilities.total() as usize,
+            report.vulnerabilities.len()
+        );
+        assert_eq!(u64::from(status.summary.total()), report.summary.total());
+        assert_eq!(
+            decode_inventory(status.inventory.as_deref().unwrap()).unwrap(),
+            debian_inventory()
+        );
+    }
+
+    #[test]
+    fn the_command_line_hint_about_missing_nvd_ratings_stays_out_of_the_status() {
+        // Without NVD, DLA-3008-1 (no rating of its own) is unknown: the report says why.
+        let testdata = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scanner/testdata");
+        let db =
+            imagewarden_scanner::vulndb::Db::load(&[testdata.join("osv").display().to_string()])
+                .unwrap();
+        let report =
+            pipeline::scan_inventory(debian_inventory(), Some(&db), &ScanOptions::default())
+                .unwrap();
+        let hint = unrated_warning(0, &report.vulnerabilities).expect("unrated findings");
+        assert!(report.warnings.contains(&hint));
+        let status = result_status(&report, "sha256:00", "sha256:db");
+        assert!(!status.warnings.contains(&hint), "{:?}", status.warnings);
+        assert_eq!(status.warnings.len(), report.warnings.len() - 1);
+    }
+
+    #[test]
+    fn a_rematch_keeps_the_scanners_and_adds_no_vulnerabilities_to_a_result_made_without_them() {
+        let db = crate::context::LoadedDb::new(db_with_nvd());
+        let old = ImageScanResultStatus {
+            scanners: vec![ScannerKind::Baseline],
+            findings: vec![Finding {
+                class: FindingClass::BaselineRisk,
+                package: None,
+                ..finding("IW-CIS-4.1-ROOT-USER", Severity::Medium, None)
+            }],
+            ..Default::default()
+        };
+        let status = rematch_inventory(&old, debian_inventory(), "sha256:00", &db).unwrap();
+        assert_eq!(status.scanners, [ScannerKind::Baseline]);
+        let ids: Vec<&str> = status.findings.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(ids, ["IW-CIS-4.1-ROOT-USER"]);
+        assert_eq!(
+            status.database_version.as_deref(),
+            Some(db.version.as_str())
+        );
+
+        // With the vulnerability scanner, the database's findings come in.
+        let old = ImageScanResultStatus {
+            scanners: vec![ScannerKind::Vulnerability, ScannerKind::Baseline],
+            ..old
+        };
+        let status = rematch_inventory(&old, debian_inventory(), "sha256:00", &db).unwrap();
+        assert!(status.findings.iter().any(|f| f.id == "DLA-3008-1"));
+        assert!(status
+            .findings
+            .iter()
+            .any(|f| f.id == "IW-CIS-4.1-ROOT-USER"));
     }
 }

@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use imagewarden_operator::crd::{FindingClass, ImageScanResult, ScanPhase, ScanRule, ScanTask};
+use imagewarden_operator::crd::{
+    FindingClass, ImageScanResult, ScanPhase, ScanRule, ScanTask, ScannerKind,
+};
 use imagewarden_tests::control_plane::ControlPlaneOptions;
 use imagewarden_tests::image::{push_image, LayerBuilder};
 use imagewarden_tests::operator::OperatorProcess;
@@ -49,7 +51,7 @@ where
         + std::fmt::Debug,
     K::DynamicType: Default,
 {
-    let obj: K = serde_yaml::from_str(yaml)?;
+    let obj: K = serde_norway::from_str(yaml)?;
     let api: Api<K> = Api::default_namespaced(client.clone());
     let name = obj.meta().name.clone().unwrap();
     Ok(api
@@ -109,6 +111,33 @@ spec:
         host = registry.host,
         insecure = registry.mode == RegistryMode::Plain,
     )
+}
+
+/// Asks `rule` for another manual scan and returns the name of the task that is not `previous`.
+async fn scan_now_again(
+    client: &Client,
+    rule: &str,
+    previous: &str,
+    value: &str,
+) -> Result<String> {
+    let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
+    let annotation =
+        serde_json::json!({"metadata": {"annotations": {"imagewarden.io/scan-now": value}}});
+    rules
+        .patch(rule, &PatchParams::default(), &Patch::Merge(annotation))
+        .await?;
+    wait_for("another task", Duration::from_secs(30), || {
+        let rules = rules.clone();
+        async move {
+            Ok(rules
+                .get(rule)
+                .await?
+                .status
+                .and_then(|s| s.last_task)
+                .filter(|t| t != previous))
+        }
+    })
+    .await
 }
 
 struct Pushed {
@@ -239,22 +268,7 @@ async fn namespace_rule_scans_each_matching_digest_once_and_cleans_up() -> Resul
 
     // A second manual scan reuses both results instead of rescanning.
     let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
-    rules
-        .patch("team-a", &PatchParams::default(), &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"imagewarden.io/scan-now": "second"}}})))
-        .await?;
-    let second = wait_for("a second task", Duration::from_secs(30), || {
-        let rules = rules.clone();
-        let first = task_name.clone();
-        async move {
-            Ok(rules
-                .get("team-a")
-                .await?
-                .status
-                .and_then(|s| s.last_task)
-                .filter(|t| *t != first))
-        }
-    })
-    .await?;
+    let second = scan_now_again(&client, "team-a", &task_name, "second").await?;
     let second = finished_task(&client, &second, Duration::from_secs(60)).await?;
     assert_eq!(second.status.unwrap().succeeded, 3);
     assert_eq!(
@@ -393,7 +407,7 @@ async fn wrong_registry_credentials_fail_each_image_with_the_reason() -> Result<
         )
         .replace("  annotations:\n    imagewarden.io/scan-now: first\n", "");
     apply::<ScanRule>(&client, &yaml).await?;
-    let task: ScanTask = serde_yaml::from_str(&format!(
+    let task: ScanTask = serde_norway::from_str(&format!(
         "apiVersion: imagewarden.io/v1alpha1\nkind: ScanTask\nmetadata: {{name: adhoc}}\nspec:\n  ruleRef: {{name: locked}}\n  images: ['{h}/team-a/app:v2']\n",
         h = registry.host
     ))?;
@@ -595,9 +609,10 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
     assert_eq!(spec.ttl_seconds_after_finished, Some(600));
     let pod = spec.template.spec.unwrap();
     assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    // Its own ServiceAccount, named after the Job.
     assert_eq!(
         pod.service_account_name.as_deref(),
-        Some("imagewarden-scanner")
+        job.metadata.name.as_deref()
     );
     assert_eq!(
         pod.security_context.as_ref().unwrap().run_as_non_root,
@@ -628,6 +643,9 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
         // The operator's egress settings reach the scanner too.
         "--egress-allow=127.0.0.0/8".to_string(),
         "--cluster-cidrs=10.96.0.0/12,10.244.0.0/16".to_string(),
+        // So do the scan budgets.
+        "--max-file-bytes=134217728".to_string(),
+        "--max-retained-bytes=67108864".to_string(),
     ] {
         assert!(args.contains(&want), "missing {want} in {args:?}");
     }
@@ -644,18 +662,19 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
     );
     // Bounded: one Job per digest, not more.
     assert_eq!(jobs.list(&ListParams::default()).await?.items.len(), 1);
-    // The Job's namespace got the scanner ServiceAccount, bound to the scanner ClusterRole
-    // only there.
+    // The Job's ServiceAccount is bound to a Role of the same name that writes only the
+    // image's result.
+    let job_name = job.metadata.name.clone().unwrap();
     let sa = Api::<k8s_openapi::api::core::v1::ServiceAccount>::default_namespaced(client.clone())
-        .get_opt("imagewarden-scanner")
+        .get_opt(&job_name)
         .await?;
     assert!(sa.is_some(), "scanner ServiceAccount created");
     let rb = Api::<k8s_openapi::api::rbac::v1::RoleBinding>::default_namespaced(client.clone())
-        .get("imagewarden-scanner")
+        .get(&job_name)
         .await?;
     assert_eq!(
         (rb.role_ref.kind.as_str(), rb.role_ref.name.as_str()),
-        ("ClusterRole", "imagewarden-scanner")
+        ("Role", job_name.as_str())
     );
     let subjects = rb.subjects.unwrap_or_default();
     assert_eq!(subjects.len(), 1);
@@ -665,8 +684,15 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
             subjects[0].name.as_str(),
             subjects[0].namespace.as_deref()
         ),
-        ("ServiceAccount", "imagewarden-scanner", Some("default"))
+        ("ServiceAccount", job_name.as_str(), Some("default"))
     );
+    let role = Api::<k8s_openapi::api::rbac::v1::Role>::default_namespaced(client.clone())
+        .get(&job_name)
+        .await?;
+    let result = imagewarden_operator::result::result_name(&registry.host, "team-a/app", &digest);
+    for rule in role.rules.unwrap() {
+        assert_eq!(rule.resource_names, Some(vec![result.clone()]));
+    }
     // The scanner Pods' NetworkPolicy, accepted by the API server: nothing in; out to DNS
     // and to every address but the denied ranges (the allowed loopback range aside).
     let policy =
@@ -945,7 +971,7 @@ async fn failing_scans_are_retried_a_bounded_number_of_times_then_fail_with_the_
     let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
     // A digest the registry does not hold: every pull fails.
     let missing = format!("{}/team-a/app@sha256:{}", registry.host, "0".repeat(64));
-    let task: ScanTask = serde_yaml::from_str(&format!(
+    let task: ScanTask = serde_norway::from_str(&format!(
         "apiVersion: imagewarden.io/v1alpha1\nkind: ScanTask\nmetadata: {{name: retried}}\nspec:\n  images: ['{missing}']\n"
     ))?;
     Api::<ScanTask>::default_namespaced(client.clone())
@@ -1485,7 +1511,7 @@ spec:
         .is_none());
 
     // A task naming an image there: that image fails, in our words.
-    let task: ScanTask = serde_yaml::from_str(
+    let task: ScanTask = serde_norway::from_str(
         "apiVersion: imagewarden.io/v1alpha1\nkind: ScanTask\nmetadata: {name: metadata-image}\nspec:\n  images: ['169.254.169.254/team-a/app:v1']\n",
     )?;
     Api::<ScanTask>::default_namespaced(client.clone())
@@ -1692,5 +1718,84 @@ async fn a_scan_that_ends_the_operator_fails_its_image_after_the_allowed_attempt
     operator
         .metric("imagewarden_image_scans_total{outcome=\"failed\"}")
         .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rule_runs_only_its_scanners_and_a_result_without_them_is_not_reused() -> Result<()> {
+    let (cp, client) = setup(false).await?;
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    let digest = push_image(&registry, "team-a/alpine", "v1", &vulnerable_alpine()).await?;
+    let mut args = db_args();
+    args.push("--leader-elect=false".into());
+    let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    let results: Api<ImageScanResult> = Api::default_namespaced(client.clone());
+    let scanned = || operator.metric("imagewarden_image_scans_total{outcome=\"scanned\"}");
+
+    // Configuration risks only: no vulnerabilities are matched, and the result says so.
+    apply::<ScanRule>(
+        &client,
+        &rule_yaml("baseline-only", &registry, "  scanners: [Baseline]"),
+    )
+    .await?;
+    let task = last_task_of(&client, "baseline-only").await?;
+    let task = finished_task(&client, &task, Duration::from_secs(120)).await?;
+    let entry = &task.status.unwrap().images[0];
+    assert_eq!(entry.phase, ScanPhase::Completed, "{:?}", entry.message);
+    let name = entry.result_name.clone().unwrap();
+    let st = results.get(&name).await?.status.unwrap();
+    assert_eq!(st.scanners, [ScannerKind::Baseline]);
+    let classes: Vec<FindingClass> = st.findings.iter().map(|f| f.class).collect();
+    assert!(
+        classes.contains(&FindingClass::BaselineRisk),
+        "{:?}",
+        st.findings
+    );
+    assert!(
+        classes.iter().all(|c| *c == FindingClass::BaselineRisk),
+        "only baseline risks: {:?}",
+        st.findings
+    );
+    assert!(st.warnings.is_empty(), "{:?}", st.warnings);
+    assert_eq!(scanned().await?, 1.0);
+
+    // A rule that wants vulnerabilities does not reuse that result: the digest is scanned
+    // again, with that rule's scanners.
+    apply::<ScanRule>(
+        &client,
+        &rule_yaml("vulns", &registry, "  scanners: [Vulnerability, Baseline]"),
+    )
+    .await?;
+    let task = last_task_of(&client, "vulns").await?;
+    let task = finished_task(&client, &task, Duration::from_secs(120)).await?;
+    let entry = &task.status.unwrap().images[0];
+    assert_eq!(entry.phase, ScanPhase::Completed, "{:?}", entry.message);
+    assert_eq!(entry.result_name.as_deref(), Some(name.as_str()));
+    assert_eq!(scanned().await?, 2.0, "operator log:\n{}", operator.log());
+    let st = results.get(&name).await?.status.unwrap();
+    assert_eq!(
+        st.scanners,
+        [ScannerKind::Vulnerability, ScannerKind::Baseline]
+    );
+    let musl = st
+        .findings
+        .iter()
+        .find(|f| f.id == "ALPINE-CVE-2019-14697")
+        .expect("musl finding");
+    assert_eq!(musl.class, FindingClass::SystemVulnerability);
+    assert_eq!(results.get(&name).await?.spec.digest, digest);
+
+    // The baseline-only rule is answered by the result that covers its scanner.
+    let first = last_task_of(&client, "baseline-only").await?;
+    let again = scan_now_again(&client, "baseline-only", &first, "again").await?;
+    let again = finished_task(&client, &again, Duration::from_secs(60)).await?;
+    assert_eq!(again.status.unwrap().succeeded, 1);
+    assert_eq!(scanned().await?, 2.0);
+
+    // A rule that names no scanner at all is refused by the API server.
+    let err = apply::<ScanRule>(&client, &rule_yaml("none", &registry, "  scanners: []"))
+        .await
+        .expect_err("an empty scanner list is rejected");
+    assert!(err.to_string().contains("scanners"), "{err}");
     Ok(())
 }

@@ -19,8 +19,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use imagewarden_scanner::analyzer::{default_analyzers, Analyzer};
-use imagewarden_scanner::checks::{self, CheckOptions, ScannerKind};
-use imagewarden_scanner::source::{scan_local, ImageRef};
+use imagewarden_scanner::checks::{self, CheckOptions};
+use imagewarden_scanner::finding::ScannerKind;
+use imagewarden_scanner::source::{read_local, ImageRef};
 
 fn env_f64(name: &str, default: f64) -> f64 {
     std::env::var(name)
@@ -353,7 +354,7 @@ fn scan_once(target: &ImageRef, scanners: &[ScannerKind]) -> (f64, u64, usize) {
     let mut analyzers: Vec<Box<dyn Analyzer>> = default_analyzers();
     analyzers.extend(checks::file_analyzers(&opts));
     let t = Instant::now();
-    let image = scan_local(target, &Default::default(), &analyzers).unwrap();
+    let image = read_local(target, &Default::default(), &analyzers).unwrap();
     let found = checks::run(&image, &opts);
     let secs = t.elapsed().as_secs_f64();
     assert!(image.inventory.packages.len() >= 600);
@@ -389,11 +390,11 @@ fn main() {
     let target = ImageRef::parse(&format!("oci-layout:{}", dir.display())).unwrap();
     use ScannerKind::*;
     let configs: [(&'static str, &[ScannerKind]); 5] = [
-        ("vuln only", &[Vuln]),
-        ("+ baseline", &[Vuln, Baseline]),
-        ("+ secret", &[Vuln, Secret]),
-        ("+ malware", &[Vuln, Malware]),
-        ("all", &[Vuln, Baseline, Secret, Malware]),
+        ("vuln only", &[Vulnerability]),
+        ("+ baseline", &[Vulnerability, Baseline]),
+        ("+ secret", &[Vulnerability, Secret]),
+        ("+ malware", &[Vulnerability, Malware]),
+        ("all", &[Vulnerability, Baseline, Secret, Malware]),
     ];
     // Rounds over all configurations, so that a slow spell of a shared machine hits them
     // alike; the fastest run of each counts.

@@ -198,7 +198,7 @@ fn main() {
     let analyzers = imagewarden_scanner::analyzer::default_analyzers();
     let t = Instant::now();
     let image =
-        imagewarden_scanner::source::scan_local(&target, &Default::default(), &analyzers).unwrap();
+        imagewarden_scanner::source::read_local(&target, &Default::default(), &analyzers).unwrap();
     let scan = t.elapsed().as_secs_f64();
     let rss_end = vm_hwm_kib();
     let mib_total = total as f64 / (1 << 20) as f64;

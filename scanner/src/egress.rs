@@ -195,6 +195,62 @@ impl EgressPolicy {
     pub fn apply(self: &Arc<Self>, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
         builder.dns_resolver(self.resolver())
     }
+
+    /// `builder` for downloads that carry no credentials (database sources): this policy's
+    /// resolver, and redirects followed (at most 10) only to addresses it allows.
+    pub fn apply_to_downloads(
+        self: &Arc<Self>,
+        builder: reqwest::ClientBuilder,
+    ) -> reqwest::ClientBuilder {
+        let policy = self.clone();
+        self.apply(builder)
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= 10 {
+                    let message = format!("more than 10 redirects, the last to {}", attempt.url());
+                    return attempt.error(EgressDenied { message });
+                }
+                match policy.check_url(attempt.url()) {
+                    Ok(()) => attempt.follow(),
+                    Err(denial) => attempt.error(denial),
+                }
+            }))
+    }
+
+    /// Checks a URL given as text before a request to it (see [`Self::check_url`]).
+    pub fn check_url_str(&self, url: &str) -> Result<(), EgressDenied> {
+        let parsed = Url::parse(url).map_err(|_| EgressDenied {
+            message: format!("{url} is not a URL"),
+        })?;
+        self.check_url(&parsed)
+    }
+
+    /// Resolves `host` and checks every address it has, for clients whose resolver cannot
+    /// be replaced (the OCI client of database artifacts): a name with any denied address
+    /// is refused. (A DNS answer that changes between this check and the connection is not
+    /// caught; clients built with [`Self::apply`] check the addresses they connect to.)
+    pub async fn check_host(&self, host: &str, port: u16) -> Result<(), EgressDenied> {
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = literal.parse::<IpAddr>() {
+            return self.check_ip(host, ip);
+        }
+        let resolved = tokio::net::lookup_host((literal, port))
+            .await
+            .map_err(|e| EgressDenied {
+                message: format!("{host} cannot be resolved: {e}"),
+            })?;
+        let mut any = false;
+        for addr in resolved {
+            any = true;
+            self.check_ip(host, addr.ip())?;
+        }
+        if any {
+            Ok(())
+        } else {
+            Err(EgressDenied {
+                message: format!("{host} resolves to no address"),
+            })
+        }
+    }
 }
 
 fn describe(range: &IpNet) -> &'static str {

@@ -123,7 +123,7 @@ pub struct Package {
 }
 
 /// Everything found in one image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inventory {
     /// What was scanned, as the user named it.
     pub target: String,

@@ -4,12 +4,16 @@
 //! This crate knows nothing of Kubernetes; the operator wraps it.
 
 pub mod analyzer;
+pub mod budget;
 pub mod checks;
 pub mod egress;
+pub mod finding;
 pub mod inventory;
 pub mod layer;
 pub mod matcher;
+pub mod pipeline;
 pub mod reference;
+pub mod registry;
 pub mod report;
 pub mod source;
 pub mod vulndb;

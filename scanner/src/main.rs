@@ -15,7 +15,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// List the operating system and every package installed in an image.
-    Inventory(cli::inventory::Args),
+    Inventory(Box<cli::inventory::Args>),
     /// Scan an image and report its vulnerabilities.
     Scan(Box<cli::scan::Args>),
     /// Build and inspect the compiled vulnerability database.
@@ -33,7 +33,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Inventory(args) => cli::inventory::run(args),
+        Command::Inventory(args) => cli::inventory::run(*args),
         Command::Scan(args) => cli::scan::run(*args),
         Command::Db(cmd) => cli::db::run(cmd),
     };

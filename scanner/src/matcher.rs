@@ -3,8 +3,7 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
+use crate::finding::{Finding, FindingClass, FindingPackage};
 use crate::inventory::{Ecosystem, Inventory, Package};
 use crate::vulndb::ecosystem::{
     app_ecosystem_key, is_distribution_vendor, is_rpm, normalize_name, os_advisory_keys,
@@ -14,67 +13,6 @@ use crate::vulndb::version::{self, VersionScheme};
 use crate::vulndb::{
     Advisory, AffectedPackage, Db, DbError, RangeEvent, Rating, Severity, VersionRange,
 };
-
-/// Which result class a finding belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FindingClass {
-    /// An operating-system package (dpkg, apk, rpm).
-    Os,
-    /// An application (language) package.
-    App,
-}
-
-/// The package a finding is about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FindingPackage {
-    pub ecosystem: Ecosystem,
-    pub name: String,
-    pub version: String,
-    pub purl: String,
-    /// Source package the advisory named, when it differs from `name`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub layer: Option<String>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub path: String,
-}
-
-/// One advisory affecting one installed package (duplicate reports of one issue merged).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Finding {
-    pub id: String,
-    pub aliases: Vec<String>,
-    pub severity: Severity,
-    pub score: Option<f64>,
-    /// The CVSS vector the score was computed from, when the rating has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vector: Option<String>,
-    /// Whose rating the severity is: `osv` (the record's own CVSS), `ghsa`, `debian`,
-    /// `ubuntu`, `alpine`, `nvd` (NVD's CVSS of the finding's CVEs), a vendor; absent for
-    /// `unknown`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub severity_source: Option<String>,
-    pub package: FindingPackage,
-    /// The first version that fixes it, when one is published.
-    pub fixed_version: Option<String>,
-    pub title: String,
-    pub link: Option<String>,
-    pub class: FindingClass,
-    /// Related issues the advisory names (the CVEs a distribution erratum fixes).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub related: Vec<String>,
-}
-
-impl Finding {
-    /// The finding's id and all its aliases.
-    pub fn ids(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.id.as_str()).chain(self.aliases.iter().map(String::as_str))
-    }
-}
 
 /// What matching found, by result class.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -41,7 +41,10 @@ impl ImageReference {
         if reference.is_empty() || reference.len() > MAX_LEN {
             return Err(ReferenceError::Malformed("empty or too long"));
         }
-        if reference.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if reference
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err(ReferenceError::Malformed("contains whitespace"));
         }
         let (rest, digest) = match reference.split_once('@') {
@@ -159,11 +162,17 @@ mod tests {
     #[test]
     fn qualified_references_split_into_parts() {
         let r = ImageReference::parse_qualified("127.0.0.1:5000/team-a/api:v1").unwrap();
-        assert_eq!(parts(&r), ("127.0.0.1:5000", "team-a/api", Some("v1"), None));
+        assert_eq!(
+            parts(&r),
+            ("127.0.0.1:5000", "team-a/api", Some("v1"), None)
+        );
         let r = ImageReference::parse_qualified("r.example.com/app@sha256:ab").unwrap();
         assert_eq!(parts(&r), ("r.example.com", "app", None, Some("sha256:ab")));
         let r = ImageReference::parse_qualified("localhost/a/b:1@sha256:cd").unwrap();
-        assert_eq!(parts(&r), ("localhost", "a/b", Some("1"), Some("sha256:cd")));
+        assert_eq!(
+            parts(&r),
+            ("localhost", "a/b", Some("1"), Some("sha256:cd"))
+        );
         assert_eq!(r.to_string(), "localhost/a/b:1@sha256:cd");
     }
 
@@ -190,7 +199,10 @@ mod tests {
     #[test]
     fn docker_hub_names_are_normalised() {
         let r = ImageReference::parse("alpine:3.19").unwrap();
-        assert_eq!(parts(&r), ("docker.io", "library/alpine", Some("3.19"), None));
+        assert_eq!(
+            parts(&r),
+            ("docker.io", "library/alpine", Some("3.19"), None)
+        );
         let r = ImageReference::parse("bitnami/redis").unwrap();
         assert_eq!(parts(&r), ("docker.io", "bitnami/redis", None, None));
         let r = ImageReference::parse_qualified("index.docker.io/nginx:1").unwrap();

@@ -4,8 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use imagewarden_scanner::checks::{self, CheckFinding, CheckFindings, CheckOptions};
-use imagewarden_scanner::source::{self, ImageRef, ScannedImage};
+use imagewarden_scanner::checks::{self, CheckFindings, CheckOptions};
+use imagewarden_scanner::finding::CheckFinding;
+use imagewarden_scanner::pipeline;
+use imagewarden_scanner::source::{ImageRef, ScannedImage};
 
 const AWS_KEY_IN_FILE: &str = "AKIAIOSFODNN7EXAMPLE";
 const AWS_SECRET_IN_FILE: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
@@ -183,8 +185,9 @@ fn scan(target: &str) -> ScannedImage {
         .build()
         .unwrap();
     runtime
-        .block_on(source::scan(
+        .block_on(pipeline::read_image(
             &ImageRef::parse(target).unwrap(),
+            &Default::default(),
             &Default::default(),
         ))
         .unwrap()

@@ -402,6 +402,40 @@ fn targets() -> Vec<Target> {
             }),
         },
         Target {
+            name: "nvd-feed",
+            // A feed of two real CVE records (the shape NVD's yearly feeds have) and one
+            // record alone; every CVE read is rated as the index would rate it.
+            seeds: {
+                let cve = |y: &str, dir: &str, id: &str| {
+                    seed(&format!("testdata/nvd/CVE-{y}/{dir}/{id}.json"))
+                };
+                let a = cve("2021", "CVE-2021-256xx", "CVE-2021-25633");
+                let b = cve("2021", "CVE-2021-256xx", "CVE-2021-25634");
+                let feed = [
+                    &br#"{"resultsPerPage":2,"format":"NVD_CVE","version":"2.0","vulnerabilities":[{"cve":"#[..],
+                    &a,
+                    &br#"},{"cve":"#[..],
+                    &b,
+                    &br#"}]}"#[..],
+                ]
+                .concat();
+                vec![feed, a]
+            },
+            max: 64 << 10,
+            run: Box::new(|d| {
+                let mut b = DbBuilder::new();
+                let _ = imagewarden_scanner::vulndb::nvd::read_cves(Cursor::new(d), &mut |cve| {
+                    if let Some(entry) = imagewarden_scanner::vulndb::nvd::NvdEntry::from_cve(&cve)
+                    {
+                        let _ = entry.rating();
+                    }
+                    b.add_nvd_cve(&cve);
+                });
+                let mut out = Vec::new();
+                let _ = b.write(&mut out);
+            }),
+        },
+        Target {
             name: "index-file",
             seeds: vec![index_bytes()],
             max: 1 << 20,

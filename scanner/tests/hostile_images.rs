@@ -7,7 +7,7 @@ use std::path::Path;
 
 use imagewarden_scanner::analyzer::default_analyzers;
 use imagewarden_scanner::inventory::Ecosystem;
-use imagewarden_scanner::source::{scan_local, ImageRef, ScannedImage, SourceError};
+use imagewarden_scanner::source::{read_local, ImageRef, ScannedImage, SourceError};
 use inventory_support::*;
 use sha2::{Digest, Sha512};
 
@@ -219,7 +219,7 @@ fn scan_all(target: &str) -> ScannedImage {
     analyzers.extend(imagewarden_scanner::checks::file_analyzers(
         &imagewarden_scanner::checks::CheckOptions::default(),
     ));
-    scan_local(
+    read_local(
         &ImageRef::parse(target).unwrap(),
         &Default::default(),
         &analyzers,
@@ -267,11 +267,94 @@ fn the_uncompressed_bytes_of_a_scan_have_a_budget() {
     Layout::single(tmp.path(), &[l1, l2]);
     let target = ImageRef::parse(&format!("oci-layout:{}", tmp.path().display())).unwrap();
     let analyzers = default_analyzers();
-    assert!(scan_local(&target, &Default::default(), &analyzers).is_ok());
+    assert!(read_local(&target, &Default::default(), &analyzers).is_ok());
     let opts = imagewarden_scanner::source::PullOptions {
         max_image_bytes: Some(4 << 20),
         ..Default::default()
     };
-    let err = scan_local(&target, &opts, &analyzers).unwrap_err();
+    let err = read_local(&target, &opts, &analyzers).unwrap_err();
     assert!(err.to_string().contains("per-scan budget"), "{err}");
+}
+
+/// A dpkg status database of `n` packages with long descriptions-free stanzas.
+fn many_packages_status(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!("Package: pkg-{i:06}-with-a-long-name\nStatus: install ok installed\nVersion: 1.0.{i}-1\n\n")
+        })
+        .collect()
+}
+
+#[test]
+fn the_results_one_scan_keeps_have_a_budget() {
+    // 20,000 packages in a 1.5 MiB status file: their inventory takes several MiB of
+    // memory; a 1 MiB retained-bytes budget stops the scan with the reason, the default
+    // budget takes it.
+    let layer = tar_layer(&[
+        file("etc/os-release", OS_RELEASE),
+        file("var/lib/dpkg/status", many_packages_status(20_000)),
+    ]);
+    let tmp = tempfile::tempdir().unwrap();
+    Layout::single(tmp.path(), &[layer]);
+    let target = ImageRef::parse(&format!("oci-layout:{}", tmp.path().display())).unwrap();
+    let analyzers = default_analyzers();
+    let image = read_local(&target, &Default::default(), &analyzers).unwrap();
+    assert_eq!(names(&image.inventory, Ecosystem::Debian).len(), 20_000);
+    let opts = imagewarden_scanner::source::PullOptions {
+        max_retained_bytes: Some(1 << 20),
+        ..Default::default()
+    };
+    let err = read_local(&target, &opts, &analyzers)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("retained-bytes budget") && err.contains("1 MiB"),
+        "{err}"
+    );
+
+    // The same budget holds for a directory target.
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("var/lib/dpkg")).unwrap();
+    std::fs::create_dir_all(root.path().join("etc")).unwrap();
+    std::fs::write(root.path().join("etc/os-release"), OS_RELEASE).unwrap();
+    std::fs::write(
+        root.path().join("var/lib/dpkg/status"),
+        many_packages_status(20_000),
+    )
+    .unwrap();
+    let dir = ImageRef::parse(&format!("dir:{}", root.path().display())).unwrap();
+    let err = read_local(&dir, &opts, &analyzers).unwrap_err().to_string();
+    assert!(err.contains("retained-bytes budget"), "{err}");
+}
+
+#[test]
+fn the_largest_file_read_for_an_analyzer_is_configurable() {
+    // The dpkg analyzer's own cap is larger than this database; a 64 KiB file budget skips
+    // it with a warning that names the budget.
+    let status = many_packages_status(2_000);
+    assert!(status.len() > 64 << 10);
+    let layer = tar_layer(&[
+        file("etc/os-release", OS_RELEASE),
+        file("var/lib/dpkg/status", &status),
+    ]);
+    let tmp = tempfile::tempdir().unwrap();
+    Layout::single(tmp.path(), &[layer]);
+    let target = ImageRef::parse(&format!("oci-layout:{}", tmp.path().display())).unwrap();
+    let analyzers = default_analyzers();
+    let opts = imagewarden_scanner::source::PullOptions {
+        max_file_bytes: Some(64 << 10),
+        ..Default::default()
+    };
+    let image = read_local(&target, &opts, &analyzers).unwrap();
+    assert!(names(&image.inventory, Ecosystem::Debian).is_empty());
+    assert!(
+        image
+            .warnings
+            .iter()
+            .any(|w| w.contains("var/lib/dpkg/status") && w.contains("--max-file-bytes")),
+        "{:?}",
+        image.warnings
+    );
+    let image = read_local(&target, &Default::default(), &analyzers).unwrap();
+    assert_eq!(names(&image.inventory, Ecosystem::Debian).len(), 2_000);
 }

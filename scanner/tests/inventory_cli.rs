@@ -90,3 +90,40 @@ fn table_output_and_a_clear_error_for_a_missing_file() {
     assert!(!ok);
     assert!(err.contains("/nonexistent/image.tar"), "{err}");
 }
+
+#[test]
+fn scan_budgets_are_flags_and_environment_variables() {
+    // The alpine image's installed database is about 9 KiB: a 4 KiB file budget skips it
+    // with a warning; a 4 KiB retained budget fails the scan with the reason.
+    let (ok, out, err) = run(&[
+        "inventory",
+        &alpine(),
+        "--format",
+        "json",
+        "--max-file-bytes",
+        "4Ki",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["packages"].as_array().unwrap().is_empty());
+    assert!(
+        out.contains("--max-file-bytes") || err.contains("--max-file-bytes"),
+        "{out}{err}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_imagewarden"))
+        .args(["inventory", &alpine(), "--format", "json"])
+        .env("IMAGEWARDEN_MAX_RETAINED_BYTES", "4Ki")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("retained-bytes budget") && err.contains("4 KiB"),
+        "{err}"
+    );
+
+    let (ok, _, err) = run(&["inventory", &alpine(), "--max-file-bytes", "lots"]);
+    assert!(!ok);
+    assert!(err.contains("not a byte count"), "{err}");
+}

@@ -129,17 +129,17 @@ fn oci_layout_index_is_resolved_by_platform_and_by_tag() {
     .unwrap();
     let analyzers = imagewarden_scanner::analyzer::default_analyzers();
     let mut opts = imagewarden_scanner::source::PullOptions::default();
-    let inv = imagewarden_scanner::source::scan_local(&t, &opts, &analyzers)
+    let inv = imagewarden_scanner::source::read_local(&t, &opts, &analyzers)
         .unwrap()
         .inventory;
     assert_eq!(inv.os.unwrap().version, "3.10.4");
     opts.platform = "linux/arm64".parse().unwrap();
-    let inv = imagewarden_scanner::source::scan_local(&t, &opts, &analyzers)
+    let inv = imagewarden_scanner::source::read_local(&t, &opts, &analyzers)
         .unwrap()
         .inventory;
     assert_eq!(inv.os.unwrap().version, "3.11.5");
     opts.platform = "linux/s390x".parse().unwrap();
-    let err = imagewarden_scanner::source::scan_local(&t, &opts, &analyzers)
+    let err = imagewarden_scanner::source::read_local(&t, &opts, &analyzers)
         .unwrap_err()
         .to_string();
     assert!(

@@ -174,7 +174,7 @@ fn a_decompression_bomb_is_walked_in_bounded_memory_and_the_file_skipped() {
     .unwrap();
     let rss_after = peak_rss_kib();
     let result = &scan.files["lib/apk/db/installed"];
-    assert!(result.output.findings.is_empty());
+    assert!(result.output.facts.is_empty());
     assert!(
         result.output.warnings.iter().any(|w| w.contains("cap")),
         "{:?}",
@@ -311,9 +311,9 @@ fn zstd_and_uncompressed_layers_are_sniffed() {
     let frame = zstd_raw_frame(&tar);
     let scan_zstd = scan_layer(frame.as_slice(), None, None, &default_analyzers()).unwrap();
     let strip_layer = |s: &imagewarden_scanner::layer::LayerScan| {
-        let mut f = s.files["lib/apk/db/installed"].output.findings.clone();
+        let mut f = s.files["lib/apk/db/installed"].output.facts.clone();
         for x in &mut f {
-            if let imagewarden_scanner::analyzer::Finding::Package(p) = x {
+            if let imagewarden_scanner::analyzer::Fact::Package(p) = x {
                 p.layer = None;
             }
         }
@@ -321,10 +321,7 @@ fn zstd_and_uncompressed_layers_are_sniffed() {
     };
     assert_eq!(strip_layer(&scan_zstd), strip_layer(&scan_plain));
     assert_eq!(
-        scan_zstd.files["lib/apk/db/installed"]
-            .output
-            .findings
-            .len(),
+        scan_zstd.files["lib/apk/db/installed"].output.facts.len(),
         1
     );
 }

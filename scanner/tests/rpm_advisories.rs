@@ -13,8 +13,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use imagewarden_scanner::finding::Finding;
 use imagewarden_scanner::inventory::Inventory;
-use imagewarden_scanner::matcher::{match_inventory, Finding, Matches};
+use imagewarden_scanner::matcher::{match_inventory, Matches};
 use imagewarden_scanner::report::coverage_warnings;
 use imagewarden_scanner::vulndb::{Db, Severity};
 use inventory_support::*;

@@ -6,8 +6,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use imagewarden_scanner::finding::{Finding, FindingClass};
 use imagewarden_scanner::inventory::{Ecosystem, Inventory, OsInfo, Package};
-use imagewarden_scanner::matcher::{match_inventory, Finding, FindingClass, Matches};
+use imagewarden_scanner::matcher::{match_inventory, Matches};
 use imagewarden_scanner::vulndb::{Db, DbBuilder, Severity};
 
 fn osv_dir() -> PathBuf {

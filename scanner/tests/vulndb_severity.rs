@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::OnceLock;
 
+use imagewarden_scanner::finding::Finding;
 use imagewarden_scanner::inventory::{Ecosystem, Inventory, OsInfo, Package};
-use imagewarden_scanner::matcher::{match_inventory, Finding};
+use imagewarden_scanner::matcher::match_inventory;
 use imagewarden_scanner::vulndb::{Db, DbBuilder, Severity};
 use serde_json::Value;
 

@@ -148,7 +148,12 @@ impl ControlPlane {
         let kubeconfig = path("kubeconfig");
         std::fs::write(
             &kubeconfig,
-            kubeconfig_yaml(&server, &ca.cert_pem, &admin.cert_pem, &admin.key_pem),
+            kubeconfig_yaml(
+                &server,
+                &ca.cert_pem,
+                &client_certificate(&admin.cert_pem, &admin.key_pem),
+                "default",
+            ),
         )?;
         let client = client_for(&kubeconfig).await?;
         wait_until(&mut apiserver, Duration::from_secs(90), || {
@@ -205,6 +210,43 @@ impl ControlPlane {
     /// An admin client.
     pub async fn client(&self) -> Result<Client> {
         client_for(&self.kubeconfig).await
+    }
+
+    /// A kubeconfig (written into this control plane's directory) that authenticates as
+    /// ServiceAccount `namespace/name` with a token from the TokenRequest API, as a Pod
+    /// running as that ServiceAccount would: its requests are authorized by RBAC.
+    pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> Result<PathBuf> {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.client().await?, namespace);
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: vec![],
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let token = accounts
+            .create_token_request(name, &Default::default(), &request)
+            .await
+            .with_context(|| format!("requesting a token for ServiceAccount {namespace}/{name}"))?
+            .status
+            .context("TokenRequest without status")?
+            .token;
+        let ca = std::fs::read_to_string(self.dir().join("ca.crt"))?;
+        let path = self.dir().join(format!("kubeconfig-{namespace}-{name}"));
+        std::fs::write(
+            &path,
+            kubeconfig_yaml(&self.server, &ca, &format!("token: {token}"), namespace),
+        )?;
+        Ok(path)
+    }
+
+    /// A client authenticated as ServiceAccount `namespace/name` (see
+    /// [`Self::service_account_kubeconfig`]).
+    pub async fn service_account_client(&self, namespace: &str, name: &str) -> Result<Client> {
+        client_for(&self.service_account_kubeconfig(namespace, name).await?).await
     }
 
     /// A `kubectl` command pointed at this control plane.
@@ -278,7 +320,9 @@ async fn client_for(kubeconfig: &Path) -> Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
-fn kubeconfig_yaml(server: &str, ca: &str, cert: &str, key: &str) -> String {
+/// A kubeconfig for `server` (trusting `ca`) whose user is `user` (the YAML of its
+/// credentials, e.g. `token: ...`), in `namespace`.
+fn kubeconfig_yaml(server: &str, ca: &str, user: &str, namespace: &str) -> String {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     format!(
         "apiVersion: v1
@@ -289,19 +333,27 @@ clusters:
     server: {server}
     certificate-authority-data: {ca}
 users:
-- name: admin
+- name: user
   user:
-    client-certificate-data: {cert}
-    client-key-data: {key}
+    {user}
 contexts:
 - name: imagewarden-test
   context:
     cluster: imagewarden-test
-    user: admin
+    user: user
+    namespace: {namespace}
 current-context: imagewarden-test
 ",
         ca = b64(ca),
-        cert = b64(cert),
-        key = b64(key),
+    )
+}
+
+/// The admin's client-certificate credentials, as [`kubeconfig_yaml`] takes them.
+fn client_certificate(cert: &str, key: &str) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    format!(
+        "client-certificate-data: {}\n    client-key-data: {}",
+        b64(cert),
+        b64(key)
     )
 }

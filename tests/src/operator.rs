@@ -22,6 +22,12 @@ pub struct OperatorProcess {
 impl OperatorProcess {
     /// Starts `binary run` with `args` (besides the kubeconfig and ports it sets itself).
     pub async fn start(binary: &Path, cp: &ControlPlane, args: &[String]) -> Result<Self> {
+        Self::start_as(binary, cp.kubeconfig(), args).await
+    }
+
+    /// Starts `binary run` with `args`, talking to the API server as `kubeconfig` says
+    /// (e.g. as a ServiceAccount bound to the chart's RBAC).
+    pub async fn start_as(binary: &Path, kubeconfig: &Path, args: &[String]) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("imagewarden-operator-")
             .tempdir()?;
@@ -32,7 +38,7 @@ impl OperatorProcess {
             .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
             .arg(format!("--webhook-addr=127.0.0.1:{webhook_port}"))
             .args(args)
-            .env("KUBECONFIG", cp.kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .env(
                 "IMAGEWARDEN_LOG",
                 "info,kube=warn,imagewarden_operator=debug",

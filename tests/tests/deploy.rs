@@ -113,7 +113,7 @@ fn objects(yaml: &str) -> Result<Vec<Value>> {
     let mut current = String::new();
     for line in yaml.lines().chain(std::iter::once("---")) {
         if line.trim_end() == "---" {
-            let doc: Value = serde_yaml::from_str(&current)
+            let doc: Value = serde_norway::from_str(&current)
                 .with_context(|| format!("parsing YAML document:\n{current}"))?;
             if !doc.is_null() {
                 docs.push(doc);
@@ -125,6 +125,17 @@ fn objects(yaml: &str) -> Result<Vec<Value>> {
         }
     }
     Ok(docs)
+}
+
+/// The object of `kind` and `name` in namespace `namespace`.
+fn find_in<'a>(objs: &'a [Value], kind: &str, name: &str, namespace: &str) -> Result<&'a Value> {
+    objs.iter()
+        .find(|o| {
+            o["kind"] == kind
+                && o["metadata"]["name"] == name
+                && o["metadata"]["namespace"] == namespace
+        })
+        .with_context(|| format!("no {kind} {name} in {namespace}"))
 }
 
 fn find<'a>(objs: &'a [Value], kind: &str, name: &str) -> Result<&'a Value> {
@@ -170,7 +181,7 @@ fn yaml_files(dir: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
 fn copies_of_the_crds_and_the_example_are_identical_to_the_originals() -> Result<()> {
     let root = repo_root();
     let generated = yaml_files(&root.join("crds"))?;
-    assert_eq!(generated.len(), 3, "crds/ should hold three CRDs");
+    assert_eq!(generated.len(), 5, "crds/ should hold five CRDs");
     let chart = yaml_files(&chart_dir().join("crds"))?;
     let fix = "run `rm deploy/helm/imagewarden/crds/*.yaml && cp crds/*.yaml deploy/helm/imagewarden/crds/`";
     assert_eq!(
@@ -187,7 +198,7 @@ fn copies_of_the_crds_and_the_example_are_identical_to_the_originals() -> Result
 
     // Kustomize uses crds/ in place, through crds/Kustomization: it must list every CRD.
     let listed: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(root.join("crds/Kustomization"))?)?;
+        serde_norway::from_str(&std::fs::read_to_string(root.join("crds/Kustomization"))?)?;
     let mut listed = strings(&listed["resources"]);
     listed.sort();
     assert_eq!(
@@ -203,7 +214,7 @@ fn copies_of_the_crds_and_the_example_are_identical_to_the_originals() -> Result
     assert_eq!(crds.len(), generated.len());
     for crd in &crds {
         let name = crd["metadata"]["name"].as_str().unwrap();
-        let original: Value = serde_yaml::from_slice(&generated[&format!("{name}.yaml")])?;
+        let original: Value = serde_norway::from_slice(&generated[&format!("{name}.yaml")])?;
         // kustomize writes `minimum: 0.0` as `0`: compare numbers as numbers.
         assert!(
             numbers_as_f64(crd.clone()) == numbers_as_f64(original),
@@ -250,6 +261,14 @@ fn helm_lint_passes_and_rejects_bad_values() -> Result<()> {
             "additional properties 'dbVolumeClaim' not allowed",
         ),
         ("db.service.port=0", "at '/db/service/port'"),
+        // Durations: humantime forms or plain seconds, nothing else.
+        ("webhook.readTimeout=soon", "at '/webhook/readTimeout'"),
+        (
+            "job.ttlSecondsAfterFinished=10parsecs",
+            "at '/job/ttlSecondsAfterFinished'",
+        ),
+        ("watchNamespaces={Team_A}", "at '/watchNamespaces/0'"),
+        ("scan.maxFileBytes=1.5Gi", "at '/scan/maxFileBytes'"),
     ] {
         let (ok, stdout, stderr) = run(helm(&["lint", "--strict", &chart, "--set", set])?, None)?;
         assert!(!ok, "helm lint --set {set} passed:\n{stdout}");
@@ -377,10 +396,19 @@ fn check_locked_down(objs: &[Value], what: &str) -> Result<()> {
         c["image"],
         "{what}: scanner Jobs run the operator's image"
     );
+    for (name, value) in [
+        ("IMAGEWARDEN_MAX_IMAGE_BYTES", "16Gi"),
+        ("IMAGEWARDEN_MAX_FILE_BYTES", "128Mi"),
+        ("IMAGEWARDEN_MAX_RETAINED_BYTES", "64Mi"),
+    ] {
+        if !what.contains("everything") {
+            assert_eq!(env(name)["value"], value, "{what}: {name}");
+        }
+    }
     assert_eq!(
-        env("IMAGEWARDEN_SCANNER_CLUSTER_ROLE")["value"],
-        "imagewarden-scanner",
-        "{what}"
+        env("IMAGEWARDEN_WATCH_NAMESPACES")["value"],
+        Value::Null,
+        "{what}: every namespace by default"
     );
     let args = strings(&c["args"]);
     // Only values that name sources pass --db: by default the official sources.
@@ -455,6 +483,19 @@ fn check_locked_down(objs: &[Value], what: &str) -> Result<()> {
 
 fn check_operator_rbac(objs: &[Value], what: &str) -> Result<()> {
     let role = find(objs, "ClusterRole", "imagewarden-operator")?;
+    check_operator_rules(role, what)?;
+    let binding = find(objs, "ClusterRoleBinding", "imagewarden-operator")?;
+    assert_eq!(binding["roleRef"]["name"], "imagewarden-operator", "{what}");
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "imagewarden-operator", "namespace": NAMESPACE}]),
+        "{what}"
+    );
+    check_operator_namespace_rbac(objs, what)
+}
+
+/// The rules of the operator's ClusterRole, or of its Role in one watched namespace.
+fn check_operator_rules(role: &Value, what: &str) -> Result<()> {
     let rules = role["rules"].as_array().context("rules")?;
     let mut granted: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     for rule in rules {
@@ -469,16 +510,14 @@ fn check_operator_rbac(objs: &[Value], what: &str) -> Result<()> {
             "{what}: nonResourceURLs in {rule}"
         );
         for verb in ["escalate", "impersonate", "delete", "deletecollection"] {
+            // Results marked Deleted are removed once their retention has passed.
+            if verb == "delete" && resources == ["imagescanresults"] {
+                continue;
+            }
             assert!(!verbs.contains(&verb), "{what}: {verb} in {rule}");
         }
-        let names = strings(&rule["resourceNames"]);
-        if verbs.contains(&"bind") {
-            assert_eq!(
-                (resources.as_slice(), names.as_slice()),
-                (&["clusterroles"][..], &["imagewarden-scanner"][..]),
-                "{what}: the operator may bind the scanner ClusterRole only"
-            );
-        }
+        // Roles it creates hold only permissions it has itself: no bind, no escalate.
+        assert!(!verbs.contains(&"bind"), "{what}: bind in {rule}");
         for g in &groups {
             for r in &resources {
                 granted
@@ -509,7 +548,7 @@ fn check_operator_rbac(objs: &[Value], what: &str) -> Result<()> {
     ] {
         assert!(verbs("", resource).is_empty(), "{what}: {resource} granted");
     }
-    for resource in ["clusterrolebindings", "roles"] {
+    for resource in ["clusterrolebindings", "clusterroles"] {
         assert!(
             verbs("rbac.authorization.k8s.io", resource).is_empty(),
             "{what}: {resource} granted"
@@ -527,15 +566,12 @@ fn check_operator_rbac(objs: &[Value], what: &str) -> Result<()> {
         verbs("events.k8s.io", "events").contains(&"create".to_string()),
         "{what}: events"
     );
+    Ok(())
+}
 
-    let binding = find(objs, "ClusterRoleBinding", "imagewarden-operator")?;
-    assert_eq!(binding["roleRef"]["name"], "imagewarden-operator", "{what}");
-    assert_eq!(
-        binding["subjects"],
-        json!([{"kind": "ServiceAccount", "name": "imagewarden-operator", "namespace": NAMESPACE}]),
-        "{what}"
-    );
-
+/// The operator's namespaced RBAC: its Lease, the database Service, and no scanner
+/// ClusterRole (each scanner Job gets a Role of its own from the operator).
+fn check_operator_namespace_rbac(objs: &[Value], what: &str) -> Result<()> {
     let lease_role = find(objs, "Role", "imagewarden-operator-leader-election")?;
     assert_eq!(lease_role["metadata"]["namespace"], NAMESPACE, "{what}");
     for rule in lease_role["rules"].as_array().context("rules")? {
@@ -564,16 +600,9 @@ fn check_operator_rbac(objs: &[Value], what: &str) -> Result<()> {
         );
     }
 
-    let scanner = find(objs, "ClusterRole", "imagewarden-scanner")?;
-    assert_eq!(
-        scanner["rules"],
-        json!([
-            {"apiGroups": ["imagewarden.io"], "resources": ["imagescanresults"],
-             "verbs": ["get", "create", "patch", "update"]},
-            {"apiGroups": ["imagewarden.io"], "resources": ["imagescanresults/status"],
-             "verbs": ["get", "patch", "update"]},
-        ]),
-        "{what}: the scanner ClusterRole writes ImageScanResults only"
+    assert!(
+        !has(objs, "ClusterRole", "imagewarden-scanner"),
+        "{what}: scanner Jobs get a Role each, not a shared ClusterRole"
     );
     Ok(())
 }
@@ -656,7 +685,7 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
         "--set",
         "webhook.existingSecret=my-token,webhook.existingSecretKey=value",
     ])?)?;
-    assert!(!existing.iter().any(|o| o["kind"] == "Secret"));
+    assert!(!has(&existing, "Secret", "imagewarden-webhook-token"));
     let volumes = &find(&existing, "Deployment", "imagewarden-operator")?["spec"]["template"]
         ["spec"]["volumes"];
     let token = volumes
@@ -674,7 +703,120 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
     // Without the webhook: no Service, no token, no flag.
     let off = objects(&helm_template(&["--set", "webhook.enabled=false"])?)?;
     assert!(!has(&off, "Service", "imagewarden-webhook"));
-    assert!(!off.iter().any(|o| o["kind"] == "Secret"));
+    assert!(!has(&off, "Secret", "imagewarden-webhook-token"));
+
+    // Admission: a generated CA in the webhook's caBundle and in the serving Secret, the
+    // operator's namespace and kube-system left out, the failure policy as asked.
+    let rendered = objects(&helm_template(&[
+        "--set",
+        "admission.failurePolicy=Ignore,admission.excludeNamespaces={sandbox}",
+    ])?)?;
+    let webhook = &find(
+        &rendered,
+        "ValidatingWebhookConfiguration",
+        "imagewarden-images",
+    )?["webhooks"][0];
+    let tls = find(&rendered, "Secret", "imagewarden-admission-tls")?;
+    assert_eq!(tls["type"], "kubernetes.io/tls");
+    assert_eq!(webhook["clientConfig"]["caBundle"], tls["data"]["ca.crt"]);
+    assert_eq!(webhook["failurePolicy"], "Ignore");
+    assert_eq!(
+        webhook["namespaceSelector"]["matchExpressions"][0]["values"],
+        json!(["kube-system", NAMESPACE, "sandbox"])
+    );
+    assert_eq!(
+        webhook["clientConfig"]["service"]["name"],
+        "imagewarden-admission"
+    );
+    let args = strings(
+        &find(&rendered, "Deployment", "imagewarden-operator")?["spec"]["template"]["spec"]
+            ["containers"][0]["args"],
+    )
+    .join(" ");
+    assert!(args.contains("--admission-addr=0.0.0.0:9443"), "{args}");
+    let off = objects(&helm_template(&["--set", "admission.enabled=false"])?)?;
+    for (kind, name) in [
+        ("ValidatingWebhookConfiguration", "imagewarden-images"),
+        ("Service", "imagewarden-admission"),
+        ("Secret", "imagewarden-admission-tls"),
+    ] {
+        assert!(!has(&off, kind, name), "{kind} {name} without admission");
+    }
+    let cert_manager = objects(&helm_template(&[
+        "--set",
+        "admission.certManager.enabled=true",
+    ])?)?;
+    assert!(!has(&cert_manager, "Secret", "imagewarden-admission-tls"));
+    let webhook = find(
+        &cert_manager,
+        "ValidatingWebhookConfiguration",
+        "imagewarden-images",
+    )?;
+    assert_eq!(
+        webhook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        format!("{NAMESPACE}/imagewarden-admission-tls")
+    );
+    assert!(webhook["webhooks"][0]["clientConfig"]["caBundle"].is_null());
+
+    // Listed namespaces: the operator's rules become a Role and RoleBinding in each, and
+    // nothing cluster-wide is granted to it.
+    let scoped = objects(&helm_template(&[
+        "--set",
+        "watchNamespaces={team-a,team-b}",
+        "--set",
+        "admission.enabled=false",
+    ])?)?;
+    assert!(!has(&scoped, "ClusterRole", "imagewarden-operator"));
+    assert!(!has(&scoped, "ClusterRoleBinding", "imagewarden-operator"));
+    let cluster_rules = &find(&default, "ClusterRole", "imagewarden-operator")?["rules"];
+    for ns in ["team-a", "team-b"] {
+        let role = find_in(&scoped, "Role", "imagewarden-operator", ns)?;
+        check_operator_rules(role, "helm watchNamespaces")?;
+        // The same rules as the ClusterRole, less the cluster-wide policy ones (policies
+        // and admission are off in a namespace-scoped operator).
+        let policy_rule = |rule: &Value| {
+            strings(&rule["resources"]).iter().any(|r| {
+                [
+                    "imagepolicies",
+                    "imagepolicies/status",
+                    "vulnerabilityexceptions",
+                    "vulnerabilityexceptions/status",
+                    "namespaces",
+                ]
+                .contains(r)
+            })
+        };
+        let expected: Vec<&Value> = cluster_rules
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| !policy_rule(r))
+            .collect();
+        let got: Vec<&Value> = role["rules"].as_array().unwrap().iter().collect();
+        assert_eq!(
+            got, expected,
+            "{ns}: the ClusterRole's rules but the policy ones"
+        );
+        let binding = find_in(&scoped, "RoleBinding", "imagewarden-operator", ns)?;
+        assert_eq!(
+            binding["roleRef"],
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "imagewarden-operator"})
+        );
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "imagewarden-operator", "namespace": NAMESPACE}])
+        );
+    }
+    check_operator_namespace_rbac(&scoped, "helm watchNamespaces")?;
+    let c = &find(&scoped, "Deployment", "imagewarden-operator")?["spec"]["template"]["spec"]
+        ["containers"][0];
+    let watch = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "IMAGEWARDEN_WATCH_NAMESPACES")
+        .context("IMAGEWARDEN_WATCH_NAMESPACES")?;
+    assert_eq!(watch["value"], "team-a,team-b");
 
     // The kustomize bases.
     let base = objects(&kustomize(&kustomize_dir("base"))?)?;
@@ -686,6 +828,8 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
     );
     let webhook = objects(&kustomize(&kustomize_dir("webhook"))?)?;
     check_locked_down(&webhook, "kustomize webhook")?;
+    let admission = objects(&kustomize(&kustomize_dir("admission"))?)?;
+    check_locked_down(&admission, "kustomize admission")?;
     let examples = objects(&kustomize(&kustomize_dir("examples"))?)?;
     assert_eq!(
         examples.len(),
@@ -735,17 +879,34 @@ fn assert_same_objects(helm: Vec<Value>, kustomize: Vec<Value>, what: &str) {
 #[test]
 fn kustomize_installs_what_the_chart_installs() -> Result<()> {
     assert_same_objects(
-        objects(&helm_template(&["--set", "webhook.enabled=false"])?)?,
+        objects(&helm_template(&[
+            "--set",
+            "webhook.enabled=false",
+            "--set",
+            "admission.enabled=false",
+        ])?)?,
         objects(&kustomize(&kustomize_dir("base"))?)?,
-        "kustomize base vs helm --set webhook.enabled=false",
+        "kustomize base vs helm --set webhook.enabled=false,admission.enabled=false",
     );
     assert_same_objects(
         objects(&helm_template(&[
             "--set",
             "webhook.existingSecret=imagewarden-webhook-token",
+            "--set",
+            "admission.enabled=false",
         ])?)?,
         objects(&kustomize(&kustomize_dir("webhook"))?)?,
         "kustomize webhook vs helm --set webhook.existingSecret=imagewarden-webhook-token",
+    );
+    assert_same_objects(
+        objects(&helm_template(&[
+            "--set",
+            "webhook.enabled=false",
+            "--set",
+            "admission.certManager.enabled=true",
+        ])?)?,
+        objects(&kustomize(&kustomize_dir("admission"))?)?,
+        "kustomize admission vs helm --set webhook.enabled=false,admission.certManager.enabled=true",
     );
     Ok(())
 }
@@ -961,10 +1122,7 @@ async fn after_a_real_install_the_operator_can_do_what_it_needs_and_no_more() ->
             "-n",
             "team-a",
         ],
-        &[
-            "bind",
-            "clusterroles.rbac.authorization.k8s.io/imagewarden-scanner",
-        ],
+        &["create", "roles.rbac.authorization.k8s.io", "-n", "team-a"],
         &["create", "leases.coordination.k8s.io", "-n", NAMESPACE],
         &[
             "update",
@@ -995,7 +1153,16 @@ async fn after_a_real_install_the_operator_can_do_what_it_needs_and_no_more() ->
         &["bind", "clusterroles.rbac.authorization.k8s.io/admin"],
         &["escalate", "clusterroles.rbac.authorization.k8s.io"],
         &["create", "clusterrolebindings.rbac.authorization.k8s.io"],
-        &["create", "roles.rbac.authorization.k8s.io", "-n", "team-a"],
+        &[
+            "bind",
+            "clusterroles.rbac.authorization.k8s.io/imagewarden-scanner",
+        ],
+        &[
+            "escalate",
+            "roles.rbac.authorization.k8s.io",
+            "-n",
+            "team-a",
+        ],
         &["impersonate", "serviceaccounts", "-n", "team-a"],
         &["create", "leases.coordination.k8s.io", "-n", "team-a"],
         &[
@@ -1013,16 +1180,22 @@ async fn after_a_real_install_the_operator_can_do_what_it_needs_and_no_more() ->
         assert!(!op(args)?, "the operator can {args:?}");
     }
 
-    // What the operator does in a ScanRule's namespace before its first scanner Job, as
-    // its ServiceAccount: the scanner ServiceAccount and a RoleBinding to the scanner
-    // ClusterRole, and no binding to any other ClusterRole.
+    // What the operator does in a ScanRule's namespace before each scanner Job, as its
+    // ServiceAccount: a ServiceAccount, a Role that writes one result by name, and a
+    // RoleBinding of the two. A Role with more than the operator holds, or a binding to a
+    // ClusterRole, is refused by the API server.
     let as_op = format!("--as={OPERATOR_SA}");
+    let job = "iw-scan-0123456789abcdef";
+    cp.kubectl_output(&["-n", "team-a", "create", "serviceaccount", job, &as_op])?;
     cp.kubectl_output(&[
         "-n",
         "team-a",
         "create",
-        "serviceaccount",
-        "imagewarden-scanner",
+        "role",
+        job,
+        "--verb=get,create,patch",
+        "--resource=imagescanresults.imagewarden.io",
+        "--resource-name=reg-team-a-app-0123",
         &as_op,
     ])?;
     cp.kubectl_output(&[
@@ -1030,11 +1203,24 @@ async fn after_a_real_install_the_operator_can_do_what_it_needs_and_no_more() ->
         "team-a",
         "create",
         "rolebinding",
-        "imagewarden-scanner",
-        "--clusterrole=imagewarden-scanner",
-        "--serviceaccount=team-a:imagewarden-scanner",
+        job,
+        &format!("--role={job}"),
+        &format!("--serviceaccount=team-a:{job}"),
         &as_op,
     ])?;
+    let err = cp
+        .kubectl_output(&[
+            "-n",
+            "team-a",
+            "create",
+            "role",
+            "secret-lister",
+            "--verb=list",
+            "--resource=secrets",
+            &as_op,
+        ])
+        .expect_err("a Role with more than the operator holds must be forbidden");
+    assert!(err.to_string().contains("forbidden"), "{err}");
     // (admin, edit and view are aggregated by kube-controller-manager, not running here:
     // empty, anyone may bind them. A ClusterRole with a permission the operator lacks
     // stands in for them.)
@@ -1054,35 +1240,45 @@ async fn after_a_real_install_the_operator_can_do_what_it_needs_and_no_more() ->
                 "rolebinding",
                 &format!("bind-{other}"),
                 &format!("--clusterrole={other}"),
-                "--serviceaccount=team-a:imagewarden-scanner",
+                &format!("--serviceaccount=team-a:{job}"),
                 &as_op,
             ])
             .expect_err("binding another ClusterRole must be forbidden");
         assert!(err.to_string().contains("forbidden"), "{err}");
     }
 
-    // The scanner's ServiceAccount writes results in its namespace only.
-    let scanner = "system:serviceaccount:team-a:imagewarden-scanner";
+    // The scanner's ServiceAccount writes its own result, by name, and nothing else.
+    let scanner = format!("system:serviceaccount:team-a:{job}");
     for args in [
-        &["create", "imagescanresults.imagewarden.io", "-n", "team-a"][..],
+        &[
+            "create",
+            "imagescanresults.imagewarden.io/reg-team-a-app-0123",
+            "-n",
+            "team-a",
+        ][..],
         &[
             "patch",
-            "imagescanresults.imagewarden.io",
-            "--subresource=status",
+            "imagescanresults.imagewarden.io/reg-team-a-app-0123",
             "-n",
             "team-a",
         ],
     ] {
-        assert!(can_i(&cp, scanner, args)?, "the scanner cannot {args:?}");
+        assert!(can_i(&cp, &scanner, args)?, "the scanner cannot {args:?}");
     }
     for args in [
-        &["create", "imagescanresults.imagewarden.io", "-n", "default"][..],
+        &[
+            "patch",
+            "imagescanresults.imagewarden.io/reg-team-a-other-4567",
+            "-n",
+            "team-a",
+        ][..],
+        &["create", "imagescanresults.imagewarden.io", "-n", "default"],
         &["get", "secrets", "-n", "team-a"],
         &["list", "imagescanresults.imagewarden.io", "-n", "team-a"],
         &["delete", "imagescanresults.imagewarden.io", "-n", "team-a"],
         &["get", "scanrules.imagewarden.io", "-n", "team-a"],
     ] {
-        assert!(!can_i(&cp, scanner, args)?, "the scanner can {args:?}");
+        assert!(!can_i(&cp, &scanner, args)?, "the scanner can {args:?}");
     }
     Ok(())
 }

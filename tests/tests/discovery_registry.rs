@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::Result;
 use imagewarden_operator::crd::ScanRuleSpec;
 use imagewarden_operator::registry::{
-    discover, discover_for_rule, Credentials, DiscoveredImage, DiscoveryLimits, RegistryAccess,
-    RegistryClient, RegistryError, RuleDiscoveryError, Scope, TagFilter,
+    discover, discover_for_rule, Credentials, DiscoveredImage, DiscoveryLimits,
+    FromSecretData as _, RegistryAccess, RegistryClient, RegistryError, RuleDiscoveryError, Scope,
+    TagFilter,
 };
 use imagewarden_tests::image::{auth_for, client_for, push_image, LayerBuilder, TestImage};
 use imagewarden_tests::process::free_port;

@@ -228,7 +228,7 @@ spec:
 }
 
 async fn apply_rule(client: &Client, ns: &str, yaml: &str) -> Result<ScanRule> {
-    let rule: ScanRule = serde_yaml::from_str(yaml)?;
+    let rule: ScanRule = serde_norway::from_str(yaml)?;
     let api: Api<ScanRule> = Api::namespaced(client.clone(), ns);
     let name = rule.metadata.name.clone().context("rule name")?;
     Ok(api

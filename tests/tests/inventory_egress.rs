@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::Result;
 use axum::response::IntoResponse;
 use imagewarden_scanner::egress::EgressPolicy;
-use imagewarden_scanner::source::{self, ImageRef, PullOptions, RegistryCredentials};
+use imagewarden_scanner::pipeline;
+use imagewarden_scanner::source::{ImageRef, PullOptions, RegistryCredentials};
 use imagewarden_tests::image::{LayerBuilder, TestImage};
 use imagewarden_tests::loopback_egress;
 use imagewarden_tests::token_service::{PASSWORD, USER};
@@ -77,7 +78,7 @@ async fn a_token_realm_on_another_host_gets_no_request() -> Result<()> {
     // Named `localhost`, the registry's realm (on 127.0.0.1) is another host.
     let port = registry.host.rsplit(':').next().unwrap();
     let target = ImageRef::parse(&format!("localhost:{port}/app:v1"))?;
-    let err = source::scan(&target, &options(loopback_egress()))
+    let err = pipeline::read_image(&target, &options(loopback_egress()), &Default::default())
         .await
         .expect_err("the realm is refused")
         .to_string();
@@ -85,7 +86,7 @@ async fn a_token_realm_on_another_host_gets_no_request() -> Result<()> {
     assert_eq!(service.requests.load(Ordering::SeqCst), before);
     // By its own address the same pull works: the realm is on the registry's host.
     let target = ImageRef::parse(&format!("{}/app:v1", registry.host))?;
-    source::scan(&target, &options(loopback_egress())).await?;
+    pipeline::read_image(&target, &options(loopback_egress()), &Default::default()).await?;
     assert_eq!(service.requests.load(Ordering::SeqCst), before + 1);
     Ok(())
 }
@@ -95,10 +96,14 @@ async fn denied_addresses_are_not_contacted() -> Result<()> {
     let (port, seen) = listener(|| axum::http::StatusCode::NOT_FOUND.into_response()).await?;
     for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
         let target = ImageRef::parse(&format!("{host}/app:v1"))?;
-        let err = source::scan(&target, &options(Arc::new(EgressPolicy::default())))
-            .await
-            .expect_err("loopback is denied")
-            .to_string();
+        let err = pipeline::read_image(
+            &target,
+            &options(Arc::new(EgressPolicy::default())),
+            &Default::default(),
+        )
+        .await
+        .expect_err("loopback is denied")
+        .to_string();
         assert!(
             err.contains("not contacted") && err.contains("loopback"),
             "{err}"
@@ -125,7 +130,7 @@ async fn manifests_are_not_redirected_to_another_host_and_bodies_are_not_quoted(
     })
     .await?;
     let target = ImageRef::parse(&format!("127.0.0.1:{port}/app:v1"))?;
-    let err = source::scan(&target, &options(loopback_egress()))
+    let err = pipeline::read_image(&target, &options(loopback_egress()), &Default::default())
         .await
         .expect_err("the redirect is refused")
         .to_string();
@@ -141,7 +146,7 @@ async fn manifests_are_not_redirected_to_another_host_and_bodies_are_not_quoted(
         listener(|| (axum::http::StatusCode::INTERNAL_SERVER_ERROR, REMOTE_TEXT).into_response())
             .await?;
     let target = ImageRef::parse(&format!("127.0.0.1:{port}/app:v1"))?;
-    let err = source::scan(&target, &options(loopback_egress()))
+    let err = pipeline::read_image(&target, &options(loopback_egress()), &Default::default())
         .await
         .expect_err("HTTP 500")
         .to_string();
@@ -241,7 +246,8 @@ async fn blobs_redirected_to_storage_are_fetched_without_credentials() -> Result
     });
 
     let target = ImageRef::parse(&format!("127.0.0.1:{registry_port}/team-a/app:v1"))?;
-    let scanned = source::scan(&target, &options(loopback_egress())).await?;
+    let scanned =
+        pipeline::read_image(&target, &options(loopback_egress()), &Default::default()).await?;
     assert_eq!(scanned.inventory.os.as_ref().unwrap().version, "3.11.5");
     let seen = storage_seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2, "config and layer from storage: {seen:?}");

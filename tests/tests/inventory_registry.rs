@@ -4,6 +4,7 @@
 
 use anyhow::Result;
 use imagewarden_scanner::inventory::Ecosystem;
+use imagewarden_scanner::pipeline;
 use imagewarden_scanner::source::{self, ImageRef, PullOptions, RegistryCredentials};
 use imagewarden_tests::image::{push_image, sha256, Layer, LayerBuilder, TestImage};
 use imagewarden_tests::{repo_root, Registry, RegistryMode};
@@ -53,7 +54,7 @@ async fn inventory_in(
     let image = alpine_image()?;
     let digest = push_image(&registry, "team-a/alpine", "3.10", &image).await?;
     let target = ImageRef::parse(&format!("{}/team-a/alpine:3.10", registry.host))?;
-    let scanned = source::scan(&target, &opts(&registry)).await?;
+    let scanned = pipeline::read_image(&target, &opts(&registry), &Default::default()).await?;
     let inv = &scanned.inventory;
     assert_eq!(inv.digest.as_deref(), Some(digest.as_str()));
     let os = inv.os.as_ref().expect("os");

@@ -310,9 +310,10 @@ impl Env {
                 tag_filter: ".*".into(),
                 max_tags: None,
                 triggers: TriggerSpec::default(),
-                scanners: vec![],
+                scanners: crd::ScannerKind::ALL.to_vec(),
                 notifications,
                 fix: None,
+                result_retention: None,
             },
         );
         Ok(Api::<ScanRule>::namespaced(self.client.clone(), NS)
@@ -426,6 +427,7 @@ impl Env {
                 digest: "sha256:3b5e2a7c6f1d8e9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a"
                     .into(),
                 tags: vec!["v1.4.2".into()],
+                tags_seen: vec![],
             },
         );
         api.create(&PostParams::default(), &result).await?;

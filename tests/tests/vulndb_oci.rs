@@ -60,12 +60,16 @@ async fn a_tls_registry_needs_its_ca_and_a_missing_artifact_is_a_clear_error() -
         OciSource::parse(&format!("oci://{}/imagewarden/vulndb:2", registry.host)).unwrap();
     let with_ca = OciOptions {
         ca_pem: registry.ca_pem().map(str::to_string),
+        egress: None,
     };
     let err = push_index(
         bytes.clone(),
         b"{}".to_vec(),
         &source,
-        &OciOptions { ca_pem: None },
+        &OciOptions {
+            ca_pem: None,
+            egress: None,
+        },
     )
     .await
     .expect_err("an unknown CA is not trusted");

@@ -12,7 +12,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::Api;
 use kube::core::error_boundary::InvalidObject;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
@@ -142,88 +141,101 @@ fn tasks_awaiting(
         .filter_map(|guard| guard.0.as_ref().ok())
         .filter(|task| task.namespace() == ns)
         .filter(|task| scan_task::plan::awaited_results(task).contains(&name))
-        .map(|task| scan_task::task_ref(task))
+        .map(scan_task::task_ref)
         .collect()
 }
 
-/// Runs both controllers until the stream ends (the process is stopping).
+/// Runs both controllers until the stream ends (the process is stopping): one of each per
+/// watched scope (all namespaces, or each `--watch-namespaces` entry). The ScanTask
+/// controllers read rules, results and scanner Jobs from watches shared by every scope.
 pub async fn run(ctx: Arc<Context>) {
-    let client = ctx.client.clone();
-    let rules = Controller::new(
-        Api::<DeserializeGuard<ScanRule>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(
-        Api::<DeserializeGuard<ScanTask>>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let rule_store = rules.store();
-    let rules = rules
-        .shutdown_on_signal()
-        .run(reconcile_rule, error_policy("scanrule"), ctx.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                debug!(error = %e, "scanrule controller");
-            }
-        });
+    let mut watched = Watched::default();
+    let rules: Vec<_> = ctx
+        .scoped_apis::<DeserializeGuard<ScanRule>>()
+        .into_iter()
+        .zip(ctx.scoped_apis::<DeserializeGuard<ScanTask>>())
+        .map(|(rules, tasks)| {
+            let controller = Controller::new(rules, watcher::Config::default())
+                .owns(tasks, watcher::Config::default());
+            watched.rules.push(controller.store());
+            controller
+                .shutdown_on_signal()
+                .run(reconcile_rule, error_policy("scanrule"), ctx.clone())
+                .for_each(|r| async move {
+                    if let Err(e) = r {
+                        debug!(error = %e, "scanrule controller");
+                    }
+                })
+        })
+        .collect();
 
-    let (results, results_writer) = reflector::store();
-    let result_events = watcher::watcher(
-        Api::<DeserializeGuard<ImageScanResult>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(slim_result)
-    .reflect(results_writer)
-    .touched_objects();
-    let (jobs, jobs_writer) = reflector::store();
-    let wake = ctx.clone();
-    let job_events = watcher::watcher(
-        Api::<Job>::all(client.clone()),
-        watcher::Config::default().labels(scan_task::SCANNER_JOB_SELECTOR),
-    )
-    .default_backoff()
-    .reflect(jobs_writer)
-    .inspect(move |event| {
-        // A scanner Job that ended or went away frees a slot of the concurrency bound.
-        let freed = match event {
-            Ok(watcher::Event::Delete(_)) => true,
-            Ok(watcher::Event::Apply(job)) => job_state(job) != JobState::Running,
-            _ => false,
-        };
-        if freed {
-            wake.wakeups.slot_freed();
-        }
-    })
-    .touched_objects();
-    let tasks = Controller::new(
-        Api::<DeserializeGuard<ScanTask>>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let task_store = tasks.store();
-    let _ = ctx.watched.set(Watched {
-        rules: rule_store,
-        results: results.clone(),
-        jobs,
-    });
-    let wakeups = ctx.wakeups.take_receiver().map(|rx| {
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
-    });
-    let mut tasks = tasks
-        .owns_stream(job_events)
-        .watches_stream(result_events.filter_map(|r| async move { r.ok().map(Ok) }), move |r| {
-            tasks_awaiting(&task_store, &r)
-        });
-    if let Some(wakeups) = wakeups {
-        tasks = tasks.reconcile_on(wakeups);
-    }
-    let tasks = tasks
-        .shutdown_on_signal()
-        .run(reconcile_task, error_policy("scantask"), ctx.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                debug!(error = %e, "scantask controller");
+    let scopes = ctx.scope.namespaces();
+    let mut tasks = Vec::new();
+    for ((task_api, result_api), job_api) in ctx
+        .scoped_apis::<DeserializeGuard<ScanTask>>()
+        .into_iter()
+        .zip(ctx.scoped_apis::<DeserializeGuard<ImageScanResult>>())
+        .zip(ctx.scoped_apis::<Job>())
+    {
+        let (results, results_writer) = reflector::store();
+        let result_events = watcher::watcher(result_api, watcher::Config::default())
+            .default_backoff()
+            .modify(slim_result)
+            .reflect(results_writer)
+            .touched_objects();
+        let (jobs, jobs_writer) = reflector::store();
+        let wake = ctx.clone();
+        let job_events = watcher::watcher(
+            job_api,
+            watcher::Config::default().labels(scan_task::SCANNER_JOB_SELECTOR),
+        )
+        .default_backoff()
+        .reflect(jobs_writer)
+        .inspect(move |event| {
+            // A scanner Job that ended or went away frees a slot of the concurrency bound.
+            let freed = match event {
+                Ok(watcher::Event::Delete(_)) => true,
+                Ok(watcher::Event::Apply(job)) => job_state(job) != JobState::Running,
+                _ => false,
+            };
+            if freed {
+                wake.wakeups.slot_freed();
             }
-        });
-    futures::join!(rules, tasks);
+        })
+        .touched_objects();
+        watched.results.push(results);
+        watched.jobs.push(jobs);
+        tasks.push((task_api, result_events, job_events));
+    }
+    let _ = ctx.watched.set(watched);
+    let tasks: Vec<_> = tasks
+        .into_iter()
+        .zip(scopes)
+        .map(|((task_api, result_events, job_events), namespace)| {
+            let controller = Controller::new(task_api, watcher::Config::default());
+            let task_store = controller.store();
+            let wakeups = ctx.wakeups.subscribe(namespace.as_deref());
+            let wakeups = futures::stream::unfold(wakeups, |mut rx| async move {
+                rx.recv().await.map(|r| (r, rx))
+            });
+            controller
+                .owns_stream(job_events)
+                .watches_stream(
+                    result_events.filter_map(|r| async move { r.ok().map(Ok) }),
+                    move |r| tasks_awaiting(&task_store, &r),
+                )
+                .reconcile_on(wakeups)
+                .shutdown_on_signal()
+                .run(reconcile_task, error_policy("scantask"), ctx.clone())
+                .for_each(|r| async move {
+                    if let Err(e) = r {
+                        debug!(error = %e, "scantask controller");
+                    }
+                })
+        })
+        .collect();
+    futures::join!(
+        futures::future::join_all(rules),
+        futures::future::join_all(tasks)
+    );
 }

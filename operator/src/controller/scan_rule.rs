@@ -45,6 +45,9 @@ pub fn validate(spec: &ScanRuleSpec) -> Result<(), String> {
     if let Some(s) = &spec.triggers.schedule {
         parse_schedule(s)?;
     }
+    if let Some(r) = &spec.result_retention {
+        crate::lifecycle::deleted::parse_retention(r)?;
+    }
     let mut names = std::collections::HashSet::new();
     for n in &spec.notifications {
         if !names.insert(n.name.as_str()) {
@@ -233,7 +236,18 @@ pub async fn reconcile(rule: Arc<ScanRule>, ctx: Arc<Context>) -> Result<Action,
             }
         }
         Ok(()) => {
-            status.conditions = vec![ready_condition(true, "Valid", "the rule is valid", &rule)];
+            // The registry's answer informs; tasks still start and report their own errors.
+            let ready = match crate::probe::registry_ready(&ctx, &rule).await {
+                Ok(message) => ready_condition(true, "RegistryReachable", &message, &rule),
+                Err((reason, message)) => {
+                    let condition = ready_condition(false, reason, &message, &rule);
+                    if !old.conditions.contains(&condition) {
+                        publish(&ctx, &rule, EventType::Warning, reason, message).await;
+                    }
+                    condition
+                }
+            };
+            status.conditions = vec![ready];
             // Manual trigger.
             if let Some(value) = rule.annotations().get(SCAN_NOW_ANNOTATION) {
                 if old.last_scan_now.as_deref() != Some(value.as_str()) {
@@ -311,7 +325,7 @@ mod tests {
     use super::*;
 
     fn spec(yaml: &str) -> ScanRuleSpec {
-        serde_yaml::from_str(yaml).unwrap()
+        serde_norway::from_str(yaml).unwrap()
     }
 
     #[test]
@@ -331,6 +345,14 @@ mod tests {
             .contains("spec.triggers.schedule"));
         let dup = spec("registry: {url: r}\nscope: {type: Namespace, name: a}\nnotifications: [{name: x, type: HTTP, url: 'http://a'}, {name: x, type: HTTP, url: 'http://b'}]");
         assert!(validate(&dup).unwrap_err().contains("used twice"));
+        let retention =
+            spec("registry: {url: r}\nscope: {type: Namespace, name: a}\nresultRetention: 48h");
+        assert_eq!(validate(&retention), Ok(()));
+        let bad_retention = spec(
+            "registry: {url: r}\nscope: {type: Namespace, name: a}\nresultRetention: two days",
+        );
+        let err = validate(&bad_retention).unwrap_err();
+        assert!(err.contains("spec.resultRetention \"two days\""), "{err}");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Severity, SeverityCounts};
+use super::{ScannerKind, Severity, SeverityCounts};
 
 /// Findings for one image digest: system and application vulnerabilities, baseline
 /// risks and malicious samples, summarized by severity. Read with
@@ -29,6 +29,7 @@ use super::{Severity, SeverityCounts};
     printcolumn = r#"{"name":"Medium","type":"integer","jsonPath":".status.summary.medium"}"#,
     printcolumn = r#"{"name":"Low","type":"integer","jsonPath":".status.summary.low"}"#,
     printcolumn = r#"{"name":"Unknown","type":"integer","jsonPath":".status.summary.unknown"}"#,
+    printcolumn = r#"{"name":"Deleted","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Deleted\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -39,9 +40,23 @@ pub struct ImageScanResultSpec {
     pub repository: String,
     /// Manifest digest of the image (`sha256:...`).
     pub digest: String,
-    /// Tags that pointed at this digest when it was last seen.
+    /// Tags pointing at this digest as of the last discovery or push that saw them: a tag
+    /// moved to another digest, or removed from the registry, leaves.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Each tag of `tags` with the time it was last seen pointing at this digest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags_seen: Vec<SeenTag>,
+}
+
+/// A tag and when it was last seen pointing at the result's digest.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SeenTag {
+    /// The tag.
+    pub tag: String,
+    /// When a discovery or push last saw the tag point at this digest.
+    pub last_seen: Time,
 }
 
 /// Class of a finding.
@@ -147,6 +162,10 @@ pub struct ImageScanResultStatus {
     /// Version of the vulnerability database the findings were matched against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_version: Option<String>,
+    /// The scanners that made the result. Absent on results written before scanners were
+    /// recorded, which ran them all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scanners: Vec<ScannerKind>,
     /// When the image was scanned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan_time: Option<Time>,
@@ -170,10 +189,47 @@ pub struct ImageScanResultStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     /// The image's package inventory, gzip-compressed JSON in base64, kept so that a
-    /// vulnerability database update re-matches the image without pulling it again.
+    /// vulnerability database update re-matches the image without pulling it again. Unset
+    /// when it is too large for the object (a warning says so): a database update then
+    /// scans the image again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inventory: Option<String>,
-    /// Standard conditions (`Scanned`).
+    /// The identity (`id` and `package`) of every finding, including those cut from
+    /// `findings`, gzip-compressed lines in base64: a database update reports as new only
+    /// what is not among them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finding_ids: Option<String>,
+    /// Standard conditions: `Deleted` (status True, with the time) when the registry
+    /// reported the image deleted or discovery no longer finds it in the rule's scope;
+    /// such a result is removed after the rule's `resultRetention`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Findings accepted by live VulnerabilityExceptions of this namespace, by
+    /// severity; still listed and still in `summary`. Written by the policy controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excepted: Option<SeverityCounts>,
+    /// The verdict of each ImagePolicy covering this image, computed ahead of admission.
+    /// Written by the policy controller.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<PolicyVerdictEntry>,
+}
+
+/// One ImagePolicy's verdict on an image.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyVerdictEntry {
+    /// Name of the ImagePolicy.
+    pub policy: String,
+    /// The policy's generation the verdict was computed for.
+    #[serde(default)]
+    pub generation: i64,
+    /// `Pass`, `Warn` or `Violation` (before the policy's mode is applied).
+    pub verdict: String,
+    /// The top reasons, most severe first (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    /// When the verdict stops holding (a result ages past `maxResultAge`, or an
+    /// exception expires); it is computed again then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<Time>,
 }

@@ -1,16 +1,20 @@
 //! Custom resources of imagewarden (`imagewarden.io/v1alpha1`).
 //!
-//! Every type here is namespaced and has a status subresource. Enums are plain
+//! Every type here has a status subresource; all but `ImagePolicy` are namespaced. Enums are plain
 //! strings and variants are spelled out as separate optional fields, so the
 //! generated OpenAPI schemas are structural and `kubectl explain` documents them.
 
+pub mod image_policy;
 pub mod image_scan_result;
 pub mod scan_rule;
 pub mod scan_task;
+pub mod vulnerability_exception;
 
+pub use image_policy::*;
 pub use image_scan_result::*;
 pub use scan_rule::*;
 pub use scan_task::*;
+pub use vulnerability_exception::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -22,7 +26,13 @@ pub const GROUP: &str = "imagewarden.io";
 
 /// All of imagewarden's CRDs, in the order they are written to `crds/`.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![ScanRule::crd(), ScanTask::crd(), ImageScanResult::crd()]
+    vec![
+        ScanRule::crd(),
+        ScanTask::crd(),
+        ImageScanResult::crd(),
+        ImagePolicy::crd(),
+        VulnerabilityException::crd(),
+    ]
 }
 
 /// Refers to one key of a Secret in the object's namespace.
@@ -90,8 +100,8 @@ impl SeverityCounts {
 }
 
 /// The YAML of a CRD as written to `crds/`.
-pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_yaml::Error> {
-    serde_yaml::to_string(crd)
+pub fn to_yaml(crd: &CustomResourceDefinition) -> Result<String, serde_norway::Error> {
+    serde_norway::to_string(crd)
 }
 
 #[cfg(test)]
@@ -116,7 +126,12 @@ mod tests {
                 version.subresources.as_ref().unwrap().status.is_some(),
                 "{name}"
             );
-            assert_eq!(crd.spec.scope, "Namespaced", "{name}");
+            let scope = if name == "imagepolicies.imagewarden.io" {
+                "Cluster"
+            } else {
+                "Namespaced"
+            };
+            assert_eq!(crd.spec.scope, scope, "{name}");
         }
     }
 

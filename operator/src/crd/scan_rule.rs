@@ -5,6 +5,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use imagewarden_scanner::finding::ScannerKind;
+
 use super::{SecretKeyRef, SecretRef, Severity};
 
 /// A declarative scan rule: a registry, a scope in it (a registry namespace or one
@@ -44,9 +46,11 @@ pub struct ScanRuleSpec {
     /// What starts a scan besides the manual `imagewarden.io/scan-now` annotation.
     #[serde(default)]
     pub triggers: TriggerSpec,
-    /// Which scanners run on each image. Default: all of them.
+    /// Which scanners run on each image: `Vulnerability` (package vulnerabilities and
+    /// malicious packages), `Baseline`, `Secret`, `Malware` (malicious files). Default: all
+    /// of them. A result made without one of the rule's scanners is not reused for it.
     #[serde(default = "default_scanners")]
-    #[schemars(default = "default_scanners")]
+    #[schemars(default = "default_scanners", length(min = 1))]
     pub scanners: Vec<ScannerKind>,
     /// Where results are reported when a scan task finishes or new findings appear.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -54,6 +58,11 @@ pub struct ScanRuleSpec {
     /// Building patched images (`<tag>_fixd`) for images with fixable OS vulnerabilities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fix: Option<FixSpec>,
+    /// How long an ImageScanResult of this rule is kept once it is marked `Deleted` (the
+    /// registry reported the image deleted, or discovery no longer finds it in the rule's
+    /// scope), as a duration such as `168h`, `30m` or `7d`. Unset: 168h (7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_retention: Option<String>,
 }
 
 fn default_tag_filter() -> String {
@@ -61,12 +70,7 @@ fn default_tag_filter() -> String {
 }
 
 fn default_scanners() -> Vec<ScannerKind> {
-    vec![
-        ScannerKind::Vulnerability,
-        ScannerKind::Baseline,
-        ScannerKind::Secret,
-        ScannerKind::Malware,
-    ]
+    ScannerKind::ALL.to_vec()
 }
 
 /// How to reach a registry.
@@ -121,19 +125,6 @@ pub struct TriggerSpec {
     /// Cron schedule (5 fields, UTC) for full scans of the rule's scope, e.g. `0 3 * * *`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
-}
-
-/// A scanner that runs on each image.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
-pub enum ScannerKind {
-    /// OS and application package vulnerabilities.
-    Vulnerability,
-    /// Configuration risks (CIS Docker Benchmark section 4).
-    Baseline,
-    /// Exposed secrets in files and in the image configuration.
-    Secret,
-    /// Malicious samples: YARA rules, known-bad hashes, malicious packages.
-    Malware,
 }
 
 /// Kind of notification target.
@@ -221,7 +212,9 @@ pub struct ScanRuleStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready` (the rule is valid and its registry reachable) and other conditions.
+    /// `Ready`: the rule is valid and its registry answered `/v2/` with the rule's
+    /// credentials (checked when the spec changes, then every 30 minutes); the message
+    /// says what was checked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Name of the most recent ScanTask started for this rule.

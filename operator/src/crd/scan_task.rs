@@ -60,6 +60,8 @@ pub enum TaskTrigger {
     Schedule,
     /// A vulnerability database update re-matched stored inventories.
     DatabaseUpdate,
+    /// An ImagePolicy with `scanUnscanned` saw the image at admission without a result.
+    Admission,
 }
 
 /// Phase of a task or of one image in it.

@@ -343,7 +343,7 @@ impl FindingSummary {
             medium: summary.medium,
             low: summary.low,
             unknown: summary.unknown,
-            total: summary.critical + summary.high + summary.medium + summary.low + summary.unknown,
+            total: summary.total(),
             fixable: findings
                 .iter()
                 .filter(|f| f.fixed_version.is_some())
@@ -412,24 +412,7 @@ pub fn new_findings_view(result: &ImageScanResult, new_ids: &HashSet<String>) ->
     let mut view = result.clone();
     let status = view.status.get_or_insert_with(Default::default);
     status.findings.retain(|f| new_ids.contains(&f.id));
-    let mut summary = ResultSummary::default();
-    for f in &status.findings {
-        match f.severity {
-            Severity::Critical => summary.critical += 1,
-            Severity::High => summary.high += 1,
-            Severity::Medium => summary.medium += 1,
-            Severity::Low => summary.low += 1,
-            Severity::Unknown => summary.unknown += 1,
-        }
-        match f.class {
-            FindingClass::SystemVulnerability => &mut summary.system_vulnerabilities,
-            FindingClass::ApplicationVulnerability => &mut summary.application_vulnerabilities,
-            FindingClass::BaselineRisk => &mut summary.baseline_risks,
-            FindingClass::MaliciousSample => &mut summary.malicious_samples,
-        }
-        .add(f.severity);
-    }
-    status.summary = summary;
+    status.summary = ResultSummary::of(&status.findings);
     status.total_findings = status.findings.len() as u32;
     status.truncated = false;
     view
@@ -481,6 +464,7 @@ pub(crate) mod tests {
                 scanners: vec![],
                 notifications: vec![],
                 fix: None,
+                result_retention: None,
             },
         );
         rule.metadata.namespace = Some("team-a".into());
@@ -488,23 +472,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn sample_result(name: &str, repo: &str, findings: Vec<Finding>) -> ImageScanResult {
-        let mut summary = ResultSummary::default();
-        for f in &findings {
-            match f.severity {
-                Severity::Critical => summary.critical += 1,
-                Severity::High => summary.high += 1,
-                Severity::Medium => summary.medium += 1,
-                Severity::Low => summary.low += 1,
-                Severity::Unknown => summary.unknown += 1,
-            }
-            match f.class {
-                FindingClass::SystemVulnerability => &mut summary.system_vulnerabilities,
-                FindingClass::ApplicationVulnerability => &mut summary.application_vulnerabilities,
-                FindingClass::BaselineRisk => &mut summary.baseline_risks,
-                FindingClass::MaliciousSample => &mut summary.malicious_samples,
-            }
-            .add(f.severity);
-        }
+        let summary = ResultSummary::of(&findings);
         ImageScanResult {
             metadata: ObjectMeta {
                 name: Some(name.into()),
@@ -517,6 +485,7 @@ pub(crate) mod tests {
                 digest: "sha256:3b5e2a7c6f1d00112233445566778899aabbccddeeff00112233445566778899"
                     .into(),
                 tags: vec!["v1.4.2".into()],
+                tags_seen: vec![],
             },
             status: Some(ImageScanResultStatus {
                 total_findings: findings.len() as u32,

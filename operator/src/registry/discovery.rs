@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use futures::{stream, StreamExt, TryStreamExt};
 use regex::Regex;
 
-use super::access::{Credentials, RegistryAccess};
+use super::access::Credentials;
 use super::client::{Page, RegistryClient};
 use super::error::{InRepository, RegistryError};
 use crate::crd::{ScanRuleSpec, ScopeSpec, ScopeType};
@@ -239,7 +239,7 @@ pub async fn discover_for_rule(
         }
     })?;
     let access =
-        RegistryAccess::from_spec(&spec.registry, ca_pem, credentials)?.with_egress(egress);
+        super::access::access_from_spec(&spec.registry, ca_pem, credentials)?.with_egress(egress);
     let client = RegistryClient::new(&access)?;
     Ok(discover(
         &client,

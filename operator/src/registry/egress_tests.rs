@@ -185,7 +185,8 @@ async fn denied_addresses_are_not_contacted_by_literal_or_by_name() {
 #[tokio::test]
 async fn inline_scans_pull_within_the_registry_access_egress_policy() {
     use crate::context::LoadedDb;
-    use crate::executor::{scan, ScanTarget};
+    use crate::executor::{scan_target, ScanTarget};
+    use imagewarden_scanner::finding::ScannerKind;
 
     let (host, seen) = registry(Hostile::Failing).await;
     let db = LoadedDb::new(
@@ -200,10 +201,17 @@ async fn inline_scans_pull_within_the_registry_access_egress_policy() {
         tags: vec![],
     };
     let access = RegistryAccess::new(&host, true).unwrap();
-    let err = scan(&target, &access, &db, &Default::default())
-        .await
-        .expect_err("loopback is denied")
-        .to_string();
+    let err = scan_target(
+        &target,
+        &access,
+        &db,
+        &Default::default(),
+        &ScannerKind::ALL,
+        Default::default(),
+    )
+    .await
+    .expect_err("loopback is denied")
+    .to_string();
     assert!(err.contains("not contacted"), "{err}");
     assert!(seen.lock().unwrap().is_empty(), "{:?}", seen);
 }

@@ -4,21 +4,24 @@
 //! coalescer that turns a burst of pushes into one batch per rule).
 //!
 //! Nothing here reads Kubernetes objects: the controller resolves Secrets into a
-//! [`RegistryAccess`] and hands in the rule's spec.
+//! [`RegistryAccess`] and hands in the rule's spec. The distribution API client itself is
+//! the scanner library's ([`imagewarden_scanner::registry`]), which pulls use too.
 
 pub mod access;
 #[cfg(test)]
 mod bearer_tests;
-pub mod client;
+pub mod delete;
 pub mod discovery;
 #[cfg(test)]
 mod egress_tests;
-pub mod error;
 pub mod push;
+/// The distribution API client and its errors, shared with the scanner's pulls.
+pub use imagewarden_scanner::registry::{client, error};
 pub mod webhook;
 
-pub use access::{Credentials, CredentialsError, RegistryAccess};
+pub use access::{access_from_spec, Credentials, CredentialsError, FromSecretData, RegistryAccess};
 pub use client::RegistryClient;
+pub use delete::DeleteEvent;
 pub use discovery::{
     discover, discover_for_rule, DiscoveredImage, Discovery, DiscoveryLimits, RepositoryError,
     RuleDiscoveryError, Scope, TagFilter,

@@ -1,12 +1,13 @@
 //! The push-webhook receiver: registries POST here when an image is pushed.
 //!
 //! - `POST /webhook/distribution`: CNCF Distribution notification envelopes
-//!   (`application/vnd.docker.distribution.events.v1+json`). Only `push` events of a
-//!   manifest under a tag count; blob pushes, pulls, deletes and pushes by digest are
-//!   ignored.
-//! - `POST /webhook/harbor`: Harbor webhooks in its default payload format (only
-//!   `PUSH_ARTIFACT` counts) or its CloudEvents format (only `harbor.artifact.pushed`
-//!   counts); other event types are accepted and ignored.
+//!   (`application/vnd.docker.distribution.events.v1+json`). `push` events of a
+//!   manifest under a tag start scans, `delete` events mark results `Deleted` (see
+//!   [`super::delete`]); blob pushes, pulls and pushes by digest are ignored.
+//! - `POST /webhook/harbor`: Harbor webhooks in its default payload format
+//!   (`PUSH_ARTIFACT`, `DELETE_ARTIFACT`) or its CloudEvents format
+//!   (`harbor.artifact.pushed`, `harbor.artifact.deleted`); other event types are
+//!   accepted and ignored.
 //!
 //! Both require the shared token, as `Authorization: Bearer <token>` (Distribution's
 //! `headers:` setting) or as the bare `Authorization: <token>` Harbor's "auth header"
@@ -33,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::client::{is_digest, MANIFEST_MEDIA_TYPES};
+use super::delete::{parse_distribution_deletes, parse_harbor_deletes, DeleteEvent};
 use super::push::PushEvent;
 
 /// Path of the CNCF Distribution notification endpoint.
@@ -93,6 +95,8 @@ pub struct ServerOptions {
     pub max_connections: usize,
     /// TLS, when set; plain HTTP otherwise.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// Where reported deletions go; unset, they are accepted and dropped.
+    pub deletes: Option<mpsc::Sender<DeleteEvent>>,
 }
 
 impl Default for ServerOptions {
@@ -102,20 +106,25 @@ impl Default for ServerOptions {
             read_timeout: Duration::from_secs(10),
             max_connections: 256,
             tls: None,
+            deletes: None,
         }
     }
 }
 
-/// The TLS settings of a certificate chain and private key in PEM files; the error names
-/// the file and what is wrong with it.
-pub fn tls_config(
+/// A certificate chain and private key read from PEM files; the error names the file and
+/// what is wrong with it.
+pub fn read_pem_files(
     cert_file: &Path,
     key_file: &Path,
-) -> Result<Arc<tokio_rustls::rustls::ServerConfig>, String> {
+) -> Result<
+    (
+        Vec<rustls_pki_types::CertificateDer<'static>>,
+        rustls_pki_types::PrivateKeyDer<'static>,
+    ),
+    String,
+> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    use tokio_rustls::rustls;
-
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
         .and_then(|certs| certs.collect())
         .map_err(|e| format!("{}: not PEM certificates: {e}", cert_file.display()))?;
@@ -124,6 +133,18 @@ pub fn tls_config(
     }
     let key = PrivateKeyDer::from_pem_file(key_file)
         .map_err(|e| format!("{}: no PEM private key: {e}", key_file.display()))?;
+    Ok((certs, key))
+}
+
+/// The TLS settings of a certificate chain and private key in PEM files; the error names
+/// the file and what is wrong with it.
+pub fn tls_config(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<Arc<tokio_rustls::rustls::ServerConfig>, String> {
+    use tokio_rustls::rustls;
+
+    let (certs, key) = read_pem_files(cert_file, key_file)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -145,24 +166,26 @@ pub fn tls_config(
 struct WebhookState {
     token: String,
     events: mpsc::Sender<PushEvent>,
+    deletes: Option<mpsc::Sender<DeleteEvent>>,
     read_timeout: Duration,
 }
 
 /// The receiver's routes. Every accepted push goes to `events`. An empty `token` refuses
 /// every request, so a missing configuration never opens the endpoint.
 pub fn router(token: impl Into<String>, events: mpsc::Sender<PushEvent>) -> Router {
-    router_with(token, events, ServerOptions::default().read_timeout)
+    router_with(token, events, &ServerOptions::default())
 }
 
 fn router_with(
     token: impl Into<String>,
     events: mpsc::Sender<PushEvent>,
-    read_timeout: Duration,
+    options: &ServerOptions,
 ) -> Router {
     let state = Arc::new(WebhookState {
         token: token.into(),
         events,
-        read_timeout,
+        deletes: options.deletes.clone(),
+        read_timeout: options.read_timeout,
     });
     Router::new()
         .route(DISTRIBUTION_PATH, post(distribution))
@@ -188,7 +211,17 @@ pub async fn serve_with(
     events: mpsc::Sender<PushEvent>,
     options: ServerOptions,
 ) -> io::Result<()> {
-    let router = router_with(token, events, options.read_timeout);
+    let router = router_with(token, events, &options);
+    serve_router(listener, router, options).await
+}
+
+/// Serves `router` on `listener` until the task is dropped, as [`serve_with`] does
+/// (also what the admission webhook is served with).
+pub async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    options: ServerOptions,
+) -> io::Result<()> {
     let permits = Arc::new(Semaphore::new(options.max_connections.max(1)));
     let acceptor = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     loop {
@@ -268,7 +301,8 @@ async fn distribution(
     authorize(&state.token, &headers)?;
     let body = read_body(&state, body).await?;
     let events = parse_distribution_envelope(&body)?;
-    forward(&state, events).await
+    let deletes = parse_distribution_deletes(&body)?;
+    forward(&state, events, deletes).await
 }
 
 async fn harbor(
@@ -279,11 +313,32 @@ async fn harbor(
     authorize(&state.token, &headers)?;
     let body = read_body(&state, body).await?;
     let events = parse_harbor_webhook(&body)?;
-    forward(&state, events).await
+    let deletes = parse_harbor_deletes(&body)?;
+    forward(&state, events, deletes).await
 }
 
-async fn forward(state: &WebhookState, events: Vec<PushEvent>) -> Result<Response, WebhookError> {
-    let accepted = events.len();
+async fn forward(
+    state: &WebhookState,
+    events: Vec<PushEvent>,
+    deletes: Vec<DeleteEvent>,
+) -> Result<Response, WebhookError> {
+    let mut accepted = events.len();
+    if let Some(sender) = &state.deletes {
+        accepted += deletes.len();
+        for delete in deletes {
+            tracing::debug!(
+                registry = %delete.registry_host,
+                repository = %delete.repository,
+                digest = ?delete.digest,
+                tag = ?delete.tag,
+                "delete received"
+            );
+            sender
+                .send(delete)
+                .await
+                .map_err(|_| WebhookError::Unavailable)?;
+        }
+    }
     for event in events {
         tracing::debug!(
             registry = %event.registry_host,
@@ -328,39 +383,39 @@ pub fn authorize(token: &str, headers: &HeaderMap) -> Result<(), WebhookError> {
 }
 
 #[derive(Deserialize)]
-struct Envelope {
-    events: Vec<DistributionEvent>,
+pub(super) struct Envelope {
+    pub(super) events: Vec<DistributionEvent>,
 }
 
 #[derive(Deserialize)]
-struct DistributionEvent {
+pub(super) struct DistributionEvent {
     #[serde(default)]
-    action: String,
+    pub(super) action: String,
     #[serde(default)]
-    target: Option<Target>,
+    pub(super) target: Option<Target>,
     #[serde(default)]
-    request: Option<Request>,
+    pub(super) request: Option<Request>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Target {
+pub(super) struct Target {
     #[serde(default)]
     media_type: String,
     #[serde(default)]
-    digest: String,
+    pub(super) digest: String,
     #[serde(default)]
-    repository: String,
+    pub(super) repository: String,
     #[serde(default)]
-    tag: String,
+    pub(super) tag: String,
     #[serde(default)]
-    url: String,
+    pub(super) url: String,
 }
 
 #[derive(Deserialize)]
-struct Request {
+pub(super) struct Request {
     #[serde(default)]
-    host: String,
+    pub(super) host: String,
 }
 
 /// The tagged manifest pushes in a CNCF Distribution notification envelope.
@@ -411,7 +466,7 @@ pub fn parse_distribution_envelope(body: &[u8]) -> Result<Vec<PushEvent>, Webhoo
     Ok(pushes)
 }
 
-fn url_host(url: &str) -> Option<String> {
+pub(super) fn url_host(url: &str) -> Option<String> {
     reqwest::Url::parse(url).ok().and_then(|u| {
         let host = u.host_str()?.to_string();
         Some(match u.port() {
@@ -422,35 +477,35 @@ fn url_host(url: &str) -> Option<String> {
 }
 
 #[derive(Deserialize)]
-struct HarborWebhook {
+pub(super) struct HarborWebhook {
     #[serde(rename = "type")]
-    event_type: String,
+    pub(super) event_type: String,
     /// The default payload format's event.
     #[serde(default)]
-    event_data: Option<serde_json::Value>,
+    pub(super) event_data: Option<serde_json::Value>,
     /// The CloudEvents format's event.
     #[serde(default)]
-    data: Option<serde_json::Value>,
+    pub(super) data: Option<serde_json::Value>,
 }
 
 /// Harbor's push event type in its default and its CloudEvents payload formats.
 const HARBOR_PUSH_TYPES: &[&str] = &["PUSH_ARTIFACT", "harbor.artifact.pushed"];
 
 #[derive(Deserialize)]
-struct HarborEventData {
+pub(super) struct HarborEventData {
     #[serde(default)]
-    resources: Vec<HarborResource>,
+    pub(super) resources: Vec<HarborResource>,
     repository: HarborRepository,
 }
 
 #[derive(Deserialize)]
-struct HarborResource {
+pub(super) struct HarborResource {
     #[serde(default)]
-    digest: String,
+    pub(super) digest: String,
     #[serde(default)]
-    tag: String,
+    pub(super) tag: String,
     #[serde(default)]
-    resource_url: String,
+    pub(super) resource_url: String,
 }
 
 #[derive(Deserialize)]
@@ -466,37 +521,9 @@ struct HarborRepository {
 /// The tagged pushes in a Harbor webhook (default or CloudEvents payload format). Other
 /// event types yield no pushes.
 pub fn parse_harbor_webhook(body: &[u8]) -> Result<Vec<PushEvent>, WebhookError> {
-    let malformed = |message: String| WebhookError::Malformed {
-        format: "Harbor",
-        message,
-    };
-    let webhook: HarborWebhook = serde_json::from_slice(body).map_err(|e| {
-        malformed(format!(
-            "{e}; expected {{\"type\":\"PUSH_ARTIFACT\",\"event_data\":{{\"resources\",\"repository\"}}}}"
-        ))
-    })?;
-    if !HARBOR_PUSH_TYPES.contains(&webhook.event_type.as_str()) {
+    let malformed = harbor_malformed;
+    let Some((data, repository)) = harbor_event(body, HARBOR_PUSH_TYPES)? else {
         return Ok(Vec::new());
-    }
-    let data = webhook.event_data.or(webhook.data).ok_or_else(|| {
-        malformed(format!(
-            "{} without event_data (or data)",
-            webhook.event_type
-        ))
-    })?;
-    let data: HarborEventData = serde_json::from_value(data).map_err(|e| {
-        malformed(format!(
-            "{e}; expected {{\"resources\":[{{\"digest\",\"tag\",\"resource_url\"}}],\"repository\":{{\"repo_full_name\"}}}}"
-        ))
-    })?;
-    let repository = if !data.repository.repo_full_name.is_empty() {
-        data.repository.repo_full_name
-    } else if !data.repository.namespace.is_empty() && !data.repository.name.is_empty() {
-        format!("{}/{}", data.repository.namespace, data.repository.name)
-    } else {
-        return Err(malformed(
-            "event_data.repository has neither repo_full_name nor namespace and name".into(),
-        ));
     };
     let mut pushes = Vec::new();
     for resource in data.resources {
@@ -510,26 +537,74 @@ pub fn parse_harbor_webhook(body: &[u8]) -> Result<Vec<PushEvent>, WebhookError>
                 resource.tag
             )));
         }
-        // resource_url is `host[:port]/namespace/name:tag`.
-        let host = resource
-            .resource_url
-            .split_once('/')
-            .map(|(host, _)| host)
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| {
-                malformed(format!(
-                    "the push of {repository}:{} has no registry host in resource_url {:?}",
-                    resource.tag, resource.resource_url
-                ))
-            })?;
+        let host = harbor_host(&resource.resource_url).ok_or_else(|| {
+            malformed(format!(
+                "the push of {repository}:{} has no registry host in resource_url {:?}",
+                resource.tag, resource.resource_url
+            ))
+        })?;
         pushes.push(PushEvent {
-            registry_host: host.to_ascii_lowercase(),
+            registry_host: host,
             repository: repository.clone(),
             tag: resource.tag,
             digest: resource.digest,
         });
     }
     Ok(pushes)
+}
+
+pub(super) fn harbor_malformed(message: String) -> WebhookError {
+    WebhookError::Malformed {
+        format: "Harbor",
+        message,
+    }
+}
+
+/// The registry host of a Harbor `resource_url` (`host[:port]/namespace/name:tag`).
+pub(super) fn harbor_host(resource_url: &str) -> Option<String> {
+    resource_url
+        .split_once('/')
+        .map(|(host, _)| host)
+        .filter(|h| !h.is_empty())
+        .map(str::to_ascii_lowercase)
+}
+
+/// The event data and repository of a Harbor webhook whose type is one of `types`;
+/// `None` for other types.
+pub(super) fn harbor_event(
+    body: &[u8],
+    types: &[&str],
+) -> Result<Option<(HarborEventData, String)>, WebhookError> {
+    let malformed = harbor_malformed;
+    let webhook: HarborWebhook = serde_json::from_slice(body).map_err(|e| {
+        malformed(format!(
+            "{e}; expected {{\"type\":\"PUSH_ARTIFACT\",\"event_data\":{{\"resources\",\"repository\"}}}}"
+        ))
+    })?;
+    if !types.contains(&webhook.event_type.as_str()) {
+        return Ok(None);
+    }
+    let data = webhook.event_data.or(webhook.data).ok_or_else(|| {
+        malformed(format!(
+            "{} without event_data (or data)",
+            webhook.event_type
+        ))
+    })?;
+    let data: HarborEventData = serde_json::from_value(data).map_err(|e| {
+        malformed(format!(
+            "{e}; expected {{\"resources\":[{{\"digest\",\"tag\",\"resource_url\"}}],\"repository\":{{\"repo_full_name\"}}}}"
+        ))
+    })?;
+    let repository = if !data.repository.repo_full_name.is_empty() {
+        data.repository.repo_full_name.clone()
+    } else if !data.repository.namespace.is_empty() && !data.repository.name.is_empty() {
+        format!("{}/{}", data.repository.namespace, data.repository.name)
+    } else {
+        return Err(malformed(
+            "event_data.repository has neither repo_full_name nor namespace and name".into(),
+        ));
+    };
+    Ok(Some((data, repository)))
 }
 
 #[cfg(test)]

@@ -310,7 +310,7 @@ fn cargo_auditable(path: &str, section: &[u8], out: &mut Output) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyzer::Finding;
+    use crate::analyzer::Fact;
 
     /// A minimal little-endian ELF64 file with the given (name, address, data) sections.
     fn elf(sections: &[(&str, u64, &[u8])]) -> Vec<u8> {
@@ -359,10 +359,10 @@ mod tests {
         let mut out = Output::default();
         ExecutableAnalyzer.analyze("app", binary, &mut out);
         assert!(out.warnings.is_empty(), "{:?}", out.warnings);
-        out.findings
+        out.facts
             .iter()
             .map(|f| match f {
-                Finding::Package(p) => format!("{}@{} {}", p.name, p.version, p.purl),
+                Fact::Package(p) => format!("{}@{} {}", p.name, p.version, p.purl),
                 _ => String::new(),
             })
             .collect()
@@ -408,6 +408,6 @@ mod tests {
         bad[16..24].copy_from_slice(&0xdead_0000u64.to_le_bytes());
         let mut out = Output::default();
         ExecutableAnalyzer.analyze("app", &elf(&[(".go.buildinfo", 0x1000, &bad)]), &mut out);
-        assert!(out.findings.is_empty() && out.warnings.len() == 1);
+        assert!(out.facts.is_empty() && out.warnings.len() == 1);
     }
 }

@@ -108,7 +108,7 @@ pub fn parse_status(path: &str, text: &str, out: &mut Output) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyzer::Finding;
+    use crate::analyzer::Fact;
 
     #[test]
     fn source_with_version_in_parentheses() {
@@ -118,8 +118,8 @@ mod tests {
             "Package: libssl1.1\nStatus: install ok installed\nArchitecture: amd64\nSource: openssl (1.1.1n-0+deb11u3)\nVersion: 1.1.1n-0+deb11u3+b1\n\nPackage: gone\nStatus: deinstall ok config-files\nVersion: 1\n",
             &mut out,
         );
-        assert_eq!(out.findings.len(), 1);
-        let Finding::Package(p) = &out.findings[0] else {
+        assert_eq!(out.facts.len(), 1);
+        let Fact::Package(p) = &out.facts[0] else {
             panic!()
         };
         assert_eq!(p.source_name.as_deref(), Some("openssl"));
@@ -137,7 +137,7 @@ mod tests {
         let (mut a, mut b) = (Output::default(), Output::default());
         parse_status("var/lib/dpkg/status", lf, &mut a);
         parse_status("var/lib/dpkg/status", &crlf, &mut b);
-        assert_eq!(a.findings.len(), 2);
+        assert_eq!(a.facts.len(), 2);
         assert_eq!(a, b);
     }
 }

@@ -342,7 +342,7 @@ mod tests {
         );
         let mut out = Output::default();
         JavaArchiveAnalyzer.analyze("app.jar", &jar, &mut out);
-        assert_eq!(out.findings.len(), 1, "{:?}", out.warnings);
+        assert_eq!(out.facts.len(), 1, "{:?}", out.warnings);
     }
 
     #[test]
@@ -364,7 +364,7 @@ mod tests {
         let mut out = Output::default();
         JavaArchiveAnalyzer.analyze("app.jar", &jar, &mut out);
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
-        assert!(out.findings.is_empty());
+        assert!(out.facts.is_empty());
         assert!(
             out.warnings
                 .iter()

@@ -16,9 +16,10 @@ pub mod rpm;
 
 use crate::inventory::{Ecosystem, Inventory, OsInfo, Package};
 
-/// What an analyzer found in one file.
+/// What an analyzer learned from one file: a fact about the OS, a package, or a check's
+/// finding.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Finding {
+pub enum Fact {
     /// A fact about the operating system; the one with the lowest `rank` wins.
     Os(OsFact),
     /// An installed package. OS packages get their distro-specific ecosystem and purl
@@ -26,7 +27,7 @@ pub enum Finding {
     Package(Package),
     /// A baseline risk, exposed secret or malicious sample found in the file
     /// (see [`crate::checks`]).
-    Check(Box<crate::checks::CheckFinding>),
+    Check(Box<crate::finding::CheckFinding>),
 }
 
 /// One file's statement about the operating system.
@@ -38,15 +39,49 @@ pub struct OsFact {
     pub rank: u8,
 }
 
-/// Findings and warnings collected from one file.
+/// Facts and warnings collected from one file.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Output {
-    pub findings: Vec<Finding>,
+    pub facts: Vec<Fact>,
     /// At most [`MAX_WARNINGS`] warnings of at most [`MAX_WARNING_LEN`] bytes each, then
     /// one line counting the rest.
     pub warnings: Vec<String>,
     /// Warnings beyond [`MAX_WARNINGS`], counted in the last line of `warnings`.
     omitted_warnings: u64,
+}
+
+impl Output {
+    /// About how many bytes these results take in memory (strings and a fixed cost per
+    /// item), for the per-scan retained-bytes budget.
+    pub fn approx_bytes(&self) -> u64 {
+        let facts: usize = self
+            .facts
+            .iter()
+            .map(|f| match f {
+                Fact::Package(p) => {
+                    p.name.len()
+                        + p.version.len()
+                        + p.purl.len()
+                        + p.path.len()
+                        + p.source_name.as_ref().map_or(0, String::len)
+                        + p.source_version.as_ref().map_or(0, String::len)
+                        + p.vendor.as_ref().map_or(0, String::len)
+                        + p.module.as_ref().map_or(0, String::len)
+                        + 256
+                }
+                Fact::Os(o) => o.family.len() + 128,
+                Fact::Check(c) => {
+                    c.id.len()
+                        + c.title.len()
+                        + c.path.as_ref().map_or(0, String::len)
+                        + c.config_key.as_ref().map_or(0, String::len)
+                        + 512
+                }
+            })
+            .sum();
+        let warnings: usize = self.warnings.iter().map(|w| w.len() + 24).sum();
+        (facts + warnings) as u64
+    }
 }
 
 /// Most warnings kept per file (and, times ten, per scan); the rest are counted.
@@ -84,7 +119,7 @@ pub fn push_bounded_warning(warnings: &mut Vec<String>, omitted: &mut u64, max: 
 
 impl Output {
     pub fn package(&mut self, p: Package) {
-        self.findings.push(Finding::Package(p));
+        self.facts.push(Fact::Package(p));
     }
     pub fn warn(&mut self, w: impl Into<String>) {
         push_bounded_warning(

@@ -1,6 +1,6 @@
 //! Operating-system detection: `etc/os-release` and its fallbacks.
 
-use super::{Analyzer, FileMeta, Finding, OsFact, Output};
+use super::{Analyzer, Fact, FileMeta, OsFact, Output};
 
 /// Reads os-release and the distribution-specific release files.
 pub struct OsReleaseAnalyzer;
@@ -45,7 +45,7 @@ impl Analyzer for OsReleaseAnalyzer {
             _ => None,
         };
         match fact {
-            Some((family, version)) => out.findings.push(Finding::Os(OsFact {
+            Some((family, version)) => out.facts.push(Fact::Os(OsFact {
                 family,
                 version,
                 rank,
@@ -199,8 +199,8 @@ mod tests {
         ] {
             let mut out = Output::default();
             OsReleaseAnalyzer.analyze(path, text.as_bytes(), &mut out);
-            for f in out.findings {
-                if let Finding::Os(fact) = f {
+            for f in out.facts {
+                if let Fact::Os(fact) = f {
                     facts.push(fact);
                 }
             }

@@ -516,6 +516,6 @@ mod tests {
     fn shadow_entries() {
         let mut out = Output::default();
         shadow("root:!::0:::::\nbob::1:0:99999:7:::\n", &mut out);
-        assert_eq!(out.findings.len(), 1);
+        assert_eq!(out.facts.len(), 1);
     }
 }

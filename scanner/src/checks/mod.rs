@@ -14,117 +14,13 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use crate::analyzer::{Analyzer, Finding, Output};
-use crate::report::SeveritySummary;
+use crate::analyzer::{Analyzer, Fact, Output};
+use crate::finding::Severity;
+use crate::finding::{CheckClass, CheckFinding, ScannerKind, SeveritySummary};
 use crate::source::ScannedImage;
-use crate::vulndb::Severity;
-
-/// Which result class a check belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckClass {
-    Baseline,
-    Secret,
-    Malware,
-}
-
-/// One baseline risk, exposed secret or malicious sample.
-///
-/// Secret values are never stored whole: `evidence` holds at most their first four
-/// characters followed by `****`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CheckFinding {
-    /// Stable id, e.g. `IW-CIS-4.1-ROOT-USER`, `IW-SECRET-AWS-ACCESS-KEY-ID`, `IW-MAL-EICAR`.
-    pub id: String,
-    #[serde(skip)]
-    pub class: Option<CheckClass>,
-    pub title: String,
-    pub severity: Severity,
-    /// The CIS Docker Benchmark control cited (e.g. `4.1`), for baseline risks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cis: Option<String>,
-    /// The file, as a path inside the image without a leading `/`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    /// The layer that holds the file, `sha256:<hex>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub layer: Option<String>,
-    /// The image configuration key, e.g. `config.User` or `config.Env[3]`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config_key: Option<String>,
-    /// 1-based line of the match in the file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub line: Option<u32>,
-    /// What was seen (redacted for secrets).
-    pub evidence: String,
-    /// What to do about it.
-    pub remediation: String,
-}
-
-impl CheckFinding {
-    pub(crate) fn new(
-        class: CheckClass,
-        id: &str,
-        title: &str,
-        severity: Severity,
-        evidence: impl Into<String>,
-        remediation: &str,
-    ) -> CheckFinding {
-        CheckFinding {
-            id: id.to_string(),
-            class: Some(class),
-            title: title.to_string(),
-            severity,
-            cis: None,
-            path: None,
-            layer: None,
-            config_key: None,
-            line: None,
-            evidence: evidence.into(),
-            remediation: remediation.to_string(),
-        }
-    }
-
-    pub(crate) fn cis(mut self, control: &str) -> Self {
-        self.cis = Some(control.to_string());
-        self
-    }
-
-    pub(crate) fn config_key(mut self, key: impl Into<String>) -> Self {
-        self.config_key = Some(key.into());
-        self
-    }
-
-    pub(crate) fn line(mut self, line: u32) -> Self {
-        self.line = Some(line);
-        self
-    }
-
-    fn class(&self) -> CheckClass {
-        self.class.unwrap_or_else(|| {
-            if self.id.starts_with("IW-SECRET-") {
-                CheckClass::Secret
-            } else if self.id.starts_with("IW-MAL-") {
-                CheckClass::Malware
-            } else {
-                CheckClass::Baseline
-            }
-        })
-    }
-}
 
 pub(crate) fn emit(out: &mut Output, f: CheckFinding) {
-    out.findings.push(Finding::Check(Box::new(f)));
-}
-
-/// Which scanners a scan runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
-pub enum ScannerKind {
-    Vuln,
-    Baseline,
-    Secret,
-    Malware,
+    out.facts.push(Fact::Check(Box::new(f)));
 }
 
 /// What the checks look for.
@@ -232,11 +128,10 @@ impl CheckSection {
             })
         });
         findings.dedup();
-        let mut summary = SeveritySummary::default();
-        for f in &findings {
-            summary.add(f.severity);
+        CheckSection {
+            summary: SeveritySummary::of(findings.iter().map(|f| f.severity)),
+            findings,
         }
-        CheckSection { summary, findings }
     }
 }
 

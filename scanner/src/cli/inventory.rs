@@ -39,7 +39,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Listing packages needs only the package analyzers, not the baseline, secret and
     // malware checks.
     let analyzers = imagewarden_scanner::analyzer::default_analyzers();
-    let scanned = runtime.block_on(source::scan_with(&target, &opts, analyzers))?;
+    let scanned = runtime.block_on(source::read(&target, &opts, analyzers))?;
     let text = match args.format {
         Format::Json => serde_json::to_string_pretty(&scanned.inventory)? + "\n",
         Format::Cyclonedx => serde_json::to_string_pretty(&cyclonedx(&scanned.inventory))? + "\n",

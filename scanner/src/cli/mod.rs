@@ -33,9 +33,17 @@ pub struct PullArgs {
     #[arg(long)]
     pub insecure: bool,
     /// Most uncompressed layer bytes one scan reads, over all layers (a budget against
-    /// decompression bombs); a bigger image is an error.
-    #[arg(long, env = "IMAGEWARDEN_MAX_IMAGE_BYTES", default_value_t = imagewarden_scanner::layer::DEFAULT_MAX_IMAGE_BYTES)]
+    /// decompression bombs); a bigger image is an error. Bytes, or with a unit: 16Gi.
+    #[arg(long, env = "IMAGEWARDEN_MAX_IMAGE_BYTES", value_parser = imagewarden_scanner::budget::parse_bytes, default_value = "16Gi")]
     pub max_image_bytes: u64,
+    /// Largest file read into memory for an analyzer (package databases, archives,
+    /// binaries); bigger files are skipped with a warning. Bytes, or with a unit: 128Mi.
+    #[arg(long, env = "IMAGEWARDEN_MAX_FILE_BYTES", value_parser = imagewarden_scanner::budget::parse_bytes, default_value = "128Mi")]
+    pub max_file_bytes: u64,
+    /// Most bytes of analysis results (packages, findings, warnings) one scan keeps in
+    /// memory; an image that needs more is an error. Bytes, or with a unit: 64Mi.
+    #[arg(long, env = "IMAGEWARDEN_MAX_RETAINED_BYTES", value_parser = imagewarden_scanner::budget::parse_bytes, default_value = "64Mi")]
+    pub max_retained_bytes: u64,
 }
 
 impl PullArgs {
@@ -46,7 +54,12 @@ impl PullArgs {
                 username: self.username.clone(),
                 password: self.password.clone(),
                 bearer_token: self.registry_token.clone(),
-                docker_config: self.registry_config.clone(),
+                // The user's own Docker config (and its credential helpers) unless one
+                // is named.
+                docker_config: self
+                    .registry_config
+                    .clone()
+                    .or_else(imagewarden_scanner::source::default_docker_config),
             },
             ca_file: self.ca_file.clone(),
             insecure: self.insecure,
@@ -55,6 +68,8 @@ impl PullArgs {
             // A user's own machine, against registries the user names: any address.
             egress: None,
             max_image_bytes: Some(self.max_image_bytes),
+            max_file_bytes: Some(self.max_file_bytes),
+            max_retained_bytes: Some(self.max_retained_bytes),
         }
     }
 }

@@ -4,15 +4,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use imagewarden_scanner::analyzer::default_analyzers;
-use imagewarden_scanner::checks::{self, CheckOptions, ScannerKind};
+use imagewarden_scanner::checks::CheckOptions;
+use imagewarden_scanner::finding::{ScannerKind, Severity};
 use imagewarden_scanner::inventory::Inventory;
-use imagewarden_scanner::matcher::match_inventory;
-use imagewarden_scanner::matcher::Matches;
+use imagewarden_scanner::pipeline::{self, ScanError, ScanOptions, ScanSource};
 use imagewarden_scanner::report::filter::{read_ignore_file, FindingFilter};
-use imagewarden_scanner::report::{render, Format, ScanReport};
-use imagewarden_scanner::source::{self, ImageRef, ScannedImage};
-use imagewarden_scanner::vulndb::{Db, DbInfo, Severity};
+use imagewarden_scanner::report::{render, Format};
+use imagewarden_scanner::source::ImageRef;
+use imagewarden_scanner::vulndb::Db;
 
 /// Arguments of `imagewarden scan`.
 #[derive(clap::Args)]
@@ -80,27 +79,6 @@ pub struct Args {
     /// `title` and `severity` (critical, high, medium, low) shape the findings.
     #[arg(long, value_name = "PATH")]
     pub malware_rules: Vec<PathBuf>,
-}
-
-/// Reads the image the user named: its packages, configuration and the file checks `checks`
-/// enables, in one pass over the layers.
-fn read_image(args: &Args, target: &str, checks: &CheckOptions) -> anyhow::Result<ScannedImage> {
-    let image = ImageRef::parse(target)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the image reader runtime")?;
-    let mut analyzers = default_analyzers();
-    analyzers.extend(checks::file_analyzers(checks));
-    let scanned = runtime
-        .block_on(source::scan_with(
-            &image,
-            &args.pull.pull_options(),
-            analyzers,
-        ))
-        .with_context(|| format!("reading image {target}"))?;
-    Ok(scanned)
 }
 
 /// The example image scanned when no target is given: the real alpine:3.10 layer plus the
@@ -172,22 +150,22 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         args.target = Some(target);
         example_file = Some(path);
     }
-    let result = scan(&args, example_file.is_some());
+    let result = scan_and_report(&args, example_file.is_some());
     if let Some(path) = example_file {
         let _ = std::fs::remove_file(path);
     }
     result
 }
 
-fn scan(args: &Args, example: bool) -> anyhow::Result<ExitCode> {
-    let vuln = args.scanners.contains(&ScannerKind::Vuln);
-    let mut check_opts = CheckOptions::for_scanners(&args.scanners);
+fn scan_and_report(args: &Args, example: bool) -> anyhow::Result<ExitCode> {
+    let vuln = args.scanners.contains(&ScannerKind::Vulnerability);
+    let mut checks = CheckOptions::default();
     if let Some(path) = &args.malware_hashes {
-        check_opts.add_malware_hash_file(path)?;
+        checks.add_malware_hash_file(path)?;
     }
     // Rules are compiled before anything is read or pulled: a broken rule file fails fast.
     if !args.malware_rules.is_empty() {
-        check_opts.load_malware_rules(&args.malware_rules)?;
+        checks.load_malware_rules(&args.malware_rules)?;
     }
     // A named inventory file is read first: it is the cheapest input to get wrong.
     let from_file: Option<Inventory> = match &args.inventory {
@@ -221,17 +199,10 @@ fn scan(args: &Args, example: bool) -> anyhow::Result<ExitCode> {
             d.origin()
         );
     }
-    let (inventory, scanned): (Inventory, Option<ScannedImage>) = match (from_file, &args.target) {
-        (Some(inventory), _) => (inventory, None),
-        (None, Some(target)) => {
-            let scanned = read_image(args, target, &check_opts)?;
-            (scanned.inventory.clone(), Some(scanned))
-        }
+    let source = match (from_file, &args.target) {
+        (Some(inventory), _) => ScanSource::Inventory(inventory),
+        (None, Some(target)) => ScanSource::Image(ImageRef::parse(target)?),
         (None, None) => anyhow::bail!("name an image to scan, or pass --inventory FILE"),
-    };
-    let mut matches = match &db {
-        Some(db) => match_inventory(&inventory, db)?,
-        None => Matches::default(),
     };
     let mut filter = FindingFilter {
         severities: args.severity.clone(),
@@ -241,23 +212,25 @@ fn scan(args: &Args, example: bool) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.ignore_file {
         filter.ignore = read_ignore_file(path)?;
     }
-    let ignored = filter.apply(&mut matches, chrono::Utc::now().date_naive());
-    let no_db = DbInfo::default();
-    let db_info = db.as_ref().map(|d| d.info()).unwrap_or(&no_db);
-    let mut report = ScanReport::new(&inventory, db_info, matches, ignored);
-    if !vuln {
-        report.warnings.clear();
-    }
-    // An inventory has no files or configuration: its report has no check sections.
-    if let Some(image) = &scanned {
-        let mut found = checks::run(image, &check_opts);
-        if !args.severity.is_empty() {
-            for section in [&mut found.baseline, &mut found.secrets, &mut found.malware] {
-                section.retain_severities(&args.severity);
-            }
+    let opts = ScanOptions {
+        scanners: args.scanners.clone(),
+        checks,
+        pull: args.pull.pull_options(),
+        filter,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the image reader runtime")?;
+    let report = match runtime.block_on(pipeline::scan(&source, db.as_ref(), &opts)) {
+        Ok(report) => report,
+        Err(ScanError::Source(e)) => {
+            let target = args.target.as_deref().unwrap_or_default();
+            return Err(anyhow::Error::new(e).context(format!("reading image {target}")));
         }
-        report = report.with_checks(found, &check_opts);
-    }
+        Err(e) => return Err(e.into()),
+    };
     let text = render(&report, args.format)?;
     match &args.output {
         Some(path) => std::fs::write(path, text)

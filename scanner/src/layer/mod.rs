@@ -21,6 +21,8 @@ pub enum LayerError {
     UnsupportedDigest { digest: String, reason: String },
     #[error("layer {digest}: the image's layers decompress to more than {limit} bytes (the per-scan budget); not scanned")]
     OverBudget { digest: String, limit: u64 },
+    #[error("layer {digest}: the analyzers' results for this image (packages, findings, warnings) exceed {} kept in memory (the per-scan retained-bytes budget, --max-retained-bytes); not scanned", crate::budget::human(*limit))]
+    RetainedOverBudget { digest: String, limit: u64 },
     #[error("layer {digest}: size mismatch: expected {expected} bytes, read {actual}")]
     SizeMismatch {
         digest: String,
@@ -64,6 +66,9 @@ pub struct LayerScan {
     pub uncompressed_size: u64,
     /// Warnings beyond the bound, counted in the last line of `warnings`.
     omitted_warnings: u64,
+    /// About how many bytes of analysis results this layer keeps (see
+    /// [`crate::analyzer::Output::approx_bytes`]).
+    pub retained_bytes: u64,
 }
 
 impl LayerScan {
@@ -217,20 +222,52 @@ pub struct LayerOptions {
     pub diff_id: bool,
     /// Most uncompressed bytes this layer may have (what is left of the scan's budget).
     pub max_uncompressed_bytes: u64,
+    /// Largest file read for analyzers: each analyzer's own cap is lowered to this.
+    pub max_file_bytes: u64,
+    /// Most bytes of analysis results this layer may keep (what is left of the scan's
+    /// retained-bytes budget).
+    pub max_retained_bytes: u64,
 }
 
 /// Uncompressed bytes one scan reads by default, over all layers: decompression bombs
 /// end here instead of running for hours.
-pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 16 << 30;
+pub use crate::budget::DEFAULT_MAX_IMAGE_BYTES;
 
 impl Default for LayerOptions {
     fn default() -> Self {
+        let budgets = crate::budget::ScanBudgets::default();
         LayerOptions {
             diff_id: false,
-            max_uncompressed_bytes: DEFAULT_MAX_IMAGE_BYTES,
+            max_uncompressed_bytes: budgets.max_image_bytes,
+            max_file_bytes: budgets.max_file_bytes,
+            max_retained_bytes: budgets.max_retained_bytes,
         }
     }
 }
+
+/// Per-file and retained-result limits of one walk over a layer's files.
+#[derive(Debug, Clone, Copy)]
+pub struct WalkLimits {
+    /// Largest file read for analyzers.
+    pub max_file_bytes: u64,
+    /// Most bytes of results kept; past it the walk stops with an error.
+    pub max_retained_bytes: u64,
+}
+
+impl Default for WalkLimits {
+    fn default() -> Self {
+        let opts = LayerOptions::default();
+        WalkLimits {
+            max_file_bytes: opts.max_file_bytes,
+            max_retained_bytes: opts.max_retained_bytes,
+        }
+    }
+}
+
+/// The error a walk stops with once its results pass the retained-bytes budget.
+#[derive(Debug, thiserror::Error)]
+#[error("over the retained-bytes budget")]
+struct RetainedOverBudget;
 
 /// Counts what passes through, failing once more than `limit` bytes were read.
 struct LimitedReader<R> {
@@ -283,20 +320,30 @@ pub fn scan_layer_with<R: Read>(
             read: 0,
             limit: opts.max_uncompressed_bytes,
         };
+        let limits = WalkLimits {
+            max_file_bytes: opts.max_file_bytes,
+            max_retained_bytes: opts.max_retained_bytes,
+        };
         let walked = if want_diff_id && compression != Compression::None {
             let mut hashed = HashingReader::new(&mut limited);
-            let walked = walk_tar(&mut hashed, analyzers, &mut scan)
+            let walked = walk_tar_with(&mut hashed, analyzers, &mut scan, &limits)
                 // The tar end marker may come before the end of the stream.
                 .and_then(|()| io::copy(&mut hashed, &mut io::sink()).map(|_| ()));
             scan.diff_id = Some(hashed.finish().0);
             walked
         } else {
-            walk_tar(&mut limited, analyzers, &mut scan)
+            walk_tar_with(&mut limited, analyzers, &mut scan, &limits)
         };
         if limited.read > limited.limit {
             return Err(LayerError::OverBudget {
                 digest: label.clone(),
                 limit: opts.max_uncompressed_bytes,
+            });
+        }
+        if scan.retained_bytes > opts.max_retained_bytes {
+            return Err(LayerError::RetainedOverBudget {
+                digest: label.clone(),
+                limit: opts.max_retained_bytes,
             });
         }
         walked.map_err(corrupt)?;
@@ -328,23 +375,49 @@ pub fn scan_layer_with<R: Read>(
     scan.digest = expected_digest.map(str::to_string).unwrap_or(actual);
     scan.compressed_size = size;
     for f in scan.files.values_mut() {
-        for finding in &mut f.output.findings {
+        for finding in &mut f.output.facts {
             match finding {
-                crate::analyzer::Finding::Package(p) => p.layer = Some(scan.digest.clone()),
-                crate::analyzer::Finding::Check(c) => c.layer = Some(scan.digest.clone()),
-                crate::analyzer::Finding::Os(_) => {}
+                crate::analyzer::Fact::Package(p) => p.layer = Some(scan.digest.clone()),
+                crate::analyzer::Fact::Check(c) => c.layer = Some(scan.digest.clone()),
+                crate::analyzer::Fact::Os(_) => {}
             }
         }
     }
     Ok(scan)
 }
 
-/// Walks an uncompressed tar stream, reading only wanted files.
+/// Walks an uncompressed tar stream, reading only wanted files, with the default limits.
 pub fn walk_tar<R: Read>(
     stream: R,
     analyzers: &[Box<dyn Analyzer>],
     scan: &mut LayerScan,
 ) -> io::Result<()> {
+    walk_tar_with(stream, analyzers, scan, &WalkLimits::default())
+}
+
+/// Records one path's results in the layer, counting them against the retained budget.
+fn keep_result(
+    scan: &mut LayerScan,
+    path: String,
+    result: FileResult,
+    limits: &WalkLimits,
+) -> io::Result<()> {
+    scan.retained_bytes += result.output.approx_bytes() + path.len() as u64 + 64;
+    scan.files.insert(path, result);
+    if scan.retained_bytes > limits.max_retained_bytes {
+        return Err(io::Error::other(RetainedOverBudget));
+    }
+    Ok(())
+}
+
+/// As [`walk_tar`], with `limits`.
+pub fn walk_tar_with<R: Read>(
+    stream: R,
+    analyzers: &[Box<dyn Analyzer>],
+    scan: &mut LayerScan,
+    limits: &WalkLimits,
+) -> io::Result<()> {
+    let cap_of = |a: &dyn Analyzer| a.size_cap().min(limits.max_file_bytes);
     let mut archive = tar::Archive::new(stream);
     let mut retained = Retained::default();
     for entry in archive.entries()? {
@@ -411,19 +484,19 @@ pub fn walk_tar<R: Read>(
                         mode,
                         size: data.len() as u64,
                     };
-                    analyze_read(&meta, wanting, &data, &mut result);
+                    analyze_read(&meta, wanting, &data, &mut result, limits.max_file_bytes);
                 }
                 None => result.output.warn(format!(
                     "{path}: a hard link to {} whose content was not kept from earlier in the layer; not analyzed",
                     target.as_deref().unwrap_or("an unsafe path")
                 )),
             }
-            scan.files.insert(path, result);
+            keep_result(scan, path, result, limits)?;
             continue;
         }
         // Symbolic links are never followed: their target may be outside this layer, or a loop.
         if !(kind.is_file() || kind == tar::EntryType::Continuous) {
-            scan.files.insert(path, result);
+            keep_result(scan, path, result, limits)?;
             continue;
         }
         // Analyzers that judge the entry by its mode alone never read it.
@@ -433,26 +506,26 @@ pub fn walk_tar<R: Read>(
             a.analyze_meta(&meta, &mut result.output);
         }
         if wanting.is_empty() {
-            scan.files.insert(path, result);
+            keep_result(scan, path, result, limits)?;
             continue;
         }
-        let cap = wanting.iter().map(|a| a.size_cap()).max().unwrap_or(0);
+        let cap = wanting.iter().map(|a| cap_of(*a)).max().unwrap_or(0);
         let readers: Vec<&dyn Analyzer> = wanting
             .into_iter()
             .filter(|a| {
-                let fits = size <= a.size_cap();
+                let fits = size <= cap_of(*a);
                 if !fits {
                     result.output.warn(format!(
-                        "{path}: {size} bytes is over the {} analyzer's cap of {} bytes; skipped",
+                        "{path}: {size} bytes is over the {} analyzer's cap of {} bytes (--max-file-bytes); skipped",
                         a.name(),
-                        a.size_cap()
+                        cap_of(*a)
                     ));
                 }
                 fits
             })
             .collect();
         if readers.is_empty() {
-            scan.files.insert(path, result);
+            keep_result(scan, path, result, limits)?;
             continue;
         }
         let mut data = Vec::with_capacity(size.min(cap).min(16 << 20) as usize);
@@ -471,14 +544,14 @@ pub fn walk_tar<R: Read>(
             result
                 .output
                 .warn(format!("{path}: larger than its header says; skipped"));
-            scan.files.insert(path, result);
+            keep_result(scan, path, result, limits)?;
             continue;
         }
         for a in readers {
             a.analyze_file(&meta, &data, &mut result.output);
         }
         retained.keep(&path, data);
-        scan.files.insert(path, result);
+        keep_result(scan, path, result, limits)?;
     }
     Ok(())
 }
@@ -489,17 +562,19 @@ fn analyze_read(
     wanting: Vec<&dyn Analyzer>,
     data: &[u8],
     result: &mut FileResult,
+    max_file_bytes: u64,
 ) {
     for a in wanting {
+        let cap = a.size_cap().min(max_file_bytes);
         if a.metadata_only() {
             a.analyze_meta(meta, &mut result.output);
-        } else if data.len() as u64 > a.size_cap() {
+        } else if data.len() as u64 > cap {
             result.output.warn(format!(
-                "{}: {} bytes is over the {} analyzer's cap of {} bytes; skipped",
+                "{}: {} bytes is over the {} analyzer's cap of {} bytes (--max-file-bytes); skipped",
                 meta.path,
                 data.len(),
                 a.name(),
-                a.size_cap()
+                cap
             ));
         } else if !a.elf_only() || data.starts_with(b"\x7fELF") {
             a.analyze_file(meta, data, &mut result.output);

@@ -5,8 +5,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::ScanReport;
-use crate::matcher::Finding;
-use crate::vulndb::Severity;
+use crate::finding::Finding;
+use crate::finding::Severity;
 
 fn method(vector: Option<&str>) -> &'static str {
     match vector {

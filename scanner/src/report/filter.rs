@@ -7,8 +7,9 @@ use anyhow::Context as _;
 use chrono::NaiveDate;
 use serde::Deserialize;
 
-use crate::matcher::{Finding, Matches};
-use crate::vulndb::Severity;
+use crate::finding::Finding;
+use crate::finding::Severity;
+use crate::matcher::Matches;
 
 /// One ignore rule.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -61,7 +62,7 @@ pub fn parse_ignore_file(text: &str, origin: &str) -> anyhow::Result<Vec<IgnoreR
             || t.starts_with("ignore:")
     });
     if looks_yaml {
-        let parsed: IgnoreYaml = serde_yaml::from_str(text).with_context(|| {
+        let parsed: IgnoreYaml = serde_norway::from_str(text).with_context(|| {
             format!("{origin}: not a valid ignore file (expected a YAML list of {{id, package, expires}} or one id per line)")
         })?;
         return Ok(match parsed {

@@ -13,9 +13,11 @@ pub mod table;
 use serde::{Deserialize, Serialize};
 
 use crate::checks::{CheckFindings, CheckOptions, CheckSection};
+use crate::finding::Finding;
+use crate::finding::{ScannerKind, Severity, SeveritySummary};
 use crate::inventory::{Inventory, OsInfo};
-use crate::matcher::{Finding, Matches};
-use crate::vulndb::{DbInfo, Severity};
+use crate::matcher::Matches;
+use crate::vulndb::DbInfo;
 
 /// The report of one scan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +51,13 @@ pub struct ScanReport {
     /// What could not be checked, e.g. packages of a release the database has no advisories for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The scanners that ran (not part of the printed report: its sections say it).
+    #[serde(skip)]
+    pub scanners: Vec<ScannerKind>,
+    /// The inventory the report was made from (not part of the printed report), kept so
+    /// that it can be stored and matched again against a newer database.
+    #[serde(skip)]
+    pub inventory: Inventory,
 }
 
 /// Says which packages of `inventory` the database cannot judge: their ecosystem (or OS
@@ -125,6 +134,21 @@ pub fn coverage_warnings(inventory: &Inventory, db: &DbInfo) -> Vec<String> {
     out
 }
 
+/// Says that findings are unrated because the database has no NVD ratings to fall back to.
+/// A hint for the command line: the operator keeps it out of its results.
+pub fn unrated_warning(nvd_records: u64, vulnerabilities: &[Finding]) -> Option<String> {
+    let unrated = vulnerabilities
+        .iter()
+        .filter(|f| f.severity == Severity::Unknown)
+        .count();
+    (nvd_records == 0 && unrated > 0).then(|| {
+        format!(
+            "the vulnerability database has no NVD ratings: {unrated} finding(s) without a rating of their own are unknown; \
+             use `imagewarden db update`, or add NVD with `imagewarden db build --source nvd:...`"
+        )
+    })
+}
+
 /// A finding's title for display, followed by the first related ids it names (the CVEs a
 /// distribution erratum fixes): "Important: openssl security update (CVE-2022-3602,
 /// CVE-2022-3786)"; more than three are counted.
@@ -169,55 +193,6 @@ impl From<&DbInfo> for DatabaseSummary {
     }
 }
 
-/// Count of findings per severity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct SeveritySummary {
-    pub critical: u64,
-    pub high: u64,
-    pub medium: u64,
-    pub low: u64,
-    pub unknown: u64,
-}
-
-impl SeveritySummary {
-    pub fn count(findings: &[Finding]) -> SeveritySummary {
-        let mut s = SeveritySummary::default();
-        for f in findings {
-            *s.get_mut(f.severity) += 1;
-        }
-        s
-    }
-
-    /// Counts one more finding of `sev`.
-    pub fn add(&mut self, sev: Severity) {
-        *self.get_mut(sev) += 1;
-    }
-
-    fn get_mut(&mut self, sev: Severity) -> &mut u64 {
-        match sev {
-            Severity::Critical => &mut self.critical,
-            Severity::High => &mut self.high,
-            Severity::Medium => &mut self.medium,
-            Severity::Low => &mut self.low,
-            Severity::Unknown => &mut self.unknown,
-        }
-    }
-
-    pub fn get(&self, sev: Severity) -> u64 {
-        match sev {
-            Severity::Critical => self.critical,
-            Severity::High => self.high,
-            Severity::Medium => self.medium,
-            Severity::Low => self.low,
-            Severity::Unknown => self.unknown,
-        }
-    }
-
-    pub fn total(&self) -> u64 {
-        self.critical + self.high + self.medium + self.low + self.unknown
-    }
-}
-
 impl ScanReport {
     /// Builds the report of `inventory` from what matching (and filtering) kept.
     pub fn new(
@@ -227,17 +202,7 @@ impl ScanReport {
         ignored: Vec<String>,
     ) -> ScanReport {
         let mut warnings = coverage_warnings(inventory, db);
-        let unrated = matches
-            .vulnerabilities
-            .iter()
-            .filter(|f| f.severity == Severity::Unknown)
-            .count();
-        if db.nvd_records == 0 && unrated > 0 {
-            warnings.push(format!(
-                "the vulnerability database has no NVD ratings: {unrated} finding(s) without a rating of their own are unknown; \
-                 use `imagewarden db update`, or add NVD with `imagewarden db build --source nvd:...`"
-            ));
-        }
+        warnings.extend(unrated_warning(db.nvd_records, &matches.vulnerabilities));
         warnings.extend(matches.warnings);
         ScanReport {
             target: inventory.target.clone(),
@@ -253,6 +218,8 @@ impl ScanReport {
             malicious_samples: None,
             ignored,
             warnings,
+            scanners: Vec::new(),
+            inventory: inventory.clone(),
         }
     }
 

@@ -4,8 +4,8 @@
 use serde_json::{json, Value};
 
 use super::ScanReport;
-use crate::matcher::Finding;
-use crate::vulndb::Severity;
+use crate::finding::Finding;
+use crate::finding::Severity;
 
 fn level(s: Severity) -> &'static str {
     match s {

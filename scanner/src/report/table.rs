@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::ScanReport;
-use crate::vulndb::Severity;
+use crate::finding::Severity;
 
 fn cell(s: &str, width: usize) -> String {
     let mut out: String = s.chars().take(width).collect();

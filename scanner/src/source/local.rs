@@ -99,7 +99,8 @@ pub fn scan_layout(
             bar: bar(opts.progress, size, short(&l.digest)),
         };
         let used = scans.iter().map(|s: &LayerScan| s.uncompressed_size).sum();
-        let layer_opts = opts.layer_options(used, false);
+        let kept = scans.iter().map(|s: &LayerScan| s.retained_bytes).sum();
+        let layer_opts = opts.layer_options(used, kept, false);
         scans.push(scan_layer_with(
             reader,
             Some(&l.digest),
@@ -208,7 +209,8 @@ pub fn scan_archive(
             .filter(|(_, hex)| !hex.contains('/'))
             .map(|(alg, hex)| format!("{alg}:{hex}"));
         let used = layers.values().map(|s| s.uncompressed_size).sum();
-        let layer_opts = opts.layer_options(used, true);
+        let kept = layers.values().map(|s| s.retained_bytes).sum();
+        let layer_opts = opts.layer_options(used, kept, true);
         let scan = scan_layer_with(
             buffered,
             expected.as_deref(),
@@ -354,10 +356,13 @@ fn check_diff_ids(
 pub fn scan_dir(
     target: &ImageRef,
     root: &Path,
+    opts: &PullOptions,
     analyzers: &[Box<dyn Analyzer>],
 ) -> Result<ScannedImage, SourceError> {
     use std::os::unix::fs::PermissionsExt;
     let what = target.to_string();
+    let limits = opts.layer_options(0, 0, false);
+    let cap_of = |a: &dyn Analyzer| a.size_cap().min(limits.max_file_bytes);
     let mut scan = LayerScan::default();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -413,13 +418,13 @@ pub fn scan_dir(
             let wanting: Vec<&dyn Analyzer> = wanting
                 .into_iter()
                 .filter(|a| {
-                    let fits = meta.len() <= a.size_cap();
+                    let fits = meta.len() <= cap_of(*a);
                     if !fits {
                         result.output.warn(format!(
-                            "{rel}: {} bytes is over the {} analyzer's cap of {} bytes; skipped",
+                            "{rel}: {} bytes is over the {} analyzer's cap of {} bytes (--max-file-bytes); skipped",
                             meta.len(),
                             a.name(),
-                            a.size_cap()
+                            cap_of(*a)
                         ));
                     }
                     fits
@@ -429,7 +434,7 @@ pub fn scan_dir(
                 scan.files.insert(rel, result);
                 continue;
             }
-            let cap = wanting.iter().map(|a| a.size_cap()).max().unwrap_or(0);
+            let cap = wanting.iter().map(|a| cap_of(*a)).max().unwrap_or(0);
             let mut data = Vec::new();
             let read = File::open(&p).and_then(|f| f.take(cap).read_to_end(&mut data));
             if let Err(e) = read {
@@ -442,7 +447,15 @@ pub fn scan_dir(
                 }
                 a.analyze_file(&fm, &data, &mut result.output);
             }
+            scan.retained_bytes += result.output.approx_bytes() + rel.len() as u64 + 64;
             scan.files.insert(rel, result);
+            if scan.retained_bytes > limits.max_retained_bytes {
+                return Err(layer::LayerError::RetainedOverBudget {
+                    digest: what,
+                    limit: limits.max_retained_bytes,
+                }
+                .into());
+            }
         }
     }
     Ok(assemble(target, None, &[scan], None, Vec::new()))

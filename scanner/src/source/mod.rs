@@ -3,18 +3,19 @@
 //! layer walk ([`crate::layer`]) and analyzers ([`crate::analyzer`]).
 
 mod config;
-mod distribution;
-pub use distribution::parse_auth_params;
 mod local;
 pub mod oci;
 mod progress;
 mod registry;
 pub mod sbom;
 
+pub use crate::registry::parse_auth_params;
 pub use config::{ContainerConfig, History, ImageConfig, RootFs};
-pub use registry::{registry_auth, RegistryCredentials};
+pub use registry::{
+    default_docker_config, registry_auth, registry_credentials, RegistryCredentials,
+};
 
-use crate::analyzer::{self, Analyzer, Finding};
+use crate::analyzer::{self, Analyzer, Fact};
 use crate::inventory::Inventory;
 use crate::layer::{self, LayerError, LayerScan};
 use std::path::PathBuf;
@@ -195,17 +196,42 @@ pub struct PullOptions {
     /// Most uncompressed layer bytes one scan reads, over all layers; `None` is
     /// [`crate::layer::DEFAULT_MAX_IMAGE_BYTES`].
     pub max_image_bytes: Option<u64>,
+    /// Largest file read into memory for an analyzer; `None` is
+    /// [`crate::budget::DEFAULT_MAX_FILE_BYTES`].
+    pub max_file_bytes: Option<u64>,
+    /// Most bytes of analysis results one scan keeps; `None` is
+    /// [`crate::budget::DEFAULT_MAX_RETAINED_BYTES`].
+    pub max_retained_bytes: Option<u64>,
 }
 
 impl PullOptions {
-    /// Options for the next layer, given the uncompressed bytes the earlier ones used.
-    pub(crate) fn layer_options(&self, used: u64, diff_id: bool) -> layer::LayerOptions {
-        let budget = self
-            .max_image_bytes
-            .unwrap_or(layer::DEFAULT_MAX_IMAGE_BYTES);
+    /// The budgets these options set (defaults where unset).
+    pub fn budgets(&self) -> crate::budget::ScanBudgets {
+        let d = crate::budget::ScanBudgets::default();
+        crate::budget::ScanBudgets {
+            max_image_bytes: self.max_image_bytes.unwrap_or(d.max_image_bytes),
+            max_file_bytes: self.max_file_bytes.unwrap_or(d.max_file_bytes),
+            max_retained_bytes: self.max_retained_bytes.unwrap_or(d.max_retained_bytes),
+        }
+    }
+
+    /// Sets the three budgets.
+    pub fn with_budgets(mut self, budgets: crate::budget::ScanBudgets) -> Self {
+        self.max_image_bytes = Some(budgets.max_image_bytes);
+        self.max_file_bytes = Some(budgets.max_file_bytes);
+        self.max_retained_bytes = Some(budgets.max_retained_bytes);
+        self
+    }
+
+    /// Options for the next layer, given the uncompressed bytes the earlier ones read and
+    /// the result bytes they keep.
+    pub(crate) fn layer_options(&self, used: u64, kept: u64, diff_id: bool) -> layer::LayerOptions {
+        let budgets = self.budgets();
         layer::LayerOptions {
             diff_id,
-            max_uncompressed_bytes: budget.saturating_sub(used),
+            max_uncompressed_bytes: budgets.max_image_bytes.saturating_sub(used),
+            max_file_bytes: budgets.max_file_bytes,
+            max_retained_bytes: budgets.max_retained_bytes.saturating_sub(kept),
         }
     }
 }
@@ -230,41 +256,31 @@ pub struct ScannedImage {
     pub layers: Vec<LayerInfo>,
     pub warnings: Vec<String>,
     /// Baseline risks, secrets and malicious samples found in files of the final
-    /// filesystem (files deleted by later layers do not count); [`crate::checks::run`]
-    /// adds the configuration checks and reports them.
-    pub file_findings: Vec<crate::checks::CheckFinding>,
+    /// filesystem (files deleted by later layers do not count); the checks add the
+    /// configuration checks and report them.
+    pub file_findings: Vec<crate::finding::CheckFinding>,
 }
 
 /// Reads an image and lists its operating system and packages.
 pub async fn inventory(target: &ImageRef, opts: &PullOptions) -> Result<Inventory, SourceError> {
-    Ok(scan_with(target, opts, analyzer::default_analyzers())
+    Ok(read(target, opts, analyzer::default_analyzers())
         .await?
         .inventory)
 }
 
-/// Reads an image: inventory, configuration, layer list, and the file checks of
-/// [`crate::checks`] with their default options.
-pub async fn scan(target: &ImageRef, opts: &PullOptions) -> Result<ScannedImage, SourceError> {
-    let mut analyzers = analyzer::default_analyzers();
-    analyzers.extend(crate::checks::file_analyzers(
-        &crate::checks::CheckOptions::default(),
-    ));
-    scan_with(target, opts, analyzers).await
-}
-
 /// Reads an image with the given analyzers.
-pub async fn scan_with(
+pub async fn read(
     target: &ImageRef,
     opts: &PullOptions,
     analyzers: Vec<Box<dyn Analyzer>>,
 ) -> Result<ScannedImage, SourceError> {
     let analyzers: Arc<Vec<Box<dyn Analyzer>>> = Arc::new(analyzers);
     match target {
-        ImageRef::Registry(r) => registry::scan(r, opts, analyzers).await,
+        ImageRef::Registry(r) => registry::read(r, opts, analyzers).await,
         _ => {
             let target = target.clone();
             let opts = opts.clone();
-            tokio::task::spawn_blocking(move || scan_local(&target, &opts, &analyzers))
+            tokio::task::spawn_blocking(move || read_local(&target, &opts, &analyzers))
                 .await
                 .map_err(|e| SourceError::Invalid(format!("scan task failed: {e}")))?
         }
@@ -272,14 +288,14 @@ pub async fn scan_with(
 }
 
 /// Reads a local image (anything but a registry reference) on the current thread.
-pub fn scan_local(
+pub fn read_local(
     target: &ImageRef,
     opts: &PullOptions,
     analyzers: &[Box<dyn Analyzer>],
 ) -> Result<ScannedImage, SourceError> {
     match target {
         ImageRef::Registry(r) => Err(SourceError::Invalid(format!(
-            "{r}: registry references are read with `scan`"
+            "{r}: registry references are read with `read`"
         ))),
         ImageRef::DockerArchive(p) | ImageRef::OciArchive(p) => {
             local::scan_archive(target, p, opts, analyzers)
@@ -287,7 +303,7 @@ pub fn scan_local(
         ImageRef::OciLayout { dir, tag } => {
             local::scan_layout(target, dir, tag.as_deref(), opts, analyzers)
         }
-        ImageRef::Dir(dir) => local::scan_dir(target, dir, analyzers),
+        ImageRef::Dir(dir) => local::scan_dir(target, dir, opts, analyzers),
         ImageRef::Sbom(p) => sbom::read(target, p),
     }
 }
@@ -323,17 +339,17 @@ pub(crate) fn assemble(
         for w in &result.output.warnings {
             add(&mut warnings, w.clone());
         }
-        for f in &result.output.findings {
+        for f in &result.output.facts {
             match f {
-                Finding::Os(fact) => os_facts.push(fact.clone()),
-                Finding::Package(p) => {
+                Fact::Os(fact) => os_facts.push(fact.clone()),
+                Fact::Package(p) => {
                     let mut p = p.clone();
                     if p.path.is_empty() {
                         p.path = path.clone();
                     }
                     packages.push(p);
                 }
-                Finding::Check(c) => {
+                Fact::Check(c) => {
                     let mut c = (**c).clone();
                     if c.path.is_none() {
                         c.path = Some(path.clone());

@@ -1,14 +1,17 @@
 //! Registry pulls: manifests and config in memory, layers streamed through the layer walk
-//! and never written to disk; every request within the pull's egress policy.
+//! and never written to disk; every request through the one [`RegistryClient`], within the
+//! pull's egress policy.
 
-use super::distribution::Puller;
 use super::oci::{self, Manifest};
 use super::progress::{bar, ProgressReader};
 use super::{assemble, ImageRef, PullOptions, ScannedImage, SourceError};
 use crate::analyzer::Analyzer;
 use crate::egress::EgressPolicy;
 use crate::layer::{scan_layer_with, LayerScan};
-use base64::Engine;
+use crate::registry::{
+    Credentials, DockerConfig, DockerCredential, HelperPolicy, RegistryAccess, RegistryClient,
+    RegistryError,
+};
 use futures::StreamExt;
 use oci_client::secrets::RegistryAuth;
 use oci_client::Reference;
@@ -23,144 +26,116 @@ pub struct RegistryCredentials {
     pub password: Option<String>,
     /// A bearer token sent as is.
     pub bearer_token: Option<String>,
-    /// A Docker `config.json`; when unset, `$DOCKER_CONFIG/config.json` or
-    /// `~/.docker/config.json` is read if it exists.
+    /// A Docker `config.json` (or the directory holding one, as `DOCKER_CONFIG` names it),
+    /// read with its credential helpers. Nothing is read when unset: see
+    /// [`RegistryCredentials::from_environment`] for the user's own.
     pub docker_config: Option<PathBuf>,
 }
 
-fn docker_config_path(explicit: Option<&PathBuf>) -> Option<PathBuf> {
-    if let Some(p) = explicit {
-        // A directory is taken the way DOCKER_CONFIG is.
-        return Some(if p.is_dir() {
-            p.join("config.json")
-        } else {
-            p.clone()
-        });
+impl RegistryCredentials {
+    /// The user's own Docker config: `$DOCKER_CONFIG/config.json`, else
+    /// `~/.docker/config.json`, when it exists.
+    pub fn from_environment() -> Self {
+        Self {
+            docker_config: default_docker_config(),
+            ..Default::default()
+        }
     }
-    if let Some(d) = std::env::var_os("DOCKER_CONFIG") {
-        return Some(PathBuf::from(d).join("config.json"));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker/config.json"))
 }
 
-/// `https://index.docker.io/v1/` → `index.docker.io`; `host:5000/v2/` → `host:5000`.
-fn config_key_host(key: &str) -> &str {
-    let k = key
-        .strip_prefix("https://")
-        .or_else(|| key.strip_prefix("http://"))
-        .unwrap_or(key);
-    k.split('/').next().unwrap_or(k)
+/// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`, when it exists.
+pub fn default_docker_config() -> Option<PathBuf> {
+    let path = match std::env::var_os("DOCKER_CONFIG") {
+        Some(dir) => PathBuf::from(dir).join("config.json"),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".docker/config.json"),
+    };
+    path.exists().then_some(path)
 }
 
-/// The credentials to use for `registry` (a host, with port when it has one).
+/// The credentials to use for `registry` (`host[:port]`): explicit ones, else what the
+/// Docker config (and the credential helpers it names) holds for it.
+pub fn registry_credentials(
+    registry: &str,
+    creds: &RegistryCredentials,
+) -> Result<Option<DockerCredential>, SourceError> {
+    if let Some(t) = &creds.bearer_token {
+        return Ok(Some(DockerCredential::Bearer(t.clone())));
+    }
+    if let Some(u) = &creds.username {
+        return Ok(Some(DockerCredential::Basic(Credentials::new(
+            u.clone(),
+            creds.password.clone().unwrap_or_default(),
+        ))));
+    }
+    let Some(path) = &creds.docker_config else {
+        return Ok(None);
+    };
+    // A directory is taken the way DOCKER_CONFIG is.
+    let path = if path.is_dir() {
+        path.join("config.json")
+    } else {
+        path.clone()
+    };
+    let invalid = |e: &dyn std::fmt::Display| {
+        SourceError::Invalid(format!("registry config {}: {e}", path.display()))
+    };
+    let bytes = std::fs::read(&path).map_err(SourceError::io(format!(
+        "registry config {}",
+        path.display()
+    )))?;
+    DockerConfig::parse(&bytes, "config.json")
+        .and_then(|config| config.credentials_for(registry, &HelperPolicy::run()))
+        .map_err(|e| invalid(&e))
+}
+
+/// [`registry_credentials`] for oci-client (database pulls and pushes).
 pub fn registry_auth(
     registry: &str,
     creds: &RegistryCredentials,
 ) -> Result<RegistryAuth, SourceError> {
-    if let Some(t) = &creds.bearer_token {
-        return Ok(RegistryAuth::Bearer(t.clone()));
-    }
-    if let Some(u) = &creds.username {
-        return Ok(RegistryAuth::Basic(
-            u.clone(),
-            creds.password.clone().unwrap_or_default(),
-        ));
-    }
-    let Some(path) = docker_config_path(creds.docker_config.as_ref()) else {
-        return Ok(RegistryAuth::Anonymous);
-    };
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && creds.docker_config.is_none() => {
-            return Ok(RegistryAuth::Anonymous)
-        }
-        Err(e) => {
-            return Err(SourceError::Io {
-                what: format!("registry config {}", path.display()),
-                source: e,
-            })
-        }
-    };
-    let doc: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| SourceError::Invalid(format!("registry config {}: {e}", path.display())))?;
-    let wanted = match registry {
-        "docker.io" | "registry-1.docker.io" => "index.docker.io",
-        r => r,
-    };
-    let Some(entry) = doc
-        .get("auths")
-        .and_then(|a| a.as_object())
-        .and_then(|auths| {
-            auths
-                .iter()
-                .find(|(k, _)| config_key_host(k) == wanted)
-                .map(|(_, v)| v)
-        })
-    else {
-        return Ok(RegistryAuth::Anonymous);
-    };
-    let s = |k: &str| {
-        entry
-            .get(k)
-            .and_then(|v| v.as_str())
-            .filter(|v| !v.is_empty())
-    };
-    if let Some(token) = s("registrytoken") {
-        return Ok(RegistryAuth::Bearer(token.to_string()));
-    }
-    if let (Some(u), Some(p)) = (s("username"), s("password")) {
-        return Ok(RegistryAuth::Basic(u.into(), p.into()));
-    }
-    if let Some(auth) = s("auth") {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(auth.trim())
-            .map_err(|e| {
-                SourceError::Invalid(format!(
-                    "registry config {}: auth for {registry} is not base64: {e}",
-                    path.display()
-                ))
-            })?;
-        let decoded = String::from_utf8_lossy(&decoded);
-        if let Some((u, p)) = decoded.split_once(':') {
-            return Ok(RegistryAuth::Basic(u.into(), p.into()));
-        }
-    }
-    Ok(RegistryAuth::Anonymous)
+    Ok(match registry_credentials(registry, creds)? {
+        Some(DockerCredential::Basic(c)) => RegistryAuth::Basic(c.username, c.password),
+        Some(DockerCredential::Bearer(t)) => RegistryAuth::Bearer(t),
+        None => RegistryAuth::Anonymous,
+    })
 }
 
-/// The host the distribution API of `registry` is reached at.
-fn api_host(registry: &str) -> &str {
-    match registry {
-        "docker.io" | "index.docker.io" | "registry.hub.docker.com" => "registry-1.docker.io",
-        r => r,
+/// A client for pulls from the registry of `reference`.
+fn client(
+    reference: &Reference,
+    target: &str,
+    opts: &PullOptions,
+) -> Result<RegistryClient, SourceError> {
+    let registry = reference.resolve_registry();
+    let mut access = RegistryAccess::new(registry, opts.insecure)
+        .map_err(|e| SourceError::Invalid(format!("{target}: {e}")))?
+        .with_egress(
+            opts.egress
+                .clone()
+                .unwrap_or_else(|| Arc::new(EgressPolicy::unrestricted())),
+        );
+    match registry_credentials(registry, &opts.credentials)? {
+        Some(DockerCredential::Basic(c)) => access = access.with_credentials(c),
+        Some(DockerCredential::Bearer(t)) => access = access.with_token(t),
+        None => {}
     }
+    if let Some(ca) = &opts.ca_file {
+        let pem = std::fs::read_to_string(ca)
+            .map_err(SourceError::io(format!("CA file {}", ca.display())))?;
+        access = access.with_ca_pem(pem);
+    }
+    RegistryClient::for_pulls(&access).map_err(|e| registry_error(target, e))
 }
 
-fn puller(reference: &Reference, target: &str, opts: &PullOptions) -> Result<Puller, SourceError> {
-    let auth = registry_auth(reference.resolve_registry(), &opts.credentials)?;
-    let ca_pem = match &opts.ca_file {
-        Some(ca) => {
-            Some(std::fs::read(ca).map_err(SourceError::io(format!("CA file {}", ca.display())))?)
-        }
-        None => None,
-    };
-    let egress = opts
-        .egress
-        .clone()
-        .unwrap_or_else(|| Arc::new(EgressPolicy::unrestricted()));
-    Puller::new(
-        api_host(reference.resolve_registry()),
-        reference.repository(),
-        target,
-        opts.insecure,
-        ca_pem,
-        auth,
-        egress,
-    )
+fn registry_error(target: &str, e: RegistryError) -> SourceError {
+    SourceError::Registry {
+        reference: target.to_string(),
+        message: e.to_string(),
+    }
 }
 
 /// Pulls and reads an image from its registry.
-pub async fn scan(
+pub async fn read(
     target: &str,
     opts: &PullOptions,
     analyzers: Arc<Vec<Box<dyn Analyzer>>>,
@@ -168,13 +143,18 @@ pub async fn scan(
     let reference: Reference = target
         .parse()
         .map_err(|e| SourceError::Invalid(format!("{target}: not an image reference: {e}")))?;
-    let client = puller(&reference, target, opts)?;
+    let client = client(&reference, target, opts)?;
+    let repository = reference.repository();
+    let error = |e| registry_error(target, e);
     let wanted = reference
         .digest()
         .or(reference.tag())
         .unwrap_or("latest")
         .to_string();
-    let (raw, digest) = client.manifest(&wanted, oci::ACCEPTED_MANIFESTS).await?;
+    let (raw, digest) = client
+        .manifest_bytes(repository, &wanted, oci::ACCEPTED_MANIFESTS)
+        .await
+        .map_err(error)?;
     if let Some(expected) = reference.digest() {
         oci::verify_digest(&raw, expected, target)?;
     }
@@ -184,8 +164,9 @@ pub async fn scan(
         Manifest::Index(entries) => {
             let chosen = oci::select_platform(&entries, &opts.platform, target)?.clone();
             let (raw, _) = client
-                .manifest(&chosen.digest, oci::ACCEPTED_MANIFESTS)
-                .await?;
+                .manifest_bytes(repository, &chosen.digest, oci::ACCEPTED_MANIFESTS)
+                .await
+                .map_err(error)?;
             oci::verify_digest(&raw, &chosen.digest, target)?;
             match oci::parse_manifest(&raw, target)? {
                 Manifest::Image { config, layers } => (chosen.digest, config, layers),
@@ -197,12 +178,18 @@ pub async fn scan(
             }
         }
     };
-    let config_json = client.small_blob(config.digest.as_str()).await?;
+    let config_json = client
+        .small_blob(repository, config.digest.as_str())
+        .await
+        .map_err(error)?;
     oci::verify_digest(&config_json, &config.digest, &format!("{target}: config"))?;
 
     let mut scans = Vec::with_capacity(layers.len());
     for l in layers {
-        let response = client.blob(l.digest.as_str()).await?;
+        let response = client
+            .blob(repository, l.digest.as_str())
+            .await
+            .map_err(error)?;
         let content_length = response.content_length();
         let size = (l.size > 0).then_some(l.size as u64);
         let progress = bar(
@@ -216,7 +203,8 @@ pub async fn scan(
         let reader = SyncIoBridge::new(StreamReader::new(stream));
         let analyzers = analyzers.clone();
         let used = scans.iter().map(|s: &LayerScan| s.uncompressed_size).sum();
-        let layer_opts = opts.layer_options(used, false);
+        let kept = scans.iter().map(|s: &LayerScan| s.retained_bytes).sum();
+        let layer_opts = opts.layer_options(used, kept, false);
         let scan = tokio::task::spawn_blocking(move || {
             let reader = ProgressReader {
                 inner: reader,
@@ -243,9 +231,8 @@ mod tests {
 
     #[test]
     fn docker_config_auth_entry() {
-        let dir = std::env::temp_dir().join(format!("iw-dockercfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let cfg = dir.join("config.json");
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.json");
         // "alice:s3cret"
         std::fs::write(
             &cfg,
@@ -253,7 +240,7 @@ mod tests {
         )
         .unwrap();
         let creds = RegistryCredentials {
-            docker_config: Some(cfg),
+            docker_config: Some(dir.path().to_path_buf()),
             ..Default::default()
         };
         match registry_auth("127.0.0.1:5000", &creds).unwrap() {
@@ -264,6 +251,10 @@ mod tests {
             registry_auth("other:5000", &creds).unwrap(),
             RegistryAuth::Anonymous
         ));
-        std::fs::remove_dir_all(&dir).unwrap();
+        // Nothing is read unless a config is named.
+        assert!(matches!(
+            registry_auth("127.0.0.1:5000", &RegistryCredentials::default()).unwrap(),
+            RegistryAuth::Anonymous
+        ));
     }
 }

@@ -22,6 +22,7 @@
 //! # let _ = report; Ok(()) }
 //! ```
 
+pub mod download;
 pub mod ecosystem;
 pub mod index;
 pub mod nvd;

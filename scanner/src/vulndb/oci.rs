@@ -49,6 +49,9 @@ impl OciSource {
 pub struct OciOptions {
     /// Extra CA certificates (PEM); default: the file named by `IMAGEWARDEN_DB_CA_FILE`.
     pub ca_pem: Option<String>,
+    /// Where the registry may be: its host's addresses are checked before the pull.
+    /// `None`: anywhere.
+    pub egress: Option<std::sync::Arc<crate::egress::EgressPolicy>>,
 }
 
 fn client(source: &OciSource, opts: &OciOptions) -> anyhow::Result<Client> {
@@ -80,6 +83,20 @@ fn client(source: &OciSource, opts: &OciOptions) -> anyhow::Result<Client> {
     Ok(Client::new(config))
 }
 
+/// `host` and port of `host[:port]` (IPv6 literals in brackets).
+fn split_host_port(registry: &str, default_port: u16) -> (&str, u16) {
+    if let Some(rest) = registry.strip_prefix('[') {
+        if let Some((ip, tail)) = rest.split_once(']') {
+            let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
+            return (ip, port.unwrap_or(default_port));
+        }
+    }
+    match registry.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => (host, port.parse().unwrap_or(default_port)),
+        _ => (registry, default_port),
+    }
+}
+
 fn reference(source: &OciSource) -> anyhow::Result<Reference> {
     source.reference.parse().with_context(|| {
         format!(
@@ -92,9 +109,19 @@ fn reference(source: &OciSource) -> anyhow::Result<Reference> {
 /// The database layers of the artifact: `(media type, bytes)`, digests verified.
 pub async fn pull(source: &OciSource, opts: &OciOptions) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let reference = reference(source)?;
+    if let Some(egress) = &opts.egress {
+        let registry = reference.resolve_registry();
+        let (host, port) = split_host_port(registry, if source.insecure { 80 } else { 443 });
+        egress.check_host(host, port).await.map_err(|denial| {
+            anyhow::anyhow!(
+                "the vulnerability database {} is not fetched: {denial}",
+                source.reference
+            )
+        })?;
+    }
     let auth = registry_auth(
         reference.resolve_registry(),
-        &RegistryCredentials::default(),
+        &RegistryCredentials::from_environment(),
     )?;
     let image = client(source, opts)?
         .pull(&reference, &auth, vec![INDEX_MEDIA_TYPE, ZIP_MEDIA_TYPE])
@@ -123,7 +150,7 @@ pub async fn push_index(
     let reference = reference(source)?;
     let auth = registry_auth(
         reference.resolve_registry(),
-        &RegistryCredentials::default(),
+        &RegistryCredentials::from_environment(),
     )?;
     let layer = ImageLayer::new(index, INDEX_MEDIA_TYPE.to_string(), None);
     let config = Config::new(info_json, CONFIG_MEDIA_TYPE.to_string(), None);

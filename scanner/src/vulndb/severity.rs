@@ -17,41 +17,9 @@ use serde::{Deserialize, Serialize};
 use std::str::FromStr;
 
 use super::osv::OsvSeverity;
-
-/// Severity levels, ordered from least to most severe.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    #[default]
-    Unknown,
-    Low,
-    Medium,
-    High,
-    Critical,
-}
+pub use crate::finding::Severity;
 
 impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Unknown => "unknown",
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-
-    /// All levels, most severe first.
-    pub const DESCENDING: [Severity; 5] = [
-        Severity::Critical,
-        Severity::High,
-        Severity::Medium,
-        Severity::Low,
-        Severity::Unknown,
-    ];
-
     /// Qualitative rating of a base score of a CVSS vector: the v2 scale (low, medium,
     /// high) for v2 vectors (they carry no `CVSS:` prefix), else the v3/v4 scale.
     pub fn from_vector_score(vector: &str, score: f64) -> Severity {
@@ -101,29 +69,6 @@ impl Severity {
             "low" | "negligible" | "unimportant" => Severity::Low,
             _ => Severity::Unknown,
         }
-    }
-}
-
-impl FromStr for Severity {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "critical" => Ok(Severity::Critical),
-            "high" => Ok(Severity::High),
-            "medium" => Ok(Severity::Medium),
-            "low" => Ok(Severity::Low),
-            "unknown" => Ok(Severity::Unknown),
-            other => Err(format!(
-                "unknown severity {other:?}: use critical, high, medium, low or unknown"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for Severity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -58,11 +58,26 @@ pub struct DbBuilder {
     nvd: HashMap<u64, NvdEntry>,
     nvd_newest_modified: Option<String>,
     sample: bool,
+    /// Where http(s) and oci:// sources may be fetched from; `None`: anywhere.
+    egress: Option<std::sync::Arc<crate::egress::EgressPolicy>>,
 }
 
 impl DbBuilder {
     pub fn new() -> DbBuilder {
         DbBuilder::default()
+    }
+
+    /// Fetches http(s) and oci:// sources only where `egress` allows (by default: anywhere,
+    /// as the CLI does for registries too).
+    pub fn with_egress(mut self, egress: std::sync::Arc<crate::egress::EgressPolicy>) -> Self {
+        self.egress = Some(egress);
+        self
+    }
+
+    fn egress(&self) -> std::sync::Arc<crate::egress::EgressPolicy> {
+        self.egress
+            .clone()
+            .unwrap_or_else(|| std::sync::Arc::new(crate::egress::EgressPolicy::unrestricted()))
     }
 
     /// Number of advisories collected so far.
@@ -316,7 +331,7 @@ impl DbBuilder {
     /// a temporary file and is read from there as a stream.
     pub async fn add_nvd_url(&mut self, url: &str) -> anyhow::Result<()> {
         let dir = tempfile_dir()?;
-        let files = super::update::download_nvd_source(url, &dir.0).await?;
+        let files = super::download::download_nvd_source(url, &dir.0, &self.egress()).await?;
         for file in files {
             nvd::read_file(&file, &mut |cve| self.add_nvd_cve(&cve))
                 .with_context(|| format!("reading the NVD feed downloaded from {url}"))?;
@@ -327,7 +342,7 @@ impl DbBuilder {
     /// Adds the archives of an http(s) source (see [`fetch_url_source`]); for async callers
     /// such as the operator, where [`DbBuilder::add_source`] would block the runtime.
     pub async fn add_url(&mut self, url: &str) -> anyhow::Result<()> {
-        for (u, bytes) in fetch_url_source(url).await? {
+        for (u, bytes) in fetch_url_source(url, &self.egress()).await? {
             self.add_zip(Cursor::new(bytes), &u)?;
         }
         self.sources.push(url.to_string());
@@ -351,7 +366,11 @@ impl DbBuilder {
             return Ok(());
         }
         if let Some(oci) = super::oci::OciSource::parse(source) {
-            let layers = super::oci::block_on(super::oci::pull(&oci, &Default::default()))??;
+            let opts = super::oci::OciOptions {
+                egress: Some(self.egress()),
+                ..Default::default()
+            };
+            let layers = super::oci::block_on(super::oci::pull(&oci, &opts))??;
             for (media_type, data) in layers {
                 if media_type == super::oci::INDEX_MEDIA_TYPE {
                     anyhow::bail!(
@@ -489,9 +508,24 @@ impl Db {
     /// Opens what `--db` names: one index file, or OSV sources (directories, zip
     /// files, URLs) compiled in memory.
     pub fn load(sources: &[String]) -> anyhow::Result<Db> {
+        Self::load_with(
+            sources,
+            std::sync::Arc::new(crate::egress::EgressPolicy::unrestricted()),
+        )
+    }
+
+    /// [`Db::load`], with http(s) and oci:// sources fetched only where `egress` allows.
+    pub fn load_with(
+        sources: &[String],
+        egress: std::sync::Arc<crate::egress::EgressPolicy>,
+    ) -> anyhow::Result<Db> {
         if let [single] = sources {
             if let Some(oci) = super::oci::OciSource::parse(single) {
-                let layers = super::oci::block_on(super::oci::pull(&oci, &Default::default()))??;
+                let opts = super::oci::OciOptions {
+                    egress: Some(egress.clone()),
+                    ..Default::default()
+                };
+                let layers = super::oci::block_on(super::oci::pull(&oci, &opts))??;
                 if let [(media_type, _)] = &layers[..] {
                     if media_type == super::oci::INDEX_MEDIA_TYPE {
                         let (_, data) = layers.into_iter().next().expect("one layer");
@@ -504,7 +538,7 @@ impl Db {
                 return Ok(Db::open_index(path)?);
             }
         }
-        let mut builder = DbBuilder::new();
+        let mut builder = DbBuilder::new().with_egress(egress);
         for s in sources {
             builder.add_source(s)?;
         }
@@ -518,11 +552,12 @@ impl Db {
 /// Downloads the archives of an http(s) source: the URL itself when it names a
 /// `.zip`, else `<base>/<Ecosystem>/all.zip` for each of [`URL_ECOSYSTEMS`]
 /// (ecosystems the server does not have are skipped).
-pub async fn fetch_url_source(url: &str) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("imagewarden/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("building the HTTP client")?;
+pub async fn fetch_url_source(
+    url: &str,
+    egress: &std::sync::Arc<crate::egress::EgressPolicy>,
+) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    super::download::check_source_url(egress, url)?;
+    let client = super::download::http_client(egress)?;
     let urls: Vec<String> = if url.ends_with(".zip") {
         vec![url.to_string()]
     } else {

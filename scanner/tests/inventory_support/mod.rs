@@ -169,7 +169,7 @@ pub fn scan(
 ) -> Result<imagewarden_scanner::source::ScannedImage, imagewarden_scanner::source::SourceError> {
     let t = imagewarden_scanner::source::ImageRef::parse(target).unwrap();
     let analyzers = imagewarden_scanner::analyzer::default_analyzers();
-    imagewarden_scanner::source::scan_local(&t, &Default::default(), &analyzers)
+    imagewarden_scanner::source::read_local(&t, &Default::default(), &analyzers)
 }
 
 /// `name@version` of every package of an ecosystem.

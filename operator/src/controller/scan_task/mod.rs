@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::Event;
 use kube::runtime::reflector::ObjectRef;
@@ -28,8 +28,8 @@ use crate::access::registry_access;
 use crate::context::{Context, LoadedDb, ScanKey, TaskRef, Watched, FIELD_MANAGER};
 use crate::crd::{ImageScanResult, ScanPhase, ScanRule, ScanTask, ScanTaskStatus};
 use crate::executor::{
-    self, build_job, job_name, job_state, JobDatabase, JobOwner, JobRegistry, JobState,
-    ScanTarget, StoredResult, JOB_DATABASE_ANNOTATION,
+    self, build_job, job_name, job_state, JobDatabase, JobOwner, JobRegistry, JobState, ScanTarget,
+    StoredResult, JOB_DATABASE_ANNOTATION,
 };
 use crate::registry::RegistryAccess;
 use crate::Error;
@@ -50,18 +50,10 @@ pub fn task_ref(task: &ScanTask) -> TaskRef {
 /// Reconciles one ScanTask.
 pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconcile("scantask");
-    let watched = ctx
-        .watched
-        .get()
-        .cloned()
-        .ok_or_else(|| Error::Invalid("the ScanTask controller's watches are not running".into()))?;
-    for ready in [
-        watched.rules.wait_until_ready().await,
-        watched.results.wait_until_ready().await,
-        watched.jobs.wait_until_ready().await,
-    ] {
-        ready.map_err(|_| Error::Invalid("the ScanTask controller is stopping".into()))?;
-    }
+    let watched = ctx.watched.get().cloned().ok_or_else(|| {
+        Error::Invalid("the ScanTask controller's watches are not running".into())
+    })?;
+    watched.wait_until_ready().await?;
     let ns = task.namespace().unwrap_or_default();
     let rule = rule_of(&task, &watched)?;
     let rule_view = match (&task.spec.rule_ref, &rule) {
@@ -114,7 +106,8 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
         match fetch {
             Fetch::Images => {
                 let outcome = resolve_images(&task, rule.as_deref(), &ctx).await;
-                if let Ok((_, a)) = &outcome {
+                if let Ok((images, a)) = &outcome {
+                    crate::lifecycle::after_resolve(&ctx, &task, rule.as_deref(), images).await;
                     access = a.clone();
                 }
                 fetched.images = Some(outcome.map(|(images, _)| images));
@@ -159,7 +152,7 @@ fn rule_of(task: &ScanTask, watched: &Watched) -> Result<Option<Arc<ScanRule>>, 
         return Ok(None);
     };
     let key = ObjectRef::new(&r.name).within(&task.namespace().unwrap_or_default());
-    match watched.rules.get(&key) {
+    match watched.rule(&key) {
         None => Ok(None),
         Some(guard) => match &guard.0 {
             Ok(rule) => Ok(Some(Arc::new(rule.clone()))),
@@ -176,7 +169,7 @@ fn results_of(task: &ScanTask, watched: &Watched) -> BTreeMap<String, Arc<ImageS
     let ns = task.namespace().unwrap_or_default();
     let mut out = BTreeMap::new();
     for name in plan::awaited_results(task) {
-        let guard = watched.results.get(&ObjectRef::new(&name).within(&ns));
+        let guard = watched.result(&ObjectRef::new(&name).within(&ns));
         if let Some(Ok(result)) = guard.as_deref().map(|g| &g.0) {
             out.insert(name, Arc::new(result.clone()));
         }
@@ -188,8 +181,7 @@ fn results_of(task: &ScanTask, watched: &Watched) -> BTreeMap<String, Arc<ImageS
 fn jobs_of(task: &ScanTask, watched: &Watched) -> BTreeMap<String, JobView> {
     let uid = task.uid();
     watched
-        .jobs
-        .state()
+        .jobs()
         .into_iter()
         .filter(|job| {
             job.owner_references()
@@ -208,7 +200,7 @@ fn jobs_of(task: &ScanTask, watched: &Watched) -> BTreeMap<String, JobView> {
 
 /// Scanner Jobs of every task that have not finished, with those just created.
 fn active_jobs(ctx: &Context, watched: &Watched) -> usize {
-    let jobs = watched.jobs.state();
+    let jobs = watched.jobs();
     let running = jobs
         .iter()
         .filter(|j| job_state(j) == JobState::Running)
@@ -231,12 +223,17 @@ async fn resolve_images(
     let ns = task.namespace().unwrap_or_default();
     let access = match rule {
         Some(rule) => Some(
-            registry_access(&ctx.client, &ns, &rule.spec.registry, ctx.config.egress.policy())
-                .await
-                .map_err(|e| Failure {
-                    reason: "RegistryAccess",
-                    message: e.to_string(),
-                })?,
+            registry_access(
+                &ctx.client,
+                &ns,
+                &rule.spec.registry,
+                ctx.config.egress.policy(),
+            )
+            .await
+            .map_err(|e| Failure {
+                reason: "RegistryAccess",
+                message: e.to_string(),
+            })?,
         ),
         None => None,
     };
@@ -274,11 +271,15 @@ async fn apply(
             } => {
                 let api: Api<ImageScanResult> = Api::namespaced(ctx.client.clone(), &ns);
                 if let Some(existing) = api.get_opt(&result).await? {
-                    add_tags_and_owner(&api, &existing, &tags, owner).await?;
+                    crate::lifecycle::record_found(ctx, &existing, &tags, owner.as_ref()).await?;
                 }
             }
             Step::ForgetOutcome(key) => {
-                ctx.inline.lock().expect("inline lock").finished.remove(&key);
+                ctx.inline
+                    .lock()
+                    .expect("inline lock")
+                    .finished
+                    .remove(&key);
             }
             Step::RetryAt(key, at) => {
                 ctx.inline
@@ -297,7 +298,7 @@ async fn apply(
             }
             Step::CreateJob { target, attempt } => {
                 if !identity_ready {
-                    ensure_scanner_identity(ctx, &ns).await?;
+                    ensure_scanner_network_policy(ctx, &ns).await?;
                     identity_ready = true;
                 }
                 create_job(task, rule, ctx, &target, attempt).await?;
@@ -330,7 +331,16 @@ async fn apply(
     }
     ctx.wakeups.set_waiting(me.clone(), waiting);
     for (key, target, owner) in to_start {
-        spawn_inline_scan(ctx.clone(), me.clone(), key, target, access.clone(), owner);
+        let scanners = executor::rule_scanners(rule);
+        spawn_inline_scan(
+            ctx.clone(),
+            me.clone(),
+            key,
+            target,
+            access.clone(),
+            owner,
+            scanners,
+        );
     }
     Ok(action)
 }
@@ -390,10 +400,9 @@ async fn publish(
     }
 }
 
-/// The scanner's ServiceAccount and RoleBinding (and NetworkPolicy when enabled) in the
-/// namespace scanner Jobs run in.
-async fn ensure_scanner_identity(ctx: &Context, ns: &str) -> Result<(), Error> {
-    executor::ensure_scanner_identity(&ctx.client, ns, &ctx.config.job).await?;
+/// The scanner NetworkPolicy (when enabled) in the namespace scanner Jobs run in; each
+/// Job gets its own identity when it is created.
+async fn ensure_scanner_network_policy(ctx: &Context, ns: &str) -> Result<(), Error> {
     if ctx.config.network_policy.scanner_network_policy {
         crate::netpol::ensure_scanner_network_policy(
             &ctx.client,
@@ -437,15 +446,11 @@ async fn create_job(
             attempt,
         },
         target,
+        &executor::rule_scanners(rule),
         &registry,
         &JobDatabase::current(base_url, &ctx.db()),
     );
-    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(ctx.client.clone(), &ns);
-    match jobs.create(&PostParams::default(), &job).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => return Err(e.into()),
-    }
+    crate::scanner_identity::create_scanner_job(&ctx.client, &job, &target.result_name()).await?;
     ctx.wakeups.job_created(format!("{ns}/{name}"));
     Ok(())
 }
@@ -497,41 +502,6 @@ fn job_registry(rule: Option<&ScanRule>) -> JobRegistry {
     }
 }
 
-async fn add_tags_and_owner(
-    api: &Api<ImageScanResult>,
-    existing: &ImageScanResult,
-    tags: &[String],
-    owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
-) -> Result<(), Error> {
-    let mut all = existing.spec.tags.clone();
-    for t in tags {
-        if !all.contains(t) {
-            all.push(t.clone());
-        }
-    }
-    let mut owners = existing
-        .metadata
-        .owner_references
-        .clone()
-        .unwrap_or_default();
-    if let Some(o) = owner {
-        if !owners.iter().any(|x| x.uid == o.uid) {
-            owners.push(o);
-        }
-    }
-    let patch = serde_json::json!({
-        "metadata": {"ownerReferences": owners, "resourceVersion": existing.metadata.resource_version},
-        "spec": {"tags": all},
-    });
-    api.patch(
-        &existing.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(patch),
-    )
-    .await?;
-    Ok(())
-}
-
 /// Scans `target` in this process; when it ends, records the outcome and wakes `task`
 /// and the tasks waiting for a scan slot.
 fn spawn_inline_scan(
@@ -541,6 +511,7 @@ fn spawn_inline_scan(
     target: ScanTarget,
     access: Option<RegistryAccess>,
     owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+    scanners: Vec<imagewarden_scanner::finding::ScannerKind>,
 ) {
     tokio::spawn(async move {
         let started = Instant::now();
@@ -548,7 +519,7 @@ fn spawn_inline_scan(
             .scans_running
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let namespace = task.namespace.clone().unwrap_or_default();
-        let outcome = scan_inline(&ctx, &namespace, &target, access, owner).await;
+        let outcome = scan_inline(&ctx, &namespace, &target, access, owner, &scanners).await;
         ctx.metrics
             .scans_running
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -577,6 +548,7 @@ async fn scan_inline(
     target: &ScanTarget,
     access: Option<RegistryAccess>,
     owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+    scanners: &[imagewarden_scanner::finding::ScannerKind],
 ) -> Result<StoredResult, String> {
     let access = match access
         .filter(|a| crate::registry::access::same_registry(&a.host, &target.registry))
@@ -587,15 +559,18 @@ async fn scan_inline(
             .with_egress(ctx.config.egress.policy()),
     };
     let db = ctx.db();
-    let status = executor::scan(target, &access, &db, &ctx.checks)
-        .await
-        .map_err(|e| e.to_string())?;
+    let status = executor::scan_target(
+        target,
+        &access,
+        &db,
+        &ctx.checks,
+        scanners,
+        ctx.config.job.budgets.budgets(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     executor::store_result(&ctx.client, namespace, target, owner, &status)
         .await
         .map_err(|e| format!("writing result: {e}"))?;
-    Ok(StoredResult {
-        scanner_version: status.scanner_version.clone(),
-        database_version: status.database_version.clone(),
-        has_inventory: status.inventory.is_some(),
-    })
+    Ok(StoredResult::of_status(&status))
 }

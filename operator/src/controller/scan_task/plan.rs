@@ -20,8 +20,8 @@ use crate::config::ExecutorKind;
 use crate::context::{scan_retry_delay, InlineScans, ScanKey};
 use crate::crd::{ImageProgress, ImageScanResult, ScanPhase, ScanRule, ScanTask, ScanTaskStatus};
 use crate::executor::{
-    job_name, judge_job, judge_result, rescan_message, JobState, ScanTarget, ScanVerdict,
-    StoredResult,
+    job_name, judge_job, judge_result, rescan_message, reusable, rule_scanners, JobState,
+    ScanTarget, ScanVerdict, StoredResult,
 };
 use imagewarden_scanner::reference::ImageReference;
 
@@ -139,7 +139,10 @@ pub enum Step {
         owner: Option<OwnerReference>,
     },
     /// Create the scanner Job of this attempt (after the scanner's identity is ensured).
-    CreateJob { target: ScanTarget, attempt: u32 },
+    CreateJob {
+        target: ScanTarget,
+        attempt: u32,
+    },
     Count(Metric),
     Publish {
         type_: EventType,
@@ -222,7 +225,10 @@ fn start(inputs: Inputs<'_>, mut status: ScanTaskStatus) -> Vec<Step> {
         status.conditions = vec![];
     }
     let mut steps = vec![
-        Step::Count(Metric::TaskStarted(format!("{:?}", inputs.task.spec.trigger))),
+        Step::Count(Metric::TaskStarted(format!(
+            "{:?}",
+            inputs.task.spec.trigger
+        ))),
         Step::Publish {
             type_: EventType::Normal,
             reason: "Started",
@@ -326,25 +332,29 @@ fn advance_image(inputs: Inputs<'_>, entry: &mut ImageProgress, pass: &mut Pass)
     let settings = inputs.settings;
     // Reuse: a result for this digest made by this scanner with this database (the
     // outcome of this process's own scan tells it before the watch does).
-    let current = |s: &StoredResult| {
-        s.scanner_version.as_deref() == Some(imagewarden_scanner::SCANNER_VERSION)
-            && s.database_version.as_deref() == Some(settings.db_version.as_str())
-    };
+    let scanners = rule_scanners(inputs.rule.get());
+    let current = |s: &StoredResult| reusable(s, &scanners, &settings.db_version);
     let stored = match outcome {
         Some(Ok(written)) => Some(written.clone()),
         _ => existing.map(StoredResult::from),
     };
     if stored.as_ref().is_some_and(current) {
-        reuse(inputs, entry, &target, &name, existing, outcome.is_some(), pass);
+        reuse(
+            inputs,
+            entry,
+            &target,
+            &name,
+            existing,
+            outcome.is_some(),
+            pass,
+        );
         if outcome.is_some() {
             pass.steps.push(Step::ForgetOutcome(key));
         }
         return None;
     }
     match settings.executor {
-        ExecutorKind::Inline => {
-            advance_inline(inputs, entry, target, key, stored.as_ref(), pass)
-        }
+        ExecutorKind::Inline => advance_inline(inputs, entry, target, key, stored.as_ref(), pass),
         ExecutorKind::Job => advance_job(inputs, entry, target, stored.as_ref(), pass),
     }
 }
@@ -379,15 +389,8 @@ fn reuse(
         return;
     };
     let owner = result_owner(inputs.task, inputs.rule.get());
-    let has_owner = |o: &OwnerReference| {
-        existing
-            .metadata
-            .owner_references
-            .as_ref()
-            .is_some_and(|v| v.iter().any(|x| x.uid == o.uid))
-    };
-    if !target.tags.iter().all(|t| existing.spec.tags.contains(t))
-        || owner.as_ref().is_some_and(|o| !has_owner(o))
+    if !crate::lifecycle::found_plan(existing, &target.tags, owner.as_ref(), inputs.now.0)
+        .is_empty()
     {
         pass.steps.push(Step::RecordOnResult {
             result: name.to_string(),
@@ -411,7 +414,13 @@ fn advance_inline(
     if let Some(outcome) = inline.finished.get(&key) {
         let verdict = match outcome {
             // Written, but not with the current database (else it was reused).
-            Ok(_) => judge_result("the scan", &name, stored, &settings.db_version),
+            Ok(_) => judge_result(
+                "the scan",
+                &name,
+                stored,
+                &rule_scanners(inputs.rule.get()),
+                &settings.db_version,
+            ),
             Err(message) => ScanVerdict::Rescan(message.clone()),
         }
         .bounded(entry.attempts, settings.max_scan_attempts);
@@ -483,6 +492,7 @@ fn advance_job(
             &job.state,
             &name,
             stored,
+            &rule_scanners(inputs.rule.get()),
             &settings.db_version,
         )
         .bounded(attempt, settings.max_scan_attempts);
@@ -532,8 +542,10 @@ fn apply_verdict(
                     ));
                     return None;
                 }
-                Some(false) => ScanVerdict::Rescan(rescan_message(&scanned_with, &settings.db_version))
-                    .bounded(entry.attempts.max(1), max),
+                Some(false) => {
+                    ScanVerdict::Rescan(rescan_message(&scanned_with, &settings.db_version))
+                        .bounded(entry.attempts.max(1), max)
+                }
             }
         }
         ScanVerdict::Rematch { scanned_with } => {
@@ -606,7 +618,11 @@ fn finish_if_done(inputs: Inputs<'_>, status: &mut ScanTaskStatus, steps: &mut V
         "{} of {} images scanned, {} failed",
         status.succeeded, status.total, status.failed
     );
-    let reason = if ok { "AllImagesScanned" } else { "ImagesFailed" };
+    let reason = if ok {
+        "AllImagesScanned"
+    } else {
+        "ImagesFailed"
+    };
     status.conditions = vec![condition(
         "Complete",
         ok,
@@ -754,6 +770,7 @@ mod tests {
                 repository: "team-a/app".into(),
                 digest: DIGEST.into(),
                 tags: tags.iter().map(|t| t.to_string()).collect(),
+                tags_seen: Vec::new(),
             },
         );
         r.status = Some(ImageScanResultStatus {
@@ -852,17 +869,39 @@ mod tests {
             assert_eq!(img.phase, ScanPhase::Completed);
             assert_eq!(img.message.as_deref(), Some("existing result reused"));
             assert_eq!(img.result_name, Some(result_name()));
-            assert!(has(&steps, |s| matches!(s, Step::RecordOnResult { tags, .. } if tags == &["v1".to_string()])));
+            assert!(has(
+                &steps,
+                |s| matches!(s, Step::RecordOnResult { tags, .. } if tags == &["v1".to_string()])
+            ));
             assert!(has(&steps, |s| *s == Step::Count(Metric::Scan("reused"))));
             assert_eq!(written(&steps).unwrap().phase, ScanPhase::Completed);
-            assert!(!has(&steps, |s| matches!(s, Step::StartInline { .. } | Step::CreateJob { .. })));
+            assert!(!has(&steps, |s| matches!(
+                s,
+                Step::StartInline { .. } | Step::CreateJob { .. }
+            )));
         }
+    }
+
+    #[test]
+    fn a_result_made_without_the_rules_scanners_is_not_reused() {
+        let mut w = World::new(ExecutorKind::Job, vec![entry(ScanPhase::Pending, 0)]);
+        let mut partial = (*result(DB, true, &["v1"])).clone();
+        partial.status.as_mut().unwrap().scanners =
+            vec![imagewarden_scanner::finding::ScannerKind::Baseline];
+        w.results.insert(result_name(), Arc::new(partial));
+        let steps = w.plan();
+        assert!(has(&steps, |s| matches!(
+            s,
+            Step::CreateJob { attempt: 1, .. }
+        )));
+        assert_eq!(image(&steps).phase, ScanPhase::Running);
     }
 
     #[test]
     fn a_result_of_another_database_is_not_reused() {
         let mut w = World::new(ExecutorKind::Inline, vec![entry(ScanPhase::Pending, 0)]);
-        w.results.insert(result_name(), result(OLD_DB, true, &["v1"]));
+        w.results
+            .insert(result_name(), result(OLD_DB, true, &["v1"]));
         let steps = w.plan();
         assert!(has(&steps, |s| matches!(s, Step::StartInline { .. })));
         assert_eq!(image(&steps).attempts, 1);
@@ -882,7 +921,10 @@ mod tests {
         let steps = w.plan();
         let img = image(&steps);
         assert_eq!(img.phase, ScanPhase::Completed);
-        assert!(img.message.unwrap().contains("re-matched with the current database"));
+        assert!(img
+            .message
+            .unwrap()
+            .contains("re-matched with the current database"));
         assert!(has(&steps, |s| *s == Step::ForgetOutcome(key())));
         // A result that cannot be re-matched is scanned again.
         w.fetched.rematched.insert(result_name(), false);
@@ -894,10 +936,15 @@ mod tests {
     #[test]
     fn a_failed_inline_scan_is_retried_after_a_backoff() {
         let mut w = World::new(ExecutorKind::Inline, vec![entry(ScanPhase::Running, 1)]);
-        w.inline.finished.insert(key(), Err("registry said 503".into()));
+        w.inline
+            .finished
+            .insert(key(), Err("registry said 503".into()));
         let steps = w.plan();
         let img = image(&steps);
-        assert_eq!((img.phase, img.message.as_deref()), (ScanPhase::Pending, Some("registry said 503")));
+        assert_eq!(
+            (img.phase, img.message.as_deref()),
+            (ScanPhase::Pending, Some("registry said 503"))
+        );
         let retry = scan_retry_delay(1);
         assert!(has(&steps, |s| *s == Step::RetryAt(key(), w.now + retry)));
         assert!(has(&steps, |s| *s == Step::RequeueAfter(retry)));
@@ -905,7 +952,9 @@ mod tests {
 
         // Before the backoff ends the image waits, woken by the timer only.
         let mut w = World::new(ExecutorKind::Inline, vec![img.clone()]);
-        w.inline.retry_at.insert(key(), w.now + Duration::from_secs(2));
+        w.inline
+            .retry_at
+            .insert(key(), w.now + Duration::from_secs(2));
         let steps = w.plan();
         assert!(written(&steps).is_none());
         assert!(has(&steps, |s| *s == Step::RequeueAfter(Duration::from_secs(2))));
@@ -920,14 +969,17 @@ mod tests {
     #[test]
     fn the_last_allowed_attempt_that_fails_fails_the_image_and_the_task() {
         let mut w = World::new(ExecutorKind::Inline, vec![entry(ScanPhase::Running, 3)]);
-        w.inline.finished.insert(key(), Err("manifest unknown".into()));
+        w.inline
+            .finished
+            .insert(key(), Err("manifest unknown".into()));
         let steps = w.plan();
         let status = written(&steps).unwrap();
         assert_eq!(status.images[0].phase, ScanPhase::Failed);
         assert_eq!(status.phase, ScanPhase::Failed);
         assert!(status.completion_time.is_some());
         assert_eq!(status.conditions[0].reason, "ImagesFailed");
-        assert!(has(&steps, |s| *s == Step::Count(Metric::TaskFinished("Failed"))));
+        assert!(has(&steps, |s| *s
+            == Step::Count(Metric::TaskFinished("Failed"))));
         assert!(!has(&steps, |s| matches!(s, Step::RetryAt(..))));
     }
 
@@ -939,7 +991,10 @@ mod tests {
         let w = World::new(ExecutorKind::Inline, vec![entry(ScanPhase::Running, 3)]);
         let img = image(&w.plan());
         assert_eq!(img.phase, ScanPhase::Failed);
-        assert!(img.message.unwrap().contains("did not finish in 3 attempt(s)"));
+        assert!(img
+            .message
+            .unwrap()
+            .contains("did not finish in 3 attempt(s)"));
     }
 
     #[test]
@@ -948,7 +1003,10 @@ mod tests {
         w.inline.running.insert(key());
         let steps = w.plan();
         assert!(written(&steps).is_none());
-        assert!(!has(&steps, |s| matches!(s, Step::StartInline { .. } | Step::WaitForSlot | Step::RequeueAfter(_))));
+        assert!(!has(&steps, |s| matches!(
+            s,
+            Step::StartInline { .. } | Step::WaitForSlot | Step::RequeueAfter(_)
+        )));
     }
 
     #[test]
@@ -980,7 +1038,10 @@ mod tests {
         );
         w.active_jobs = 1;
         let steps = w.plan();
-        let created = steps.iter().filter(|s| matches!(s, Step::CreateJob { .. })).count();
+        let created = steps
+            .iter()
+            .filter(|s| matches!(s, Step::CreateJob { .. }))
+            .count();
         assert_eq!(created, 1);
         assert!(has(&steps, |s| *s == Step::WaitForSlot));
     }
@@ -989,7 +1050,10 @@ mod tests {
     fn a_job_is_created_per_attempt_and_waited_for() {
         let w = World::new(ExecutorKind::Job, vec![entry(ScanPhase::Pending, 0)]);
         let steps = w.plan();
-        assert!(has(&steps, |s| matches!(s, Step::CreateJob { attempt: 1, .. })));
+        assert!(has(&steps, |s| matches!(
+            s,
+            Step::CreateJob { attempt: 1, .. }
+        )));
         let img = image(&steps);
         assert_eq!((img.phase, img.attempts), (ScanPhase::Running, 1));
 
@@ -997,7 +1061,10 @@ mod tests {
         w.job(1, JobState::Running);
         let steps = w.plan();
         assert!(written(&steps).is_none());
-        assert!(!has(&steps, |s| matches!(s, Step::CreateJob { .. } | Step::WaitForSlot)));
+        assert!(!has(&steps, |s| matches!(
+            s,
+            Step::CreateJob { .. } | Step::WaitForSlot
+        )));
     }
 
     #[test]
@@ -1007,12 +1074,18 @@ mod tests {
         // The watch has not shown the result yet: the Job ended without writing it.
         let img = image(&w.plan());
         assert_eq!((img.phase, img.attempts), (ScanPhase::Pending, 2));
-        assert!(img.message.unwrap().contains("finished without writing result"));
+        assert!(img
+            .message
+            .unwrap()
+            .contains("finished without writing result"));
         // With the result written by the Job, the image is done.
         w.results.insert(result_name(), result(DB, true, &["v1"]));
         let steps = w.plan();
         let img = image(&steps);
-        assert_eq!((img.phase, img.message.as_deref()), (ScanPhase::Completed, Some("scanned")));
+        assert_eq!(
+            (img.phase, img.message.as_deref()),
+            (ScanPhase::Completed, Some("scanned"))
+        );
         assert_eq!(written(&steps).unwrap().phase, ScanPhase::Completed);
     }
 
@@ -1045,7 +1118,10 @@ mod tests {
         );
         let img = image(&w.plan());
         assert_eq!(img.phase, ScanPhase::Failed);
-        assert!(img.message.unwrap().contains("longer than specified deadline"));
+        assert!(img
+            .message
+            .unwrap()
+            .contains("longer than specified deadline"));
     }
 
     #[test]
@@ -1081,7 +1157,10 @@ mod tests {
         assert_eq!(image(&steps).attempts, 2);
         // Started inline (attempt 1), now with Jobs: the Job of attempt 1 is created.
         let w = World::new(ExecutorKind::Job, vec![entry(ScanPhase::Running, 1)]);
-        assert!(has(&w.plan(), |s| matches!(s, Step::CreateJob { attempt: 1, .. })));
+        assert!(has(&w.plan(), |s| matches!(
+            s,
+            Step::CreateJob { attempt: 1, .. }
+        )));
     }
 
     #[test]
@@ -1097,7 +1176,10 @@ mod tests {
             status.images[0].message.as_deref(),
             Some("app:v1 is not a registry image reference")
         );
-        assert_eq!(status.images[1].message.as_deref(), Some("manifest unknown"));
+        assert_eq!(
+            status.images[1].message.as_deref(),
+            Some("manifest unknown")
+        );
         assert_eq!(status.phase, ScanPhase::Failed);
     }
 
@@ -1111,7 +1193,13 @@ mod tests {
         let status = written(&steps).unwrap();
         assert_eq!((status.phase, status.total), (ScanPhase::Running, 1));
         assert!(status.start_time.is_some());
-        assert!(has(&steps, |s| matches!(s, Step::Publish { reason: "Started", .. })));
+        assert!(has(&steps, |s| matches!(
+            s,
+            Step::Publish {
+                reason: "Started",
+                ..
+            }
+        )));
         // A discovery failure ends the task with its reason.
         w.fetched.images = Some(Err(Failure {
             reason: "DiscoveryFailed",
@@ -1125,7 +1213,9 @@ mod tests {
     #[test]
     fn a_missing_rule_fails_the_task_and_a_finished_task_only_notifies() {
         let mut w = World::new(ExecutorKind::Inline, vec![entry(ScanPhase::Pending, 0)]);
-        w.task.spec.rule_ref = Some(RuleRef { name: "gone".into() });
+        w.task.spec.rule_ref = Some(RuleRef {
+            name: "gone".into(),
+        });
         let wall = crate::now();
         let steps = plan(Inputs {
             task: &w.task,

@@ -1,12 +1,20 @@
-//! A small client for the read side of the distribution API: catalog, tag lists,
-//! manifest digests and image configs, with anonymous, Basic and Bearer-token auth.
+//! The client for the read side of the distribution API: catalog, tag lists, manifest
+//! digests and image configs for discovery, manifests and streamed blobs for pulls, and
+//! Harbor's project API; with anonymous, Basic, static Bearer and token-service auth.
+//!
+//! Inside an egress policy: every address is checked after DNS resolution (and literal
+//! addresses before each request), a token realm must be on the registry's host (or one
+//! the policy names) and gets the credentials only then, redirects stay on the registry's
+//! origin except for blobs (which registries keep in object storage; such a hop carries no
+//! credentials and is checked too), bodies read into memory are bounded, and remote reply
+//! bodies are never quoted in errors.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::egress::{denial_in, EgressPolicy};
 use chrono::{DateTime, Utc};
-use imagewarden_scanner::egress::{denial_in, EgressPolicy};
 use reqwest::header::{HeaderMap, ACCEPT, LINK, WWW_AUTHENTICATE};
 use reqwest::{Method, Response, StatusCode, Url};
 use serde::Deserialize;
@@ -32,8 +40,8 @@ const INDEX_MEDIA_TYPES: &[&str] = &[
 /// Largest manifest or config blob read into memory.
 const MAX_DOCUMENT_BYTES: usize = 4 << 20;
 
-/// Redirects followed within the registry's own origin.
-const MAX_REDIRECTS: usize = 5;
+/// Redirects followed for one request.
+const MAX_REDIRECTS: usize = 10;
 
 /// A cached bearer token.
 struct Token {
@@ -49,6 +57,8 @@ pub struct RegistryClient {
     http: reqwest::Client,
     egress: Arc<EgressPolicy>,
     credentials: Option<Credentials>,
+    /// A bearer token sent as is.
+    static_token: Option<String>,
     tokens: Mutex<HashMap<String, Token>>,
     /// Set once the registry asked for Basic auth, so later requests send it up front.
     basic_auth: Mutex<bool>,
@@ -63,7 +73,7 @@ impl std::fmt::Debug for RegistryClient {
 }
 
 /// A page of a paginated listing and the URL of the next one.
-pub(crate) struct Page<T> {
+pub struct Page<T> {
     pub items: T,
     pub next: Option<Url>,
 }
@@ -127,7 +137,7 @@ struct ImageConfig {
 
 /// A `WWW-Authenticate` challenge.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Challenge {
+pub enum Challenge {
     Basic,
     Bearer {
         realm: String,
@@ -145,21 +155,48 @@ impl RegistryClient {
 
     /// A client whose requests give up after `timeout`.
     pub fn with_timeout(access: &RegistryAccess, timeout: Duration) -> Result<Self, RegistryError> {
-        let mut builder = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10).min(timeout))
-            .timeout(timeout)
-            // Redirects stay on the origin they start from: credentials never follow one
-            // to another host.
-            .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                let same_origin = attempt
-                    .previous()
-                    .first()
-                    .is_some_and(|first| first.origin() == attempt.url().origin());
-                if same_origin && attempt.previous().len() <= MAX_REDIRECTS {
-                    attempt.follow()
-                } else {
-                    attempt.stop()
+            .timeout(timeout);
+        Self::build(access, builder)
+    }
+
+    /// A client for pulls: layers stream for as long as they take, but a connection that
+    /// stays silent for a minute is given up.
+    pub fn for_pulls(access: &RegistryAccess) -> Result<Self, RegistryError> {
+        let builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60));
+        Self::build(access, builder)
+    }
+
+    fn build(
+        access: &RegistryAccess,
+        builder: reqwest::ClientBuilder,
+    ) -> Result<Self, RegistryError> {
+        let redirect_policy = access.egress.clone();
+        let mut builder = builder
+            // Redirects stay on the origin they start from, so credentials never follow
+            // one to another host; only blobs may move to another host (reqwest drops the
+            // Authorization header on such a hop), and that host must pass the policy.
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                let previous = attempt.previous();
+                let Some(first) = previous.first() else {
+                    return attempt.stop();
+                };
+                if previous.len() > MAX_REDIRECTS {
+                    return attempt.stop();
                 }
+                if first.origin() == attempt.url().origin() {
+                    return attempt.follow();
+                }
+                if !first.path().contains("/blobs/") {
+                    return attempt.stop();
+                }
+                if let Err(denial) = redirect_policy.check_url(attempt.url()) {
+                    return attempt.error(denial);
+                }
+                attempt.follow()
             }))
             .user_agent(concat!("imagewarden/", env!("CARGO_PKG_VERSION")));
         builder = access.egress.apply(builder);
@@ -191,6 +228,7 @@ impl RegistryClient {
             http,
             egress: access.egress.clone(),
             credentials: access.credentials.clone(),
+            static_token: access.token.clone(),
             tokens: Mutex::new(HashMap::new()),
             basic_auth: Mutex::new(false),
         })
@@ -211,7 +249,7 @@ impl RegistryClient {
     }
 
     /// One page of `/v2/_catalog`. `url` is `None` for the first page.
-    pub(crate) async fn catalog_page(
+    pub async fn catalog_page(
         &self,
         url: Option<Url>,
         page_size: u32,
@@ -230,7 +268,7 @@ impl RegistryClient {
 
     /// One page of Harbor's `/api/v2.0/projects/<project>/repositories` (Basic auth, as
     /// Harbor's API takes it). `url` is `None` for the first page.
-    pub(crate) async fn harbor_repositories_page(
+    pub async fn harbor_repositories_page(
         &self,
         project: &str,
         url: Option<Url>,
@@ -269,7 +307,7 @@ impl RegistryClient {
     }
 
     /// One page of `/v2/<repository>/tags/list`. `url` is `None` for the first page.
-    pub(crate) async fn tags_page(
+    pub async fn tags_page(
         &self,
         repository: &str,
         url: Option<Url>,
@@ -281,15 +319,7 @@ impl RegistryClient {
                 &[("n", &page_size.to_string())],
             )
         });
-        let response = self
-            .send(
-                Method::GET,
-                url,
-                None,
-                &pull_scope(repository),
-                Some(repository),
-            )
-            .await?;
+        let response = self.get_in(repository, url, None).await?;
         let next = self.next_link(response.headers(), Some(repository))?;
         let page: TagsPage = self.json(response, Some(repository)).await?;
         Ok(Page {
@@ -375,15 +405,7 @@ impl RegistryClient {
             return Ok(None);
         };
         let url = self.url(&format!("v2/{repository}/blobs/{}", config.digest), &[]);
-        let response = self
-            .send(
-                Method::GET,
-                url,
-                None,
-                &pull_scope(repository),
-                Some(repository),
-            )
-            .await?;
+        let response = self.get_in(repository, url, None).await?;
         let config: ImageConfig = self.json(response, Some(repository)).await?;
         Ok(config
             .created
@@ -398,16 +420,61 @@ impl RegistryClient {
     ) -> Result<ManifestDoc, RegistryError> {
         let url = self.url(&format!("v2/{repository}/manifests/{reference}"), &[]);
         let accept = MANIFEST_MEDIA_TYPES.join(", ");
-        let response = self
-            .send(
-                Method::GET,
-                url,
-                Some(&accept),
-                &pull_scope(repository),
-                Some(repository),
-            )
-            .await?;
+        let response = self.get_in(repository, url, Some(&accept)).await?;
         self.json(response, Some(repository)).await
+    }
+
+    /// The manifest `reference` (tag or digest) of `repository` as stored, accepting the
+    /// `accept` media types, and its digest (the registry's `Docker-Content-Digest`, else
+    /// the hash of what was read).
+    pub async fn manifest_bytes(
+        &self,
+        repository: &str,
+        reference: &str,
+        accept: &[&str],
+    ) -> Result<(Vec<u8>, String), RegistryError> {
+        let url = self.url(&format!("v2/{repository}/manifests/{reference}"), &[]);
+        let response = self
+            .get_in(repository, url, Some(&accept.join(", ")))
+            .await?;
+        let header = content_digest(response.headers());
+        let body = self.body(response, Some(repository)).await?;
+        let digest =
+            header.unwrap_or_else(|| format!("sha256:{}", hex::encode(Sha256::digest(&body))));
+        Ok((body, digest))
+    }
+
+    /// The blob `digest` of `repository`, as a response whose body the caller streams.
+    pub async fn blob(&self, repository: &str, digest: &str) -> Result<Response, RegistryError> {
+        let url = self.url(&format!("v2/{repository}/blobs/{digest}"), &[]);
+        self.get_in(repository, url, None).await
+    }
+
+    /// A small blob (an image configuration), read whole within the document bound.
+    pub async fn small_blob(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let response = self.blob(repository, digest).await?;
+        self.body(response, Some(repository)).await
+    }
+
+    /// GET within `repository`, with its pull scope.
+    async fn get_in(
+        &self,
+        repository: &str,
+        url: Url,
+        accept: Option<&str>,
+    ) -> Result<Response, RegistryError> {
+        self.send(
+            Method::GET,
+            url,
+            accept,
+            &pull_scope(repository),
+            Some(repository),
+        )
+        .await
     }
 
     fn url(&self, path: &str, query: &[(&str, &str)]) -> Url {
@@ -520,7 +587,9 @@ impl RegistryClient {
             if let Some(accept) = accept {
                 request = request.header(ACCEPT, accept);
             }
-            if let Some(token) = self.cached_token(scope) {
+            if let Some(token) = &self.static_token {
+                request = request.bearer_auth(token);
+            } else if let Some(token) = self.cached_token(scope) {
                 request = request.bearer_auth(token);
             } else if *self.basic_auth.lock().expect("lock") {
                 if let Some(c) = &self.credentials {
@@ -558,7 +627,7 @@ impl RegistryClient {
                         realm,
                         service,
                         scope: challenge_scope,
-                    }) => {
+                    }) if self.static_token.is_none() => {
                         // The registry's own scope is authoritative; ours is the fallback.
                         let wanted = challenge_scope.unwrap_or_else(|| scope.to_string());
                         self.fetch_token(&realm, service.as_deref(), &wanted, scope, repository)
@@ -731,7 +800,7 @@ impl RegistryClient {
                 registry,
                 repository,
                 status: status.as_u16(),
-                message: if self.credentials.is_none() {
+                message: if self.credentials.is_none() && self.static_token.is_none() {
                     format!("{message} (no credentials are configured)")
                 } else {
                     message
@@ -907,7 +976,7 @@ fn pull_scope(repository: &str) -> String {
 }
 
 /// `algorithm:hex` with a known algorithm and the right length.
-pub(crate) fn is_digest(digest: &str) -> bool {
+pub fn is_digest(digest: &str) -> bool {
     let Some((algorithm, hex)) = digest.split_once(':') else {
         return false;
     };
@@ -924,7 +993,7 @@ pub(crate) fn is_digest(digest: &str) -> bool {
 
 /// The target of the `rel="next"` entry of one `Link` header value
 /// (`</v2/_catalog?last=b&n=2>; rel="next"`).
-pub(crate) fn next_link_target(header: &str) -> Option<String> {
+pub fn next_link_target(header: &str) -> Option<String> {
     header.split(',').find_map(|entry| {
         let (target, params) = entry.trim().split_once(';')?;
         let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
@@ -938,7 +1007,7 @@ pub(crate) fn next_link_target(header: &str) -> Option<String> {
 }
 
 /// Parses a `WWW-Authenticate` header value.
-pub(crate) fn parse_challenge(header: &str) -> Challenge {
+pub fn parse_challenge(header: &str) -> Challenge {
     let header = header.trim();
     let (scheme, params) = header.split_once(' ').unwrap_or((header, ""));
     if scheme.eq_ignore_ascii_case("basic") {
@@ -947,9 +1016,7 @@ pub(crate) fn parse_challenge(header: &str) -> Challenge {
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Challenge::Other(header.to_string());
     }
-    let params: HashMap<String, String> = imagewarden_scanner::source::parse_auth_params(params)
-        .into_iter()
-        .collect();
+    let params: HashMap<String, String> = parse_auth_params(params).into_iter().collect();
     match params.get("realm") {
         Some(realm) => Challenge::Bearer {
             realm: realm.clone(),
@@ -958,6 +1025,37 @@ pub(crate) fn parse_challenge(header: &str) -> Challenge {
         },
         None => Challenge::Other(header.to_string()),
     }
+}
+
+/// The parameters of a `WWW-Authenticate` challenge, `k="v",k2=v2`, with commas allowed
+/// inside quotes (scopes hold `pull,push`); keys lower-cased.
+pub fn parse_auth_params(params: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chars = params.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=')).collect();
+        if key.is_empty() || chars.next().is_none() {
+            break;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            value = std::iter::from_fn(|| chars.next_if(|c| *c != ',')).collect();
+        }
+        out.push((key.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -974,6 +1072,21 @@ mod tests {
                 service: Some("registry.example".into()),
                 scope: Some("repository:team-a/api:pull,push".into()),
             }
+        );
+    }
+
+    #[test]
+    fn auth_params_keep_quoted_commas() {
+        let p = parse_auth_params(
+            r#"realm="https://r.example/token",service="r",scope="repository:a/b:pull,push""#,
+        );
+        assert_eq!(
+            p,
+            [
+                ("realm".into(), "https://r.example/token".into()),
+                ("service".into(), "r".into()),
+                ("scope".into(), "repository:a/b:pull,push".into()),
+            ]
         );
     }
 

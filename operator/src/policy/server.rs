@@ -1,0 +1,321 @@
+//! The validating admission webhook: `POST /validate` (AdmissionReview v1) over HTTPS,
+//! answered from informer caches on every replica, leader or not.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::Api;
+use kube::core::admission::{AdmissionRequest, AdmissionReview};
+use kube::core::DynamicObject;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Client, ResourceExt};
+
+use super::admission::{respond, AdmissionSettings, Lookup};
+use super::image::{ImageName, ImageReference};
+use super::stats::AdmissionStats;
+use crate::context::Context;
+use crate::crd::{
+    ImagePolicy, ImageScanResult, ScanPhase, ScanRule, ScanTask, VulnerabilityException,
+};
+
+/// Path of the admission endpoint.
+pub const VALIDATE_PATH: &str = "/validate";
+
+/// The objects admission looks at, kept current by watches.
+#[derive(Clone)]
+pub struct Caches {
+    pub policies: Store<ImagePolicy>,
+    pub results: Store<ImageScanResult>,
+    pub exceptions: Store<VulnerabilityException>,
+    pub namespaces: Store<Namespace>,
+    pub tasks: Store<ScanTask>,
+    /// Rules a `scanUnscanned` policy starts scans with.
+    pub rules: Store<ScanRule>,
+}
+
+fn watch<K>(api: Api<K>, modify: impl FnMut(&mut K) + Send + 'static) -> Store<K>
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(modify),
+    )
+    .applied_objects()
+    .for_each(|_| async {});
+    tokio::spawn(stream);
+    store
+}
+
+impl Caches {
+    /// Starts the watches. Results are kept without their stored inventory and every
+    /// object without its managed fields, to keep the caches small.
+    pub fn start(client: &Client) -> Self {
+        let strip = |meta: &mut kube::api::ObjectMeta| meta.managed_fields = None;
+        Self {
+            policies: watch(Api::all(client.clone()), move |p: &mut ImagePolicy| {
+                strip(&mut p.metadata)
+            }),
+            results: watch(Api::all(client.clone()), move |r: &mut ImageScanResult| {
+                strip(&mut r.metadata);
+                if let Some(s) = r.status.as_mut() {
+                    s.inventory = None;
+                    s.warnings.clear();
+                }
+            }),
+            exceptions: watch(
+                Api::all(client.clone()),
+                move |e: &mut VulnerabilityException| strip(&mut e.metadata),
+            ),
+            namespaces: watch(Api::all(client.clone()), move |n: &mut Namespace| {
+                strip(&mut n.metadata);
+                n.spec = None;
+                n.status = None;
+            }),
+            tasks: watch(Api::all(client.clone()), move |t: &mut ScanTask| {
+                strip(&mut t.metadata);
+                if let Some(s) = t.status.as_mut() {
+                    s.notifications.clear();
+                }
+            }),
+            rules: watch(Api::all(client.clone()), move |r: &mut ScanRule| {
+                strip(&mut r.metadata);
+                r.status = None;
+            }),
+        }
+    }
+
+    /// Waits until every cache has listed its objects once.
+    pub async fn ready(&self) -> Result<(), reflector::store::WriterDropped> {
+        self.policies.wait_until_ready().await?;
+        self.results.wait_until_ready().await?;
+        self.exceptions.wait_until_ready().await?;
+        self.namespaces.wait_until_ready().await?;
+        self.tasks.wait_until_ready().await?;
+        self.rules.wait_until_ready().await?;
+        Ok(())
+    }
+}
+
+fn scan_time(r: &ImageScanResult) -> i64 {
+    r.status
+        .as_ref()
+        .and_then(|s| s.scan_time.as_ref())
+        .map_or(0, |t| t.0.as_second())
+}
+
+impl Lookup for Caches {
+    fn policies(&self) -> Vec<Arc<ImagePolicy>> {
+        self.policies.state()
+    }
+
+    fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        self.namespaces
+            .get(&reflector::ObjectRef::new(namespace))
+            .map(|n| n.labels().clone())
+    }
+
+    fn result(&self, image: &ImageReference, namespace: &str) -> Option<Arc<ImageScanResult>> {
+        let candidates = self.results.state_filter(|r| {
+            ImageName::of_result(r) == image.name
+                && match (&image.digest, &image.tag) {
+                    (Some(digest), _) => r.spec.digest == *digest,
+                    (None, Some(tag)) => r.spec.tags.iter().any(|t| t == tag),
+                    (None, None) => false,
+                }
+        });
+        // A tag that moved is judged by its newest digest; the Pod's namespace first.
+        candidates.into_iter().max_by_key(|r| {
+            (
+                r.metadata.namespace.as_deref() == Some(namespace),
+                scan_time(r),
+            )
+        })
+    }
+
+    fn scan_failure(&self, image: &ImageReference) -> Option<String> {
+        self.tasks
+            .state()
+            .iter()
+            .filter_map(|t| t.status.as_ref())
+            .flat_map(|s| &s.images)
+            .filter(|i| i.phase == ScanPhase::Failed)
+            .find(|i| {
+                let Ok(seen) = ImageReference::parse(&i.image) else {
+                    return false;
+                };
+                seen.name == image.name
+                    && match (&image.digest, &image.tag) {
+                        (Some(d), _) => i.digest.as_ref() == Some(d),
+                        (None, tag) => seen.tag == *tag,
+                    }
+            })
+            .map(|i| i.message.clone().unwrap_or_else(|| "scan failed".into()))
+    }
+
+    fn exceptions(&self, namespace: &str) -> Vec<Arc<VulnerabilityException>> {
+        self.exceptions
+            .state_filter(|e| e.metadata.namespace.as_deref() == Some(namespace))
+    }
+}
+
+/// Flags of the admission webhook.
+#[derive(Clone, Debug, clap::Args)]
+pub struct AdmissionArgs {
+    /// Address of the validating admission webhook (`POST /validate`, HTTPS). Unset: no
+    /// webhook (verdicts are still recorded in the ImageScanResults).
+    #[arg(long, env = "IMAGEWARDEN_ADMISSION_ADDR", requires_all = ["admission_tls_cert_file", "admission_tls_key_file"])]
+    pub admission_addr: Option<std::net::SocketAddr>,
+    /// PEM certificate chain the webhook serves (read again when the file changes).
+    #[arg(long, env = "IMAGEWARDEN_ADMISSION_TLS_CERT_FILE")]
+    pub admission_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    #[arg(long, env = "IMAGEWARDEN_ADMISSION_TLS_KEY_FILE")]
+    pub admission_tls_key_file: Option<PathBuf>,
+}
+
+/// Where and how the admission webhook is served.
+#[derive(Clone, Debug)]
+pub struct AdmissionServerConfig {
+    pub addr: std::net::SocketAddr,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub settings: AdmissionSettings,
+}
+
+impl AdmissionArgs {
+    /// The server's configuration, when the webhook is on.
+    pub fn server_config(&self, settings: AdmissionSettings) -> Option<AdmissionServerConfig> {
+        Some(AdmissionServerConfig {
+            addr: self.admission_addr?,
+            cert_file: self.admission_tls_cert_file.clone()?,
+            key_file: self.admission_tls_key_file.clone()?,
+            settings,
+        })
+    }
+}
+
+struct AdmissionState {
+    caches: Caches,
+    settings: AdmissionSettings,
+    stats: Arc<AdmissionStats>,
+    ctx: Arc<Context>,
+    scans: super::unscanned::ScanRequests,
+}
+
+async fn validate(State(state): State<Arc<AdmissionState>>, body: axum::body::Bytes) -> Response {
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("not an AdmissionReview: {e}\n"),
+            )
+                .into_response()
+        }
+    };
+    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(r) => r,
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+        }
+    };
+    let (response, decision) =
+        respond(&request, &state.caches, &state.settings, chrono::Utc::now());
+    if !request.dry_run {
+        let namespace = request.namespace.as_deref().unwrap_or_default();
+        for j in decision.judgements.iter().filter(|j| j.scan_wanted) {
+            if let Ok(image) = ImageReference::parse(&j.image) {
+                state
+                    .scans
+                    .request(&state.ctx, &state.caches.rules, namespace, &image);
+            }
+        }
+        let name = request
+            .object
+            .as_ref()
+            .and_then(|o| o.metadata.name.clone().or(o.metadata.generate_name.clone()))
+            .unwrap_or_else(|| request.name.clone());
+        state.stats.record(
+            &request.kind.kind,
+            request.namespace.as_deref().unwrap_or_default(),
+            &name,
+            &decision,
+        );
+    }
+    if !decision.allowed() {
+        tracing::info!(kind = %request.kind.kind, namespace = ?request.namespace, name = %request.name, message = %decision.message(), "admission denied");
+    }
+    Json(response.into_review()).into_response()
+}
+
+/// The admission routes.
+pub fn router(
+    ctx: Arc<Context>,
+    caches: Caches,
+    settings: AdmissionSettings,
+    stats: Arc<AdmissionStats>,
+) -> Router {
+    let state = Arc::new(AdmissionState {
+        caches,
+        settings,
+        stats,
+        ctx,
+        scans: Default::default(),
+    });
+    Router::new()
+        .route(VALIDATE_PATH, post(validate))
+        .with_state(state)
+}
+
+/// Starts the caches, waits until they are filled, then serves the webhook on
+/// `config.addr` over TLS (the certificate files are read again when they change, so a
+/// rotated certificate is served without a restart) and writes admission counts to the
+/// policies. Returns when listening. Call it once `caches` are [`Caches::ready`].
+pub async fn spawn(
+    ctx: Arc<Context>,
+    caches: Caches,
+    config: AdmissionServerConfig,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let tls = super::tls::reloading_config(&config.cert_file, &config.key_file)
+        .map_err(|e| anyhow::anyhow!("admission webhook TLS: {e}"))?;
+    let stats = Arc::new(AdmissionStats::default());
+    let client = ctx.client.clone();
+    let app = router(ctx, caches.clone(), config.settings.clone(), stats.clone());
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("binding the admission address {}", config.addr))?;
+    tracing::info!(addr = %config.addr, "admission webhook listening");
+    let options = crate::registry::webhook::ServerOptions {
+        tls: Some(tls),
+        max_connections: 1024,
+        ..Default::default()
+    };
+    tokio::spawn(async move {
+        if let Err(e) = crate::registry::webhook::serve_router(listener, app, options).await {
+            tracing::error!(error = %e, "admission webhook stopped");
+        }
+    });
+    tokio::spawn(async move { stats.run(client).await });
+    Ok(())
+}

@@ -1,0 +1,724 @@
+//! The admission webhook on a real kube-apiserver: the operator (a real process) serves
+//! it over TLS on 127.0.0.1, registered by URL in a ValidatingWebhookConfiguration with
+//! the CA that signed its certificate. Images are pushed to a real registry and scanned
+//! by the operator; Pods and Deployments are created through the API server.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use base64::Engine;
+use imagewarden_operator::crd::{
+    ImagePolicy, ImageScanResult, ScanPhase, ScanRule, ScanTask, VulnerabilityException,
+};
+use imagewarden_tests::control_plane::ControlPlaneOptions;
+use imagewarden_tests::image::push_image;
+use imagewarden_tests::operator::OperatorProcess;
+use imagewarden_tests::pki::TestCa;
+use imagewarden_tests::process::{free_port, poll as wait_for};
+use imagewarden_tests::samples::{alpine311, testdata, vulnerable_alpine};
+use imagewarden_tests::{ControlPlane, Registry, RegistryMode};
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::Client;
+
+const BIN: &str = env!("CARGO_BIN_EXE_imagewarden-operator");
+const WEBHOOK: &str = "imagewarden-images";
+
+struct Setup {
+    cp: ControlPlane,
+    client: Client,
+    operator: OperatorProcess,
+    admission_port: u16,
+    ca: TestCa,
+    ca_pem: String,
+    tls_dir: tempfile::TempDir,
+}
+
+/// A control plane (with controller-manager, for namespaces' default ServiceAccounts)
+/// and the operator serving admission with a certificate for 127.0.0.1.
+async fn setup() -> Result<Setup> {
+    let cp = ControlPlane::start_with(ControlPlaneOptions {
+        controller_manager: true,
+    })
+    .await?;
+    cp.install_crds(&imagewarden_operator::crd::all()).await?;
+    let client = cp.client().await?;
+    let ca = TestCa::new("imagewarden-admission-test-ca")?;
+    let serving = ca.server(&["127.0.0.1"])?;
+    let tls_dir = tempfile::tempdir()?;
+    std::fs::write(tls_dir.path().join("tls.crt"), &serving.cert_pem)?;
+    std::fs::write(tls_dir.path().join("tls.key"), &serving.key_pem)?;
+    let admission_port = free_port()?;
+    let args = vec![
+        format!("--db={}", testdata("osv").display()),
+        format!("--db=nvd:{}", testdata("nvd").display()),
+        "--egress-allow=127.0.0.0/8".to_string(),
+        "--executor=inline".to_string(),
+        "--leader-elect=false".to_string(),
+        format!("--admission-addr=127.0.0.1:{admission_port}"),
+        format!(
+            "--admission-tls-cert-file={}",
+            tls_dir.path().join("tls.crt").display()
+        ),
+        format!(
+            "--admission-tls-key-file={}",
+            tls_dir.path().join("tls.key").display()
+        ),
+    ];
+    let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::default_namespaced(client.clone());
+    wait_for(
+        "the default ServiceAccount",
+        Duration::from_secs(60),
+        || {
+            let accounts = accounts.clone();
+            async move { Ok(accounts.get_opt("default").await?) }
+        },
+    )
+    .await?;
+    Ok(Setup {
+        cp,
+        client,
+        operator,
+        admission_port,
+        ca_pem: ca.cert_pem.clone(),
+        ca,
+        tls_dir,
+    })
+}
+
+/// Registers the webhook as the chart does: Pods and workload templates, the operator's
+/// and kube-system's namespaces left out.
+async fn register_webhook(s: &Setup, failure_policy: &str) -> Result<()> {
+    let ca = base64::engine::general_purpose::STANDARD.encode(&s.ca_pem);
+    let config: ValidatingWebhookConfiguration = serde_json::from_value(serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": WEBHOOK},
+        "webhooks": [{
+            "name": "images.imagewarden.io",
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "failurePolicy": failure_policy,
+            "timeoutSeconds": 5,
+            "clientConfig": {
+                "url": format!("https://127.0.0.1:{}/validate", s.admission_port),
+                "caBundle": ca,
+            },
+            "namespaceSelector": {"matchExpressions": [{
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": ["kube-system"],
+            }]},
+            "rules": [
+                {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                 "resources": ["pods", "pods/ephemeralcontainers"]},
+                {"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                 "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"]},
+                {"apiGroups": ["batch"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                 "resources": ["jobs", "cronjobs"]},
+            ],
+        }],
+    }))?;
+    Api::<ValidatingWebhookConfiguration>::all(s.client.clone())
+        .patch(
+            WEBHOOK,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&config),
+        )
+        .await?;
+    Ok(())
+}
+
+fn pod(name: &str, image: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "app", "image": image}]},
+    }))
+    .unwrap()
+}
+
+/// Creates a Pod; `Err(message)` when admission refused it.
+async fn create_pod(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    image: &str,
+) -> Result<Result<(), String>> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    match api.create(&PostParams::default(), &pod(name, image)).await {
+        Ok(_) => Ok(Ok(())),
+        Err(kube::Error::Api(e)) if e.message.contains("admission webhook") => Ok(Err(e.message)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `kubectl apply` of a manifest; returns (succeeded, stderr), where admission warnings
+/// are printed.
+fn kubectl_apply(cp: &ControlPlane, manifest: &str) -> Result<(bool, String)> {
+    let mut child = cp
+        .kubectl()?
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child.stdin.take().unwrap().write_all(manifest.as_bytes())?;
+    let out = child.wait_with_output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+async fn apply_yaml<K>(api: &Api<K>, yaml: &str) -> Result<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let obj: K = serde_norway::from_str(yaml)?;
+    let name = obj.meta().name.clone().unwrap();
+    Ok(api
+        .patch(
+            &name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&obj),
+        )
+        .await?)
+}
+
+fn policy_yaml(mode: &str, unscanned: &str) -> String {
+    policy_yaml_with(mode, unscanned, "")
+}
+
+fn policy_yaml_with(mode: &str, unscanned: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: imagewarden.io/v1alpha1
+kind: ImagePolicy
+metadata:
+  name: no-critical
+spec:
+  deny:
+    severity: Critical
+    count: 1
+  unscanned: {unscanned}
+  mode: {mode}
+{extra}"
+    )
+}
+
+/// Waits until `result` records a verdict of `policy` for its current generation.
+async fn recorded_verdict(client: &Client, result: &str, policy: &str) -> Result<String> {
+    let policies: Api<ImagePolicy> = Api::all(client.clone());
+    let results: Api<ImageScanResult> = Api::default_namespaced(client.clone());
+    wait_for(
+        &format!("a verdict of {policy} in {result}"),
+        Duration::from_secs(30),
+        || {
+            let (policies, results) = (policies.clone(), results.clone());
+            async move {
+                let generation = policies.get(policy).await?.metadata.generation.unwrap_or(0);
+                let r = results.get(result).await?;
+                Ok(r.status.and_then(|s| {
+                    s.policies
+                        .into_iter()
+                        .find(|p| p.policy == policy && p.generation == generation)
+                        .map(|p| p.verdict)
+                }))
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn pods_and_workloads_are_admitted_denied_warned_and_audited_by_their_images() -> Result<()> {
+    let s = setup().await?;
+    let client = s.client.clone();
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    let vulnerable_digest =
+        push_image(&registry, "team-a/alpine", "v1", &vulnerable_alpine()).await?;
+    push_image(&registry, "team-a/app", "v2", &alpine311()).await?;
+    let h = registry.host.clone();
+    let vulnerable = format!("{h}/team-a/alpine:v1");
+    let vulnerable_by_digest = format!("{h}/team-a/alpine@{vulnerable_digest}");
+    let clean = format!("{h}/team-a/app:v2");
+    let unscanned = format!("{h}/team-a/never-pushed:v1");
+
+    // Scan both images.
+    let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
+    apply_yaml(
+        &rules,
+        &format!(
+            "apiVersion: imagewarden.io/v1alpha1
+kind: ScanRule
+metadata:
+  name: team-a
+  annotations:
+    imagewarden.io/scan-now: first
+spec:
+  registry:
+    url: {h}
+    insecure: true
+  scope:
+    type: Namespace
+    name: team-a
+"
+        ),
+    )
+    .await?;
+    let tasks: Api<ScanTask> = Api::default_namespaced(client.clone());
+    wait_for("the scan to finish", Duration::from_secs(180), || {
+        let tasks = tasks.clone();
+        async move {
+            let list = tasks.list(&ListParams::default()).await?;
+            Ok(list.items.into_iter().find(|t| {
+                t.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == ScanPhase::Completed)
+            }))
+        }
+    })
+    .await?;
+    let results: Api<ImageScanResult> = Api::default_namespaced(client.clone());
+    let list = results.list(&ListParams::default()).await?.items;
+    let vulnerable_result = list
+        .iter()
+        .find(|r| r.spec.digest == vulnerable_digest)
+        .unwrap();
+    let musl = vulnerable_result
+        .status
+        .as_ref()
+        .unwrap()
+        .findings
+        .iter()
+        .find(|f| f.id == "ALPINE-CVE-2019-14697")
+        .expect("the musl finding");
+    assert_eq!(
+        format!("{:?}", musl.severity),
+        "Critical",
+        "NVD rates CVE-2019-14697 9.8"
+    );
+    let vulnerable_name = vulnerable_result.metadata.name.clone().unwrap();
+    let clean_name = list
+        .iter()
+        .find(|r| r.spec.digest != vulnerable_digest)
+        .unwrap()
+        .metadata
+        .name
+        .clone()
+        .unwrap();
+
+    // Enforce: verdicts are recorded ahead, then admission looks them up.
+    let policies: Api<ImagePolicy> = Api::all(client.clone());
+    apply_yaml(&policies, &policy_yaml("Enforce", "Deny")).await?;
+    assert_eq!(
+        recorded_verdict(&client, &vulnerable_name, "no-critical").await?,
+        "Violation"
+    );
+    assert_eq!(
+        recorded_verdict(&client, &clean_name, "no-critical").await?,
+        "Pass"
+    );
+    register_webhook(&s, "Fail").await?;
+
+    create_pod(&client, "default", "clean", &clean)
+        .await?
+        .map_err(|e| anyhow::anyhow!("clean image refused: {e}"))?;
+    for (name, image) in [
+        ("by-tag", &vulnerable),
+        ("by-digest", &vulnerable_by_digest),
+    ] {
+        let Err(message) = create_pod(&client, "default", name, image).await? else {
+            bail!("{image} was admitted");
+        };
+        assert!(
+            message.contains(&format!(
+                "image {image} is denied by ImagePolicy no-critical"
+            )) && message.contains("1 vulnerability at or above Critical")
+                && message.contains(
+                    "ALPINE-CVE-2019-14697 (Critical, musl 1.1.22-r2, fixed in 1.1.22-r3)"
+                ),
+            "{message}"
+        );
+    }
+    let Err(message) = create_pod(&client, "default", "unscanned", &unscanned).await? else {
+        bail!("an unscanned image was admitted");
+    };
+    assert!(
+        message.contains("the image has not been scanned"),
+        "{message}"
+    );
+
+    // A Deployment whose template runs the vulnerable image in an init container.
+    let deployment = format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: default
+spec:
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      initContainers:
+        - name: init
+          image: {vulnerable}
+      containers:
+        - name: app
+          image: {clean}
+"
+    );
+    let (ok, stderr) = kubectl_apply(&s.cp, &deployment)?;
+    assert!(!ok, "the Deployment was admitted");
+    assert!(
+        stderr.contains(&format!(
+            "image {vulnerable} is denied by ImagePolicy no-critical"
+        )),
+        "{stderr}"
+    );
+
+    // The operator's own namespace is left out by default.
+    let ns: Api<Namespace> = Api::all(client.clone());
+    ns.create(
+        &PostParams::default(),
+        &serde_json::from_value(serde_json::json!({"metadata": {"name": "imagewarden-system"}}))?,
+    )
+    .await?;
+    wait_for(
+        "the namespace's ServiceAccount",
+        Duration::from_secs(30),
+        || {
+            let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+                Api::namespaced(client.clone(), "imagewarden-system");
+            async move { Ok(sa.get_opt("default").await?) }
+        },
+    )
+    .await?;
+    create_pod(&client, "imagewarden-system", "own", &vulnerable)
+        .await?
+        .map_err(|e| anyhow::anyhow!("the operator's namespace was judged: {e}"))?;
+
+    // A live exception admits the image; its expiry makes the finding count again.
+    let exceptions: Api<VulnerabilityException> = Api::default_namespaced(client.clone());
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(25);
+    apply_yaml(
+        &exceptions,
+        &format!(
+            "apiVersion: imagewarden.io/v1alpha1
+kind: VulnerabilityException
+metadata:
+  name: musl
+spec:
+  ids:
+    - id: ALPINE-CVE-2019-14697
+      package: musl
+      images: ['{h}/team-a/*']
+  expires: '{}'
+  reason: 'not reachable: the service never calls getaddrinfo; SEC-42'
+",
+            expires.format("%Y-%m-%dT%H:%M:%SZ")
+        ),
+    )
+    .await?;
+    wait_for(
+        "the excepted count in the result",
+        Duration::from_secs(30),
+        || {
+            let results = results.clone();
+            let name = vulnerable_name.clone();
+            async move {
+                let r = results.get(&name).await?;
+                Ok(r.status
+                    .and_then(|s| s.excepted)
+                    .filter(|e| e.critical == 1))
+            }
+        },
+    )
+    .await?;
+    assert_eq!(
+        recorded_verdict(&client, &vulnerable_name, "no-critical").await?,
+        "Pass"
+    );
+    create_pod(&client, "default", "excepted", &vulnerable)
+        .await?
+        .map_err(|e| anyhow::anyhow!("refused under a live exception: {e}"))?;
+
+    wait_for("the exception to expire", Duration::from_secs(60), || {
+        let exceptions = exceptions.clone();
+        async move {
+            let e = exceptions.get("musl").await?;
+            Ok(e.status.and_then(|s| {
+                s.conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Active" && c.status == "False" && c.reason == "Expired")
+            }))
+        }
+    })
+    .await?;
+    let Err(message) = create_pod(&client, "default", "after-expiry", &vulnerable).await? else {
+        bail!("admitted after the exception expired");
+    };
+    assert!(message.contains("ALPINE-CVE-2019-14697"), "{message}");
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::default_namespaced(client.clone());
+    let expired_events = events
+        .list(&ListParams::default().fields("regarding.name=musl"))
+        .await?
+        .items;
+    assert!(
+        expired_events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Expired")),
+        "{expired_events:?}"
+    );
+    let r = results.get(&vulnerable_name).await?;
+    assert_eq!(
+        r.status.unwrap().excepted,
+        None,
+        "nothing excepted any more"
+    );
+
+    // Warn: admitted, with the reasons as admission warnings; the unscanned image gets
+    // a scan (which fails: it was never pushed).
+    apply_yaml(
+        &policies,
+        &policy_yaml_with("Warn", "Warn", "  scanUnscanned: true\n"),
+    )
+    .await?;
+    recorded_verdict(&client, &vulnerable_name, "no-critical").await?;
+    let warned_pod = format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: warned
+  namespace: default
+spec:
+  containers:
+    - name: app
+      image: {vulnerable}
+    - name: sidecar
+      image: {unscanned}
+"
+    );
+    let (ok, stderr) = kubectl_apply(&s.cp, &warned_pod)?;
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "Warning: image {vulnerable} violates ImagePolicy no-critical"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("Warning: image {unscanned} violates ImagePolicy no-critical: the image has not been scanned")),
+        "{stderr}"
+    );
+
+    let task = wait_for(
+        "a scan started at admission",
+        Duration::from_secs(60),
+        || {
+            let tasks = tasks.clone();
+            let unscanned = unscanned.clone();
+            async move {
+                let list = tasks.list(&ListParams::default()).await?;
+                Ok(list.items.into_iter().find(|t| {
+                    t.spec.trigger == imagewarden_operator::crd::TaskTrigger::Admission
+                        && t.spec.images == [unscanned.clone()]
+                        && t.status
+                            .as_ref()
+                            .is_some_and(|s| s.phase == ScanPhase::Failed)
+                }))
+            }
+        },
+    )
+    .await?;
+    assert_eq!(
+        task.metadata.labels.unwrap()["imagewarden.io/rule"],
+        "team-a"
+    );
+    let failed_pod = format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: failed-scan
+  namespace: default
+spec:
+  containers:
+    - name: app
+      image: {unscanned}
+"
+    );
+    let (ok, stderr) = kubectl_apply(&s.cp, &failed_pod)?;
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "Warning: image {unscanned} violates ImagePolicy no-critical: the image's scan failed"
+        )),
+        "{stderr}"
+    );
+
+    // Audit: admitted silently, counted in the policy's status.
+    apply_yaml(&policies, &policy_yaml("Audit", "Deny")).await?;
+    recorded_verdict(&client, &vulnerable_name, "no-critical").await?;
+    let (ok, stderr) = kubectl_apply(&s.cp, &warned_pod.replace("name: warned", "name: audited"))?;
+    assert!(ok && !stderr.contains("Warning"), "{stderr}");
+    let status = wait_for("the audit count", Duration::from_secs(30), || {
+        let policies = policies.clone();
+        async move {
+            Ok(policies
+                .get("no-critical")
+                .await?
+                .status
+                .filter(|s| s.audited >= 1))
+        }
+    })
+    .await?;
+    // Denied: by-tag, by-digest, unscanned, the Deployment, after-expiry. Admitted: clean,
+    // excepted. Warned: warned, failed-scan.
+    assert_eq!(
+        (
+            status.denied,
+            status.admitted,
+            status.warned,
+            status.audited
+        ),
+        (5, 2, 2, 1),
+        "{status:?}"
+    );
+    let last = &status.last_denials[0];
+    assert_eq!(
+        (last.action.as_str(), last.object.as_str()),
+        ("Audited", "Pod default/audited")
+    );
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        "{status:?}"
+    );
+    drop(s.operator);
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_the_operator_down_fail_refuses_and_ignore_admits() -> Result<()> {
+    let mut s = setup().await?;
+    let client = s.client.clone();
+    register_webhook(&s, "Fail").await?;
+    // Up: no policy, everything is admitted.
+    create_pod(&client, "default", "up", "registry.example.com/app:v1")
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    s.operator.kill();
+    let api: Api<Pod> = Api::default_namespaced(client.clone());
+    let err = api
+        .create(
+            &PostParams::default(),
+            &pod("down", "registry.example.com/app:v1"),
+        )
+        .await
+        .expect_err("admitted without the webhook under failurePolicy Fail");
+    assert!(err.to_string().contains("failed calling webhook"), "{err}");
+    register_webhook(&s, "Ignore").await?;
+    api.create(
+        &PostParams::default(),
+        &pod("down", "registry.example.com/app:v1"),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The certificate the admission port serves now (DER).
+async fn served_certificate(s: &Setup) -> Result<Vec<u8>> {
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from_pem_slice(
+        s.ca_pem.as_bytes(),
+    )?)?;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.admission_port)).await?;
+    let tls = connector
+        .connect(
+            rustls_pki_types::ServerName::try_from("127.0.0.1")?.to_owned(),
+            tcp,
+        )
+        .await?;
+    Ok(tls.get_ref().1.peer_certificates().unwrap()[0].to_vec())
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_served_without_a_failed_admission() -> Result<()> {
+    use rustls_pki_types::pem::PemObject;
+    let s = setup().await?;
+    let client = s.client.clone();
+    register_webhook(&s, "Fail").await?;
+    let before = served_certificate(&s).await?;
+
+    // Pods are created all along while the Secret's files are replaced, as the kubelet
+    // replaces them: new files, then one rename.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let creating = {
+        let (client, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut created, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match create_pod(
+                    &client,
+                    "default",
+                    &format!("p{created}"),
+                    "registry.example.com/app:v1",
+                )
+                .await
+                {
+                    Ok(Ok(())) => created += 1,
+                    Ok(Err(e)) => failed.push(e),
+                    Err(e) => failed.push(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (created, failed)
+        })
+    };
+    let renewed = s.ca.server(&["127.0.0.1"])?;
+    let staging = s.tls_dir.path().join("..next");
+    std::fs::create_dir(&staging)?;
+    std::fs::write(staging.join("tls.crt"), &renewed.cert_pem)?;
+    std::fs::write(staging.join("tls.key"), &renewed.key_pem)?;
+    std::fs::rename(staging.join("tls.key"), s.tls_dir.path().join("tls.key"))?;
+    std::fs::rename(staging.join("tls.crt"), s.tls_dir.path().join("tls.crt"))?;
+    let renewed_der =
+        rustls_pki_types::CertificateDer::from_pem_slice(renewed.cert_pem.as_bytes())?.to_vec();
+    assert_ne!(before, renewed_der);
+    wait_for(
+        "the renewed certificate to be served",
+        Duration::from_secs(40),
+        || {
+            let s = &s;
+            let want = renewed_der.clone();
+            async move { Ok((served_certificate(s).await? == want).then_some(())) }
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (created, failed) = creating.await?;
+    assert!(failed.is_empty(), "failed admissions: {failed:?}");
+    assert!(created > 10, "only {created} Pods created");
+    Ok(())
+}
