@@ -73,7 +73,7 @@ impl Watched {
     /// Waits until every watch has listed its objects once; an error when the controllers
     /// stop first.
     pub async fn wait_until_ready(&self) -> Result<(), crate::Error> {
-        let stopping = |_| crate::Error::Invalid("the ScanTask controller is stopping".into());
+        let stopping = |_| crate::Error::Stopping;
         for store in &self.rules {
             store.wait_until_ready().await.map_err(stopping)?;
         }

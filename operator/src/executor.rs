@@ -68,10 +68,12 @@ pub async fn scan_target(
     // The scanner takes a CA file; keep it for the duration of the pull.
     let ca_file = match &access.ca_pem {
         Some(pem) => {
-            let mut f = tempfile::NamedTempFile::new()
-                .map_err(|e| Error::Scan(format!("writing CA file: {e}")))?;
-            f.write_all(pem.as_bytes())
-                .map_err(|e| Error::Scan(format!("writing CA file: {e}")))?;
+            let io = |source| Error::Io {
+                what: "writing the registry CA file",
+                source,
+            };
+            let mut f = tempfile::NamedTempFile::new().map_err(io)?;
+            f.write_all(pem.as_bytes()).map_err(io)?;
             Some(f)
         }
         None => None,
@@ -94,9 +96,7 @@ pub async fn scan_target(
     };
     options.pull = options.pull.with_budgets(budgets);
     let source = ScanSource::Image(ImageRef::Registry(target.reference()));
-    let report = pipeline::scan(&source, Some(&db.db), &options)
-        .await
-        .map_err(|e| Error::Scan(e.to_string()))?;
+    let report = pipeline::scan(&source, Some(&db.db), &options).await?;
     let mut status = result_status(&report, &target.digest, &db.version);
     status.scan_time = Some(crate::now());
     Ok(status)

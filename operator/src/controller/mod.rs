@@ -26,6 +26,10 @@ use crate::crd::{ImageScanResult, ScanRule, ScanTask};
 use crate::executor::{job_state, JobState};
 use crate::Error;
 
+/// How soon an object whose reconcile failed for a reason that retrying does not fix is
+/// looked at again (a Secret it names may be created meanwhile).
+const PERMANENT_ERROR_RECHECK: Duration = Duration::from_secs(60);
+
 fn object_key<K: kube::Resource>(controller: &str, obj: &K) -> String {
     format!(
         "{controller}/{}/{}",
@@ -43,9 +47,11 @@ fn error_policy<K: kube::Resource>(
         warn!(controller, object = %object_key(controller, obj.as_ref()), failures, %error, "reconcile failed");
         ctx.metrics.error(controller, error.metric_label());
         let backoff = crate::context::reconcile_backoff(failures);
-        match error {
-            Error::Invalid(_) => Action::requeue(backoff.max(Duration::from_secs(30))),
-            _ => Action::requeue(backoff),
+        match error.is_transient() {
+            true => Action::requeue(backoff),
+            // Only a change to the object (which wakes it anyway) or to what it refers to
+            // helps: look again rarely.
+            false => Action::requeue(backoff.max(PERMANENT_ERROR_RECHECK)),
         }
     }
 }

@@ -92,7 +92,6 @@ pub async fn after_finish(task: &ScanTask, ctx: &Arc<Context>) -> Result<Action,
             ..Default::default()
         },
     )
-    .await
-    .map_err(|e| Error::Invalid(format!("notifications: {e}")))?;
+    .await?;
     Ok(Action::await_change())
 }

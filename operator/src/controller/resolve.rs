@@ -46,8 +46,11 @@ async fn task_images_inner(
             return Ok(out);
         };
         let filter = TagFilter::new(&rule.spec.tag_filter)
-            .map_err(|e| Error::Invalid(format!("spec.tagFilter: {e}")))?;
-        let client = RegistryClient::new(access).map_err(|e| Error::Registry(e.to_string()))?;
+            .map_err(|e| Error::InvalidSpec {
+                field: "spec.tagFilter",
+                message: e.to_string(),
+            })?;
+        let client = RegistryClient::new(access)?;
         let found = discover(
             &client,
             &Scope::from(&rule.spec.scope),
@@ -55,8 +58,7 @@ async fn task_images_inner(
             rule.spec.max_tags,
             &DiscoveryLimits::default(),
         )
-        .await
-        .map_err(|e| Error::Registry(e.to_string()))?;
+        .await?;
         for image in found.images {
             out.push(ImageProgress {
                 image: format!("{}/{}:{}", access.host, image.repository, image.tag),

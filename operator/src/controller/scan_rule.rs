@@ -263,7 +263,10 @@ pub async fn reconcile(rule: Arc<ScanRule>, ctx: Arc<Context>) -> Result<Action,
             }
             // Schedule.
             if let Some(expr) = &rule.spec.triggers.schedule {
-                let cron = parse_schedule(expr).map_err(Error::Invalid)?;
+                let cron = parse_schedule(expr).map_err(|message| Error::InvalidSpec {
+                    field: "spec.triggers.schedule",
+                    message,
+                })?;
                 let now = Utc::now();
                 let since = old
                     .last_schedule_time

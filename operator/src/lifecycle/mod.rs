@@ -435,6 +435,8 @@ pub fn found_plan(
     )
 }
 
+/// The tags a newly written result for `digest` lists: the existing result's, merged with
+/// the `tags` the scan was started for (see [`tags::merge_tags`]).
 pub fn tags_for_write(
     existing: Option<&ImageScanResult>,
     digest: &str,

@@ -31,7 +31,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -270,10 +269,7 @@ pub async fn notify_task(
     let _guard = opts.task_locks.lock(format!("{namespace}/{name}")).await;
     let tasks: Api<ScanTask> = Api::namespaced(client.clone(), &namespace);
     let secrets_ns = rule.namespace().unwrap_or_else(|| namespace.clone());
-    let secrets = Secrets {
-        api: Api::<Secret>::namespaced(client.clone(), &secrets_ns),
-        namespace: secrets_ns,
-    };
+    let secrets = Secrets::new(client, &secrets_ns);
     let read_err = |source| Error::ReadTask {
         namespace: namespace.clone(),
         name: name.clone(),

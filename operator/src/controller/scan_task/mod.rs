@@ -51,7 +51,7 @@ pub fn task_ref(task: &ScanTask) -> TaskRef {
 pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconcile("scantask");
     let watched = ctx.watched.get().cloned().ok_or_else(|| {
-        Error::Invalid("the ScanTask controller's watches are not running".into())
+        Error::Stopping
     })?;
     watched.wait_until_ready().await?;
     let ns = task.namespace().unwrap_or_default();
@@ -156,7 +156,7 @@ fn rule_of(task: &ScanTask, watched: &Watched) -> Result<Option<Arc<ScanRule>>, 
         None => Ok(None),
         Some(guard) => match &guard.0 {
             Ok(rule) => Ok(Some(Arc::new(rule.clone()))),
-            Err(invalid) => Err(Error::Invalid(format!(
+            Err(invalid) => Err(Error::InvalidObject(format!(
                 "ScanRule {} cannot be read: {}",
                 r.name, invalid.error
             ))),
@@ -429,7 +429,7 @@ async fn create_job(
     let ns = task.namespace().unwrap_or_default();
     let owner = task
         .controller_owner_ref(&())
-        .ok_or_else(|| Error::Invalid("ScanTask without name or uid".into()))?;
+        .ok_or_else(|| Error::InvalidObject("ScanTask without name or uid".into()))?;
     let name = job_name(&owner.uid, target, attempt);
     let base_url = ctx.db_base_url.as_deref().unwrap_or_default();
     let registry = JobRegistry {

@@ -252,6 +252,9 @@ struct Pass {
     waiting: i64,
     waiting_for_slot: bool,
     retry_in: Option<Duration>,
+    /// Inline scans and Jobs this plan starts: an image whose digest another image of the
+    /// task already starts waits for that scan.
+    starting: std::collections::HashSet<String>,
 }
 
 /// A running task: every unfinished image advanced.
@@ -384,14 +387,19 @@ fn reuse(
     if !scanned_here {
         pass.steps.push(Step::Count(Metric::Scan("reused")));
     }
-    // The inline scan wrote tags and owner itself.
-    let Some(existing) = existing.filter(|_| !reported) else {
-        return;
-    };
     let owner = result_owner(inputs.task, inputs.rule.get());
-    if !crate::lifecycle::found_plan(existing, &target.tags, owner.as_ref(), inputs.now.0)
-        .is_empty()
-    {
+    let record = match existing {
+        // This image's own inline scan wrote its tags and owner.
+        _ if reported && scanned_here => false,
+        Some(existing) => {
+            !crate::lifecycle::found_plan(existing, &target.tags, owner.as_ref(), inputs.now.0)
+                .is_empty()
+        }
+        // Another image of the task scanned the digest; the watch has not shown the
+        // result yet.
+        None => reported,
+    };
+    if record {
         pass.steps.push(Step::RecordOnResult {
             result: name.to_string(),
             tags: target.tags.clone(),
@@ -437,7 +445,7 @@ fn advance_inline(
         pass.steps.push(Step::ForgetOutcome(key));
         return None;
     }
-    if inline.running.contains(&key) {
+    if inline.running.contains(&key) || pass.starting.contains(&key.digest) {
         return None;
     }
     if let Some(at) = inline.retry_at.get(&key).filter(|t| **t > inputs.now.1) {
@@ -465,6 +473,7 @@ fn advance_inline(
     entry.phase = ScanPhase::Running;
     entry.message = None;
     pass.started += 1;
+    pass.starting.insert(key.digest.clone());
     pass.steps.push(Step::StartInline {
         key,
         target,
@@ -498,6 +507,9 @@ fn advance_job(
         .bounded(attempt, settings.max_scan_attempts);
         return apply_verdict(inputs, entry, verdict, &name, stored, pass);
     }
+    if pass.starting.contains(&jname) {
+        return None;
+    }
     if inputs.observed.active_jobs + pass.started >= settings.max_concurrent_scans.max(1) {
         pass.waiting += 1;
         pass.waiting_for_slot = true;
@@ -511,6 +523,7 @@ fn advance_job(
         return None;
     }
     pass.started += 1;
+    pass.starting.insert(jname);
     entry.phase = ScanPhase::Running;
     entry.attempts = attempt;
     pass.steps.push(Step::CreateJob { target, attempt });
@@ -880,6 +893,46 @@ mod tests {
                 Step::StartInline { .. } | Step::CreateJob { .. }
             )));
         }
+    }
+
+    #[test]
+    fn two_tags_of_one_digest_start_one_scan() {
+        let other = ImageProgress {
+            image: "registry.local/team-a/app:v2".into(),
+            ..entry(ScanPhase::Pending, 0)
+        };
+        let mut w = World::new(ExecutorKind::Inline, vec![entry(ScanPhase::Pending, 0), other]);
+        let steps = w.plan();
+        let started = steps
+            .iter()
+            .filter(|s| matches!(s, Step::StartInline { .. }))
+            .count();
+        assert_eq!(started, 1);
+        // The scan reports back: both images take its result.
+        w.task.status = written(&steps).cloned();
+        let key = key();
+        w.inline.finished.insert(
+            key,
+            Ok(StoredResult {
+                scanner_version: Some(imagewarden_scanner::SCANNER_VERSION.into()),
+                database_version: Some(DB.into()),
+                has_inventory: true,
+                scanners: imagewarden_scanner::finding::ScannerKind::ALL.to_vec(),
+            }),
+        );
+        let steps = w.plan();
+        let done = written(&steps).unwrap();
+        assert!(done.images.iter().all(|i| i.phase == ScanPhase::Completed), "{done:?}");
+        assert!(!has(&steps, |s| matches!(s, Step::StartInline { .. })));
+        // The scan wrote v1; v2 is recorded on its result.
+        let recorded: Vec<&Vec<String>> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::RecordOnResult { tags, .. } => Some(tags),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(recorded, [&vec!["v2".to_string()]]);
     }
 
     #[test]
