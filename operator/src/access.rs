@@ -14,9 +14,7 @@ pub async fn registry_access(
     spec: &RegistrySpec,
     egress: std::sync::Arc<imagewarden_scanner::egress::EgressPolicy>,
 ) -> Result<RegistryAccess, Error> {
-    let mut access = RegistryAccess::new(&spec.url, spec.insecure)
-?
-        .with_egress(egress);
+    let mut access = RegistryAccess::new(&spec.url, spec.insecure)?.with_egress(egress);
     let secrets = SecretReader::new(client, namespace);
     if let Some(r) = &spec.credentials_secret_ref {
         let data = secrets.data(&r.name).await?;

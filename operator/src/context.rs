@@ -120,6 +120,9 @@ pub struct TaskWakeups {
     /// Held from counting the scans running to recording the ones a reconcile starts, so
     /// two tasks never both take the last slot.
     pub slots: tokio::sync::Mutex<()>,
+    /// Per task, the resourceVersion its last status write was planned from: until the
+    /// watch shows the write, the cached task is older than what the operator decided.
+    planned_from: Mutex<HashMap<TaskRef, String>>,
 }
 
 impl Default for TaskWakeups {
@@ -129,6 +132,7 @@ impl Default for TaskWakeups {
             waiting: Mutex::default(),
             jobs_created: Mutex::default(),
             slots: tokio::sync::Mutex::new(()),
+            planned_from: Mutex::default(),
         }
     }
 }
@@ -173,6 +177,30 @@ impl TaskWakeups {
         let waiting = std::mem::take(&mut *self.waiting.lock().expect("wakeups lock"));
         for task in waiting {
             self.wake(task);
+        }
+    }
+
+    /// Records that a status of `task` planned from `resource_version` was written.
+    pub fn status_written(&self, task: TaskRef, resource_version: Option<String>) {
+        let mut map = self.planned_from.lock().expect("wakeups lock");
+        match resource_version {
+            Some(rv) => map.insert(task, rv),
+            None => map.remove(&task),
+        };
+    }
+
+    /// Whether the cached `task` at `resource_version` predates a status this process
+    /// wrote (planning from it again would undo that write); forgets the record once the
+    /// watch has moved on.
+    pub fn is_stale(&self, task: &TaskRef, resource_version: Option<&str>) -> bool {
+        let mut map = self.planned_from.lock().expect("wakeups lock");
+        match (map.get(task), resource_version) {
+            (Some(planned), Some(rv)) if planned == rv => true,
+            (Some(_), _) => {
+                map.remove(task);
+                false
+            }
+            (None, _) => false,
         }
     }
 
@@ -354,5 +382,24 @@ mod tests {
         assert_eq!(reconcile_backoff(1), Duration::from_secs(1));
         assert_eq!(reconcile_backoff(4), Duration::from_secs(8));
         assert_eq!(reconcile_backoff(100), Duration::from_secs(256));
+    }
+}
+
+#[cfg(test)]
+mod stale_tests {
+    use super::*;
+
+    #[test]
+    fn a_task_is_stale_until_the_watch_shows_the_status_written() {
+        let wakeups = TaskWakeups::default();
+        let task: TaskRef = ObjectRef::new("t").within("team-a");
+        assert!(!wakeups.is_stale(&task, Some("10")));
+        wakeups.status_written(task.clone(), Some("10".into()));
+        // The cache still holds version 10, planned from before the write.
+        assert!(wakeups.is_stale(&task, Some("10")));
+        assert!(wakeups.is_stale(&task, Some("10")));
+        // The write (version 11) arrived: planning goes on, and the record is gone.
+        assert!(!wakeups.is_stale(&task, Some("11")));
+        assert!(!wakeups.is_stale(&task, Some("10")));
     }
 }

@@ -113,9 +113,7 @@ impl From<notify::Error> for Error {
 /// conflicts, throttling and server errors; not a refusal (4xx) of the request itself.
 pub fn kube_error_is_transient(e: &kube::Error) -> bool {
     match e {
-        kube::Error::Api(status) => {
-            status.code >= 500 || status.code == 409 || status.code == 429
-        }
+        kube::Error::Api(status) => status.code >= 500 || status.code == 409 || status.code == 429,
         kube::Error::SerdeError(_) => false,
         _ => true,
     }

@@ -45,11 +45,10 @@ async fn task_images_inner(
         let (Some(rule), Some(access)) = (rule, access) else {
             return Ok(out);
         };
-        let filter = TagFilter::new(&rule.spec.tag_filter)
-            .map_err(|e| Error::InvalidSpec {
-                field: "spec.tagFilter",
-                message: e.to_string(),
-            })?;
+        let filter = TagFilter::new(&rule.spec.tag_filter).map_err(|e| Error::InvalidSpec {
+            field: "spec.tagFilter",
+            message: e.to_string(),
+        })?;
         let client = RegistryClient::new(access)?;
         let found = discover(
             &client,

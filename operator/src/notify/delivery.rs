@@ -50,7 +50,10 @@ pub(crate) struct Outcome {
 pub(crate) type Secrets = crate::secrets::SecretReader;
 
 async fn secret_key(secrets: &Secrets, r: &SecretKeyRef) -> Result<Vec<u8>, String> {
-    secrets.bytes(&r.name, &r.key).await.map_err(|e| e.to_string())
+    secrets
+        .bytes(&r.name, &r.key)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn utf8(bytes: Vec<u8>, what: &str) -> Result<String, String> {

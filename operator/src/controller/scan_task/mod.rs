@@ -42,6 +42,10 @@ pub use plan::summarize;
 /// Label every scanner Job carries (the Job watch selects on it).
 pub const SCANNER_JOB_SELECTOR: &str = "app.kubernetes.io/name=imagewarden-scanner";
 
+/// When a task seen before its own status write is looked at again, should that write's
+/// watch event not come.
+const STALE_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The queue's name for `task`.
 pub fn task_ref(task: &ScanTask) -> TaskRef {
     ObjectRef::new(&task.name_any()).within(&task.namespace().unwrap_or_default())
@@ -50,10 +54,16 @@ pub fn task_ref(task: &ScanTask) -> TaskRef {
 /// Reconciles one ScanTask.
 pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconcile("scantask");
-    let watched = ctx.watched.get().cloned().ok_or_else(|| {
-        Error::Stopping
-    })?;
+    let watched = ctx.watched.get().cloned().ok_or_else(|| Error::Stopping)?;
     watched.wait_until_ready().await?;
+    let me = task_ref(&task);
+    if ctx
+        .wakeups
+        .is_stale(&me, task.metadata.resource_version.as_deref())
+    {
+        // The watch event of the status just written reconciles the task again.
+        return Ok(Action::requeue(STALE_RECHECK));
+    }
     let ns = task.namespace().unwrap_or_default();
     let rule = rule_of(&task, &watched)?;
     let rule_view = match (&task.spec.rule_ref, &rule) {
@@ -324,6 +334,8 @@ async fn apply(
                     }
                     return Err(e);
                 }
+                ctx.wakeups
+                    .status_written(me.clone(), task.metadata.resource_version.clone());
             }
             Step::WaitForSlot => waiting = true,
             Step::RequeueAfter(wait) => action = Action::requeue(wait),

@@ -901,7 +901,10 @@ mod tests {
             image: "registry.local/team-a/app:v2".into(),
             ..entry(ScanPhase::Pending, 0)
         };
-        let mut w = World::new(ExecutorKind::Inline, vec![entry(ScanPhase::Pending, 0), other]);
+        let mut w = World::new(
+            ExecutorKind::Inline,
+            vec![entry(ScanPhase::Pending, 0), other],
+        );
         let steps = w.plan();
         let started = steps
             .iter()
@@ -922,7 +925,10 @@ mod tests {
         );
         let steps = w.plan();
         let done = written(&steps).unwrap();
-        assert!(done.images.iter().all(|i| i.phase == ScanPhase::Completed), "{done:?}");
+        assert!(
+            done.images.iter().all(|i| i.phase == ScanPhase::Completed),
+            "{done:?}"
+        );
         assert!(!has(&steps, |s| matches!(s, Step::StartInline { .. })));
         // The scan wrote v1; v2 is recorded on its result.
         let recorded: Vec<&Vec<String>> = steps
