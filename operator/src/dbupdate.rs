@@ -88,8 +88,10 @@ pub fn rematch(
     let Some(encoded) = old.inventory.as_deref() else {
         return Ok(None);
     };
-    let inventory = decode_inventory(encoded)
-        .map_err(|e| Error::Scan(format!("stored inventory of {}: {e}", result.name_any())))?;
+    let inventory = decode_inventory(encoded).map_err(|e| Error::Inventory {
+        result: result.name_any(),
+        message: e.to_string(),
+    })?;
     let status = crate::result::rematch_inventory(&old, inventory, &result.spec.digest, db)?;
     // Against every finding the result had, not only those its list kept.
     let after = stored_keys(&status).unwrap_or_else(|| {

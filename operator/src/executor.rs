@@ -68,10 +68,12 @@ pub async fn scan_target(
     // The scanner takes a CA file; keep it for the duration of the pull.
     let ca_file = match &access.ca_pem {
         Some(pem) => {
-            let mut f = tempfile::NamedTempFile::new()
-                .map_err(|e| Error::Scan(format!("writing CA file: {e}")))?;
-            f.write_all(pem.as_bytes())
-                .map_err(|e| Error::Scan(format!("writing CA file: {e}")))?;
+            let io = |source| Error::Io {
+                what: "writing the registry CA file",
+                source,
+            };
+            let mut f = tempfile::NamedTempFile::new().map_err(io)?;
+            f.write_all(pem.as_bytes()).map_err(io)?;
             Some(f)
         }
         None => None,
@@ -94,9 +96,7 @@ pub async fn scan_target(
     };
     options.pull = options.pull.with_budgets(budgets);
     let source = ScanSource::Image(ImageRef::Registry(target.reference()));
-    let report = pipeline::scan(&source, Some(&db.db), &options)
-        .await
-        .map_err(|e| Error::Scan(e.to_string()))?;
+    let report = pipeline::scan(&source, Some(&db.db), &options).await?;
     let mut status = result_status(&report, &target.digest, &db.version);
     status.scan_time = Some(crate::now());
     Ok(status)
@@ -124,14 +124,10 @@ pub fn missing_scanners(ran: &[ScannerKind], wanted: &[ScannerKind]) -> Vec<Scan
 
 /// Whether a stored result answers a scan with `scanners` as it is: made by this scanner,
 /// with the current database, by at least those scanners.
-pub fn reusable(
-    status: &ImageScanResultStatus,
-    scanners: &[ScannerKind],
-    current_db: &str,
-) -> bool {
-    status.scanner_version.as_deref() == Some(imagewarden_scanner::SCANNER_VERSION)
-        && status.database_version.as_deref() == Some(current_db)
-        && missing_scanners(&result_scanners(status), scanners).is_empty()
+pub fn reusable(result: &StoredResult, scanners: &[ScannerKind], current_db: &str) -> bool {
+    result.scanner_version.as_deref() == Some(imagewarden_scanner::SCANNER_VERSION)
+        && result.database_version.as_deref() == Some(current_db)
+        && missing_scanners(&result.scanners, scanners).is_empty()
 }
 
 /// Writes the ImageScanResult for `target` (spec, owner, labels, then status).
@@ -541,15 +537,21 @@ pub struct StoredResult {
     pub scanners: Vec<ScannerKind>,
 }
 
+impl StoredResult {
+    /// What `status` says about the scan that wrote it.
+    pub fn of_status(status: &ImageScanResultStatus) -> Self {
+        Self {
+            scanner_version: status.scanner_version.clone(),
+            database_version: status.database_version.clone(),
+            has_inventory: status.inventory.is_some(),
+            scanners: result_scanners(status),
+        }
+    }
+}
+
 impl From<&ImageScanResult> for StoredResult {
     fn from(r: &ImageScanResult) -> Self {
-        let st = r.status.as_ref();
-        Self {
-            scanner_version: st.and_then(|s| s.scanner_version.clone()),
-            database_version: st.and_then(|s| s.database_version.clone()),
-            has_inventory: st.is_some_and(|s| s.inventory.is_some()),
-            scanners: st.map(result_scanners).unwrap_or_default(),
-        }
+        r.status.as_ref().map(Self::of_status).unwrap_or_default()
     }
 }
 
@@ -1014,15 +1016,20 @@ mod tests {
             scanners: vec![ScannerKind::Baseline, ScannerKind::Secret],
             ..Default::default()
         };
-        assert!(reusable(&status, &[ScannerKind::Secret], NEW));
-        assert!(!reusable(&status, &[ScannerKind::Secret], OLD));
-        assert!(!reusable(&status, &[ScannerKind::Malware], NEW));
+        let stored = StoredResult::of_status(&status);
+        assert!(reusable(&stored, &[ScannerKind::Secret], NEW));
+        assert!(!reusable(&stored, &[ScannerKind::Secret], OLD));
+        assert!(!reusable(&stored, &[ScannerKind::Malware], NEW));
         // Results written before scanners were recorded ran them all.
         let legacy = ImageScanResultStatus {
             scanners: Vec::new(),
             ..status
         };
-        assert!(reusable(&legacy, &ScannerKind::ALL, NEW));
+        assert!(reusable(
+            &StoredResult::of_status(&legacy),
+            &ScannerKind::ALL,
+            NEW
+        ));
         assert_eq!(rule_scanners(None), ScannerKind::ALL);
     }
 

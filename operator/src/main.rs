@@ -465,9 +465,14 @@ async fn spawn_push_trigger(ctx: Arc<Context>) -> anyhow::Result<()> {
                     )
                 })
                 .collect();
+            // Named by the images and the second of the batch: a delivery the registry
+            // repeats within the second is one task, a later push of the same digest (after
+            // a delete, say) a new one.
             let suffix = {
                 use sha2::Digest;
-                hex::encode(&sha2::Sha256::digest(images.join(",").as_bytes())[..5])
+                let second = chrono::Utc::now().timestamp();
+                let key = format!("{}@{second}", images.join(","));
+                hex::encode(&sha2::Sha256::digest(key.as_bytes())[..5])
             };
             let task = task_name(&name, "push", &suffix);
             if let Err(e) = start_task(&ctx, &rule, &task, TaskTrigger::Push, images).await {

@@ -311,8 +311,7 @@ pub fn rematch_inventory(
         scanners,
         ..ScanOptions::default()
     };
-    let report = pipeline::scan_inventory(inventory, Some(&db.db), &options)
-        .map_err(|e| Error::Scan(e.to_string()))?;
+    let report = pipeline::scan_inventory(inventory, Some(&db.db), &options)?;
     Ok(rematched_status(old, &report, digest, &db.version))
 }
 

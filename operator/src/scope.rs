@@ -55,6 +55,15 @@ impl WatchScope {
         }
     }
 
+    /// The namespace of each handle [`WatchScope::apis`] returns, in the same order
+    /// (`None`: every namespace).
+    pub fn namespaces(&self) -> Vec<Option<String>> {
+        match self {
+            WatchScope::All => vec![None],
+            WatchScope::Namespaces(list) => list.iter().cloned().map(Some).collect(),
+        }
+    }
+
     /// Every object of kind `K` in the watched namespaces that `params` selects.
     pub async fn list<K>(&self, client: &Client, params: &ListParams) -> kube::Result<Vec<K>>
     where

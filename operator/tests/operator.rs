@@ -1236,7 +1236,9 @@ async fn a_scanner_job_scans_with_the_operators_database_and_a_refresh_in_betwee
         Some(
             format!("scanned with database {full}, re-matched with the current database {without}")
                 .as_str()
-        )
+        ),
+        "{}",
+        operator.log()
     );
     // The stored inventory was re-matched with the operator's database: no rescan, and
     // the result is the one the current database gives.

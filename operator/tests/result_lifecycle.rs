@@ -297,7 +297,8 @@ async fn a_registry_delete_event_marks_the_result_deleted_and_a_push_brings_it_b
                 .filter(|r| deleted(r).is_none()))
         }
     })
-    .await?;
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", operator.log()))?;
     Ok(())
 }
 

@@ -16,12 +16,19 @@ use kube::core::error_boundary::InvalidObject;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::ResourceExt;
 use tracing::{debug, warn};
 
-use crate::context::Context;
-use crate::crd::{ScanRule, ScanTask};
+use crate::context::{Context, Watched};
+use crate::crd::{ImageScanResult, ScanRule, ScanTask};
+use crate::executor::{job_state, JobState};
 use crate::Error;
+
+/// How soon an object whose reconcile failed for a reason that retrying does not fix is
+/// looked at again (a Secret it names may be created meanwhile).
+const PERMANENT_ERROR_RECHECK: Duration = Duration::from_secs(60);
 
 fn object_key<K: kube::Resource>(controller: &str, obj: &K) -> String {
     format!(
@@ -40,9 +47,11 @@ fn error_policy<K: kube::Resource>(
         warn!(controller, object = %object_key(controller, obj.as_ref()), failures, %error, "reconcile failed");
         ctx.metrics.error(controller, error.metric_label());
         let backoff = crate::context::reconcile_backoff(failures);
-        match error {
-            Error::Invalid(_) => Action::requeue(backoff.max(Duration::from_secs(30))),
-            _ => Action::requeue(backoff),
+        match error.is_transient() {
+            true => Action::requeue(backoff),
+            // Only a change to the object (which wakes it anyway) or to what it refers to
+            // helps: look again rarely.
+            false => Action::requeue(backoff.max(PERMANENT_ERROR_RECHECK)),
         }
     }
 }
@@ -108,16 +117,54 @@ async fn reconcile_task(
     Ok(action)
 }
 
+/// Keeps what the ScanTask controller decides by: the versions and whether an inventory
+/// is stored, not findings or inventories, so the cache stays small.
+fn slim_result(guard: &mut DeserializeGuard<ImageScanResult>) {
+    if let Ok(result) = &mut guard.0 {
+        result.metadata.managed_fields = None;
+        if let Some(status) = &mut result.status {
+            status.findings = Vec::new();
+            status.warnings = Vec::new();
+            if status.inventory.is_some() {
+                status.inventory = Some(String::new());
+            }
+        }
+    }
+}
+
+/// The ImageScanResult of a watch event, mapped to the unfinished tasks awaiting it.
+fn tasks_awaiting(
+    tasks: &Store<DeserializeGuard<ScanTask>>,
+    result: &DeserializeGuard<ImageScanResult>,
+) -> Vec<ObjectRef<DeserializeGuard<ScanTask>>> {
+    let Ok(result) = &result.0 else {
+        return Vec::new();
+    };
+    let (ns, name) = (result.namespace(), result.name_any());
+    tasks
+        .state()
+        .iter()
+        .filter_map(|guard| guard.0.as_ref().ok())
+        .filter(|task| task.namespace() == ns)
+        .filter(|task| scan_task::plan::awaited_results(task).contains(&name))
+        .map(scan_task::task_ref)
+        .collect()
+}
+
 /// Runs both controllers until the stream ends (the process is stopping): one of each per
-/// watched scope (all namespaces, or each `--watch-namespaces` entry).
+/// watched scope (all namespaces, or each `--watch-namespaces` entry). The ScanTask
+/// controllers read rules, results and scanner Jobs from watches shared by every scope.
 pub async fn run(ctx: Arc<Context>) {
-    let rules = ctx
+    let mut watched = Watched::default();
+    let rules: Vec<_> = ctx
         .scoped_apis::<DeserializeGuard<ScanRule>>()
         .into_iter()
         .zip(ctx.scoped_apis::<DeserializeGuard<ScanTask>>())
         .map(|(rules, tasks)| {
-            Controller::new(rules, watcher::Config::default())
-                .owns(tasks, watcher::Config::default())
+            let controller = Controller::new(rules, watcher::Config::default())
+                .owns(tasks, watcher::Config::default());
+            watched.rules.push(controller.store());
+            controller
                 .shutdown_on_signal()
                 .run(reconcile_rule, error_policy("scanrule"), ctx.clone())
                 .for_each(|r| async move {
@@ -125,17 +172,65 @@ pub async fn run(ctx: Arc<Context>) {
                         debug!(error = %e, "scanrule controller");
                     }
                 })
-        });
-    let tasks = ctx
+        })
+        .collect();
+
+    let scopes = ctx.scope.namespaces();
+    let mut tasks = Vec::new();
+    for ((task_api, result_api), job_api) in ctx
         .scoped_apis::<DeserializeGuard<ScanTask>>()
         .into_iter()
+        .zip(ctx.scoped_apis::<DeserializeGuard<ImageScanResult>>())
         .zip(ctx.scoped_apis::<Job>())
-        .map(|(tasks, jobs)| {
-            Controller::new(tasks, watcher::Config::default())
-                .owns(
-                    jobs,
-                    watcher::Config::default().labels("app.kubernetes.io/name=imagewarden-scanner"),
+    {
+        let (results, results_writer) = reflector::store();
+        let result_events = watcher::watcher(result_api, watcher::Config::default())
+            .default_backoff()
+            .modify(slim_result)
+            .reflect(results_writer)
+            .touched_objects();
+        let (jobs, jobs_writer) = reflector::store();
+        let wake = ctx.clone();
+        let job_events = watcher::watcher(
+            job_api,
+            watcher::Config::default().labels(scan_task::SCANNER_JOB_SELECTOR),
+        )
+        .default_backoff()
+        .reflect(jobs_writer)
+        .inspect(move |event| {
+            // A scanner Job that ended or went away frees a slot of the concurrency bound.
+            let freed = match event {
+                Ok(watcher::Event::Delete(_)) => true,
+                Ok(watcher::Event::Apply(job)) => job_state(job) != JobState::Running,
+                _ => false,
+            };
+            if freed {
+                wake.wakeups.slot_freed();
+            }
+        })
+        .touched_objects();
+        watched.results.push(results);
+        watched.jobs.push(jobs);
+        tasks.push((task_api, result_events, job_events));
+    }
+    let _ = ctx.watched.set(watched);
+    let tasks: Vec<_> = tasks
+        .into_iter()
+        .zip(scopes)
+        .map(|((task_api, result_events, job_events), namespace)| {
+            let controller = Controller::new(task_api, watcher::Config::default());
+            let task_store = controller.store();
+            let wakeups = ctx.wakeups.subscribe(namespace.as_deref());
+            let wakeups = futures::stream::unfold(wakeups, |mut rx| async move {
+                rx.recv().await.map(|r| (r, rx))
+            });
+            controller
+                .owns_stream(job_events)
+                .watches_stream(
+                    result_events.filter_map(|r| async move { r.ok().map(Ok) }),
+                    move |r| tasks_awaiting(&task_store, &r),
                 )
+                .reconcile_on(wakeups)
                 .shutdown_on_signal()
                 .run(reconcile_task, error_policy("scantask"), ctx.clone())
                 .for_each(|r| async move {
@@ -143,7 +238,8 @@ pub async fn run(ctx: Arc<Context>) {
                         debug!(error = %e, "scantask controller");
                     }
                 })
-        });
+        })
+        .collect();
     futures::join!(
         futures::future::join_all(rules),
         futures::future::join_all(tasks)

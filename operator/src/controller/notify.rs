@@ -88,10 +88,10 @@ pub async fn after_finish(task: &ScanTask, ctx: &Arc<Context>) -> Result<Action,
         event,
         &NotifyOptions {
             egress: ctx.config.egress.policy(),
+            task_locks: ctx.notify_locks.clone(),
             ..Default::default()
         },
     )
-    .await
-    .map_err(|e| Error::Invalid(format!("notifications: {e}")))?;
+    .await?;
     Ok(Action::await_change())
 }

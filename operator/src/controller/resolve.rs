@@ -10,7 +10,7 @@ use crate::registry::discovery::{discover, DiscoveryLimits, Scope, TagFilter};
 use crate::registry::{RegistryAccess, RegistryClient};
 use crate::Error;
 
-use super::scan_task::parse_image;
+use imagewarden_scanner::reference::ImageReference;
 
 fn failed(image: String, message: String) -> ImageProgress {
     ImageProgress {
@@ -45,9 +45,11 @@ async fn task_images_inner(
         let (Some(rule), Some(access)) = (rule, access) else {
             return Ok(out);
         };
-        let filter = TagFilter::new(&rule.spec.tag_filter)
-            .map_err(|e| Error::Invalid(format!("spec.tagFilter: {e}")))?;
-        let client = RegistryClient::new(access).map_err(|e| Error::Registry(e.to_string()))?;
+        let filter = TagFilter::new(&rule.spec.tag_filter).map_err(|e| Error::InvalidSpec {
+            field: "spec.tagFilter",
+            message: e.to_string(),
+        })?;
+        let client = RegistryClient::new(access)?;
         let found = discover(
             &client,
             &Scope::from(&rule.spec.scope),
@@ -55,8 +57,7 @@ async fn task_images_inner(
             rule.spec.max_tags,
             &DiscoveryLimits::default(),
         )
-        .await
-        .map_err(|e| Error::Registry(e.to_string()))?;
+        .await?;
         for image in found.images {
             out.push(ImageProgress {
                 image: format!("{}/{}:{}", access.host, image.repository, image.tag),
@@ -73,7 +74,7 @@ async fn task_images_inner(
         return Ok(out);
     }
     for image in &task.spec.images {
-        let Some((host, repository, tag, digest)) = parse_image(image) else {
+        let Ok(reference) = ImageReference::parse_qualified(image) else {
             out.push(failed(
                 image.clone(),
                 format!(
@@ -82,20 +83,21 @@ async fn task_images_inner(
             ));
             continue;
         };
-        if let Some(digest) = digest {
+        if let Some(digest) = reference.digest() {
             out.push(ImageProgress {
                 image: image.clone(),
-                digest: Some(digest),
+                digest: Some(digest.to_string()),
                 ..Default::default()
             });
             continue;
         }
-        let tag = tag.unwrap_or_default();
+        let (host, repository) = (reference.registry(), reference.repository());
+        let tag = reference.tag().unwrap_or_default();
         // The rule's access applies to images of its registry; others are read anonymously.
         let own;
         let access = match access {
-            Some(a) if crate::registry::access::same_registry(&a.host, &host) => a,
-            _ => match RegistryAccess::new(&host, false) {
+            Some(a) if crate::registry::access::same_registry(&a.host, host) => a,
+            _ => match RegistryAccess::new(host, false) {
                 Ok(a) => {
                     own = a.with_egress(egress.clone());
                     &own
@@ -107,7 +109,7 @@ async fn task_images_inner(
             },
         };
         let resolved = match RegistryClient::new(access) {
-            Ok(client) => client.resolve_digest(&repository, &tag).await,
+            Ok(client) => client.resolve_digest(repository, tag).await,
             Err(e) => Err(e),
         };
         match resolved {

@@ -91,26 +91,15 @@ pub fn due_firing(cron: &Cron, since: DateTime<Utc>, now: DateTime<Utc>) -> Opti
 }
 
 fn ready_condition(ok: bool, reason: &str, message: &str, rule: &ScanRule) -> Condition {
-    let previous = rule
-        .status
-        .as_ref()
-        .map(|s| s.conditions.clone())
-        .unwrap_or_default();
-    let status = if ok { "True" } else { "False" };
-    let last = previous
-        .iter()
-        .find(|c| {
-            c.type_ == "Ready" && c.status == status && c.reason == reason && c.message == message
-        })
-        .map(|c| c.last_transition_time.clone());
-    Condition {
-        type_: "Ready".into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        observed_generation: rule.metadata.generation,
-        last_transition_time: last.unwrap_or_else(crate::now),
-    }
+    let previous = rule.status.as_ref().map(|s| s.conditions.as_slice());
+    crate::conditions::condition(
+        "Ready",
+        ok,
+        reason,
+        message,
+        rule.metadata.generation,
+        previous.unwrap_or_default(),
+    )
 }
 
 async fn publish(ctx: &Context, rule: &ScanRule, type_: EventType, reason: &str, note: String) {
@@ -274,7 +263,10 @@ pub async fn reconcile(rule: Arc<ScanRule>, ctx: Arc<Context>) -> Result<Action,
             }
             // Schedule.
             if let Some(expr) = &rule.spec.triggers.schedule {
-                let cron = parse_schedule(expr).map_err(Error::Invalid)?;
+                let cron = parse_schedule(expr).map_err(|message| Error::InvalidSpec {
+                    field: "spec.triggers.schedule",
+                    message,
+                })?;
                 let now = Utc::now();
                 let since = old
                     .last_schedule_time

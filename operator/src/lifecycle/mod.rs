@@ -22,12 +22,12 @@ use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
 use crate::context::Context;
-use crate::controller::scan_task::parse_image;
 use crate::crd::{ImageProgress, ImageScanResult, ScanRule, ScanTask, SeenTag};
 use crate::registry::access::{registry_host, same_registry};
 use crate::registry::delete::DeleteEvent;
 use crate::registry::{Scope, TagFilter};
 use crate::Error;
+use imagewarden_scanner::reference::ImageReference;
 
 use deleted::{
     clear_deleted, collect_at, deleted_since, mark_deleted, retention_of, DELETED_IN_REGISTRY,
@@ -67,7 +67,7 @@ pub struct ResultPlan {
 }
 
 impl ResultPlan {
-    fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.tags.is_none() && self.owners.is_none() && self.conditions.is_none()
     }
 }
@@ -286,8 +286,14 @@ async fn record_resolution(
     let mut seen: BTreeMap<(String, String), RepositorySeen> = BTreeMap::new();
     let mut failed: BTreeSet<String> = BTreeSet::new();
     for entry in images {
-        match (&entry.digest, parse_image(&entry.image)) {
-            (Some(digest), Some((host, repository, tag, _))) => {
+        let reference = ImageReference::parse_qualified(&entry.image).ok();
+        match (&entry.digest, reference) {
+            (Some(digest), Some(reference)) => {
+                let (host, repository) = (
+                    reference.registry().to_string(),
+                    reference.repository().to_string(),
+                );
+                let tag = reference.tag().map(str::to_string);
                 let repo = seen
                     .entry((host, repository))
                     .or_insert_with(|| RepositorySeen {
@@ -399,6 +405,17 @@ pub async fn record_found(
     tags: &[String],
     owner: Option<&OwnerReference>,
 ) -> Result<(), Error> {
+    let plan = found_plan(result, tags, owner, &crate::now());
+    apply_plan(&ctx.client, result, &plan).await
+}
+
+/// What [`record_found`] would change on `result` (empty: nothing).
+pub fn found_plan(
+    result: &ImageScanResult,
+    tags: &[String],
+    owner: Option<&OwnerReference>,
+    now: &Time,
+) -> ResultPlan {
     let missing: BTreeMap<String, String> = tags
         .iter()
         .filter(|t| !result.spec.tags.contains(t))
@@ -408,15 +425,14 @@ pub async fn record_found(
         resolved: missing,
         complete: None,
     };
-    let plan = plan_result(
+    plan_result(
         result,
         Some(&observation),
         &Presence::Found,
         None,
         owner,
-        &crate::now(),
-    );
-    apply_plan(&ctx.client, result, &plan).await
+        now,
+    )
 }
 
 /// The tags a newly written result for `digest` lists: the existing result's, merged with

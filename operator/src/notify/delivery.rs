@@ -3,9 +3,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::Api;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::Url;
 
@@ -49,33 +47,13 @@ pub(crate) struct Outcome {
 }
 
 /// The Secrets of the rule's namespace.
-pub(crate) struct Secrets {
-    pub api: Api<Secret>,
-    pub namespace: String,
-}
-
-async fn secret_data(secrets: &Secrets, name: &str) -> Result<Secret, String> {
-    let ns = &secrets.namespace;
-    match secrets.api.get(name).await {
-        Ok(s) => Ok(s),
-        Err(kube::Error::Api(e)) if e.code == 404 => Err(format!(
-            "Secret {ns}/{name} does not exist: create it or fix the reference"
-        )),
-        Err(kube::Error::Api(e)) if e.code == 403 => Err(format!(
-            "the operator may not read Secret {ns}/{name}: grant it get on secrets in {ns}"
-        )),
-        Err(e) => Err(format!("reading Secret {ns}/{name}: {e}")),
-    }
-}
+pub(crate) type Secrets = crate::secrets::SecretReader;
 
 async fn secret_key(secrets: &Secrets, r: &SecretKeyRef) -> Result<Vec<u8>, String> {
-    let secret = secret_data(secrets, &r.name).await?;
-    let ns = &secrets.namespace;
-    secret
-        .data
-        .and_then(|mut d| d.remove(&r.key))
-        .map(|b| b.0)
-        .ok_or_else(|| format!("Secret {ns}/{} has no key {:?}", r.name, r.key))
+    secrets
+        .bytes(&r.name, &r.key)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn utf8(bytes: Vec<u8>, what: &str) -> Result<String, String> {
@@ -142,8 +120,8 @@ pub(crate) async fn resolve(
 
     let mut headers = HeaderMap::new();
     if let Some(r) = &target.headers_secret_ref {
-        let secret = secret_data(secrets, &r.name).await?;
-        for (key, value) in secret.data.unwrap_or_default() {
+        let data = secrets.data(&r.name).await.map_err(|e| e.to_string())?;
+        for (key, value) in data {
             let name = HeaderName::from_bytes(key.as_bytes()).map_err(|_| {
                 format!(
                     "key {key:?} of Secret {} is not a valid header name",

@@ -28,10 +28,9 @@ pub mod retry;
 pub mod signing;
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -50,8 +49,7 @@ use delivery::{ResolvedTarget, Secrets};
 use plan::{event_name, notification_condition, plan, set_condition, upsert, Planned};
 use redact::truncate;
 
-/// Field manager of every status write.
-pub const FIELD_MANAGER: &str = "imagewarden-operator";
+pub use crate::context::FIELD_MANAGER;
 /// Header carrying the idempotency key of a delivery.
 pub const DELIVERY_HEADER: &str = "X-Imagewarden-Delivery";
 /// Header carrying the event (`ScanCompleted`, `ScanFailed`, `NewFindings`).
@@ -77,6 +75,8 @@ pub struct NotifyOptions {
     pub user_agent: String,
     /// Where receivers may be (the operator's egress policy).
     pub egress: std::sync::Arc<imagewarden_scanner::egress::EgressPolicy>,
+    /// Serializes notifying per task; callers in one process share one.
+    pub task_locks: Arc<TaskLocks>,
 }
 
 impl Default for NotifyOptions {
@@ -88,6 +88,7 @@ impl Default for NotifyOptions {
             top_findings: 10,
             user_agent: format!("imagewarden-operator/{}", env!("CARGO_PKG_VERSION")),
             egress: Default::default(),
+            task_locks: Default::default(),
         }
     }
 }
@@ -198,18 +199,20 @@ pub fn carry_over_notification_status(current: Option<&ScanTaskStatus>, next: &m
     }
 }
 
-// One notify at a time per task in this process, so overlapping reconciles of the same
-// task do not both send a `Pending` entry.
-static TASK_LOCKS: LazyLock<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
-    LazyLock::new(Default::default);
+/// One notify at a time per task, so overlapping reconciles of the same task do not both
+/// send a `Pending` entry. Shared through [`NotifyOptions::task_locks`].
+#[derive(Debug, Default)]
+pub struct TaskLocks(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
 
-async fn lock_task(key: String) -> tokio::sync::OwnedMutexGuard<()> {
-    let lock = {
-        let mut locks = TASK_LOCKS.lock().unwrap_or_else(|e| e.into_inner());
-        locks.retain(|_, l| Arc::strong_count(l) > 1);
-        locks.entry(key).or_default().clone()
-    };
-    lock.lock_owned().await
+impl TaskLocks {
+    async fn lock(&self, key: String) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+            locks.entry(key).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
 }
 
 fn now() -> Time {
@@ -263,13 +266,10 @@ pub async fn notify_task(
     if rule.spec.notifications.is_empty() {
         return Ok(NotifyReport::default());
     }
-    let _guard = lock_task(format!("{namespace}/{name}")).await;
+    let _guard = opts.task_locks.lock(format!("{namespace}/{name}")).await;
     let tasks: Api<ScanTask> = Api::namespaced(client.clone(), &namespace);
     let secrets_ns = rule.namespace().unwrap_or_else(|| namespace.clone());
-    let secrets = Secrets {
-        api: Api::<Secret>::namespaced(client.clone(), &secrets_ns),
-        namespace: secrets_ns,
-    };
+    let secrets = Secrets::new(client, &secrets_ns);
     let read_err = |source| Error::ReadTask {
         namespace: namespace.clone(),
         name: name.clone(),

@@ -205,26 +205,7 @@ pub fn notification_condition(
     })
 }
 
-/// Sets `condition` in `conditions`, keeping `lastTransitionTime` when the status did
-/// not change. Returns whether anything changed.
-pub fn set_condition(conditions: &mut Vec<Condition>, mut condition: Condition) -> bool {
-    match conditions.iter_mut().find(|c| c.type_ == condition.type_) {
-        Some(existing) => {
-            if existing.status == condition.status {
-                condition.last_transition_time = existing.last_transition_time.clone();
-            }
-            if *existing == condition {
-                return false;
-            }
-            *existing = condition;
-            true
-        }
-        None => {
-            conditions.push(condition);
-            true
-        }
-    }
-}
+pub use crate::conditions::set_condition;
 
 #[cfg(test)]
 mod tests {

@@ -146,9 +146,8 @@ async fn reconcile_policy(
         ),
         Err(e) => (false, "InvalidSpec", e),
     };
-    let condition = crate::controller::scan_task::condition(
-        "Ready", ok, reason, &message, generation, &previous,
-    );
+    let condition =
+        crate::conditions::condition("Ready", ok, reason, &message, generation, &previous);
     let same = policy
         .status
         .as_ref()
@@ -207,7 +206,7 @@ async fn reconcile_exception(
         .as_ref()
         .map(|s| s.conditions.clone())
         .unwrap_or_default();
-    let condition = crate::controller::scan_task::condition(
+    let condition = crate::conditions::condition(
         "Active",
         live,
         reason,
