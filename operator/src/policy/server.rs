@@ -20,7 +20,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 
 use super::admission::{respond, AdmissionSettings, Lookup};
-use super::image::{ImageName, ImageReference};
+use super::image::ImageReference;
 use super::stats::AdmissionStats;
 use crate::context::Context;
 use crate::crd::{
@@ -136,7 +136,7 @@ impl Lookup for Caches {
 
     fn result(&self, image: &ImageReference, namespace: &str) -> Option<Arc<ImageScanResult>> {
         let candidates = self.results.state_filter(|r| {
-            ImageName::of_result(r) == image.name
+            crate::policy::result_image(r) == image.name
                 && match (&image.digest, &image.tag) {
                     (Some(digest), _) => r.spec.digest == *digest,
                     (None, Some(tag)) => r.spec.tags.iter().any(|t| t == tag),
