@@ -606,6 +606,27 @@ spec:
             .any(|c| c.type_ == "Ready" && c.status == "True"),
         "{status:?}"
     );
+    // The same decisions on the metrics endpoint, with their latency.
+    let metrics = s.operator.metrics().await?;
+    let series = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    for (verdict, want) in [("denied", 5.0), ("warned", 2.0), ("audited", 1.0)] {
+        let name =
+            format!("imagewarden_admissions_total{{policy=\"no-critical\",verdict=\"{verdict}\"}}");
+        assert_eq!(series(&name), want, "{name} in\n{metrics}");
+    }
+    assert!(
+        series("imagewarden_admissions_total{policy=\"no-critical\",verdict=\"allowed\"}") >= 2.0,
+        "{metrics}"
+    );
+    assert!(
+        series("imagewarden_admission_duration_seconds_count") >= 10.0,
+        "{metrics}"
+    );
     drop(s.operator);
     Ok(())
 }

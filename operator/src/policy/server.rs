@@ -223,19 +223,32 @@ struct AdmissionState {
 }
 
 async fn validate(State(state): State<Arc<AdmissionState>>, body: axum::body::Bytes) -> Response {
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
+    let started = std::time::Instant::now();
+    let response = answer(&state, &body);
+    state
+        .ctx
+        .metrics
+        .admission_duration(started.elapsed().as_secs_f64());
+    response
+}
+
+fn answer(state: &AdmissionState, body: &[u8]) -> Response {
+    let metrics = &state.ctx.metrics;
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
+            metrics.admission_error("bad_request");
             return (
                 StatusCode::BAD_REQUEST,
                 format!("not an AdmissionReview: {e}\n"),
             )
-                .into_response()
+                .into_response();
         }
     };
     let request: AdmissionRequest<DynamicObject> = match review.try_into() {
         Ok(r) => r,
         Err(e) => {
+            metrics.admission_error("bad_request");
             return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
         }
     };
@@ -261,6 +274,16 @@ async fn validate(State(state): State<Arc<AdmissionState>>, body: axum::body::By
             &name,
             &decision,
         );
+    }
+    if decision.invalid.is_some() {
+        metrics.admission_error("invalid_object");
+    }
+    let by_policy = super::stats::strongest(&decision);
+    if by_policy.is_empty() && decision.invalid.is_none() {
+        metrics.admission("", super::Action::Admit.label());
+    }
+    for (policy, j) in by_policy {
+        metrics.admission(policy, j.action.label());
     }
     if !decision.allowed() {
         tracing::info!(kind = %request.kind.kind, namespace = ?request.namespace, name = %request.name, message = %decision.message(), "admission denied");
