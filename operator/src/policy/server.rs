@@ -135,13 +135,13 @@ impl Lookup for Caches {
     }
 
     fn result(&self, image: &ImageReference, namespace: &str) -> Option<Arc<ImageScanResult>> {
+        // Digest or tag first: a string comparison, where the name allocates.
         let candidates = self.results.state_filter(|r| {
-            crate::policy::result_image(r) == image.name
-                && match (&image.digest, &image.tag) {
-                    (Some(digest), _) => r.spec.digest == *digest,
-                    (None, Some(tag)) => r.spec.tags.iter().any(|t| t == tag),
-                    (None, None) => false,
-                }
+            (match (&image.digest, &image.tag) {
+                (Some(digest), _) => r.spec.digest == *digest,
+                (None, Some(tag)) => r.spec.tags.iter().any(|t| t == tag),
+                (None, None) => false,
+            }) && crate::policy::result_image(r) == image.name
         });
         // A tag that moved is judged by its newest digest; the Pod's namespace first.
         candidates.into_iter().max_by_key(|r| {
