@@ -152,8 +152,8 @@ async fn main() -> anyhow::Result<()> {
         config: imagewarden_operator::config::OperatorConfig,
     }
     let config = <Cli as clap::Parser>::try_parse_from(["operator", "--db=/unused"])?.config;
-    let db_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../scanner/examples/example-db.idx");
+    let db_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scanner/examples/example-db.idx");
     let db = imagewarden_scanner::vulndb::Db::open_index(&db_path)?;
     let ctx = Arc::new(Context::new(
         client,

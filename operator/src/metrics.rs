@@ -59,6 +59,8 @@ pub struct Metrics {
     admission_seconds: Histogram,
     /// AdmissionReviews that could not be judged, by reason.
     admission_errors: Family<Labels, Counter>,
+    /// Running Pods each ImagePolicy would deny now.
+    running_denied: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -80,6 +82,7 @@ impl Default for Metrics {
         // 50 µs to about 0.8 s.
         let admission_seconds = Histogram::new(exponential_buckets(0.00005, 2.0, 15));
         let admission_errors = Family::default();
+        let running_denied = Family::default();
         // Counters are registered without `_total`: the encoder appends it.
         registry.register(
             "imagewarden_reconciles",
@@ -154,6 +157,11 @@ impl Default for Metrics {
              AdmissionReview; invalid_object: refused, unreadable object or image reference)",
             admission_errors.clone(),
         );
+        registry.register(
+            "imagewarden_running_pods_denied",
+            "Running Pods whose images an ImagePolicy would deny now (judged every 30 s)",
+            running_denied.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -170,6 +178,7 @@ impl Default for Metrics {
             admissions,
             admission_seconds,
             admission_errors,
+            running_denied,
         }
     }
 }
@@ -229,6 +238,16 @@ impl Metrics {
         self.admission_errors
             .get_or_create(&label("reason", reason))
             .inc();
+    }
+
+    /// Sets the running Pods each policy would deny (policies absent count none).
+    pub fn running_pods_denied(&self, by_policy: &std::collections::BTreeMap<String, i64>) {
+        self.running_denied.clear();
+        for (policy, n) in by_policy {
+            self.running_denied
+                .get_or_create(&label("policy", policy))
+                .set(*n);
+        }
     }
 
     /// Records the vulnerability database in use.

@@ -743,3 +743,129 @@ async fn a_renewed_certificate_is_served_without_a_failed_admission() -> Result<
     assert!(created > 10, "only {created} Pods created");
     Ok(())
 }
+
+#[tokio::test]
+async fn running_pods_that_a_new_policy_denies_are_reported_on_their_owners() -> Result<()> {
+    use k8s_openapi::api::events::v1::Event;
+    let s = setup().await?;
+    let client = s.client.clone();
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    let digest = push_image(&registry, "team-a/alpine", "v1", &vulnerable_alpine()).await?;
+    push_image(&registry, "team-a/app", "v2", &alpine311()).await?;
+    let h = registry.host.clone();
+    let vulnerable = format!("{h}/team-a/alpine@{digest}");
+    let clean = format!("{h}/team-a/app:v2");
+    let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
+    apply_yaml(
+        &rules,
+        &format!(
+            "apiVersion: imagewarden.io/v1alpha1
+kind: ScanRule
+metadata:
+  name: team-a
+  annotations:
+    imagewarden.io/scan-now: first
+spec:
+  registry:
+    url: {h}
+    insecure: true
+  scope:
+    type: Namespace
+    name: team-a
+"
+        ),
+    )
+    .await?;
+    let tasks: Api<ScanTask> = Api::default_namespaced(client.clone());
+    wait_for("the scan to finish", Duration::from_secs(180), || {
+        let tasks = tasks.clone();
+        async move {
+            let list = tasks.list(&ListParams::default()).await?;
+            Ok(list.items.into_iter().find(|t| {
+                t.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == ScanPhase::Completed)
+            }))
+        }
+    })
+    .await?;
+
+    // Admitted while no policy exists: a Deployment (its ReplicaSet makes the Pod) and
+    // two bare Pods.
+    register_webhook(&s, "Fail").await?;
+    let (ok, stderr) = kubectl_apply(
+        &s.cp,
+        &format!(
+            "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: default
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers: [{{name: app, image: \"{vulnerable}\"}}]
+"
+        ),
+    )?;
+    assert!(ok, "{stderr}");
+    create_pod(&client, "default", "bare", &vulnerable)
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    create_pod(&client, "default", "clean", &clean)
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    // A policy arrives: the running Pods it would deny are reported.
+    let policies: Api<ImagePolicy> = Api::all(client.clone());
+    apply_yaml(&policies, &policy_yaml("Enforce", "Deny")).await?;
+    let events: Api<Event> = Api::default_namespaced(client.clone());
+    let reported = wait_for(
+        "PolicyViolation events on the ReplicaSet and the bare Pod",
+        Duration::from_secs(120),
+        || {
+            let events = events.clone();
+            async move {
+                let list = events.list(&ListParams::default()).await?.items;
+                let violations: Vec<Event> = list
+                    .into_iter()
+                    .filter(|e| e.reason.as_deref() == Some("PolicyViolation"))
+                    .collect();
+                let on = |kind: &str| {
+                    violations
+                        .iter()
+                        .any(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some(kind))
+                };
+                Ok((on("ReplicaSet") && on("Pod")).then_some(violations))
+            }
+        },
+    )
+    .await?;
+    let bare = reported
+        .iter()
+        .find(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("bare"))
+        .expect("an event on the bare Pod");
+    let note = bare.note.clone().unwrap_or_default();
+    assert!(
+        note.contains("ImagePolicy no-critical now denies")
+            && note.contains("ALPINE-CVE-2019-14697"),
+        "{note}"
+    );
+    assert!(
+        !reported
+            .iter()
+            .any(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("clean")),
+        "{reported:?}"
+    );
+    let metrics = s.operator.metrics().await?;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "imagewarden_running_pods_denied{policy=\"no-critical\"} 2"),
+        "{metrics}"
+    );
+    Ok(())
+}

@@ -42,7 +42,8 @@ pub struct Caches {
     pub rules: Store<ScanRule>,
 }
 
-fn watch<K>(api: Api<K>, modify: impl FnMut(&mut K) + Send + 'static) -> Store<K>
+/// A cache of `api`'s objects, each changed by `modify` before it is kept.
+pub(crate) fn watch<K>(api: Api<K>, modify: impl FnMut(&mut K) + Send + 'static) -> Store<K>
 where
     K: kube::Resource
         + Clone
