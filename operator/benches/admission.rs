@@ -52,7 +52,7 @@ fn result(i: usize, policy: &Arc<ImagePolicy>, db: &str) -> ImageScanResult {
         .map(|n| Finding {
             id: format!("CVE-2024-{n:05}"),
             class: FindingClass::SystemVulnerability,
-            severity: if n == 0 && i % 2 == 0 {
+            severity: if n == 0 && i.is_multiple_of(2) {
                 Severity::Critical
             } else {
                 Severity::Medium
@@ -87,7 +87,7 @@ fn result(i: usize, policy: &Arc<ImagePolicy>, db: &str) -> ImageScanResult {
         database_version: Some(db.into()),
         ..Default::default()
     });
-    let (entries, _) = verdict_entries(&r, &[policy.clone()], &[], Utc::now(), Some(db));
+    let (entries, _) = verdict_entries(&r, std::slice::from_ref(policy), &[], Utc::now(), Some(db));
     r.status.as_mut().unwrap().policies = entries;
     r
 }

@@ -293,7 +293,7 @@ pub fn report_findings(report: &ScanReport) -> Vec<PolicyFinding<'_>> {
             findings.extend(section.findings.iter().map(|f| check(f, class)));
         }
     }
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     findings
 }
 
