@@ -237,21 +237,8 @@ async fn recorded_verdict(client: &Client, result: &str, policy: &str) -> Result
     .await
 }
 
-#[tokio::test]
-async fn pods_and_workloads_are_admitted_denied_warned_and_audited_by_their_images() -> Result<()> {
-    let s = setup().await?;
-    let client = s.client.clone();
-    let registry = Registry::start(RegistryMode::Plain).await?;
-    let vulnerable_digest =
-        push_image(&registry, "team-a/alpine", "v1", &vulnerable_alpine()).await?;
-    push_image(&registry, "team-a/app", "v2", &alpine311()).await?;
-    let h = registry.host.clone();
-    let vulnerable = format!("{h}/team-a/alpine:v1");
-    let vulnerable_by_digest = format!("{h}/team-a/alpine@{vulnerable_digest}");
-    let clean = format!("{h}/team-a/app:v2");
-    let unscanned = format!("{h}/team-a/never-pushed:v1");
-
-    // Scan both images.
+/// A ScanRule scanning the registry's `team-a` namespace now; waits for its task.
+async fn scan_team_a(client: &Client, registry_host: &str) -> Result<()> {
     let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
     apply_yaml(
         &rules,
@@ -264,7 +251,7 @@ metadata:
     imagewarden.io/scan-now: first
 spec:
   registry:
-    url: {h}
+    url: {registry_host}
     insecure: true
   scope:
     type: Namespace
@@ -286,6 +273,26 @@ spec:
         }
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn pods_and_workloads_are_admitted_denied_warned_and_audited_by_their_images() -> Result<()> {
+    let s = setup().await?;
+    let client = s.client.clone();
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    let vulnerable_digest =
+        push_image(&registry, "team-a/alpine", "v1", &vulnerable_alpine()).await?;
+    push_image(&registry, "team-a/app", "v2", &alpine311()).await?;
+    let h = registry.host.clone();
+    let vulnerable = format!("{h}/team-a/alpine:v1");
+    let vulnerable_by_digest = format!("{h}/team-a/alpine@{vulnerable_digest}");
+    let clean = format!("{h}/team-a/app:v2");
+    let unscanned = format!("{h}/team-a/never-pushed:v1");
+
+    // Scan both images.
+    scan_team_a(&client, &h).await?;
+    let tasks: Api<ScanTask> = Api::default_namespaced(client.clone());
     let results: Api<ImageScanResult> = Api::default_namespaced(client.clone());
     let list = results.list(&ListParams::default()).await?.items;
     let vulnerable_result = list
@@ -755,40 +762,7 @@ async fn running_pods_that_a_new_policy_denies_are_reported_on_their_owners() ->
     let h = registry.host.clone();
     let vulnerable = format!("{h}/team-a/alpine@{digest}");
     let clean = format!("{h}/team-a/app:v2");
-    let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
-    apply_yaml(
-        &rules,
-        &format!(
-            "apiVersion: imagewarden.io/v1alpha1
-kind: ScanRule
-metadata:
-  name: team-a
-  annotations:
-    imagewarden.io/scan-now: first
-spec:
-  registry:
-    url: {h}
-    insecure: true
-  scope:
-    type: Namespace
-    name: team-a
-"
-        ),
-    )
-    .await?;
-    let tasks: Api<ScanTask> = Api::default_namespaced(client.clone());
-    wait_for("the scan to finish", Duration::from_secs(180), || {
-        let tasks = tasks.clone();
-        async move {
-            let list = tasks.list(&ListParams::default()).await?;
-            Ok(list.items.into_iter().find(|t| {
-                t.status
-                    .as_ref()
-                    .is_some_and(|s| s.phase == ScanPhase::Completed)
-            }))
-        }
-    })
-    .await?;
+    scan_team_a(&client, &h).await?;
 
     // Admitted while no policy exists: a Deployment (its ReplicaSet makes the Pod) and
     // two bare Pods.

@@ -263,10 +263,18 @@ fn check(f: &CheckFinding, class: PolicyClass) -> PolicyFinding<'_> {
     }
 }
 
-/// Every finding of a report, classed as policies class them (secrets are baseline
-/// risks; malicious packages are malicious samples), most severe first.
-pub fn report_findings(report: &ScanReport) -> Vec<PolicyFinding<'_>> {
-    let mut findings: Vec<PolicyFinding<'_>> = report
+/// A finding of a report: an advisory matched to a package, or a check's finding.
+#[derive(Clone, Copy, Debug)]
+pub enum ReportFinding<'a> {
+    Advisory(&'a Finding),
+    Check(&'a CheckFinding),
+}
+
+/// Every finding of a report with its class, in report order: vulnerabilities (OS or
+/// application), malicious packages (malicious samples), then baseline risks, secrets
+/// (baseline risks too) and malicious samples.
+pub fn classified_findings(report: &ScanReport) -> Vec<(PolicyClass, ReportFinding<'_>)> {
+    let mut findings: Vec<(PolicyClass, ReportFinding<'_>)> = report
         .vulnerabilities
         .iter()
         .map(|f| {
@@ -274,14 +282,14 @@ pub fn report_findings(report: &ScanReport) -> Vec<PolicyFinding<'_>> {
                 FindingClass::Os => PolicyClass::SystemVulnerability,
                 FindingClass::App => PolicyClass::ApplicationVulnerability,
             };
-            vulnerability(f, class)
+            (class, ReportFinding::Advisory(f))
         })
         .collect();
     findings.extend(
         report
             .malicious_packages
             .iter()
-            .map(|f| vulnerability(f, PolicyClass::MaliciousSample)),
+            .map(|f| (PolicyClass::MaliciousSample, ReportFinding::Advisory(f))),
     );
     let sections = [
         (&report.baseline_risks, PolicyClass::BaselineRisk),
@@ -290,9 +298,26 @@ pub fn report_findings(report: &ScanReport) -> Vec<PolicyFinding<'_>> {
     ];
     for (section, class) in sections {
         if let Some(section) = section {
-            findings.extend(section.findings.iter().map(|f| check(f, class)));
+            findings.extend(
+                section
+                    .findings
+                    .iter()
+                    .map(|f| (class, ReportFinding::Check(f))),
+            );
         }
     }
+    findings
+}
+
+/// Every finding of a report as the evaluator sees it, most severe first.
+pub fn report_findings(report: &ScanReport) -> Vec<PolicyFinding<'_>> {
+    let mut findings: Vec<PolicyFinding<'_>> = classified_findings(report)
+        .into_iter()
+        .map(|(class, f)| match f {
+            ReportFinding::Advisory(f) => vulnerability(f, class),
+            ReportFinding::Check(f) => check(f, class),
+        })
+        .collect();
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     findings
 }

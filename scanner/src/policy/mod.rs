@@ -678,46 +678,51 @@ fn vulnerability_condition(
     }
 }
 
+/// A condition that holds on any one finding `wanted` picks out of `total` that no
+/// exception accepts.
+fn any_condition(
+    scanned: &ScannedImage<'_>,
+    live: &[Exception<'_>],
+    total: u64,
+    wanted: impl Fn(&PolicyFinding<'_>) -> bool,
+    reason: impl FnOnce(u64) -> String,
+) -> Condition {
+    let (discounted, counting) = discount(
+        scanned.findings.iter().filter(|f| wanted(f)),
+        false,
+        live,
+        &scanned.image,
+    );
+    let n = total.saturating_sub(discounted);
+    Condition {
+        holds: n >= 1,
+        reason: reason(n),
+        findings: top(&counting),
+    }
+}
+
 fn baseline_condition(
     threshold: SeverityThreshold,
     scanned: &ScannedImage<'_>,
     live: &[Exception<'_>],
 ) -> Condition {
-    let total = counted_at_or_above(&scanned.counts.baseline_risks, threshold);
-    let (discounted, counting) = discount(
-        scanned
-            .findings
-            .iter()
-            .filter(|f| f.class == PolicyClass::BaselineRisk && at_or_above(f.severity, threshold)),
-        false,
+    any_condition(
+        scanned,
         live,
-        &scanned.image,
-    );
-    let n = total.saturating_sub(discounted);
-    Condition {
-        holds: n >= 1,
-        reason: format!("{n} baseline risk(s) at or above {threshold:?}"),
-        findings: top(&counting),
-    }
+        counted_at_or_above(&scanned.counts.baseline_risks, threshold),
+        |f| f.class == PolicyClass::BaselineRisk && at_or_above(f.severity, threshold),
+        |n| format!("{n} baseline risk(s) at or above {threshold:?}"),
+    )
 }
 
 fn malicious_condition(scanned: &ScannedImage<'_>, live: &[Exception<'_>]) -> Condition {
-    let total = scanned.counts.malicious_samples.total();
-    let (discounted, counting) = discount(
-        scanned
-            .findings
-            .iter()
-            .filter(|f| f.class == PolicyClass::MaliciousSample),
-        false,
+    any_condition(
+        scanned,
         live,
-        &scanned.image,
-    );
-    let n = total.saturating_sub(discounted);
-    Condition {
-        holds: n >= 1,
-        reason: format!("{n} malicious sample(s) or package(s)"),
-        findings: top(&counting),
-    }
+        scanned.counts.malicious_samples.total(),
+        |f| f.class == PolicyClass::MaliciousSample,
+        |n| format!("{n} malicious sample(s) or package(s)"),
+    )
 }
 
 /// What admission does with a verdict under the policy's mode.
