@@ -379,16 +379,7 @@ pub fn malware_check_options(
 /// `5m`, `1h30m`, `6h`, `1d` (any [`humantime`] duration), or a plain number of seconds as
 /// earlier releases took (`90`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s
-            .parse::<u64>()
-            .map(Duration::from_secs)
-            .map_err(|_| format!("invalid duration {s:?}: the number of seconds is too large"));
-    }
-    humantime::parse_duration(s).map_err(|e| {
-        format!("invalid duration {s:?} ({e}): use e.g. 90s, 5m, 1h30m, 6h, 1d or plain seconds")
-    })
+    imagewarden_scanner::policy::parse_duration(s)
 }
 
 /// A duration (see [`parse_duration`]) in whole seconds, for Kubernetes fields that take

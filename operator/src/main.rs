@@ -235,7 +235,7 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     let admission_settings = imagewarden_operator::policy::admission::AdmissionSettings {
         default_excluded: vec!["kube-system".to_string(), config.lease_namespace.clone()],
     };
-    let admission_server = config.admission.server_config(admission_settings);
+    let admission_server = config.admission.server_config(admission_settings.clone());
     if !config.watch_namespaces.is_empty() && admission_server.is_some() {
         anyhow::bail!(
             "--watch-namespaces and the admission webhook (--admission-addr) exclude each other: admission judges Pods of every namespace against cluster-wide ImagePolicies, which a namespace-scoped operator cannot read"
@@ -327,6 +327,11 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
 
     spawn_push_trigger(ctx.clone()).await?;
     if let Some(policy_caches) = policy_caches {
+        tokio::spawn(imagewarden_operator::policy::running::run(
+            ctx.clone(),
+            policy_caches.clone(),
+            admission_settings,
+        ));
         tokio::spawn(imagewarden_operator::policy::verdicts::run(
             ctx.clone(),
             policy_caches,

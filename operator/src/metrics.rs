@@ -53,6 +53,14 @@ pub struct Metrics {
     database_info: Family<Labels, Gauge>,
     /// Records of the vulnerability database in use.
     database_records: Gauge,
+    /// Admission decisions by policy and verdict (allowed, denied, warned, audited).
+    admissions: Family<Labels, Counter>,
+    /// Time to answer an AdmissionReview.
+    admission_seconds: Histogram,
+    /// AdmissionReviews that could not be judged, by reason.
+    admission_errors: Family<Labels, Counter>,
+    /// Running Pods each ImagePolicy would deny now.
+    running_denied: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -70,6 +78,11 @@ impl Default for Metrics {
         let leader = AtomicGauge::default();
         let database_info = Family::default();
         let database_records = Gauge::default();
+        let admissions = Family::default();
+        // 50 µs to about 0.8 s.
+        let admission_seconds = Histogram::new(exponential_buckets(0.00005, 2.0, 15));
+        let admission_errors = Family::default();
+        let running_denied = Family::default();
         // Counters are registered without `_total`: the encoder appends it.
         registry.register(
             "imagewarden_reconciles",
@@ -127,6 +140,28 @@ impl Default for Metrics {
             "Advisories in the vulnerability database in use",
             database_records.clone(),
         );
+        registry.register(
+            "imagewarden_admissions",
+            "Admission decisions by ImagePolicy and verdict (allowed, denied, warned, \
+             audited); requests no policy covers count under policy=\"\"",
+            admissions.clone(),
+        );
+        registry.register(
+            "imagewarden_admission_duration_seconds",
+            "Time to answer an AdmissionReview",
+            admission_seconds.clone(),
+        );
+        registry.register(
+            "imagewarden_admission_errors",
+            "AdmissionReviews that could not be judged, by reason (bad_request: not an \
+             AdmissionReview; invalid_object: refused, unreadable object or image reference)",
+            admission_errors.clone(),
+        );
+        registry.register(
+            "imagewarden_running_pods_denied",
+            "Running Pods whose images an ImagePolicy would deny now (judged every 30 s)",
+            running_denied.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -140,6 +175,10 @@ impl Default for Metrics {
             leader,
             database_info,
             database_records,
+            admissions,
+            admission_seconds,
+            admission_errors,
+            running_denied,
         }
     }
 }
@@ -176,6 +215,38 @@ impl Metrics {
         self.scans.get_or_create(&label("outcome", outcome)).inc();
         if let Some(s) = seconds {
             self.scan_seconds.observe(s);
+        }
+    }
+
+    /// Counts one admission decision of `policy` (empty: no policy covered the request).
+    pub fn admission(&self, policy: &str, verdict: &str) {
+        self.admissions
+            .get_or_create(&vec![
+                ("policy", policy.to_string()),
+                ("verdict", verdict.to_string()),
+            ])
+            .inc();
+    }
+
+    /// Records how long an AdmissionReview took to answer.
+    pub fn admission_duration(&self, seconds: f64) {
+        self.admission_seconds.observe(seconds);
+    }
+
+    /// Counts an AdmissionReview that could not be judged.
+    pub fn admission_error(&self, reason: &str) {
+        self.admission_errors
+            .get_or_create(&label("reason", reason))
+            .inc();
+    }
+
+    /// Sets the running Pods each policy would deny (policies absent count none).
+    pub fn running_pods_denied(&self, by_policy: &std::collections::BTreeMap<String, i64>) {
+        self.running_denied.clear();
+        for (policy, n) in by_policy {
+            self.running_denied
+                .get_or_create(&label("policy", policy))
+                .set(*n);
         }
     }
 
@@ -259,6 +330,42 @@ mod tests {
             value(&text, "imagewarden_database_info{version=\"sha256:a\"}"),
             None
         );
+    }
+
+    #[test]
+    fn admissions_are_counted_by_policy_and_verdict_with_their_latency() {
+        let m = Metrics::default();
+        m.admission("no-critical", "denied");
+        m.admission("no-critical", "denied");
+        m.admission("no-critical", "allowed");
+        m.admission("", "allowed");
+        m.admission_duration(0.002);
+        m.admission_duration(0.001);
+        m.admission_error("bad_request");
+        let text = m.render();
+        let expect = [
+            (
+                "imagewarden_admissions_total{policy=\"no-critical\",verdict=\"denied\"}",
+                2.0,
+            ),
+            (
+                "imagewarden_admissions_total{policy=\"no-critical\",verdict=\"allowed\"}",
+                1.0,
+            ),
+            (
+                "imagewarden_admissions_total{policy=\"\",verdict=\"allowed\"}",
+                1.0,
+            ),
+            ("imagewarden_admission_duration_seconds_count", 2.0),
+            ("imagewarden_admission_duration_seconds_sum", 0.003),
+            (
+                "imagewarden_admission_errors_total{reason=\"bad_request\"}",
+                1.0,
+            ),
+        ];
+        for (series, want) in expect {
+            assert_eq!(value(&text, series), Some(want), "{series} in\n{text}");
+        }
     }
 
     #[test]

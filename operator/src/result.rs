@@ -7,8 +7,7 @@ use std::io::{Read, Write};
 use base64::Engine;
 use imagewarden_scanner::finding::ScannerKind;
 use imagewarden_scanner::finding::{
-    CheckFinding, Finding as VulnerabilityFinding, FindingClass as ScannerFindingClass,
-    Severity as DbSeverity,
+    CheckFinding, Finding as VulnerabilityFinding, Severity as DbSeverity,
 };
 use imagewarden_scanner::inventory::Inventory;
 use imagewarden_scanner::pipeline::{self, ScanOptions};
@@ -130,34 +129,23 @@ fn check_finding(f: &CheckFinding, class: FindingClass) -> Finding {
 /// Every finding of a report in CRD form (not yet sorted or cut): vulnerabilities,
 /// malicious packages, then baseline risks, secrets and malicious samples.
 pub fn report_findings(report: &ScanReport) -> Vec<Finding> {
-    let mut findings: Vec<Finding> = report
-        .vulnerabilities
-        .iter()
-        .map(|f| {
-            let class = match f.class {
-                ScannerFindingClass::Os => FindingClass::SystemVulnerability,
-                ScannerFindingClass::App => FindingClass::ApplicationVulnerability,
+    use imagewarden_scanner::policy::file::{classified_findings, ReportFinding};
+    use imagewarden_scanner::policy::PolicyClass;
+    classified_findings(report)
+        .into_iter()
+        .map(|(class, f)| {
+            let class = match class {
+                PolicyClass::SystemVulnerability => FindingClass::SystemVulnerability,
+                PolicyClass::ApplicationVulnerability => FindingClass::ApplicationVulnerability,
+                PolicyClass::BaselineRisk => FindingClass::BaselineRisk,
+                PolicyClass::MaliciousSample => FindingClass::MaliciousSample,
             };
-            vulnerability_finding(f, class)
+            match f {
+                ReportFinding::Advisory(f) => vulnerability_finding(f, class),
+                ReportFinding::Check(f) => check_finding(f, class),
+            }
         })
-        .collect();
-    findings.extend(
-        report
-            .malicious_packages
-            .iter()
-            .map(|f| vulnerability_finding(f, FindingClass::MaliciousSample)),
-    );
-    let sections = [
-        (&report.baseline_risks, FindingClass::BaselineRisk),
-        (&report.secrets, FindingClass::BaselineRisk),
-        (&report.malicious_samples, FindingClass::MaliciousSample),
-    ];
-    for (section, class) in sections {
-        if let Some(section) = section {
-            findings.extend(section.findings.iter().map(|f| check_finding(f, class)));
-        }
-    }
-    findings
+        .collect()
 }
 
 impl ResultSummary {

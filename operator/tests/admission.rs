@@ -237,21 +237,8 @@ async fn recorded_verdict(client: &Client, result: &str, policy: &str) -> Result
     .await
 }
 
-#[tokio::test]
-async fn pods_and_workloads_are_admitted_denied_warned_and_audited_by_their_images() -> Result<()> {
-    let s = setup().await?;
-    let client = s.client.clone();
-    let registry = Registry::start(RegistryMode::Plain).await?;
-    let vulnerable_digest =
-        push_image(&registry, "team-a/alpine", "v1", &vulnerable_alpine()).await?;
-    push_image(&registry, "team-a/app", "v2", &alpine311()).await?;
-    let h = registry.host.clone();
-    let vulnerable = format!("{h}/team-a/alpine:v1");
-    let vulnerable_by_digest = format!("{h}/team-a/alpine@{vulnerable_digest}");
-    let clean = format!("{h}/team-a/app:v2");
-    let unscanned = format!("{h}/team-a/never-pushed:v1");
-
-    // Scan both images.
+/// A ScanRule scanning the registry's `team-a` namespace now; waits for its task.
+async fn scan_team_a(client: &Client, registry_host: &str) -> Result<()> {
     let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
     apply_yaml(
         &rules,
@@ -264,7 +251,7 @@ metadata:
     imagewarden.io/scan-now: first
 spec:
   registry:
-    url: {h}
+    url: {registry_host}
     insecure: true
   scope:
     type: Namespace
@@ -286,6 +273,26 @@ spec:
         }
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn pods_and_workloads_are_admitted_denied_warned_and_audited_by_their_images() -> Result<()> {
+    let s = setup().await?;
+    let client = s.client.clone();
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    let vulnerable_digest =
+        push_image(&registry, "team-a/alpine", "v1", &vulnerable_alpine()).await?;
+    push_image(&registry, "team-a/app", "v2", &alpine311()).await?;
+    let h = registry.host.clone();
+    let vulnerable = format!("{h}/team-a/alpine:v1");
+    let vulnerable_by_digest = format!("{h}/team-a/alpine@{vulnerable_digest}");
+    let clean = format!("{h}/team-a/app:v2");
+    let unscanned = format!("{h}/team-a/never-pushed:v1");
+
+    // Scan both images.
+    scan_team_a(&client, &h).await?;
+    let tasks: Api<ScanTask> = Api::default_namespaced(client.clone());
     let results: Api<ImageScanResult> = Api::default_namespaced(client.clone());
     let list = results.list(&ListParams::default()).await?.items;
     let vulnerable_result = list
@@ -606,6 +613,27 @@ spec:
             .any(|c| c.type_ == "Ready" && c.status == "True"),
         "{status:?}"
     );
+    // The same decisions on the metrics endpoint, with their latency.
+    let metrics = s.operator.metrics().await?;
+    let series = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    for (verdict, want) in [("denied", 5.0), ("warned", 2.0), ("audited", 1.0)] {
+        let name =
+            format!("imagewarden_admissions_total{{policy=\"no-critical\",verdict=\"{verdict}\"}}");
+        assert_eq!(series(&name), want, "{name} in\n{metrics}");
+    }
+    assert!(
+        series("imagewarden_admissions_total{policy=\"no-critical\",verdict=\"allowed\"}") >= 2.0,
+        "{metrics}"
+    );
+    assert!(
+        series("imagewarden_admission_duration_seconds_count") >= 10.0,
+        "{metrics}"
+    );
     drop(s.operator);
     Ok(())
 }
@@ -720,5 +748,98 @@ async fn a_renewed_certificate_is_served_without_a_failed_admission() -> Result<
     let (created, failed) = creating.await?;
     assert!(failed.is_empty(), "failed admissions: {failed:?}");
     assert!(created > 10, "only {created} Pods created");
+    Ok(())
+}
+
+#[tokio::test]
+async fn running_pods_that_a_new_policy_denies_are_reported_on_their_owners() -> Result<()> {
+    use k8s_openapi::api::events::v1::Event;
+    let s = setup().await?;
+    let client = s.client.clone();
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    let digest = push_image(&registry, "team-a/alpine", "v1", &vulnerable_alpine()).await?;
+    push_image(&registry, "team-a/app", "v2", &alpine311()).await?;
+    let h = registry.host.clone();
+    let vulnerable = format!("{h}/team-a/alpine@{digest}");
+    let clean = format!("{h}/team-a/app:v2");
+    scan_team_a(&client, &h).await?;
+
+    // Admitted while no policy exists: a Deployment (its ReplicaSet makes the Pod) and
+    // two bare Pods.
+    register_webhook(&s, "Fail").await?;
+    let (ok, stderr) = kubectl_apply(
+        &s.cp,
+        &format!(
+            "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: default
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers: [{{name: app, image: \"{vulnerable}\"}}]
+"
+        ),
+    )?;
+    assert!(ok, "{stderr}");
+    create_pod(&client, "default", "bare", &vulnerable)
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    create_pod(&client, "default", "clean", &clean)
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    // A policy arrives: the running Pods it would deny are reported.
+    let policies: Api<ImagePolicy> = Api::all(client.clone());
+    apply_yaml(&policies, &policy_yaml("Enforce", "Deny")).await?;
+    let events: Api<Event> = Api::default_namespaced(client.clone());
+    let reported = wait_for(
+        "PolicyViolation events on the ReplicaSet and the bare Pod",
+        Duration::from_secs(120),
+        || {
+            let events = events.clone();
+            async move {
+                let list = events.list(&ListParams::default()).await?.items;
+                let violations: Vec<Event> = list
+                    .into_iter()
+                    .filter(|e| e.reason.as_deref() == Some("PolicyViolation"))
+                    .collect();
+                let on = |kind: &str| {
+                    violations
+                        .iter()
+                        .any(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some(kind))
+                };
+                Ok((on("ReplicaSet") && on("Pod")).then_some(violations))
+            }
+        },
+    )
+    .await?;
+    let bare = reported
+        .iter()
+        .find(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("bare"))
+        .expect("an event on the bare Pod");
+    let note = bare.note.clone().unwrap_or_default();
+    assert!(
+        note.contains("ImagePolicy no-critical now denies")
+            && note.contains("ALPINE-CVE-2019-14697"),
+        "{note}"
+    );
+    assert!(
+        !reported
+            .iter()
+            .any(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("clean")),
+        "{reported:?}"
+    );
+    let metrics = s.operator.metrics().await?;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "imagewarden_running_pods_denied{policy=\"no-critical\"} 2"),
+        "{metrics}"
+    );
     Ok(())
 }

@@ -12,6 +12,7 @@ pub mod inventory;
 pub mod layer;
 pub mod matcher;
 pub mod pipeline;
+pub mod policy;
 pub mod reference;
 pub mod registry;
 pub mod report;

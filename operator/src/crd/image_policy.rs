@@ -5,6 +5,10 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use imagewarden_scanner::policy::{
+    DenyLogic, DenyRules, PolicyMode, PolicyRules, SeverityThreshold, UnscannedAction,
+};
+
 /// A security policy for the images Pods run: which namespaces and images it covers,
 /// which findings deny an image, what happens to images without a (fresh) result, and
 /// whether a violation is denied (`Enforce`), admitted with a warning (`Warn`) or only
@@ -31,31 +35,9 @@ pub struct ImagePolicySpec {
     /// The namespaces and images the policy covers.
     #[serde(default, rename = "match")]
     pub match_: PolicyMatch,
-    /// Which findings make an image a violation.
-    #[serde(default)]
-    pub deny: DenyRules,
-    /// An image with no ImageScanResult, or whose result is stale (see `maxResultAge`):
-    /// `Deny` (the default, as Harbor's "prevent vulnerable images from running"),
-    /// `Warn`, or `Allow`.
-    #[serde(default)]
-    pub unscanned: UnscannedAction,
-    /// Start a ScanTask (of a ScanRule in the Pod's namespace that covers the image's
-    /// repository) for an image seen at admission that has no result.
-    #[serde(default)]
-    pub scan_unscanned: bool,
-    /// An image whose last scan failed and that has no result: `Deny` (the default),
-    /// `Warn`, or `Allow`.
-    #[serde(default)]
-    pub scan_failed: UnscannedAction,
-    /// A result older than this (`90s`, `12h`, `7d`), or made with an older vulnerability
-    /// database than the operator's current one, is stale and handled as `unscanned`
-    /// says, on top of its findings. Unset: results do not age.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_result_age: Option<String>,
-    /// `Enforce` (deny violations), `Warn` (admit them with admission warnings) or
-    /// `Audit` (admit them and only count them in the status).
-    #[serde(default)]
-    pub mode: PolicyMode,
+    /// What the policy says of a covered image (shared with `imagewarden scan --policy`).
+    #[serde(flatten)]
+    pub rules: PolicyRules,
 }
 
 /// What the policy covers.
@@ -74,103 +56,6 @@ pub struct PolicyMatch {
     /// so the cluster's components never wait on the webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclude_namespaces: Option<Vec<String>>,
-}
-
-/// A severity threshold: findings at or above it count.
-#[derive(
-    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
-)]
-pub enum SeverityThreshold {
-    Critical,
-    High,
-    Medium,
-    Low,
-}
-
-/// How the vulnerability, baseline and malicious conditions combine.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum DenyLogic {
-    /// Any set condition that holds denies.
-    #[default]
-    Or,
-    /// Only all set conditions holding together deny.
-    And,
-}
-
-/// Which findings make an image a violation. Conditions that are not set take no part;
-/// `ids` always deny, whatever `logic` says.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DenyRules {
-    /// Vulnerability condition: this many (`count`) system or application
-    /// vulnerabilities at or above this severity. Unknown severities never count.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub severity: Option<SeverityThreshold>,
-    /// How many vulnerabilities at or above `severity` deny. Default 1.
-    #[serde(default = "default_count")]
-    #[schemars(default = "default_count", range(min = 1))]
-    pub count: u32,
-    /// Count only vulnerabilities that have a fixed version.
-    #[serde(default)]
-    pub only_fixable: bool,
-    /// Baseline condition: any baseline risk at or above this severity.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub baseline_severity: Option<SeverityThreshold>,
-    /// Malicious condition: any malicious sample, or a known-malicious package
-    /// (an OSV `MAL-` record).
-    #[serde(default)]
-    pub malicious: bool,
-    /// How the set conditions combine: `OR` (default) or `AND`.
-    #[serde(default)]
-    pub logic: DenyLogic,
-    /// Finding ids that always deny: CVE or advisory ids, baseline check ids
-    /// (`IW-BASE-001`). At most 256.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256))]
-    pub ids: Vec<String>,
-}
-
-fn default_count() -> u32 {
-    1
-}
-
-impl Default for DenyRules {
-    fn default() -> Self {
-        Self {
-            severity: None,
-            count: default_count(),
-            only_fixable: false,
-            baseline_severity: None,
-            malicious: false,
-            logic: DenyLogic::Or,
-            ids: Vec::new(),
-        }
-    }
-}
-
-/// What happens to an image without a usable result.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-pub enum UnscannedAction {
-    /// A violation (denied in `Enforce` mode).
-    #[default]
-    Deny,
-    /// Admitted with a warning (in `Enforce` and `Warn` modes).
-    Warn,
-    /// Admitted.
-    Allow,
-}
-
-/// How violations are handled at admission.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-pub enum PolicyMode {
-    /// Violations are denied.
-    #[default]
-    Enforce,
-    /// Violations are admitted with admission warnings.
-    Warn,
-    /// Violations are admitted and counted in the status.
-    Audit,
 }
 
 /// Observed state of an ImagePolicy.

@@ -358,9 +358,9 @@ pub fn judge(
             decision.judgements.push(Judgement {
                 policy: policy.metadata.name.clone().unwrap_or_default(),
                 image: c.image.clone(),
-                action: action(policy.spec.mode, verdict.outcome),
+                action: action(policy.spec.rules.mode, verdict.outcome),
                 reasons: verdict.reasons,
-                scan_wanted: unscanned && policy.spec.scan_unscanned,
+                scan_wanted: unscanned && policy.spec.rules.scan_unscanned,
             });
         }
     }

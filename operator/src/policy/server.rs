@@ -20,7 +20,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 
 use super::admission::{respond, AdmissionSettings, Lookup};
-use super::image::{ImageName, ImageReference};
+use super::image::ImageReference;
 use super::stats::AdmissionStats;
 use crate::context::Context;
 use crate::crd::{
@@ -42,7 +42,8 @@ pub struct Caches {
     pub rules: Store<ScanRule>,
 }
 
-fn watch<K>(api: Api<K>, modify: impl FnMut(&mut K) + Send + 'static) -> Store<K>
+/// A cache of `api`'s objects, each changed by `modify` before it is kept.
+pub(crate) fn watch<K>(api: Api<K>, modify: impl FnMut(&mut K) + Send + 'static) -> Store<K>
 where
     K: kube::Resource
         + Clone
@@ -135,13 +136,13 @@ impl Lookup for Caches {
     }
 
     fn result(&self, image: &ImageReference, namespace: &str) -> Option<Arc<ImageScanResult>> {
+        // Digest or tag first: a string comparison, where the name allocates.
         let candidates = self.results.state_filter(|r| {
-            ImageName::of_result(r) == image.name
-                && match (&image.digest, &image.tag) {
-                    (Some(digest), _) => r.spec.digest == *digest,
-                    (None, Some(tag)) => r.spec.tags.iter().any(|t| t == tag),
-                    (None, None) => false,
-                }
+            (match (&image.digest, &image.tag) {
+                (Some(digest), _) => r.spec.digest == *digest,
+                (None, Some(tag)) => r.spec.tags.iter().any(|t| t == tag),
+                (None, None) => false,
+            }) && crate::policy::result_image(r) == image.name
         });
         // A tag that moved is judged by its newest digest; the Pod's namespace first.
         candidates.into_iter().max_by_key(|r| {
@@ -223,19 +224,32 @@ struct AdmissionState {
 }
 
 async fn validate(State(state): State<Arc<AdmissionState>>, body: axum::body::Bytes) -> Response {
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
+    let started = std::time::Instant::now();
+    let response = answer(&state, &body);
+    state
+        .ctx
+        .metrics
+        .admission_duration(started.elapsed().as_secs_f64());
+    response
+}
+
+fn answer(state: &AdmissionState, body: &[u8]) -> Response {
+    let metrics = &state.ctx.metrics;
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => {
+            metrics.admission_error("bad_request");
             return (
                 StatusCode::BAD_REQUEST,
                 format!("not an AdmissionReview: {e}\n"),
             )
-                .into_response()
+                .into_response();
         }
     };
     let request: AdmissionRequest<DynamicObject> = match review.try_into() {
         Ok(r) => r,
         Err(e) => {
+            metrics.admission_error("bad_request");
             return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
         }
     };
@@ -261,6 +275,16 @@ async fn validate(State(state): State<Arc<AdmissionState>>, body: axum::body::By
             &name,
             &decision,
         );
+    }
+    if decision.invalid.is_some() {
+        metrics.admission_error("invalid_object");
+    }
+    let by_policy = super::stats::strongest(&decision);
+    if by_policy.is_empty() && decision.invalid.is_none() {
+        metrics.admission("", super::Action::Admit.label());
+    }
+    for (policy, j) in by_policy {
+        metrics.admission(policy, j.action.label());
     }
     if !decision.allowed() {
         tracing::info!(kind = %request.kind.kind, namespace = ?request.namespace, name = %request.name, message = %decision.message(), "admission denied");

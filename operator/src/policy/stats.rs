@@ -9,7 +9,7 @@ use std::time::Duration;
 use kube::api::{Api, PostParams};
 use kube::Client;
 
-use super::admission::Decision;
+use super::admission::{Decision, Judgement};
 use super::Action;
 use crate::crd::{ImagePolicy, ImagePolicyStatus, PolicyDenial};
 
@@ -43,6 +43,25 @@ impl PendingCounts {
     }
 }
 
+/// For each policy that judged a request, its strongest judgement (deny over warn over
+/// audit over admit) on any image of the request: what the request counts as.
+pub fn strongest(decision: &Decision) -> BTreeMap<&str, &Judgement> {
+    let rank = |a: Action| match a {
+        Action::Admit => 0,
+        Action::Audit => 1,
+        Action::Warn => 2,
+        Action::Deny => 3,
+    };
+    let mut out: BTreeMap<&str, &Judgement> = BTreeMap::new();
+    for j in &decision.judgements {
+        let entry = out.entry(&j.policy).or_insert(j);
+        if rank(j.action) > rank(entry.action) {
+            *entry = j;
+        }
+    }
+    out
+}
+
 /// Counts of this replica's admission decisions, per policy.
 #[derive(Default)]
 pub struct AdmissionStats {
@@ -53,26 +72,13 @@ impl AdmissionStats {
     /// Counts one request's decision: for each policy, the strongest action it took on
     /// any image of the request.
     pub fn record(&self, kind: &str, namespace: &str, name: &str, decision: &Decision) {
-        let mut strongest: BTreeMap<&str, (Action, &str, &[String])> = BTreeMap::new();
-        for j in &decision.judgements {
-            let rank = |a: Action| match a {
-                Action::Admit => 0,
-                Action::Audit => 1,
-                Action::Warn => 2,
-                Action::Deny => 3,
-            };
-            let entry = strongest
-                .entry(&j.policy)
-                .or_insert((j.action, &j.image, &j.reasons));
-            if rank(j.action) > rank(entry.0) {
-                *entry = (j.action, &j.image, &j.reasons);
-            }
-        }
+        let strongest = strongest(decision);
         if strongest.is_empty() {
             return;
         }
         let mut pending = self.pending.lock().expect("stats lock");
-        for (policy, (action, image, reasons)) in strongest {
+        for (policy, j) in strongest {
+            let (action, image, reasons) = (j.action, &j.image, &j.reasons);
             let counts = pending.entry(policy.to_string()).or_default();
             let label = match action {
                 Action::Admit => {
@@ -184,7 +190,6 @@ async fn add_counts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::admission::Judgement;
 
     fn judgement(policy: &str, image: &str, action: Action) -> Judgement {
         Judgement {

@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::crd::{
-    ExceptedFinding, ImagePolicySpec, ImageScanResultSpec, ImageScanResultStatus,
+    DenyLogic, DenyRules, ExceptedFinding, ImagePolicySpec, ImageScanResultSpec,
+    ImageScanResultStatus, PolicyMode, PolicyRules, SeverityThreshold, UnscannedAction,
     VulnerabilityExceptionSpec,
 };
 use chrono::TimeZone;
@@ -109,12 +110,10 @@ fn result() -> ImageScanResult {
 fn policy(deny: DenyRules) -> ImagePolicySpec {
     ImagePolicySpec {
         match_: Default::default(),
-        deny,
-        unscanned: UnscannedAction::Deny,
-        scan_unscanned: false,
-        scan_failed: UnscannedAction::Deny,
-        max_result_age: None,
-        mode: PolicyMode::Enforce,
+        rules: PolicyRules {
+            deny,
+            ..Default::default()
+        },
     }
 }
 
@@ -313,11 +312,11 @@ fn unscanned_and_failed_images_follow_their_settings() {
         (UnscannedAction::Warn, Outcome::Warn),
         (UnscannedAction::Allow, Outcome::Pass),
     ] {
-        spec.unscanned = action;
+        spec.rules.unscanned = action;
         let v = evaluate(&spec, Subject::Unscanned, &[], facts());
         assert_eq!(v.outcome, outcome, "{action:?}");
-        spec.scan_failed = action;
-        spec.unscanned = UnscannedAction::Allow;
+        spec.rules.scan_failed = action;
+        spec.rules.unscanned = UnscannedAction::Allow;
         let v = evaluate(&spec, Subject::ScanFailed("manifest unknown"), &[], facts());
         assert_eq!(v.outcome, outcome, "scanFailed {action:?}");
         if outcome != Outcome::Pass {
@@ -336,7 +335,7 @@ fn unscanned_and_failed_images_follow_their_settings() {
 #[test]
 fn a_result_older_than_max_result_age_is_stale() {
     let mut spec = policy(DenyRules::default());
-    spec.max_result_age = Some("2h".into());
+    spec.rules.max_result_age = Some("2h".into());
     let fresh = result();
     let v = judge(&spec, &fresh);
     assert_eq!(v.outcome, Outcome::Pass);
@@ -346,7 +345,7 @@ fn a_result_older_than_max_result_age_is_stale() {
     let v = judge(&spec, &old);
     assert_eq!(v.outcome, Outcome::Violation);
     assert_eq!(v.reasons, ["the result is older than maxResultAge 2h"]);
-    spec.unscanned = UnscannedAction::Warn;
+    spec.rules.unscanned = UnscannedAction::Warn;
     assert_eq!(judge(&spec, &old).outcome, Outcome::Warn);
 }
 
@@ -499,13 +498,13 @@ fn the_mode_decides_what_a_violation_does() {
 #[test]
 fn unusable_specs_are_refused_with_the_field() {
     let mut spec = policy(DenyRules::default());
-    spec.max_result_age = Some("seven days".into());
+    spec.rules.max_result_age = Some("seven days".into());
     assert!(validate(&spec)
         .unwrap_err()
         .starts_with("spec.maxResultAge"));
-    spec.max_result_age = Some("99999999999d".into());
+    spec.rules.max_result_age = Some("99999999999d".into());
     assert!(validate(&spec).is_err());
-    spec.max_result_age = Some("7d".into());
+    spec.rules.max_result_age = Some("7d".into());
     assert!(validate(&spec).is_ok());
     spec.match_.images = vec!["has space".into()];
     assert!(validate(&spec)

@@ -20,7 +20,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Resource, ResourceExt};
 
 use super::server::Caches;
-use super::{evaluate, excepted_counts, exception_live, validate, Facts, ImageName, Subject};
+use super::{evaluate, excepted_counts, exception_live, validate, Facts, Subject};
 use crate::context::Context;
 use crate::crd::{
     ImagePolicy, ImageScanResult, PolicyVerdictEntry, SeverityCounts, VulnerabilityException,
@@ -43,7 +43,7 @@ pub fn verdict_entries(
     database_version: Option<&str>,
 ) -> (Vec<PolicyVerdictEntry>, Option<SeverityCounts>) {
     let exceptions: Vec<&VulnerabilityException> = exceptions.iter().map(Arc::as_ref).collect();
-    let image = ImageName::of_result(result);
+    let image = crate::policy::result_image(result);
     let mut entries: Vec<PolicyVerdictEntry> = policies
         .iter()
         .filter(|p| {

@@ -2,6 +2,7 @@
 
 pub mod db;
 pub mod inventory;
+pub mod policy;
 pub mod scan;
 
 use std::path::PathBuf;

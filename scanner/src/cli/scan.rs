@@ -59,6 +59,20 @@ pub struct Args {
     /// Lowest severity that makes --exit-code apply.
     #[arg(long, default_value = "unknown")]
     pub fail_on: Severity,
+    /// Judge the image by an ImagePolicy manifest (the YAML applied to the cluster), as
+    /// the admission webhook would: the verdict and its reasons go to standard error, and
+    /// the exit code is 3 when the policy (in `Enforce` mode) denies the image.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// VulnerabilityException manifests (one or more YAML documents) that apply to the
+    /// --policy verdict; their namespaces do not matter offline. Repeatable.
+    #[arg(long, value_name = "FILE", requires = "policy")]
+    pub exceptions: Vec<PathBuf>,
+    /// The image name (`registry/repository`) --policy judges the image by, for
+    /// `spec.match.images` and the exceptions' `images`. Default: the registry reference
+    /// scanned, or `local/<target>` for archives, directories and inventories.
+    #[arg(long, value_name = "NAME", requires = "policy")]
+    pub policy_image: Option<String>,
     #[command(flatten)]
     pub pull: super::PullArgs,
     /// What to look for (comma-separated): vuln (vulnerabilities and malicious packages),
@@ -159,6 +173,11 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
 
 fn scan_and_report(args: &Args, example: bool) -> anyhow::Result<ExitCode> {
     let vuln = args.scanners.contains(&ScannerKind::Vulnerability);
+    // Policy files are read before anything is pulled: a broken one fails fast.
+    let policy = match &args.policy {
+        Some(path) => Some(super::policy::Judge::load(path, &args.exceptions, args)?),
+        None => None,
+    };
     let mut checks = CheckOptions::default();
     if let Some(path) = &args.malware_hashes {
         checks.add_malware_hash_file(path)?;
@@ -236,6 +255,12 @@ fn scan_and_report(args: &Args, example: bool) -> anyhow::Result<ExitCode> {
         Some(path) => std::fs::write(path, text)
             .with_context(|| format!("cannot write report to {}", path.display()))?,
         None => print!("{text}"),
+    }
+    if let Some(policy) = &policy {
+        let target = args.target.as_deref().unwrap_or_default();
+        if let Some(code) = policy.judge(&report, target) {
+            return Ok(code);
+        }
     }
     if args.exit_code != 0 && report.has_findings_at_or_above(args.fail_on) {
         return Ok(ExitCode::from(args.exit_code));

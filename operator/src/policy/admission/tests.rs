@@ -28,7 +28,7 @@ impl Lookup for Fixture {
         self.results
             .iter()
             .find(|r| {
-                crate::policy::ImageName::of_result(r) == image.name
+                crate::policy::result_image(r) == image.name
                     && (image.digest.as_deref() == Some(&r.spec.digest)
                         || image.tag.as_ref().is_some_and(|t| r.spec.tags.contains(t)))
             })
@@ -53,15 +53,14 @@ fn policy(name: &str, mode: PolicyMode) -> Arc<ImagePolicy> {
         name,
         ImagePolicySpec {
             match_: Default::default(),
-            deny: DenyRules {
-                severity: Some(SeverityThreshold::Critical),
+            rules: crate::crd::PolicyRules {
+                deny: DenyRules {
+                    severity: Some(SeverityThreshold::Critical),
+                    ..Default::default()
+                },
+                mode,
                 ..Default::default()
             },
-            unscanned: Default::default(),
-            scan_unscanned: false,
-            scan_failed: Default::default(),
-            max_result_age: None,
-            mode,
         },
     );
     p.metadata.generation = Some(1);

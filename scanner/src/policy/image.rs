@@ -1,8 +1,6 @@
 //! Image names as policies see them: `registry/repository`, with Docker Hub's short
 //! forms spelled out, and `*` patterns over them.
 
-use crate::crd::ImageScanResult;
-
 /// Docker Hub's registry as policies name it.
 pub const DOCKER_HUB: &str = "docker.io";
 
@@ -18,11 +16,6 @@ pub struct ImageName {
 }
 
 impl ImageName {
-    /// The name of a result's image.
-    pub fn of_result(result: &ImageScanResult) -> Self {
-        Self::new(&result.spec.registry, &result.spec.repository)
-    }
-
     /// Normalizes Docker Hub's aliases and its implicit `library/`.
     pub fn new(registry: &str, repository: &str) -> Self {
         let registry = normalize_registry(registry);
