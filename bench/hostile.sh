@@ -10,7 +10,7 @@
 # (scanner/tests/hostile_inputs.rs) into $IW_HOSTILE_DIR (default: a temporary directory,
 # ~500 MB, removed at the end). Each case runs RUNS times (default 3) under
 # /usr/bin/time; the table gives the median wall time, the largest peak RSS, the exit
-# status and the first line of the CLI's error, if any.
+# status, the bytes written to stderr and the first line of the CLI's error, if any.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
@@ -28,7 +28,8 @@ if [[ ! -f $out/cases.tsv ]]; then
   (cd "$root/scanner" && IW_HOSTILE_DIR="$out" "$test_bin" --ignored --quiet >/dev/null)
 fi
 cd "$root"
-printf '%-26s %9s %12s %5s  %s\n' case "wall s" "peak RSS MB" exit "first error line"
+export NO_COLOR=1
+printf '%-26s %7s %12s %5s %8s  %s\n' case "wall s" "peak RSS MB" exit "stderr B" "first error line"
 while IFS=$'\t' read -r name what args; do
   read -r -a argv <<<"${args//@/$out}"
   walls=()
@@ -42,9 +43,10 @@ while IFS=$'\t' read -r name what args; do
     read -r wall rss < <(tail -n 1 "$err.time")
     walls+=("$wall")
     ((rss > peak)) && peak=$rss
-    first="$(grep -m 1 -iE 'error|warning|refused|exceed' "$err" | cut -c 1-110 || true)"
+    first="$(grep -m 1 -iE 'error|warn|refused|exceed' "$err" | cut -c 1-110 || true)"
+    stderr_bytes=$(wc -c <"$err")
     rm -f "$err" "$err.time"
   done
   median="$(printf '%s\n' "${walls[@]}" | sort -g | sed -n "$(((runs + 1) / 2))p")"
-  printf '%-26s %9s %12d %5s  %s\n' "$name" "$median" "$((peak / 1024))" "$code" "$first"
+  printf '%-26s %7s %12d %5s %8d  %s\n' "$name" "$median" "$((peak / 1024))" "$code" "$stderr_bytes" "$first"
 done <"$out/cases.tsv"

@@ -130,7 +130,12 @@ fn archives(out: &Path, cases: &mut Cases) {
     let extra: Vec<(&str, Vec<u8>)> = names.iter().map(|n| (n.as_str(), doc.clone())).collect();
     let plain = out.join("archive/non-layer.tar");
     std::fs::create_dir_all(plain.parent().unwrap()).unwrap();
-    docker_archive(&plain, std::slice::from_ref(&good), &[sha256(&good)], &extra);
+    docker_archive(
+        &plain,
+        std::slice::from_ref(&good),
+        &[sha256(&good)],
+        &extra,
+    );
     write(
         &out.join("archive/non-layer.tar.gz"),
         gzip(&std::fs::read(&plain).unwrap()),
@@ -164,8 +169,12 @@ fn archives(out: &Path, cases: &mut Cases) {
     h.set_size(1 << 30);
     h.set_mode(0o644);
     h.set_entry_type(tar::EntryType::Regular);
-    tar.append_data(&mut h, "zeros.bin", std::io::Read::take(std::io::repeat(0), 1 << 30))
-        .unwrap();
+    tar.append_data(
+        &mut h,
+        "zeros.bin",
+        std::io::Read::take(std::io::repeat(0), 1 << 30),
+    )
+    .unwrap();
     let bomb = tar.into_inner().unwrap();
     let bomb_id = sha256(&bomb);
     docker_archive(
@@ -230,7 +239,7 @@ fn many_packages_status(n: usize) -> String {
 }
 
 fn sboms(out: &Path, cases: &mut Cases) {
-    let bom = |n: usize| {
+    let bom = |n: usize, description: &str| {
         let mut s = String::from(
             r#"{"bomFormat":"CycloneDX","specVersion":"1.5","version":1,"components":["#,
         );
@@ -240,22 +249,27 @@ fn sboms(out: &Path, cases: &mut Cases) {
             }
             let _ = write!(
                 s,
-                r#"{{"type":"library","name":"package-{i}","version":"1.0.{i}","purl":"pkg:npm/package-{i}@1.0.{i}","description":"a component of a very large bill of materials"}}"#
+                r#"{{"type":"library","name":"package-{i}","version":"1.0.{i}","purl":"pkg:npm/package-{i}@1.0.{i}","description":"{description}"}}"#
             );
         }
         s.push_str("]}");
         s
     };
-    write(&out.join("sbom/huge.cdx.json"), bom(700_000));
+    let short = "a component of a very large bill of materials";
+    write(&out.join("sbom/huge.cdx.json"), bom(700_000, short));
     cases.add(
         "sbom-huge",
         "CycloneDX JSON SBOM of ~107 MB (700,000 components)",
         "scan sbom:@/sbom/huge.cdx.json --db scanner/testdata/osv/npm --format json -o /dev/null",
     );
-    write(&out.join("sbom/under-cap.cdx.json"), bom(390_000));
+    // The most an SBOM may hold: 99,000 components in ~62 MB.
+    write(
+        &out.join("sbom/under-cap.cdx.json"),
+        bom(99_000, &"d".repeat(470)),
+    );
     cases.add(
         "sbom-under-cap",
-        "CycloneDX JSON SBOM of ~60 MB (390,000 components, under the 64 MiB cap)",
+        "CycloneDX JSON SBOM of ~62 MB with 99,000 components (under both caps)",
         "scan sbom:@/sbom/under-cap.cdx.json --db scanner/testdata/osv/npm --format json -o /dev/null",
     );
 }
@@ -269,10 +283,7 @@ fn dpkg(out: &Path, cases: &mut Cases) {
     let mut i = 0;
     while status.len() < 1 << 20 {
         let _ = match i % 3 {
-            0 => write!(
-                status,
-                "Package: p{i}\nStatus: install ok installed\n\n"
-            ),
+            0 => write!(status, "Package: p{i}\nStatus: install ok installed\n\n"),
             1 => write!(
                 status,
                 "Package: p{i}\nStatus: install ok installed\nVersion: :::{}\n\n",
@@ -323,10 +334,11 @@ fn jars(out: &Path, cases: &mut Cases) {
         "scan dir:@/jars/overlapping --db scanner/testdata/osv/npm --format json -o /dev/null",
     );
 
-    // Distinct nested jars: 8 x 20 MiB each, past the inflate budget together.
+    // Distinct nested jars: 6 x 20 MiB each (under the 128 MiB jar cap), past the inflate
+    // budget together.
     let big = vec![b'x'; 20 << 20];
     let inner = stored_zip(&[("data.bin", &big)], &[("data.bin".into(), 0)]);
-    let names: Vec<String> = (0..8).map(|i| format!("lib/n{i}.jar")).collect();
+    let names: Vec<String> = (0..6).map(|i| format!("lib/n{i}.jar")).collect();
     let files: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &inner[..])).collect();
     let central: Vec<(String, usize)> = names.iter().cloned().zip(0..).collect();
     write(
@@ -335,14 +347,14 @@ fn jars(out: &Path, cases: &mut Cases) {
     );
     cases.add(
         "jar-nested-inflate",
-        "jar with 8 distinct nested jars of 20 MiB each",
+        "jar of 120 MiB holding 6 distinct nested jars of 20 MiB each",
         "scan dir:@/jars/distinct --db scanner/testdata/osv/npm --format json -o /dev/null",
     );
 }
 
 fn secrets(out: &Path, cases: &mut Cases) {
     // The second fills the secret scanner's 1 MiB file cap.
-    for (name, n) in [("secrets-1100", 1_100), ("secrets-27k", 27_000)] {
+    for (name, n) in [("secrets-1100", 1_100), ("secrets-25k", 25_000)] {
         let mut text = String::new();
         for i in 0..n {
             let _ = writeln!(text, "aws_access_key_id = AKIA{:016X}", i as u64 * 7919);

@@ -167,12 +167,15 @@ fn every_database_client_checks_the_addresses_its_own_lookup_returns() {
             "{source}: {err}"
         );
     }
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "a denied address was connected to");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "a denied address was connected to"
+    );
 
     // Allowed: the same name reaches the server at the address the lookup gave.
-    let allowing = Arc::new(
-        EgressPolicy::new(&[], &["127.0.0.1/32".parse().unwrap()]).with_lookup(lookup),
-    );
+    let allowing =
+        Arc::new(EgressPolicy::new(&[], &["127.0.0.1/32".parse().unwrap()]).with_lookup(lookup));
     for source in [
         format!("http://db-mirror.test:{port}/osv/npm/all.zip"),
         format!("oci+http://db-mirror.test:{port}/imagewarden/vulndb:1"),
@@ -183,6 +186,9 @@ fn every_database_client_checks_the_addresses_its_own_lookup_returns() {
             Db::load_with(std::slice::from_ref(&source), allowing.clone()).unwrap_err()
         );
         assert!(!err.contains("is not fetched"), "{source}: {err}");
-        assert!(hits.load(Ordering::SeqCst) > before, "{source}: not connected");
+        assert!(
+            hits.load(Ordering::SeqCst) > before,
+            "{source}: not connected"
+        );
     }
 }

@@ -106,8 +106,7 @@ impl reqwest::dns::Resolve for ChangingAnswers {
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let ip = self.answers[i.min(self.answers.len() - 1)];
         Box::pin(async move {
-            Ok(Box::new(std::iter::once(std::net::SocketAddr::new(ip, 0)))
-                as reqwest::dns::Addrs)
+            Ok(Box::new(std::iter::once(std::net::SocketAddr::new(ip, 0))) as reqwest::dns::Addrs)
         })
     }
 }
@@ -152,7 +151,10 @@ async fn a_database_registry_name_is_checked_at_each_connection_not_once_before(
         egress: Some(egress),
     };
     let layers = pull(&by_name, &opts).await?;
-    assert_eq!(layers[0].1, bytes, "the allowed address serves the database");
+    assert_eq!(
+        layers[0].1, bytes,
+        "the allowed address serves the database"
+    );
 
     let err = format!("{:#}", pull(&by_name, &opts).await.unwrap_err());
     assert!(

@@ -135,8 +135,9 @@ pub async fn pull(source: &OciSource, opts: &OciOptions) -> anyhow::Result<Vec<(
         RegistryError::EgressDenied { reason, .. } => {
             anyhow::anyhow!("the vulnerability database {what} is not fetched: {reason}")
         }
-        other => anyhow::Error::new(other)
-            .context(format!("pulling the vulnerability database {what}")),
+        other => {
+            anyhow::Error::new(other).context(format!("pulling the vulnerability database {what}"))
+        }
     };
     let client = pull_client(&reference, source, opts)?;
     let repository = reference.repository();

@@ -211,7 +211,12 @@ pub fn txtar_member(path: &Path, member: &str) -> String {
 }
 
 /// A docker-save archive: layers named `layerN/layer.tar`, the config's diff_ids as given.
-pub fn docker_archive(path: &Path, layers: &[Vec<u8>], diff_ids: &[String], extra: &[(&str, Vec<u8>)]) {
+pub fn docker_archive(
+    path: &Path,
+    layers: &[Vec<u8>],
+    diff_ids: &[String],
+    extra: &[(&str, Vec<u8>)],
+) {
     let mut b = tar::Builder::new(Vec::new());
     let mut add = |name: &str, data: &[u8]| {
         let mut h = tar::Header::new_gnu();
