@@ -8,12 +8,18 @@ use imagewarden_scanner::analyzer::{default_analyzers, FileMeta, Output};
 use libfuzzer_sys::fuzz_target;
 
 const PATHS: &[(&str, u32)] = &[
-    ("usr/lib/python3/site-packages/PyYAML-5.3.dist-info/METADATA", 0o644),
+    (
+        "usr/lib/python3/site-packages/PyYAML-5.3.dist-info/METADATA",
+        0o644,
+    ),
     ("app/node_modules/lodash/package.json", 0o644),
     ("app/demo-1.2.3.jar", 0o644),
     ("app/Cargo.lock", 0o644),
     ("app/vendor/composer/installed.json", 0o644),
-    ("usr/lib/ruby/gems/3.0.0/specifications/rake-13.0.6.gemspec", 0o644),
+    (
+        "usr/lib/ruby/gems/3.0.0/specifications/rake-13.0.6.gemspec",
+        0o644,
+    ),
     ("app/app.deps.json", 0o644),
     ("etc/os-release", 0o644),
     ("usr/local/bin/app", 0o755),
