@@ -22,9 +22,9 @@ fn built_index() -> Result<(Vec<u8>, Db)> {
     Ok((bytes, db))
 }
 
-#[tokio::test]
-async fn an_index_pushed_to_a_registry_loads_as_the_same_database() -> Result<()> {
-    let registry = Registry::start(RegistryMode::Plain).await?;
+/// Pushes the index built from the test records to `imagewarden/vulndb:1` of a plain HTTP
+/// registry; returns the index, its database and the artifact's source.
+async fn pushed_index(registry: &Registry) -> Result<(Vec<u8>, Db, OciSource)> {
     let (bytes, local) = built_index()?;
     let source = OciSource::parse(&format!(
         "oci+http://{}/imagewarden/vulndb:1",
@@ -38,6 +38,13 @@ async fn an_index_pushed_to_a_registry_loads_as_the_same_database() -> Result<()
         &OciOptions::default(),
     )
     .await?;
+    Ok((bytes, local, source))
+}
+
+#[tokio::test]
+async fn an_index_pushed_to_a_registry_loads_as_the_same_database() -> Result<()> {
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    let (bytes, local, source) = pushed_index(&registry).await?;
 
     let layers = pull(&source, &OciOptions::default()).await?;
     assert_eq!(layers.len(), 1);
@@ -117,19 +124,7 @@ async fn a_database_registry_name_is_checked_at_each_connection_not_once_before(
     use std::sync::Arc;
 
     let registry = Registry::start(RegistryMode::Plain).await?;
-    let (bytes, local) = built_index()?;
-    let direct = OciSource::parse(&format!(
-        "oci+http://{}/imagewarden/vulndb:1",
-        registry.host
-    ))
-    .unwrap();
-    push_index(
-        bytes.clone(),
-        serde_json::to_vec(local.info())?,
-        &direct,
-        &OciOptions::default(),
-    )
-    .await?;
+    let (bytes, _, _) = pushed_index(&registry).await?;
 
     // `db-mirror.test` first answers with the registry's (allowed) address, then with the
     // cloud metadata address: a check made once before the pull would let the second pull

@@ -141,13 +141,9 @@ pub async fn pull(source: &OciSource, opts: &OciOptions) -> anyhow::Result<Vec<(
     };
     let client = pull_client(&reference, source, opts)?;
     let repository = reference.repository();
-    let wanted = reference
-        .digest()
-        .or(reference.tag())
-        .unwrap_or("latest")
-        .to_string();
+    let wanted = crate::source::registry::manifest_tag_or_digest(&reference);
     let (raw, _) = client
-        .manifest_bytes(repository, &wanted, &[OCI_MANIFEST])
+        .manifest_bytes(repository, wanted, &[OCI_MANIFEST])
         .await
         .map_err(failed)?;
     if let Some(expected) = reference.digest() {
