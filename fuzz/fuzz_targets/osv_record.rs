@@ -11,8 +11,13 @@ fuzz_target!(|data: &[u8]| {
     if b.write(&mut out).is_ok() {
         let db = Db::from_bytes(out, "fuzz").expect("an index just written opens");
         for (eco, name) in db.packages().take(20) {
-            for e in db.affected(&eco, &name).expect("entries of a listed package") {
-                let _ = db.advisory(e.advisory).expect("an advisory the index names");
+            for e in db
+                .affected(&eco, &name)
+                .expect("entries of a listed package")
+            {
+                let _ = db
+                    .advisory(e.advisory)
+                    .expect("an advisory the index names");
             }
         }
     }

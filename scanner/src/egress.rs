@@ -80,14 +80,41 @@ pub fn parse_range(s: &str) -> Result<IpNet, String> {
 }
 
 /// Which addresses outgoing requests may reach.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct EgressPolicy {
     denied: Vec<IpNet>,
     allowed: Vec<IpNet>,
     hosts: Vec<String>,
     /// Token realms may be on any host.
     any_host: bool,
+    /// Where names are looked up before the answers are filtered; `None`: the system's
+    /// resolver.
+    lookup: Option<Arc<dyn Resolve>>,
 }
+
+impl fmt::Debug for EgressPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EgressPolicy")
+            .field("denied", &self.denied)
+            .field("allowed", &self.allowed)
+            .field("hosts", &self.hosts)
+            .field("any_host", &self.any_host)
+            .field("lookup", &self.lookup.as_ref().map(|_| "custom"))
+            .finish()
+    }
+}
+
+/// Two policies are equal when they allow and deny the same (the resolver is not compared).
+impl PartialEq for EgressPolicy {
+    fn eq(&self, other: &Self) -> bool {
+        self.denied == other.denied
+            && self.allowed == other.allowed
+            && self.hosts == other.hosts
+            && self.any_host == other.any_host
+    }
+}
+
+impl Eq for EgressPolicy {}
 
 impl Default for EgressPolicy {
     /// The default ranges denied, nothing allowed.
@@ -125,7 +152,16 @@ impl EgressPolicy {
             allowed,
             hosts,
             any_host: false,
+            lookup: None,
         }
+    }
+
+    /// This policy with names looked up by `lookup` instead of the system's resolver (its
+    /// answers are filtered all the same): for a resolver of the cluster's own, or to show
+    /// in a test what a name that answers differently from one lookup to the next reaches.
+    pub fn with_lookup(mut self, lookup: Arc<dyn Resolve>) -> Self {
+        self.lookup = Some(lookup);
+        self
     }
 
     /// A policy that lets everything through, token realms on any host included (the
@@ -136,6 +172,7 @@ impl EgressPolicy {
             allowed: Vec::new(),
             hosts: Vec::new(),
             any_host: true,
+            lookup: None,
         }
     }
 
@@ -223,34 +260,6 @@ impl EgressPolicy {
         })?;
         self.check_url(&parsed)
     }
-
-    /// Resolves `host` and checks every address it has, for clients whose resolver cannot
-    /// be replaced (the OCI client of database artifacts): a name with any denied address
-    /// is refused. (A DNS answer that changes between this check and the connection is not
-    /// caught; clients built with [`Self::apply`] check the addresses they connect to.)
-    pub async fn check_host(&self, host: &str, port: u16) -> Result<(), EgressDenied> {
-        let literal = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = literal.parse::<IpAddr>() {
-            return self.check_ip(host, ip);
-        }
-        let resolved = tokio::net::lookup_host((literal, port))
-            .await
-            .map_err(|e| EgressDenied {
-                message: format!("{host} cannot be resolved: {e}"),
-            })?;
-        let mut any = false;
-        for addr in resolved {
-            any = true;
-            self.check_ip(host, addr.ip())?;
-        }
-        if any {
-            Ok(())
-        } else {
-            Err(EgressDenied {
-                message: format!("{host} resolves to no address"),
-            })
-        }
-    }
 }
 
 fn describe(range: &IpNet) -> &'static str {
@@ -277,8 +286,10 @@ impl Resolve for PolicyResolver {
         let policy = self.0.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let resolved: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let resolved: Vec<SocketAddr> = match &policy.lookup {
+                Some(lookup) => lookup.resolve(name).await?.collect(),
+                None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
+            };
             let mut first_denial = None;
             let allowed: Vec<SocketAddr> = resolved
                 .into_iter()

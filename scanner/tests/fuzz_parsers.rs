@@ -318,11 +318,15 @@ fn targets() -> Vec<Target> {
             name: "elf-binary",
             // Go build info and Rust audit data live in ELF files; a minimal ELF header
             // is the seed (the real binaries are fixtures fetched by script, not kept here).
-            seeds: vec![{
-                let mut elf = b"\x7fELF\x02\x01\x01\0".to_vec();
-                elf.resize(4096, 0);
-                elf
-            }],
+            // The second seed once made the bounds arithmetic overflow.
+            seeds: vec![
+                {
+                    let mut elf = b"\x7fELF\x02\x01\x01\0".to_vec();
+                    elf.resize(4096, 0);
+                    elf
+                },
+                corpus("elf-wrapping-offsets.bin"),
+            ],
             max: 64 << 10,
             run: Box::new(|d| {
                 let meta = analyzer::FileMeta {

@@ -88,36 +88,6 @@ fn a_digest_algorithm_that_cannot_be_verified_is_refused() {
     assert!(err.to_string().contains("not supported"), "{err}");
 }
 
-/// A docker-save archive: layers named `layerN/layer.tar`, the config's diff_ids as given.
-fn docker_archive(path: &Path, layers: &[Vec<u8>], diff_ids: &[String], extra: &[(&str, Vec<u8>)]) {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut add = |name: &str, data: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, name, data).unwrap();
-    };
-    let names: Vec<String> = (0..layers.len())
-        .map(|i| format!("layer{i}/layer.tar"))
-        .collect();
-    for (name, data) in names.iter().zip(layers) {
-        add(name, data);
-    }
-    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids}});
-    add("config.json", &serde_json::to_vec(&config).unwrap());
-    for (name, data) in extra {
-        add(name, data);
-    }
-    let manifest =
-        serde_json::json!([{"Config": "config.json", "RepoTags": ["t:1"], "Layers": names}]);
-    if !extra.iter().any(|(n, _)| *n == "manifest.json") {
-        add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
-    }
-    std::fs::write(path, b.into_inner().unwrap()).unwrap();
-}
-
 #[test]
 fn docker_save_layers_are_checked_against_the_config_diff_ids() {
     let good = debian_layer();

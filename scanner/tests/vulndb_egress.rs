@@ -1,6 +1,8 @@
 //! Database sources go through the egress policy as registries do: http(s) base URLs,
 //! `nvd:` URLs, `oci://` artifacts and `db update`'s official URLs are refused when their
 //! address is denied, before any connection, and redirects may not lead to a denied address.
+//! Names are checked by the resolver of the client that connects: the addresses checked are
+//! the addresses connected to.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -131,4 +133,62 @@ async fn db_update_refuses_official_urls_on_denied_addresses() {
     let err = format!("{:#}", update(&opts).await.unwrap_err());
     assert!(err.contains("link-local"), "{err}");
     assert_eq!(hits.load(Ordering::SeqCst), 0);
+}
+
+/// A name server that answers every name with `ip`.
+struct AnswersWith(std::net::IpAddr);
+
+impl reqwest::dns::Resolve for AnswersWith {
+    fn resolve(&self, _name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let addr = std::net::SocketAddr::new(self.0, 0);
+        Box::pin(async move { Ok(Box::new(std::iter::once(addr)) as reqwest::dns::Addrs) })
+    }
+}
+
+#[test]
+fn every_database_client_checks_the_addresses_its_own_lookup_returns() {
+    let (addr, hits) = counting_server("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    let port = addr.rsplit(':').next().unwrap();
+    // A name the system cannot resolve, answered by the policy's own lookup with loopback.
+    let lookup = Arc::new(AnswersWith([127, 0, 0, 1].into()));
+    let denying = Arc::new(EgressPolicy::default().with_lookup(lookup.clone()));
+    for source in [
+        format!("http://db-mirror.test:{port}/osv/npm/all.zip"),
+        format!("http://db-mirror.test:{port}/osv"),
+        format!("nvd:http://db-mirror.test:{port}/nvd/nvdcve-2.0-2024.json.gz"),
+        format!("oci+http://db-mirror.test:{port}/imagewarden/vulndb:1"),
+    ] {
+        let err = format!(
+            "{:#}",
+            Db::load_with(std::slice::from_ref(&source), denying.clone()).unwrap_err()
+        );
+        assert!(
+            err.contains("db-mirror.test resolves to 127.0.0.1, in the denied range 127.0.0.0/8"),
+            "{source}: {err}"
+        );
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "a denied address was connected to"
+    );
+
+    // Allowed: the same name reaches the server at the address the lookup gave.
+    let allowing =
+        Arc::new(EgressPolicy::new(&[], &["127.0.0.1/32".parse().unwrap()]).with_lookup(lookup));
+    for source in [
+        format!("http://db-mirror.test:{port}/osv/npm/all.zip"),
+        format!("oci+http://db-mirror.test:{port}/imagewarden/vulndb:1"),
+    ] {
+        let before = hits.load(Ordering::SeqCst);
+        let err = format!(
+            "{:#}",
+            Db::load_with(std::slice::from_ref(&source), allowing.clone()).unwrap_err()
+        );
+        assert!(!err.contains("is not fetched"), "{source}: {err}");
+        assert!(
+            hits.load(Ordering::SeqCst) > before,
+            "{source}: not connected"
+        );
+    }
 }

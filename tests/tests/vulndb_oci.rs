@@ -22,9 +22,9 @@ fn built_index() -> Result<(Vec<u8>, Db)> {
     Ok((bytes, db))
 }
 
-#[tokio::test]
-async fn an_index_pushed_to_a_registry_loads_as_the_same_database() -> Result<()> {
-    let registry = Registry::start(RegistryMode::Plain).await?;
+/// Pushes the index built from the test records to `imagewarden/vulndb:1` of a plain HTTP
+/// registry; returns the index, its database and the artifact's source.
+async fn pushed_index(registry: &Registry) -> Result<(Vec<u8>, Db, OciSource)> {
     let (bytes, local) = built_index()?;
     let source = OciSource::parse(&format!(
         "oci+http://{}/imagewarden/vulndb:1",
@@ -38,6 +38,13 @@ async fn an_index_pushed_to_a_registry_loads_as_the_same_database() -> Result<()
         &OciOptions::default(),
     )
     .await?;
+    Ok((bytes, local, source))
+}
+
+#[tokio::test]
+async fn an_index_pushed_to_a_registry_loads_as_the_same_database() -> Result<()> {
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    let (bytes, local, source) = pushed_index(&registry).await?;
 
     let layers = pull(&source, &OciOptions::default()).await?;
     assert_eq!(layers.len(), 1);
@@ -89,6 +96,72 @@ async fn a_tls_registry_needs_its_ca_and_a_missing_artifact_is_a_clear_error() -
     assert!(
         format!("{err:#}").contains("imagewarden/vulndb:absent"),
         "{err:#}"
+    );
+    Ok(())
+}
+
+/// A name server whose answer changes: `answers[i]` for the i-th lookup, the last one after.
+struct ChangingAnswers {
+    answers: Vec<std::net::IpAddr>,
+    lookups: std::sync::atomic::AtomicUsize,
+}
+
+impl reqwest::dns::Resolve for ChangingAnswers {
+    fn resolve(&self, _name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let i = self
+            .lookups
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let ip = self.answers[i.min(self.answers.len() - 1)];
+        Box::pin(async move {
+            Ok(Box::new(std::iter::once(std::net::SocketAddr::new(ip, 0))) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_database_registry_name_is_checked_at_each_connection_not_once_before() -> Result<()> {
+    use imagewarden_scanner::egress::EgressPolicy;
+    use std::sync::Arc;
+
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    let (bytes, _, _) = pushed_index(&registry).await?;
+
+    // `db-mirror.test` first answers with the registry's (allowed) address, then with the
+    // cloud metadata address: a check made once before the pull would let the second pull
+    // through to whatever the name then points at.
+    let port = registry.host.rsplit(':').next().unwrap();
+    let by_name = OciSource::parse(&format!(
+        "oci+http://db-mirror.test:{port}/imagewarden/vulndb:1"
+    ))
+    .unwrap();
+    let answers = Arc::new(ChangingAnswers {
+        answers: vec![[127, 0, 0, 1].into(), [169, 254, 169, 254].into()],
+        lookups: Default::default(),
+    });
+    let egress = Arc::new(
+        EgressPolicy::new(&[], &["127.0.0.1/32".parse().unwrap()]).with_lookup(answers.clone()),
+    );
+    let opts = OciOptions {
+        ca_pem: None,
+        egress: Some(egress),
+    };
+    let layers = pull(&by_name, &opts).await?;
+    assert_eq!(
+        layers[0].1, bytes,
+        "the allowed address serves the database"
+    );
+
+    let err = format!("{:#}", pull(&by_name, &opts).await.unwrap_err());
+    assert!(
+        err.contains("is not fetched")
+            && err.contains("db-mirror.test resolves to 169.254.169.254")
+            && err.contains("link-local"),
+        "{err}"
+    );
+    assert_eq!(
+        answers.lookups.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one lookup per pull, made by the connection itself"
     );
     Ok(())
 }

@@ -51,7 +51,7 @@ impl<'a> Elf<'a> {
         let is64 = data[4] == 2;
         let le = data[5] == 1;
         let u16_at = |o: usize| -> Option<u64> {
-            let b: [u8; 2] = data.get(o..o + 2)?.try_into().ok()?;
+            let b: [u8; 2] = data.get(o..o.checked_add(2)?)?.try_into().ok()?;
             Some(if le {
                 u16::from_le_bytes(b)
             } else {
@@ -59,7 +59,7 @@ impl<'a> Elf<'a> {
             } as u64)
         };
         let u32_at = |o: usize| -> Option<u64> {
-            let b: [u8; 4] = data.get(o..o + 4)?.try_into().ok()?;
+            let b: [u8; 4] = data.get(o..o.checked_add(4)?)?.try_into().ok()?;
             Some(if le {
                 u32::from_le_bytes(b)
             } else {
@@ -67,7 +67,7 @@ impl<'a> Elf<'a> {
             } as u64)
         };
         let u64_at = |o: usize| -> Option<u64> {
-            let b: [u8; 8] = data.get(o..o + 8)?.try_into().ok()?;
+            let b: [u8; 8] = data.get(o..o.checked_add(8)?)?.try_into().ok()?;
             Some(if le {
                 u64::from_le_bytes(b)
             } else {
@@ -84,11 +84,13 @@ impl<'a> Elf<'a> {
         for i in 0..shnum.min(4096) {
             let base = usize::try_from(shoff.checked_add(i * shentsize)?).ok()?;
             let name = u32_at(base)? as u32;
-            let kind = u32_at(base + 4)? as u32;
+            // A section header table near the end of the address space must not wrap.
+            let at = |delta: usize| base.checked_add(delta);
+            let kind = u32_at(at(4)?)? as u32;
             let (addr, off, size) = if is64 {
-                (word(base + 16)?, word(base + 24)?, word(base + 32)?)
+                (word(at(16)?)?, word(at(24)?)?, word(at(32)?)?)
             } else {
-                (word(base + 12)?, word(base + 16)?, word(base + 20)?)
+                (word(at(12)?)?, word(at(16)?)?, word(at(20)?)?)
             };
             sections.push((name, off, size, kind, addr));
         }
@@ -127,9 +129,11 @@ impl<'a> Elf<'a> {
         self.sections
             .iter()
             .find_map(|(_, off, size, kind, start)| {
-                let within = *kind != 8 && addr >= *start && addr.checked_add(len)? <= start + size;
+                let within = *kind != 8
+                    && addr >= *start
+                    && addr.checked_add(len)? <= start.checked_add(*size)?;
                 within
-                    .then(|| self.bytes(off + (addr - start), len))
+                    .then(|| self.bytes(off.checked_add(addr - start)?, len))
                     .flatten()
             })
     }
@@ -311,6 +315,34 @@ fn cargo_auditable(path: &str, section: &[u8], out: &mut Output) {
 mod tests {
     use super::*;
     use crate::analyzer::Fact;
+
+    #[test]
+    fn offsets_at_the_end_of_the_address_space_do_not_wrap() {
+        // Section headers said to start 3 bytes before the end of the address space
+        // (found by coverage-guided fuzzing: the bounds arithmetic overflowed).
+        let mut header = vec![0u8; 64];
+        header[..4].copy_from_slice(b"\x7fELF");
+        header[4] = 2;
+        header[5] = 1;
+        header[0x28..0x30].copy_from_slice(&(u64::MAX - 3).to_le_bytes());
+        header[0x3A..0x3C].copy_from_slice(&64u16.to_le_bytes());
+        header[0x3C..0x3E].copy_from_slice(&1u16.to_le_bytes());
+        assert!(Elf::parse(&header).is_none());
+        // A section whose address range wraps holds no address.
+        let file = elf(&[(".data", u64::MAX - 1, &[1, 2, 3, 4])]);
+        let parsed = Elf::parse(&file).unwrap();
+        assert_eq!(parsed.read_at_address(u64::MAX - 1, 1), None);
+        let mut out = Output::default();
+        ExecutableAnalyzer.analyze_file(
+            &FileMeta {
+                path: "usr/local/bin/app",
+                mode: 0o755,
+                size: header.len() as u64,
+            },
+            &header,
+            &mut out,
+        );
+    }
 
     /// A minimal little-endian ELF64 file with the given (name, address, data) sections.
     fn elf(sections: &[(&str, u64, &[u8])]) -> Vec<u8> {

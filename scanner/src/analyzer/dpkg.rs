@@ -131,6 +131,23 @@ mod tests {
     }
 
     #[test]
+    fn a_status_file_stops_growing_its_results_at_the_byte_limit() {
+        // 20,000 packages would take ~6 MB of results; the output holds 64 KiB of them.
+        let status: String = (0..20_000)
+            .map(|i| format!("Package: p{i}\nStatus: install ok installed\nVersion: 1.{i}\n\n"))
+            .collect();
+        let mut out = Output::with_limit(64 << 10);
+        parse_status("var/lib/dpkg/status", &status, &mut out);
+        assert!(out.over_limit());
+        assert!(out.approx_bytes() <= 64 << 10, "{}", out.approx_bytes());
+        assert!(!out.facts.is_empty() && out.facts.len() < 1_000);
+        let mut unbounded = Output::default();
+        parse_status("var/lib/dpkg/status", &status, &mut unbounded);
+        assert_eq!(unbounded.facts.len(), 20_000);
+        assert!(!unbounded.over_limit());
+    }
+
+    #[test]
     fn crlf_status_file_reads_like_lf() {
         let lf = "Package: libssl1.1\nStatus: install ok installed\nSource: openssl (1.1.1n-0+deb11u3)\nVersion: 1.1.1n-0+deb11u3+b1\n\nPackage: zlib1g\nStatus: install ok installed\nVersion: 1:1.2.11.dfsg-2+deb11u2\n";
         let crlf = lf.replace('\n', "\r\n");

@@ -48,39 +48,80 @@ pub struct Output {
     pub warnings: Vec<String>,
     /// Warnings beyond [`MAX_WARNINGS`], counted in the last line of `warnings`.
     omitted_warnings: u64,
+    /// Bytes of facts this output may hold (what is left of the scan's retained-bytes
+    /// budget); `None`: no bound.
+    limit: Option<u64>,
+    /// [`fact_bytes`] of the facts added through [`Output::package`] and [`Output::fact`].
+    kept: u64,
+    /// A fact was dropped because it would have passed `limit`.
+    over_limit: bool,
+}
+
+/// About how many bytes a fact takes in memory (strings and a fixed cost).
+pub fn fact_bytes(fact: &Fact) -> u64 {
+    let n = match fact {
+        Fact::Package(p) => {
+            p.name.len()
+                + p.version.len()
+                + p.purl.len()
+                + p.path.len()
+                + p.source_name.as_ref().map_or(0, String::len)
+                + p.source_version.as_ref().map_or(0, String::len)
+                + p.vendor.as_ref().map_or(0, String::len)
+                + p.module.as_ref().map_or(0, String::len)
+                + 256
+        }
+        Fact::Os(o) => o.family.len() + 128,
+        Fact::Check(c) => {
+            c.id.len()
+                + c.title.len()
+                + c.path.as_ref().map_or(0, String::len)
+                + c.config_key.as_ref().map_or(0, String::len)
+                + 512
+        }
+    };
+    n as u64
 }
 
 impl Output {
+    /// An output that holds at most `limit` bytes of facts: analyzers stop growing it
+    /// there (a file of millions of packages is not parsed into memory first and
+    /// measured after), and [`Output::over_limit`] tells the walk to fail the scan.
+    pub fn with_limit(limit: u64) -> Self {
+        Output {
+            limit: Some(limit),
+            ..Output::default()
+        }
+    }
+
+    /// Whether a fact was dropped for the byte limit.
+    pub fn over_limit(&self) -> bool {
+        self.over_limit
+    }
+
     /// About how many bytes these results take in memory (strings and a fixed cost per
     /// item), for the per-scan retained-bytes budget.
     pub fn approx_bytes(&self) -> u64 {
-        let facts: usize = self
-            .facts
-            .iter()
-            .map(|f| match f {
-                Fact::Package(p) => {
-                    p.name.len()
-                        + p.version.len()
-                        + p.purl.len()
-                        + p.path.len()
-                        + p.source_name.as_ref().map_or(0, String::len)
-                        + p.source_version.as_ref().map_or(0, String::len)
-                        + p.vendor.as_ref().map_or(0, String::len)
-                        + p.module.as_ref().map_or(0, String::len)
-                        + 256
-                }
-                Fact::Os(o) => o.family.len() + 128,
-                Fact::Check(c) => {
-                    c.id.len()
-                        + c.title.len()
-                        + c.path.as_ref().map_or(0, String::len)
-                        + c.config_key.as_ref().map_or(0, String::len)
-                        + 512
-                }
-            })
-            .sum();
+        let facts: u64 = self.facts.iter().map(fact_bytes).sum();
         let warnings: usize = self.warnings.iter().map(|w| w.len() + 24).sum();
-        (facts + warnings) as u64
+        facts + warnings as u64
+    }
+
+    /// Adds `fact` unless it would pass the limit (then it is dropped and remembered).
+    pub fn fact(&mut self, fact: Fact) {
+        if self.over_limit {
+            return;
+        }
+        let bytes = fact_bytes(&fact);
+        if self
+            .limit
+            .is_some_and(|limit| self.kept.saturating_add(bytes) > limit)
+        {
+            self.over_limit = true;
+            return;
+        }
+        self.kept += bytes;
+        self.facts.push(fact);
     }
 }
 
@@ -119,7 +160,7 @@ pub fn push_bounded_warning(warnings: &mut Vec<String>, omitted: &mut u64, max: 
 
 impl Output {
     pub fn package(&mut self, p: Package) {
-        self.facts.push(Fact::Package(p));
+        self.fact(Fact::Package(p));
     }
     pub fn warn(&mut self, w: impl Into<String>) {
         push_bounded_warning(

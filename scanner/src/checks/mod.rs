@@ -20,7 +20,7 @@ use crate::finding::{CheckClass, CheckFinding, ScannerKind, SeveritySummary};
 use crate::source::ScannedImage;
 
 pub(crate) fn emit(out: &mut Output, f: CheckFinding) {
-    out.facts.push(Fact::Check(Box::new(f)));
+    out.fact(Fact::Check(Box::new(f)));
 }
 
 /// What the checks look for.

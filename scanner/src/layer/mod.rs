@@ -403,8 +403,9 @@ fn keep_result(
     limits: &WalkLimits,
 ) -> io::Result<()> {
     scan.retained_bytes += result.output.approx_bytes() + path.len() as u64 + 64;
+    let over = result.output.over_limit();
     scan.files.insert(path, result);
-    if scan.retained_bytes > limits.max_retained_bytes {
+    if over || scan.retained_bytes > limits.max_retained_bytes {
         return Err(io::Error::other(RetainedOverBudget));
     }
     Ok(())
@@ -468,7 +469,13 @@ pub fn walk_tar_with<R: Read>(
         if wanting.is_empty() {
             continue;
         }
-        let mut result = FileResult::default();
+        let mut result = FileResult {
+            output: Output::with_limit(
+                limits
+                    .max_retained_bytes
+                    .saturating_sub(scan.retained_bytes),
+            ),
+        };
         if kind == tar::EntryType::Link {
             // A hard link names an earlier entry of this layer and has its content. The walk
             // reads each layer once: a target still held from its own reading is analyzed

@@ -3,7 +3,7 @@
 use super::oci::{self, Descriptor, Manifest};
 use super::progress::{bar, ProgressReader};
 use super::{assemble, ImageRef, PullOptions, ScannedImage, SourceError};
-use crate::analyzer::{Analyzer, FileMeta};
+use crate::analyzer::{Analyzer, FileMeta, Output};
 use crate::layer::{self, scan_layer_with, FileResult, LayerScan};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -409,7 +409,13 @@ pub fn scan_dir(
                 continue;
             }
             // Mode-only analyzers (setuid, world-writable) judge the file as in an image layer.
-            let mut result = FileResult::default();
+            let mut result = FileResult {
+                output: Output::with_limit(
+                    limits
+                        .max_retained_bytes
+                        .saturating_sub(scan.retained_bytes),
+                ),
+            };
             let (by_meta, wanting): (Vec<&dyn Analyzer>, Vec<&dyn Analyzer>) =
                 wanting.into_iter().partition(|a| a.metadata_only());
             for a in by_meta {
@@ -448,8 +454,9 @@ pub fn scan_dir(
                 a.analyze_file(&fm, &data, &mut result.output);
             }
             scan.retained_bytes += result.output.approx_bytes() + rel.len() as u64 + 64;
+            let over = result.output.over_limit();
             scan.files.insert(rel, result);
-            if scan.retained_bytes > limits.max_retained_bytes {
+            if over || scan.retained_bytes > limits.max_retained_bytes {
                 return Err(layer::LayerError::RetainedOverBudget {
                     digest: what,
                     limit: limits.max_retained_bytes,

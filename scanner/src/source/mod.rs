@@ -6,7 +6,7 @@ mod config;
 mod local;
 pub mod oci;
 mod progress;
-mod registry;
+pub(crate) mod registry;
 pub mod sbom;
 
 pub use crate::registry::parse_auth_params;

@@ -127,6 +127,12 @@ fn client(
     RegistryClient::for_pulls(&access).map_err(|e| registry_error(target, e))
 }
 
+/// What to ask the registry's manifest endpoint for: the reference's digest, else its
+/// tag, else `latest`.
+pub(crate) fn manifest_tag_or_digest(reference: &Reference) -> &str {
+    reference.digest().or(reference.tag()).unwrap_or("latest")
+}
+
 fn registry_error(target: &str, e: RegistryError) -> SourceError {
     SourceError::Registry {
         reference: target.to_string(),
@@ -146,13 +152,12 @@ pub async fn read(
     let client = client(&reference, target, opts)?;
     let repository = reference.repository();
     let error = |e| registry_error(target, e);
-    let wanted = reference
-        .digest()
-        .or(reference.tag())
-        .unwrap_or("latest")
-        .to_string();
     let (raw, digest) = client
-        .manifest_bytes(repository, &wanted, oci::ACCEPTED_MANIFESTS)
+        .manifest_bytes(
+            repository,
+            manifest_tag_or_digest(&reference),
+            oci::ACCEPTED_MANIFESTS,
+        )
         .await
         .map_err(error)?;
     if let Some(expected) = reference.digest() {

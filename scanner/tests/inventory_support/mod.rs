@@ -209,3 +209,95 @@ pub fn txtar_member(path: &Path, member: &str) -> String {
     let end = rest.find("\n-- ").map(|i| i + 1).unwrap_or(rest.len());
     rest[..end].to_string()
 }
+
+/// A docker-save archive: layers named `layerN/layer.tar`, the config's diff_ids as given.
+pub fn docker_archive(
+    path: &Path,
+    layers: &[Vec<u8>],
+    diff_ids: &[String],
+    extra: &[(&str, Vec<u8>)],
+) {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    let names: Vec<String> = (0..layers.len())
+        .map(|i| format!("layer{i}/layer.tar"))
+        .collect();
+    for (name, data) in names.iter().zip(layers) {
+        add(name, data);
+    }
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids}});
+    add("config.json", &serde_json::to_vec(&config).unwrap());
+    for (name, data) in extra {
+        add(name, data);
+    }
+    let manifest =
+        serde_json::json!([{"Config": "config.json", "RepoTags": ["t:1"], "Layers": names}]);
+    if !extra.iter().any(|(n, _)| *n == "manifest.json") {
+        add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    }
+    std::fs::write(path, b.into_inner().unwrap()).unwrap();
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A stored (uncompressed) zip: `files` are written once each; `central` lists
+/// (name, index into `files`) entries, so several may point at the same bytes.
+pub fn stored_zip(files: &[(&str, &[u8])], central: &[(String, usize)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut offsets = Vec::new();
+    let crcs: Vec<u32> = files.iter().map(|(_, data)| crc32(data)).collect();
+    for ((name, data), crc) in files.iter().zip(&crcs) {
+        offsets.push(out.len() as u32);
+        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        out.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(data);
+    }
+    let cd_start = out.len() as u32;
+    for (name, i) in central {
+        let data = files[*i].1;
+        out.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        out.extend_from_slice(&[20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(&crcs[*i].to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(&[0; 12]);
+        out.extend_from_slice(&offsets[*i].to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+    }
+    let cd_len = out.len() as u32 - cd_start;
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&(central.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(central.len() as u16).to_le_bytes());
+    out.extend_from_slice(&cd_len.to_le_bytes());
+    out.extend_from_slice(&cd_start.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
+}
