@@ -48,7 +48,7 @@ impl ImageReference {
             return Err(ReferenceError::Malformed("contains whitespace"));
         }
         let (rest, digest) = match reference.split_once('@') {
-            Some((r, d)) if d.contains(':') && !d.contains('@') => (r, Some(d.to_string())),
+            Some((r, d)) if is_digest(d) => (r, Some(d.to_string())),
             Some(_) => return Err(ReferenceError::Malformed("bad digest")),
             None => (reference, None),
         };
@@ -143,11 +143,26 @@ fn is_registry(component: &str) -> bool {
     component.contains('.') || component.contains(':') || component == "localhost"
 }
 
-/// Docker Hub's other host names are `docker.io`.
-fn normalize_registry(host: &str) -> String {
-    match host {
-        "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB.to_string(),
-        h => h.to_string(),
+/// `algorithm:hex` (e.g. `sha256:…`).
+fn is_digest(d: &str) -> bool {
+    d.split_once(':').is_some_and(|(alg, hex)| {
+        !alg.is_empty() && !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit())
+    })
+}
+
+/// A registry host as references compare it: lower case, without a URL scheme or a
+/// trailing slash, and Docker Hub's other host names as `docker.io`.
+pub fn normalize_registry(host: &str) -> String {
+    let host = host
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_ascii_lowercase();
+    match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+            DOCKER_HUB.to_string()
+        }
+        _ => host,
     }
 }
 

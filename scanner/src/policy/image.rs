@@ -1,8 +1,7 @@
 //! Image names as policies see them: `registry/repository`, with Docker Hub's short
 //! forms spelled out, and `*` patterns over them.
 
-/// Docker Hub's registry as policies name it.
-pub const DOCKER_HUB: &str = "docker.io";
+use crate::reference::{normalize_registry, DOCKER_HUB};
 
 /// Longest image reference considered; longer ones are refused.
 pub const MAX_REFERENCE_CHARS: usize = 512;
@@ -37,20 +36,6 @@ impl std::fmt::Display for ImageName {
     }
 }
 
-fn normalize_registry(registry: &str) -> String {
-    let host = registry
-        .trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_ascii_lowercase();
-    match host.as_str() {
-        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
-            DOCKER_HUB.to_string()
-        }
-        _ => host,
-    }
-}
-
 /// An image reference as a container spec writes it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ImageReference {
@@ -75,41 +60,16 @@ impl ImageReference {
         {
             return Err("an image reference holds no spaces or control characters".into());
         }
-        let (rest, digest) = match reference.split_once('@') {
-            Some((r, d)) => {
-                let valid = d.split_once(':').is_some_and(|(alg, hex)| {
-                    !alg.is_empty() && !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit())
-                });
-                if !valid {
-                    return Err(format!("{d:?} is not a digest"));
-                }
-                (r, Some(d.to_string()))
-            }
-            None => (reference, None),
-        };
-        let (path, tag) = match rest.rsplit_once(':') {
-            Some((p, t)) if !t.contains('/') => (p, Some(t.to_string())),
-            _ => (rest, None),
-        };
-        let (registry, repository) = match path.split_once('/') {
-            Some((host, repo))
-                if host.contains('.') || host.contains(':') || host == "localhost" =>
-            {
-                (host, repo)
-            }
-            _ => (DOCKER_HUB, path),
-        };
-        if repository.is_empty() || tag.as_deref() == Some("") {
-            return Err(format!("{reference:?} names no repository"));
-        }
-        let tag = match (&tag, &digest) {
+        let parsed = crate::reference::ImageReference::parse(reference)
+            .map_err(|e| format!("{reference:?}: {e}"))?;
+        let tag = match (parsed.tag(), parsed.digest()) {
             (None, None) => Some("latest".to_string()),
-            _ => tag,
+            (tag, _) => tag.map(str::to_string),
         };
         Ok(Self {
-            name: ImageName::new(registry, &repository.to_ascii_lowercase()),
+            name: ImageName::new(parsed.registry(), &parsed.repository().to_ascii_lowercase()),
             tag,
-            digest,
+            digest: parsed.digest().map(str::to_string),
         })
     }
 }
