@@ -24,7 +24,7 @@ use tracing::{debug, info, warn};
 use crate::context::Context;
 use crate::crd::{ImageProgress, ImageScanResult, ScanRule, ScanTask, SeenTag};
 use crate::registry::access::{registry_host, same_registry};
-use crate::registry::delete::DeleteEvent;
+use crate::registry::notification::DeleteEvent;
 use crate::registry::{Scope, TagFilter};
 use crate::Error;
 use imagewarden_scanner::reference::ImageReference;

@@ -10,10 +10,10 @@
 pub mod access;
 #[cfg(test)]
 mod bearer_tests;
-pub mod delete;
 pub mod discovery;
 #[cfg(test)]
 mod egress_tests;
+pub mod notification;
 pub mod push;
 /// The distribution API client and its errors, shared with the scanner's pulls.
 pub use imagewarden_scanner::registry::{client, error};
@@ -21,11 +21,11 @@ pub mod webhook;
 
 pub use access::{access_from_spec, Credentials, CredentialsError, FromSecretData, RegistryAccess};
 pub use client::RegistryClient;
-pub use delete::DeleteEvent;
 pub use discovery::{
     discover, discover_for_rule, DiscoveredImage, Discovery, DiscoveryLimits, RepositoryError,
     RuleDiscoveryError, Scope, TagFilter,
 };
 pub use error::RegistryError;
+pub use notification::DeleteEvent;
 pub use push::{coalesce_pushes, rule_matches_push, PushBatch, PushCoalescer, PushEvent};
 pub use webhook::{router, serve, WebhookError};

@@ -24,61 +24,25 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 
-use super::client::{is_digest, MANIFEST_MEDIA_TYPES};
-use super::delete::{parse_distribution_deletes, parse_harbor_deletes, DeleteEvent};
+pub use super::notification::WebhookError;
+use super::notification::{
+    parse_distribution_deletes, parse_distribution_envelope, parse_harbor_deletes,
+    parse_harbor_webhook, DeleteEvent,
+};
 use super::push::PushEvent;
 
 /// Path of the CNCF Distribution notification endpoint.
 pub const DISTRIBUTION_PATH: &str = "/webhook/distribution";
 /// Path of the Harbor webhook endpoint.
 pub const HARBOR_PATH: &str = "/webhook/harbor";
-
-/// Why a webhook request was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum WebhookError {
-    #[error("missing or wrong token in the Authorization header")]
-    Unauthorized,
-    #[error("malformed {format} webhook body: {message}")]
-    Malformed {
-        format: &'static str,
-        message: String,
-    },
-    #[error("the operator is not accepting push events (shutting down)")]
-    Unavailable,
-    #[error("the request body did not arrive in time")]
-    TooSlow,
-    #[error("the request body could not be read or is larger than {limit} bytes")]
-    BodyUnreadable { limit: usize },
-}
-
-impl IntoResponse for WebhookError {
-    fn into_response(self) -> Response {
-        let status = match self {
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Malformed { .. } => StatusCode::BAD_REQUEST,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::TooSlow => StatusCode::REQUEST_TIMEOUT,
-            Self::BodyUnreadable { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        };
-        let mut response = (status, format!("{self}\n")).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"imagewarden\""),
-            );
-        }
-        response
-    }
-}
 
 /// Largest request body read.
 const MAX_BODY_BYTES: usize = 2 << 20;
@@ -380,231 +344,6 @@ pub fn authorize(token: &str, headers: &HeaderMap) -> Result<(), WebhookError> {
     } else {
         Err(WebhookError::Unauthorized)
     }
-}
-
-#[derive(Deserialize)]
-pub(super) struct Envelope {
-    pub(super) events: Vec<DistributionEvent>,
-}
-
-#[derive(Deserialize)]
-pub(super) struct DistributionEvent {
-    #[serde(default)]
-    pub(super) action: String,
-    #[serde(default)]
-    pub(super) target: Option<Target>,
-    #[serde(default)]
-    pub(super) request: Option<Request>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(super) struct Target {
-    #[serde(default)]
-    media_type: String,
-    #[serde(default)]
-    pub(super) digest: String,
-    #[serde(default)]
-    pub(super) repository: String,
-    #[serde(default)]
-    pub(super) tag: String,
-    #[serde(default)]
-    pub(super) url: String,
-}
-
-#[derive(Deserialize)]
-pub(super) struct Request {
-    #[serde(default)]
-    pub(super) host: String,
-}
-
-/// The tagged manifest pushes in a CNCF Distribution notification envelope.
-pub fn parse_distribution_envelope(body: &[u8]) -> Result<Vec<PushEvent>, WebhookError> {
-    let malformed = |message: String| WebhookError::Malformed {
-        format: "Distribution",
-        message,
-    };
-    let envelope: Envelope = serde_json::from_slice(body).map_err(|e| {
-        malformed(format!(
-            "{e}; expected {{\"events\":[{{\"action\",\"target\",\"request\"}}]}}"
-        ))
-    })?;
-    let mut pushes = Vec::new();
-    for event in envelope.events {
-        let Some(target) = event.target else { continue };
-        let is_manifest = MANIFEST_MEDIA_TYPES.contains(&target.media_type.as_str())
-            || target.url.contains("/manifests/");
-        if event.action != "push" || !is_manifest || target.tag.is_empty() {
-            continue;
-        }
-        if target.repository.is_empty() || !is_digest(&target.digest) {
-            return Err(malformed(format!(
-                "a manifest push of tag {:?} lacks a repository or a valid digest",
-                target.tag
-            )));
-        }
-        // The push request's Host is the registry name clients used; the target URL is
-        // built from it too, so it serves when `request` is absent.
-        let host = event
-            .request
-            .map(|r| r.host)
-            .filter(|h| !h.is_empty())
-            .or_else(|| url_host(&target.url))
-            .ok_or_else(|| {
-                malformed(format!(
-                    "the push of {}:{} names no registry host (request.host or target.url)",
-                    target.repository, target.tag
-                ))
-            })?;
-        pushes.push(PushEvent {
-            registry_host: host.to_ascii_lowercase(),
-            repository: target.repository,
-            tag: target.tag,
-            digest: target.digest,
-        });
-    }
-    Ok(pushes)
-}
-
-pub(super) fn url_host(url: &str) -> Option<String> {
-    reqwest::Url::parse(url).ok().and_then(|u| {
-        let host = u.host_str()?.to_string();
-        Some(match u.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host,
-        })
-    })
-}
-
-#[derive(Deserialize)]
-pub(super) struct HarborWebhook {
-    #[serde(rename = "type")]
-    pub(super) event_type: String,
-    /// The default payload format's event.
-    #[serde(default)]
-    pub(super) event_data: Option<serde_json::Value>,
-    /// The CloudEvents format's event.
-    #[serde(default)]
-    pub(super) data: Option<serde_json::Value>,
-}
-
-/// Harbor's push event type in its default and its CloudEvents payload formats.
-const HARBOR_PUSH_TYPES: &[&str] = &["PUSH_ARTIFACT", "harbor.artifact.pushed"];
-
-#[derive(Deserialize)]
-pub(super) struct HarborEventData {
-    #[serde(default)]
-    pub(super) resources: Vec<HarborResource>,
-    repository: HarborRepository,
-}
-
-#[derive(Deserialize)]
-pub(super) struct HarborResource {
-    #[serde(default)]
-    pub(super) digest: String,
-    #[serde(default)]
-    pub(super) tag: String,
-    #[serde(default)]
-    pub(super) resource_url: String,
-}
-
-#[derive(Deserialize)]
-struct HarborRepository {
-    #[serde(default)]
-    repo_full_name: String,
-    #[serde(default)]
-    namespace: String,
-    #[serde(default)]
-    name: String,
-}
-
-/// The tagged pushes in a Harbor webhook (default or CloudEvents payload format). Other
-/// event types yield no pushes.
-pub fn parse_harbor_webhook(body: &[u8]) -> Result<Vec<PushEvent>, WebhookError> {
-    let malformed = harbor_malformed;
-    let Some((data, repository)) = harbor_event(body, HARBOR_PUSH_TYPES)? else {
-        return Ok(Vec::new());
-    };
-    let mut pushes = Vec::new();
-    for resource in data.resources {
-        // A push by digest carries no tag, or the digest in its place.
-        if resource.tag.is_empty() || is_digest(&resource.tag) {
-            continue;
-        }
-        if !is_digest(&resource.digest) {
-            return Err(malformed(format!(
-                "the push of {repository}:{} has no valid digest",
-                resource.tag
-            )));
-        }
-        let host = harbor_host(&resource.resource_url).ok_or_else(|| {
-            malformed(format!(
-                "the push of {repository}:{} has no registry host in resource_url {:?}",
-                resource.tag, resource.resource_url
-            ))
-        })?;
-        pushes.push(PushEvent {
-            registry_host: host,
-            repository: repository.clone(),
-            tag: resource.tag,
-            digest: resource.digest,
-        });
-    }
-    Ok(pushes)
-}
-
-pub(super) fn harbor_malformed(message: String) -> WebhookError {
-    WebhookError::Malformed {
-        format: "Harbor",
-        message,
-    }
-}
-
-/// The registry host of a Harbor `resource_url` (`host[:port]/namespace/name:tag`).
-pub(super) fn harbor_host(resource_url: &str) -> Option<String> {
-    resource_url
-        .split_once('/')
-        .map(|(host, _)| host)
-        .filter(|h| !h.is_empty())
-        .map(str::to_ascii_lowercase)
-}
-
-/// The event data and repository of a Harbor webhook whose type is one of `types`;
-/// `None` for other types.
-pub(super) fn harbor_event(
-    body: &[u8],
-    types: &[&str],
-) -> Result<Option<(HarborEventData, String)>, WebhookError> {
-    let malformed = harbor_malformed;
-    let webhook: HarborWebhook = serde_json::from_slice(body).map_err(|e| {
-        malformed(format!(
-            "{e}; expected {{\"type\":\"PUSH_ARTIFACT\",\"event_data\":{{\"resources\",\"repository\"}}}}"
-        ))
-    })?;
-    if !types.contains(&webhook.event_type.as_str()) {
-        return Ok(None);
-    }
-    let data = webhook.event_data.or(webhook.data).ok_or_else(|| {
-        malformed(format!(
-            "{} without event_data (or data)",
-            webhook.event_type
-        ))
-    })?;
-    let data: HarborEventData = serde_json::from_value(data).map_err(|e| {
-        malformed(format!(
-            "{e}; expected {{\"resources\":[{{\"digest\",\"tag\",\"resource_url\"}}],\"repository\":{{\"repo_full_name\"}}}}"
-        ))
-    })?;
-    let repository = if !data.repository.repo_full_name.is_empty() {
-        data.repository.repo_full_name.clone()
-    } else if !data.repository.namespace.is_empty() && !data.repository.name.is_empty() {
-        format!("{}/{}", data.repository.namespace, data.repository.name)
-    } else {
-        return Err(malformed(
-            "event_data.repository has neither repo_full_name nor namespace and name".into(),
-        ));
-    };
-    Ok(Some((data, repository)))
 }
 
 #[cfg(test)]

@@ -23,13 +23,15 @@ pub struct Judge {
 }
 
 impl Judge {
-    /// Reads the files; refuses flags that would change what the policy sees.
+    /// Reads the files; refuses finding filters (`filtered`: --severity or
+    /// --ignore-unfixed was given), which would change what the policy sees.
     pub fn load(
         path: &Path,
         exceptions: &[PathBuf],
-        args: &super::scan::Args,
+        filtered: bool,
+        policy_image: Option<&str>,
     ) -> anyhow::Result<Self> {
-        if !args.severity.is_empty() || args.ignore_unfixed {
+        if filtered {
             anyhow::bail!(
                 "--policy judges every finding: leave out --severity and --ignore-unfixed \
                  (the policy's spec.deny.severity and spec.deny.onlyFixable say what counts)"
@@ -45,14 +47,14 @@ impl Judge {
         for file in exceptions {
             all.extend(read_exceptions(file).map_err(anyhow::Error::msg)?);
         }
-        if let Some(name) = &args.policy_image {
+        if let Some(name) = policy_image {
             ImageReference::parse(name)
                 .map_err(|e| anyhow::anyhow!("--policy-image {name:?}: {e}"))?;
         }
         Ok(Judge {
             policy,
             exceptions: all,
-            image_name: args.policy_image.clone(),
+            image_name: policy_image.map(str::to_string),
         })
     }
 

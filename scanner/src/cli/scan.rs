@@ -175,7 +175,12 @@ fn scan_and_report(args: &Args, example: bool) -> anyhow::Result<ExitCode> {
     let vuln = args.scanners.contains(&ScannerKind::Vulnerability);
     // Policy files are read before anything is pulled: a broken one fails fast.
     let policy = match &args.policy {
-        Some(path) => Some(super::policy::Judge::load(path, &args.exceptions, args)?),
+        Some(path) => Some(super::policy::Judge::load(
+            path,
+            &args.exceptions,
+            !args.severity.is_empty() || args.ignore_unfixed,
+            args.policy_image.as_deref(),
+        )?),
         None => None,
     };
     let mut checks = CheckOptions::default();

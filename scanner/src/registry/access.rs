@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use reqwest::Url;
 
-use super::docker_config::{DockerConfig, DockerCredential, HelperPolicy};
 use super::error::RegistryError;
 use crate::egress::EgressPolicy;
 
@@ -214,76 +213,6 @@ impl Credentials {
             password: password.into(),
         }
     }
-
-    /// Reads the credentials for `registry_host` from the data of a Secret (`get` returns
-    /// a key's bytes): a `.dockerconfigjson` key (type `kubernetes.io/dockerconfigjson`),
-    /// the legacy `.dockercfg` key, or `username` and `password` keys. Credential helpers
-    /// the Docker config names are refused, never run.
-    pub fn from_secret_entries<'a>(
-        get: impl Fn(&str) -> Option<&'a [u8]>,
-        registry_host: &str,
-    ) -> Result<Self, CredentialsError> {
-        if let Some(json) = get(".dockerconfigjson") {
-            return Self::from_docker_config_json(json, registry_host);
-        }
-        if let Some(json) = get(".dockercfg") {
-            return Self::from_legacy_dockercfg(json, registry_host);
-        }
-        match (get("username"), get("password")) {
-            (Some(username), Some(password)) => Ok(Self {
-                username: utf8("username", username)?,
-                password: utf8("password", password)?,
-            }),
-            _ => Err(CredentialsError::MissingKeys),
-        }
-    }
-
-    /// Reads the credentials for `registry_host` from Docker config JSON
-    /// (`{"auths": {"<registry>": {"auth": base64(user:password)} | {"username","password"}}}`).
-    /// Keys may carry a scheme and a path (`https://index.docker.io/v1/`).
-    pub fn from_docker_config_json(
-        json: &[u8],
-        registry_host: &str,
-    ) -> Result<Self, CredentialsError> {
-        let config = DockerConfig::parse(json, ".dockerconfigjson")?;
-        basic_from(&config, registry_host)
-    }
-
-    /// Reads the legacy `.dockercfg` format: the `auths` map without the wrapper.
-    pub fn from_legacy_dockercfg(
-        json: &[u8],
-        registry_host: &str,
-    ) -> Result<Self, CredentialsError> {
-        let config = DockerConfig::parse_legacy(json, ".dockercfg")?;
-        basic_from(&config, registry_host)
-    }
-}
-
-/// The Basic credentials a Secret's Docker config holds for `registry_host`.
-fn basic_from(config: &DockerConfig, registry_host: &str) -> Result<Credentials, CredentialsError> {
-    match config.credentials_for(registry_host, &HelperPolicy::Refuse)? {
-        Some(DockerCredential::Basic(credentials)) => Ok(credentials),
-        Some(DockerCredential::Bearer(_)) => Err(CredentialsError::Malformed {
-            key: config.key(),
-            message: format!(
-                "the entry for {registry_host} holds only a registry token; the operator needs \
-                 a username and password"
-            ),
-        }),
-        None => Err(CredentialsError::NoEntryForRegistry {
-            host: registry_host.to_string(),
-            known: config.known_registries().join(", "),
-        }),
-    }
-}
-
-fn utf8(key: &'static str, bytes: &[u8]) -> Result<String, CredentialsError> {
-    String::from_utf8(bytes.to_vec())
-        .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
-        .map_err(|_| CredentialsError::Malformed {
-            key,
-            message: "not UTF-8".into(),
-        })
 }
 
 #[cfg(test)]
