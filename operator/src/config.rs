@@ -15,41 +15,7 @@ pub enum ExecutorKind {
 
 /// What one scan may take (inline or in a scanner Job); exceeding a budget fails the
 /// image's scan with a clear message, or skips one file with a warning.
-#[derive(Clone, Debug, clap::Args)]
-pub struct ScanBudgetSettings {
-    /// Most uncompressed layer bytes one scan reads, over all layers (decompression
-    /// bombs); a bigger image fails. Bytes, or with a unit: 16Gi.
-    #[arg(long, env = "IMAGEWARDEN_MAX_IMAGE_BYTES", value_parser = imagewarden_scanner::budget::parse_bytes, default_value = "16Gi")]
-    pub max_image_bytes: u64,
-    /// Largest file read into memory for an analyzer (package databases, archives,
-    /// binaries); bigger files are skipped with a warning. Bytes, or with a unit: 128Mi.
-    #[arg(long, env = "IMAGEWARDEN_MAX_FILE_BYTES", value_parser = imagewarden_scanner::budget::parse_bytes, default_value = "128Mi")]
-    pub max_file_bytes: u64,
-    /// Most bytes of analysis results (packages, findings, warnings) one scan keeps in
-    /// memory; an image that needs more fails. Bytes, or with a unit: 64Mi.
-    #[arg(long, env = "IMAGEWARDEN_MAX_RETAINED_BYTES", value_parser = imagewarden_scanner::budget::parse_bytes, default_value = "64Mi")]
-    pub max_retained_bytes: u64,
-}
-
-impl ScanBudgetSettings {
-    /// The scanner's budgets.
-    pub fn budgets(&self) -> imagewarden_scanner::budget::ScanBudgets {
-        imagewarden_scanner::budget::ScanBudgets {
-            max_image_bytes: self.max_image_bytes,
-            max_file_bytes: self.max_file_bytes,
-            max_retained_bytes: self.max_retained_bytes,
-        }
-    }
-
-    /// The same budgets as arguments of `scan-image` (scanner Jobs).
-    pub fn args(&self) -> Vec<String> {
-        vec![
-            format!("--max-image-bytes={}", self.max_image_bytes),
-            format!("--max-file-bytes={}", self.max_file_bytes),
-            format!("--max-retained-bytes={}", self.max_retained_bytes),
-        ]
-    }
-}
+pub use imagewarden_scanner::budget::BudgetArgs as ScanBudgetSettings;
 
 /// Settings of scanner Jobs (the `job` executor).
 #[derive(Clone, Debug, clap::Args)]

@@ -64,6 +64,44 @@ impl ScanBudgets {
     }
 }
 
+/// The budgets as command-line flags (and `IMAGEWARDEN_*` variables), shared by the CLI,
+/// the operator and its scanner Jobs.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BudgetArgs {
+    /// Most uncompressed layer bytes one scan reads, over all layers (a budget against
+    /// decompression bombs); a bigger image is an error. Bytes, or with a unit: 16Gi.
+    #[arg(long, env = "IMAGEWARDEN_MAX_IMAGE_BYTES", value_parser = parse_bytes, default_value = "16Gi")]
+    pub max_image_bytes: u64,
+    /// Largest file read into memory for an analyzer (package databases, archives,
+    /// binaries); bigger files are skipped with a warning. Bytes, or with a unit: 128Mi.
+    #[arg(long, env = "IMAGEWARDEN_MAX_FILE_BYTES", value_parser = parse_bytes, default_value = "128Mi")]
+    pub max_file_bytes: u64,
+    /// Most bytes of analysis results (packages, findings, warnings) one scan keeps in
+    /// memory; an image that needs more is an error. Bytes, or with a unit: 64Mi.
+    #[arg(long, env = "IMAGEWARDEN_MAX_RETAINED_BYTES", value_parser = parse_bytes, default_value = "64Mi")]
+    pub max_retained_bytes: u64,
+}
+
+impl BudgetArgs {
+    /// The budgets these flags set.
+    pub fn budgets(&self) -> ScanBudgets {
+        ScanBudgets {
+            max_image_bytes: self.max_image_bytes,
+            max_file_bytes: self.max_file_bytes,
+            max_retained_bytes: self.max_retained_bytes,
+        }
+    }
+
+    /// The same flags, to pass on to another process (a scanner Job).
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            format!("--max-image-bytes={}", self.max_image_bytes),
+            format!("--max-file-bytes={}", self.max_file_bytes),
+            format!("--max-retained-bytes={}", self.max_retained_bytes),
+        ]
+    }
+}
+
 /// `n` bytes as `512 MiB` (whole units) or `N bytes`.
 pub fn human(n: u64) -> String {
     for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {

@@ -33,18 +33,8 @@ pub struct PullArgs {
     /// Talk plain HTTP to the registry.
     #[arg(long)]
     pub insecure: bool,
-    /// Most uncompressed layer bytes one scan reads, over all layers (a budget against
-    /// decompression bombs); a bigger image is an error. Bytes, or with a unit: 16Gi.
-    #[arg(long, env = "IMAGEWARDEN_MAX_IMAGE_BYTES", value_parser = imagewarden_scanner::budget::parse_bytes, default_value = "16Gi")]
-    pub max_image_bytes: u64,
-    /// Largest file read into memory for an analyzer (package databases, archives,
-    /// binaries); bigger files are skipped with a warning. Bytes, or with a unit: 128Mi.
-    #[arg(long, env = "IMAGEWARDEN_MAX_FILE_BYTES", value_parser = imagewarden_scanner::budget::parse_bytes, default_value = "128Mi")]
-    pub max_file_bytes: u64,
-    /// Most bytes of analysis results (packages, findings, warnings) one scan keeps in
-    /// memory; an image that needs more is an error. Bytes, or with a unit: 64Mi.
-    #[arg(long, env = "IMAGEWARDEN_MAX_RETAINED_BYTES", value_parser = imagewarden_scanner::budget::parse_bytes, default_value = "64Mi")]
-    pub max_retained_bytes: u64,
+    #[command(flatten)]
+    pub budgets: imagewarden_scanner::budget::BudgetArgs,
 }
 
 impl PullArgs {
@@ -68,9 +58,9 @@ impl PullArgs {
             progress: true,
             // A user's own machine, against registries the user names: any address.
             egress: None,
-            max_image_bytes: Some(self.max_image_bytes),
-            max_file_bytes: Some(self.max_file_bytes),
-            max_retained_bytes: Some(self.max_retained_bytes),
+            max_image_bytes: Some(self.budgets.max_image_bytes),
+            max_file_bytes: Some(self.budgets.max_file_bytes),
+            max_retained_bytes: Some(self.budgets.max_retained_bytes),
         }
     }
 }
