@@ -212,8 +212,13 @@ pub trait Analyzer: Send + Sync {
     fn analyze_meta(&self, _file: &FileMeta<'_>, _out: &mut Output) {}
 }
 
-/// Every analyzer, in the order their results are reported.
+/// Every analyzer, in the order their results are reported, with the default budgets.
 pub fn default_analyzers() -> Vec<Box<dyn Analyzer>> {
+    analyzers_with(&crate::budget::ScanBudgets::default())
+}
+
+/// Every analyzer, in the order their results are reported, within `budgets`.
+pub fn analyzers_with(budgets: &crate::budget::ScanBudgets) -> Vec<Box<dyn Analyzer>> {
     vec![
         Box::new(os::OsReleaseAnalyzer),
         Box::new(dpkg::DpkgStatusAnalyzer),
@@ -223,7 +228,9 @@ pub fn default_analyzers() -> Vec<Box<dyn Analyzer>> {
         Box::new(rpm::RpmNdbAnalyzer),
         Box::new(python::PythonMetadataAnalyzer),
         Box::new(node::NodePackageJsonAnalyzer),
-        Box::new(java::JavaArchiveAnalyzer),
+        Box::new(java::JavaArchiveAnalyzer {
+            max_entries: budgets.max_zip_entries,
+        }),
         Box::new(binary::ExecutableAnalyzer),
         Box::new(cargo::CargoLockAnalyzer),
         Box::new(composer::ComposerInstalledAnalyzer),
