@@ -101,7 +101,7 @@ impl JobSettings {
             ),
             _ => {
                 if let Some(url) = &self.db_serve_url {
-                    crate::dbserve::check_base_url(url)
+                    check_base_url(url)
                         .map_err(|e| format!("--db-serve-url {url:?}: {e}"))?;
                 }
                 Ok(())
@@ -307,7 +307,7 @@ pub struct OperatorConfig {
     #[command(flatten)]
     pub network_policy: NetworkPolicySettings,
     #[command(flatten)]
-    pub admission: crate::policy::server::AdmissionArgs,
+    pub admission: crate::policy::admission::AdmissionArgs,
 }
 
 impl OperatorConfig {
@@ -366,6 +366,33 @@ pub fn duration_seconds_i64(s: &str) -> Result<i64, String> {
 /// [`duration_seconds`] for `i32` fields.
 pub fn duration_seconds_i32(s: &str) -> Result<i32, String> {
     duration_seconds(s)
+}
+
+/// Checks a base URL for scanner Jobs: plain `http://host[:port]`, optionally a path.
+pub fn check_base_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+    if parsed.scheme() != "http" {
+        return Err("use http:// (the Job verifies the content digest)".into());
+    }
+    let host = parsed.host_str().unwrap_or_default();
+    let ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok();
+    // E.g. an unexpanded `$(VAR)` of a Pod spec is not a host name.
+    if host.is_empty()
+        || !(ip
+            || host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
+    {
+        return Err(format!("{host:?} is not a host name or address"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err("no query or fragment, please".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use imagewarden_scanner::vulndb::Db;
 use k8s_openapi::api::batch::v1::Job;
 use kube::core::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
@@ -14,25 +13,34 @@ use tokio::sync::mpsc;
 
 use crate::config::OperatorConfig;
 use crate::crd::{ImageScanResult, ScanRule, ScanTask};
-use crate::executor::StoredResult;
+pub use crate::db::LoadedDb;
 use crate::metrics::Metrics;
 use crate::notify::TaskLocks;
+use crate::result::StoredResult;
 
 /// Field manager of every write the operator makes (server-side apply).
 pub const FIELD_MANAGER: &str = "imagewarden-operator";
 
-/// The vulnerability database in use and its version (the digest of its content).
-#[derive(Debug)]
-pub struct LoadedDb {
-    pub db: Db,
-    pub version: String,
+/// How long a database replaced by a refresh is still served to scanner Jobs, so Jobs
+/// started just before keep working.
+pub const RETIRED_DB_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// State of the result lifecycle: the collector of `Deleted` results is woken when one
+/// is marked.
+#[derive(Default)]
+pub struct ResultLifecycle {
+    gc_wake: tokio::sync::Notify,
 }
 
-impl LoadedDb {
-    /// Wraps a database; its version is the content digest the index records.
-    pub fn new(db: Db) -> Self {
-        let version = db.info().digest.clone();
-        Self { db, version }
+impl ResultLifecycle {
+    /// Schedules the collection of results just marked `Deleted`.
+    pub fn wake_collector(&self) {
+        self.gc_wake.notify_one();
+    }
+
+    /// Waits until [`ResultLifecycle::wake_collector`] is called.
+    pub async fn collector_woken(&self) {
+        self.gc_wake.notified().await
     }
 }
 
@@ -251,7 +259,7 @@ pub struct Context {
     /// Serializes notifying per task.
     pub notify_locks: Arc<TaskLocks>,
     /// Deleted results waiting for collection.
-    pub lifecycle: crate::lifecycle::ResultLifecycle,
+    pub lifecycle: ResultLifecycle,
     /// When each rule's registry was last probed, and what it answered.
     pub registry_probes: crate::probe::RegistryProbes,
     /// The namespaces the operator acts in.
@@ -331,14 +339,11 @@ impl Context {
     }
 
     /// Makes `db` the database in use; the one it replaces is still served to scanner
-    /// Jobs for [`crate::dbserve::RETIRED_DB_GRACE`].
+    /// Jobs for [`RETIRED_DB_GRACE`].
     pub fn replace_db(&self, db: Arc<LoadedDb>) {
         let old = std::mem::replace(&mut *self.db.write().expect("db lock"), db);
         let mut retired = self.retired.lock().expect("retired lock");
-        retired.push((
-            old,
-            std::time::Instant::now() + crate::dbserve::RETIRED_DB_GRACE,
-        ));
+        retired.push((old, std::time::Instant::now() + RETIRED_DB_GRACE));
         prune(&mut retired);
     }
 

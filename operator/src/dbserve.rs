@@ -12,10 +12,13 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use imagewarden_scanner::vulndb::Db;
 
-use crate::context::{Context, LoadedDb};
+#[cfg(test)]
+use crate::config::check_base_url;
+use crate::context::Context;
+use crate::db::LoadedDb;
 
 /// How long a database replaced by a refresh is still served to scanner Jobs.
-pub const RETIRED_DB_GRACE: Duration = Duration::from_secs(600);
+pub use crate::context::RETIRED_DB_GRACE;
 
 /// Headroom over the operator's index size a Job accepts: replicas that loaded the same
 /// records may differ in metadata (build time, source names).
@@ -32,33 +35,6 @@ pub fn is_version(version: &str) -> bool {
     version
         .strip_prefix("sha256:")
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-}
-
-/// Checks a base URL for scanner Jobs: plain `http://host[:port]`, optionally a path.
-pub fn check_base_url(url: &str) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
-    if parsed.scheme() != "http" {
-        return Err("use http:// (the Job verifies the content digest)".into());
-    }
-    let host = parsed.host_str().unwrap_or_default();
-    let ip = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<std::net::IpAddr>()
-        .is_ok();
-    // E.g. an unexpanded `$(VAR)` of a Pod spec is not a host name.
-    if host.is_empty()
-        || !(ip
-            || host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-'))
-    {
-        return Err(format!("{host:?} is not a host name or address"));
-    }
-    if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err("no query or fragment, please".into());
-    }
-    Ok(())
 }
 
 /// The URL a scanner Job downloads database `version` from.

@@ -22,10 +22,11 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::Client;
 
 use crate::config::JobSettings;
-use crate::context::{LoadedDb, FIELD_MANAGER};
+use crate::context::FIELD_MANAGER;
 use crate::crd::{ImageScanResult, ImageScanResultSpec, ImageScanResultStatus, ScanRule};
+use crate::db::LoadedDb;
 use crate::registry::RegistryAccess;
-use crate::result::{result_name, result_scanners, result_status};
+use crate::result::{result_name, result_status};
 use crate::Error;
 
 /// Where scanner Jobs mount the malware rules ConfigMap.
@@ -527,33 +528,7 @@ pub fn job_state(job: &Job) -> JobState {
     JobState::Running
 }
 
-/// A stored ImageScanResult as far as judging a finished scan needs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StoredResult {
-    pub scanner_version: Option<String>,
-    pub database_version: Option<String>,
-    pub has_inventory: bool,
-    /// The scanners that made it.
-    pub scanners: Vec<ScannerKind>,
-}
-
-impl StoredResult {
-    /// What `status` says about the scan that wrote it.
-    pub fn of_status(status: &ImageScanResultStatus) -> Self {
-        Self {
-            scanner_version: status.scanner_version.clone(),
-            database_version: status.database_version.clone(),
-            has_inventory: status.inventory.is_some(),
-            scanners: result_scanners(status),
-        }
-    }
-}
-
-impl From<&ImageScanResult> for StoredResult {
-    fn from(r: &ImageScanResult) -> Self {
-        r.status.as_ref().map(Self::of_status).unwrap_or_default()
-    }
-}
+pub use crate::result::StoredResult;
 
 /// What to do with an image whose scan ran (or runs).
 #[derive(Clone, Debug, PartialEq, Eq)]

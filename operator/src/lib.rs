@@ -6,6 +6,7 @@ pub mod config;
 pub mod context;
 pub mod controller;
 pub mod crd;
+pub mod db;
 pub mod dbserve;
 pub mod dbupdate;
 pub mod executor;

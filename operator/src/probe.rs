@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 
-use crate::context::Context;
 use crate::crd::ScanRule;
 use crate::registry::RegistryClient;
 
@@ -61,17 +60,22 @@ impl RegistryProbes {
 }
 
 /// Whether the rule's registry answers, probing it when [`due`].
-pub async fn registry_ready(ctx: &Context, rule: &ScanRule) -> ProbeOutcome {
+pub async fn registry_ready(
+    probes: &RegistryProbes,
+    client: &kube::Client,
+    egress: std::sync::Arc<imagewarden_scanner::egress::EgressPolicy>,
+    rule: &ScanRule,
+) -> ProbeOutcome {
     let uid = rule.uid().unwrap_or_else(|| rule.name_any());
     let generation = rule.metadata.generation;
-    let last = ctx.registry_probes.get(&uid);
+    let last = probes.get(&uid);
     if !due(last.as_ref(), generation, Instant::now()) {
         if let Some(last) = last {
             return last.outcome;
         }
     }
-    let outcome = probe(ctx, rule).await;
-    ctx.registry_probes.put(
+    let outcome = probe(client, egress, rule).await;
+    probes.put(
         uid,
         Probe {
             generation,
@@ -86,16 +90,15 @@ fn bounded(message: String) -> String {
     message.chars().take(MESSAGE_CHARS).collect()
 }
 
-async fn probe(ctx: &Context, rule: &ScanRule) -> ProbeOutcome {
+async fn probe(
+    client: &kube::Client,
+    egress: std::sync::Arc<imagewarden_scanner::egress::EgressPolicy>,
+    rule: &ScanRule,
+) -> ProbeOutcome {
     let ns = rule.namespace().unwrap_or_default();
-    let access = crate::access::registry_access(
-        &ctx.client,
-        &ns,
-        &rule.spec.registry,
-        ctx.config.egress.policy(),
-    )
-    .await
-    .map_err(|e| ("RegistryAccess", bounded(e.to_string())))?;
+    let access = crate::access::registry_access(client, &ns, &rule.spec.registry, egress)
+        .await
+        .map_err(|e| ("RegistryAccess", bounded(e.to_string())))?;
     let client = RegistryClient::with_timeout(&access, PROBE_TIMEOUT)
         .map_err(|e| ("RegistryUnreachable", bounded(e.to_string())))?;
     client

@@ -14,11 +14,11 @@ use imagewarden_scanner::pipeline::{self, ScanOptions};
 use imagewarden_scanner::report::{unrated_warning, ScanReport};
 use sha2::{Digest, Sha256};
 
-use crate::context::LoadedDb;
 use crate::crd::{
     Finding, FindingClass, ImageScanResultStatus, OperatingSystem, ResultSummary, Severity,
     SeverityCounts,
 };
+use crate::db::LoadedDb;
 use crate::Error;
 
 /// Bytes the findings of one result may take when serialized. The object also holds the
@@ -375,6 +375,34 @@ pub fn decode_inventory(encoded: &str) -> anyhow::Result<Inventory> {
     Ok(serde_json::from_slice(&json)?)
 }
 
+/// A stored ImageScanResult as far as judging a finished scan needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredResult {
+    pub scanner_version: Option<String>,
+    pub database_version: Option<String>,
+    pub has_inventory: bool,
+    /// The scanners that made it.
+    pub scanners: Vec<ScannerKind>,
+}
+
+impl StoredResult {
+    /// What `status` says about the scan that wrote it.
+    pub fn of_status(status: &ImageScanResultStatus) -> Self {
+        Self {
+            scanner_version: status.scanner_version.clone(),
+            database_version: status.database_version.clone(),
+            has_inventory: status.inventory.is_some(),
+            scanners: result_scanners(status),
+        }
+    }
+}
+
+impl From<&crate::crd::ImageScanResult> for StoredResult {
+    fn from(r: &crate::crd::ImageScanResult) -> Self {
+        r.status.as_ref().map(Self::of_status).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -645,7 +673,7 @@ mod tests {
 
     #[test]
     fn a_rematch_keeps_the_scanners_and_adds_no_vulnerabilities_to_a_result_made_without_them() {
-        let db = crate::context::LoadedDb::new(db_with_nvd());
+        let db = crate::db::LoadedDb::new(db_with_nvd());
         let old = ImageScanResultStatus {
             scanners: vec![ScannerKind::Baseline],
             findings: vec![Finding {

@@ -48,6 +48,13 @@ pub fn validate(spec: &ScanRuleSpec) -> Result<(), String> {
     if let Some(r) = &spec.result_retention {
         crate::lifecycle::deleted::parse_retention(r)?;
     }
+    if spec.fix.as_ref().is_some_and(|f| f.enabled) {
+        return Err(
+            "spec.fix.enabled: this version of the operator does not build patched images; \
+             set enabled: false or remove spec.fix (the rule scans nothing until then)"
+                .into(),
+        );
+    }
     let mut names = std::collections::HashSet::new();
     for n in &spec.notifications {
         if !names.insert(n.name.as_str()) {
@@ -121,6 +128,12 @@ pub async fn start_task(
     trigger: TaskTrigger,
     images: Vec<String>,
 ) -> Result<String, Error> {
+    // Every trigger (manual, schedule, push, database update) starts tasks here: a rule
+    // whose spec is refused starts none.
+    validate(&rule.spec).map_err(|message| Error::InvalidSpec {
+        field: "ScanRule",
+        message,
+    })?;
     let ns = rule.namespace().unwrap_or_default();
     let mut task = ScanTask::new(
         name,
@@ -237,7 +250,14 @@ pub async fn reconcile(rule: Arc<ScanRule>, ctx: Arc<Context>) -> Result<Action,
         }
         Ok(()) => {
             // The registry's answer informs; tasks still start and report their own errors.
-            let ready = match crate::probe::registry_ready(&ctx, &rule).await {
+            let ready = match crate::probe::registry_ready(
+                &ctx.registry_probes,
+                &ctx.client,
+                ctx.config.egress.policy(),
+                &rule,
+            )
+            .await
+            {
                 Ok(message) => ready_condition(true, "RegistryReachable", &message, &rule),
                 Err((reason, message)) => {
                     let condition = ready_condition(false, reason, &message, &rule);
@@ -356,6 +376,13 @@ mod tests {
         );
         let err = validate(&bad_retention).unwrap_err();
         assert!(err.contains("spec.resultRetention \"two days\""), "{err}");
+        // Patched images are not built: asking for them is refused, not ignored.
+        let fix =
+            spec("registry: {url: r}\nscope: {type: Namespace, name: a}\nfix: {enabled: true}");
+        assert!(validate(&fix).unwrap_err().contains("spec.fix.enabled"));
+        let no_fix =
+            spec("registry: {url: r}\nscope: {type: Namespace, name: a}\nfix: {enabled: false}");
+        assert_eq!(validate(&no_fix), Ok(()));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::ResourceExt;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use crate::context::Context;
@@ -39,13 +39,6 @@ use tags::{merge_tags, tag_names, TagObservation};
 const PAGE_SIZE: u32 = 100;
 /// Longest wait between two garbage-collection sweeps when nothing is due sooner.
 const GC_IDLE_SWEEP: Duration = Duration::from_secs(3600);
-
-/// State of the result lifecycle shared through the [`Context`].
-#[derive(Default)]
-pub struct ResultLifecycle {
-    /// Woken when a result is marked `Deleted`, so its collection is scheduled.
-    gc_wake: Notify,
-}
 
 /// Whether an observation found the result's digest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -241,12 +234,6 @@ pub fn result_pages(
             }
         }
     })
-}
-
-impl ResultLifecycle {
-    fn wake_collector(&self) {
-        self.gc_wake.notify_one();
-    }
 }
 
 /// One repository as a task saw it.
@@ -552,7 +539,7 @@ pub async fn collect_deleted(ctx: Arc<Context>) {
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = ctx.lifecycle.gc_wake.notified() => {}
+            () = ctx.lifecycle.collector_woken() => {}
         }
     }
 }

@@ -3,6 +3,7 @@
 //! (see [`Lookup`]); never scans and never calls the API server.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -411,6 +412,42 @@ pub fn respond(
         response.warnings = Some(warnings);
     }
     (response, decision)
+}
+
+/// Flags of the admission webhook.
+#[derive(Clone, Debug, clap::Args)]
+pub struct AdmissionArgs {
+    /// Address of the validating admission webhook (`POST /validate`, HTTPS). Unset: no
+    /// webhook (verdicts are still recorded in the ImageScanResults).
+    #[arg(long, env = "IMAGEWARDEN_ADMISSION_ADDR", requires_all = ["admission_tls_cert_file", "admission_tls_key_file"])]
+    pub admission_addr: Option<std::net::SocketAddr>,
+    /// PEM certificate chain the webhook serves (read again when the file changes).
+    #[arg(long, env = "IMAGEWARDEN_ADMISSION_TLS_CERT_FILE")]
+    pub admission_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    #[arg(long, env = "IMAGEWARDEN_ADMISSION_TLS_KEY_FILE")]
+    pub admission_tls_key_file: Option<PathBuf>,
+}
+
+/// Where and how the admission webhook is served.
+#[derive(Clone, Debug)]
+pub struct AdmissionServerConfig {
+    pub addr: std::net::SocketAddr,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub settings: AdmissionSettings,
+}
+
+impl AdmissionArgs {
+    /// The server's configuration, when the webhook is on.
+    pub fn server_config(&self, settings: AdmissionSettings) -> Option<AdmissionServerConfig> {
+        Some(AdmissionServerConfig {
+            addr: self.admission_addr?,
+            cert_file: self.admission_tls_cert_file.clone()?,
+            key_file: self.admission_tls_key_file.clone()?,
+            settings,
+        })
+    }
 }
 
 #[cfg(test)]

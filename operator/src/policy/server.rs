@@ -2,7 +2,6 @@
 //! answered from informer caches on every replica, leader or not.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -20,6 +19,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 
 use super::admission::{respond, AdmissionSettings, Lookup};
+pub use super::admission::{AdmissionArgs, AdmissionServerConfig};
 use super::image::ImageReference;
 use super::stats::AdmissionStats;
 use crate::context::Context;
@@ -176,42 +176,6 @@ impl Lookup for Caches {
     fn exceptions(&self, namespace: &str) -> Vec<Arc<VulnerabilityException>> {
         self.exceptions
             .state_filter(|e| e.metadata.namespace.as_deref() == Some(namespace))
-    }
-}
-
-/// Flags of the admission webhook.
-#[derive(Clone, Debug, clap::Args)]
-pub struct AdmissionArgs {
-    /// Address of the validating admission webhook (`POST /validate`, HTTPS). Unset: no
-    /// webhook (verdicts are still recorded in the ImageScanResults).
-    #[arg(long, env = "IMAGEWARDEN_ADMISSION_ADDR", requires_all = ["admission_tls_cert_file", "admission_tls_key_file"])]
-    pub admission_addr: Option<std::net::SocketAddr>,
-    /// PEM certificate chain the webhook serves (read again when the file changes).
-    #[arg(long, env = "IMAGEWARDEN_ADMISSION_TLS_CERT_FILE")]
-    pub admission_tls_cert_file: Option<PathBuf>,
-    /// PEM private key of that certificate.
-    #[arg(long, env = "IMAGEWARDEN_ADMISSION_TLS_KEY_FILE")]
-    pub admission_tls_key_file: Option<PathBuf>,
-}
-
-/// Where and how the admission webhook is served.
-#[derive(Clone, Debug)]
-pub struct AdmissionServerConfig {
-    pub addr: std::net::SocketAddr,
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    pub settings: AdmissionSettings,
-}
-
-impl AdmissionArgs {
-    /// The server's configuration, when the webhook is on.
-    pub fn server_config(&self, settings: AdmissionSettings) -> Option<AdmissionServerConfig> {
-        Some(AdmissionServerConfig {
-            addr: self.admission_addr?,
-            cert_file: self.admission_tls_cert_file.clone()?,
-            key_file: self.admission_tls_key_file.clone()?,
-            settings,
-        })
     }
 }
 
