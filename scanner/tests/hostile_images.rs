@@ -349,7 +349,12 @@ fn the_largest_manifest_read_is_configurable() {
     let layout = ImageRef::parse(&format!("oci-layout:{}", tmp.path().display())).unwrap();
     let plain = tar_layer(&[file("etc/os-release", OS_RELEASE)]);
     let archive_path = tmp.path().join("image.tar");
-    docker_archive(&archive_path, std::slice::from_ref(&plain), &[sha256(&plain)], &[]);
+    docker_archive(
+        &archive_path,
+        std::slice::from_ref(&plain),
+        &[sha256(&plain)],
+        &[],
+    );
     let archive = ImageRef::parse(&format!("docker-archive:{}", archive_path.display())).unwrap();
     let analyzers = default_analyzers();
     let small = imagewarden_scanner::source::PullOptions {
