@@ -158,6 +158,16 @@ pub fn push_bounded_warning(warnings: &mut Vec<String>, omitted: &mut u64, max: 
     }
 }
 
+/// Names the flag that bounds a scan's warnings in the line counting the rest, once
+/// [`push_bounded_warning`] is done with `warnings`.
+pub fn name_the_warning_budget(warnings: &mut [String], omitted: u64) {
+    if omitted > 0 {
+        if let Some(last) = warnings.last_mut() {
+            *last = format!("{omitted} more warning(s) not shown (--max-warnings)");
+        }
+    }
+}
+
 impl Output {
     pub fn package(&mut self, p: Package) {
         self.fact(Fact::Package(p));

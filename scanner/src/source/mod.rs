@@ -347,11 +347,7 @@ pub(crate) fn assemble(
             }
         }
     }
-    if omitted > 0 {
-        if let Some(last) = warnings.last_mut() {
-            *last = format!("{omitted} more warning(s) not shown (--max-warnings)");
-        }
-    }
+    analyzer::name_the_warning_budget(&mut warnings, omitted);
     for w in &warnings {
         tracing::warn!(target = %target, "{w}");
     }

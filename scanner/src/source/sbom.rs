@@ -358,15 +358,21 @@ pub fn read(
         }
     };
     let mut warnings = Vec::new();
+    let mut omitted = 0;
+    let max_warnings = usize::try_from(budgets.max_warnings).unwrap_or(usize::MAX);
     let mut packages = Vec::new();
     for p in &content.purls {
         match package_from_purl(p, "") {
             Some(pkg) => packages.push(pkg),
-            None => warnings.push(format!(
-                "{what}: purl {p} names no package that can be matched"
-            )),
+            None => analyzer::push_bounded_warning(
+                &mut warnings,
+                &mut omitted,
+                max_warnings,
+                format!("{what}: purl {p} names no package that can be matched"),
+            ),
         }
     }
+    analyzer::name_the_warning_budget(&mut warnings, omitted);
     let os = content.os.or_else(|| {
         content.purls.iter().find_map(|p| {
             let d = Purl::parse(p)?.qualifier("distro")?.to_string();
@@ -418,6 +424,25 @@ mod tests {
         budgets: &crate::budget::ScanBudgets,
     ) -> Result<ScannedImage, SourceError> {
         read(&ImageRef::Sbom(path.to_path_buf()), path, budgets)
+    }
+
+    #[test]
+    fn the_warnings_of_an_sbom_are_bounded_by_the_flag() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("bom.json");
+        let components: Vec<serde_json::Value> = (0..5)
+            .map(|i| serde_json::json!({"type": "library", "purl": format!("pkg:nosuchtype/p{i}@1.0.0")}))
+            .collect();
+        let bom = serde_json::json!({"bomFormat": "CycloneDX", "components": components});
+        std::fs::write(&path, serde_json::to_vec(&bom).unwrap()).unwrap();
+        assert_eq!(read_file(&path).unwrap().warnings.len(), 5);
+        let two = crate::budget::ScanBudgets {
+            max_warnings: 2,
+            ..Default::default()
+        };
+        let warnings = read_with(&path, &two).unwrap().warnings;
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert_eq!(warnings[2], "3 more warning(s) not shown (--max-warnings)");
     }
 
     #[test]
