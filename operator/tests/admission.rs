@@ -41,6 +41,11 @@ struct Setup {
 /// A control plane (with controller-manager, for namespaces' default ServiceAccounts)
 /// and the operator serving admission with a certificate for 127.0.0.1.
 async fn setup() -> Result<Setup> {
+    setup_with(&[]).await
+}
+
+/// [`setup`] with more operator flags.
+async fn setup_with(extra: &[&str]) -> Result<Setup> {
     let cp = ControlPlane::start_with(ControlPlaneOptions {
         controller_manager: true,
     })
@@ -69,6 +74,10 @@ async fn setup() -> Result<Setup> {
             tls_dir.path().join("tls.key").display()
         ),
     ];
+    let args: Vec<String> = args
+        .into_iter()
+        .chain(extra.iter().map(|a| a.to_string()))
+        .collect();
     let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
     let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
         Api::default_namespaced(client.clone());
@@ -635,6 +644,54 @@ spec:
         "{metrics}"
     );
     drop(s.operator);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tag_moved_to_an_unscanned_digest_is_judged_by_that_digest() -> Result<()> {
+    // Resolved tags are not reused: the registry is asked at each admission.
+    let s = setup_with(&["--admission-tag-cache=0s"]).await?;
+    let client = s.client.clone();
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    let clean_digest = push_image(&registry, "team-a/app", "v1", &alpine311()).await?;
+    let h = registry.host.clone();
+    let by_tag = format!("{h}/team-a/app:v1");
+    scan_team_a(&client, &h).await?;
+    let policies: Api<ImagePolicy> = Api::all(client.clone());
+    apply_yaml(&policies, &policy_yaml("Enforce", "Deny")).await?;
+    let results: Api<ImageScanResult> = Api::default_namespaced(client.clone());
+    let clean = results.list(&ListParams::default()).await?.items;
+    let clean_name = clean[0].metadata.name.clone().unwrap();
+    assert_eq!(
+        recorded_verdict(&client, &clean_name, "no-critical").await?,
+        "Pass"
+    );
+    register_webhook(&s, "Fail").await?;
+    create_pod(&client, "default", "before", &by_tag)
+        .await?
+        .map_err(|e| anyhow::anyhow!("the clean image was refused: {e}"))?;
+
+    // The tag moves to a vulnerable digest that nothing has scanned yet; the old result
+    // still lists the tag.
+    let moved = push_image(&registry, "team-a/app", "v1", &vulnerable_alpine()).await?;
+    assert_ne!(moved, clean_digest);
+    assert_eq!(results.get(&clean_name).await?.spec.tags, ["v1"]);
+    let Err(message) = create_pod(&client, "default", "after", &by_tag).await? else {
+        bail!("{by_tag} was admitted on the result of the digest it pointed at before");
+    };
+    assert!(
+        message.contains("the image has not been scanned"),
+        "{message}"
+    );
+    // The old digest itself is still admitted.
+    create_pod(
+        &client,
+        "default",
+        "old-digest",
+        &format!("{h}/team-a/app@{clean_digest}"),
+    )
+    .await?
+    .map_err(|e| anyhow::anyhow!("the clean digest was refused: {e}"))?;
     Ok(())
 }
 

@@ -427,6 +427,20 @@ pub struct AdmissionArgs {
     /// PEM private key of that certificate.
     #[arg(long, env = "IMAGEWARDEN_ADMISSION_TLS_KEY_FILE")]
     pub admission_tls_key_file: Option<PathBuf>,
+    /// How long the digest a tag was resolved to at admission is reused (`30s`; `0s`:
+    /// ask the registry at every admission).
+    #[arg(long, env = "IMAGEWARDEN_ADMISSION_TAG_CACHE", value_parser = tag_cache_ttl, default_value = "30s")]
+    pub admission_tag_cache: std::time::Duration,
+}
+
+fn tag_cache_ttl(s: &str) -> Result<std::time::Duration, String> {
+    let ttl = imagewarden_scanner::policy::parse_duration(s)?;
+    if ttl > std::time::Duration::from_secs(3600) {
+        return Err(format!(
+            "{s:?}: at most 1h (a moved tag is judged by its old digest for this long)"
+        ));
+    }
+    Ok(ttl)
 }
 
 /// Where and how the admission webhook is served.
@@ -435,6 +449,8 @@ pub struct AdmissionServerConfig {
     pub addr: std::net::SocketAddr,
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+    /// How long a resolved tag is reused.
+    pub tag_cache: std::time::Duration,
     pub settings: AdmissionSettings,
 }
 
@@ -445,6 +461,7 @@ impl AdmissionArgs {
             addr: self.admission_addr?,
             cert_file: self.admission_tls_cert_file.clone()?,
             key_file: self.admission_tls_key_file.clone()?,
+            tag_cache: self.admission_tag_cache,
             settings,
         })
     }

@@ -7,6 +7,7 @@ pub mod admission;
 pub mod running;
 pub mod server;
 pub mod stats;
+pub mod tags;
 pub mod tls;
 pub mod unscanned;
 pub mod verdicts;

@@ -185,11 +185,12 @@ struct AdmissionState {
     stats: Arc<AdmissionStats>,
     ctx: Arc<Context>,
     scans: super::unscanned::ScanRequests,
+    tags: super::tags::TagResolver,
 }
 
 async fn validate(State(state): State<Arc<AdmissionState>>, body: axum::body::Bytes) -> Response {
     let started = std::time::Instant::now();
-    let response = answer(&state, &body);
+    let response = answer(&state, &body).await;
     state
         .ctx
         .metrics
@@ -197,7 +198,26 @@ async fn validate(State(state): State<Arc<AdmissionState>>, body: axum::body::By
     response
 }
 
-fn answer(state: &AdmissionState, body: &[u8]) -> Response {
+/// The tag-only images of the request's Pod spec.
+fn tagged_images(request: &AdmissionRequest<DynamicObject>) -> Vec<ImageReference> {
+    let Some(object) = request.object.as_ref() else {
+        return Vec::new();
+    };
+    let Ok(value) = serde_json::to_value(object) else {
+        return Vec::new();
+    };
+    let Some(spec) = super::admission::pod_spec(&request.kind.kind, &value) else {
+        return Vec::new();
+    };
+    super::admission::images_of(spec)
+        .iter()
+        .take(super::admission::MAX_IMAGES)
+        .filter_map(|c| ImageReference::parse(&c.image).ok())
+        .filter(|r| r.digest.is_none())
+        .collect()
+}
+
+async fn answer(state: &AdmissionState, body: &[u8]) -> Response {
     let metrics = &state.ctx.metrics;
     let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
         Ok(r) => r,
@@ -217,8 +237,18 @@ fn answer(state: &AdmissionState, body: &[u8]) -> Response {
             return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
         }
     };
-    let (response, decision) =
-        respond(&request, &state.caches, &state.settings, chrono::Utc::now());
+    // Tags point where the registry says now: resolved before judging (rules of the
+    // request's namespace only, bounded in time).
+    let namespace = request.namespace.clone().unwrap_or_default();
+    let digests = state
+        .tags
+        .resolve(&namespace, &tagged_images(&request), &state.caches.rules)
+        .await;
+    let lookup = super::tags::WithDigests {
+        inner: &state.caches,
+        digests,
+    };
+    let (response, decision) = respond(&request, &lookup, &state.settings, chrono::Utc::now());
     if !request.dry_run {
         let namespace = request.namespace.as_deref().unwrap_or_default();
         for j in decision.judgements.iter().filter(|j| j.scan_wanted) {
@@ -262,13 +292,21 @@ pub fn router(
     caches: Caches,
     settings: AdmissionSettings,
     stats: Arc<AdmissionStats>,
+    tag_cache: std::time::Duration,
 ) -> Router {
+    let tags = super::tags::TagResolver::new(
+        ctx.client.clone(),
+        ctx.config.egress.policy(),
+        super::tags::RESOLVE_TIMEOUT,
+        tag_cache,
+    );
     let state = Arc::new(AdmissionState {
         caches,
         settings,
         stats,
         ctx,
         scans: Default::default(),
+        tags,
     });
     Router::new()
         .route(VALIDATE_PATH, post(validate))
@@ -289,7 +327,13 @@ pub async fn spawn(
         .map_err(|e| anyhow::anyhow!("admission webhook TLS: {e}"))?;
     let stats = Arc::new(AdmissionStats::default());
     let client = ctx.client.clone();
-    let app = router(ctx, caches.clone(), config.settings.clone(), stats.clone());
+    let app = router(
+        ctx,
+        caches.clone(),
+        config.settings.clone(),
+        stats.clone(),
+        config.tag_cache,
+    );
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .with_context(|| format!("binding the admission address {}", config.addr))?;
