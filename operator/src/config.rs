@@ -477,9 +477,32 @@ mod tests {
             [
                 "--max-image-bytes=17179869184",
                 "--max-file-bytes=134217728",
-                "--max-retained-bytes=67108864"
+                "--max-retained-bytes=67108864",
+                "--max-sbom-bytes=67108864",
+                "--max-sbom-components=100000",
+                "--max-zip-entries=200000",
+                "--max-warnings=200",
             ]
         );
+        // Every budget flag set on the operator reaches its scanner Jobs.
+        let config = parse(&[
+            "--max-sbom-bytes=8Mi",
+            "--max-sbom-components=500",
+            "--max-manifest-bytes=1Mi",
+            "--max-zip-entries=1000",
+            "--max-warnings=50",
+        ])
+        .unwrap();
+        let args = config.job.budgets.args();
+        for want in [
+            "--max-sbom-bytes=8388608",
+            "--max-sbom-components=500",
+            "--max-manifest-bytes=1048576",
+            "--max-zip-entries=1000",
+            "--max-warnings=50",
+        ] {
+            assert!(args.iter().any(|a| a == want), "missing {want} in {args:?}");
+        }
         let config = parse(&["--max-file-bytes=1Gi", "--max-retained-bytes=16Mi"]).unwrap();
         assert_eq!(config.job.budgets.max_file_bytes, 1 << 30);
         let err = config.job.check_memory(0).unwrap_err();

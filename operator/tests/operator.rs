@@ -654,6 +654,10 @@ async fn job_executor_creates_locked_down_scanner_jobs() -> Result<()> {
         // So do the scan budgets.
         "--max-file-bytes=134217728".to_string(),
         "--max-retained-bytes=67108864".to_string(),
+        "--max-sbom-bytes=67108864".to_string(),
+        "--max-sbom-components=100000".to_string(),
+        "--max-zip-entries=200000".to_string(),
+        "--max-warnings=200".to_string(),
     ] {
         assert!(args.contains(&want), "missing {want} in {args:?}");
     }

@@ -18,12 +18,37 @@ pub const DEFAULT_MAX_RETAINED_BYTES: u64 = 64 << 20;
 /// nested archive (32 MiB).
 pub const SCAN_OVERHEAD_BYTES: u64 = 128 << 20;
 
+/// Largest SBOM document read by default.
+pub const DEFAULT_MAX_SBOM_BYTES: u64 = 64 << 20;
+/// Most components taken from one SBOM by default.
+pub const DEFAULT_MAX_SBOM_COMPONENTS: u64 = 100_000;
+/// Largest manifest or index read from a registry by default (what registries accept).
+pub const DEFAULT_MAX_REGISTRY_MANIFEST_BYTES: u64 = 4 << 20;
+/// Largest JSON document (manifest, index, configuration) read from an archive or an OCI
+/// layout by default: docker-save's `manifest.json` lists every image of the archive.
+pub const DEFAULT_MAX_ARCHIVE_MANIFEST_BYTES: u64 = 16 << 20;
+/// Entries looked at by default in one Java archive and everything nested in it.
+pub const DEFAULT_MAX_ZIP_ENTRIES: u64 = 200_000;
+/// Warnings one scan reports by default; the rest are counted in one last line.
+pub const DEFAULT_MAX_WARNINGS: u64 = 200;
+
 /// The budgets of one scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScanBudgets {
     pub max_image_bytes: u64,
     pub max_file_bytes: u64,
     pub max_retained_bytes: u64,
+    /// Largest SBOM document read (`sbom:` targets).
+    pub max_sbom_bytes: u64,
+    /// Most components (purls) taken from one SBOM.
+    pub max_sbom_components: u64,
+    /// Largest manifest, index or image configuration read; `None`: 4 MiB from a
+    /// registry, 16 MiB in an archive or layout.
+    pub max_manifest_bytes: Option<u64>,
+    /// Entries looked at in one Java archive and everything nested in it.
+    pub max_zip_entries: u64,
+    /// Warnings one scan reports; the rest are counted in one last line.
+    pub max_warnings: u64,
 }
 
 impl Default for ScanBudgets {
@@ -32,14 +57,43 @@ impl Default for ScanBudgets {
             max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             max_retained_bytes: DEFAULT_MAX_RETAINED_BYTES,
+            max_sbom_bytes: DEFAULT_MAX_SBOM_BYTES,
+            max_sbom_components: DEFAULT_MAX_SBOM_COMPONENTS,
+            max_manifest_bytes: None,
+            max_zip_entries: DEFAULT_MAX_ZIP_ENTRIES,
+            max_warnings: DEFAULT_MAX_WARNINGS,
         }
     }
 }
 
 impl ScanBudgets {
-    /// Memory a scan with these budgets may need, besides the vulnerability database.
+    /// Largest manifest, index or configuration read from a registry.
+    pub fn registry_manifest_bytes(&self) -> u64 {
+        self.max_manifest_bytes
+            .unwrap_or(DEFAULT_MAX_REGISTRY_MANIFEST_BYTES)
+    }
+
+    /// Largest JSON document read from an archive or an OCI layout.
+    pub fn archive_manifest_bytes(&self) -> u64 {
+        self.max_manifest_bytes
+            .unwrap_or(DEFAULT_MAX_ARCHIVE_MANIFEST_BYTES)
+    }
+
+    /// The biggest document held in memory at once besides the analyzers' files: an SBOM
+    /// (read whole, then parsed) or a manifest. The SBOM's and the manifest's parsed forms
+    /// are counted in the retained-results budget and the overhead.
+    fn largest_document(&self) -> u64 {
+        self.max_sbom_bytes
+            .max(self.registry_manifest_bytes())
+            .max(self.archive_manifest_bytes())
+    }
+
+    /// Memory a scan with these budgets may need, besides the vulnerability database: the
+    /// largest of an analyzer's file and a whole document (SBOM, manifest), the retained
+    /// results and the overhead.
     pub fn memory_needed(&self) -> u64 {
         self.max_file_bytes
+            .max(self.largest_document())
             .saturating_add(self.max_retained_bytes)
             .saturating_add(SCAN_OVERHEAD_BYTES)
     }
@@ -52,10 +106,11 @@ impl ScanBudgets {
             return Ok(());
         }
         Err(format!(
-            "a scan may need {} (largest file {}, retained results {}, database {}, overhead {}) \
-             but the memory limit is {}: lower --max-file-bytes or --max-retained-bytes, or raise the limit",
+            "a scan may need {} (largest file or document {}, retained results {}, database {}, overhead {}) \
+             but the memory limit is {}: lower --max-file-bytes, --max-sbom-bytes, --max-manifest-bytes \
+             or --max-retained-bytes, or raise the limit",
             human(needed),
-            human(self.max_file_bytes),
+            human(self.max_file_bytes.max(self.largest_document())),
             human(self.max_retained_bytes),
             human(db_bytes),
             human(SCAN_OVERHEAD_BYTES),
@@ -80,6 +135,28 @@ pub struct BudgetArgs {
     /// memory; an image that needs more is an error. Bytes, or with a unit: 64Mi.
     #[arg(long, env = "IMAGEWARDEN_MAX_RETAINED_BYTES", value_parser = parse_bytes, default_value = "64Mi")]
     pub max_retained_bytes: u64,
+    /// Largest SBOM document read (`sbom:` targets); a bigger one is an error. Bytes, or
+    /// with a unit: 64Mi.
+    #[arg(long, env = "IMAGEWARDEN_MAX_SBOM_BYTES", value_parser = parse_bytes, default_value = "64Mi")]
+    pub max_sbom_bytes: u64,
+    /// Most components (package URLs) taken from one SBOM; an SBOM listing more is an error.
+    #[arg(long, env = "IMAGEWARDEN_MAX_SBOM_COMPONENTS", default_value_t = DEFAULT_MAX_SBOM_COMPONENTS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_sbom_components: u64,
+    /// Largest manifest, index or image configuration read; a bigger one is an error.
+    /// Bytes, or with a unit. Unset: 4Mi from a registry, 16Mi in an archive or layout.
+    #[arg(long, env = "IMAGEWARDEN_MAX_MANIFEST_BYTES", value_parser = parse_bytes)]
+    pub max_manifest_bytes: Option<u64>,
+    /// Most entries looked at in one Java archive (jar, war, ear) and everything nested in
+    /// it; the rest of a bigger archive is skipped with a warning.
+    #[arg(long, env = "IMAGEWARDEN_MAX_ZIP_ENTRIES", default_value_t = DEFAULT_MAX_ZIP_ENTRIES,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_zip_entries: u64,
+    /// Most warnings one scan reports (skipped files, unreadable databases); the rest are
+    /// counted in one last line.
+    #[arg(long, env = "IMAGEWARDEN_MAX_WARNINGS", default_value_t = DEFAULT_MAX_WARNINGS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_warnings: u64,
 }
 
 impl BudgetArgs {
@@ -89,16 +166,29 @@ impl BudgetArgs {
             max_image_bytes: self.max_image_bytes,
             max_file_bytes: self.max_file_bytes,
             max_retained_bytes: self.max_retained_bytes,
+            max_sbom_bytes: self.max_sbom_bytes,
+            max_sbom_components: self.max_sbom_components,
+            max_manifest_bytes: self.max_manifest_bytes,
+            max_zip_entries: self.max_zip_entries,
+            max_warnings: self.max_warnings,
         }
     }
 
     /// The same flags, to pass on to another process (a scanner Job).
     pub fn args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             format!("--max-image-bytes={}", self.max_image_bytes),
             format!("--max-file-bytes={}", self.max_file_bytes),
             format!("--max-retained-bytes={}", self.max_retained_bytes),
-        ]
+            format!("--max-sbom-bytes={}", self.max_sbom_bytes),
+            format!("--max-sbom-components={}", self.max_sbom_components),
+            format!("--max-zip-entries={}", self.max_zip_entries),
+            format!("--max-warnings={}", self.max_warnings),
+        ];
+        if let Some(n) = self.max_manifest_bytes {
+            args.push(format!("--max-manifest-bytes={n}"));
+        }
+        args
     }
 }
 
@@ -172,5 +262,47 @@ mod tests {
         .check_fits(limit, 0)
         .unwrap_err();
         assert!(err.contains("--max-file-bytes"), "{err}");
+        // A whole SBOM is held in memory too.
+        let err = ScanBudgets {
+            max_sbom_bytes: 512 << 20,
+            ..Default::default()
+        }
+        .check_fits(limit, 0)
+        .unwrap_err();
+        assert!(err.contains("--max-sbom-bytes"), "{err}");
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        budgets: BudgetArgs,
+    }
+
+    #[test]
+    fn every_budget_flag_is_passed_on_to_scanner_jobs() {
+        use clap::Parser;
+        let set = [
+            "--max-image-bytes=1Gi",
+            "--max-file-bytes=3Mi",
+            "--max-retained-bytes=5Mi",
+            "--max-sbom-bytes=7Mi",
+            "--max-sbom-components=11",
+            "--max-manifest-bytes=13Ki",
+            "--max-zip-entries=17",
+            "--max-warnings=19",
+        ];
+        let parsed = Cli::try_parse_from(std::iter::once("x").chain(set)).unwrap();
+        let again =
+            Cli::try_parse_from(std::iter::once("x".to_string()).chain(parsed.budgets.args()))
+                .unwrap();
+        assert_eq!(again.budgets.budgets(), parsed.budgets.budgets());
+        assert_ne!(parsed.budgets.budgets(), ScanBudgets::default());
+        // The defaults are the scanner's own.
+        let defaults = Cli::try_parse_from(["x"]).unwrap();
+        assert_eq!(defaults.budgets.budgets(), ScanBudgets::default());
+        let err = Cli::try_parse_from(["x", "--max-warnings=0"])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("--max-warnings"), "{err}");
     }
 }

@@ -89,7 +89,7 @@ pub async fn read_image(
     pull: &PullOptions,
     checks: &CheckOptions,
 ) -> Result<ScannedImage, SourceError> {
-    let mut analyzers = analyzer::default_analyzers();
+    let mut analyzers = analyzer::analyzers_with(&pull.budgets);
     analyzers.extend(checks::file_analyzers(checks));
     source::read(image, pull, analyzers).await
 }

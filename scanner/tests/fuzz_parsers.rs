@@ -384,7 +384,11 @@ fn targets() -> Vec<Target> {
             run: Box::new(|d| {
                 let file = tempfile::NamedTempFile::new().unwrap();
                 std::fs::write(file.path(), d).unwrap();
-                let _ = source::sbom::read(&ImageRef::Sbom(file.path().to_path_buf()), file.path());
+                let _ = source::sbom::read(
+                    &ImageRef::Sbom(file.path().to_path_buf()),
+                    file.path(),
+                    &Default::default(),
+                );
             }),
         },
         Target {

@@ -6,6 +6,7 @@ mod inventory_support;
 use std::path::Path;
 
 use imagewarden_scanner::analyzer::default_analyzers;
+use imagewarden_scanner::budget::ScanBudgets;
 use imagewarden_scanner::inventory::Ecosystem;
 use imagewarden_scanner::source::{read_local, ImageRef, ScannedImage, SourceError};
 use inventory_support::*;
@@ -239,7 +240,10 @@ fn the_uncompressed_bytes_of_a_scan_have_a_budget() {
     let analyzers = default_analyzers();
     assert!(read_local(&target, &Default::default(), &analyzers).is_ok());
     let opts = imagewarden_scanner::source::PullOptions {
-        max_image_bytes: Some(4 << 20),
+        budgets: ScanBudgets {
+            max_image_bytes: 4 << 20,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let err = read_local(&target, &opts, &analyzers).unwrap_err();
@@ -271,7 +275,10 @@ fn the_results_one_scan_keeps_have_a_budget() {
     let image = read_local(&target, &Default::default(), &analyzers).unwrap();
     assert_eq!(names(&image.inventory, Ecosystem::Debian).len(), 20_000);
     let opts = imagewarden_scanner::source::PullOptions {
-        max_retained_bytes: Some(1 << 20),
+        budgets: ScanBudgets {
+            max_retained_bytes: 1 << 20,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let err = read_local(&target, &opts, &analyzers)
@@ -312,7 +319,10 @@ fn the_largest_file_read_for_an_analyzer_is_configurable() {
     let target = ImageRef::parse(&format!("oci-layout:{}", tmp.path().display())).unwrap();
     let analyzers = default_analyzers();
     let opts = imagewarden_scanner::source::PullOptions {
-        max_file_bytes: Some(64 << 10),
+        budgets: ScanBudgets {
+            max_file_bytes: 64 << 10,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let image = read_local(&target, &opts, &analyzers).unwrap();
@@ -327,4 +337,86 @@ fn the_largest_file_read_for_an_analyzer_is_configurable() {
     );
     let image = read_local(&target, &Default::default(), &analyzers).unwrap();
     assert_eq!(names(&image.inventory, Ecosystem::Debian).len(), 2_000);
+}
+
+#[test]
+fn the_largest_manifest_read_is_configurable() {
+    // An OCI layout and a docker-save archive of one small image: the default reads them,
+    // a manifest budget below their documents' sizes refuses them naming the flag.
+    let layer = gzip(&tar_layer(&[file("etc/os-release", OS_RELEASE)]));
+    let tmp = tempfile::tempdir().unwrap();
+    Layout::single(tmp.path(), std::slice::from_ref(&layer));
+    let layout = ImageRef::parse(&format!("oci-layout:{}", tmp.path().display())).unwrap();
+    let plain = tar_layer(&[file("etc/os-release", OS_RELEASE)]);
+    let archive_path = tmp.path().join("image.tar");
+    docker_archive(
+        &archive_path,
+        std::slice::from_ref(&plain),
+        &[sha256(&plain)],
+        &[],
+    );
+    let archive = ImageRef::parse(&format!("docker-archive:{}", archive_path.display())).unwrap();
+    let analyzers = default_analyzers();
+    let small = imagewarden_scanner::source::PullOptions {
+        budgets: ScanBudgets {
+            max_manifest_bytes: Some(64),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let roomy = imagewarden_scanner::source::PullOptions {
+        budgets: ScanBudgets {
+            max_manifest_bytes: Some(64 << 10),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    for target in [&layout, &archive] {
+        read_local(target, &Default::default(), &analyzers).unwrap();
+        read_local(target, &roomy, &analyzers).unwrap();
+        let err = read_local(target, &small, &analyzers)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("larger than 64 bytes (--max-manifest-bytes)"),
+            "{target}: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_warnings_of_one_scan_are_bounded_by_the_flag() {
+    // Ten entries with unsafe paths: ten warnings by default; three and a count of the
+    // rest, naming the flag, within a budget of three.
+    let entries: Vec<Entry> = (0..10)
+        .map(|i| Entry::RawFile(format!("../escape-{i}").into_bytes(), b"x".to_vec()))
+        .collect();
+    let layer = gzip(&tar_layer(&entries));
+    let tmp = tempfile::tempdir().unwrap();
+    Layout::single(tmp.path(), &[layer]);
+    let target = ImageRef::parse(&format!("oci-layout:{}", tmp.path().display())).unwrap();
+    let analyzers = default_analyzers();
+    let unsafe_paths = |image: &ScannedImage| {
+        image
+            .warnings
+            .iter()
+            .filter(|w| w.contains("unsafe path"))
+            .count()
+    };
+    let image = read_local(&target, &Default::default(), &analyzers).unwrap();
+    assert_eq!(unsafe_paths(&image), 10, "{:?}", image.warnings);
+    let opts = imagewarden_scanner::source::PullOptions {
+        budgets: ScanBudgets {
+            max_warnings: 3,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let image = read_local(&target, &opts, &analyzers).unwrap();
+    assert_eq!(unsafe_paths(&image), 3, "{:?}", image.warnings);
+    assert_eq!(
+        image.warnings.last().map(String::as_str),
+        Some("7 more warning(s) not shown (--max-warnings)")
+    );
+    assert_eq!(image.warnings.len(), 4);
 }

@@ -579,3 +579,42 @@ fn db_build_reads_nvd_feeds_from_a_url() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no NVD feed"));
 }
+
+#[test]
+fn update_compiles_within_the_record_limits_given_and_rebuilds_when_they_change() {
+    let (mirror, _) = official_layout();
+    let mirror: Shared = Arc::new(Mutex::new(mirror));
+    let base = serve(mirror.clone(), 2000);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("db");
+    let records = || {
+        Db::open_index(&cache.join("vulndb.iwdb"))
+            .unwrap()
+            .info()
+            .records
+    };
+    assert_ok(&imagewarden(&["db", "update"], &cache, &base));
+    let all = records();
+    assert!(all > 0);
+    // Nothing changed on the mirror, but a range of one event is no range: every record
+    // with a range is skipped, so the index is rebuilt with fewer records.
+    assert_ok(&imagewarden(
+        &["db", "update", "--max-osv-range-events=1"],
+        &cache,
+        &base,
+    ));
+    let limited = records();
+    assert!(limited < all, "{limited} of {all}");
+    // Back to the defaults: rebuilt again, with every record.
+    assert_ok(&imagewarden(&["db", "update"], &cache, &base));
+    assert_eq!(records(), all);
+    // A range limit past the matcher's own bound would be ignored when matching: refused.
+    let out = imagewarden(
+        &["db", "update", "--max-osv-range-events=5001"],
+        &cache,
+        &base,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--max-osv-range-events"), "{err}");
+}

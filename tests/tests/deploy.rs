@@ -400,6 +400,10 @@ fn check_locked_down(objs: &[Value], what: &str) -> Result<()> {
         ("IMAGEWARDEN_MAX_IMAGE_BYTES", "16Gi"),
         ("IMAGEWARDEN_MAX_FILE_BYTES", "128Mi"),
         ("IMAGEWARDEN_MAX_RETAINED_BYTES", "64Mi"),
+        ("IMAGEWARDEN_MAX_SBOM_BYTES", "64Mi"),
+        ("IMAGEWARDEN_MAX_SBOM_COMPONENTS", "100000"),
+        ("IMAGEWARDEN_MAX_ZIP_ENTRIES", "200000"),
+        ("IMAGEWARDEN_MAX_WARNINGS", "200"),
     ] {
         if !what.contains("everything") {
             assert_eq!(env(name)["value"], value, "{what}: {name}");
@@ -643,6 +647,28 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
     ])?)?;
     check_locked_down(&everything, "helm everything-values")?;
     let deploy = find(&everything, "Deployment", "imagewarden-operator")?;
+    // Every scan budget of the values reaches the operator (and through it, scanner Jobs).
+    {
+        let c = &deploy["spec"]["template"]["spec"]["containers"][0];
+        let env = |name: &str| -> Value {
+            c["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["name"] == name)
+                .map(|e| e["value"].clone())
+                .unwrap_or(Value::Null)
+        };
+        for (name, value) in [
+            ("IMAGEWARDEN_MAX_SBOM_BYTES", "32Mi"),
+            ("IMAGEWARDEN_MAX_SBOM_COMPONENTS", "50000"),
+            ("IMAGEWARDEN_MAX_MANIFEST_BYTES", "2Mi"),
+            ("IMAGEWARDEN_MAX_ZIP_ENTRIES", "100000"),
+            ("IMAGEWARDEN_MAX_WARNINGS", "100"),
+        ] {
+            assert_eq!(env(name), value, "everything-values: {name}");
+        }
+    }
     assert_eq!(deploy["spec"]["replicas"], 2);
     let c = &deploy["spec"]["template"]["spec"]["containers"][0];
     let env: BTreeMap<&str, &Value> = c["env"]

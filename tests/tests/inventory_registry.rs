@@ -243,3 +243,31 @@ async fn an_image_index_is_resolved_with_the_platform_option() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_largest_manifest_read_from_a_registry_is_configurable() -> Result<()> {
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    push_image(&registry, "team-a/alpine", "3.10", &alpine_image()?).await?;
+    let target = ImageRef::parse(&format!("{}/team-a/alpine:3.10", registry.host))?;
+    let with = |max_manifest_bytes: Option<u64>| PullOptions {
+        insecure: true,
+        budgets: imagewarden_scanner::budget::ScanBudgets {
+            max_manifest_bytes,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    // The defaults and a budget above the manifest's and configuration's sizes read it.
+    source::inventory(&target, &with(None)).await?;
+    source::inventory(&target, &with(Some(64 << 10))).await?;
+    // Below them: refused, naming the flag.
+    let err = source::inventory(&target, &with(Some(64)))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("more than 64 bytes (--max-manifest-bytes)"),
+        "{err}"
+    );
+    Ok(())
+}

@@ -6,7 +6,19 @@ use crate::inventory::Ecosystem;
 use std::io::{Cursor, Read};
 
 /// Reads Maven coordinates out of Java archives.
-pub struct JavaArchiveAnalyzer;
+pub struct JavaArchiveAnalyzer {
+    /// Entries looked at in one top-level archive and everything nested in it
+    /// (`--max-zip-entries`).
+    pub max_entries: u64,
+}
+
+impl Default for JavaArchiveAnalyzer {
+    fn default() -> Self {
+        JavaArchiveAnalyzer {
+            max_entries: crate::budget::DEFAULT_MAX_ZIP_ENTRIES,
+        }
+    }
+}
 
 /// Largest archive read into memory (within the scanner Job's 512Mi memory limit,
 /// together with the nested archives extracted from it).
@@ -15,8 +27,6 @@ const ARCHIVE_CAP: u64 = 128 << 20;
 const NESTED_CAP: u64 = 32 << 20;
 /// Bytes inflated from one top-level archive and everything nested in it.
 const INFLATE_BUDGET: u64 = 128 << 20;
-/// Entries looked at in one top-level archive and everything nested in it.
-const ENTRY_BUDGET: u64 = 200_000;
 /// How deep archives nested in archives are opened.
 const MAX_DEPTH: usize = 3;
 
@@ -37,6 +47,7 @@ impl Analyzer for JavaArchiveAnalyzer {
         let mut budget = Budget {
             inflated: 0,
             entries: 0,
+            max_entries: self.max_entries,
             exhausted: false,
         };
         analyze_archive(path, path, data, 0, &mut budget, out);
@@ -47,6 +58,7 @@ impl Analyzer for JavaArchiveAnalyzer {
 struct Budget {
     inflated: u64,
     entries: u64,
+    max_entries: u64,
     exhausted: bool,
 }
 
@@ -61,10 +73,18 @@ impl Budget {
         if self.exhausted {
             return false;
         }
-        if self.inflated > INFLATE_BUDGET || self.entries > ENTRY_BUDGET {
+        if self.inflated > INFLATE_BUDGET {
             self.exhausted = true;
             out.warn(format!(
-                "{archive_name}: the archive and its nested archives exceed {INFLATE_BUDGET} inflated bytes or {ENTRY_BUDGET} entries; the rest is skipped"
+                "{archive_name}: the archive and its nested archives exceed {INFLATE_BUDGET} inflated bytes; the rest is skipped"
+            ));
+            return false;
+        }
+        if self.entries > self.max_entries {
+            self.exhausted = true;
+            out.warn(format!(
+                "{archive_name}: the archive and its nested archives have more than {} entries (--max-zip-entries); the rest is skipped",
+                self.max_entries
             ));
             return false;
         }
@@ -334,6 +354,56 @@ mod tests {
     }
 
     #[test]
+    fn the_entry_budget_is_the_flags_value() {
+        // An outer jar of three entries, one of them a jar of two: five entries in all.
+        let pom = b"groupId=org.example\nartifactId=inner\nversion=1.0\n";
+        let inner = stored_zip(
+            &[
+                (
+                    "META-INF/maven/org.example/inner/pom.properties",
+                    pom.as_slice(),
+                ),
+                ("README", b"x".as_slice()),
+            ],
+            &[
+                ("META-INF/maven/org.example/inner/pom.properties".into(), 0),
+                ("README".into(), 1),
+            ],
+        );
+        let outer = stored_zip(
+            &[
+                ("lib/inner.jar", inner.as_slice()),
+                ("a", b"1".as_slice()),
+                ("b", b"2".as_slice()),
+            ],
+            &[
+                ("lib/inner.jar".into(), 0),
+                ("a".into(), 1),
+                ("b".into(), 2),
+            ],
+        );
+        let run = |analyzer: JavaArchiveAnalyzer| {
+            let mut out = Output::default();
+            analyzer.analyze("app.jar", &outer, &mut out);
+            out
+        };
+        let out = run(JavaArchiveAnalyzer::default());
+        assert_eq!(out.facts.len(), 1, "{:?}", out.warnings);
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+        let out = run(JavaArchiveAnalyzer { max_entries: 5 });
+        assert_eq!(out.facts.len(), 1, "{:?}", out.warnings);
+        let out = run(JavaArchiveAnalyzer { max_entries: 4 });
+        assert!(out.facts.is_empty());
+        assert!(
+            out.warnings
+                .iter()
+                .any(|w| w.contains("more than 4 entries (--max-zip-entries)")),
+            "{:?}",
+            out.warnings
+        );
+    }
+
+    #[test]
     fn a_stored_zip_written_here_is_read() {
         let pom = b"groupId=org.example\nartifactId=inner\nversion=1.0\n";
         let jar = stored_zip(
@@ -341,7 +411,7 @@ mod tests {
             &[("META-INF/maven/org.example/inner/pom.properties".into(), 0)],
         );
         let mut out = Output::default();
-        JavaArchiveAnalyzer.analyze("app.jar", &jar, &mut out);
+        JavaArchiveAnalyzer::default().analyze("app.jar", &jar, &mut out);
         assert_eq!(out.facts.len(), 1, "{:?}", out.warnings);
     }
 
@@ -362,7 +432,7 @@ mod tests {
         }
         let started = std::time::Instant::now();
         let mut out = Output::default();
-        JavaArchiveAnalyzer.analyze("app.jar", &jar, &mut out);
+        JavaArchiveAnalyzer::default().analyze("app.jar", &jar, &mut out);
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
         assert!(out.facts.is_empty());
         assert!(
@@ -392,7 +462,7 @@ mod tests {
         }
         let outer = outer.finish().unwrap().into_inner();
         let mut out = Output::default();
-        JavaArchiveAnalyzer.analyze("app.jar", &outer, &mut out);
+        JavaArchiveAnalyzer::default().analyze("app.jar", &outer, &mut out);
         assert!(
             out.warnings.iter().any(|w| w.contains("inflated bytes")),
             "{:?}",

@@ -158,6 +158,16 @@ pub fn push_bounded_warning(warnings: &mut Vec<String>, omitted: &mut u64, max: 
     }
 }
 
+/// Names the flag that bounds a scan's warnings in the line counting the rest, once
+/// [`push_bounded_warning`] is done with `warnings`.
+pub fn name_the_warning_budget(warnings: &mut [String], omitted: u64) {
+    if omitted > 0 {
+        if let Some(last) = warnings.last_mut() {
+            *last = format!("{omitted} more warning(s) not shown (--max-warnings)");
+        }
+    }
+}
+
 impl Output {
     pub fn package(&mut self, p: Package) {
         self.fact(Fact::Package(p));
@@ -212,8 +222,13 @@ pub trait Analyzer: Send + Sync {
     fn analyze_meta(&self, _file: &FileMeta<'_>, _out: &mut Output) {}
 }
 
-/// Every analyzer, in the order their results are reported.
+/// Every analyzer, in the order their results are reported, with the default budgets.
 pub fn default_analyzers() -> Vec<Box<dyn Analyzer>> {
+    analyzers_with(&crate::budget::ScanBudgets::default())
+}
+
+/// Every analyzer, in the order their results are reported, within `budgets`.
+pub fn analyzers_with(budgets: &crate::budget::ScanBudgets) -> Vec<Box<dyn Analyzer>> {
     vec![
         Box::new(os::OsReleaseAnalyzer),
         Box::new(dpkg::DpkgStatusAnalyzer),
@@ -223,7 +238,9 @@ pub fn default_analyzers() -> Vec<Box<dyn Analyzer>> {
         Box::new(rpm::RpmNdbAnalyzer),
         Box::new(python::PythonMetadataAnalyzer),
         Box::new(node::NodePackageJsonAnalyzer),
-        Box::new(java::JavaArchiveAnalyzer),
+        Box::new(java::JavaArchiveAnalyzer {
+            max_entries: budgets.max_zip_entries,
+        }),
         Box::new(binary::ExecutableAnalyzer),
         Box::new(cargo::CargoLockAnalyzer),
         Box::new(composer::ComposerInstalledAnalyzer),

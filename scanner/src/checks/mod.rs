@@ -97,6 +97,9 @@ pub fn file_analyzers(opts: &CheckOptions) -> Vec<Box<dyn Analyzer>> {
         v.push(Box::new(secret::SecretAnalyzer {
             size_cap: opts.secret_size_cap,
         }));
+        v.push(Box::new(secret::OversizedSecretCandidates {
+            size_cap: opts.secret_size_cap,
+        }));
     }
     if opts.malware {
         v.push(Box::new(malware::MalwareAnalyzer::with_rules(

@@ -277,6 +277,34 @@ impl Analyzer for SecretAnalyzer {
     }
 }
 
+/// Names the files the secret rules would read but for their size, so that a miss is said:
+/// judged by size alone, they are never read.
+pub struct OversizedSecretCandidates {
+    pub size_cap: u64,
+}
+
+impl Analyzer for OversizedSecretCandidates {
+    fn name(&self) -> &'static str {
+        "secret"
+    }
+    fn wants(&self, file: &FileMeta<'_>) -> bool {
+        file.size > self.size_cap && !skipped_path(file.path)
+    }
+    fn metadata_only(&self) -> bool {
+        true
+    }
+    fn analyze(&self, _path: &str, _data: &[u8], _out: &mut Output) {}
+    fn analyze_meta(&self, file: &FileMeta<'_>, out: &mut Output) {
+        if self.wants(file) {
+            out.warn(format!(
+                "{}: not checked for secrets: larger than {}",
+                file.path,
+                crate::budget::human(self.size_cap)
+            ));
+        }
+    }
+}
+
 /// Secrets in the configuration's `Env` (a baseline risk, CIS 4.10): names that say they
 /// hold one (with a non-empty value), and values any secret rule matches.
 pub fn config_env_secrets(config: &ImageConfig) -> Vec<CheckFinding> {
@@ -341,6 +369,47 @@ pub fn config_env_secrets(config: &ImageConfig) -> Vec<CheckFinding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_over_the_size_cap_are_named_not_skipped_silently() {
+        let secret = b"token: ghp_0123456789abcdefghijABCDEFGHIJ012345\n";
+        let mut big = secret.to_vec();
+        big.resize(2 << 20, b'\n');
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, data) in [
+            ("etc/app/small.conf", secret.as_slice()),
+            ("etc/app/big.conf", big.as_slice()),
+            ("usr/lib/big.so", big.as_slice()),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, path, data).unwrap();
+        }
+        let tar = tar.into_inner().unwrap();
+        let analyzers = crate::checks::file_analyzers(&crate::checks::CheckOptions {
+            baseline: false,
+            malware: false,
+            ..Default::default()
+        });
+        let scan = crate::layer::scan_layer(tar.as_slice(), None, None, &analyzers).unwrap();
+        let warnings = |path: &str| -> Vec<String> {
+            scan.files
+                .get(path)
+                .map(|r| r.output.warnings.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            warnings("etc/app/big.conf"),
+            ["etc/app/big.conf: not checked for secrets: larger than 1 MiB"]
+        );
+        assert!(warnings("etc/app/small.conf").is_empty());
+        // A format the rules never read is not a miss.
+        assert!(warnings("usr/lib/big.so").is_empty());
+        let small = &scan.files["etc/app/small.conf"].output.facts;
+        assert_eq!(small.len(), 1, "{small:?}");
+    }
 
     #[test]
     fn rules_find_and_redact() {

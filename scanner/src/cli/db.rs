@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use imagewarden_scanner::vulndb::update::{self, UpdateOptions};
-use imagewarden_scanner::vulndb::{Db, DbBuilder, DbInfo};
+use imagewarden_scanner::vulndb::{Db, DbBuilder, DbInfo, OsvLimits};
 
 /// Where `db update` downloads from and to; `scan` shares these flags.
 #[derive(clap::Args, Clone)]
@@ -19,6 +19,35 @@ pub struct UpdateArgs {
     /// Base URL of NVD's CVE JSON 2.0 feeds (`<URL>/nvdcve-2.0-YYYY.json.gz`); a mirror works.
     #[arg(long, env = "IMAGEWARDEN_NVD_URL", default_value = update::DEFAULT_NVD_URL)]
     pub nvd_url: String,
+}
+
+/// The largest OSV record a database build compiles; bigger records are skipped with a
+/// warning naming the flag.
+#[derive(clap::Args, Clone, Debug)]
+pub struct OsvLimitArgs {
+    /// Largest OSV JSON document read (a file, or a member of an all.zip). Bytes, or with
+    /// a unit: 64Mi.
+    #[arg(long, env = "IMAGEWARDEN_MAX_OSV_RECORD_BYTES", default_value = "64Mi",
+          value_parser = imagewarden_scanner::budget::parse_bytes)]
+    pub max_osv_record_bytes: u64,
+    /// Most `affected` entries in one OSV record.
+    #[arg(long, env = "IMAGEWARDEN_MAX_OSV_AFFECTED", default_value_t = OsvLimits::default().max_affected,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_osv_affected: u64,
+    /// Most events in one range of an OSV record; at most 5000, the matcher's own bound.
+    #[arg(long, env = "IMAGEWARDEN_MAX_OSV_RANGE_EVENTS", default_value_t = OsvLimits::default().max_range_events,
+          value_parser = clap::value_parser!(u64).range(1..=imagewarden_scanner::matcher::MAX_RANGE_EVENTS as u64))]
+    pub max_osv_range_events: u64,
+}
+
+impl OsvLimitArgs {
+    pub fn limits(&self) -> OsvLimits {
+        OsvLimits {
+            max_record_bytes: self.max_osv_record_bytes,
+            max_affected: self.max_osv_affected,
+            max_range_events: self.max_osv_range_events,
+        }
+    }
 }
 
 impl UpdateArgs {
@@ -82,6 +111,8 @@ pub enum Command {
         /// warns that it is not a real database.
         #[arg(long)]
         sample: bool,
+        #[command(flatten)]
+        osv_limits: OsvLimitArgs,
     },
     /// Store a compiled index in a registry as an OCI artifact, for clusters that read
     /// their database with `--db oci://HOST/REPOSITORY:TAG`.
@@ -97,6 +128,8 @@ pub enum Command {
     Update {
         #[command(flatten)]
         update: UpdateArgs,
+        #[command(flatten)]
+        osv_limits: OsvLimitArgs,
     },
     /// Print what an index holds.
     Info {
@@ -114,9 +147,10 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             source,
             out,
             sample,
+            osv_limits,
         } => {
             let started = std::time::Instant::now();
-            let mut builder = DbBuilder::new();
+            let mut builder = DbBuilder::new().with_limits(osv_limits.limits());
             builder.set_sample(sample);
             for s in &source {
                 builder
@@ -161,8 +195,10 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Update { update } => {
-            run_update(&update.options()?)?;
+        Command::Update { update, osv_limits } => {
+            let mut opts = update.options()?;
+            opts.osv_limits = osv_limits.limits();
+            run_update(&opts)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Info { file, json } => {

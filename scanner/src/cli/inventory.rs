@@ -38,7 +38,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()?;
     // Listing packages needs only the package analyzers, not the baseline, secret and
     // malware checks.
-    let analyzers = imagewarden_scanner::analyzer::default_analyzers();
+    let analyzers = imagewarden_scanner::analyzer::analyzers_with(&opts.budgets);
     let scanned = runtime.block_on(source::read(&target, &opts, analyzers))?;
     let text = match args.format {
         Format::Json => serde_json::to_string_pretty(&scanned.inventory)? + "\n",

@@ -58,9 +58,7 @@ impl PullArgs {
             progress: true,
             // A user's own machine, against registries the user names: any address.
             egress: None,
-            max_image_bytes: Some(self.budgets.max_image_bytes),
-            max_file_bytes: Some(self.budgets.max_file_bytes),
-            max_retained_bytes: Some(self.budgets.max_retained_bytes),
+            budgets: self.budgets.budgets(),
         }
     }
 }

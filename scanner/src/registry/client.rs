@@ -37,7 +37,7 @@ const INDEX_MEDIA_TYPES: &[&str] = &[
     "application/vnd.docker.distribution.manifest.list.v2+json",
 ];
 
-/// Largest manifest or config blob read into memory.
+/// Largest document (listing page, token reply) read into memory.
 const MAX_DOCUMENT_BYTES: usize = 4 << 20;
 
 /// Redirects followed for one request.
@@ -62,6 +62,8 @@ pub struct RegistryClient {
     tokens: Mutex<HashMap<String, Token>>,
     /// Set once the registry asked for Basic auth, so later requests send it up front.
     basic_auth: Mutex<bool>,
+    /// Largest manifest, index or image configuration read (`--max-manifest-bytes`).
+    max_manifest_bytes: usize,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -231,6 +233,7 @@ impl RegistryClient {
             static_token: access.token.clone(),
             tokens: Mutex::new(HashMap::new()),
             basic_auth: Mutex::new(false),
+            max_manifest_bytes: crate::budget::DEFAULT_MAX_REGISTRY_MANIFEST_BYTES as usize,
         })
     }
 
@@ -424,6 +427,13 @@ impl RegistryClient {
         self.json(response, Some(repository)).await
     }
 
+    /// This client with manifests, indexes and image configurations bounded to `n` bytes
+    /// (`--max-manifest-bytes`).
+    pub fn with_max_manifest_bytes(mut self, n: u64) -> Self {
+        self.max_manifest_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+        self
+    }
+
     /// The manifest `reference` (tag or digest) of `repository` as stored, accepting the
     /// `accept` media types, and its digest (the registry's `Docker-Content-Digest`, else
     /// the hash of what was read).
@@ -438,7 +448,7 @@ impl RegistryClient {
             .get_in(repository, url, Some(&accept.join(", ")))
             .await?;
         let header = content_digest(response.headers());
-        let body = self.body(response, Some(repository)).await?;
+        let body = self.manifest_body(response, repository).await?;
         let digest =
             header.unwrap_or_else(|| format!("sha256:{}", hex::encode(Sha256::digest(&body))));
         Ok((body, digest))
@@ -457,7 +467,7 @@ impl RegistryClient {
         digest: &str,
     ) -> Result<Vec<u8>, RegistryError> {
         let response = self.blob(repository, digest).await?;
-        self.body(response, Some(repository)).await
+        self.manifest_body(response, repository).await
     }
 
     /// GET within `repository`, with its pull scope.
@@ -545,8 +555,35 @@ impl RegistryClient {
 
     async fn body(
         &self,
+        response: Response,
+        repository: Option<&str>,
+    ) -> Result<Vec<u8>, RegistryError> {
+        self.body_within(response, repository, MAX_DOCUMENT_BYTES, "")
+            .await
+    }
+
+    /// A manifest's, index's or configuration's body, within `--max-manifest-bytes`.
+    async fn manifest_body(
+        &self,
+        response: Response,
+        repository: &str,
+    ) -> Result<Vec<u8>, RegistryError> {
+        self.body_within(
+            response,
+            Some(repository),
+            self.max_manifest_bytes,
+            " (--max-manifest-bytes)",
+        )
+        .await
+    }
+
+    /// A body of at most `limit` bytes; `flag` names what sets the limit.
+    async fn body_within(
+        &self,
         mut response: Response,
         repository: Option<&str>,
+        limit: usize,
+        flag: &str,
     ) -> Result<Vec<u8>, RegistryError> {
         let mut body = Vec::new();
         while let Some(chunk) = response
@@ -554,14 +591,11 @@ impl RegistryClient {
             .await
             .map_err(|e| self.transport_error(&e, repository))?
         {
-            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+            if body.len() + chunk.len() > limit {
                 return Err(RegistryError::Protocol {
                     registry: self.host.clone(),
                     repository: InRepository(repository.map(str::to_string)),
-                    message: format!(
-                        "{} returned more than {MAX_DOCUMENT_BYTES} bytes",
-                        response.url()
-                    ),
+                    message: format!("{} returned more than {limit} bytes{flag}", response.url()),
                 });
             }
             body.extend_from_slice(&chunk);

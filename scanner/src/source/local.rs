@@ -11,8 +11,6 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
-/// Largest JSON document (manifest, index, config) read from an image.
-const JSON_CAP: u64 = 16 << 20;
 /// Most bytes of an archive's non-layer entries (manifests, configs, other small files)
 /// kept in memory together, and most such entries.
 const NON_LAYER_TOTAL_CAP: u64 = 64 << 20;
@@ -29,17 +27,22 @@ fn blob_path(dir: &Path, digest: &str) -> Result<std::path::PathBuf, SourceError
     Ok(dir.join("blobs").join(alg).join(hex))
 }
 
-fn read_json_file(path: &Path, what: &str) -> Result<Vec<u8>, SourceError> {
+/// The error for a JSON document (manifest, index, configuration) over `cap` bytes.
+fn oversized_document(what: &str, name: &str, cap: u64) -> SourceError {
+    SourceError::Invalid(format!(
+        "{what}: {name} is larger than {} (--max-manifest-bytes); not read",
+        crate::budget::human(cap)
+    ))
+}
+
+fn read_json_file(path: &Path, what: &str, cap: u64) -> Result<Vec<u8>, SourceError> {
     let f = File::open(path).map_err(SourceError::io(format!("{what}: {}", path.display())))?;
     let mut buf = Vec::new();
-    f.take(JSON_CAP + 1)
+    f.take(cap.saturating_add(1))
         .read_to_end(&mut buf)
         .map_err(SourceError::io(format!("{what}: {}", path.display())))?;
-    if buf.len() as u64 > JSON_CAP {
-        return Err(SourceError::Invalid(format!(
-            "{what}: {} is larger than {JSON_CAP} bytes",
-            path.display()
-        )));
+    if buf.len() as u64 > cap {
+        return Err(oversized_document(what, &path.display().to_string(), cap));
     }
     Ok(buf)
 }
@@ -53,7 +56,8 @@ pub fn scan_layout(
     analyzers: &[Box<dyn Analyzer>],
 ) -> Result<ScannedImage, SourceError> {
     let what = target.to_string();
-    let index_bytes = read_json_file(&dir.join("index.json"), &what)?;
+    let json_cap = opts.budgets.archive_manifest_bytes();
+    let index_bytes = read_json_file(&dir.join("index.json"), &what, json_cap)?;
     let root = oci::parse_manifest(&index_bytes, &format!("{what}: index.json"))?;
     let fetch_json = |d: &Descriptor| -> Result<Vec<u8>, SourceError> {
         let p = blob_path(dir, &d.digest)?;
@@ -63,7 +67,7 @@ pub fn scan_layout(
                 digest: d.digest.clone(),
             });
         }
-        let bytes = read_json_file(&p, &what)?;
+        let bytes = read_json_file(&p, &what, json_cap)?;
         oci::verify_digest(&bytes, &d.digest, &format!("{what}: blob {}", d.digest))?;
         Ok(bytes)
     };
@@ -115,6 +119,7 @@ pub fn scan_layout(
         &scans,
         Some(config_json),
         Vec::new(),
+        opts.budgets.max_warnings,
     ))
 }
 
@@ -141,6 +146,7 @@ pub fn scan_archive(
     analyzers: &[Box<dyn Analyzer>],
 ) -> Result<ScannedImage, SourceError> {
     let what = target.to_string();
+    let json_cap = opts.budgets.archive_manifest_bytes();
     let file = File::open(path).map_err(SourceError::io(format!("{what}: cannot open")))?;
     let len = file.metadata().ok().map(|m| m.len());
     let reader = ProgressReader {
@@ -181,7 +187,7 @@ pub fn scan_archive(
             || name.ends_with(".tar")
             || name.starts_with("blobs/");
         if !looks_layer || looks_json || size == 0 {
-            if size > JSON_CAP {
+            if size > json_cap {
                 if oversized.len() < 16 {
                     oversized.push(name);
                 }
@@ -222,9 +228,7 @@ pub fn scan_archive(
     }
     for manifest in ["manifest.json", "index.json"] {
         if !json.contains_key(manifest) && oversized.iter().any(|n| n == manifest) {
-            return Err(SourceError::Invalid(format!(
-                "{what}: {manifest} is larger than {JSON_CAP} bytes; not read"
-            )));
+            return Err(oversized_document(&what, manifest, json_cap));
         }
     }
 
@@ -255,11 +259,22 @@ pub fn scan_archive(
                 })?;
             ordered.push(scan);
         }
-        let config = json.get(entry.config.trim_start_matches("./")).cloned();
+        let config_name = entry.config.trim_start_matches("./");
+        if oversized.iter().any(|n| n == config_name) {
+            return Err(oversized_document(&what, config_name, json_cap));
+        }
+        let config = json.get(config_name).cloned();
         if let Some(config) = &config {
             check_diff_ids(&what, config, &entry.layers, &ordered)?;
         }
-        return Ok(assemble(target, None, &ordered, config, Vec::new()));
+        return Ok(assemble(
+            target,
+            None,
+            &ordered,
+            config,
+            Vec::new(),
+            opts.budgets.max_warnings,
+        ));
     }
 
     let index = json.get("index.json").ok_or_else(|| {
@@ -270,6 +285,9 @@ pub fn scan_archive(
     let root = oci::parse_manifest(index, &format!("{what}: index.json"))?;
     let fetch_json = |d: &Descriptor| -> Result<Vec<u8>, SourceError> {
         let key = format!("blobs/{}", d.digest.replacen(':', "/", 1));
+        if oversized.contains(&key) {
+            return Err(oversized_document(&what, &key, json_cap));
+        }
         let bytes = json
             .get(&key)
             .cloned()
@@ -301,6 +319,7 @@ pub fn scan_archive(
         &ordered,
         Some(config_json),
         Vec::new(),
+        opts.budgets.max_warnings,
     ))
 }
 
@@ -465,5 +484,12 @@ pub fn scan_dir(
             }
         }
     }
-    Ok(assemble(target, None, &[scan], None, Vec::new()))
+    Ok(assemble(
+        target,
+        None,
+        &[scan],
+        None,
+        Vec::new(),
+        opts.budgets.max_warnings,
+    ))
 }

@@ -193,33 +193,20 @@ pub struct PullOptions {
     ///
     /// [`EgressPolicy::unrestricted`]: crate::egress::EgressPolicy::unrestricted
     pub egress: Option<std::sync::Arc<crate::egress::EgressPolicy>>,
-    /// Most uncompressed layer bytes one scan reads, over all layers; `None` is
-    /// [`crate::layer::DEFAULT_MAX_IMAGE_BYTES`].
-    pub max_image_bytes: Option<u64>,
-    /// Largest file read into memory for an analyzer; `None` is
-    /// [`crate::budget::DEFAULT_MAX_FILE_BYTES`].
-    pub max_file_bytes: Option<u64>,
-    /// Most bytes of analysis results one scan keeps; `None` is
-    /// [`crate::budget::DEFAULT_MAX_RETAINED_BYTES`].
-    pub max_retained_bytes: Option<u64>,
+    /// What one scan may read and keep (uncompressed bytes, file, SBOM and manifest
+    /// sizes, archive entries, warnings).
+    pub budgets: crate::budget::ScanBudgets,
 }
 
 impl PullOptions {
-    /// The budgets these options set (defaults where unset).
+    /// The budgets of a scan with these options.
     pub fn budgets(&self) -> crate::budget::ScanBudgets {
-        let d = crate::budget::ScanBudgets::default();
-        crate::budget::ScanBudgets {
-            max_image_bytes: self.max_image_bytes.unwrap_or(d.max_image_bytes),
-            max_file_bytes: self.max_file_bytes.unwrap_or(d.max_file_bytes),
-            max_retained_bytes: self.max_retained_bytes.unwrap_or(d.max_retained_bytes),
-        }
+        self.budgets
     }
 
-    /// Sets the three budgets.
+    /// Sets the budgets.
     pub fn with_budgets(mut self, budgets: crate::budget::ScanBudgets) -> Self {
-        self.max_image_bytes = Some(budgets.max_image_bytes);
-        self.max_file_bytes = Some(budgets.max_file_bytes);
-        self.max_retained_bytes = Some(budgets.max_retained_bytes);
+        self.budgets = budgets;
         self
     }
 
@@ -263,7 +250,7 @@ pub struct ScannedImage {
 
 /// Reads an image and lists its operating system and packages.
 pub async fn inventory(target: &ImageRef, opts: &PullOptions) -> Result<Inventory, SourceError> {
-    Ok(read(target, opts, analyzer::default_analyzers())
+    Ok(read(target, opts, analyzer::analyzers_with(&opts.budgets))
         .await?
         .inventory)
 }
@@ -304,7 +291,7 @@ pub fn read_local(
             local::scan_layout(target, dir, tag.as_deref(), opts, analyzers)
         }
         ImageRef::Dir(dir) => local::scan_dir(target, dir, opts, analyzers),
-        ImageRef::Sbom(p) => sbom::read(target, p),
+        ImageRef::Sbom(p) => sbom::read(target, p, &opts.budgets),
     }
 }
 
@@ -315,13 +302,14 @@ pub(crate) fn assemble(
     layers: &[LayerScan],
     config_json: Option<Vec<u8>>,
     mut warnings: Vec<String>,
+    max_warnings: u64,
 ) -> ScannedImage {
     let merged = layer::merge_layers(layers);
     let mut os_facts = Vec::new();
     let mut packages = Vec::new();
     let mut file_findings = Vec::new();
-    // One scan keeps a bounded number of warnings, whatever the image holds.
-    let max = analyzer::MAX_WARNINGS * 10;
+    // One scan keeps a bounded number of warnings (--max-warnings), whatever the image holds.
+    let max = usize::try_from(max_warnings).unwrap_or(usize::MAX);
     let mut omitted = 0;
     let mut given = std::mem::take(&mut warnings).into_iter();
     let mut add = |warnings: &mut Vec<String>, w: String| {
@@ -359,6 +347,7 @@ pub(crate) fn assemble(
             }
         }
     }
+    analyzer::name_the_warning_budget(&mut warnings, omitted);
     for w in &warnings {
         tracing::warn!(target = %target, "{w}");
     }

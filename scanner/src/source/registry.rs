@@ -124,7 +124,9 @@ fn client(
             .map_err(SourceError::io(format!("CA file {}", ca.display())))?;
         access = access.with_ca_pem(pem);
     }
-    RegistryClient::for_pulls(&access).map_err(|e| registry_error(target, e))
+    Ok(RegistryClient::for_pulls(&access)
+        .map_err(|e| registry_error(target, e))?
+        .with_max_manifest_bytes(opts.budgets.registry_manifest_bytes()))
 }
 
 /// What to ask the registry's manifest endpoint for: the reference's digest, else its
@@ -227,6 +229,7 @@ pub async fn read(
         &scans,
         Some(config_json),
         Vec::new(),
+        opts.budgets.max_warnings,
     ))
 }
 

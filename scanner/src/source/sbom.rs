@@ -186,10 +186,10 @@ struct SbomContent {
     os: Option<OsInfo>,
 }
 
-/// Largest SBOM file read.
-pub const MAX_SBOM_BYTES: u64 = 64 << 20;
-/// Most components taken from one SBOM.
-pub const MAX_SBOM_COMPONENTS: usize = 100_000;
+/// Largest SBOM file read by default (`--max-sbom-bytes`).
+pub const MAX_SBOM_BYTES: u64 = crate::budget::DEFAULT_MAX_SBOM_BYTES;
+/// Most components taken from one SBOM by default (`--max-sbom-components`).
+pub const MAX_SBOM_COMPONENTS: u64 = crate::budget::DEFAULT_MAX_SBOM_COMPONENTS;
 
 /// The parts of a CycloneDX JSON document the scanner uses; everything else is skipped
 /// while parsing rather than built into a tree.
@@ -215,7 +215,7 @@ struct JsonComponent {
     components: Vec<JsonComponent>,
 }
 
-fn parse_json(bytes: &[u8], what: &str) -> Result<SbomContent, SourceError> {
+fn parse_json(bytes: &[u8], what: &str, max_components: u64) -> Result<SbomContent, SourceError> {
     let bom: JsonBom = serde_json::from_slice(bytes)
         .map_err(|e| SourceError::Invalid(format!("{what}: not CycloneDX JSON: {e}")))?;
     if bom.bom_format.as_deref() != Some("CycloneDX") {
@@ -240,8 +240,8 @@ fn parse_json(bytes: &[u8], what: &str) -> Result<SbomContent, SourceError> {
         if let Some(p) = c.purl.filter(|p| !p.is_empty()) {
             out.purls.push(p);
         }
-        if out.purls.len() > MAX_SBOM_COMPONENTS {
-            return Err(too_many_components(what));
+        if out.purls.len() as u64 > max_components {
+            return Err(too_many_components(what, max_components));
         }
         if !c.components.is_empty() {
             stack.push(c.components.into_iter());
@@ -250,13 +250,13 @@ fn parse_json(bytes: &[u8], what: &str) -> Result<SbomContent, SourceError> {
     Ok(out)
 }
 
-fn too_many_components(what: &str) -> SourceError {
+fn too_many_components(what: &str, max_components: u64) -> SourceError {
     SourceError::Invalid(format!(
-        "{what}: the SBOM lists more than {MAX_SBOM_COMPONENTS} components; not read"
+        "{what}: the SBOM lists more than {max_components} components (--max-sbom-components); not read"
     ))
 }
 
-fn parse_xml(bytes: &[u8], what: &str) -> Result<SbomContent, SourceError> {
+fn parse_xml(bytes: &[u8], what: &str, max_components: u64) -> Result<SbomContent, SourceError> {
     use quick_xml::events::Event;
     let mut reader = quick_xml::Reader::from_reader(bytes);
     let mut out = SbomContent::default();
@@ -303,8 +303,8 @@ fn parse_xml(bytes: &[u8], what: &str) -> Result<SbomContent, SourceError> {
                     if let Some(c) = components.last_mut() {
                         match stack[n - 1].as_str() {
                             "purl" => {
-                                if out.purls.len() >= MAX_SBOM_COMPONENTS {
-                                    return Err(too_many_components(what));
+                                if out.purls.len() as u64 >= max_components {
+                                    return Err(too_many_components(what, max_components));
                                 }
                                 out.purls.push(text.trim().to_string())
                             }
@@ -327,24 +327,30 @@ fn parse_xml(bytes: &[u8], what: &str) -> Result<SbomContent, SourceError> {
 }
 
 /// Reads a CycloneDX SBOM file as an inventory.
-pub fn read(target: &ImageRef, path: &Path) -> Result<ScannedImage, SourceError> {
+pub fn read(
+    target: &ImageRef,
+    path: &Path,
+    budgets: &crate::budget::ScanBudgets,
+) -> Result<ScannedImage, SourceError> {
     let what = target.to_string();
+    let max_bytes = budgets.max_sbom_bytes;
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .and_then(|f| {
             use std::io::Read;
-            f.take(MAX_SBOM_BYTES + 1).read_to_end(&mut bytes)
+            f.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes)
         })
         .map_err(SourceError::io(what.clone()))?;
-    if bytes.len() as u64 > MAX_SBOM_BYTES {
+    if bytes.len() as u64 > max_bytes {
         return Err(SourceError::Invalid(format!(
-            "{what}: larger than {MAX_SBOM_BYTES} bytes; not read"
+            "{what}: larger than {} (--max-sbom-bytes); not read",
+            crate::budget::human(max_bytes)
         )));
     }
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
     let content = match first {
-        Some(b'{') => parse_json(&bytes, &what)?,
-        Some(b'<') => parse_xml(&bytes, &what)?,
+        Some(b'{') => parse_json(&bytes, &what, budgets.max_sbom_components)?,
+        Some(b'<') => parse_xml(&bytes, &what, budgets.max_sbom_components)?,
         _ => {
             return Err(SourceError::Invalid(format!(
                 "{what}: neither CycloneDX JSON nor XML"
@@ -352,15 +358,21 @@ pub fn read(target: &ImageRef, path: &Path) -> Result<ScannedImage, SourceError>
         }
     };
     let mut warnings = Vec::new();
+    let mut omitted = 0;
+    let max_warnings = usize::try_from(budgets.max_warnings).unwrap_or(usize::MAX);
     let mut packages = Vec::new();
     for p in &content.purls {
         match package_from_purl(p, "") {
             Some(pkg) => packages.push(pkg),
-            None => warnings.push(format!(
-                "{what}: purl {p} names no package that can be matched"
-            )),
+            None => analyzer::push_bounded_warning(
+                &mut warnings,
+                &mut omitted,
+                max_warnings,
+                format!("{what}: purl {p} names no package that can be matched"),
+            ),
         }
     }
+    analyzer::name_the_warning_budget(&mut warnings, omitted);
     let os = content.os.or_else(|| {
         content.purls.iter().find_map(|p| {
             let d = Purl::parse(p)?.qualifier("distro")?.to_string();
@@ -404,7 +416,86 @@ mod tests {
     }
 
     fn read_file(path: &Path) -> Result<ScannedImage, SourceError> {
-        read(&ImageRef::Sbom(path.to_path_buf()), path)
+        read_with(path, &Default::default())
+    }
+
+    fn read_with(
+        path: &Path,
+        budgets: &crate::budget::ScanBudgets,
+    ) -> Result<ScannedImage, SourceError> {
+        read(&ImageRef::Sbom(path.to_path_buf()), path, budgets)
+    }
+
+    #[test]
+    fn the_warnings_of_an_sbom_are_bounded_by_the_flag() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("bom.json");
+        let components: Vec<serde_json::Value> = (0..5)
+            .map(|i| serde_json::json!({"type": "library", "purl": format!("pkg:nosuchtype/p{i}@1.0.0")}))
+            .collect();
+        let bom = serde_json::json!({"bomFormat": "CycloneDX", "components": components});
+        std::fs::write(&path, serde_json::to_vec(&bom).unwrap()).unwrap();
+        assert_eq!(read_file(&path).unwrap().warnings.len(), 5);
+        let two = crate::budget::ScanBudgets {
+            max_warnings: 2,
+            ..Default::default()
+        };
+        let warnings = read_with(&path, &two).unwrap().warnings;
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert_eq!(warnings[2], "3 more warning(s) not shown (--max-warnings)");
+    }
+
+    #[test]
+    fn the_sbom_budgets_are_the_flags_values() {
+        use crate::budget::ScanBudgets;
+        let tmp = tempfile::tempdir().unwrap();
+        let json = tmp.path().join("bom.json");
+        let components: Vec<serde_json::Value> = (0..3)
+            .map(|i| serde_json::json!({"type": "library", "purl": format!("pkg:npm/p{i}@1.0.0")}))
+            .collect();
+        let bom = serde_json::json!({"bomFormat": "CycloneDX", "components": components});
+        let bytes = serde_json::to_vec(&bom).unwrap();
+        std::fs::write(&json, &bytes).unwrap();
+        let xml = tmp.path().join("bom.xml");
+        std::fs::write(
+            &xml,
+            r#"<bom xmlns="http://cyclonedx.org/schema/bom/1.5"><components>
+<component type="library"><name>a</name><version>1</version><purl>pkg:npm/a@1.0.0</purl></component>
+<component type="library"><name>b</name><version>1</version><purl>pkg:npm/b@1.0.0</purl></component>
+<component type="library"><name>c</name><version>1</version><purl>pkg:npm/c@1.0.0</purl></component>
+</components></bom>"#,
+        )
+        .unwrap();
+        for path in [&json, &xml] {
+            // The defaults read them.
+            assert_eq!(read_file(path).unwrap().inventory.packages.len(), 3);
+            // Three components are within a budget of three, not of two.
+            let three = ScanBudgets {
+                max_sbom_components: 3,
+                ..Default::default()
+            };
+            assert_eq!(read_with(path, &three).unwrap().inventory.packages.len(), 3);
+            let two = ScanBudgets {
+                max_sbom_components: 2,
+                ..Default::default()
+            };
+            let err = read_with(path, &two).unwrap_err().to_string();
+            assert!(
+                err.contains("more than 2 components (--max-sbom-components)"),
+                "{err}"
+            );
+        }
+        let small = ScanBudgets {
+            max_sbom_bytes: bytes.len() as u64 - 1,
+            ..Default::default()
+        };
+        let err = read_with(&json, &small).unwrap_err().to_string();
+        assert!(err.contains("(--max-sbom-bytes)"), "{err}");
+        let exact = ScanBudgets {
+            max_sbom_bytes: bytes.len() as u64,
+            ..Default::default()
+        };
+        read_with(&json, &exact).unwrap();
     }
 
     #[test]
@@ -437,7 +528,7 @@ mod tests {
         let err = read_file(&path).unwrap_err().to_string();
         assert!(err.contains("larger than"), "{err}");
 
-        let components: Vec<serde_json::Value> = (0..=MAX_SBOM_COMPONENTS)
+        let components: Vec<serde_json::Value> = (0..=MAX_SBOM_COMPONENTS as usize)
             .map(|i| serde_json::json!({"type": "library", "purl": format!("pkg:npm/p{i}@1.0.0")}))
             .collect();
         let bom = serde_json::json!({"bomFormat": "CycloneDX", "components": components});

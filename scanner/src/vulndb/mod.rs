@@ -35,7 +35,7 @@ pub mod version;
 
 pub use index::{Db, DbInfo, EcosystemStats};
 pub use severity::{Rating, Severity};
-pub use source::DbBuilder;
+pub use source::{DbBuilder, OsvLimits};
 
 use serde::{Deserialize, Serialize};
 

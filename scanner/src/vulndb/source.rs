@@ -5,6 +5,7 @@ use std::io::{Cursor, Read, Seek};
 use std::path::Path;
 
 use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
 
 use super::ecosystem::{normalize_name, parse_osv_ecosystem};
 use super::index::{package_key, write_index, CompiledRecords, Db, DbInfo};
@@ -60,11 +61,19 @@ pub struct DbBuilder {
     sample: bool,
     /// Where http(s) and oci:// sources may be fetched from; `None`: anywhere.
     egress: Option<std::sync::Arc<crate::egress::EgressPolicy>>,
+    /// The largest record compiled.
+    limits: OsvLimits,
 }
 
 impl DbBuilder {
     pub fn new() -> DbBuilder {
         DbBuilder::default()
+    }
+
+    /// Skips records over `limits` (with a warning) instead of the defaults.
+    pub fn with_limits(mut self, limits: OsvLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Fetches http(s) and oci:// sources only where `egress` allows (by default: anywhere,
@@ -170,7 +179,7 @@ impl DbBuilder {
             self.not_security += 1;
             return;
         }
-        if let Some(why) = oversized_record(&rec) {
+        if let Some(why) = self.limits.oversized(&rec) {
             tracing::warn!(id = %crate::vulndb::version::excerpt(&rec.id), "skipping record: {why}");
             self.unreadable += 1;
             return;
@@ -261,10 +270,11 @@ impl DbBuilder {
     }
 
     /// Adds every `.json` member of a zip archive (osv.dev's `all.zip`); a member over
-    /// [`MAX_OSV_DOCUMENT_BYTES`] is skipped.
+    /// [`OsvLimits::max_record_bytes`] is skipped.
     pub fn add_zip<R: Read + Seek>(&mut self, reader: R, origin: &str) -> anyhow::Result<()> {
         let mut zip =
             zip::ZipArchive::new(reader).with_context(|| format!("{origin}: not a zip archive"))?;
+        let max_bytes = self.limits.max_record_bytes;
         let mut buf = Vec::new();
         for i in 0..zip.len() {
             let mut file = zip
@@ -276,11 +286,11 @@ impl DbBuilder {
             let name = format!("{origin}!{}", file.name());
             buf.clear();
             (&mut file)
-                .take(MAX_OSV_DOCUMENT_BYTES + 1)
+                .take(max_bytes.saturating_add(1))
                 .read_to_end(&mut buf)
                 .with_context(|| format!("reading {name}"))?;
-            if buf.len() as u64 > MAX_OSV_DOCUMENT_BYTES {
-                tracing::warn!(%name, "skipping member over {MAX_OSV_DOCUMENT_BYTES} bytes");
+            if buf.len() as u64 > max_bytes {
+                tracing::warn!(%name, "skipping member over {max_bytes} bytes (--max-osv-record-bytes)");
                 self.unreadable += 1;
                 continue;
             }
@@ -302,12 +312,13 @@ impl DbBuilder {
             if kind.is_dir() {
                 self.add_dir(&path)?;
             } else if path.extension().is_some_and(|e| e == "json") {
+                let max_bytes = self.limits.max_record_bytes;
                 let mut bytes = Vec::new();
                 std::fs::File::open(&path)
-                    .and_then(|f| f.take(MAX_OSV_DOCUMENT_BYTES + 1).read_to_end(&mut bytes))
+                    .and_then(|f| f.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes))
                     .with_context(|| format!("reading {}", path.display()))?;
-                if bytes.len() as u64 > MAX_OSV_DOCUMENT_BYTES {
-                    tracing::warn!(path = %path.display(), "skipping file over {MAX_OSV_DOCUMENT_BYTES} bytes");
+                if bytes.len() as u64 > max_bytes {
+                    tracing::warn!(path = %path.display(), "skipping file over {max_bytes} bytes (--max-osv-record-bytes)");
                     self.unreadable += 1;
                     continue;
                 }
@@ -597,29 +608,56 @@ pub const MAX_OSV_DOCUMENT_BYTES: u64 = 64 << 20;
 pub const MAX_AFFECTED_PER_RECORD: usize = 10_000;
 pub const MAX_VERSIONS_PER_RECORD: usize = 100_000;
 
-/// Why a record is too large to compile, if it is.
-fn oversized_record(rec: &OsvRecord) -> Option<String> {
-    if rec.affected.len() > MAX_AFFECTED_PER_RECORD {
-        return Some(format!(
-            "{} affected entries (at most {MAX_AFFECTED_PER_RECORD})",
-            rec.affected.len()
-        ));
-    }
-    let mut versions = 0usize;
-    for a in &rec.affected {
-        versions += a.versions.len();
-        for r in &a.ranges {
-            if r.events.len() > crate::matcher::MAX_RANGE_EVENTS {
-                return Some(format!(
-                    "a range with {} events (at most {})",
-                    r.events.len(),
-                    crate::matcher::MAX_RANGE_EVENTS
-                ));
-            }
+/// The largest OSV record a database build compiles (`imagewarden db build` and
+/// `db update` flags); bigger records are skipped with a warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OsvLimits {
+    /// Largest OSV JSON document read (a file, or a member of an archive).
+    pub max_record_bytes: u64,
+    /// Most `affected` entries in one record.
+    pub max_affected: u64,
+    /// Most events in one range; at most [`crate::matcher::MAX_RANGE_EVENTS`], the
+    /// matcher's own bound.
+    pub max_range_events: u64,
+}
+
+impl Default for OsvLimits {
+    fn default() -> Self {
+        OsvLimits {
+            max_record_bytes: MAX_OSV_DOCUMENT_BYTES,
+            max_affected: MAX_AFFECTED_PER_RECORD as u64,
+            max_range_events: crate::matcher::MAX_RANGE_EVENTS as u64,
         }
     }
-    (versions > MAX_VERSIONS_PER_RECORD)
-        .then(|| format!("{versions} listed versions (at most {MAX_VERSIONS_PER_RECORD})"))
+}
+
+impl OsvLimits {
+    /// Why `rec` is too large to compile, if it is; the reason names the flag.
+    fn oversized(&self, rec: &OsvRecord) -> Option<String> {
+        if rec.affected.len() as u64 > self.max_affected {
+            return Some(format!(
+                "{} affected entries (at most {}, --max-osv-affected)",
+                rec.affected.len(),
+                self.max_affected
+            ));
+        }
+        let mut versions = 0usize;
+        for a in &rec.affected {
+            versions += a.versions.len();
+            for r in &a.ranges {
+                if r.events.len() as u64 > self.max_range_events {
+                    return Some(format!(
+                        "a range with {} events (at most {}, --max-osv-range-events)",
+                        r.events.len(),
+                        self.max_range_events
+                    ));
+                }
+            }
+        }
+        (versions > MAX_VERSIONS_PER_RECORD)
+            .then(|| format!("{versions} listed versions (at most {MAX_VERSIONS_PER_RECORD})"))
+    }
 }
 
 fn compile_advisory(rec: &OsvRecord) -> Advisory {
@@ -885,6 +923,63 @@ mod tests {
             "id": "GHSA-xxxx", "summary": "Important: something"
         })));
         assert_eq!(a.rating, None);
+    }
+
+    #[test]
+    fn the_record_limits_are_the_flags_values() {
+        // One record of three affected entries, each with a range of four events.
+        let entry = serde_json::json!({"package": {"ecosystem": "npm", "name": "x"},
+            "ranges": [{"type": "SEMVER", "events": [{"introduced": "0"}, {"fixed": "1.0.0"},
+                {"introduced": "1.1.0"}, {"fixed": "1.2.0"}]}]});
+        let json = serde_json::json!({"id": "GHSA-limits", "affected": [entry.clone(), entry.clone(), entry]});
+        let bytes = serde_json::to_vec(&json).unwrap();
+        let compiled = |limits: OsvLimits| {
+            let mut b = DbBuilder::new().with_limits(limits);
+            b.add_json(&bytes, "test");
+            b.len()
+        };
+        let defaults = OsvLimits::default();
+        assert_eq!(compiled(defaults), 1);
+        let exact = OsvLimits {
+            max_record_bytes: bytes.len() as u64,
+            max_affected: 3,
+            max_range_events: 4,
+        };
+        assert_eq!(compiled(exact), 1);
+        for (limits, flag) in [
+            (
+                OsvLimits {
+                    max_affected: 2,
+                    ..exact
+                },
+                "--max-osv-affected",
+            ),
+            (
+                OsvLimits {
+                    max_range_events: 3,
+                    ..exact
+                },
+                "--max-osv-range-events",
+            ),
+        ] {
+            assert_eq!(compiled(limits), 0, "{flag}");
+            let why = limits.oversized(&record(json.clone())).unwrap();
+            assert!(why.contains(flag), "{why}");
+        }
+        // The document size holds for files and archive members.
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("GHSA-limits.json"), &bytes).unwrap();
+        let from_dir = |limits: OsvLimits| {
+            let mut b = DbBuilder::new().with_limits(limits);
+            b.add_dir(tmp.path()).unwrap();
+            b.len()
+        };
+        assert_eq!(from_dir(exact), 1);
+        let small = OsvLimits {
+            max_record_bytes: bytes.len() as u64 - 1,
+            ..exact
+        };
+        assert_eq!(from_dir(small), 0);
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub struct CacheState {
     pub checked_at: String,
     pub osv_url: String,
     pub nvd_url: String,
+    /// The record limits the index was compiled with (absent: the defaults).
+    #[serde(default)]
+    pub osv_limits: Option<super::OsvLimits>,
 }
 
 /// The cache's state, when it has one.
@@ -102,6 +105,8 @@ pub struct UpdateOptions {
     pub progress: bool,
     /// Where downloads may go (the operator's egress policy; the CLI's is unrestricted).
     pub egress: std::sync::Arc<crate::egress::EgressPolicy>,
+    /// The largest OSV record compiled; the index is rebuilt when these change.
+    pub osv_limits: super::OsvLimits,
 }
 
 impl UpdateOptions {
@@ -115,6 +120,7 @@ impl UpdateOptions {
             nvd_years: FIRST_NVD_YEAR..=current_year(),
             progress: true,
             egress: std::sync::Arc::new(crate::egress::EgressPolicy::unrestricted()),
+            osv_limits: Default::default(),
         }
     }
 }
@@ -197,13 +203,17 @@ pub async fn update(opts: &UpdateOptions) -> anyhow::Result<UpdateSummary> {
     }
     let index = index_path(cache);
     let current = super::Db::open_index(&index).ok();
-    if summary.downloaded.is_empty() && current.is_some() {
+    let built_with = read_state(cache)
+        .and_then(|s| s.osv_limits)
+        .unwrap_or_default();
+    let limits = opts.osv_limits;
+    if summary.downloaded.is_empty() && current.is_some() && built_with == limits {
         summary.info = current.map(|d| d.info().clone()).unwrap_or_default();
     } else {
         drop(current);
         let (osv_url, nvd_url) = (osv_base.to_string(), nvd_base.to_string());
         summary.info = tokio::task::spawn_blocking(move || -> anyhow::Result<DbInfo> {
-            let mut builder = DbBuilder::new();
+            let mut builder = DbBuilder::new().with_limits(limits);
             for f in &osv_files {
                 builder.add_source(&f.display().to_string())?;
             }
@@ -221,6 +231,7 @@ pub async fn update(opts: &UpdateOptions) -> anyhow::Result<UpdateSummary> {
         checked_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         osv_url: osv_base.to_string(),
         nvd_url: nvd_base.to_string(),
+        osv_limits: Some(if summary.rebuilt { limits } else { built_with }),
     };
     let tmp = state_path(cache).with_extension(format!("json.tmp-{}", std::process::id()));
     std::fs::write(&tmp, serde_json::to_vec_pretty(&state)?)?;
