@@ -130,8 +130,12 @@ pub struct TaskWakeups {
     pub slots: tokio::sync::Mutex<()>,
     /// Per task, the resourceVersion its last status write was planned from: until the
     /// watch shows the write, the cached task is older than what the operator decided.
-    planned_from: Mutex<HashMap<TaskRef, String>>,
+    planned_from: Mutex<HashMap<TaskRef, (String, std::time::Instant)>>,
 }
+
+/// How long a task's own status write may take to show in the watch before the task is
+/// planned from the cache anyway.
+const STALE_FOR_AT_MOST: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Default for TaskWakeups {
     fn default() -> Self {
@@ -192,18 +196,22 @@ impl TaskWakeups {
     pub fn status_written(&self, task: TaskRef, resource_version: Option<String>) {
         let mut map = self.planned_from.lock().expect("wakeups lock");
         match resource_version {
-            Some(rv) => map.insert(task, rv),
+            Some(rv) => map.insert(task, (rv, std::time::Instant::now())),
             None => map.remove(&task),
         };
     }
 
     /// Whether the cached `task` at `resource_version` predates a status this process
     /// wrote (planning from it again would undo that write); forgets the record once the
-    /// watch has moved on.
+    /// watch has moved on, or after [`STALE_FOR_AT_MOST`].
     pub fn is_stale(&self, task: &TaskRef, resource_version: Option<&str>) -> bool {
         let mut map = self.planned_from.lock().expect("wakeups lock");
         match (map.get(task), resource_version) {
-            (Some(planned), Some(rv)) if planned == rv => true,
+            (Some((planned, at)), Some(rv))
+                if planned == rv && at.elapsed() < STALE_FOR_AT_MOST =>
+            {
+                true
+            }
             (Some(_), _) => {
                 map.remove(task);
                 false

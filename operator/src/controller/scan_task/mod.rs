@@ -76,7 +76,7 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
     let running = task.status.as_ref().is_some_and(|s| {
         s.start_time.is_some() && !matches!(s.phase, ScanPhase::Completed | ScanPhase::Failed)
     });
-    let _slots = match running {
+    let slots = match running {
         true => Some(ctx.wakeups.slots.lock().await),
         false => None,
     };
@@ -153,7 +153,7 @@ pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action,
             }
         }
     };
-    apply(&task, rule.as_deref(), &ctx, steps, access).await
+    apply(&task, rule.as_deref(), &ctx, steps, access, slots).await
 }
 
 /// The task's rule from the watch; `None` when it names none or the rule does not exist.
@@ -257,12 +257,16 @@ async fn resolve_images(
 }
 
 /// Carries out the steps of a plan.
+/// `slots` (the scan-slot lock, when the task may start scans) is held until the status
+/// recording the scans started is written, and never across notifications, which may
+/// take minutes against a receiver that is down.
 async fn apply(
     task: &Arc<ScanTask>,
     rule: Option<&ScanRule>,
     ctx: &Arc<Context>,
     steps: Vec<Step>,
     access: Option<RegistryAccess>,
+    mut slots: Option<tokio::sync::MutexGuard<'_, ()>>,
 ) -> Result<Action, Error> {
     let ns = task.namespace().unwrap_or_default();
     let me = task_ref(task);
@@ -273,7 +277,10 @@ async fn apply(
     for step in steps {
         match step {
             Step::Fetch(_) => unreachable!("fetches are answered before applying"),
-            Step::Notify => return super::notify::after_finish(task, ctx).await,
+            Step::Notify => {
+                drop(slots.take());
+                return super::notify::after_finish(task, ctx).await;
+            }
             Step::RecordOnResult {
                 result,
                 tags,
@@ -327,15 +334,23 @@ async fn apply(
                 publish(ctx, task, type_, reason, note).await;
             }
             Step::WriteStatus(status) => {
-                if let Err(e) = patch_status(task, ctx, &status).await {
-                    let mut inline = ctx.inline.lock().expect("inline lock");
-                    for (key, _, _) in &to_start {
-                        inline.running.remove(key);
+                let written = match patch_status(task, ctx, &status).await {
+                    Ok(written) => written,
+                    Err(e) => {
+                        let mut inline = ctx.inline.lock().expect("inline lock");
+                        for (key, _, _) in &to_start {
+                            inline.running.remove(key);
+                        }
+                        return Err(e);
                     }
-                    return Err(e);
+                };
+                // A write that changed nothing leaves the version, and no watch event.
+                let planned_from = task.metadata.resource_version.clone();
+                if written != planned_from {
+                    ctx.wakeups.status_written(me.clone(), planned_from);
                 }
-                ctx.wakeups
-                    .status_written(me.clone(), task.metadata.resource_version.clone());
+                // The scans started are recorded: other tasks may count them now.
+                drop(slots.take());
             }
             Step::WaitForSlot => waiting = true,
             Step::RequeueAfter(wait) => action = Action::requeue(wait),
@@ -369,11 +384,12 @@ fn count(ctx: &Context, metric: Metric) {
     }
 }
 
+/// Writes the task's status; the resourceVersion the write left.
 async fn patch_status(
     task: &ScanTask,
     ctx: &Context,
     status: &ScanTaskStatus,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     let api: Api<ScanTask> =
         Api::namespaced(ctx.client.clone(), &task.namespace().unwrap_or_default());
     // Keep what notifications recorded: an apply without those fields would drop them.
@@ -384,13 +400,14 @@ async fn patch_status(
         "kind": "ScanTask",
         "status": &status,
     });
-    api.patch_status(
-        &task.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
-    Ok(())
+    let written = api
+        .patch_status(
+            &task.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(patch),
+        )
+        .await?;
+    Ok(written.metadata.resource_version)
 }
 
 async fn publish(
