@@ -45,6 +45,11 @@ pub const SCANNER_JOB_SELECTOR: &str = "app.kubernetes.io/name=imagewarden-scann
 /// When a task seen before its own status write is looked at again, should that write's
 /// watch event not come.
 const STALE_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a reconcile waits for the watches to list their objects.
+const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// A running task is looked at again at least this often, from the caches (no API
+/// request unless something changed), should a watch event have been missed.
+const RUNNING_RESYNC: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The queue's name for `task`.
 pub fn task_ref(task: &ScanTask) -> TaskRef {
@@ -55,7 +60,14 @@ pub fn task_ref(task: &ScanTask) -> TaskRef {
 pub async fn reconcile(task: Arc<ScanTask>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconcile("scantask");
     let watched = ctx.watched.get().cloned().ok_or_else(|| Error::Stopping)?;
-    watched.wait_until_ready().await?;
+    // Bounded: a task is looked at again rather than waiting on a watch indefinitely.
+    match tokio::time::timeout(READY_WAIT, watched.wait_until_ready()).await {
+        Ok(ready) => ready?,
+        Err(_) => {
+            tracing::debug!(task = %task.name_any(), "watches not listed yet; looking again");
+            return Ok(Action::requeue(STALE_RECHECK));
+        }
+    }
     let me = task_ref(&task);
     if ctx
         .wakeups
@@ -270,6 +282,8 @@ async fn apply(
 ) -> Result<Action, Error> {
     let ns = task.namespace().unwrap_or_default();
     let me = task_ref(task);
+    let finished = |phase: &ScanPhase| matches!(phase, ScanPhase::Completed | ScanPhase::Failed);
+    let mut unfinished = task.status.as_ref().is_some_and(|s| !finished(&s.phase));
     let mut action = Action::await_change();
     let mut waiting = false;
     let mut to_start = Vec::new();
@@ -334,6 +348,7 @@ async fn apply(
                 publish(ctx, task, type_, reason, note).await;
             }
             Step::WriteStatus(status) => {
+                unfinished = !finished(&status.phase);
                 let written = match patch_status(task, ctx, &status).await {
                     Ok(written) => written,
                     Err(e) => {
@@ -368,6 +383,9 @@ async fn apply(
             owner,
             scanners,
         );
+    }
+    if unfinished && action == Action::await_change() {
+        action = Action::requeue(RUNNING_RESYNC);
     }
     Ok(action)
 }
