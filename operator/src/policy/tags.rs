@@ -62,6 +62,7 @@ impl TagResolver {
     ) -> HashMap<String, String> {
         let mut found = HashMap::new();
         let mut asks = Vec::new();
+        let rules = rules.state();
         for image in images {
             if image.digest.is_some() || image.tag.is_none() {
                 continue;
@@ -73,9 +74,13 @@ impl TagResolver {
                 }
                 Some(None) => {}
                 None => {
-                    let rule = rules.state().into_iter().find(|r| {
-                        r.namespace().as_deref() == Some(namespace) && rule_covers(&r.spec, image)
-                    });
+                    let rule = rules
+                        .iter()
+                        .find(|r| {
+                            r.namespace().as_deref() == Some(namespace)
+                                && rule_covers(&r.spec, image)
+                        })
+                        .cloned();
                     if let Some(rule) = rule {
                         asks.push(async move {
                             let digest = self.ask(namespace, &rule, image).await;
