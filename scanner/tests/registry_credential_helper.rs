@@ -119,7 +119,10 @@ async fn credentials_come_from_the_helper_the_docker_config_names() {
     write_config(serde_json::json!({"credHelpers": {registry.host.clone(): "iwabsent"}}));
     let (ok, _, err) = inventory(&registry, &reference, &bin, &config);
     assert!(!ok);
-    assert!(err.contains("docker-credential-iwabsent is not on PATH"), "{err}");
+    assert!(
+        err.contains("docker-credential-iwabsent is not on PATH"),
+        "{err}"
+    );
 
     write_config(serde_json::json!({"credsStore": "iwgarbled"}));
     let (ok, _, err) = inventory(&registry, &reference, &bin, &config);

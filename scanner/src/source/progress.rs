@@ -76,7 +76,7 @@ mod tests {
             label(&opts, "r.example/app:v1", "sha256:0123456789abcdef"),
             "r.example/app:v1 sha256:0123456789ab"
         );
-        let long = format!("registry.example/{}/app:v1", "team/".repeat(10));
+        let long = format!("registry.example/{}app:v1", "team/".repeat(10));
         let l = label(&opts, &long, "archive");
         assert_eq!(l.chars().count(), LABEL_WIDTH);
         assert!(
