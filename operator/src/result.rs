@@ -153,6 +153,12 @@ impl ResultSummary {
     pub fn of(findings: &[Finding]) -> ResultSummary {
         let mut summary = ResultSummary::default();
         for f in findings {
+            if f.fixed_version.is_some() {
+                summary.fixable += 1;
+            }
+            if f.class == FindingClass::MaliciousSample {
+                summary.malicious += 1;
+            }
             match f.class {
                 FindingClass::SystemVulnerability => &mut summary.system_vulnerabilities,
                 FindingClass::ApplicationVulnerability => &mut summary.application_vulnerabilities,
@@ -181,6 +187,71 @@ impl ResultSummary {
     /// All findings counted.
     pub fn total(&self) -> u32 {
         self.critical + self.high + self.medium + self.low + self.unknown
+    }
+
+    /// The most severe level with a finding; `None` when there are none.
+    pub fn worst(&self) -> Option<Severity> {
+        [
+            (self.critical, Severity::Critical),
+            (self.high, Severity::High),
+            (self.medium, Severity::Medium),
+            (self.low, Severity::Low),
+            (self.unknown, Severity::Unknown),
+        ]
+        .into_iter()
+        .find(|(n, _)| *n > 0)
+        .map(|(_, s)| s)
+    }
+}
+
+/// Label of a result: the ScanRule that last wrote it.
+pub const RULE_LABEL: &str = "imagewarden.io/rule";
+/// Label of a result: its repository in label form (see [`repository_label_value`]).
+pub const REPOSITORY_LABEL: &str = "imagewarden.io/repository";
+/// Label of a result: its most severe finding's level, or `None`.
+pub const WORST_SEVERITY_LABEL: &str = "imagewarden.io/worst-severity";
+
+/// The value of [`WORST_SEVERITY_LABEL`] for `summary`: `Critical`, `High`, `Medium`,
+/// `Low`, `Unknown` or `None`.
+pub fn worst_severity_label_value(summary: &ResultSummary) -> &'static str {
+    match summary.worst() {
+        Some(Severity::Critical) => "Critical",
+        Some(Severity::High) => "High",
+        Some(Severity::Medium) => "Medium",
+        Some(Severity::Low) => "Low",
+        Some(Severity::Unknown) => "Unknown",
+        None => "None",
+    }
+}
+
+/// A repository as a label value: `/` becomes `.` (`team-a/api` → `team-a.api`), other
+/// characters a label value cannot hold become `_`, and a value longer than the 63
+/// characters a label allows keeps its first 50 and ends in `-` and 12 hex digits of the
+/// SHA-256 of the repository.
+pub fn repository_label_value(repository: &str) -> String {
+    let mapped: String = repository
+        .chars()
+        .map(|c| match c {
+            '/' => '.',
+            c if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') => c,
+            _ => '_',
+        })
+        .collect();
+    // A label value begins and ends with an alphanumeric character.
+    let trim = |s: &str| {
+        s.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+            .to_string()
+    };
+    let value = trim(&mapped);
+    if value.len() <= 63 && value.len() == mapped.len() {
+        return value;
+    }
+    let hash = hex::encode(&Sha256::digest(repository.as_bytes())[..6]);
+    let head = trim(&value.chars().take(50).collect::<String>());
+    if head.is_empty() {
+        hash
+    } else {
+        format!("{head}-{hash}")
     }
 }
 
