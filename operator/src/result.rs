@@ -477,6 +477,36 @@ impl From<&crate::crd::ImageScanResult> for StoredResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repositories_become_label_values_and_long_ones_are_hashed() {
+        let valid = regex::Regex::new(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$").unwrap();
+        assert_eq!(repository_label_value("team-a/api"), "team-a.api");
+        assert_eq!(repository_label_value("library/redis_6"), "library.redis_6");
+        let long = format!("team-a/{}", "x".repeat(80));
+        let long_value = repository_label_value(&long);
+        assert_eq!(long_value.len(), 50 + 1 + 12, "{long_value}");
+        assert!(long_value.starts_with("team-a.xxx"), "{long_value}");
+        // Two long repositories with the same first 50 characters stay apart.
+        let other = format!("team-a/{}y", "x".repeat(80));
+        assert_ne!(repository_label_value(&other), long_value);
+        for repo in ["team-a/api", long.as_str(), "-odd-/", "a/-b", &"/".repeat(70)] {
+            let v = repository_label_value(repo);
+            assert!(v.len() <= 63 && valid.is_match(&v), "{repo:?} -> {v:?}");
+        }
+    }
+
+    #[test]
+    fn the_worst_severity_label_follows_the_counts() {
+        let mut s = ResultSummary::default();
+        assert_eq!(worst_severity_label_value(&s), "None");
+        s.unknown = 1;
+        assert_eq!(worst_severity_label_value(&s), "Unknown");
+        s.medium = 2;
+        assert_eq!(worst_severity_label_value(&s), "Medium");
+        s.critical = 1;
+        assert_eq!(worst_severity_label_value(&s), "Critical");
+    }
     use imagewarden_scanner::matcher::{self, Matches};
     use imagewarden_scanner::report::coverage_warnings;
     use imagewarden_scanner::vulndb::DbInfo;

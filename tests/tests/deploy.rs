@@ -639,9 +639,28 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
         .is_some_and(|t| t.len() >= 40));
     assert!(!has(&default, "ServiceMonitor", "imagewarden-operator"));
     assert!(!default.iter().any(|o| o["kind"] == "ScanRule"));
-    assert!(!default
+    // The CRDs are templates (crds.install, see below), kept on uninstall.
+    for o in default
         .iter()
-        .any(|o| o["kind"] == "CustomResourceDefinition"));
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
+    {
+        assert_eq!(o["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+    }
+    assert!(!args.iter().any(|a| a.starts_with("--result-url-template")));
+    let linked = objects(&helm_template(&[
+        "--set",
+        "links.resultURL=https://grafana.example.com/d/iw?ns={namespace}&name={name}",
+    ])?)?;
+    let linked_args = strings(
+        &find(&linked, "Deployment", "imagewarden-operator")?["spec"]["template"]["spec"]
+            ["containers"][0]["args"],
+    );
+    assert!(
+        linked_args.contains(
+            &"--result-url-template=https://grafana.example.com/d/iw?ns={namespace}&name={name}"
+        ),
+        "{linked_args:?}"
+    );
 
     let everything = objects(&helm_template(&[
         "-f",
