@@ -117,6 +117,12 @@ fn install(cluster: &Cluster) -> Result<()> {
         "--timeout",
         "240s",
     ])?;
+    operator_available(cluster)?;
+    Ok(())
+}
+
+/// Waits until the operator's Deployment is rolled out and available.
+fn operator_available(cluster: &Cluster) -> Result<()> {
     cluster.kubectl(&[
         "-n",
         OPERATOR_NS,
@@ -1087,14 +1093,7 @@ async fn helm_test_passes_on_a_ready_release_and_fails_without_the_operator() ->
     ])?;
     let out = helm_test()?;
     scale("1")?;
-    cluster.kubectl(&[
-        "-n",
-        OPERATOR_NS,
-        "rollout",
-        "status",
-        "deployment/imagewarden-operator",
-        "--timeout=240s",
-    ])?;
+    operator_available(cluster)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

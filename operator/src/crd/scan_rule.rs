@@ -59,8 +59,10 @@ pub struct ScanRuleSpec {
     #[serde(default = "default_scanners")]
     #[schemars(default = "default_scanners", length(min = 1))]
     pub scanners: Vec<ScannerKind>,
-    /// Where results are reported when a scan task finishes or new findings appear.
+    /// Where results are reported when a scan task finishes or new findings appear (at
+    /// most 64 targets).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub notifications: Vec<NotificationTarget>,
     /// Building patched images (`<tag>_fixd`) for images with fixable OS vulnerabilities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,8 +190,10 @@ pub struct NotificationTarget {
     /// Kind of target.
     #[serde(rename = "type")]
     pub target_type: NotificationType,
-    /// Webhook URL. For DingTalk the URL carries the access token, so prefer `urlSecretRef`.
+    /// Webhook URL (at most 2048 characters). For DingTalk the URL carries the access
+    /// token, so prefer `urlSecretRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     pub url: Option<String>,
     /// Secret key holding the webhook URL; takes precedence over `url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
