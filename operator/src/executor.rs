@@ -19,8 +19,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
-use kube::ResourceExt;
 use kube::Client;
+use kube::ResourceExt;
 
 use crate::config::JobSettings;
 use crate::context::FIELD_MANAGER;

@@ -490,7 +490,13 @@ mod tests {
         // Two long repositories with the same first 50 characters stay apart.
         let other = format!("team-a/{}y", "x".repeat(80));
         assert_ne!(repository_label_value(&other), long_value);
-        for repo in ["team-a/api", long.as_str(), "-odd-/", "a/-b", &"/".repeat(70)] {
+        for repo in [
+            "team-a/api",
+            long.as_str(),
+            "-odd-/",
+            "a/-b",
+            &"/".repeat(70),
+        ] {
             let v = repository_label_value(repo);
             assert!(v.len() <= 63 && valid.is_match(&v), "{repo:?} -> {v:?}");
         }

@@ -140,7 +140,15 @@ async fn crds_are_accepted_and_examples_round_trip() -> Result<()> {
         .collect();
     assert_eq!(
         header,
-        ["NAME", "READY", "REGISTRY", "SCOPE", "TAGFILTER", "LASTTASK", "AGE"]
+        [
+            "NAME",
+            "READY",
+            "REGISTRY",
+            "SCOPE",
+            "TAGFILTER",
+            "LASTTASK",
+            "AGE"
+        ]
     );
     let tasks_table = cp.kubectl_output(&["get", "st"])?;
     let header: Vec<&str> = tasks_table
@@ -244,10 +252,30 @@ async fn the_api_server_refuses_bad_rules_at_apply_with_the_reason() -> Result<(
     }
     // Refused, each with its message.
     for (name, registry, extra, says) in [
-        ("bad-regex", reg, "  tagFilter: '^v(1'\n", "spec.tagFilter is not a valid regular expression"),
-        ("bad-cron", reg, "  triggers: {schedule: 'every night'}\n", "must be a cron expression of 5 fields"),
-        ("bad-cron-4", reg, "  triggers: {schedule: '0 3 * *'}\n", "must be a cron expression of 5 fields"),
-        ("bad-scheme", "{url: 'http://registry.example.com'}", "", "a scheme must match insecure"),
+        (
+            "bad-regex",
+            reg,
+            "  tagFilter: '^v(1'\n",
+            "spec.tagFilter is not a valid regular expression",
+        ),
+        (
+            "bad-cron",
+            reg,
+            "  triggers: {schedule: 'every night'}\n",
+            "must be a cron expression of 5 fields",
+        ),
+        (
+            "bad-cron-4",
+            reg,
+            "  triggers: {schedule: '0 3 * *'}\n",
+            "must be a cron expression of 5 fields",
+        ),
+        (
+            "bad-scheme",
+            "{url: 'http://registry.example.com'}",
+            "",
+            "a scheme must match insecure",
+        ),
         (
             "bad-notify-scheme",
             reg,
@@ -288,29 +316,30 @@ async fn kubectl_explains_the_kinds_and_selects_and_widens_results() -> Result<(
     ] {
         let out = cp.kubectl_output(&["explain", kind])?;
         assert!(out.contains(says), "kubectl explain {kind}: {out}");
-        assert!(!out.contains("Auto-generated"), "kubectl explain {kind}: {out}");
+        assert!(
+            !out.contains("Auto-generated"),
+            "kubectl explain {kind}: {out}"
+        );
     }
 
     // Two results as the operator writes them: one High with a fix and a malicious file, one
     // clean whose repository is too long for a label value.
     let client = cp.client().await?;
     let high = {
-        let mut findings = vec![
-            imagewarden_operator::crd::Finding {
-                id: "CVE-2022-1292".into(),
-                class: imagewarden_operator::crd::FindingClass::SystemVulnerability,
-                severity: imagewarden_operator::crd::Severity::High,
-                score: None,
-                vector: None,
-                severity_source: None,
-                package: Some("openssl".into()),
-                version: Some("1.1.1n-0+deb11u1".into()),
-                fixed_version: Some("1.1.1n-0+deb11u2".into()),
-                title: None,
-                location: None,
-                link: None,
-            },
-        ];
+        let mut findings = vec![imagewarden_operator::crd::Finding {
+            id: "CVE-2022-1292".into(),
+            class: imagewarden_operator::crd::FindingClass::SystemVulnerability,
+            severity: imagewarden_operator::crd::Severity::High,
+            score: None,
+            vector: None,
+            severity_source: None,
+            package: Some("openssl".into()),
+            version: Some("1.1.1n-0+deb11u1".into()),
+            fixed_version: Some("1.1.1n-0+deb11u2".into()),
+            title: None,
+            location: None,
+            link: None,
+        }];
         let mut malicious = findings[0].clone();
         malicious.id = "IW-MAL-EICAR".into();
         malicious.class = imagewarden_operator::crd::FindingClass::MaliciousSample;
@@ -346,7 +375,14 @@ async fn kubectl_explains_the_kinds_and_selects_and_widens_results() -> Result<(
         tags: vec!["v1".into()],
     };
     let api_target = target("team-a/api", &format!("sha256:{}", "a".repeat(64)));
-    store_result(&client, "default", &api_target, Some(rule_owner.clone()), &high).await?;
+    store_result(
+        &client,
+        "default",
+        &api_target,
+        Some(rule_owner.clone()),
+        &high,
+    )
+    .await?;
     let long_repo = format!("team-a/{}", "very-long-component-".repeat(5));
     let clean_target = target(&long_repo, &format!("sha256:{}", "b".repeat(64)));
     store_result(
@@ -382,7 +418,9 @@ async fn kubectl_explains_the_kinds_and_selects_and_widens_results() -> Result<(
         format!("imagescanresult.imagewarden.io/{clean_name}")
     );
     assert_eq!(
-        names("imagewarden.io/rule=team-a-releases")?.lines().count(),
+        names("imagewarden.io/rule=team-a-releases")?
+            .lines()
+            .count(),
         2
     );
 
@@ -412,6 +450,9 @@ async fn kubectl_explains_the_kinds_and_selects_and_widens_results() -> Result<(
     assert!(column("SCANNED").ends_with('s'), "{wide}");
     // Not in the default table.
     let plain = cp.kubectl_output(&["get", "scanresults"])?;
-    assert!(!plain.contains("FIXABLE") && !plain.contains("MALICIOUS"), "{plain}");
+    assert!(
+        !plain.contains("FIXABLE") && !plain.contains("MALICIOUS"),
+        "{plain}"
+    );
     Ok(())
 }

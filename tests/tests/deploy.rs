@@ -644,7 +644,10 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
         .iter()
         .filter(|o| o["kind"] == "CustomResourceDefinition")
     {
-        assert_eq!(o["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+        assert_eq!(
+            o["metadata"]["annotations"]["helm.sh/resource-policy"],
+            "keep"
+        );
     }
     assert!(!args.iter().any(|a| a.starts_with("--result-url-template")));
     let linked = objects(&helm_template(&[
@@ -1396,7 +1399,12 @@ fn crds_install_switches_the_crds_and_every_object_carries_the_instance_label() 
         Ok(objects(&helm_template(args)?)?
             .into_iter()
             .filter(|o| o["kind"] == "CustomResourceDefinition")
-            .map(|o| o["metadata"]["name"].as_str().unwrap_or_default().to_string())
+            .map(|o| {
+                o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
             .collect())
     };
     let mut generated: Vec<String> = yaml_files(&repo_root().join("crds"))?
@@ -1417,7 +1425,10 @@ fn crds_install_switches_the_crds_and_every_object_carries_the_instance_label() 
         for o in objects(&helm_template(&args)?)? {
             let what = format!("{} {} ({args:?})", o["kind"], o["metadata"]["name"]);
             let labels = &o["metadata"]["labels"];
-            assert_eq!(labels["app.kubernetes.io/instance"], "imagewarden", "{what}");
+            assert_eq!(
+                labels["app.kubernetes.io/instance"], "imagewarden",
+                "{what}"
+            );
             for key in [
                 "app.kubernetes.io/name",
                 "app.kubernetes.io/version",
@@ -1428,7 +1439,10 @@ fn crds_install_switches_the_crds_and_every_object_carries_the_instance_label() 
                 assert!(labels[key].is_string(), "{what} lacks {key}");
             }
             if let Some(template) = o["spec"]["template"]["metadata"]["labels"].as_object() {
-                assert_eq!(template["app.kubernetes.io/instance"], "imagewarden", "{what}");
+                assert_eq!(
+                    template["app.kubernetes.io/instance"], "imagewarden",
+                    "{what}"
+                );
             }
             // Selectors stay as they were: a Deployment's cannot change on upgrade.
             if o["kind"] == "Deployment" {
@@ -1454,22 +1468,53 @@ async fn namespace_viewers_read_results_and_editors_write_rules() -> Result<()> 
     let aggregated: String = objects(&helm_template(&[])?)?
         .into_iter()
         .filter(|o| {
-            o["metadata"]["name"] == "imagewarden-view" || o["metadata"]["name"] == "imagewarden-edit"
+            o["metadata"]["name"] == "imagewarden-view"
+                || o["metadata"]["name"] == "imagewarden-edit"
         })
         .map(|o| format!("---\n{}", serde_norway::to_string(&o).unwrap()))
         .collect();
     kubectl_apply(&cp, &["--server-side"], &aggregated)?;
     cp.kubectl_output(&["create", "namespace", "team-a"])?;
-    cp.kubectl_output(&["-n", "team-a", "create", "rolebinding", "alice-view", "--clusterrole=view", "--user=alice"])?;
-    cp.kubectl_output(&["-n", "team-a", "create", "rolebinding", "bob-edit", "--clusterrole=edit", "--user=bob"])?;
+    cp.kubectl_output(&[
+        "-n",
+        "team-a",
+        "create",
+        "rolebinding",
+        "alice-view",
+        "--clusterrole=view",
+        "--user=alice",
+    ])?;
+    cp.kubectl_output(&[
+        "-n",
+        "team-a",
+        "create",
+        "rolebinding",
+        "bob-edit",
+        "--clusterrole=edit",
+        "--user=bob",
+    ])?;
     // kube-controller-manager aggregates the rules into view and edit.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !can_i(&cp, "alice", &["list", "imagescanresults.imagewarden.io", "-n", "team-a"])? {
-        assert!(std::time::Instant::now() < deadline, "view never gained imagescanresults");
+    while !can_i(
+        &cp,
+        "alice",
+        &["list", "imagescanresults.imagewarden.io", "-n", "team-a"],
+    )? {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "view never gained imagescanresults"
+        );
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
-    while !can_i(&cp, "bob", &["create", "scanrules.imagewarden.io", "-n", "team-a"])? {
-        assert!(std::time::Instant::now() < deadline, "edit never gained scanrules");
+    while !can_i(
+        &cp,
+        "bob",
+        &["create", "scanrules.imagewarden.io", "-n", "team-a"],
+    )? {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "edit never gained scanrules"
+        );
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     for resource in [
@@ -1479,21 +1524,46 @@ async fn namespace_viewers_read_results_and_editors_write_rules() -> Result<()> 
         "vulnerabilityexceptions.imagewarden.io",
     ] {
         for verb in ["get", "list", "watch"] {
-            assert!(can_i(&cp, "alice", &[verb, resource, "-n", "team-a"])?, "view cannot {verb} {resource}");
+            assert!(
+                can_i(&cp, "alice", &[verb, resource, "-n", "team-a"])?,
+                "view cannot {verb} {resource}"
+            );
         }
-        assert!(!can_i(&cp, "alice", &["create", resource, "-n", "team-a"])?, "view can create {resource}");
-        assert!(!can_i(&cp, "alice", &["list", resource, "-n", "default"])?, "view reaches another namespace");
+        assert!(
+            !can_i(&cp, "alice", &["create", resource, "-n", "team-a"])?,
+            "view can create {resource}"
+        );
+        assert!(
+            !can_i(&cp, "alice", &["list", resource, "-n", "default"])?,
+            "view reaches another namespace"
+        );
     }
-    for resource in ["scanrules.imagewarden.io", "vulnerabilityexceptions.imagewarden.io"] {
+    for resource in [
+        "scanrules.imagewarden.io",
+        "vulnerabilityexceptions.imagewarden.io",
+    ] {
         for verb in ["create", "update", "patch", "delete"] {
-            assert!(can_i(&cp, "bob", &[verb, resource, "-n", "team-a"])?, "edit cannot {verb} {resource}");
+            assert!(
+                can_i(&cp, "bob", &[verb, resource, "-n", "team-a"])?,
+                "edit cannot {verb} {resource}"
+            );
         }
     }
-    assert!(can_i(&cp, "bob", &["create", "scantasks.imagewarden.io", "-n", "team-a"])?);
+    assert!(can_i(
+        &cp,
+        "bob",
+        &["create", "scantasks.imagewarden.io", "-n", "team-a"]
+    )?);
     // Results and status stay the operator's.
     for args in [
         &["create", "imagescanresults.imagewarden.io", "-n", "team-a"][..],
-        &["patch", "scanrules.imagewarden.io", "--subresource=status", "-n", "team-a"],
+        &[
+            "patch",
+            "scanrules.imagewarden.io",
+            "--subresource=status",
+            "-n",
+            "team-a",
+        ],
         &["patch", "imagescanresults.imagewarden.io", "-n", "team-a"],
     ] {
         assert!(!can_i(&cp, "bob", args)?, "edit can {args:?}");

@@ -1054,7 +1054,10 @@ async fn helm_test_passes_on_a_ready_release_and_fails_without_the_operator() ->
     let out = helm_test()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "helm test failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "helm test failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("Phase:          Succeeded"), "{stdout}");
     assert!(stdout.contains("/readyz: 200 OK"), "{stdout}");
     for crd in [

@@ -634,7 +634,9 @@ async fn dingtalk_robot_checks_the_signature_and_its_errors_are_recorded() -> Re
     );
     // Without a result link template, readers are told how to find the findings.
     assert!(
-        text.ends_with(&format!("> `kubectl get scanresults -n {NS}` for all findings")),
+        text.ends_with(&format!(
+            "> `kubectl get scanresults -n {NS}` for all findings"
+        )),
         "{text}"
     );
     // DingTalk errors other than its rate limit are final: the rejecting robot is asked once.
@@ -866,8 +868,12 @@ async fn https_trusts_only_the_ca_from_the_secret() -> Result<()> {
     let mut insecure = target("insecure", NotificationType::HTTPS);
     insecure.url = Some(format!("{}/insecure", server.url));
     insecure.insecure_skip_verify = true;
+    // The API server refuses an http:// `url` for type HTTPS at apply; one from a Secret
+    // only the operator sees.
+    env.secret("plain-url", &[("url", "http://127.0.0.1:1/not-tls")])
+        .await?;
     let mut plain = target("plain", NotificationType::HTTPS);
-    plain.url = Some("http://127.0.0.1:1/not-tls".into());
+    plain.url_secret_ref = key_ref("plain-url", "url");
     let rule = env
         .rule("team-a-releases", vec![untrusted, trusted, insecure, plain])
         .await?;
@@ -1201,8 +1207,9 @@ async fn result_links_replace_the_kubectl_hint_in_dingtalk_and_http() -> Result<
         .await?;
 
     let digest = result.spec.digest.replace(':', "%3A");
-    let link =
-        format!("https://grafana.example.com/d/iw?var-namespace={NS}&var-name={name}&var-digest={digest}");
+    let link = format!(
+        "https://grafana.example.com/d/iw?var-namespace={NS}&var-name={name}&var-digest={digest}"
+    );
     let got = robot.received();
     assert_eq!(got.len(), 1);
     let text = got[0].json()["markdown"]["text"]
@@ -1210,7 +1217,9 @@ async fn result_links_replace_the_kubectl_hint_in_dingtalk_and_http() -> Result<
         .unwrap()
         .to_string();
     assert!(
-        text.contains(&format!("**[registry.example.com/team-a/api:v1.4.2]({link})**")),
+        text.contains(&format!(
+            "**[registry.example.com/team-a/api:v1.4.2]({link})**"
+        )),
         "{text}"
     );
     assert!(!text.contains("kubectl"), "{text}");

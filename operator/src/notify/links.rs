@@ -57,9 +57,9 @@ impl ResultUrlTemplate {
                 parts.push(Part::Text(rest[..open].to_string()));
             }
             let after = &rest[open + 1..];
-            let close = after.find('}').ok_or_else(|| {
-                format!("{what} {template:?}: a '{{' is not closed by '}}'")
-            })?;
+            let close = after
+                .find('}')
+                .ok_or_else(|| format!("{what} {template:?}: a '{{' is not closed by '}}'"))?;
             let key = &after[..close];
             let known = PLACEHOLDERS.iter().find(|p| **p == key).ok_or_else(|| {
                 format!(
@@ -198,14 +198,23 @@ mod tests {
             name: "x&admin=true#frag",
             ..link()
         });
-        assert_eq!(url, "https://console.example.com/r?name=x%26admin%3Dtrue%23frag");
+        assert_eq!(
+            url,
+            "https://console.example.com/r?name=x%26admin%3Dtrue%23frag"
+        );
     }
 
     #[test]
     fn bad_templates_are_refused_with_what_to_fix() {
         for (template, says) in [
-            ("grafana.example.com/{name}", "is not an http:// or https:// URL"),
-            ("ftp://example.com/{name}", "is not an http:// or https:// URL"),
+            (
+                "grafana.example.com/{name}",
+                "is not an http:// or https:// URL",
+            ),
+            (
+                "ftp://example.com/{name}",
+                "is not an http:// or https:// URL",
+            ),
             ("https://example.com/{nmae}", "unknown placeholder {nmae}"),
             ("https://example.com/{name", "is not closed"),
             ("https://example.com/name}", "has no '{'"),

@@ -19,9 +19,9 @@
 
 mod delivery;
 pub mod dingtalk;
-pub mod links;
 #[cfg(test)]
 mod docs_example;
+pub mod links;
 pub mod payload;
 pub mod plan;
 pub mod redact;
