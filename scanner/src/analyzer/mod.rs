@@ -18,6 +18,8 @@ use crate::inventory::{Ecosystem, Inventory, OsInfo, Package};
 
 /// What an analyzer learned from one file: a fact about the OS, a package, or a check's
 /// finding.
+// Packages are most facts by far: boxing them would add an allocation to each.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fact {
     /// A fact about the operating system; the one with the lowest `rank` wins.
