@@ -49,6 +49,8 @@ fn load_and_query(path: &Path) {
         source_version: None,
         vendor: None,
         module: None,
+        install_state: None,
+        os_package: None,
         layer: None,
         path: String::new(),
     };

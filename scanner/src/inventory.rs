@@ -115,6 +115,17 @@ pub struct Package {
     /// stream of its `MODULARITYLABEL`; el8 and later).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
+    /// dpkg's `Status` when the package is on disk but not fully installed (`install ok
+    /// unpacked`, `install ok half-configured`, `deinstall ok installed`, ...); absent for
+    /// packages in the normal installed state and for other formats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_state: Option<String>,
+    /// The OS package (dpkg) whose file list holds this application package's record (e.g.
+    /// `node-lodash` for `usr/share/nodejs/lodash/package.json`). Such a package is the
+    /// distribution's build: it is rated by the distribution's advisories for that OS
+    /// package, not by the application ecosystem's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_package: Option<String>,
     /// Digest of the layer the package's record was found in (absent for `dir:` and SBOM inputs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer: Option<String>,

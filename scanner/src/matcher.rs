@@ -110,6 +110,12 @@ impl Matcher<'_> {
         pkg: &Package,
     ) -> Result<(Vec<Finding>, Vec<Finding>), DbError> {
         let eco = pkg.ecosystem;
+        // A module an OS package installed (Debian's `node-lodash`) is the distribution's
+        // build, often patched without a new upstream version: the distribution's
+        // advisories for the OS package rate it, as Trivy does by default.
+        if pkg.os_package.is_some() && !eco.is_os() {
+            return Ok((Vec::new(), Vec::new()));
+        }
         let scheme = VersionScheme::for_ecosystem(eco);
         // (name, version) pairs the advisories may use: distro advisories name the
         // source package, so it is asked first; the binary name is the fallback.
@@ -635,6 +641,8 @@ mod tests {
             source_version: None,
             vendor: vendor.map(str::to_string),
             module: module.map(str::to_string),
+            install_state: None,
+            os_package: None,
             layer: None,
             path: String::new(),
         }
@@ -740,9 +748,51 @@ mod tests {
                     path: String::new(),
                     module: None,
                     vendor: None,
+                    install_state: None,
+                    os_package: None,
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_module_an_os_package_installed_is_left_to_the_distribution_s_advisories() {
+        let mut b = crate::vulndb::DbBuilder::new();
+        b.add_json(
+            include_bytes!("../testdata/osv/npm/NSWG-ECO-516.json"),
+            "NSWG-ECO-516.json",
+        );
+        let db = b.into_db("test").unwrap();
+        let lodash = |path: &str, owner: Option<&str>| Package {
+            ecosystem: Ecosystem::Npm,
+            name: "lodash".into(),
+            version: "4.17.15".into(),
+            purl: "pkg:npm/lodash@4.17.15".into(),
+            source_name: None,
+            source_version: None,
+            vendor: None,
+            module: None,
+            install_state: None,
+            os_package: owner.map(str::to_string),
+            layer: None,
+            path: path.into(),
+        };
+        let inv = Inventory {
+            target: "t".into(),
+            digest: None,
+            os: None,
+            packages: vec![
+                lodash("app/node_modules/lodash/package.json", None),
+                lodash("usr/share/nodejs/lodash/package.json", Some("node-lodash")),
+            ],
+        };
+        let m = match_inventory(&inv, &db).unwrap();
+        let paths: Vec<&str> = m
+            .vulnerabilities
+            .iter()
+            .map(|f| f.package.path.as_str())
+            .collect();
+        assert_eq!(paths, ["app/node_modules/lodash/package.json"]);
     }
 
     #[test]

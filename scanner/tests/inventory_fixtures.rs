@@ -2,7 +2,7 @@
 //! tests/scripts/fetch-fixtures.sh: Django 3.2.0 and PyYAML 5.3 (PyPI), lodash 4.17.15
 //! (npm), log4j-core 2.14.1 (Maven Central, also nested in a war), a Go binary built
 //! against golang.org/x/text v0.3.5, and a Rust binary built with cargo-auditable against
-//! smallvec 1.6.0.
+//! smallvec 1.6.0; and Debian node-* packages unpacked and configured by dpkg.
 
 mod inventory_support;
 
@@ -219,4 +219,110 @@ fn rust_binary_built_with_cargo_auditable_lists_its_crates() {
         .unwrap();
     assert_eq!(p.purl, "pkg:cargo/smallvec@1.6.0");
     assert_eq!(p.path, "usr/local/bin/auditable-fixture");
+}
+
+/// The files under `root` (a directory tree) whose paths start with `prefix`, as layer entries.
+fn tree_entries(root: &std::path::Path, prefix: &str) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.join(prefix)];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                dirs.push(e.path());
+            } else if t.is_file() {
+                let rel = e
+                    .path()
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.push(file(&rel, std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// dpkg left node-lodash and node-lru-cache unpacked and configured node-semver; the
+/// modules (`usr/`) and dpkg's database (`var/`) are in different layers.
+#[test]
+fn debian_node_modules_unpacked_and_configured_by_dpkg() {
+    let root = fixtures().join("debian-node/root");
+    assert!(
+        root.join("var/lib/dpkg/status").is_file(),
+        "{}: run tests/scripts/fetch-fixtures.sh",
+        root.display()
+    );
+    let mut var = tree_entries(&root, "var");
+    var.push(file("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n"));
+    let layers: Vec<Vec<u8>> = [tree_entries(&root, "usr"), var]
+        .iter()
+        .map(|entries| gzip(&tar_layer(entries)))
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    Layout::single(tmp.path(), &layers);
+    let inv = scan(&format!("oci-layout:{}", tmp.path().display()))
+        .unwrap()
+        .inventory;
+
+    // Packages dpkg only unpacked are on disk: they are reported, with their status.
+    let debs: Vec<(&str, Option<&str>)> = inv
+        .packages
+        .iter()
+        .filter(|p| p.ecosystem == Ecosystem::Debian)
+        .map(|p| (p.name.as_str(), p.install_state.as_deref()))
+        .collect();
+    assert_eq!(
+        debs,
+        [
+            ("node-lodash", Some("install ok unpacked")),
+            ("node-lru-cache", Some("install ok unpacked")),
+            ("node-semver", None),
+        ]
+    );
+
+    // Every module under usr/share/nodejs is read and known as its Debian package's.
+    let npm: Vec<(String, &str)> = inv
+        .packages
+        .iter()
+        .filter(|p| p.ecosystem == Ecosystem::Npm)
+        .map(|p| {
+            (
+                format!("{}@{}", p.name, p.version),
+                p.os_package.as_deref().unwrap_or("-"),
+            )
+        })
+        .collect();
+    // lodash's package.json is marked private (Debian builds it from the upstream
+    // repository); it is the published lodash all the same.
+    let lodash = npm.iter().find(|(n, _)| n.starts_with("lodash@")).unwrap();
+    assert_eq!(lodash, &("lodash@4.17.21".to_string(), "node-lodash"));
+    assert!(
+        npm.contains(&("@types/lodash@4.14.177".to_string(), "node-lodash")),
+        "{npm:?}"
+    );
+    let semver = npm.iter().find(|(n, _)| n.starts_with("semver@")).unwrap();
+    assert_eq!(semver.1, "node-semver");
+    assert!(npm.iter().all(|(_, owner)| *owner != "-"), "{npm:?}");
+    let on_disk = walk_package_jsons(&root.join("usr/share/nodejs"));
+    assert_eq!(npm.len(), on_disk, "{npm:?}");
+}
+
+/// How many modules (`NAME/package.json`, `@scope/NAME/package.json`, regular files) are
+/// under `dir`.
+fn walk_package_jsons(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        // lodash-es/package.json is a symbolic link to lodash's: one module, listed once.
+        let manifest = std::fs::symlink_metadata(p.join("package.json"));
+        if manifest.is_ok_and(|m| m.is_file()) {
+            n += 1;
+        } else if p.file_name().unwrap().to_string_lossy().starts_with('@') {
+            n += walk_package_jsons(&p);
+        }
+    }
+    n
 }

@@ -23,6 +23,8 @@ fn mixed_inventory() -> Inventory {
         source_version: None,
         vendor: None,
         module: None,
+        install_state: None,
+        os_package: None,
         layer: None,
         path: String::new(),
     };
@@ -295,6 +297,8 @@ fn malicious_package_records_are_kept_apart() {
         source_version: None,
         vendor: None,
         module: None,
+        install_state: None,
+        os_package: None,
         layer: None,
         path: "/app/node_modules/example-evil/package.json".into(),
     });

@@ -34,6 +34,8 @@ fn pkg(ecosystem: Ecosystem, name: &str, version: &str) -> Package {
         source_version: None,
         vendor: None,
         module: None,
+        install_state: None,
+        os_package: None,
         layer: None,
         path: String::new(),
     }

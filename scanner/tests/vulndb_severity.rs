@@ -112,6 +112,8 @@ fn pkg(ecosystem: Ecosystem, name: &str, version: &str, source: Option<&str>) ->
         path: String::new(),
         module: None,
         vendor: None,
+        install_state: None,
+        os_package: None,
     }
 }
 

@@ -106,9 +106,27 @@ RS
     test -x auditable-fixture
 }
 
+debian_node_modules() {
+    # Debian's Node.js modules as dpkg leaves them: node-semver configured (`install ok
+    # installed`), node-lodash and node-lru-cache only unpacked (`install ok unpacked`),
+    # with dpkg's status, file lists and the modules under usr/share/nodejs, made by the
+    # real dpkg from the real packages.
+    apt-get download node-lodash=4.17.21+dfsg+~cs8.31.198.20210220-9+deb12u1 \
+        node-semver=7.3.5+~7.3.9-2 node-lru-cache=7.14.1-1 2>/dev/null
+    mkdir -p root/var/lib/dpkg/info root/var/lib/dpkg/updates
+    touch root/var/lib/dpkg/status
+    local dpkg=(dpkg --root="$PWD/root" --force-depends --force-script-chrootless)
+    "${dpkg[@]}" --unpack node-lodash_*.deb node-semver_*.deb node-lru-cache_*.deb
+    "${dpkg[@]}" --configure node-semver
+    rm -f root/var/lib/dpkg/status-old root/var/lib/dpkg/*-old
+    grep -q "Status: install ok unpacked" root/var/lib/dpkg/status
+    test -f root/usr/share/nodejs/lodash/package.json
+}
+
 fetch pypi pypi
 fetch npm npm_packages
 fetch maven maven
 fetch go go_binary
 fetch rust rust_auditable
+fetch debian-node debian_node_modules
 echo "$DEST"

@@ -1,6 +1,6 @@
 //! dpkg's database: `var/lib/dpkg/status` and distroless `var/lib/dpkg/status.d/*`.
 
-use super::{package, purl_encode, Analyzer, FileMeta, Output};
+use super::{package, purl_encode, Analyzer, Fact, FileMeta, Output, OwnedFiles};
 use crate::inventory::Ecosystem;
 
 /// Reads installed packages from dpkg status files.
@@ -25,8 +25,87 @@ impl Analyzer for DpkgStatusAnalyzer {
     }
 }
 
-/// Parses a dpkg status file; only packages in state `install ok installed` are kept
-/// (status.d files of distroless images carry no Status field and are all installed).
+/// Reads dpkg's file lists (`var/lib/dpkg/info/<package>[:<arch>].list`) for the
+/// application package records an OS package installed (Debian's `node-*` modules under
+/// `usr/share/nodejs`), keeping only those paths.
+pub struct DpkgFileListAnalyzer;
+
+impl Analyzer for DpkgFileListAnalyzer {
+    fn name(&self) -> &'static str {
+        "dpkg-files"
+    }
+    fn wants(&self, file: &FileMeta<'_>) -> bool {
+        file.path
+            .strip_prefix("var/lib/dpkg/info/")
+            .and_then(|n| n.strip_suffix(".list"))
+            .is_some_and(|n| !n.is_empty() && !n.contains('/'))
+    }
+    fn size_cap(&self) -> u64 {
+        // The largest lists (kernel modules, texlive) are a few MB.
+        32 << 20
+    }
+    fn analyze(&self, path: &str, data: &[u8], out: &mut Output) {
+        let Some(owner) = path
+            .strip_prefix("var/lib/dpkg/info/")
+            .and_then(|n| n.strip_suffix(".list"))
+        else {
+            return;
+        };
+        // `libc6:amd64.list` is multi-arch `libc6`.
+        let owner = owner.split_once(':').map_or(owner, |(n, _)| n);
+        let records = super::node::NodePackageJsonAnalyzer;
+        let paths: Vec<String> = String::from_utf8_lossy(data)
+            .lines()
+            .filter_map(|l| l.trim_end().strip_prefix('/'))
+            .filter(|p| {
+                records.wants(&FileMeta {
+                    path: p,
+                    mode: 0o100644,
+                    size: 0,
+                })
+            })
+            .map(str::to_string)
+            .collect();
+        if !paths.is_empty() {
+            out.fact(Fact::Owned(OwnedFiles {
+                owner: owner.to_string(),
+                paths,
+            }));
+        }
+    }
+}
+
+/// Whether a package's files are on disk, by its dpkg `Status` (`want flag state`).
+#[derive(Debug, PartialEq, Eq)]
+enum OnDisk {
+    /// `install ok installed` or `hold ok installed`: the normal case.
+    Installed,
+    /// The files are there (all of them, or for `half-installed` some) but dpkg has not
+    /// finished with the package, or it is marked for removal: reported, with the status.
+    Partly(String),
+    /// `not-installed` or `config-files`: only configuration files (or nothing) remain.
+    No,
+}
+
+fn on_disk(status: &str) -> OnDisk {
+    let words: Vec<&str> = status.split_whitespace().collect();
+    let [want, flag, state] = words.as_slice() else {
+        return OnDisk::No;
+    };
+    match *state {
+        "not-installed" | "config-files" => OnDisk::No,
+        "installed" if matches!(*want, "install" | "hold") && *flag == "ok" => OnDisk::Installed,
+        "installed" | "unpacked" | "half-configured" | "half-installed" | "triggers-awaited"
+        | "triggers-pending" => OnDisk::Partly(words.join(" ")),
+        _ => OnDisk::No,
+    }
+}
+
+/// Parses a dpkg status file. Packages whose files are on disk are kept: `installed`, and
+/// also `unpacked`, `half-configured`, `half-installed` and `triggers-*` (with the status in
+/// [`crate::inventory::Package::install_state`]), as Syft and Trivy report them; packages
+/// left as `config-files` or `not-installed` are not. status.d files of distroless images
+/// carry no Status field and are all installed.
 pub fn parse_status(path: &str, text: &str, out: &mut Output) {
     let distroless = path != "var/lib/dpkg/status";
     // Stanzas end at blank lines; `lines()` also takes `\r\n` endings, so a status file
@@ -72,12 +151,14 @@ pub fn parse_status(path: &str, text: &str, out: &mut Output) {
             }
             continue;
         };
-        match status {
-            Some(s)
-                if s.split_whitespace().collect::<Vec<_>>() == ["install", "ok", "installed"] => {}
-            None if distroless => {}
-            _ => continue,
-        }
+        let install_state = match status.map(on_disk) {
+            Some(OnDisk::Installed) => None,
+            Some(OnDisk::Partly(s)) => Some(s),
+            Some(OnDisk::No) => continue,
+            None if distroless => None,
+            // A stanza of the status file without Status is not a package dpkg installed.
+            None => continue,
+        };
         // `Source: openssl (1.1.1n-0+deb11u3)`: the version in parentheses is the
         // source version when it differs from the binary version.
         let (source_name, source_version) = match source {
@@ -99,6 +180,7 @@ pub fn parse_status(path: &str, text: &str, out: &mut Output) {
             purl.push_str(&format!("{sep}upstream={}", purl_encode(&source_name)));
         }
         let mut p = package(Ecosystem::Debian, name, version, purl, path);
+        p.install_state = install_state;
         p.source_name = Some(source_name);
         p.source_version = Some(source_version);
         out.package(p);
@@ -108,7 +190,6 @@ pub fn parse_status(path: &str, text: &str, out: &mut Output) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyzer::Fact;
 
     #[test]
     fn source_with_version_in_parentheses() {
@@ -127,6 +208,71 @@ mod tests {
         assert_eq!(
             p.purl,
             "pkg:deb/_/libssl1.1@1.1.1n-0%2Bdeb11u3%2Bb1?arch=amd64&upstream=openssl"
+        );
+    }
+
+    #[test]
+    fn packages_whose_files_are_on_disk_are_kept_with_their_state() {
+        let stanzas: String = [
+            ("a", "install ok installed"),
+            ("b", "hold ok installed"),
+            ("c", "install ok unpacked"),
+            ("d", "install ok half-configured"),
+            ("e", "install reinstreq half-installed"),
+            ("f", "install ok triggers-pending"),
+            ("g", "deinstall ok installed"),
+            ("h", "deinstall ok config-files"),
+            ("i", "purge ok not-installed"),
+            ("j", "install ok"),
+        ]
+        .iter()
+        .map(|(n, s)| format!("Package: {n}\nStatus: {s}\nVersion: 1\n\n"))
+        .collect();
+        let mut out = Output::default();
+        parse_status("var/lib/dpkg/status", &stanzas, &mut out);
+        let kept: Vec<(&str, Option<&str>)> = out
+            .facts
+            .iter()
+            .map(|f| match f {
+                Fact::Package(p) => (p.name.as_str(), p.install_state.as_deref()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("a", None),
+                ("b", None),
+                ("c", Some("install ok unpacked")),
+                ("d", Some("install ok half-configured")),
+                ("e", Some("install reinstreq half-installed")),
+                ("f", Some("install ok triggers-pending")),
+                ("g", Some("deinstall ok installed")),
+            ]
+        );
+    }
+
+    #[test]
+    fn file_lists_name_the_modules_their_package_installed() {
+        let list = "/.\n/usr\n/usr/share/nodejs\n/usr/share/nodejs/lodash\n/usr/share/nodejs/lodash/package.json\n/usr/share/nodejs/lodash/fp/package.json\n/usr/share/nodejs/@types/lodash/package.json\n/usr/share/doc/node-lodash/copyright\n";
+        let a = DpkgFileListAnalyzer;
+        let path = "var/lib/dpkg/info/node-lodash:all.list";
+        assert!(a.wants(&FileMeta {
+            path,
+            mode: 0o100644,
+            size: 1
+        }));
+        let mut out = Output::default();
+        a.analyze(path, list.as_bytes(), &mut out);
+        assert_eq!(
+            out.facts,
+            [Fact::Owned(OwnedFiles {
+                owner: "node-lodash".into(),
+                paths: vec![
+                    "usr/share/nodejs/lodash/package.json".into(),
+                    "usr/share/nodejs/@types/lodash/package.json".into(),
+                ],
+            })]
         );
     }
 

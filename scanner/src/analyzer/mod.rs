@@ -18,6 +18,8 @@ use crate::inventory::{Ecosystem, Inventory, OsInfo, Package};
 
 /// What an analyzer learned from one file: a fact about the OS, a package, or a check's
 /// finding.
+// Packages are most facts by far: boxing them would add an allocation to each.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fact {
     /// A fact about the operating system; the one with the lowest `rank` wins.
@@ -28,6 +30,17 @@ pub enum Fact {
     /// A baseline risk, exposed secret or malicious sample found in the file
     /// (see [`crate::checks`]).
     Check(Box<crate::finding::CheckFinding>),
+    /// Files an OS package installed that hold application package records (from dpkg's
+    /// `var/lib/dpkg/info/<package>.list`), so that those packages are known as the OS
+    /// package's.
+    Owned(OwnedFiles),
+}
+
+/// Application package records (paths without a leading `/`) that an OS package installed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedFiles {
+    pub owner: String,
+    pub paths: Vec<String>,
 }
 
 /// One file's statement about the operating system.
@@ -69,9 +82,12 @@ pub fn fact_bytes(fact: &Fact) -> u64 {
                 + p.source_version.as_ref().map_or(0, String::len)
                 + p.vendor.as_ref().map_or(0, String::len)
                 + p.module.as_ref().map_or(0, String::len)
+                + p.install_state.as_ref().map_or(0, String::len)
+                + p.os_package.as_ref().map_or(0, String::len)
                 + 256
         }
         Fact::Os(o) => o.family.len() + 128,
+        Fact::Owned(o) => o.owner.len() + o.paths.iter().map(|p| p.len() + 24).sum::<usize>() + 64,
         Fact::Check(c) => {
             c.id.len()
                 + c.title.len()
@@ -232,6 +248,7 @@ pub fn analyzers_with(budgets: &crate::budget::ScanBudgets) -> Vec<Box<dyn Analy
     vec![
         Box::new(os::OsReleaseAnalyzer),
         Box::new(dpkg::DpkgStatusAnalyzer),
+        Box::new(dpkg::DpkgFileListAnalyzer),
         Box::new(apk::ApkInstalledAnalyzer),
         Box::new(rpm::RpmSqliteAnalyzer),
         Box::new(rpm::RpmBerkeleyDbAnalyzer),
@@ -284,8 +301,24 @@ pub(crate) fn package(
         source_version: None,
         vendor: None,
         module: None,
+        install_state: None,
+        os_package: None,
         layer: None,
         path: path.to_string(),
+    }
+}
+
+/// Marks the application packages whose record file an OS package installed (`owned`:
+/// path in the final filesystem → OS package), whichever layers the record and the file
+/// list came from.
+pub fn mark_os_owned(packages: &mut [Package], owned: &std::collections::HashMap<&str, &str>) {
+    if owned.is_empty() {
+        return;
+    }
+    for p in packages.iter_mut().filter(|p| !p.ecosystem.is_os()) {
+        if let Some(owner) = owned.get(p.path.as_str()) {
+            p.os_package = Some((*owner).to_string());
+        }
     }
 }
 

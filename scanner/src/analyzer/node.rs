@@ -1,4 +1,5 @@
-//! npm packages: `node_modules/<name>/package.json` and `node_modules/@scope/<name>/package.json`.
+//! npm packages: `node_modules/<name>/package.json` and `node_modules/@scope/<name>/package.json`,
+//! and Debian's modules under `usr/share/nodejs`, `usr/lib/nodejs` and `usr/lib/<triplet>/nodejs`.
 
 use super::{package, purl_encode, Analyzer, FileMeta, Output};
 use crate::inventory::Ecosystem;
@@ -18,7 +19,7 @@ impl Analyzer for NodePackageJsonAnalyzer {
         match parts.as_slice() {
             [_, "node_modules", ..] => true,
             [_, scope, "node_modules"] => scope.starts_with('@'),
-            _ => false,
+            _ => is_debian_module_dir(dir),
         }
     }
     fn size_cap(&self) -> u64 {
@@ -35,7 +36,13 @@ impl Analyzer for NodePackageJsonAnalyzer {
             .and_then(|n| n.as_str())
             .unwrap_or_default();
         // Workspace packages and private packages are not published: nothing to match.
-        if name.is_empty() || version.is_empty() || v.get("private") == Some(&true.into()) {
+        // Debian's modules are built from the upstream repository, whose package.json is
+        // often marked private (lodash's is) though the module is the published one.
+        let debian_module = path
+            .strip_suffix("/package.json")
+            .is_some_and(is_debian_module_dir);
+        let private = v.get("private") == Some(&true.into()) && !debian_module;
+        if name.is_empty() || version.is_empty() || private {
             return;
         }
         let purl = match name.split_once('/') {
@@ -48,6 +55,33 @@ impl Analyzer for NodePackageJsonAnalyzer {
             _ => format!("pkg:npm/{}@{}", purl_encode(name), purl_encode(version)),
         };
         out.package(package(Ecosystem::Npm, name, version, purl, path));
+    }
+}
+
+/// Whether `dir` is a module of Debian's Node.js search path: `usr/share/nodejs/NAME`,
+/// `usr/lib/nodejs/NAME` or `usr/lib/TRIPLET/nodejs/NAME` (and `@scope/NAME` in them),
+/// where Debian's `node-*` packages install modules instead of `node_modules`.
+fn is_debian_module_dir(dir: &str) -> bool {
+    let module_root = |root: &str| {
+        root == "usr/share/nodejs"
+            || root == "usr/lib/nodejs"
+            || root
+                .strip_prefix("usr/lib/")
+                .and_then(|r| r.strip_suffix("/nodejs"))
+                .is_some_and(|triplet| !triplet.is_empty() && !triplet.contains('/'))
+    };
+    let Some((parent, name)) = dir.rsplit_once('/') else {
+        return false;
+    };
+    if name.is_empty() || name.starts_with('@') {
+        return false;
+    }
+    if module_root(parent) {
+        return true;
+    }
+    match parent.rsplit_once('/') {
+        Some((root, scope)) => scope.len() > 1 && scope.starts_with('@') && module_root(root),
+        None => false,
     }
 }
 
@@ -69,5 +103,19 @@ mod tests {
         assert!(wants("node_modules/@babel/core/package.json"));
         assert!(!wants("app/node_modules/lodash/fp/package.json"));
         assert!(!wants("app/package.json"));
+    }
+
+    #[test]
+    fn debian_module_directories_are_wanted() {
+        assert!(wants("usr/share/nodejs/lodash/package.json"));
+        assert!(wants("usr/share/nodejs/@types/lodash/package.json"));
+        assert!(wants("usr/lib/nodejs/npm/package.json"));
+        assert!(wants("usr/lib/x86_64-linux-gnu/nodejs/bcrypt/package.json"));
+        // Files inside a module (ES module markers, nested packages) are not package roots.
+        assert!(!wants("usr/share/nodejs/lodash/fp/package.json"));
+        assert!(!wants("usr/share/nodejs/@types/package.json"));
+        assert!(!wants("usr/share/nodejs/package.json"));
+        assert!(!wants("usr/lib/a/b/nodejs/x/package.json"));
+        assert!(!wants("opt/share/nodejs/x/package.json"));
     }
 }

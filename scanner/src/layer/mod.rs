@@ -379,7 +379,7 @@ pub fn scan_layer_with<R: Read>(
             match finding {
                 crate::analyzer::Fact::Package(p) => p.layer = Some(scan.digest.clone()),
                 crate::analyzer::Fact::Check(c) => c.layer = Some(scan.digest.clone()),
-                crate::analyzer::Fact::Os(_) => {}
+                crate::analyzer::Fact::Os(_) | crate::analyzer::Fact::Owned(_) => {}
             }
         }
     }

@@ -313,6 +313,7 @@ pub(crate) fn assemble(
     let mut os_facts = Vec::new();
     let mut packages = Vec::new();
     let mut file_findings = Vec::new();
+    let mut owned: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
     // One scan keeps a bounded number of warnings (--max-warnings), whatever the image holds.
     let max = usize::try_from(max_warnings).unwrap_or(usize::MAX);
     let mut omitted = 0;
@@ -342,6 +343,11 @@ pub(crate) fn assemble(
                     }
                     packages.push(p);
                 }
+                Fact::Owned(o) => {
+                    for p in &o.paths {
+                        owned.insert(p, &o.owner);
+                    }
+                }
                 Fact::Check(c) => {
                     let mut c = (**c).clone();
                     if c.path.is_none() {
@@ -352,6 +358,7 @@ pub(crate) fn assemble(
             }
         }
     }
+    analyzer::mark_os_owned(&mut packages, &owned);
     analyzer::name_the_warning_budget(&mut warnings, omitted);
     for w in &warnings {
         tracing::warn!(target = %target, "{w}");

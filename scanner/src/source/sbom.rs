@@ -174,6 +174,8 @@ pub fn package_from_purl(purl_text: &str, path: &str) -> Option<Package> {
         module: p
             .qualifier("rpmmod")
             .and_then(crate::vulndb::ecosystem::module_stream),
+        install_state: None,
+        os_package: None,
         layer: None,
         path: path.to_string(),
     })
