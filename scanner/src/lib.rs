@@ -16,6 +16,7 @@ pub mod policy;
 pub mod reference;
 pub mod registry;
 pub mod report;
+pub mod server;
 pub mod source;
 pub mod vulndb;
 
