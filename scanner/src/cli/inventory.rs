@@ -43,7 +43,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let scanned = runtime.block_on(source::read(&target, &opts, analyzers))?;
     let text = match args.format {
         Format::Json => serde_json::to_string_pretty(&scanned.inventory)? + "\n",
-        Format::Cyclonedx => serde_json::to_string_pretty(&cyclonedx::inventory(&scanned.inventory))? + "\n",
+        Format::Cyclonedx => {
+            serde_json::to_string_pretty(&cyclonedx::inventory(&scanned.inventory))? + "\n"
+        }
         Format::Table => table(&scanned.inventory),
     };
     match &args.output {

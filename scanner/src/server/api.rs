@@ -385,19 +385,18 @@ fn produces(list: &[EnabledCapability]) -> Result<Produces, RequestError> {
         sbom: false,
     };
     for capability in list {
-        let (known, flag): (&[&str], &mut bool) = match capability.kind.as_str() {
-            "vulnerability" => (
-                &[VULN_REPORT_HARBOR, VULN_REPORT_V1_1],
-                &mut produces.vulnerability,
-            ),
-            "sbom" => (&[SBOM_REPORT], &mut produces.sbom),
-            _ => {
-                return Err(RequestError::Unsupported(
+        let (known, flag): (&[&str], &mut bool) =
+            match capability.kind.as_str() {
+                "vulnerability" => (
+                    &[VULN_REPORT_HARBOR, VULN_REPORT_V1_1],
+                    &mut produces.vulnerability,
+                ),
+                "sbom" => (&[SBOM_REPORT], &mut produces.sbom),
+                _ => return Err(RequestError::Unsupported(
                     "enabled_capabilities: the scanner has the capabilities vulnerability and sbom"
                         .into(),
-                ))
-            }
-        };
+                )),
+            };
         if let Some(types) = &capability.produces_mime_types {
             if let Some(other) = types.iter().find(|t| !known.contains(&t.as_str())) {
                 return Err(RequestError::Unsupported(format!(
@@ -497,12 +496,29 @@ mod tests {
 
     #[test]
     fn repositories_follow_the_distribution_grammar() {
-        for ok in ["library/mongo", "a", "team-a/api", "a__b/c.d", "a--b", "x/y/z"] {
+        for ok in [
+            "library/mongo",
+            "a",
+            "team-a/api",
+            "a__b/c.d",
+            "a--b",
+            "x/y/z",
+        ] {
             assert!(valid_repository(ok), "{ok}");
         }
         for bad in [
-            "", "Library/mongo", "a//b", "/a", "a/", "a..b", "a___b", "-a", "a-", "a b",
-            "../etc", "a@b",
+            "",
+            "Library/mongo",
+            "a//b",
+            "/a",
+            "a/",
+            "a..b",
+            "a___b",
+            "-a",
+            "a-",
+            "a b",
+            "../etc",
+            "a@b",
         ] {
             assert!(!valid_repository(bad), "{bad}");
         }
@@ -533,11 +549,17 @@ mod tests {
         );
         for bad in ["Basic !!!", "Digest x", "Bearer", "Basic Zm9v"] {
             assert!(
-                matches!(parse_authorization(Some(bad)), Err(RequestError::Invalid(_))),
+                matches!(
+                    parse_authorization(Some(bad)),
+                    Err(RequestError::Invalid(_))
+                ),
                 "{bad}"
             );
         }
-        assert_eq!(format!("{:?}", parse_authorization(Some(&basic)).unwrap()), "Basic(..)");
+        assert_eq!(
+            format!("{:?}", parse_authorization(Some(&basic)).unwrap()),
+            "Basic(..)"
+        );
     }
 
     #[test]
@@ -569,11 +591,15 @@ mod tests {
             Ok(ReportType::Vulnerability(VULN_REPORT_HARBOR))
         );
         assert_eq!(
-            report_type(Some("application/vnd.security.vulnerability.report;version=1.1")),
+            report_type(Some(
+                "application/vnd.security.vulnerability.report;version=1.1"
+            )),
             Ok(ReportType::Vulnerability(VULN_REPORT_V1_1))
         );
         assert_eq!(
-            report_type(Some("application/vnd.security.sbom.report+json; version=1.0")),
+            report_type(Some(
+                "application/vnd.security.sbom.report+json; version=1.0"
+            )),
             Ok(ReportType::Sbom)
         );
         assert_eq!(
@@ -581,7 +607,10 @@ mod tests {
             Ok(ReportType::Vulnerability(VULN_REPORT_HARBOR))
         );
         assert!(report_type(Some("application/vnd.scanner.adapter.vuln.report.raw")).is_err());
-        assert!(report_type(Some("application/vnd.security.vulnerability.report; version=9")).is_err());
+        assert!(report_type(Some(
+            "application/vnd.security.vulnerability.report; version=9"
+        ))
+        .is_err());
     }
 
     #[test]

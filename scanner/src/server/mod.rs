@@ -62,7 +62,11 @@ const MAX_ERROR_CHARS: usize = 2000;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Address to listen on.
-    #[arg(long, env = "IMAGEWARDEN_SERVER_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_SERVER_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
     pub listen: SocketAddr,
     /// Serve HTTPS with this PEM certificate chain (with --tls-key).
     #[arg(long, env = "IMAGEWARDEN_SERVER_TLS_CERT", requires = "tls_key")]
@@ -120,7 +124,11 @@ pub struct Args {
     /// Registries (`host[:port]` as Harbor's registry URL names them, comma-separated)
     /// whose artifacts the server scans; others are refused with 422. Empty: any
     /// registry the egress policy lets through.
-    #[arg(long, env = "IMAGEWARDEN_SERVER_ALLOWED_REGISTRIES", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_SERVER_ALLOWED_REGISTRIES",
+        value_delimiter = ','
+    )]
     pub allowed_registries: Vec<String>,
     /// Address ranges (CIDRs, comma-separated) denied besides loopback, link-local (cloud
     /// metadata) and multicast: the cluster's Service and Pod ranges.
@@ -130,7 +138,11 @@ pub struct Args {
     /// Address ranges registries may be reached at although denied above (e.g. Harbor's
     /// in-cluster Service address), and host names token realms may point at besides the
     /// registry's own host; comma-separated.
-    #[arg(long = "egress-allow", env = "IMAGEWARDEN_EGRESS_ALLOW", value_delimiter = ',')]
+    #[arg(
+        long = "egress-allow",
+        env = "IMAGEWARDEN_EGRESS_ALLOW",
+        value_delimiter = ','
+    )]
     pub egress_allow: Vec<AllowEntry>,
     /// PEM file with CA certificates to trust for registries.
     #[arg(long, env = "IMAGEWARDEN_SERVER_REGISTRY_CA_FILE")]
@@ -252,8 +264,8 @@ impl Args {
         };
         let mut allowed_registries = Vec::new();
         for entry in &self.allowed_registries {
-            let (host, _) = api::parse_registry_url(&format!("https://{}", entry.trim()))
-                .map_err(|_| {
+            let (host, _) =
+                api::parse_registry_url(&format!("https://{}", entry.trim())).map_err(|_| {
                     anyhow::anyhow!("--allowed-registries: {entry:?} is not host[:port]")
                 })?;
             allowed_registries.push(host);
@@ -450,9 +462,11 @@ pub async fn serve(
     }
     drop(listener);
     let grace = shared.config.shutdown_grace;
-    if tokio::time::timeout(grace, async { while connections.join_next().await.is_some() {} })
-        .await
-        .is_err()
+    if tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
     {
         connections.abort_all();
     }
@@ -503,17 +517,18 @@ async fn worker(
         };
         let Some((id, job)) = next else { return };
         let started = std::time::Instant::now();
-        let result = match tokio::time::timeout(shared.config.scan_timeout, scan(&shared, &job))
-            .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(format!(
-                "the scan took longer than {} (--scan-timeout)",
-                humantime::format_duration(shared.config.scan_timeout)
-            )),
-        };
+        let result =
+            match tokio::time::timeout(shared.config.scan_timeout, scan(&shared, &job)).await {
+                Ok(result) => result,
+                Err(_) => Err(format!(
+                    "the scan took longer than {} (--scan-timeout)",
+                    humantime::format_duration(shared.config.scan_timeout)
+                )),
+            };
         match &result {
-            Ok(_) => tracing::info!(%id, image = %job.reference(), took = ?started.elapsed(), "scan finished"),
+            Ok(_) => {
+                tracing::info!(%id, image = %job.reference(), took = ?started.elapsed(), "scan finished")
+            }
             Err(e) => tracing::warn!(%id, image = %job.reference(), error = %e, "scan failed"),
         }
         shared.store.finish(&id, result);
@@ -574,7 +589,11 @@ async fn scan(shared: &Shared, job: &ScanJob) -> Result<Reports, String> {
             None
         },
         sbom: if job.produces.sbom {
-            Some(json(report::sbom_report(&scanned, &job.artifact, &generated_at))?)
+            Some(json(report::sbom_report(
+                &scanned,
+                &job.artifact,
+                &generated_at,
+            ))?)
         } else {
             None
         },
@@ -733,7 +752,11 @@ async fn metadata(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Resp
     )
 }
 
-async fn accept_scan(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+async fn accept_scan(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     if let Err(r) = authorize(&shared, &headers) {
         return r;
     }
@@ -747,10 +770,17 @@ async fn accept_scan(State(shared): State<Arc<Shared>>, headers: HeaderMap, body
         Ok(Err(_)) => {
             return error(
                 StatusCode::BAD_REQUEST,
-                &format!("the scan request is not readable or larger than {MAX_REQUEST_BYTES} bytes"),
+                &format!(
+                    "the scan request is not readable or larger than {MAX_REQUEST_BYTES} bytes"
+                ),
             )
         }
-        Err(_) => return error(StatusCode::BAD_REQUEST, "the scan request body was too slow"),
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the scan request body was too slow",
+            )
+        }
     };
     let job = match ScanRequest::parse(&body) {
         Ok(job) => job,
@@ -805,7 +835,10 @@ async fn get_report(
         return r;
     }
     let Some((state, produces)) = shared.store.get(&id) else {
-        return error(StatusCode::NOT_FOUND, "no scan with this id (or its report expired)");
+        return error(
+            StatusCode::NOT_FOUND,
+            "no scan with this id (or its report expired)",
+        );
     };
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let kind = match api::report_type(accept) {
@@ -829,7 +862,10 @@ async fn get_report(
                 Some(_) => {
                     return error(
                         StatusCode::BAD_REQUEST,
-                        &format!("sbom_media_type: SBOMs are produced as {} only", api::CYCLONEDX),
+                        &format!(
+                            "sbom_media_type: SBOMs are produced as {} only",
+                            api::CYCLONEDX
+                        ),
                     )
                 }
                 None => {

@@ -62,9 +62,7 @@ fn item(f: &Finding, malicious: bool) -> Value {
         .link
         .iter()
         .map(String::as_str)
-        .filter(|l| {
-            reqwest::Url::parse(l).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
-        })
+        .filter(|l| reqwest::Url::parse(l).is_ok_and(|u| matches!(u.scheme(), "http" | "https")))
         .collect();
     if !links.is_empty() {
         v["links"] = json!(links);
@@ -100,11 +98,7 @@ fn item(f: &Finding, malicious: bool) -> Value {
 
 /// `HarborVulnerabilityReport` of `report`: every vulnerability and malicious package,
 /// the worst severity among them (`Unknown` when there is none).
-pub fn vulnerability_report(
-    report: &ScanReport,
-    artifact: &Artifact,
-    generated_at: &str,
-) -> Value {
+pub fn vulnerability_report(report: &ScanReport, artifact: &Artifact, generated_at: &str) -> Value {
     let findings: Vec<Value> = report
         .vulnerabilities
         .iter()
@@ -171,7 +165,10 @@ mod tests {
         assert_eq!(v["fix_version"], "1.1.22-r3");
         assert_eq!(v["preferred_cvss"]["score_v3"], 9.8);
         assert_eq!(v["vendor_attributes"]["advisory"], "ALPINE-CVE-2019-14697");
-        assert_eq!(v["links"][0], "https://security.alpinelinux.org/vuln/CVE-2019-14697");
+        assert_eq!(
+            v["links"][0],
+            "https://security.alpinelinux.org/vuln/CVE-2019-14697"
+        );
     }
 
     #[test]
@@ -185,7 +182,10 @@ mod tests {
         assert!(v.get("fix_version").is_none());
         assert!(v.get("preferred_cvss").is_none());
         assert_eq!(v["vendor_attributes"]["class"], "malicious-package");
-        let v2 = item(&finding(json!({"vector": "AV:N/AC:L/Au:N/C:P/I:P/A:P", "score": 7.5})), false);
+        let v2 = item(
+            &finding(json!({"vector": "AV:N/AC:L/Au:N/C:P/I:P/A:P", "score": 7.5})),
+            false,
+        );
         assert_eq!(v2["preferred_cvss"]["score_v2"], 7.5);
     }
 }

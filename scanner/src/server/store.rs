@@ -72,7 +72,10 @@ impl Store {
     /// `max_entries - room` entries or more than `max_bytes` bytes.
     fn evict(&self, entries: &mut HashMap<String, Entry>, room: usize) {
         let now = Instant::now();
-        entries.retain(|_, e| e.finished.is_none_or(|at| now.duration_since(at) < self.ttl));
+        entries.retain(|_, e| {
+            e.finished
+                .is_none_or(|at| now.duration_since(at) < self.ttl)
+        });
         let mut bytes: u64 = entries.values().map(|e| e.bytes).sum();
         while entries.len() + room > self.max_entries || bytes > self.max_bytes {
             let oldest = entries
