@@ -39,7 +39,7 @@ use tokio::sync::mpsc;
 pub use tokio_util::sync::CancellationToken;
 
 use crate::budget::ScanBudgets;
-use crate::egress::{AllowEntry, EgressPolicy, IpNet};
+use crate::egress::EgressPolicy;
 use crate::finding::ScannerKind;
 use crate::pipeline::{self, ScanOptions, ScanSource};
 use crate::source::{ImageRef, PullOptions, RegistryCredentials};
@@ -130,20 +130,8 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub allowed_registries: Vec<String>,
-    /// Address ranges (CIDRs, comma-separated) denied besides loopback, link-local (cloud
-    /// metadata) and multicast: the cluster's Service and Pod ranges.
-    #[arg(long = "cluster-cidrs", env = "IMAGEWARDEN_CLUSTER_CIDRS", value_delimiter = ',',
-          value_parser = crate::egress::parse_range)]
-    pub cluster_cidrs: Vec<IpNet>,
-    /// Address ranges registries may be reached at although denied above (e.g. Harbor's
-    /// in-cluster Service address), and host names token realms may point at besides the
-    /// registry's own host; comma-separated.
-    #[arg(
-        long = "egress-allow",
-        env = "IMAGEWARDEN_EGRESS_ALLOW",
-        value_delimiter = ','
-    )]
-    pub egress_allow: Vec<AllowEntry>,
+    #[command(flatten)]
+    pub egress: crate::egress::EgressSettings,
     /// PEM file with CA certificates to trust for registries.
     #[arg(long, env = "IMAGEWARDEN_SERVER_REGISTRY_CA_FILE")]
     pub registry_ca_file: Option<PathBuf>,
@@ -201,41 +189,6 @@ impl Config {
     }
 }
 
-/// The TLS settings of a certificate chain and private key in PEM files; the error names
-/// the file and what is wrong with it.
-pub fn tls_config(
-    cert_file: &std::path::Path,
-    key_file: &std::path::Path,
-) -> anyhow::Result<Arc<tokio_rustls::rustls::ServerConfig>> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    use tokio_rustls::rustls;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
-        .and_then(|certs| certs.collect())
-        .with_context(|| format!("{}: not PEM certificates", cert_file.display()))?;
-    anyhow::ensure!(
-        !certs.is_empty(),
-        "{}: holds no PEM certificate",
-        cert_file.display()
-    );
-    let key = PrivateKeyDer::from_pem_file(key_file)
-        .with_context(|| format!("{}: no PEM private key", key_file.display()))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .with_context(|| {
-            format!(
-                "{} and {} are not a usable certificate and key",
-                cert_file.display(),
-                key_file.display()
-            )
-        })?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
 impl Args {
     /// The settings these flags describe (reads the token and TLS files).
     pub fn config(&self) -> anyhow::Result<Config> {
@@ -259,7 +212,9 @@ impl Args {
             None => None,
         };
         let tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
+            (Some(cert), Some(key)) => {
+                Some(crate::tls::tls_config(cert, key).map_err(anyhow::Error::msg)?)
+            }
             _ => None,
         };
         let mut allowed_registries = Vec::new();
@@ -282,7 +237,7 @@ impl Args {
             max_report_bytes: self.max_report_bytes,
             scan_timeout: self.scan_timeout,
             allowed_registries,
-            egress: Arc::new(EgressPolicy::new(&self.cluster_cidrs, &self.egress_allow)),
+            egress: self.egress.policy(),
             registry_ca_file: self.registry_ca_file.clone(),
             budgets: self.budgets.budgets(),
             shutdown_grace: self.shutdown_grace,
@@ -578,25 +533,24 @@ async fn scan(shared: &Shared, job: &ScanJob) -> Result<Reports, String> {
         })?;
     let generated_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let json = |v: serde_json::Value| serde_json::to_vec(&v).map_err(|e| e.to_string());
+    let artifact = &job.artifact;
     Ok(Reports {
-        vulnerability: if job.produces.vulnerability {
-            Some(json(report::vulnerability_report(
-                &scanned,
-                &job.artifact,
-                &generated_at,
-            ))?)
-        } else {
-            None
-        },
-        sbom: if job.produces.sbom {
-            Some(json(report::sbom_report(
-                &scanned,
-                &job.artifact,
-                &generated_at,
-            ))?)
-        } else {
-            None
-        },
+        vulnerability: job
+            .produces
+            .vulnerability
+            .then(|| {
+                json(report::vulnerability_report(
+                    &scanned,
+                    artifact,
+                    &generated_at,
+                ))
+            })
+            .transpose()?,
+        sbom: job
+            .produces
+            .sbom
+            .then(|| json(report::sbom_report(&scanned, artifact, &generated_at)))
+            .transpose()?,
     })
 }
 
