@@ -149,7 +149,7 @@ mod tests {
             "package": {"ecosystem": "Alpine", "name": "musl", "version": "1.1.22-r2",
                 "purl": "pkg:apk/alpine/musl@1.1.22-r2"},
             "fixedVersion": "1.1.22-r3", "title": "musl libc through 1.1.23 has an x87 issue",
-            "link": "https://security.alpinelinux.org/vuln/CVE-2019-14697", "class": "vulnerability"
+            "link": "https://security.alpinelinux.org/vuln/CVE-2019-14697", "class": "os"
         });
         base.as_object_mut()
             .unwrap()
