@@ -150,6 +150,20 @@ impl Adapter {
         Ok(body["id"].as_str().context("an id")?.to_string())
     }
 
+    /// Submits `request`, polls its report, expects 500 with a validated ErrorResponse,
+    /// and returns the message.
+    async fn failure(&self, request: &Value) -> Result<String> {
+        let id = self.submit(request).await?;
+        let (response, _) = self.poll(&id, VULN_V1_1, "").await?;
+        assert_eq!(response.status(), 500);
+        let body: Value = response.json().await?;
+        assert_valid("ErrorResponse", &body);
+        Ok(body["error"]["message"]
+            .as_str()
+            .context("a message")?
+            .to_string())
+    }
+
     async fn stop(self) -> Result<()> {
         self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(15), self.task)
@@ -573,12 +587,7 @@ async fn a_scan_that_cannot_pull_is_500_with_the_reason() -> Result<()> {
         &harbor_basic(USER, "not-the-password"),
         &digest,
     );
-    let id = adapter.submit(&request).await?;
-    let (response, _) = adapter.poll(&id, VULN_V1_1, "").await?;
-    assert_eq!(response.status(), 500);
-    let body: Value = response.json().await?;
-    assert_valid("ErrorResponse", &body);
-    let message = body["error"]["message"].as_str().unwrap();
+    let message = adapter.failure(&request).await?;
     assert!(!message.contains("not-the-password"), "{message}");
     assert!(!message.is_empty());
     adapter.stop().await
@@ -590,17 +599,13 @@ async fn registry_addresses_are_tenant_input_and_pass_the_egress_policy() -> Res
     // The default policy denies loopback (and link-local, the cloud metadata address).
     let adapter = Adapter::start(Config::new(Some(TOKEN.into()))).await?;
     let before = service.requests.load(Ordering::SeqCst);
-    let id = adapter
-        .submit(&harbor_request(
+    let message = adapter
+        .failure(&harbor_request(
             &format!("http://{}", registry.host),
             &harbor_basic(USER, PASSWORD),
             &digest,
         ))
         .await?;
-    let (response, _) = adapter.poll(&id, VULN_V1_1, "").await?;
-    assert_eq!(response.status(), 500);
-    let body: Value = response.json().await?;
-    let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("127.0.0.0/8"), "{message}");
     assert_eq!(service.requests.load(Ordering::SeqCst), before);
     adapter.stop().await?;
@@ -667,17 +672,13 @@ async fn registry_credentials_are_not_sent_to_a_token_realm_on_another_host() ->
     .await?;
     let adapter = Adapter::start(config()).await?;
     let digest = format!("sha256:{}", "c".repeat(64));
-    let id = adapter
-        .submit(&harbor_request(
+    let message = adapter
+        .failure(&harbor_request(
             &format!("http://{}", registry.host),
             &harbor_basic("robot$library+scan", "robot-secret"),
             &digest,
         ))
         .await?;
-    let (response, _) = adapter.poll(&id, VULN_V1_1, "").await?;
-    assert_eq!(response.status(), 500);
-    let body: Value = response.json().await?;
-    let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("another host"), "{message}");
     assert!(
         seen.lock().unwrap().is_empty(),
