@@ -113,19 +113,12 @@ impl Adapter {
             .await?)
     }
 
-    /// Polls the report as Harbor does until it is not 302; returns it and how many
-    /// 302s came first.
-    async fn poll(
-        &self,
-        id: &str,
-        accept: &str,
-        query: &str,
-    ) -> Result<(reqwest::Response, usize)> {
-        let mut pending = 0;
+    /// Polls the report as Harbor does until it is not 302, and returns it.
+    async fn poll(&self, id: &str, accept: &str, query: &str) -> Result<reqwest::Response> {
         for _ in 0..600 {
             let response = self.report(id, accept, query).await?;
             if response.status() != reqwest::StatusCode::FOUND {
-                return Ok((response, pending));
+                return Ok(response);
             }
             let refresh: u64 = response
                 .headers()
@@ -134,7 +127,6 @@ impl Adapter {
                 .to_str()?
                 .parse()?;
             assert!(refresh > 0);
-            pending += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         anyhow::bail!("the report was not ready within a minute")
@@ -154,7 +146,7 @@ impl Adapter {
     /// and returns the message.
     async fn failure(&self, request: &Value) -> Result<String> {
         let id = self.submit(request).await?;
-        let (response, _) = self.poll(&id, VULN_V1_1, "").await?;
+        let response = self.poll(&id, VULN_V1_1, "").await?;
         assert_eq!(response.status(), 500);
         let body: Value = response.json().await?;
         assert_valid("ErrorResponse", &body);
@@ -320,7 +312,7 @@ async fn a_harbor_scan_with_robot_credentials_reports_the_vulnerable_musl() -> R
     );
     let id = adapter.submit(&request).await?;
 
-    let (response, _) = adapter.poll(&id, VULN_V1_1, "").await?;
+    let response = adapter.poll(&id, VULN_V1_1, "").await?;
     assert_eq!(response.status(), 200, "{:?}", response.text().await);
     assert_eq!(content_type(&response), VULN_V1_1);
     let report: Value = response.json().await?;
@@ -437,7 +429,7 @@ async fn a_bearer_token_harbor_made_for_the_registry_is_used_as_given() -> Resul
         .unwrap()
         .remove("enabled_capabilities");
     let id = adapter.submit(&request).await?;
-    let (response, _) = adapter.poll(&id, VULN_V1_1, "").await?;
+    let response = adapter.poll(&id, VULN_V1_1, "").await?;
     assert_eq!(response.status(), 200, "{:?}", response.text().await);
     let report: Value = response.json().await?;
     assert_valid("HarborVulnerabilityReport", &report);

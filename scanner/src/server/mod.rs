@@ -604,11 +604,11 @@ fn error(status: StatusCode, message: &str) -> Response {
     )
 }
 
-/// Checks the token: `Authorization: Bearer <token>` (or Harbor's
+/// The 401 response of a request without the token: `Authorization: Bearer <token>` (or Harbor's
 /// `X-ScannerAdapter-API-Key: <token>`), compared in constant time.
-fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+fn unauthorized(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
     let Some(token) = &shared.config.token else {
-        return Ok(());
+        return None;
     };
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -624,7 +624,7 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
                 .map(str::trim)
         });
     match presented {
-        Some(p) if bool::from(p.as_bytes().ct_eq(token.as_bytes())) => Ok(()),
+        Some(p) if bool::from(p.as_bytes().ct_eq(token.as_bytes())) => None,
         _ => {
             let mut response = error(
                 StatusCode::UNAUTHORIZED,
@@ -633,13 +633,13 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            Err(response)
+            Some(response)
         }
     }
 }
 
 async fn metadata(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Err(r) = authorize(&shared, &headers) {
+    if let Some(r) = unauthorized(&shared, &headers) {
         return r;
     }
     let db = shared.db();
@@ -711,7 +711,7 @@ async fn accept_scan(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(r) = authorize(&shared, &headers) {
+    if let Some(r) = unauthorized(&shared, &headers) {
         return r;
     }
     let body: Bytes = match tokio::time::timeout(
@@ -785,7 +785,7 @@ async fn get_report(
     Query(query): Query<ReportQuery>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&shared, &headers) {
+    if let Some(r) = unauthorized(&shared, &headers) {
         return r;
     }
     let Some((state, produces)) = shared.store.get(&id) else {
