@@ -2,12 +2,14 @@
 
 mod cli;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 /// Scan container images for vulnerabilities and other security risks.
 #[derive(Parser)]
 #[command(name = "imagewarden", version, about)]
 struct Cli {
+    #[command(flatten)]
+    global: cli::GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -23,22 +25,36 @@ enum Command {
     Db(cli::db::Command),
     /// Serve Harbor's Pluggable Scanner API: Harbor scans its artifacts with imagewarden.
     Server(Box<imagewarden_scanner::server::Args>),
+    /// Print reference documentation generated from the command's definitions.
+    #[command(subcommand, hide = true)]
+    Docs(cli::docs::Command),
+}
+
+/// The command line as parsed: every flag with its `IMAGEWARDEN_*` variable.
+fn command() -> clap::Command {
+    cli::with_env(Cli::command())
 }
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
+    // --quiet leaves only errors; otherwise IMAGEWARDEN_LOG, else warnings.
+    let filter = if cli.global.quiet {
+        tracing_subscriber::EnvFilter::new("error")
+    } else {
+        tracing_subscriber::EnvFilter::try_from_env("IMAGEWARDEN_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("IMAGEWARDEN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+        .with_env_filter(filter)
         .init();
-    let cli = Cli::parse();
+    cli::set_global(cli.global);
     let result = match cli.command {
         Command::Inventory(args) => cli::inventory::run(*args),
         Command::Scan(args) => cli::scan::run(*args),
         Command::Db(cmd) => cli::db::run(cmd),
         Command::Server(args) => imagewarden_scanner::server::run(*args),
+        Command::Docs(cmd) => cli::docs::run(cmd, command()),
     };
     match result {
         Ok(code) => code,

@@ -80,6 +80,12 @@ async fn credentials_come_from_the_helper_the_docker_config_names() {
         "echo 'credentials not found in native keychain'; exit 1",
     );
     helper(&bin, "iwbroken", "echo 'keychain locked' >&2; exit 3");
+    // A reply that is not the protocol's, carrying the secret: the secret is never quoted.
+    helper(
+        &bin,
+        "iwgarbled",
+        &format!("cat > /dev/null; printf 'Secret={password} not json'"),
+    );
     let write_config = |doc: serde_json::Value| {
         std::fs::write(
             config.join("config.json"),
@@ -108,6 +114,21 @@ async fn credentials_come_from_the_helper_the_docker_config_names() {
     let (ok, _, err) = inventory(&registry, &reference, &bin, &config);
     assert!(!ok);
     assert!(err.contains("no credentials are configured"), "{err}");
+
+    // A helper the config names but PATH lacks is named.
+    write_config(serde_json::json!({"credHelpers": {registry.host.clone(): "iwabsent"}}));
+    let (ok, _, err) = inventory(&registry, &reference, &bin, &config);
+    assert!(!ok);
+    assert!(
+        err.contains("docker-credential-iwabsent is not on PATH"),
+        "{err}"
+    );
+
+    write_config(serde_json::json!({"credsStore": "iwgarbled"}));
+    let (ok, _, err) = inventory(&registry, &reference, &bin, &config);
+    assert!(!ok);
+    assert!(err.contains("docker-credential-iwgarbled"), "{err}");
+    assert!(!err.contains(password), "{err}");
 
     // A failing helper is named with what it said.
     write_config(serde_json::json!({"credHelpers": {registry.host.clone(): "iwbroken"}}));

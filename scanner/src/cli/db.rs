@@ -65,7 +65,7 @@ impl UpdateArgs {
         let mut opts = UpdateOptions::new(self.cache_dir()?);
         opts.osv_url = self.osv_url.clone();
         opts.nvd_url = self.nvd_url.clone();
-        opts.progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        opts.progress = super::progress() && std::io::IsTerminal::is_terminal(&std::io::stderr());
         Ok(opts)
     }
 }
@@ -73,14 +73,14 @@ impl UpdateArgs {
 /// Downloads what changed into the cache and rebuilds its index; prints what it did.
 pub fn run_update(opts: &UpdateOptions) -> anyhow::Result<DbInfo> {
     let started = std::time::Instant::now();
-    eprintln!(
+    super::note!(
         "Updating the vulnerability database in {} (OSV from {}, NVD from {})",
         opts.cache_dir.display(),
         opts.osv_url,
         opts.nvd_url
     );
     let summary = update::update_blocking(opts)?;
-    eprintln!(
+    super::note!(
         "{} downloaded ({:.1} MiB), {} unchanged, {} not on the server; {} ({} records, {} NVD ratings) in {:.1}s",
         summary.downloaded.len(),
         summary.bytes as f64 / (1024.0 * 1024.0),
@@ -165,7 +165,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             }
             let info = builder.write_file(&out)?;
             let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-            eprintln!(
+            super::note!(
                 "wrote {} ({} records, {} NVD ratings, {:.1} MiB) in {:.1}s",
                 out.display(),
                 info.records,
@@ -188,7 +188,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?;
             let url = runtime.block_on(push_index(bytes, info, &source, &Default::default()))?;
-            eprintln!(
+            super::note!(
                 "pushed {} ({} records) to {url}",
                 file.display(),
                 db.info().records

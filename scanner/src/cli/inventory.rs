@@ -21,10 +21,16 @@ pub struct Args {
     /// The image: a registry reference, or oci-layout:DIR[:TAG], docker-archive:FILE, oci-archive:FILE, dir:ROOTFS, sbom:FILE.
     pub target: String,
     /// Output format.
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(
+        long,
+        short,
+        value_enum,
+        default_value = "table",
+        help_heading = "Report Flags"
+    )]
     pub format: Format,
     /// Write the output to this file instead of stdout.
-    #[arg(long, short)]
+    #[arg(long, short, help_heading = "Report Flags")]
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub pull: super::PullArgs,
@@ -33,14 +39,16 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let target = ImageRef::parse(&args.target)?;
     let opts = args.pull.pull_options();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    // Listing packages needs only the package analyzers, not the baseline, secret and
-    // malware checks.
-    let analyzers = imagewarden_scanner::analyzer::analyzers_with(&opts.budgets);
-    let scanned = runtime.block_on(source::read(&target, &opts, analyzers))?;
+    let scanned = super::within(args.pull.timeout, move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        // Listing packages needs only the package analyzers, not the baseline, secret and
+        // malware checks.
+        let analyzers = imagewarden_scanner::analyzer::analyzers_with(&opts.budgets);
+        Ok(runtime.block_on(source::read(&target, &opts, analyzers))?)
+    })?;
     let text = match args.format {
         Format::Json => serde_json::to_string_pretty(&scanned.inventory)? + "\n",
         Format::Cyclonedx => {

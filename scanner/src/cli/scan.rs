@@ -9,7 +9,7 @@ use imagewarden_scanner::finding::{ScannerKind, Severity};
 use imagewarden_scanner::inventory::Inventory;
 use imagewarden_scanner::pipeline::{self, ScanError, ScanOptions, ScanSource};
 use imagewarden_scanner::report::filter::{read_ignore_file, FindingFilter};
-use imagewarden_scanner::report::{render, Format};
+use imagewarden_scanner::report::{render_with, Format};
 use imagewarden_scanner::source::ImageRef;
 use imagewarden_scanner::vulndb::Db;
 
@@ -21,57 +21,84 @@ pub struct Args {
     /// with the bundled example database, offline.
     pub target: Option<String>,
     /// Scan a previously listed inventory (the JSON of `imagewarden inventory`) instead of an image.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Scan Flags")]
     pub inventory: Option<PathBuf>,
     /// The vulnerability database: an index file from `imagewarden db build`, or OSV
     /// directories / all.zip files / http(s) base URLs and `nvd:PATH|URL` NVD feeds compiled
     /// in memory. Repeatable.
     /// Without it, the database `imagewarden db update` keeps in the cache is used (and
     /// updated first when it is older than a day).
-    #[arg(long, env = "IMAGEWARDEN_DB", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_DB",
+        value_delimiter = ',',
+        help_heading = "Database Flags"
+    )]
     pub db: Vec<String>,
     /// Use the cached database as it is, however old.
-    #[arg(long)]
+    #[arg(long, help_heading = "Database Flags")]
     pub skip_db_update: bool,
     /// Do not use the network for the database (implies --skip-db-update).
-    #[arg(long)]
+    #[arg(long, help_heading = "Database Flags")]
     pub offline: bool,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Database Flags")]
     pub update: super::db::UpdateArgs,
     /// Output format.
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(
+        long,
+        short,
+        value_enum,
+        default_value = "table",
+        help_heading = "Report Flags"
+    )]
     pub format: Format,
     /// Write the report here instead of standard output.
-    #[arg(long, short = 'o')]
+    #[arg(long, short = 'o', help_heading = "Report Flags")]
     pub output: Option<PathBuf>,
     /// Report only these severities (comma-separated: critical,high,medium,low,unknown).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, short, value_delimiter = ',', help_heading = "Report Flags")]
     pub severity: Vec<Severity>,
     /// Leave out vulnerabilities that have no fixed version yet.
-    #[arg(long)]
+    #[arg(long, help_heading = "Report Flags")]
     pub ignore_unfixed: bool,
     /// Ids to leave out: YAML (`vulnerabilities: [{id, package, expires}]`) or one id per line.
-    #[arg(long, value_name = "FILE")]
+    /// Without it, `.imagewardenignore` in the working directory is read when it exists.
+    #[arg(
+        long,
+        visible_alias = "ignorefile",
+        value_name = "FILE",
+        help_heading = "Report Flags"
+    )]
     pub ignore_file: Option<PathBuf>,
     /// Exit with this code when findings at or above --fail-on remain.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, help_heading = "Report Flags")]
     pub exit_code: u8,
     /// Lowest severity that makes --exit-code apply.
-    #[arg(long, default_value = "unknown")]
+    #[arg(long, default_value = "unknown", help_heading = "Report Flags")]
     pub fail_on: Severity,
     /// Judge the image by an ImagePolicy manifest (the YAML applied to the cluster), as
     /// the admission webhook would: the verdict and its reasons go to standard error, and
     /// the exit code is 3 when the policy (in `Enforce` mode) denies the image.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Report Flags")]
     pub policy: Option<PathBuf>,
     /// VulnerabilityException manifests (one or more YAML documents) that apply to the
     /// --policy verdict; their namespaces do not matter offline. Repeatable.
-    #[arg(long, value_name = "FILE", requires = "policy")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "policy",
+        help_heading = "Report Flags"
+    )]
     pub exceptions: Vec<PathBuf>,
     /// The image name (`registry/repository`) --policy judges the image by, for
     /// `spec.match.images` and the exceptions' `images`. Default: the registry reference
     /// scanned, or `local/<target>` for archives, directories and inventories.
-    #[arg(long, value_name = "NAME", requires = "policy")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "policy",
+        help_heading = "Report Flags"
+    )]
     pub policy_image: Option<String>,
     #[command(flatten)]
     pub pull: super::PullArgs,
@@ -81,17 +108,18 @@ pub struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "vuln,baseline,secret,malware"
+        default_value = "vuln,baseline,secret,malware",
+        help_heading = "Scan Flags"
     )]
     pub scanners: Vec<ScannerKind>,
     /// A list of SHA-256 digests of known-malicious files (`sha256 [name]` per line), added
     /// to the bundled list.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = "Checks Flags")]
     pub malware_hashes: Option<PathBuf>,
     /// YARA rules compiled with the bundled malware rules: a `.yar` file, or a directory of
     /// `*.yar` / `*.yara` files (a mounted ConfigMap works). Repeatable. Rule meta `id`,
     /// `title` and `severity` (critical, high, medium, low) shape the findings.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help_heading = "Checks Flags")]
     pub malware_rules: Vec<PathBuf>,
 }
 
@@ -110,6 +138,26 @@ fn example_target() -> anyhow::Result<(String, PathBuf)> {
     std::fs::write(&path, EXAMPLE_IMAGE)
         .with_context(|| format!("writing the example image to {}", path.display()))?;
     Ok((format!("docker-archive:{}", path.display()), path))
+}
+
+/// The ignore file read when `--ignore-file` is not given, from the working directory.
+pub const DEFAULT_IGNORE_FILE: &str = ".imagewardenignore";
+
+/// The rules of the ignore file named (which must exist), else of `.imagewardenignore` in
+/// the working directory when there is one.
+fn ignore_rules(
+    named: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<imagewarden_scanner::report::filter::IgnoreRule>> {
+    if let Some(path) = named {
+        return read_ignore_file(path);
+    }
+    let default = std::path::Path::new(DEFAULT_IGNORE_FILE);
+    match std::fs::symlink_metadata(default) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        _ => read_ignore_file(default).with_context(|| {
+            format!("the default ignore file {DEFAULT_IGNORE_FILE} in the working directory (name another with --ignore-file)")
+        }),
+    }
 }
 
 /// What to do when there is no database.
@@ -145,7 +193,7 @@ fn cached_db(args: &Args) -> anyhow::Result<Db> {
         Ok(_) => Ok(Db::open_index(&index)?),
         Err(e) => match opened {
             Ok(db) => {
-                eprintln!(
+                super::note!(
                     "warning: the vulnerability database could not be updated ({e:#}); scanning with the one built {}",
                     db.info().built_at
                 );
@@ -160,7 +208,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let mut example_file = None;
     if args.target.is_none() && args.inventory.is_none() {
         let (target, path) = example_target()?;
-        eprintln!("No image named: scanning the bundled example image (alpine 3.10 with Django 3.2, PyYAML 5.3 and lodash 4.17.15).");
+        super::note!("No image named: scanning the bundled example image (alpine 3.10 with Django 3.2, PyYAML 5.3 and lodash 4.17.15).");
         args.target = Some(target);
         example_file = Some(path);
     }
@@ -218,7 +266,7 @@ fn scan_and_report(args: &Args, example: bool) -> anyhow::Result<ExitCode> {
         Some(Db::load(&args.db).context("loading the vulnerability database")?)
     };
     if let Some(d) = db.as_ref().filter(|d| d.info().sample && !example) {
-        eprintln!(
+        super::note!(
             "warning: {} is a sample vulnerability database compiled from test records: it finds almost nothing in real images",
             d.origin()
         );
@@ -233,29 +281,35 @@ fn scan_and_report(args: &Args, example: bool) -> anyhow::Result<ExitCode> {
         ignore_unfixed: args.ignore_unfixed,
         ignore: Vec::new(),
     };
-    if let Some(path) = &args.ignore_file {
-        filter.ignore = read_ignore_file(path)?;
+    filter.ignore = ignore_rules(args.ignore_file.as_deref())?;
+    let mut pull = args.pull.pull_options();
+    if example {
+        pull.progress_label = Some("example image".into());
     }
     let opts = ScanOptions {
         scanners: args.scanners.clone(),
         checks,
-        pull: args.pull.pull_options(),
+        pull,
         filter,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the image reader runtime")?;
-    let report = match runtime.block_on(pipeline::scan(&source, db.as_ref(), &opts)) {
-        Ok(report) => report,
-        Err(ScanError::Source(e)) => {
-            let target = args.target.as_deref().unwrap_or_default();
-            return Err(anyhow::Error::new(e).context(format!("reading image {target}")));
+    let target = args.target.clone().unwrap_or_default();
+    // The time limit covers reading and analysing the image, not the database update.
+    let report = super::within(args.pull.timeout, move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting the image reader runtime")?;
+        match runtime.block_on(pipeline::scan(&source, db.as_ref(), &opts)) {
+            Ok(report) => Ok(report),
+            Err(ScanError::Source(e)) => {
+                Err(anyhow::Error::new(e).context(format!("reading image {target}")))
+            }
+            Err(e) => Err(e.into()),
         }
-        Err(e) => return Err(e.into()),
-    };
-    let text = render(&report, args.format)?;
+    })?;
+    let colour = args.format == Format::Table && args.output.is_none() && super::colour_on_stdout();
+    let text = render_with(&report, args.format, colour)?;
     match &args.output {
         Some(path) => std::fs::write(path, text)
             .with_context(|| format!("cannot write report to {}", path.display()))?,

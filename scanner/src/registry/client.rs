@@ -64,6 +64,8 @@ pub struct RegistryClient {
     basic_auth: Mutex<bool>,
     /// Largest manifest, index or image configuration read (`--max-manifest-bytes`).
     max_manifest_bytes: usize,
+    /// The time limits of requests, for messages (`no reply within 60s`).
+    time_limits: String,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -157,24 +159,47 @@ impl RegistryClient {
 
     /// A client whose requests give up after `timeout`.
     pub fn with_timeout(access: &RegistryAccess, timeout: Duration) -> Result<Self, RegistryError> {
+        let connect = Duration::from_secs(10).min(timeout);
         let builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10).min(timeout))
+            .connect_timeout(connect)
             .timeout(timeout);
-        Self::build(access, builder)
+        let limits = format!(
+            "no connection within {} or no complete reply within {}",
+            humantime::format_duration(connect),
+            humantime::format_duration(timeout)
+        );
+        Self::build(access, builder, limits)
     }
 
     /// A client for pulls: layers stream for as long as they take, but a connection that
     /// stays silent for a minute is given up.
     pub fn for_pulls(access: &RegistryAccess) -> Result<Self, RegistryError> {
+        Self::for_pulls_within(access, None)
+    }
+
+    /// [`RegistryClient::for_pulls`] whose connections and silences are also cut at
+    /// `limit` when it is shorter (a scan's overall time limit).
+    pub fn for_pulls_within(
+        access: &RegistryAccess,
+        limit: Option<Duration>,
+    ) -> Result<Self, RegistryError> {
+        let cap = |d: Duration| limit.map_or(d, |l| d.min(l));
+        let (connect, read) = (cap(Duration::from_secs(10)), cap(Duration::from_secs(60)));
         let builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(60));
-        Self::build(access, builder)
+            .connect_timeout(connect)
+            .read_timeout(read);
+        let limits = format!(
+            "no connection within {} or no data for {}",
+            humantime::format_duration(connect),
+            humantime::format_duration(read)
+        );
+        Self::build(access, builder, limits)
     }
 
     fn build(
         access: &RegistryAccess,
         builder: reqwest::ClientBuilder,
+        time_limits: String,
     ) -> Result<Self, RegistryError> {
         let redirect_policy = access.egress.clone();
         let mut builder = builder
@@ -234,6 +259,7 @@ impl RegistryClient {
             tokens: Mutex::new(HashMap::new()),
             basic_auth: Mutex::new(false),
             max_manifest_bytes: crate::budget::DEFAULT_MAX_REGISTRY_MANIFEST_BYTES as usize,
+            time_limits,
         })
     }
 
@@ -787,7 +813,10 @@ impl RegistryClient {
                 reason: denial.message.clone(),
             };
         }
-        let reason = error_chain(error);
+        let mut reason = error_chain(error);
+        if error.is_timeout() {
+            reason = format!("timed out ({}): {reason}", self.time_limits);
+        }
         let lower = reason.to_ascii_lowercase();
         if error.is_connect()
             && ["certificate", "tls", "handshake", "corrupt message"]

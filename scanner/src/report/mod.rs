@@ -265,8 +265,14 @@ pub enum Format {
 
 /// Renders `report` in `format`.
 pub fn render(report: &ScanReport, format: Format) -> anyhow::Result<String> {
+    render_with(report, format, false)
+}
+
+/// Renders `report` in `format`; with `colour`, the table's severities carry ANSI colours
+/// (the machine-readable formats never do).
+pub fn render_with(report: &ScanReport, format: Format, colour: bool) -> anyhow::Result<String> {
     Ok(match format {
-        Format::Table => table::render(report),
+        Format::Table => table::render_with(report, colour),
         Format::Json => serde_json::to_string_pretty(report)? + "\n",
         Format::Sarif => serde_json::to_string_pretty(&sarif::render(report))? + "\n",
         Format::Cyclonedx => serde_json::to_string_pretty(&cyclonedx::render(report))? + "\n",

@@ -16,6 +16,13 @@ fn cell(s: &str, width: usize) -> String {
 
 /// Renders the report as a plain-text table, most severe first.
 pub fn render(report: &ScanReport) -> String {
+    render_with(report, false)
+}
+
+/// Renders the report as a table, most severe first; with `colour`, each severity is
+/// coloured (ANSI SGR) the way Trivy's table colours them.
+pub fn render_with(report: &ScanReport, colour: bool) -> String {
+    let sev = |s: Severity, width: usize| severity_cell(s, width, colour);
     let mut out = String::new();
     let os = report
         .os
@@ -47,11 +54,11 @@ pub fn render(report: &ScanReport) -> String {
                 .map_or_else(|| "-".to_string(), |s| format!("{s:.1}"));
             let _ = writeln!(
                 out,
-                "{:<28} {:<24} {:<20} {:<8} {:>5} {:<9} {:<24} {}",
+                "{:<28} {:<24} {:<20} {} {:>5} {:<9} {:<24} {}",
                 cell(&f.package.name, 28),
                 cell(&f.package.version, 24),
                 cell(&f.id, 20),
-                sev_label(f.severity),
+                sev(f.severity, 8),
                 score,
                 cell(f.severity_source.as_deref().unwrap_or("-"), 9),
                 cell(f.fixed_version.as_deref().unwrap_or("-"), 24),
@@ -113,9 +120,9 @@ pub fn render(report: &ScanReport) -> String {
             };
             let _ = writeln!(
                 out,
-                "{:<30} {:<9} {:<40} {:<40} {}",
+                "{:<30} {} {:<40} {:<40} {}",
                 cell(&f.id, 30),
-                sev_label(f.severity),
+                sev(f.severity, 9),
                 cell(&f.title, 40),
                 cell(&place, 40),
                 cell(&f.evidence, 80)
@@ -131,6 +138,24 @@ pub fn render(report: &ScanReport) -> String {
     out
 }
 
+/// The severity padded to `width`, wrapped in its colour when `colour` is set.
+fn severity_cell(s: Severity, width: usize, colour: bool) -> String {
+    let padded = format!("{:<width$}", sev_label(s));
+    if !colour {
+        return padded;
+    }
+    let code = match s {
+        Severity::Critical => "1;31",
+        Severity::High => "31",
+        Severity::Medium => "33",
+        Severity::Low => "34",
+        Severity::Unknown => "90",
+    };
+    // Only the label is coloured; the padding stays outside so columns line up.
+    let label = sev_label(s);
+    format!("\x1b[{code}m{label}\x1b[0m{}", &padded[label.len()..])
+}
+
 fn sev_label(s: Severity) -> &'static str {
     match s {
         Severity::Critical => "CRITICAL",
@@ -138,5 +163,21 @@ fn sev_label(s: Severity) -> &'static str {
         Severity::Medium => "MEDIUM",
         Severity::Low => "LOW",
         Severity::Unknown => "UNKNOWN",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coloured_severities_keep_their_columns() {
+        assert_eq!(severity_cell(Severity::High, 8, false), "HIGH    ");
+        let c = severity_cell(Severity::Critical, 9, true);
+        assert_eq!(c, "\x1b[1;31mCRITICAL\x1b[0m ");
+        assert_eq!(
+            severity_cell(Severity::Low, 8, true),
+            "\x1b[34mLOW\x1b[0m     "
+        );
     }
 }

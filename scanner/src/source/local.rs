@@ -1,7 +1,7 @@
 //! Local images: OCI image layouts, docker-save and OCI archives, unpacked root filesystems.
 
 use super::oci::{self, Descriptor, Manifest};
-use super::progress::{bar, ProgressReader};
+use super::progress::{bar, label, ProgressReader};
 use super::{assemble, ImageRef, PullOptions, ScannedImage, SourceError};
 use crate::analyzer::{Analyzer, FileMeta, Output};
 use crate::layer::{self, scan_layer_with, FileResult, LayerScan};
@@ -100,7 +100,7 @@ pub fn scan_layout(
         let size = (l.size > 0).then_some(l.size as u64);
         let reader = ProgressReader {
             inner: f,
-            bar: bar(opts.progress, size, short(&l.digest)),
+            bar: bar(opts.progress, size, label(opts, &what, &l.digest)),
         };
         let used = scans.iter().map(|s: &LayerScan| s.uncompressed_size).sum();
         let kept = scans.iter().map(|s: &LayerScan| s.retained_bytes).sum();
@@ -121,10 +121,6 @@ pub fn scan_layout(
         Vec::new(),
         opts.budgets.max_warnings,
     ))
-}
-
-fn short(digest: &str) -> String {
-    digest.chars().take(19).collect()
 }
 
 #[derive(Deserialize)]
@@ -151,7 +147,7 @@ pub fn scan_archive(
     let len = file.metadata().ok().map(|m| m.len());
     let reader = ProgressReader {
         inner: file,
-        bar: bar(opts.progress, len, format!("reading {}", path.display())),
+        bar: bar(opts.progress, len, label(opts, &what, "archive")),
     };
     let corrupt = SourceError::io(format!("{what}: unreadable archive"));
     let stream = layer::decompress(BufReader::with_capacity(64 << 10, reader)).map_err(corrupt)?;

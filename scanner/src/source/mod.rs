@@ -188,6 +188,11 @@ pub struct PullOptions {
     pub platform: Platform,
     /// Draw progress bars on stderr (only when it is a terminal).
     pub progress: bool,
+    /// The image's name on progress bars; `None`: the target as named.
+    pub progress_label: Option<String>,
+    /// Cuts every registry request that gets no connection or no data for this long
+    /// (when shorter than the defaults: 10 s to connect, 60 s of silence).
+    pub request_timeout: Option<std::time::Duration>,
     /// Where registry requests may go; `None`: anywhere ([`EgressPolicy::unrestricted`],
     /// for a user's own machine). Manifests are never redirected to another host.
     ///

@@ -3,7 +3,7 @@
 //! pull's egress policy.
 
 use super::oci::{self, Manifest};
-use super::progress::{bar, ProgressReader};
+use super::progress::{bar, label, ProgressReader};
 use super::{assemble, ImageRef, PullOptions, ScannedImage, SourceError};
 use crate::analyzer::Analyzer;
 use crate::egress::EgressPolicy;
@@ -124,9 +124,11 @@ fn client(
             .map_err(SourceError::io(format!("CA file {}", ca.display())))?;
         access = access.with_ca_pem(pem);
     }
-    Ok(RegistryClient::for_pulls(&access)
-        .map_err(|e| registry_error(target, e))?
-        .with_max_manifest_bytes(opts.budgets.registry_manifest_bytes()))
+    Ok(
+        RegistryClient::for_pulls_within(&access, opts.request_timeout)
+            .map_err(|e| registry_error(target, e))?
+            .with_max_manifest_bytes(opts.budgets.registry_manifest_bytes()),
+    )
 }
 
 /// What to ask the registry's manifest endpoint for: the reference's digest, else its
@@ -202,7 +204,7 @@ pub async fn read(
         let progress = bar(
             opts.progress,
             size.or(content_length),
-            l.digest.chars().take(19).collect(),
+            label(opts, target, &l.digest),
         );
         let stream = response
             .bytes_stream()
