@@ -245,6 +245,16 @@ pub struct OperatorConfig {
     /// Seconds a coalescing window for push events lasts.
     #[arg(long, value_parser = parse_duration, default_value = "3s")]
     pub push_coalesce_window: Duration,
+    /// Link to one ImageScanResult in DingTalk and HTTP(S) notifications, instead of the
+    /// `kubectl get scanresults` hint: an http(s) URL with placeholders {namespace},
+    /// {name}, {digest}, {registry} and {repository} (each value percent-encoded), e.g.
+    /// `https://grafana.example.com/d/iw?var-namespace={namespace}&var-name={name}`.
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_RESULT_URL_TEMPLATE",
+        value_parser = crate::notify::links::ResultUrlTemplate::parse
+    )]
+    pub result_url_template: Option<crate::notify::links::ResultUrlTemplate>,
     /// YARA rules for the malware check, compiled with the bundled rules once at start-up:
     /// a `.yar` file or a directory of `*.yar` / `*.yara` files (e.g. a mounted ConfigMap).
     #[arg(

@@ -230,6 +230,14 @@ pub(crate) async fn apply_result_status(
         &Patch::Apply(patch),
     )
     .await?;
+    // The status subresource leaves labels alone: the worst severity follows the findings
+    // with a merge patch (an apply of the label alone would drop the spec this field
+    // manager owns).
+    let labels = serde_json::json!({"metadata": {"labels": {
+        crate::result::WORST_SEVERITY_LABEL: crate::result::worst_severity_label_value(&status.summary),
+    }}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(labels))
+        .await?;
     Ok(())
 }
 

@@ -20,6 +20,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::Client;
+use kube::ResourceExt;
 
 use crate::config::JobSettings;
 use crate::context::FIELD_MANAGER;
@@ -144,6 +145,16 @@ pub async fn store_result(
     let existing = api.get_opt(&name).await?;
     let tags_seen =
         crate::lifecycle::tags_for_write(existing.as_ref(), &target.digest, &target.tags);
+    // The rule writing now; a write for a rule-less task keeps the rule that wrote before.
+    let rule = owner
+        .as_ref()
+        .filter(|o| o.kind == "ScanRule")
+        .map(|o| o.name.clone())
+        .or_else(|| {
+            existing
+                .as_ref()
+                .and_then(|r| r.labels().get(crate::result::RULE_LABEL).cloned())
+        });
     let mut owners: Vec<OwnerReference> = existing
         .as_ref()
         .and_then(|r| r.metadata.owner_references.clone())
@@ -164,16 +175,12 @@ pub async fn store_result(
         },
     );
     object.metadata.owner_references = (!owners.is_empty()).then_some(owners);
-    object.metadata.labels = Some(BTreeMap::from([
-        (
-            "app.kubernetes.io/managed-by".to_string(),
-            "imagewarden".to_string(),
-        ),
-        (
-            "imagewarden.io/digest".to_string(),
-            crate::result::short_digest(&target.digest),
-        ),
-    ]));
+    object.metadata.labels = Some(result_labels(
+        &target.repository,
+        &target.digest,
+        rule.as_deref(),
+        &status.summary,
+    ));
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(&name, &params, &Patch::Apply(&object)).await?;
     let status_patch = serde_json::json!({
@@ -184,6 +191,38 @@ pub async fn store_result(
     api.patch_status(&name, &params, &Patch::Apply(status_patch))
         .await?;
     Ok(name)
+}
+
+/// Labels of an ImageScanResult, for selection: `kubectl get scanresults -l
+/// imagewarden.io/worst-severity=Critical`, `-l imagewarden.io/rule=team-a-releases`.
+pub fn result_labels(
+    repository: &str,
+    digest: &str,
+    rule: Option<&str>,
+    summary: &crate::crd::ResultSummary,
+) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "imagewarden".to_string(),
+        ),
+        (
+            "imagewarden.io/digest".to_string(),
+            crate::result::short_digest(digest),
+        ),
+        (
+            crate::result::REPOSITORY_LABEL.to_string(),
+            crate::result::repository_label_value(repository),
+        ),
+        (
+            crate::result::WORST_SEVERITY_LABEL.to_string(),
+            crate::result::worst_severity_label_value(summary).to_string(),
+        ),
+    ]);
+    if let Some(rule) = rule {
+        labels.insert(crate::result::RULE_LABEL.to_string(), rule.to_string());
+    }
+    labels
 }
 
 /// Labels of scanner Jobs.

@@ -11,6 +11,7 @@ pub mod dbserve;
 pub mod dbupdate;
 pub mod executor;
 pub mod finding_ids;
+pub mod install_check;
 pub mod leader;
 pub mod lifecycle;
 pub mod metrics;

@@ -32,6 +32,17 @@ enum Command {
     Run(Box<OperatorConfig>),
     /// Scan one image and write its ImageScanResult (what scanner Jobs run).
     ScanImage(Box<ScanImageArgs>),
+    /// Check an installed release (what `helm test` runs): the operator answers `/readyz`
+    /// and every imagewarden CRD is Established. Exits non-zero on the first failure.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// The operator's readiness endpoint, e.g.
+    /// `http://imagewarden-metrics.imagewarden-system.svc:8080/readyz`.
+    #[arg(long)]
+    readyz_url: String,
 }
 
 #[derive(clap::Args)]
@@ -130,6 +141,20 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     match Cli::parse().command {
         Command::Run(config) => run(*config).await,
+        Command::Check(args) => {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the API server")?;
+            match imagewarden_operator::install_check::check(client, &args.readyz_url).await {
+                Ok(lines) => {
+                    for line in lines {
+                        println!("ok: {line}");
+                    }
+                    Ok(())
+                }
+                Err(e) => anyhow::bail!(e),
+            }
+        }
         Command::ScanImage(args) => match scan_image(*args).await {
             Err(ScanImageError::Database(e)) => {
                 // A distinct exit code: the Job's Pod failure policy fails the Job at once.

@@ -153,6 +153,12 @@ impl ResultSummary {
     pub fn of(findings: &[Finding]) -> ResultSummary {
         let mut summary = ResultSummary::default();
         for f in findings {
+            if f.fixed_version.is_some() {
+                summary.fixable += 1;
+            }
+            if f.class == FindingClass::MaliciousSample {
+                summary.malicious += 1;
+            }
             match f.class {
                 FindingClass::SystemVulnerability => &mut summary.system_vulnerabilities,
                 FindingClass::ApplicationVulnerability => &mut summary.application_vulnerabilities,
@@ -181,6 +187,71 @@ impl ResultSummary {
     /// All findings counted.
     pub fn total(&self) -> u32 {
         self.critical + self.high + self.medium + self.low + self.unknown
+    }
+
+    /// The most severe level with a finding; `None` when there are none.
+    pub fn worst(&self) -> Option<Severity> {
+        [
+            (self.critical, Severity::Critical),
+            (self.high, Severity::High),
+            (self.medium, Severity::Medium),
+            (self.low, Severity::Low),
+            (self.unknown, Severity::Unknown),
+        ]
+        .into_iter()
+        .find(|(n, _)| *n > 0)
+        .map(|(_, s)| s)
+    }
+}
+
+/// Label of a result: the ScanRule that last wrote it.
+pub const RULE_LABEL: &str = "imagewarden.io/rule";
+/// Label of a result: its repository in label form (see [`repository_label_value`]).
+pub const REPOSITORY_LABEL: &str = "imagewarden.io/repository";
+/// Label of a result: its most severe finding's level, or `None`.
+pub const WORST_SEVERITY_LABEL: &str = "imagewarden.io/worst-severity";
+
+/// The value of [`WORST_SEVERITY_LABEL`] for `summary`: `Critical`, `High`, `Medium`,
+/// `Low`, `Unknown` or `None`.
+pub fn worst_severity_label_value(summary: &ResultSummary) -> &'static str {
+    match summary.worst() {
+        Some(Severity::Critical) => "Critical",
+        Some(Severity::High) => "High",
+        Some(Severity::Medium) => "Medium",
+        Some(Severity::Low) => "Low",
+        Some(Severity::Unknown) => "Unknown",
+        None => "None",
+    }
+}
+
+/// A repository as a label value: `/` becomes `.` (`team-a/api` → `team-a.api`), other
+/// characters a label value cannot hold become `_`, and a value longer than the 63
+/// characters a label allows keeps its first 50 and ends in `-` and 12 hex digits of the
+/// SHA-256 of the repository.
+pub fn repository_label_value(repository: &str) -> String {
+    let mapped: String = repository
+        .chars()
+        .map(|c| match c {
+            '/' => '.',
+            c if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') => c,
+            _ => '_',
+        })
+        .collect();
+    // A label value begins and ends with an alphanumeric character.
+    let trim = |s: &str| {
+        s.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+            .to_string()
+    };
+    let value = trim(&mapped);
+    if value.len() <= 63 && value.len() == mapped.len() {
+        return value;
+    }
+    let hash = hex::encode(&Sha256::digest(repository.as_bytes())[..6]);
+    let head = trim(&value.chars().take(50).collect::<String>());
+    if head.is_empty() {
+        hash
+    } else {
+        format!("{head}-{hash}")
     }
 }
 
@@ -406,6 +477,42 @@ impl From<&crate::crd::ImageScanResult> for StoredResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repositories_become_label_values_and_long_ones_are_hashed() {
+        let valid = regex::Regex::new(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$").unwrap();
+        assert_eq!(repository_label_value("team-a/api"), "team-a.api");
+        assert_eq!(repository_label_value("library/redis_6"), "library.redis_6");
+        let long = format!("team-a/{}", "x".repeat(80));
+        let long_value = repository_label_value(&long);
+        assert_eq!(long_value.len(), 50 + 1 + 12, "{long_value}");
+        assert!(long_value.starts_with("team-a.xxx"), "{long_value}");
+        // Two long repositories with the same first 50 characters stay apart.
+        let other = format!("team-a/{}y", "x".repeat(80));
+        assert_ne!(repository_label_value(&other), long_value);
+        for repo in [
+            "team-a/api",
+            long.as_str(),
+            "-odd-/",
+            "a/-b",
+            &"/".repeat(70),
+        ] {
+            let v = repository_label_value(repo);
+            assert!(v.len() <= 63 && valid.is_match(&v), "{repo:?} -> {v:?}");
+        }
+    }
+
+    #[test]
+    fn the_worst_severity_label_follows_the_counts() {
+        let mut s = ResultSummary::default();
+        assert_eq!(worst_severity_label_value(&s), "None");
+        s.unknown = 1;
+        assert_eq!(worst_severity_label_value(&s), "Unknown");
+        s.medium = 2;
+        assert_eq!(worst_severity_label_value(&s), "Medium");
+        s.critical = 1;
+        assert_eq!(worst_severity_label_value(&s), "Critical");
+    }
     use imagewarden_scanner::matcher::{self, Matches};
     use imagewarden_scanner::report::coverage_warnings;
     use imagewarden_scanner::vulndb::DbInfo;

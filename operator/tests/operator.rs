@@ -304,7 +304,7 @@ async fn namespace_rule_scans_each_matching_digest_once_and_cleans_up() -> Resul
 }
 
 #[tokio::test]
-async fn invalid_tag_filter_is_a_condition_not_a_crash() -> Result<()> {
+async fn an_invalid_rule_is_refused_at_apply_or_a_condition_not_a_crash() -> Result<()> {
     let (cp, client) = setup(false).await?;
     let registry = Registry::start(RegistryMode::Plain).await?;
     let mut args = db_args();
@@ -339,7 +339,19 @@ async fn invalid_tag_filter_is_a_condition_not_a_crash() -> Result<()> {
         .note
         .unwrap_or_default()
         .contains("cannot read this ScanRule"));
-    let yaml = rule_yaml("broken", &registry, "").replace("'^v\\d'", "'^v(\\d'");
+    // The API server refuses a tag filter that does not compile (CEL); what only the
+    // operator checks (a retention that is not a duration) makes the rule Ready=False.
+    let bad_filter = rule_yaml("broken", &registry, "").replace("'^v\\d'", "'^v(\\d'");
+    let refused = apply::<ScanRule>(&client, &bad_filter)
+        .await
+        .expect_err("the API server accepted an invalid tagFilter");
+    assert!(
+        refused
+            .to_string()
+            .contains("spec.tagFilter is not a valid regular expression"),
+        "{refused}"
+    );
+    let yaml = rule_yaml("broken", &registry, "  resultRetention: forever\n");
     apply::<ScanRule>(&client, &yaml).await?;
     let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
     let cond = wait_for("Ready=False", Duration::from_secs(30), || {
@@ -355,7 +367,7 @@ async fn invalid_tag_filter_is_a_condition_not_a_crash() -> Result<()> {
     .await?;
     assert_eq!(cond.reason, "InvalidSpec");
     assert!(
-        cond.message.contains("spec.tagFilter") && cond.message.contains("unclosed group"),
+        cond.message.contains("spec.resultRetention") && cond.message.contains("forever"),
         "{}",
         cond.message
     );

@@ -182,8 +182,8 @@ fn copies_of_the_crds_and_the_example_are_identical_to_the_originals() -> Result
     let root = repo_root();
     let generated = yaml_files(&root.join("crds"))?;
     assert_eq!(generated.len(), 5, "crds/ should hold five CRDs");
-    let chart = yaml_files(&chart_dir().join("crds"))?;
-    let fix = "run `rm deploy/helm/imagewarden/crds/*.yaml && cp crds/*.yaml deploy/helm/imagewarden/crds/`";
+    let chart = yaml_files(&chart_dir().join("files/crds"))?;
+    let fix = "run `rm deploy/helm/imagewarden/files/crds/*.yaml && cp crds/*.yaml deploy/helm/imagewarden/files/crds/`";
     assert_eq!(
         chart.keys().collect::<Vec<_>>(),
         generated.keys().collect::<Vec<_>>(),
@@ -192,7 +192,7 @@ fn copies_of_the_crds_and_the_example_are_identical_to_the_originals() -> Result
     for (name, bytes) in &generated {
         assert!(
             &chart[name] == bytes,
-            "deploy/helm/imagewarden/crds/{name} differs from crds/{name}: {fix}"
+            "deploy/helm/imagewarden/files/crds/{name} differs from crds/{name}: {fix}"
         );
     }
 
@@ -269,6 +269,8 @@ fn helm_lint_passes_and_rejects_bad_values() -> Result<()> {
         ),
         ("watchNamespaces={Team_A}", "at '/watchNamespaces/0'"),
         ("scan.maxFileBytes=1.5Gi", "at '/scan/maxFileBytes'"),
+        ("links.resultURL=grafana/{name}", "at '/links/resultURL'"),
+        ("crds.install=maybe", "at '/crds/install'"),
     ] {
         let (ok, stdout, stderr) = run(helm(&["lint", "--strict", &chart, "--set", set])?, None)?;
         assert!(!ok, "helm lint --set {set} passed:\n{stdout}");
@@ -637,9 +639,31 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
         .is_some_and(|t| t.len() >= 40));
     assert!(!has(&default, "ServiceMonitor", "imagewarden-operator"));
     assert!(!default.iter().any(|o| o["kind"] == "ScanRule"));
-    assert!(!default
+    // The CRDs are templates (crds.install, see below), kept on uninstall.
+    for o in default
         .iter()
-        .any(|o| o["kind"] == "CustomResourceDefinition"));
+        .filter(|o| o["kind"] == "CustomResourceDefinition")
+    {
+        assert_eq!(
+            o["metadata"]["annotations"]["helm.sh/resource-policy"],
+            "keep"
+        );
+    }
+    assert!(!args.iter().any(|a| a.starts_with("--result-url-template")));
+    let linked = objects(&helm_template(&[
+        "--set",
+        "links.resultURL=https://grafana.example.com/d/iw?ns={namespace}&name={name}",
+    ])?)?;
+    let linked_args = strings(
+        &find(&linked, "Deployment", "imagewarden-operator")?["spec"]["template"]["spec"]
+            ["containers"][0]["args"],
+    );
+    assert!(
+        linked_args.contains(
+            &"--result-url-template=https://grafana.example.com/d/iw?ns={namespace}&name={name}"
+        ),
+        "{linked_args:?}"
+    );
 
     let everything = objects(&helm_template(&[
         "-f",
@@ -877,6 +901,8 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
 fn comparable(objs: Vec<Value>) -> BTreeMap<String, Value> {
     objs.into_iter()
         .filter(|o| o["kind"] != "Namespace" && o["kind"] != "CustomResourceDefinition")
+        // `helm test` has no kustomize counterpart.
+        .filter(|o| o["metadata"]["annotations"]["helm.sh/hook"] != "test")
         .map(|mut o| {
             if let Some(labels) = o["metadata"]["labels"].as_object_mut() {
                 labels.remove("helm.sh/chart");
@@ -1013,7 +1039,8 @@ async fn a_real_apiserver_accepts_the_chart_and_the_kustomize_bases() -> Result<
     let cp = ControlPlane::start().await?;
     // CRDs for real, as `helm install` does before the templates; then the namespace with
     // the Pod Security level the kustomize base gives it.
-    let crds = chart_dir().join("crds").display().to_string();
+    // (crds/, as a release of the chart before the CRDs became templates installed them.)
+    let crds = repo_root().join("crds").display().to_string();
     cp.kubectl_output(&["apply", "--server-side", "-f", &crds])?;
     kubectl_apply(&cp, &["--server-side"], SERVICE_MONITOR_CRD)?;
     cp.kubectl_output(&[
@@ -1045,6 +1072,20 @@ async fn a_real_apiserver_accepts_the_chart_and_the_kustomize_bases() -> Result<
     );
 
     server_dry_run_restricted(&cp, &helm_template(&[])?, "helm defaults")?;
+    server_dry_run_restricted(
+        &cp,
+        &helm_template(&[
+            "--set",
+            "crds.install=false",
+            "--set",
+            "rbac.aggregatedRoles=false",
+            "--set",
+            "test.enabled=false",
+            "--set",
+            "links.resultURL=https://grafana.example.com/d/iw?ns={namespace}&name={name}",
+        ])?,
+        "helm without CRDs, aggregated roles and test, with a result link",
+    )?;
     server_dry_run_restricted(
         &cp,
         &helm_template(&["-f", &everything_values().display().to_string()])?,
@@ -1085,7 +1126,42 @@ async fn a_real_apiserver_accepts_the_chart_and_the_kustomize_bases() -> Result<
             "jsonpath={.data.token}",
         ])
     };
-    helm_cp(&["install", "imagewarden", &chart, "-n", NAMESPACE])?;
+    // CRDs installed from an older chart's crds/ belong to no release: adopt them, as the
+    // README's upgrade path says, and the release then owns and upgrades them.
+    for crd in std::fs::read_dir(repo_root().join("crds"))? {
+        let file = crd?.file_name().to_string_lossy().into_owned();
+        let Some(name) = file.strip_suffix(".yaml") else {
+            continue;
+        };
+        let crd = format!("crd/{name}");
+        cp.kubectl_output(&["label", &crd, "app.kubernetes.io/managed-by=Helm"])?;
+        cp.kubectl_output(&[
+            "annotate",
+            &crd,
+            "meta.helm.sh/release-name=imagewarden",
+            &format!("meta.helm.sh/release-namespace={NAMESPACE}"),
+        ])?;
+    }
+    helm_cp(&[
+        "install",
+        "imagewarden",
+        &chart,
+        "-n",
+        NAMESPACE,
+        "--set",
+        "examples.enabled=true",
+    ])?;
+    // The example ScanRule (a post-install hook, after the CRDs) is there; the CRDs carry
+    // the release's labels and are kept on uninstall.
+    let rules = cp.kubectl_output(&["-n", NAMESPACE, "get", "scanrules", "-o", "name"])?;
+    assert_eq!(rules.trim(), "scanrule.imagewarden.io/team-a-releases");
+    let crd = cp.kubectl_output(&[
+        "get",
+        "crd/scanrules.imagewarden.io",
+        "-o",
+        "jsonpath={.metadata.labels.app\\.kubernetes\\.io/instance} {.metadata.annotations.helm\\.sh/resource-policy}",
+    ])?;
+    assert_eq!(crd.trim(), "imagewarden keep");
     let first = token()?;
     assert!(first.len() >= 40, "generated token {first:?}");
     helm_cp(&["upgrade", "imagewarden", &chart, "-n", NAMESPACE])?;
@@ -1415,6 +1491,181 @@ fn the_harbor_adapter_is_a_chart_option_that_honours_its_values() -> Result<()> 
             None,
         )?;
         assert!(!ok && stderr.contains(error), "{set}: {stderr}");
+
+#[test]
+fn crds_install_switches_the_crds_and_every_object_carries_the_instance_label() -> Result<()> {
+    let crds = |args: &[&str]| -> Result<Vec<String>> {
+        Ok(objects(&helm_template(args)?)?
+            .into_iter()
+            .filter(|o| o["kind"] == "CustomResourceDefinition")
+            .map(|o| {
+                o["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect())
+    };
+    let mut generated: Vec<String> = yaml_files(&repo_root().join("crds"))?
+        .keys()
+        .map(|f| f.trim_end_matches(".yaml").to_string())
+        .collect();
+    generated.sort();
+    let mut rendered = crds(&[])?;
+    rendered.sort();
+    assert_eq!(rendered, generated, "crds.install=true (the default)");
+    assert!(crds(&["--set", "crds.install=false"])?.is_empty());
+
+    for args in [
+        vec![],
+        vec!["-f", everything_values().to_str().unwrap()],
+        vec!["--set", "admission.certManager.enabled=true"],
+    ] {
+        for o in objects(&helm_template(&args)?)? {
+            let what = format!("{} {} ({args:?})", o["kind"], o["metadata"]["name"]);
+            let labels = &o["metadata"]["labels"];
+            assert_eq!(
+                labels["app.kubernetes.io/instance"], "imagewarden",
+                "{what}"
+            );
+            for key in [
+                "app.kubernetes.io/name",
+                "app.kubernetes.io/version",
+                "app.kubernetes.io/managed-by",
+                "app.kubernetes.io/part-of",
+                "helm.sh/chart",
+            ] {
+                assert!(labels[key].is_string(), "{what} lacks {key}");
+            }
+            if let Some(template) = o["spec"]["template"]["metadata"]["labels"].as_object() {
+                assert_eq!(
+                    template["app.kubernetes.io/instance"], "imagewarden",
+                    "{what}"
+                );
+            }
+            // Selectors stay as they were: a Deployment's cannot change on upgrade.
+            if o["kind"] == "Deployment" {
+                assert_eq!(
+                    o["spec"]["selector"]["matchLabels"],
+                    json!({"app.kubernetes.io/name": "imagewarden", "app.kubernetes.io/component": "operator"}),
+                    "{what}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn namespace_viewers_read_results_and_editors_write_rules() -> Result<()> {
+    let cp = ControlPlane::start_with(imagewarden_tests::control_plane::ControlPlaneOptions {
+        controller_manager: true,
+    })
+    .await?;
+    let crds = repo_root().join("crds").display().to_string();
+    cp.kubectl_output(&["apply", "--server-side", "-f", &crds])?;
+    let aggregated: String = objects(&helm_template(&[])?)?
+        .into_iter()
+        .filter(|o| {
+            o["metadata"]["name"] == "imagewarden-view"
+                || o["metadata"]["name"] == "imagewarden-edit"
+        })
+        .map(|o| format!("---\n{}", serde_norway::to_string(&o).unwrap()))
+        .collect();
+    kubectl_apply(&cp, &["--server-side"], &aggregated)?;
+    cp.kubectl_output(&["create", "namespace", "team-a"])?;
+    cp.kubectl_output(&[
+        "-n",
+        "team-a",
+        "create",
+        "rolebinding",
+        "alice-view",
+        "--clusterrole=view",
+        "--user=alice",
+    ])?;
+    cp.kubectl_output(&[
+        "-n",
+        "team-a",
+        "create",
+        "rolebinding",
+        "bob-edit",
+        "--clusterrole=edit",
+        "--user=bob",
+    ])?;
+    // kube-controller-manager aggregates the rules into view and edit.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !can_i(
+        &cp,
+        "alice",
+        &["list", "imagescanresults.imagewarden.io", "-n", "team-a"],
+    )? {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "view never gained imagescanresults"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    while !can_i(
+        &cp,
+        "bob",
+        &["create", "scanrules.imagewarden.io", "-n", "team-a"],
+    )? {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "edit never gained scanrules"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    for resource in [
+        "scanrules.imagewarden.io",
+        "scantasks.imagewarden.io",
+        "imagescanresults.imagewarden.io",
+        "vulnerabilityexceptions.imagewarden.io",
+    ] {
+        for verb in ["get", "list", "watch"] {
+            assert!(
+                can_i(&cp, "alice", &[verb, resource, "-n", "team-a"])?,
+                "view cannot {verb} {resource}"
+            );
+        }
+        assert!(
+            !can_i(&cp, "alice", &["create", resource, "-n", "team-a"])?,
+            "view can create {resource}"
+        );
+        assert!(
+            !can_i(&cp, "alice", &["list", resource, "-n", "default"])?,
+            "view reaches another namespace"
+        );
+    }
+    for resource in [
+        "scanrules.imagewarden.io",
+        "vulnerabilityexceptions.imagewarden.io",
+    ] {
+        for verb in ["create", "update", "patch", "delete"] {
+            assert!(
+                can_i(&cp, "bob", &[verb, resource, "-n", "team-a"])?,
+                "edit cannot {verb} {resource}"
+            );
+        }
+    }
+    assert!(can_i(
+        &cp,
+        "bob",
+        &["create", "scantasks.imagewarden.io", "-n", "team-a"]
+    )?);
+    // Results and status stay the operator's.
+    for args in [
+        &["create", "imagescanresults.imagewarden.io", "-n", "team-a"][..],
+        &[
+            "patch",
+            "scanrules.imagewarden.io",
+            "--subresource=status",
+            "-n",
+            "team-a",
+        ],
+        &["patch", "imagescanresults.imagewarden.io", "-n", "team-a"],
+    ] {
+        assert!(!can_i(&cp, "bob", args)?, "edit can {args:?}");
     }
     Ok(())
 }

@@ -117,6 +117,12 @@ fn install(cluster: &Cluster) -> Result<()> {
         "--timeout",
         "240s",
     ])?;
+    operator_available(cluster)?;
+    Ok(())
+}
+
+/// Waits until the operator's Deployment is rolled out and available.
+fn operator_available(cluster: &Cluster) -> Result<()> {
     cluster.kubectl(&[
         "-n",
         OPERATOR_NS,
@@ -1026,6 +1032,82 @@ impl Drop for RestoreMirror {
             eprintln!("restoring the OSV mirror: {e:#}");
         }
     }
+}
+
+#[tokio::test]
+async fn helm_test_passes_on_a_ready_release_and_fails_without_the_operator() -> Result<()> {
+    let (cluster, _client, _guard) = setup().await?;
+    let helm_test = || {
+        cluster
+            .command("helm")
+            .args([
+                "test",
+                "imagewarden",
+                "-n",
+                OPERATOR_NS,
+                "--logs",
+                "--timeout",
+                "180s",
+            ])
+            .output()
+    };
+    let out = helm_test()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "helm test failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("Phase:          Succeeded"), "{stdout}");
+    assert!(stdout.contains("/readyz: 200 OK"), "{stdout}");
+    for crd in [
+        "scanrules",
+        "scantasks",
+        "imagescanresults",
+        "imagepolicies",
+        "vulnerabilityexceptions",
+    ] {
+        assert!(
+            stdout.contains(&format!("ok: CRD {crd}.imagewarden.io: Established")),
+            "{stdout}"
+        );
+    }
+
+    // Without a running operator, the same test fails and says why.
+    let scale = |n: &str| {
+        cluster.kubectl(&[
+            "-n",
+            OPERATOR_NS,
+            "scale",
+            "deployment/imagewarden-operator",
+            &format!("--replicas={n}"),
+        ])
+    };
+    scale("0")?;
+    cluster.kubectl(&[
+        "-n",
+        OPERATOR_NS,
+        "wait",
+        "--for=delete",
+        "pod",
+        "-l",
+        "app.kubernetes.io/name=imagewarden,app.kubernetes.io/component=operator",
+        "--timeout=120s",
+    ])?;
+    let out = helm_test()?;
+    scale("1")?;
+    operator_available(cluster)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "helm test passed without the operator:\n{stdout}"
+    );
+    assert!(
+        format!("{stdout}{stderr}").contains("/readyz"),
+        "{stdout}\n{stderr}"
+    );
+    Ok(())
 }
 
 /// The chain's last link on a real node: with an `Enforce` ImagePolicy covering one

@@ -632,6 +632,13 @@ async fn dingtalk_robot_checks_the_signature_and_its_errors_are_recorded() -> Re
         text.contains("registry.example.com/team-a/old:v0.1** — not scanned: manifest unknown"),
         "{text}"
     );
+    // Without a result link template, readers are told how to find the findings.
+    assert!(
+        text.ends_with(&format!(
+            "> `kubectl get scanresults -n {NS}` for all findings"
+        )),
+        "{text}"
+    );
     // DingTalk errors other than its rate limit are final: the rejecting robot is asked once.
     assert_eq!(strict.received().len(), 1);
 
@@ -861,8 +868,12 @@ async fn https_trusts_only_the_ca_from_the_secret() -> Result<()> {
     let mut insecure = target("insecure", NotificationType::HTTPS);
     insecure.url = Some(format!("{}/insecure", server.url));
     insecure.insecure_skip_verify = true;
+    // The API server refuses an http:// `url` for type HTTPS at apply; one from a Secret
+    // only the operator sees.
+    env.secret("plain-url", &[("url", "http://127.0.0.1:1/not-tls")])
+        .await?;
     let mut plain = target("plain", NotificationType::HTTPS);
-    plain.url = Some("http://127.0.0.1:1/not-tls".into());
+    plain.url_secret_ref = key_ref("plain-url", "url");
     let rule = env
         .rule("team-a-releases", vec![untrusted, trusted, insecure, plain])
         .await?;
@@ -1154,5 +1165,90 @@ async fn receivers_in_denied_ranges_are_not_contacted() -> Result<()> {
             "{name}: {message}"
         );
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn result_links_replace_the_kubectl_hint_in_dingtalk_and_http() -> Result<()> {
+    let env = env().await?;
+    let validator = payload_schema()?;
+    let robot = dingtalk_robot("tok-links-0123", "SEClinks-secret").await?;
+    let hook = Receiver::start(None, |_, _| Reply::status(204)).await?;
+    env.secret(
+        "dingtalk",
+        &[
+            (
+                "url",
+                &format!("{}/robot/send?access_token=tok-links-0123", robot.url),
+            ),
+            ("secret", "SEClinks-secret"),
+        ],
+    )
+    .await?;
+    let mut chat = target("security-group", NotificationType::DingTalk);
+    chat.url_secret_ref = key_ref("dingtalk", "url");
+    chat.signing_secret_ref = key_ref("dingtalk", "secret");
+    let mut webhook = target("webhook", NotificationType::HTTP);
+    webhook.url = Some(format!("{}/hooks/imagewarden", hook.url));
+    let rule = env.rule("team-a-releases", vec![chat, webhook]).await?;
+    let (task, results) = env.completed_task(&rule, "nightly-links", vec![]).await?;
+    let result = &results[0];
+    let name = result.metadata.name.clone().unwrap();
+
+    let template = imagewarden_operator::notify::links::ResultUrlTemplate::parse(
+        "https://grafana.example.com/d/iw?var-namespace={namespace}&var-name={name}&var-digest={digest}",
+    )
+    .map_err(anyhow::Error::msg)?;
+    let opts = NotifyOptions {
+        result_url: Some(template),
+        ..fast_options()
+    };
+    env.notify(&rule, &task, &results, NotificationEvent::ScanFailed, &opts)
+        .await?;
+
+    let digest = result.spec.digest.replace(':', "%3A");
+    let link = format!(
+        "https://grafana.example.com/d/iw?var-namespace={NS}&var-name={name}&var-digest={digest}"
+    );
+    let got = robot.received();
+    assert_eq!(got.len(), 1);
+    let text = got[0].json()["markdown"]["text"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains(&format!(
+            "**[registry.example.com/team-a/api:v1.4.2]({link})**"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("kubectl"), "{text}");
+    // The image that was not scanned has no result and no link.
+    assert!(
+        text.contains("❌ **registry.example.com/team-a/old:v0.1**"),
+        "{text}"
+    );
+
+    let got = hook.received();
+    assert_eq!(got.len(), 1);
+    let payload = got[0].json();
+    let errors: Vec<String> = validator
+        .iter_errors(&payload)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{payload:#}");
+    let images = payload["images"].as_array().unwrap();
+    let scanned = images
+        .iter()
+        .find(|i| i["resultName"] == name.as_str())
+        .expect("the scanned image");
+    assert_eq!(scanned["resultUrl"], link.as_str());
+    assert!(
+        images
+            .iter()
+            .filter(|i| i["resultName"].is_null())
+            .all(|i| i["resultUrl"].is_null()),
+        "{payload:#}"
+    );
     Ok(())
 }

@@ -22,6 +22,7 @@ pub use imagewarden_scanner::policy::{
     status = "ImagePolicyStatus",
     shortname = "ipol",
     category = "imagewarden",
+    doc = "A cluster-wide security policy for the images Pods run: which namespaces and images it covers, which findings deny an image, what happens to images without a fresh result, and whether a violation is denied (Enforce), admitted with a warning (Warn) or only counted (Audit). Enforced by the admission webhook from verdicts computed ahead of time.",
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
     printcolumn = r#"{"name":"Severity","type":"string","jsonPath":".spec.deny.severity"}"#,
     printcolumn = r#"{"name":"Unscanned","type":"string","jsonPath":".spec.unscanned"}"#,

@@ -21,6 +21,7 @@ use super::{ScannerKind, Severity, SeverityCounts};
     shortname = "scanresult",
     shortname = "isr",
     category = "imagewarden",
+    doc = "The findings of one image digest in a registry: system and application vulnerabilities, baseline risks, exposed secrets and malicious samples, most severe first, with counts by severity and class. Written by the operator for the ScanRules that cover the image; labelled `imagewarden.io/rule`, `imagewarden.io/repository` and `imagewarden.io/worst-severity` for selection.",
     printcolumn = r#"{"name":"Repository","type":"string","jsonPath":".spec.repository"}"#,
     printcolumn = r#"{"name":"Tag","type":"string","jsonPath":".spec.tags[0]"}"#,
     printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".status.shortDigest"}"#,
@@ -29,6 +30,12 @@ use super::{ScannerKind, Severity, SeverityCounts};
     printcolumn = r#"{"name":"Medium","type":"integer","jsonPath":".status.summary.medium"}"#,
     printcolumn = r#"{"name":"Low","type":"integer","jsonPath":".status.summary.low"}"#,
     printcolumn = r#"{"name":"Unknown","type":"integer","jsonPath":".status.summary.unknown"}"#,
+    printcolumn = r#"{"name":"Registry","type":"string","priority":1,"jsonPath":".spec.registry"}"#,
+    printcolumn = r#"{"name":"OS","type":"string","priority":1,"jsonPath":".status.os.family"}"#,
+    printcolumn = r#"{"name":"OS-Version","type":"string","priority":1,"jsonPath":".status.os.version"}"#,
+    printcolumn = r#"{"name":"Scanned","type":"date","priority":1,"jsonPath":".status.scanTime"}"#,
+    printcolumn = r#"{"name":"Fixable","type":"integer","priority":1,"jsonPath":".status.summary.fixable"}"#,
+    printcolumn = r#"{"name":"Malicious","type":"integer","priority":1,"jsonPath":".status.summary.malicious"}"#,
     printcolumn = r#"{"name":"Deleted","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Deleted\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -104,6 +111,12 @@ pub struct ResultSummary {
     pub baseline_risks: SeverityCounts,
     /// Known-malicious files and packages.
     pub malicious_samples: SeverityCounts,
+    /// Vulnerabilities with a fixed version to upgrade to.
+    #[serde(default)]
+    pub fixable: u32,
+    /// Known-malicious files and packages, of any severity.
+    #[serde(default)]
+    pub malicious: u32,
 }
 
 /// One finding.

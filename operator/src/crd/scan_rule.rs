@@ -21,6 +21,8 @@ use super::{SecretKeyRef, SecretRef, Severity};
     status = "ScanRuleStatus",
     shortname = "sr",
     category = "imagewarden",
+    doc = "Which images of a registry to scan, when, and whom to tell: a registry, a scope in it (a registry namespace or one repository), a tag filter, triggers (manual `imagewarden.io/scan-now` annotation, registry push, cron schedule), the scanners to run and notification targets. Each run is a ScanTask; each scanned image digest gets an ImageScanResult.",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Registry","type":"string","jsonPath":".spec.registry.url"}"#,
     printcolumn = r#"{"name":"Scope","type":"string","jsonPath":".spec.scope.name"}"#,
     printcolumn = r#"{"name":"TagFilter","type":"string","jsonPath":".spec.tagFilter"}"#,
@@ -34,9 +36,14 @@ pub struct ScanRuleSpec {
     /// The part of the registry this rule covers.
     pub scope: ScopeSpec,
     /// Regular expression (Rust `regex` syntax) that a tag must match, anywhere in the tag
-    /// unless anchored with ^ and $. Default: every tag.
+    /// unless anchored with ^ and $. Default: every tag. The API server refuses a pattern
+    /// that is not valid RE2 (the common subset of both syntaxes).
     #[serde(default = "default_tag_filter")]
-    #[schemars(default = "default_tag_filter")]
+    #[schemars(default = "default_tag_filter", length(max = 1024))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "''.matches(self) ? true : true",
+        "message": "spec.tagFilter is not a valid regular expression"
+    }]))]
     pub tag_filter: String,
     /// Keep only the newest N matching tags of each repository (by image creation time).
     /// Unset: all matching tags.
@@ -52,8 +59,10 @@ pub struct ScanRuleSpec {
     #[serde(default = "default_scanners")]
     #[schemars(default = "default_scanners", length(min = 1))]
     pub scanners: Vec<ScannerKind>,
-    /// Where results are reported when a scan task finishes or new findings appear.
+    /// Where results are reported when a scan task finishes or new findings appear (at
+    /// most 64 targets).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub notifications: Vec<NotificationTarget>,
     /// Building patched images (`<tag>_fixd`) for images with fixable OS vulnerabilities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,9 +82,17 @@ fn default_scanners() -> Vec<ScannerKind> {
     ScannerKind::ALL.to_vec()
 }
 
+/// The shape of a cron expression, checked by the API server (the operator parses it
+/// fully): 5 (or, with seconds, 6) fields of cron characters, or a `@daily`-style macro.
+const CRON_SHAPE_RULE: &str = r"self.matches('^\\s*(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*/,?#-]+(\\s+[0-9A-Za-z*/,?#-]+){4,5})\\s*$')";
+
 /// How to reach a registry.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!self.url.contains('://') || self.url.lowerAscii().startsWith(self.insecure ? 'http://' : 'https://')",
+    "message": "spec.registry.url: a scheme must match insecure (https:// when insecure is false, http:// when it is true), or leave the scheme out"
+}]))]
 pub struct RegistrySpec {
     /// Registry address, e.g. `registry.example.com`, `registry.example.com:5000` or
     /// `https://registry.example.com`. A scheme, when given, must match `insecure`.
@@ -124,6 +141,11 @@ pub struct TriggerSpec {
     pub on_push: bool,
     /// Cron schedule (5 fields, UTC) for full scans of the rule's scope, e.g. `0 3 * * *`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": CRON_SHAPE_RULE,
+        "message": "spec.triggers.schedule must be a cron expression of 5 fields (minute hour day-of-month month day-of-week), e.g. \"0 3 * * *\""
+    }]))]
     pub schedule: Option<String>,
 }
 
@@ -152,14 +174,26 @@ pub enum NotificationEvent {
 /// One place that hears about scan results.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.url) || has(self.urlSecretRef)",
+        "message": "set url or urlSecretRef"
+    },
+    {
+        "rule": "!has(self.url) || (self.type == 'HTTPS' ? self.url.lowerAscii().startsWith('https://') : (self.url.lowerAscii().startsWith('http://') || self.url.lowerAscii().startsWith('https://')))",
+        "message": "url must be an http:// or https:// URL, and an https:// URL for type HTTPS"
+    }
+]))]
 pub struct NotificationTarget {
     /// Name of the target, unique within the rule; used in the task's delivery status.
     pub name: String,
     /// Kind of target.
     #[serde(rename = "type")]
     pub target_type: NotificationType,
-    /// Webhook URL. For DingTalk the URL carries the access token, so prefer `urlSecretRef`.
+    /// Webhook URL (at most 2048 characters). For DingTalk the URL carries the access
+    /// token, so prefer `urlSecretRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
     pub url: Option<String>,
     /// Secret key holding the webhook URL; takes precedence over `url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

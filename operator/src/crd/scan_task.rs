@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
     status = "ScanTaskStatus",
     shortname = "st",
     category = "imagewarden",
+    doc = "One scan run: the images of a ScanRule resolved to digests when it started, or an explicit list of images. The operator creates these for rules (manual, push, schedule, database update); users may create them for ad-hoc scans. Status shows progress, per-image outcomes and notification deliveries.",
     printcolumn = r#"{"name":"Rule","type":"string","jsonPath":".spec.ruleRef.name"}"#,
     printcolumn = r#"{"name":"Trigger","type":"string","jsonPath":".spec.trigger"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,

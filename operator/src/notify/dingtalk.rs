@@ -99,7 +99,14 @@ fn image_section(i: &ImageReport) -> String {
         s.push_str("\n\n");
         return s;
     }
-    let _ = write!(s, "**{}**{digest}\n\n", i.image);
+    match &i.result_url {
+        Some(url) => {
+            let _ = write!(s, "**[{}]({url})**{digest}\n\n", i.image);
+        }
+        None => {
+            let _ = write!(s, "**{}**{digest}\n\n", i.image);
+        }
+    }
     match &i.summary {
         Some(summary) => {
             let _ = write!(s, "{}\n\n", counts_line(summary));
@@ -163,11 +170,15 @@ pub fn markdown(p: &NotificationPayload) -> (String, String) {
             p.images.len() - shown
         );
     }
-    let _ = write!(
-        text,
-        "> `kubectl get scanresults -n {}` for all findings",
-        p.rule.namespace
-    );
+    // With result links, each image's name opens its findings; without, readers get the
+    // kubectl hint.
+    if !p.images.iter().any(|i| i.result_url.is_some()) {
+        let _ = write!(
+            text,
+            "> `kubectl get scanresults -n {}` for all findings",
+            p.rule.namespace
+        );
+    }
     (title, text)
 }
 

@@ -21,6 +21,7 @@ mod delivery;
 pub mod dingtalk;
 #[cfg(test)]
 mod docs_example;
+pub mod links;
 pub mod payload;
 pub mod plan;
 pub mod redact;
@@ -77,6 +78,9 @@ pub struct NotifyOptions {
     pub egress: std::sync::Arc<imagewarden_scanner::egress::EgressPolicy>,
     /// Serializes notifying per task; callers in one process share one.
     pub task_locks: Arc<TaskLocks>,
+    /// Link of each image's result in payloads and DingTalk messages; unset: DingTalk
+    /// messages end with the `kubectl get scanresults` hint.
+    pub result_url: Option<links::ResultUrlTemplate>,
 }
 
 impl Default for NotifyOptions {
@@ -89,6 +93,7 @@ impl Default for NotifyOptions {
             user_agent: format!("imagewarden-operator/{}", env!("CARGO_PKG_VERSION")),
             egress: Default::default(),
             task_locks: Default::default(),
+            result_url: None,
         }
     }
 }
@@ -294,7 +299,8 @@ pub async fn notify_task(
             .as_ref()
             .map(|s| s.notifications.clone())
             .unwrap_or_default();
-        let payload_base = build_payload(rule, &current, results, event, opts.top_findings);
+        let mut payload_base = build_payload(rule, &current, results, event, opts.top_findings);
+        links::link_results(&mut payload_base, opts.result_url.as_ref());
         let planned = plan(
             &rule.spec.notifications,
             &recorded,
@@ -375,7 +381,8 @@ pub async fn notify_task(
     }
 
     // 2. Deliver, all targets at once.
-    let base = build_payload(rule, &current, results, event, opts.top_findings);
+    let mut base = build_payload(rule, &current, results, event, opts.top_findings);
+    links::link_results(&mut base, opts.result_url.as_ref());
     let outcomes = futures::future::join_all(sends.iter().map(|(resolved, _, target)| {
         let mut payload = base.clone();
         payload.delivery_id = delivery_id(rule, &current, event, &target.name);

@@ -117,6 +117,9 @@ pub struct ImageReport {
     /// Name of the ImageScanResult holding this image's findings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_name: Option<String>,
+    /// Link to the result (`--result-url-template`), when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_url: Option<String>,
     /// Counts for this image; absent when the image has no result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<FindingSummary>,
@@ -190,6 +193,7 @@ pub fn build_payload(
                 phase: progress.phase,
                 message: None,
                 result_name: progress.result_name.clone(),
+                result_url: None,
                 summary: None,
                 top_findings: Vec::new(),
                 total_findings: 0,
@@ -290,6 +294,7 @@ fn image_report(result: &ImageScanResult, top_findings: usize) -> ImageReport {
         phase: ScanPhase::Completed,
         message: None,
         result_name: result.metadata.name.clone(),
+        result_url: None,
         summary: Some(FindingSummary::of(&status.summary, &status.findings)),
         top_findings: top_of(&status.findings, top_findings),
         total_findings: status.total_findings.max(status.findings.len() as u32),
