@@ -1491,6 +1491,9 @@ fn the_harbor_adapter_is_a_chart_option_that_honours_its_values() -> Result<()> 
             None,
         )?;
         assert!(!ok && stderr.contains(error), "{set}: {stderr}");
+    }
+    Ok(())
+}
 
 #[test]
 fn crds_install_switches_the_crds_and_every_object_carries_the_instance_label() -> Result<()> {
