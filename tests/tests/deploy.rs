@@ -1548,9 +1548,14 @@ fn crds_install_switches_the_crds_and_every_object_carries_the_instance_label() 
             }
             // Selectors stay as they were: a Deployment's cannot change on upgrade.
             if o["kind"] == "Deployment" {
+                let component = if o["metadata"]["name"] == "imagewarden-harbor-adapter" {
+                    "harbor-adapter"
+                } else {
+                    "operator"
+                };
                 assert_eq!(
                     o["spec"]["selector"]["matchLabels"],
-                    json!({"app.kubernetes.io/name": "imagewarden", "app.kubernetes.io/component": "operator"}),
+                    json!({"app.kubernetes.io/name": "imagewarden", "app.kubernetes.io/component": component}),
                     "{what}"
                 );
             }
