@@ -123,6 +123,52 @@ impl Default for EgressPolicy {
     }
 }
 
+/// Where the operator, its scanner Jobs and the scanner API (`imagewarden server`) may send
+/// requests (registries, token services, notification receivers). Set by the cluster
+/// administrator, never by a rule or a scan request.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct EgressSettings {
+    /// The cluster's Service and Pod ranges (CIDRs, comma-separated): denied, like
+    /// loopback, link-local (cloud metadata) and multicast addresses, unless allowed below.
+    #[arg(
+        long = "cluster-cidrs",
+        env = "IMAGEWARDEN_CLUSTER_CIDRS",
+        value_delimiter = ',',
+        value_parser = parse_range
+    )]
+    pub cluster_cidrs: Vec<IpNet>,
+    /// Address ranges requests may reach although denied above (e.g. an in-cluster
+    /// registry's Service address, or 127.0.0.0/8 for a registry on the node), and host
+    /// names token realms may point at besides the registry's own host; comma-separated.
+    #[arg(
+        long = "egress-allow",
+        env = "IMAGEWARDEN_EGRESS_ALLOW",
+        value_delimiter = ','
+    )]
+    pub allow: Vec<AllowEntry>,
+}
+
+impl EgressSettings {
+    /// The policy these settings describe.
+    pub fn policy(&self) -> std::sync::Arc<EgressPolicy> {
+        std::sync::Arc::new(EgressPolicy::new(&self.cluster_cidrs, &self.allow))
+    }
+
+    /// The same settings as command-line arguments (`scan-image` of scanner Jobs).
+    pub fn args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if !self.cluster_cidrs.is_empty() {
+            let list: Vec<String> = self.cluster_cidrs.iter().map(ToString::to_string).collect();
+            args.push(format!("--cluster-cidrs={}", list.join(",")));
+        }
+        if !self.allow.is_empty() {
+            let list: Vec<String> = self.allow.iter().map(ToString::to_string).collect();
+            args.push(format!("--egress-allow={}", list.join(",")));
+        }
+        args
+    }
+}
+
 /// A request the egress policy refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]

@@ -16,7 +16,9 @@ pub mod policy;
 pub mod reference;
 pub mod registry;
 pub mod report;
+pub mod server;
 pub mod source;
+pub mod tls;
 pub mod vulndb;
 
 /// Version of the scanner, recorded in every result so that results made by an

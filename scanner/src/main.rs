@@ -23,6 +23,8 @@ enum Command {
     /// Build and inspect the compiled vulnerability database.
     #[command(subcommand)]
     Db(cli::db::Command),
+    /// Serve Harbor's Pluggable Scanner API: Harbor scans its artifacts with imagewarden.
+    Server(Box<imagewarden_scanner::server::Args>),
     /// Print reference documentation generated from the command's definitions.
     #[command(subcommand, hide = true)]
     Docs(cli::docs::Command),
@@ -51,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Inventory(args) => cli::inventory::run(*args),
         Command::Scan(args) => cli::scan::run(*args),
         Command::Db(cmd) => cli::db::run(cmd),
+        Command::Server(args) => imagewarden_scanner::server::run(*args),
         Command::Docs(cmd) => cli::docs::run(cmd, command()),
     };
     match result {

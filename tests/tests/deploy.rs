@@ -1393,6 +1393,108 @@ async fn after_a_real_install_the_operator_can_do_what_it_needs_and_no_more() ->
     Ok(())
 }
 
+/// Harbor's scanner adapter (`imagewarden server`) is a chart option: off by default; on,
+/// a locked-down Deployment whose flags carry the values, with the token from a Secret.
+#[test]
+fn the_harbor_adapter_is_a_chart_option_that_honours_its_values() -> Result<()> {
+    let default = objects(&helm_template(&[])?)?;
+    assert!(!has(&default, "Deployment", "imagewarden-harbor-adapter"));
+    assert!(!has(&default, "Service", "imagewarden-harbor-adapter"));
+
+    let everything = objects(&helm_template(&[
+        "-f",
+        &everything_values().display().to_string(),
+    ])?)?;
+    let deploy = find_in(
+        &everything,
+        "Deployment",
+        "imagewarden-harbor-adapter",
+        NAMESPACE,
+    )?;
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let c = &pod["containers"][0];
+    assert_eq!(strings(&c["command"]), ["imagewarden", "server"]);
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        strings(&c["securityContext"]["capabilities"]["drop"]),
+        ["ALL"]
+    );
+    let args = strings(&c["args"]);
+    for expected in [
+        "--api-token-file=/var/run/imagewarden/harbor-adapter/token",
+        "--tls-cert=/var/run/imagewarden/harbor-adapter-tls/tls.crt",
+        "--db=/usr/share/imagewarden/db.idx",
+        "--db-refresh=12h",
+        "--queue=8",
+        "--workers=2",
+        "--allowed-registries=harbor-core.harbor:80",
+        "--cluster-cidrs=10.96.0.0/12,10.244.0.0/16",
+        "--egress-allow=10.96.12.34/32,gitlab.com",
+    ] {
+        assert!(args.contains(&expected), "{expected} not in {args:?}");
+    }
+    assert_eq!(c["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
+    let secret = find_in(
+        &everything,
+        "Secret",
+        "imagewarden-harbor-adapter-token",
+        NAMESPACE,
+    )?;
+    assert!(secret["data"]["token"]
+        .as_str()
+        .is_some_and(|t| t.len() >= 40));
+    let service = find_in(
+        &everything,
+        "Service",
+        "imagewarden-harbor-adapter",
+        NAMESPACE,
+    )?;
+    assert_eq!(
+        service["spec"]["selector"],
+        deploy["spec"]["selector"]["matchLabels"]
+    );
+
+    // The operator's database settings are the default; a token Secret of the user's.
+    let own = objects(&helm_template(&[
+        "--set",
+        "harborAdapter.enabled=true",
+        "--set",
+        "harborAdapter.token.existingSecret=harbor-scanner-token",
+        "--set",
+        "harborAdapter.token.existingSecretKey=bearer",
+    ])?)?;
+    assert!(!has(&own, "Secret", "imagewarden-harbor-adapter-token"));
+    let pod = &find(&own, "Deployment", "imagewarden-harbor-adapter")?["spec"]["template"]["spec"];
+    let args = strings(&pod["containers"][0]["args"]);
+    assert!(args.contains(&"--api-token-file=/var/run/imagewarden/harbor-adapter/bearer"));
+    assert!(args.contains(&"--db=https://osv-vulnerabilities.storage.googleapis.com"));
+    assert!(args.contains(&"--db-refresh=6h"));
+    assert_eq!(
+        pod["volumes"][1]["secret"]["secretName"],
+        "harbor-scanner-token"
+    );
+
+    // Bad values are refused by the schema.
+    for (set, error) in [
+        ("harborAdapter.queue=0", "/harborAdapter/queue"),
+        ("harborAdapter.reportTTL=soon", "/harborAdapter/reportTTL"),
+        (
+            "harborAdapter.allowedRegistries={https://x}",
+            "/harborAdapter/allowedRegistries",
+        ),
+    ] {
+        let chart = chart_dir().display().to_string();
+        let (ok, _, stderr) = run(
+            helm(&["template", "imagewarden", &chart, "--set", set])?,
+            None,
+        )?;
+        assert!(!ok && stderr.contains(error), "{set}: {stderr}");
+    }
+    Ok(())
+}
+
 #[test]
 fn crds_install_switches_the_crds_and_every_object_carries_the_instance_label() -> Result<()> {
     let crds = |args: &[&str]| -> Result<Vec<String>> {
@@ -1446,9 +1548,14 @@ fn crds_install_switches_the_crds_and_every_object_carries_the_instance_label() 
             }
             // Selectors stay as they were: a Deployment's cannot change on upgrade.
             if o["kind"] == "Deployment" {
+                let component = if o["metadata"]["name"] == "imagewarden-harbor-adapter" {
+                    "harbor-adapter"
+                } else {
+                    "operator"
+                };
                 assert_eq!(
                     o["spec"]["selector"]["matchLabels"],
-                    json!({"app.kubernetes.io/name": "imagewarden", "app.kubernetes.io/component": "operator"}),
+                    json!({"app.kubernetes.io/name": "imagewarden", "app.kubernetes.io/component": component}),
                     "{what}"
                 );
             }

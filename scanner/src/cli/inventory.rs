@@ -1,6 +1,7 @@
 //! `imagewarden inventory`.
 
 use imagewarden_scanner::inventory::Inventory;
+use imagewarden_scanner::report::cyclonedx;
 use imagewarden_scanner::source::{self, ImageRef};
 use std::io::Write;
 use std::path::PathBuf;
@@ -50,7 +51,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })?;
     let text = match args.format {
         Format::Json => serde_json::to_string_pretty(&scanned.inventory)? + "\n",
-        Format::Cyclonedx => serde_json::to_string_pretty(&cyclonedx(&scanned.inventory))? + "\n",
+        Format::Cyclonedx => {
+            serde_json::to_string_pretty(&cyclonedx::inventory(&scanned.inventory))? + "\n"
+        }
         Format::Table => table(&scanned.inventory),
     };
     match &args.output {
@@ -58,63 +61,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => std::io::stdout().lock().write_all(text.as_bytes())?,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// CycloneDX 1.5 JSON of an inventory.
-pub fn cyclonedx(inv: &Inventory) -> serde_json::Value {
-    let mut components: Vec<serde_json::Value> = Vec::new();
-    if let Some(os) = &inv.os {
-        components.push(serde_json::json!({
-            "type": "operating-system",
-            "bom-ref": format!("os:{}@{}", os.family, os.version),
-            "name": os.family,
-            "version": os.version,
-        }));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for p in &inv.packages {
-        // bom-refs must be unique; the same package found at two paths is listed once per path.
-        let mut bom_ref = p.purl.clone();
-        if !seen.insert(bom_ref.clone()) {
-            bom_ref = format!("{}#{}", p.purl, p.path);
-            seen.insert(bom_ref.clone());
-        }
-        let mut props = vec![
-            serde_json::json!({"name": "imagewarden:ecosystem", "value": p.ecosystem.as_str()}),
-            serde_json::json!({"name": "imagewarden:path", "value": p.path}),
-        ];
-        if let Some(l) = &p.layer {
-            props.push(serde_json::json!({"name": "imagewarden:layer", "value": l}));
-        }
-        if let Some(s) = &p.source_name {
-            props.push(serde_json::json!({"name": "imagewarden:sourceName", "value": s}));
-        }
-        if let Some(s) = &p.source_version {
-            props.push(serde_json::json!({"name": "imagewarden:sourceVersion", "value": s}));
-        }
-        components.push(serde_json::json!({
-            "type": "library",
-            "bom-ref": bom_ref,
-            "name": p.name,
-            "version": p.version,
-            "purl": p.purl,
-            "properties": props,
-        }));
-    }
-    let mut metadata = serde_json::json!({
-        "tools": {"components": [{"type": "application", "name": "imagewarden", "version": imagewarden_scanner::SCANNER_VERSION}]},
-        "component": {"type": "container", "bom-ref": "image", "name": inv.target},
-    });
-    if let Some(d) = &inv.digest {
-        metadata["component"]["version"] = serde_json::Value::String(d.clone());
-    }
-    serde_json::json!({
-        "bomFormat": "CycloneDX",
-        "specVersion": "1.5",
-        "version": 1,
-        "metadata": metadata,
-        "components": components,
-    })
 }
 
 /// A plain table: one package a line.

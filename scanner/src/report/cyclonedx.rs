@@ -77,6 +77,64 @@ fn bom_ref(f: &Finding) -> String {
     }
 }
 
+/// CycloneDX 1.5 JSON of an inventory: the SBOM of `imagewarden inventory --format cyclonedx`
+/// and of the scanner API's sbom capability.
+pub fn inventory(inv: &crate::inventory::Inventory) -> serde_json::Value {
+    let mut components: Vec<serde_json::Value> = Vec::new();
+    if let Some(os) = &inv.os {
+        components.push(serde_json::json!({
+            "type": "operating-system",
+            "bom-ref": format!("os:{}@{}", os.family, os.version),
+            "name": os.family,
+            "version": os.version,
+        }));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for p in &inv.packages {
+        // bom-refs must be unique; the same package found at two paths is listed once per path.
+        let mut bom_ref = p.purl.clone();
+        if !seen.insert(bom_ref.clone()) {
+            bom_ref = format!("{}#{}", p.purl, p.path);
+            seen.insert(bom_ref.clone());
+        }
+        let mut props = vec![
+            serde_json::json!({"name": "imagewarden:ecosystem", "value": p.ecosystem.as_str()}),
+            serde_json::json!({"name": "imagewarden:path", "value": p.path}),
+        ];
+        if let Some(l) = &p.layer {
+            props.push(serde_json::json!({"name": "imagewarden:layer", "value": l}));
+        }
+        if let Some(s) = &p.source_name {
+            props.push(serde_json::json!({"name": "imagewarden:sourceName", "value": s}));
+        }
+        if let Some(s) = &p.source_version {
+            props.push(serde_json::json!({"name": "imagewarden:sourceVersion", "value": s}));
+        }
+        components.push(serde_json::json!({
+            "type": "library",
+            "bom-ref": bom_ref,
+            "name": p.name,
+            "version": p.version,
+            "purl": p.purl,
+            "properties": props,
+        }));
+    }
+    let mut metadata = serde_json::json!({
+        "tools": {"components": [{"type": "application", "name": "imagewarden", "version": crate::SCANNER_VERSION}]},
+        "component": {"type": "container", "bom-ref": "image", "name": inv.target},
+    });
+    if let Some(d) = &inv.digest {
+        metadata["component"]["version"] = serde_json::Value::String(d.clone());
+    }
+    serde_json::json!({
+        "bomFormat": "CycloneDX",
+        "specVersion": "1.5",
+        "version": 1,
+        "metadata": metadata,
+        "components": components,
+    })
+}
+
 /// Builds the CycloneDX document of a report.
 pub fn render(report: &ScanReport) -> Value {
     let mut components: Vec<Value> = Vec::new();
