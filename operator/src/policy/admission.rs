@@ -423,10 +423,19 @@ pub struct AdmissionArgs {
     #[arg(long, env = "IMAGEWARDEN_ADMISSION_ADDR")]
     pub admission_addr: Option<std::net::SocketAddr>,
     /// PEM certificate chain the webhook serves (read again when the file changes).
-    #[arg(long, env = "IMAGEWARDEN_ADMISSION_TLS_CERT_FILE", requires = "admission_tls_key_file", conflicts_with = "admission_cert_secret")]
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_ADMISSION_TLS_CERT_FILE",
+        requires = "admission_tls_key_file",
+        conflicts_with = "admission_cert_secret"
+    )]
     pub admission_tls_cert_file: Option<PathBuf>,
     /// PEM private key of that certificate.
-    #[arg(long, env = "IMAGEWARDEN_ADMISSION_TLS_KEY_FILE", requires = "admission_tls_cert_file")]
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_ADMISSION_TLS_KEY_FILE",
+        requires = "admission_tls_cert_file"
+    )]
     pub admission_tls_key_file: Option<PathBuf>,
     /// The operator makes the webhook's CA and serving certificate itself and keeps them
     /// in this Secret of its namespace (created by whichever replica starts first, served
@@ -435,11 +444,21 @@ pub struct AdmissionArgs {
     pub admission_cert_secret: Option<String>,
     /// DNS names of the operator-made serving certificate (comma-separated), e.g.
     /// `imagewarden-admission.imagewarden-system.svc`.
-    #[arg(long, env = "IMAGEWARDEN_ADMISSION_CERT_DNS_NAMES", value_delimiter = ',', requires = "admission_cert_secret")]
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_ADMISSION_CERT_DNS_NAMES",
+        value_delimiter = ',',
+        requires = "admission_cert_secret"
+    )]
     pub admission_cert_dns_names: Vec<String>,
     /// IP addresses of the operator-made serving certificate (comma-separated), for a
     /// webhook registered by URL.
-    #[arg(long, env = "IMAGEWARDEN_ADMISSION_CERT_IP_ADDRESSES", value_delimiter = ',', requires = "admission_cert_secret")]
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_ADMISSION_CERT_IP_ADDRESSES",
+        value_delimiter = ',',
+        requires = "admission_cert_secret"
+    )]
     pub admission_cert_ip_addresses: Vec<std::net::IpAddr>,
     /// Lifetime of the operator-made CA; a successor is introduced at 2/3 of it.
     #[arg(long, env = "IMAGEWARDEN_ADMISSION_CA_LIFETIME", value_parser = imagewarden_scanner::policy::parse_duration, default_value = "8760h")]
@@ -449,7 +468,11 @@ pub struct AdmissionArgs {
     pub admission_cert_lifetime: std::time::Duration,
     /// ValidatingWebhookConfiguration whose `caBundle` the leader keeps equal to the
     /// operator-made CAs (with `--admission-cert-secret`).
-    #[arg(long, env = "IMAGEWARDEN_ADMISSION_WEBHOOK_CONFIGURATION", requires = "admission_cert_secret")]
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_ADMISSION_WEBHOOK_CONFIGURATION",
+        requires = "admission_cert_secret"
+    )]
     pub admission_webhook_configuration: Option<String>,
     /// How long the digest a tag was resolved to at admission is reused (`30s`; `0s`:
     /// ask the registry at every admission).
@@ -472,7 +495,10 @@ fn tag_cache_ttl(s: &str) -> Result<std::time::Duration, String> {
 pub enum AdmissionTls {
     /// PEM files (a mounted Secret that cert-manager or the chart writes), read again when
     /// they change.
-    Files { cert_file: PathBuf, key_file: PathBuf },
+    Files {
+        cert_file: PathBuf,
+        key_file: PathBuf,
+    },
     /// Made, kept and renewed by the operator (see [`super::certs`]).
     Operator(super::certs::CertSettings),
 }

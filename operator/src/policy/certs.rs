@@ -27,7 +27,7 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use kube::Client;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -173,7 +173,8 @@ impl Ca {
         // The key must be the certificate's, and the CA still valid.
         let key = KeyPair::from_pem(&key_pem).ok()?;
         let (_, x509) = x509_parser::parse_x509_certificate(&parsed.der).ok()?;
-        if x509.public_key().raw != key.subject_public_key_info().as_slice() || parsed.not_after <= now
+        if x509.public_key().raw != key.subject_public_key_info().as_slice()
+            || parsed.not_after <= now
         {
             return None;
         }
@@ -225,9 +226,10 @@ impl Ca {
             .chain(settings.ip_addresses.iter().map(|ip| ip.to_string()))
             .collect();
         let mut params = CertificateParams::new(names.clone()).map_err(err)?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
@@ -268,7 +270,12 @@ fn at(unix: i64) -> Result<time::OffsetDateTime, String> {
 
 /// Whether the serving certificate is one to keep: for the configured names, valid, not
 /// due for renewal, signed by `ca`, with its key.
-fn serving_ok(data: &BTreeMap<String, Vec<u8>>, ca: &Ca, settings: &CertSettings, now: i64) -> bool {
+fn serving_ok(
+    data: &BTreeMap<String, Vec<u8>>,
+    ca: &Ca,
+    settings: &CertSettings,
+    now: i64,
+) -> bool {
     let (Some(cert), Some(key)) = (data.get(TLS_CERT), data.get(TLS_KEY)) else {
         return false;
     };
@@ -338,7 +345,10 @@ pub fn plan(
     let mut reasons = Vec::new();
     let mut out = data.clone();
     let mut since = next_since;
-    let old_bundle = data.get(CA_BUNDLE).map(|b| parse_pem(b)).unwrap_or_default();
+    let old_bundle = data
+        .get(CA_BUNDLE)
+        .map(|b| parse_pem(b))
+        .unwrap_or_default();
 
     let mut ca = Ca::read(data, CA_CERT, CA_KEY, now);
     let mut next = Ca::read(data, NEXT_CA_CERT, NEXT_CA_KEY, now);
@@ -360,7 +370,8 @@ pub fn plan(
             reasons.push("CA created");
         }
         (Some(_), Some(_)) => {
-            let waited = since.is_some_and(|s| now - s >= secs(promote_delay(settings.ca_lifetime)));
+            let waited =
+                since.is_some_and(|s| now - s >= secs(promote_delay(settings.ca_lifetime)));
             if waited && bundle_published {
                 ca = next.take();
                 since = None;
@@ -376,7 +387,11 @@ pub fn plan(
         }
     }
     let ca = ca.ok_or("no CA")?;
-    if !serving_ok(data, &ca, settings, now) || reasons.iter().any(|r| r.starts_with("next CA promoted") || *r == "CA created") {
+    if !serving_ok(data, &ca, settings, now)
+        || reasons
+            .iter()
+            .any(|r| r.starts_with("next CA promoted") || *r == "CA created")
+    {
         let (cert, key) = ca.sign(settings, now)?;
         out.insert(TLS_CERT.into(), cert.into_bytes());
         out.insert(TLS_KEY.into(), key.into_bytes());
@@ -473,25 +488,48 @@ fn secret_of(name: &str, base: Option<&Secret>, next: &Next) -> Secret {
 /// Reads the Secret, creating it when it is missing; when two replicas create it at
 /// once, the API server keeps one and the other reads it. Returns the Secret whose
 /// certificate to serve.
-pub async fn ensure(client: &Client, namespace: &str, settings: &CertSettings) -> anyhow::Result<Secret> {
+pub async fn ensure(
+    client: &Client,
+    namespace: &str,
+    settings: &CertSettings,
+) -> anyhow::Result<Secret> {
     use anyhow::Context as _;
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let what = || format!("Secret {namespace}/{} (--admission-cert-secret)", settings.secret);
+    let what = || {
+        format!(
+            "Secret {namespace}/{} (--admission-cert-secret)",
+            settings.secret
+        )
+    };
     for _ in 0..5 {
         if let Some(secret) = api.get_opt(&settings.secret).await.with_context(what)? {
-            if secret.data.as_ref().is_some_and(|d| d.contains_key(TLS_CERT) && d.contains_key(TLS_KEY)) {
+            if secret
+                .data
+                .as_ref()
+                .is_some_and(|d| d.contains_key(TLS_CERT) && d.contains_key(TLS_KEY))
+            {
                 return Ok(secret);
             }
             // Present but without a certificate (made by hand?): the leader fills it; a
             // replica that cannot wait fills it now, guarded by its resourceVersion.
             let now = chrono::Utc::now().timestamp();
-            let Some(next) = plan(&secret_data(&secret), next_since(&secret), false, now, settings)
-                .map_err(anyhow::Error::msg)?
+            let Some(next) = plan(
+                &secret_data(&secret),
+                next_since(&secret),
+                false,
+                now,
+                settings,
+            )
+            .map_err(anyhow::Error::msg)?
             else {
                 return Ok(secret);
             };
             match api
-                .replace(&settings.secret, &PostParams::default(), &secret_of(&settings.secret, Some(&secret), &next))
+                .replace(
+                    &settings.secret,
+                    &PostParams::default(),
+                    &secret_of(&settings.secret, Some(&secret), &next),
+                )
                 .await
             {
                 Ok(s) => return Ok(s),
@@ -504,7 +542,10 @@ pub async fn ensure(client: &Client, namespace: &str, settings: &CertSettings) -
             .map_err(anyhow::Error::msg)?
             .ok_or_else(|| anyhow::anyhow!("no certificate planned"))?;
         match api
-            .create(&PostParams::default(), &secret_of(&settings.secret, None, &next))
+            .create(
+                &PostParams::default(),
+                &secret_of(&settings.secret, None, &next),
+            )
             .await
         {
             Ok(s) => {
@@ -545,9 +586,13 @@ pub async fn watch_secret(
                     continue;
                 };
                 match serve.set_pem(&cert, &key) {
-                    Ok(true) => tracing::info!(secret = %name, "admission certificate reloaded from the Secret"),
+                    Ok(true) => {
+                        tracing::info!(secret = %name, "admission certificate reloaded from the Secret")
+                    }
                     Ok(false) => {}
-                    Err(e) => tracing::warn!(secret = %name, error = %e, "admission certificate in the Secret is unusable; serving the previous one"),
+                    Err(e) => {
+                        tracing::warn!(secret = %name, error = %e, "admission certificate in the Secret is unusable; serving the previous one")
+                    }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "watching the admission certificate Secret"),
@@ -559,9 +604,12 @@ pub async fn watch_secret(
 fn published(config: &ValidatingWebhookConfiguration, bundle: &[u8]) -> bool {
     let webhooks = config.webhooks.as_deref().unwrap_or_default();
     !webhooks.is_empty()
-        && webhooks
-            .iter()
-            .all(|w| w.client_config.ca_bundle.as_ref().is_some_and(|b| b.0 == bundle))
+        && webhooks.iter().all(|w| {
+            w.client_config
+                .ca_bundle
+                .as_ref()
+                .is_some_and(|b| b.0 == bundle)
+        })
 }
 
 /// Writes `bundle` into every webhook's caBundle of the configuration, with its
@@ -594,7 +642,11 @@ async fn publish(
 
 /// One look of the leader: publish the bundle, then renew what is due. Returns whether
 /// the Secret was changed.
-pub async fn leader_step(client: &Client, namespace: &str, settings: &CertSettings) -> anyhow::Result<bool> {
+pub async fn leader_step(
+    client: &Client,
+    namespace: &str,
+    settings: &CertSettings,
+) -> anyhow::Result<bool> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let configs: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     let secret = ensure(client, namespace, settings).await?;
@@ -605,11 +657,17 @@ pub async fn leader_step(client: &Client, namespace: &str, settings: &CertSettin
         None => true,
     };
     let now = chrono::Utc::now().timestamp();
-    let Some(next) = plan(&data, next_since(&secret), published, now, settings).map_err(anyhow::Error::msg)? else {
+    let Some(next) =
+        plan(&data, next_since(&secret), published, now, settings).map_err(anyhow::Error::msg)?
+    else {
         return Ok(false);
     };
     match secrets
-        .replace(&settings.secret, &PostParams::default(), &secret_of(&settings.secret, Some(&secret), &next))
+        .replace(
+            &settings.secret,
+            &PostParams::default(),
+            &secret_of(&settings.secret, Some(&secret), &next),
+        )
         .await
     {
         Ok(_) => {

@@ -117,6 +117,48 @@ impl Caches {
     }
 }
 
+impl Caches {
+    /// The ScanRules that produced `result`: the rules of the ScanTasks owning it, else
+    /// the rules of its namespace that cover its image.
+    pub fn rules_of(&self, result: &ImageScanResult) -> Vec<Arc<ScanRule>> {
+        let namespace = result.metadata.namespace.clone().unwrap_or_default();
+        let mut names: Vec<String> = result
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .filter(|o| o.kind == "ScanTask")
+            .filter_map(|o| {
+                self.tasks
+                    .get(&reflector::ObjectRef::new(&o.name).within(&namespace))
+            })
+            .filter_map(|t| t.spec.rule_ref.as_ref().map(|r| r.name.clone()))
+            .collect();
+        names.sort();
+        names.dedup();
+        let mut rules: Vec<Arc<ScanRule>> = names
+            .iter()
+            .filter_map(|n| {
+                self.rules
+                    .get(&reflector::ObjectRef::new(n).within(&namespace))
+            })
+            .collect();
+        if rules.is_empty() {
+            let image = ImageReference {
+                name: crate::policy::result_image(result),
+                tag: None,
+                digest: Some(result.spec.digest.clone()),
+            };
+            rules = self.rules.state_filter(|r| {
+                r.metadata.namespace.as_deref() == Some(namespace.as_str())
+                    && super::unscanned::rule_covers(&r.spec, &image)
+            });
+            rules.sort_by_key(|r| r.name_any());
+        }
+        rules
+    }
+}
+
 fn scan_time(r: &ImageScanResult) -> i64 {
     r.status
         .as_ref()

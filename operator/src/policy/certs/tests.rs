@@ -16,7 +16,10 @@ fn one(data: &BTreeMap<String, Vec<u8>>, key: &str) -> Parsed {
 }
 
 fn bundle(data: &BTreeMap<String, Vec<u8>>) -> Vec<Vec<u8>> {
-    parse_pem(&data[CA_BUNDLE]).into_iter().map(|p| p.der).collect()
+    parse_pem(&data[CA_BUNDLE])
+        .into_iter()
+        .map(|p| p.der)
+        .collect()
 }
 
 /// Applies plans until nothing changes; returns the last state.
@@ -60,11 +63,20 @@ fn an_empty_secret_gets_a_ca_and_a_serving_certificate_for_the_names() {
     let serving = one(&data, TLS_CERT);
     assert_eq!(serving.not_after, t0 + 300);
     let (_, x509) = x509_parser::parse_x509_certificate(&serving.der).unwrap();
-    let san = format!("{:?}", x509.subject_alternative_name().unwrap().unwrap().value);
-    assert!(san.contains("imagewarden-admission.imagewarden-system.svc"), "{san}");
+    let san = format!(
+        "{:?}",
+        x509.subject_alternative_name().unwrap().unwrap().value
+    );
+    assert!(
+        san.contains("imagewarden-admission.imagewarden-system.svc"),
+        "{san}"
+    );
     assert!(san.contains("[127, 0, 0, 1]"), "{san}");
     // Nothing to do until a renewal is due.
-    assert_eq!(plan(&data, None, true, t0 + 150, &settings()).unwrap(), None);
+    assert_eq!(
+        plan(&data, None, true, t0 + 150, &settings()).unwrap(),
+        None
+    );
 }
 
 #[test]
@@ -91,7 +103,10 @@ fn a_ca_is_rotated_through_the_bundle_before_it_signs_and_the_old_one_stays_unti
     // still the old CA's (the API server does not trust the new one yet).
     let t1 = old_ca.renew_at();
     let (data, since, reasons) = settle(data, None, false, t1);
-    assert!(reasons.contains(&"next CA added to the bundle"), "{reasons:?}");
+    assert!(
+        reasons.contains(&"next CA added to the bundle"),
+        "{reasons:?}"
+    );
     assert_eq!(since, Some(t1));
     let next_ca = one(&data, NEXT_CA_CERT);
     assert_eq!(bundle(&data), vec![old_ca.der.clone(), next_ca.der.clone()]);
@@ -124,12 +139,16 @@ fn a_serving_certificate_for_other_names_or_another_key_is_replaced() {
     let t0 = 1_800_000_000;
     let (data, _, _) = settle(BTreeMap::new(), None, true, t0);
     let mut other = settings();
-    other.dns_names.push("imagewarden-admission.other.svc".into());
+    other
+        .dns_names
+        .push("imagewarden-admission.other.svc".into());
     let next = plan(&data, None, true, t0 + 1, &other).unwrap().unwrap();
     assert_eq!(next.reasons, vec!["serving certificate issued"]);
     let mut swapped = data.clone();
     swapped.insert(TLS_KEY.into(), data[CA_KEY].clone());
-    let next = plan(&swapped, None, true, t0 + 1, &settings()).unwrap().unwrap();
+    let next = plan(&swapped, None, true, t0 + 1, &settings())
+        .unwrap()
+        .unwrap();
     assert_eq!(next.reasons, vec!["serving certificate issued"]);
 }
 
@@ -138,7 +157,10 @@ fn settings_are_checked() {
     let mut s = settings();
     assert!(s.validate().is_ok());
     s.ca_lifetime = Duration::from_secs(400);
-    assert!(s.validate().unwrap_err().contains("--admission-ca-lifetime"));
+    assert!(s
+        .validate()
+        .unwrap_err()
+        .contains("--admission-ca-lifetime"));
     let mut s = settings();
     s.dns_names = vec!["bad name".into()];
     assert!(s.validate().unwrap_err().contains("not a DNS name"));
