@@ -877,13 +877,34 @@ spec:
         .await?
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 
-    // A policy arrives: the running Pods it would deny are reported.
+    // The ReplicaSet's Pod exists (made by the controller-manager through the webhook)
+    // before the policy arrives.
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    wait_for("the Deployment's Pod", Duration::from_secs(120), || {
+        let pods = pods.clone();
+        async move {
+            let list = pods.list(&ListParams::default()).await?.items;
+            Ok(list.into_iter().find(|p| {
+                p.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with("web-"))
+            }))
+        }
+    })
+    .await
+    .map_err(|e| {
+        let log = s.cp.apiserver_log_tail(40);
+        e.context(format!("apiserver log tail:\n{log}"))
+    })?;
+
+    // A policy arrives: the running Pods it would deny are reported (sweeps every 30 s).
     let policies: Api<ImagePolicy> = Api::all(client.clone());
     apply_yaml(&policies, &policy_yaml("Enforce", "Deny")).await?;
     let events: Api<Event> = Api::default_namespaced(client.clone());
     let reported = wait_for(
         "PolicyViolation events on the ReplicaSet and the bare Pod",
-        Duration::from_secs(120),
+        Duration::from_secs(150),
         || {
             let events = events.clone();
             async move {
@@ -901,7 +922,38 @@ spec:
             }
         },
     )
-    .await?;
+    .await;
+    let reported = match reported {
+        Ok(r) => r,
+        Err(e) => {
+            let list = events.list(&ListParams::default()).await?.items;
+            let seen: Vec<String> = list
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{:?} {:?}/{:?}: {:?}",
+                        e.reason,
+                        e.regarding.as_ref().and_then(|r| r.kind.clone()),
+                        e.regarding.as_ref().and_then(|r| r.name.clone()),
+                        e.note
+                    )
+                })
+                .collect();
+            let log: String = s
+                .operator
+                .log()
+                .lines()
+                .filter(|l| !l.contains("DEBUG"))
+                .rev()
+                .take(60)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            bail!("{e:#}\nevents: {seen:#?}\noperator log tail:\n{log}");
+        }
+    };
     let bare = reported
         .iter()
         .find(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("bare"))

@@ -1027,3 +1027,181 @@ impl Drop for RestoreMirror {
         }
     }
 }
+
+/// The chain's last link on a real node: with an `Enforce` ImagePolicy covering one
+/// namespace, the chart's webhook (its generated certificate, the API server calling the
+/// operator's Service) refuses a Deployment of a scanned image with a denied advisory
+/// (the musl one), naming the image, the policy and the advisory, and the same Deployment
+/// with a clean image is admitted and its Pod runs on the node.
+#[tokio::test]
+async fn a_vulnerable_deployment_is_refused_and_the_same_with_a_clean_image_runs() -> Result<()> {
+    use imagewarden_operator::crd::ImagePolicy;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::PostParams;
+
+    let (cluster, client, _guard) = setup().await?;
+    let ns = namespace(cluster, "e2e-gate")?;
+    let team = unique("gate");
+    let vulnerable_digest = push(
+        &cluster.registry,
+        &format!("{team}/alpine"),
+        "v1",
+        &vulnerable_alpine(),
+    )
+    .await?;
+    push(
+        &cluster.registry,
+        &format!("{team}/app"),
+        "v1",
+        &alpine311(),
+    )
+    .await?;
+    apply_rule(
+        &client,
+        &ns,
+        &rule_yaml("gate", &cluster.registry, "Namespace", &team, ""),
+    )
+    .await?;
+    let task = finished_task_of(cluster, &client, &ns, "gate", Duration::from_secs(300)).await?;
+    let st = task.status.clone().context("task status")?;
+    assert_eq!(
+        st.phase,
+        ScanPhase::Completed,
+        "{st:?}\n{}",
+        diagnostics(cluster, &ns)
+    );
+
+    // A policy for this namespace only (ImagePolicies are cluster-wide).
+    let policy_name = ns.clone();
+    let policy: ImagePolicy = serde_norway::from_str(&format!(
+        "apiVersion: imagewarden.io/v1alpha1
+kind: ImagePolicy
+metadata:
+  name: {policy_name}
+spec:
+  match:
+    namespaceSelector:
+      matchLabels:
+        kubernetes.io/metadata.name: {ns}
+  deny:
+    ids: [ALPINE-CVE-2019-14697]
+  unscanned: Deny
+  mode: Enforce
+"
+    ))?;
+    let policies: Api<ImagePolicy> = Api::all(client.clone());
+    policies
+        .patch(
+            &policy_name,
+            &PatchParams::apply("e2e").force(),
+            &Patch::Apply(&policy),
+        )
+        .await?;
+
+    let deployment = |image: &str| -> Result<Deployment> {
+        Ok(serde_json::from_value(serde_json::json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": ns},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {
+                        "terminationGracePeriodSeconds": 1,
+                        "containers": [{
+                            "name": "app",
+                            "image": image,
+                            "command": ["sleep", "3600"],
+                        }],
+                    },
+                },
+            },
+        }))?)
+    };
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let vulnerable = format!("{}/{team}/alpine:v1", cluster.registry);
+    let clean = format!("{}/{team}/app:v1", cluster.registry);
+
+    // The verdict is computed when the policy arrives: until the webhook's caches hold
+    // it, the Deployment may still be admitted; a refusal is awaited, not assumed.
+    let message = wait_for(
+        "the vulnerable Deployment to be refused",
+        Duration::from_secs(60),
+        || {
+            let deployments = deployments.clone();
+            let d = deployment(&vulnerable);
+            async move {
+                match deployments.create(&PostParams::default(), &d?).await {
+                    Err(kube::Error::Api(e)) if e.message.contains("admission webhook") => {
+                        Ok(Some(e.message))
+                    }
+                    Err(e) => Err(e.into()),
+                    Ok(_) => {
+                        deployments.delete("web", &DeleteParams::default()).await?;
+                        Ok(None)
+                    }
+                }
+            }
+        },
+    )
+    .await
+    .map_err(|e| e.context(diagnostics(cluster, &ns)))?;
+    assert!(
+        message.contains(&format!(
+            "image {vulnerable} is denied by ImagePolicy {policy_name}"
+        )) && message.contains("ALPINE-CVE-2019-14697"),
+        "{message}"
+    );
+    // The verdict is recorded on the vulnerable digest's ImageScanResult.
+    let results: Api<ImageScanResult> = Api::namespaced(client.clone(), &ns);
+    let (digest, policy) = (vulnerable_digest.clone(), policy_name.clone());
+    wait_for("the recorded verdict", Duration::from_secs(60), || {
+        let (results, digest, policy) = (results.clone(), digest.clone(), policy.clone());
+        async move {
+            let list = results.list(&ListParams::default()).await?.items;
+            Ok(list
+                .into_iter()
+                .filter(|r| r.spec.digest == digest)
+                .flat_map(|r| r.status.map(|s| s.policies).unwrap_or_default())
+                .find(|v| v.policy == policy && v.verdict == "Violation"))
+        }
+    })
+    .await?;
+
+    // The same Deployment with the clean image is admitted and runs.
+    wait_for("no Deployment web left", Duration::from_secs(30), || {
+        let deployments = deployments.clone();
+        async move { Ok(deployments.get_opt("web").await?.is_none().then_some(())) }
+    })
+    .await?;
+    deployments
+        .create(&PostParams::default(), &deployment(&clean)?)
+        .await
+        .map_err(|e| anyhow::anyhow!("the clean Deployment was refused: {e}"))?;
+    let rollout = cluster.kubectl(&[
+        "-n",
+        &ns,
+        "rollout",
+        "status",
+        "deployment/web",
+        "--timeout=180s",
+    ]);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let running = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .count();
+    let diag = diagnostics(cluster, &ns);
+    policies
+        .delete(&policy_name, &DeleteParams::default())
+        .await?;
+    deployments.delete("web", &DeleteParams::default()).await?;
+    rollout.with_context(|| diag.clone())?;
+    assert_eq!(running, 1, "{diag}");
+    Ok(())
+}
