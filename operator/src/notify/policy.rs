@@ -403,7 +403,10 @@ mod tests {
     #[test]
     fn an_expiry_is_sent_once_per_target_and_pending_sends_are_repeated() {
         let mut rule = sample_rule();
-        let first = rule.spec.notifications[0].clone();
+        let first: NotificationTarget = serde_json::from_value(serde_json::json!({
+            "name": "hook", "type": "HTTP", "url": "http://127.0.0.1:1/hook",
+        }))
+        .unwrap();
         let mut second = first.clone();
         second.name = "second".into();
         let mut scans_only = first.clone();
