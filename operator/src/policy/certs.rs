@@ -50,6 +50,10 @@ pub const TLS_KEY: &str = "tls.key";
 /// When the next CA joined the bundle (Unix seconds).
 pub const NEXT_SINCE_ANNOTATION: &str = "imagewarden.io/ca-next-since";
 
+/// Seconds a certificate's `notBefore` lies before the time it is made: the API
+/// server's clock and the operator's differ a little.
+const BACKDATE: i64 = 60;
+
 /// Shortest lifetimes accepted.
 pub const MIN_CERT_LIFETIME: Duration = Duration::from_secs(10);
 
@@ -125,9 +129,11 @@ struct Parsed {
 }
 
 impl Parsed {
-    /// Seconds since the epoch at which 2/3 of the lifetime has passed.
+    /// Seconds since the epoch at which 2/3 of the lifetime has passed, counted from
+    /// when it was made (its `notBefore` is [`BACKDATE`] earlier).
     fn renew_at(&self) -> i64 {
-        self.not_before + (self.not_after - self.not_before) * 2 / 3
+        let made = self.not_before + BACKDATE;
+        made + (self.not_after - made).max(0) * 2 / 3
     }
 }
 
@@ -198,8 +204,7 @@ impl Ca {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        // A minute back: clocks of the API server and the operator differ a little.
-        params.not_before = at(now - 60)?;
+        params.not_before = at(now - BACKDATE)?;
         params.not_after = at(now.saturating_add(secs(lifetime)))?;
         let key = KeyPair::generate().map_err(err)?;
         let cert = params.self_signed(&key).map_err(err)?;
@@ -235,7 +240,7 @@ impl Ca {
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
-        params.not_before = at(now - 60)?;
+        params.not_before = at(now - BACKDATE)?;
         params.not_after = at(now
             .saturating_add(secs(settings.cert_lifetime))
             .min(self.cert.not_after))?;
