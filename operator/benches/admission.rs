@@ -213,8 +213,10 @@ async fn main() -> anyhow::Result<()> {
         caches,
         AdmissionServerConfig {
             addr: format!("127.0.0.1:{port}").parse()?,
-            cert_file,
-            key_file,
+            tls: imagewarden_operator::policy::admission::AdmissionTls::Files {
+                cert_file,
+                key_file,
+            },
             tag_cache: std::time::Duration::from_secs(30),
             settings: AdmissionSettings {
                 default_excluded: vec!["kube-system".into()],

@@ -260,7 +260,16 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     let admission_settings = imagewarden_operator::policy::admission::AdmissionSettings {
         default_excluded: vec!["kube-system".to_string(), config.lease_namespace.clone()],
     };
-    let admission_server = config.admission.server_config(admission_settings.clone());
+    let admission_server = config
+        .admission
+        .server_config(admission_settings.clone())
+        .map_err(anyhow::Error::msg)?;
+    let operator_certs = match admission_server.as_ref().map(|s| &s.tls) {
+        Some(imagewarden_operator::policy::admission::AdmissionTls::Operator(certs)) => {
+            Some(certs.clone())
+        }
+        _ => None,
+    };
     if !config.watch_namespaces.is_empty() && admission_server.is_some() {
         anyhow::bail!(
             "--watch-namespaces and the admission webhook (--admission-addr) exclude each other: admission judges Pods of every namespace against cluster-wide ImagePolicies, which a namespace-scoped operator cannot read"
@@ -351,6 +360,14 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     });
 
     spawn_push_trigger(ctx.clone()).await?;
+    if let Some(certs) = operator_certs {
+        // The leader renews the admission certificates and keeps the caBundle current.
+        tokio::spawn(imagewarden_operator::policy::certs::run_leader(
+            ctx.client.clone(),
+            ctx.config.lease_namespace.clone(),
+            certs,
+        ));
+    }
     if let Some(policy_caches) = policy_caches {
         tokio::spawn(imagewarden_operator::policy::running::run(
             ctx.clone(),

@@ -36,6 +36,8 @@ struct Setup {
     ca: TestCa,
     ca_pem: String,
     tls_dir: tempfile::TempDir,
+    /// The operator's flags, to start it again.
+    args: Vec<String>,
 }
 
 /// A control plane (with controller-manager, for namespaces' default ServiceAccounts)
@@ -79,6 +81,20 @@ async fn setup_with(extra: &[&str]) -> Result<Setup> {
         .chain(extra.iter().map(|a| a.to_string()))
         .collect();
     let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    wait_for_default_account(&client).await?;
+    Ok(Setup {
+        cp,
+        client,
+        operator,
+        admission_port,
+        ca_pem: ca.cert_pem.clone(),
+        ca,
+        tls_dir,
+        args,
+    })
+}
+
+async fn wait_for_default_account(client: &Client) -> Result<()> {
     let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
         Api::default_namespaced(client.clone());
     wait_for(
@@ -90,21 +106,35 @@ async fn setup_with(extra: &[&str]) -> Result<Setup> {
         },
     )
     .await?;
-    Ok(Setup {
-        cp,
-        client,
-        operator,
-        admission_port,
-        ca_pem: ca.cert_pem.clone(),
-        ca,
-        tls_dir,
-    })
+    Ok(())
 }
 
 /// Registers the webhook as the chart does: Pods and workload templates, the operator's
 /// and kube-system's namespaces left out.
 async fn register_webhook(s: &Setup, failure_policy: &str) -> Result<()> {
-    let ca = base64::engine::general_purpose::STANDARD.encode(&s.ca_pem);
+    register_webhook_at(
+        &s.client,
+        s.admission_port,
+        Some(s.ca_pem.as_str()),
+        failure_policy,
+    )
+    .await
+}
+
+/// [`register_webhook`] for the operator on `port`; without `ca_pem`, the caBundle is
+/// left to the operator.
+async fn register_webhook_at(
+    client: &Client,
+    port: u16,
+    ca_pem: Option<&str>,
+    failure_policy: &str,
+) -> Result<()> {
+    let mut client_config = serde_json::json!({
+        "url": format!("https://127.0.0.1:{port}/validate"),
+    });
+    if let Some(ca) = ca_pem {
+        client_config["caBundle"] = base64::engine::general_purpose::STANDARD.encode(ca).into();
+    }
     let config: ValidatingWebhookConfiguration = serde_json::from_value(serde_json::json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",
@@ -115,10 +145,7 @@ async fn register_webhook(s: &Setup, failure_policy: &str) -> Result<()> {
             "sideEffects": "None",
             "failurePolicy": failure_policy,
             "timeoutSeconds": 5,
-            "clientConfig": {
-                "url": format!("https://127.0.0.1:{}/validate", s.admission_port),
-                "caBundle": ca,
-            },
+            "clientConfig": client_config,
             "namespaceSelector": {"matchExpressions": [{
                 "key": "kubernetes.io/metadata.name",
                 "operator": "NotIn",
@@ -134,7 +161,7 @@ async fn register_webhook(s: &Setup, failure_policy: &str) -> Result<()> {
             ],
         }],
     }))?;
-    Api::<ValidatingWebhookConfiguration>::all(s.client.clone())
+    Api::<ValidatingWebhookConfiguration>::all(client.clone())
         .patch(
             WEBHOOK,
             &PatchParams::apply("test").force(),
@@ -950,5 +977,452 @@ spec:
             .any(|l| l == "imagewarden_running_pods_denied{policy=\"no-critical\"} 2"),
         "{metrics}"
     );
+    Ok(())
+}
+
+/// The certificate `port` serves, verified against the CAs of `bundle_pem` (DER).
+async fn served_with_roots(port: u16, bundle_pem: &[u8]) -> Result<Vec<u8>> {
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for der in rustls_pki_types::CertificateDer::pem_slice_iter(bundle_pem) {
+        roots.add(der?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let tls = connector
+        .connect(
+            rustls_pki_types::ServerName::try_from("127.0.0.1")?.to_owned(),
+            tcp,
+        )
+        .await?;
+    Ok(tls.get_ref().1.peer_certificates().unwrap()[0].to_vec())
+}
+
+const CERT_SECRET: &str = "imagewarden-admission-certs";
+const OPERATOR_NS: &str = "imagewarden-system";
+
+/// The caBundle of the webhook (PEM), once set.
+async fn webhook_ca_bundle(client: &Client) -> Result<Option<Vec<u8>>> {
+    let config = Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .get(WEBHOOK)
+        .await?;
+    Ok(config
+        .webhooks
+        .unwrap_or_default()
+        .first()
+        .and_then(|w| w.client_config.ca_bundle.clone())
+        .map(|b| b.0))
+}
+
+fn pem_certs(pem: &[u8]) -> Vec<Vec<u8>> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::pem_slice_iter(pem)
+        .filter_map(|c| c.ok())
+        .map(|c| c.to_vec())
+        .collect()
+}
+
+#[tokio::test]
+async fn operator_made_certificates_are_shared_rotated_and_published_without_a_failed_admission(
+) -> Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    let cp = ControlPlane::start_with(ControlPlaneOptions {
+        controller_manager: true,
+    })
+    .await?;
+    cp.install_crds(&imagewarden_operator::crd::all()).await?;
+    let client = cp.client().await?;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": OPERATOR_NS}}))?,
+        )
+        .await?;
+    // Registered by URL, without a caBundle: the operator fills it in.
+    let ports = [free_port()?, free_port()?];
+    register_webhook_at(&client, ports[0], None, "Fail").await?;
+    let args = |port: u16| -> Vec<String> {
+        vec![
+            format!("--db={}", testdata("osv").display()),
+            "--egress-allow=127.0.0.0/8".to_string(),
+            "--executor=inline".to_string(),
+            format!("--lease-namespace={OPERATOR_NS}"),
+            format!("--admission-addr=127.0.0.1:{port}"),
+            format!("--admission-cert-secret={CERT_SECRET}"),
+            "--admission-cert-ip-addresses=127.0.0.1".to_string(),
+            "--admission-cert-dns-names=imagewarden-admission.imagewarden-system.svc".to_string(),
+            format!("--admission-webhook-configuration={WEBHOOK}"),
+            "--admission-cert-lifetime=20s".to_string(),
+            "--admission-ca-lifetime=60s".to_string(),
+        ]
+    };
+    // Two replicas start at once on the same (missing) Secret.
+    let (args_a, args_b) = (args(ports[0]), args(ports[1]));
+    let (a, b) = tokio::join!(
+        OperatorProcess::start(Path::new(BIN), &cp, &args_a),
+        OperatorProcess::start(Path::new(BIN), &cp, &args_b),
+    );
+    let (_a, _b) = (a?, b?);
+    wait_for_default_account(&client).await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NS);
+    let secret_bytes = |s: &Secret, key: &str| -> Vec<u8> {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|b| b.0.clone())
+            .unwrap_or_default()
+    };
+
+    // One CA: both replicas serve certificates it signed, and the leader put it into
+    // the webhook's caBundle.
+    let first = secrets.get(CERT_SECRET).await?;
+    let first_ca = secret_bytes(&first, "ca.crt");
+    for port in ports {
+        served_with_roots(port, &first_ca).await?;
+    }
+    let published = wait_for("the caBundle", Duration::from_secs(60), || {
+        let client = client.clone();
+        async move { webhook_ca_bundle(&client).await }
+    })
+    .await?;
+    assert_eq!(pem_certs(&published)[0], pem_certs(&first_ca)[0]);
+
+    // Pods are created all along while the serving certificate (every ~13 s) and the CA
+    // (at ~40 s, promoted some seconds later) rotate.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let creating = {
+        let (client, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut created, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match create_pod(
+                    &client,
+                    "default",
+                    &format!("p{created}"),
+                    "registry.example.com/app:v1",
+                )
+                .await
+                {
+                    Ok(Ok(())) => created += 1,
+                    Ok(Err(e)) => failed.push(e),
+                    Err(e) => failed.push(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (created, failed)
+        })
+    };
+    let mut served = std::collections::HashSet::new();
+    let mut bundles_of_two = 0;
+    let started = std::time::Instant::now();
+    let mut rotated_ca = None;
+    while started.elapsed() < Duration::from_secs(120) {
+        let secret = secrets.get(CERT_SECRET).await?;
+        let bundle = secret_bytes(&secret, "ca-bundle.crt");
+        if pem_certs(&bundle).len() == 2 {
+            bundles_of_two += 1;
+        }
+        // Both replicas serve what the Secret says, trusted by the bundle it publishes.
+        for port in ports {
+            served.insert(served_with_roots(port, &bundle).await?);
+        }
+        let ca = secret_bytes(&secret, "ca.crt");
+        if ca != first_ca && served.len() >= 4 {
+            rotated_ca = Some(ca);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A few more seconds on the new CA, then stop.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (created, failed) = creating.await?;
+    let new_ca = rotated_ca.expect("the CA did not rotate within 2 minutes");
+    assert!(
+        bundles_of_two > 0,
+        "the old and new CA were never trusted together"
+    );
+    assert!(
+        served.len() >= 4,
+        "only {} serving certificates seen",
+        served.len()
+    );
+    assert!(failed.is_empty(), "failed admissions: {failed:?}");
+    assert!(created > 50, "only {created} Pods created");
+    // The caBundle holds the new CA; the serving certificate is the new CA's.
+    let published = webhook_ca_bundle(&client).await?.unwrap_or_default();
+    assert!(pem_certs(&published).contains(&pem_certs(&new_ca)[0]));
+    for port in ports {
+        served_with_roots(port, &new_ca).await?;
+    }
+    Ok(())
+}
+
+/// What a receiver got: the event header, the delivery header and the JSON body.
+type Got = (String, String, serde_json::Value);
+
+/// A receiver on 127.0.0.1 recording every POST; over TLS with `tls` (certificate, key).
+async fn policy_receiver(
+    tls: Option<(&str, &str)>,
+) -> Result<(u16, tokio::sync::mpsc::UnboundedReceiver<Got>)> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let tx = tx.clone();
+                async move {
+                    let header = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    let _ = tx.send((
+                        header("x-imagewarden-event"),
+                        header("x-imagewarden-delivery"),
+                        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+                    ));
+                    "ok"
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let tls = match tls {
+        Some((cert, key)) => Some(
+            std::sync::Arc::new(
+                imagewarden_operator::policy::tls::SharedCert::new(cert.as_bytes(), key.as_bytes())
+                    .map_err(anyhow::Error::msg)?,
+            )
+            .config()
+            .map_err(anyhow::Error::msg)?,
+        ),
+        None => None,
+    };
+    let options = imagewarden_operator::registry::webhook::ServerOptions {
+        tls,
+        ..Default::default()
+    };
+    tokio::spawn(imagewarden_operator::registry::webhook::serve_router(
+        listener, app, options,
+    ));
+    Ok((port, rx))
+}
+
+/// The next notification of `event` (others are skipped), within `within`.
+async fn next_of(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Got>,
+    event: &str,
+    within: Duration,
+) -> Result<Got> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(got)) if got.0 == event => return Ok(got),
+            Ok(Some(_)) => continue,
+            _ => bail!("no {event} notification within {within:?}"),
+        }
+    }
+}
+
+/// Notifications of `event` received until now.
+fn drain_of(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Got>, event: &str) -> Vec<Got> {
+    let mut out = Vec::new();
+    while let Ok(got) = rx.try_recv() {
+        if got.0 == event {
+            out.push(got);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn expired_exceptions_and_new_violations_are_notified_to_the_rules_targets() -> Result<()> {
+    use k8s_openapi::api::core::v1::Secret;
+    let mut s = setup().await?;
+    let client = s.client.clone();
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    let digest = push_image(&registry, "team-a/alpine", "v1", &vulnerable_alpine()).await?;
+    let h = registry.host.clone();
+    let vulnerable = format!("{h}/team-a/alpine@{digest}");
+
+    // An HTTP and an HTTPS receiver (its CA in a Secret of the rule's namespace).
+    let receiver_ca = TestCa::new("policy-receiver-ca")?;
+    let receiver_cert = receiver_ca.server(&["127.0.0.1"])?;
+    let (http_port, mut http) = policy_receiver(None).await?;
+    let (https_port, mut https) =
+        policy_receiver(Some((&receiver_cert.cert_pem, &receiver_cert.key_pem))).await?;
+    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "receiver-ca"},
+                "stringData": {"ca.crt": receiver_ca.cert_pem},
+            }))?,
+        )
+        .await?;
+    let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
+    apply_yaml(
+        &rules,
+        &format!(
+            "apiVersion: imagewarden.io/v1alpha1
+kind: ScanRule
+metadata:
+  name: team-a
+  annotations:
+    imagewarden.io/scan-now: first
+spec:
+  registry:
+    url: {h}
+    insecure: true
+  scope:
+    type: Namespace
+    name: team-a
+  notifications:
+    - name: http
+      type: HTTP
+      url: http://127.0.0.1:{http_port}/hook
+      events: [ExceptionExpired, PolicyViolation]
+    - name: https
+      type: HTTPS
+      url: https://127.0.0.1:{https_port}/hook
+      caSecretRef: {{name: receiver-ca, key: ca.crt}}
+      events: [ExceptionExpired, PolicyViolation]
+"
+        ),
+    )
+    .await?;
+    let tasks: Api<ScanTask> = Api::default_namespaced(client.clone());
+    wait_for("the scan to finish", Duration::from_secs(180), || {
+        let tasks = tasks.clone();
+        async move {
+            let list = tasks.list(&ListParams::default()).await?;
+            Ok(list.items.into_iter().find(|t| {
+                t.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == ScanPhase::Completed)
+            }))
+        }
+    })
+    .await?;
+
+    // An exception that covers the image's Critical finding expires.
+    let exceptions: Api<VulnerabilityException> = Api::default_namespaced(client.clone());
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(15);
+    apply_yaml(
+        &exceptions,
+        &format!(
+            "apiVersion: imagewarden.io/v1alpha1
+kind: VulnerabilityException
+metadata:
+  name: musl
+spec:
+  ids:
+    - id: ALPINE-CVE-2019-14697
+  expires: '{}'
+  reason: 'SEC-42'
+",
+            expires.format("%Y-%m-%dT%H:%M:%SZ")
+        ),
+    )
+    .await?;
+    for (name, rx) in [("http", &mut http), ("https", &mut https)] {
+        let (_, delivery, body) = next_of(rx, "ExceptionExpired", Duration::from_secs(90)).await?;
+        assert_eq!(
+            body["apiVersion"], "imagewarden.io/notification/v1",
+            "{body}"
+        );
+        assert_eq!(body["event"], "ExceptionExpired", "{body}");
+        assert_eq!(body["rule"]["name"], "team-a", "{body}");
+        assert_eq!(body["deliveryId"], delivery.as_str());
+        assert!(delivery.ends_with(&format!("/team-a/{name}")), "{delivery}");
+        let item = &body["items"][0];
+        assert_eq!(item["kind"], "ExceptionExpired", "{body}");
+        assert_eq!(item["object"]["kind"], "VulnerabilityException", "{body}");
+        assert_eq!(item["object"]["name"], "musl", "{body}");
+        assert!(
+            item["reasons"]
+                .to_string()
+                .contains("ALPINE-CVE-2019-14697"),
+            "{body}"
+        );
+    }
+    let status = wait_for("the deliveries recorded", Duration::from_secs(30), || {
+        let exceptions = exceptions.clone();
+        async move {
+            let status = exceptions.get("musl").await?.status.unwrap_or_default();
+            Ok((status.notifications.len() == 2
+                && status.notifications.iter().all(|d| d.state == "Delivered"))
+            .then_some(status))
+        }
+    })
+    .await?;
+    let mut targets: Vec<&str> = status
+        .notifications
+        .iter()
+        .map(|d| d.target.as_str())
+        .collect();
+    targets.sort();
+    assert_eq!(targets, ["team-a/http", "team-a/https"]);
+    assert!(status.notified_expiry.is_some());
+
+    // A restarted operator does not send them again.
+    s.operator.kill();
+    s.operator = OperatorProcess::start(Path::new(BIN), &s.cp, &s.args).await?;
+
+    // Running Pods a new policy denies: one notification per target for the sweep,
+    // listing both Pods, and none again while they keep running.
+    create_pod(&client, "default", "bare-1", &vulnerable)
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    create_pod(&client, "default", "bare-2", &vulnerable)
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let policies: Api<ImagePolicy> = Api::all(client.clone());
+    apply_yaml(&policies, &policy_yaml("Enforce", "Deny")).await?;
+    for rx in [&mut http, &mut https] {
+        let (_, _, body) = next_of(rx, "PolicyViolation", Duration::from_secs(90)).await?;
+        assert_eq!(body["event"], "PolicyViolation", "{body}");
+        let items = body["items"].as_array().cloned().unwrap_or_default();
+        let mut pods: Vec<String> = items
+            .iter()
+            .map(|i| i["object"]["name"].as_str().unwrap_or_default().to_string())
+            .collect();
+        pods.sort();
+        assert_eq!(pods, ["bare-1", "bare-2"], "{body}");
+        for item in &items {
+            assert_eq!(item["policy"], "no-critical", "{body}");
+            assert_eq!(item["image"], vulnerable.as_str(), "{body}");
+            assert!(
+                item["reasons"]
+                    .to_string()
+                    .contains("ALPINE-CVE-2019-14697"),
+                "{body}"
+            );
+        }
+    }
+    // The next sweep (30 s) finds the same violations: nothing new is sent, and the
+    // restart above sent no second ExceptionExpired.
+    tokio::time::sleep(
+        imagewarden_operator::policy::running::SWEEP_INTERVAL + Duration::from_secs(5),
+    )
+    .await;
+    for rx in [&mut http, &mut https] {
+        let mut rest = drain_of(rx, "PolicyViolation");
+        assert!(rest.is_empty(), "repeated: {rest:?}");
+        rest = drain_of(rx, "ExceptionExpired");
+        assert!(rest.is_empty(), "sent again after a restart: {rest:?}");
+    }
     Ok(())
 }

@@ -169,6 +169,12 @@ pub enum NotificationEvent {
     ScanFailed,
     /// A vulnerability database update revealed findings that were not there before.
     NewFindings,
+    /// A VulnerabilityException of the rule's namespace that covered findings of the
+    /// rule's images expired (policy-event payload).
+    ExceptionExpired,
+    /// A running Pod's image, scanned under the rule, is now denied by an ImagePolicy
+    /// (policy-event payload, one per sweep with every new violation).
+    PolicyViolation,
 }
 
 /// One place that hears about scan results.

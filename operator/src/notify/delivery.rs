@@ -8,7 +8,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AF
 use reqwest::Url;
 
 use super::dingtalk;
-use super::payload::NotificationPayload;
+use super::payload::{NotificationPayload, PolicyEventPayload};
 use super::plan::event_name;
 use super::redact::{redact_url, Redactor};
 use super::retry::{
@@ -35,6 +35,46 @@ pub(crate) struct ResolvedTarget {
     request_timeout: Duration,
     /// Whether certificate verification is off (`insecureSkipVerify`).
     pub insecure: bool,
+}
+
+/// A document a target can be sent: the scan payload or the policy-event payload.
+pub(crate) trait Deliverable {
+    fn delivery_id(&self) -> &str;
+    fn event(&self) -> crate::crd::NotificationEvent;
+    /// The JSON body for HTTP(S) targets.
+    fn json(&self) -> Vec<u8>;
+    /// The DingTalk robot's body.
+    fn dingtalk(&self) -> serde_json::Value;
+}
+
+impl Deliverable for NotificationPayload {
+    fn delivery_id(&self) -> &str {
+        &self.delivery_id
+    }
+    fn event(&self) -> crate::crd::NotificationEvent {
+        self.event
+    }
+    fn json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+    fn dingtalk(&self) -> serde_json::Value {
+        dingtalk::message(self)
+    }
+}
+
+impl Deliverable for PolicyEventPayload {
+    fn delivery_id(&self) -> &str {
+        &self.delivery_id
+    }
+    fn event(&self) -> crate::crd::NotificationEvent {
+        self.event
+    }
+    fn json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+    fn dingtalk(&self) -> serde_json::Value {
+        dingtalk::policy_message(self)
+    }
 }
 
 /// How a delivery ended.
@@ -212,7 +252,7 @@ impl ResolvedTarget {
     /// Sends `payload` until it is accepted, fails for good, or the attempts run out.
     pub(crate) async fn deliver(
         &self,
-        payload: &NotificationPayload,
+        payload: &impl Deliverable,
         policy: &RetryPolicy,
     ) -> Outcome {
         let max = policy.max_attempts.max(1);
@@ -260,7 +300,7 @@ impl ResolvedTarget {
         }
     }
 
-    async fn attempt(&self, payload: &NotificationPayload) -> AttemptOutcome {
+    async fn attempt(&self, payload: &impl Deliverable) -> AttemptOutcome {
         let now = Timestamp::now();
         let (url, body) = match self.kind {
             NotificationType::DingTalk => {
@@ -268,20 +308,17 @@ impl ResolvedTarget {
                     Some(secret) => dingtalk_signed_url(&self.url, secret, now.as_millisecond()),
                     None => self.url.clone(),
                 };
-                (url, dingtalk::message(payload).to_string().into_bytes())
+                (url, payload.dingtalk().to_string().into_bytes())
             }
-            NotificationType::HTTP | NotificationType::HTTPS => (
-                self.url.clone(),
-                serde_json::to_vec(payload).unwrap_or_default(),
-            ),
+            NotificationType::HTTP | NotificationType::HTTPS => (self.url.clone(), payload.json()),
         };
         let mut request = self
             .client
             .post(url)
             .headers(self.headers.clone())
             .header(CONTENT_TYPE, "application/json")
-            .header(DELIVERY_HEADER, &payload.delivery_id)
-            .header(EVENT_HEADER, event_name(payload.event));
+            .header(DELIVERY_HEADER, payload.delivery_id())
+            .header(EVENT_HEADER, event_name(payload.event()));
         if self.kind != NotificationType::DingTalk {
             if let Some(secret) = &self.signing_secret {
                 let ts = now.as_second();

@@ -6,7 +6,9 @@ use std::fmt::Write;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::payload::{FindingSummary, ImageReport, NotificationPayload, TopFinding};
+use super::payload::{
+    FindingSummary, ImageReport, NotificationPayload, PolicyEventPayload, TopFinding,
+};
 use crate::crd::{NotificationEvent, ScanPhase, Severity};
 
 /// Images listed in one message; the rest are counted.
@@ -22,11 +24,44 @@ pub fn message(payload: &NotificationPayload) -> serde_json::Value {
     json!({"msgtype": "markdown", "markdown": {"title": title, "text": text}})
 }
 
+/// The robot's request body for a policy event: a heading, then one line per item.
+pub fn policy_message(payload: &PolicyEventPayload) -> serde_json::Value {
+    let (icon, heading) = event_heading(payload.event);
+    let title = format!(
+        "{icon} {heading} ({}/{})",
+        payload.rule.namespace, payload.rule.name
+    );
+    let mut text = format!("### {title}\n\n");
+    for item in payload.items.iter().take(MAX_IMAGES) {
+        let o = &item.object;
+        let mut line = format!("- **{} {}/{}**", o.kind, o.namespace, o.name);
+        if let Some(owner) = &o.owner {
+            let _ = write!(line, " ({owner})");
+        }
+        if let (Some(image), Some(policy)) = (&item.image, &item.policy) {
+            let _ = write!(line, ": `{image}` denied by ImagePolicy **{policy}**");
+        }
+        if !item.reasons.is_empty() {
+            let _ = write!(line, " — {}", item.reasons.join("; "));
+        }
+        text.push_str(&line);
+        text.push('\n');
+    }
+    let more = payload.items.len().saturating_sub(MAX_IMAGES) + payload.omitted as usize;
+    if more > 0 {
+        let _ = writeln!(text, "- … {more} more");
+    }
+    let text = super::redact::truncate(&text, MAX_TEXT_BYTES);
+    json!({"msgtype": "markdown", "markdown": {"title": title, "text": text}})
+}
+
 fn event_heading(event: NotificationEvent) -> (&'static str, &'static str) {
     match event {
         NotificationEvent::ScanCompleted => ("✅", "Scan completed"),
         NotificationEvent::ScanFailed => ("❌", "Scan failed"),
         NotificationEvent::NewFindings => ("🆕", "New findings"),
+        NotificationEvent::ExceptionExpired => ("⌛", "Vulnerability exception expired"),
+        NotificationEvent::PolicyViolation => ("🚫", "Running image now denied"),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Notifications: telling the targets a `ScanRule` names (DingTalk robots, HTTP and HTTPS
 //! webhooks) that a scan task completed or failed, or that a database update revealed
-//! new findings.
+//! new findings; and policy events ([`policy`]): an exception that expired, running
+//! Pods a policy now denies.
 //!
 //! The controller calls [`notify_task`] when a task reaches `Completed` or `Failed`. It
 //! may call it again on every reconcile: what was delivered, failed or skipped is
@@ -24,6 +25,7 @@ mod docs_example;
 pub mod links;
 pub mod payload;
 pub mod plan;
+pub mod policy;
 pub mod redact;
 pub mod retry;
 pub mod signing;

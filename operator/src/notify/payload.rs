@@ -423,6 +423,101 @@ pub fn new_findings_view(result: &ImageScanResult, new_ids: &HashSet<String>) ->
     view
 }
 
+/// Items listed in one policy-event notification; the rest are counted in `omitted`.
+pub const MAX_POLICY_ITEMS: usize = 50;
+/// Reasons listed per item.
+pub const MAX_POLICY_REASONS: usize = 5;
+/// Characters kept of an image reference or a reason (a Pod's image is its author's text).
+pub const MAX_POLICY_TEXT: usize = 512;
+
+/// What an HTTP(S) target receives for policy events (`ExceptionExpired`,
+/// `PolicyViolation`): same `apiVersion`, `deliveryId` and `event` as the scan payload,
+/// then one item per object the event is about. Documented in
+/// `docs/notification-policy-payload.schema.json`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyEventPayload {
+    /// Always [`PAYLOAD_API_VERSION`].
+    pub api_version: String,
+    /// Idempotency key; also the `X-Imagewarden-Delivery` header.
+    pub delivery_id: String,
+    /// `ExceptionExpired` or `PolicyViolation`.
+    pub event: NotificationEvent,
+    /// When the notification was built, RFC 3339.
+    pub occurred_at: String,
+    /// The rule whose notification target this is.
+    pub rule: ObjectName,
+    /// What happened, at most [`MAX_POLICY_ITEMS`].
+    pub items: Vec<PolicyEventItem>,
+    /// Items left out of `items`.
+    #[serde(default)]
+    pub omitted: u32,
+}
+
+/// One object a policy event is about.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyEventItem {
+    /// `ExceptionExpired` or `PolicyViolation`.
+    pub kind: NotificationEvent,
+    /// The VulnerabilityException that expired, or the Pod that violates.
+    pub object: PolicyObject,
+    /// The ImagePolicy that denies (`PolicyViolation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The image denied (`PolicyViolation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Why: the policy's top reasons, or the exception's expiry and the ids it covered.
+    pub reasons: Vec<String>,
+    /// When it happened (the expiry; the sweep that found the violation), RFC 3339.
+    pub when: String,
+}
+
+/// A Kubernetes object named in a policy event.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyObject {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// The controller the Pod belongs to (`ReplicaSet/web-5d8c`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// `text` cut to [`MAX_POLICY_TEXT`] characters.
+pub fn bounded(text: &str) -> String {
+    super::redact::truncate(text, MAX_POLICY_TEXT)
+}
+
+/// The policy-event payload for `rule` with `items` (bounded; the rest counted).
+pub fn policy_event_payload(
+    rule: &ObjectName,
+    event: NotificationEvent,
+    mut items: Vec<PolicyEventItem>,
+    occurred_at: &str,
+) -> PolicyEventPayload {
+    let omitted = items.len().saturating_sub(MAX_POLICY_ITEMS);
+    items.truncate(MAX_POLICY_ITEMS);
+    for item in &mut items {
+        item.reasons.truncate(MAX_POLICY_REASONS);
+        for r in &mut item.reasons {
+            *r = bounded(r);
+        }
+        item.image = item.image.as_deref().map(bounded);
+    }
+    PolicyEventPayload {
+        api_version: PAYLOAD_API_VERSION.to_string(),
+        delivery_id: String::new(),
+        event,
+        occurred_at: occurred_at.to_string(),
+        rule: rule.clone(),
+        items,
+        omitted: u32::try_from(omitted).unwrap_or(u32::MAX),
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

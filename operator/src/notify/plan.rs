@@ -47,6 +47,8 @@ pub fn event_name(event: NotificationEvent) -> &'static str {
         NotificationEvent::ScanCompleted => "ScanCompleted",
         NotificationEvent::ScanFailed => "ScanFailed",
         NotificationEvent::NewFindings => "NewFindings",
+        NotificationEvent::ExceptionExpired => "ExceptionExpired",
+        NotificationEvent::PolicyViolation => "PolicyViolation",
     }
 }
 

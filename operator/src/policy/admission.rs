@@ -418,15 +418,62 @@ pub fn respond(
 #[derive(Clone, Debug, clap::Args)]
 pub struct AdmissionArgs {
     /// Address of the validating admission webhook (`POST /validate`, HTTPS). Unset: no
-    /// webhook (verdicts are still recorded in the ImageScanResults).
-    #[arg(long, env = "IMAGEWARDEN_ADMISSION_ADDR", requires_all = ["admission_tls_cert_file", "admission_tls_key_file"])]
+    /// webhook (verdicts are still recorded in the ImageScanResults). Needs a certificate:
+    /// `--admission-tls-cert-file`/`--admission-tls-key-file`, or `--admission-cert-secret`.
+    #[arg(long, env = "IMAGEWARDEN_ADMISSION_ADDR")]
     pub admission_addr: Option<std::net::SocketAddr>,
     /// PEM certificate chain the webhook serves (read again when the file changes).
-    #[arg(long, env = "IMAGEWARDEN_ADMISSION_TLS_CERT_FILE")]
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_ADMISSION_TLS_CERT_FILE",
+        requires = "admission_tls_key_file",
+        conflicts_with = "admission_cert_secret"
+    )]
     pub admission_tls_cert_file: Option<PathBuf>,
     /// PEM private key of that certificate.
-    #[arg(long, env = "IMAGEWARDEN_ADMISSION_TLS_KEY_FILE")]
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_ADMISSION_TLS_KEY_FILE",
+        requires = "admission_tls_cert_file"
+    )]
     pub admission_tls_key_file: Option<PathBuf>,
+    /// The operator makes the webhook's CA and serving certificate itself and keeps them
+    /// in this Secret of its namespace (created by whichever replica starts first, served
+    /// by all, renewed by the leader).
+    #[arg(long, env = "IMAGEWARDEN_ADMISSION_CERT_SECRET")]
+    pub admission_cert_secret: Option<String>,
+    /// DNS names of the operator-made serving certificate (comma-separated), e.g.
+    /// `imagewarden-admission.imagewarden-system.svc`.
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_ADMISSION_CERT_DNS_NAMES",
+        value_delimiter = ',',
+        requires = "admission_cert_secret"
+    )]
+    pub admission_cert_dns_names: Vec<String>,
+    /// IP addresses of the operator-made serving certificate (comma-separated), for a
+    /// webhook registered by URL.
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_ADMISSION_CERT_IP_ADDRESSES",
+        value_delimiter = ',',
+        requires = "admission_cert_secret"
+    )]
+    pub admission_cert_ip_addresses: Vec<std::net::IpAddr>,
+    /// Lifetime of the operator-made CA; a successor is introduced at 2/3 of it.
+    #[arg(long, env = "IMAGEWARDEN_ADMISSION_CA_LIFETIME", value_parser = imagewarden_scanner::policy::parse_duration, default_value = "8760h")]
+    pub admission_ca_lifetime: std::time::Duration,
+    /// Lifetime of the operator-made serving certificate; renewed at 2/3 of it.
+    #[arg(long, env = "IMAGEWARDEN_ADMISSION_CERT_LIFETIME", value_parser = imagewarden_scanner::policy::parse_duration, default_value = "2160h")]
+    pub admission_cert_lifetime: std::time::Duration,
+    /// ValidatingWebhookConfiguration whose `caBundle` the leader keeps equal to the
+    /// operator-made CAs (with `--admission-cert-secret`).
+    #[arg(
+        long,
+        env = "IMAGEWARDEN_ADMISSION_WEBHOOK_CONFIGURATION",
+        requires = "admission_cert_secret"
+    )]
+    pub admission_webhook_configuration: Option<String>,
     /// How long the digest a tag was resolved to at admission is reused (`30s`; `0s`:
     /// ask the registry at every admission).
     #[arg(long, env = "IMAGEWARDEN_ADMISSION_TAG_CACHE", value_parser = tag_cache_ttl, default_value = "30s")]
@@ -443,27 +490,71 @@ fn tag_cache_ttl(s: &str) -> Result<std::time::Duration, String> {
     Ok(ttl)
 }
 
+/// Where the webhook's certificate comes from.
+#[derive(Clone, Debug)]
+pub enum AdmissionTls {
+    /// PEM files (a mounted Secret that cert-manager or the chart writes), read again when
+    /// they change.
+    Files {
+        cert_file: PathBuf,
+        key_file: PathBuf,
+    },
+    /// Made, kept and renewed by the operator (see [`super::certs`]).
+    Operator(super::certs::CertSettings),
+}
+
 /// Where and how the admission webhook is served.
 #[derive(Clone, Debug)]
 pub struct AdmissionServerConfig {
     pub addr: std::net::SocketAddr,
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
+    pub tls: AdmissionTls,
     /// How long a resolved tag is reused.
     pub tag_cache: std::time::Duration,
     pub settings: AdmissionSettings,
 }
 
 impl AdmissionArgs {
-    /// The server's configuration, when the webhook is on.
-    pub fn server_config(&self, settings: AdmissionSettings) -> Option<AdmissionServerConfig> {
-        Some(AdmissionServerConfig {
-            addr: self.admission_addr?,
-            cert_file: self.admission_tls_cert_file.clone()?,
-            key_file: self.admission_tls_key_file.clone()?,
+    /// The server's configuration, when the webhook is on; the error says which flags
+    /// are missing or wrong.
+    pub fn server_config(
+        &self,
+        settings: AdmissionSettings,
+    ) -> Result<Option<AdmissionServerConfig>, String> {
+        let Some(addr) = self.admission_addr else {
+            if self.admission_cert_secret.is_some() {
+                return Err("--admission-cert-secret needs --admission-addr".into());
+            }
+            return Ok(None);
+        };
+        let tls = match (
+            &self.admission_tls_cert_file,
+            &self.admission_tls_key_file,
+            &self.admission_cert_secret,
+        ) {
+            (Some(cert), Some(key), None) => AdmissionTls::Files {
+                cert_file: cert.clone(),
+                key_file: key.clone(),
+            },
+            (None, None, Some(secret)) => {
+                let certs = super::certs::CertSettings {
+                    secret: secret.clone(),
+                    dns_names: self.admission_cert_dns_names.clone(),
+                    ip_addresses: self.admission_cert_ip_addresses.clone(),
+                    ca_lifetime: self.admission_ca_lifetime,
+                    cert_lifetime: self.admission_cert_lifetime,
+                    webhook_configuration: self.admission_webhook_configuration.clone(),
+                };
+                certs.validate()?;
+                AdmissionTls::Operator(certs)
+            }
+            _ => return Err("--admission-addr needs a certificate: --admission-tls-cert-file and --admission-tls-key-file, or --admission-cert-secret".into()),
+        };
+        Ok(Some(AdmissionServerConfig {
+            addr,
+            tls,
             tag_cache: self.admission_tag_cache,
             settings,
-        })
+        }))
     }
 }
 

@@ -4,6 +4,7 @@
 //! ([`admission`]) looks them up.
 
 pub mod admission;
+pub mod certs;
 pub mod running;
 pub mod server;
 pub mod stats;

@@ -3,8 +3,11 @@
 //! expired). Every [`SWEEP_INTERVAL`] the leader judges each Pod from the same caches and
 //! with the same function as admission, and for each newly violating (Pod, policy,
 //! image) publishes a `PolicyViolation` Warning event on the Pod's controller (its
-//! ReplicaSet, StatefulSet, DaemonSet, Job; the Pod itself when it has none). The
-//! gauge `imagewarden_running_pods_denied{policy}` counts the Pods each policy would deny.
+//! ReplicaSet, StatefulSet, DaemonSet, Job; the Pod itself when it has none), and sends
+//! a `PolicyViolation` notification to the targets of the ScanRule that produced the
+//! image's result: one per sweep and target, listing that sweep's new violations. A
+//! violation is not reported again while it persists. The gauge
+//! `imagewarden_running_pods_denied{policy}` counts the Pods each policy would deny.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -19,6 +22,7 @@ use super::admission::{judge, AdmissionSettings};
 use super::server::{watch, Caches};
 use super::Action;
 use crate::context::Context;
+use crate::notify::payload::{PolicyEventItem, PolicyObject};
 
 /// How often running Pods are judged again.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
@@ -118,6 +122,7 @@ pub async fn run(ctx: Arc<Context>, caches: Caches, settings: AdmissionSettings)
         let found = sweep(&pods.state(), &caches, &settings, chrono::Utc::now());
         ctx.metrics.running_pods_denied(&found.denied_pods);
         let mut still: HashSet<Reported> = HashSet::new();
+        let mut new_violations = Vec::new();
         for (pod, policy, image, reasons) in found.violations {
             let key = (pod.uid().unwrap_or_default(), policy.clone(), image.clone());
             still.insert(key.clone());
@@ -147,9 +152,103 @@ pub async fn run(ctx: Arc<Context>, caches: Caches, settings: AdmissionSettings)
                 continue; // reported again on the next sweep
             }
             reported.insert(key);
+            new_violations.push((pod, policy, image, reasons));
         }
+        notify_new(&ctx, &caches, new_violations);
         // A violation that ended (Pod gone, image rescanned, policy relaxed) may be
         // reported again when it comes back.
         reported.retain(|k| still.contains(k));
     }
+}
+
+/// The new violations of a sweep, grouped by the ScanRule that produced the image's
+/// result (rules without `PolicyViolation` targets left out). Pure but for the caches.
+pub fn violations_by_rule(
+    violations: &[(Arc<Pod>, String, String, Vec<String>)],
+    caches: &Caches,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<(Arc<crate::crd::ScanRule>, Vec<PolicyEventItem>)> {
+    let when = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut by_rule: BTreeMap<(String, String), (Arc<crate::crd::ScanRule>, Vec<PolicyEventItem>)> =
+        BTreeMap::new();
+    for (pod, policy, image, reasons) in violations {
+        let namespace = pod.namespace().unwrap_or_default();
+        let Ok(reference) = super::image::ImageReference::parse(image) else {
+            continue;
+        };
+        let Some(result) = super::admission::Lookup::result(caches, &reference, &namespace) else {
+            continue;
+        };
+        let owner = owner_reference(pod);
+        let owner = (owner.kind.as_deref() != Some("Pod")).then(|| {
+            format!(
+                "{}/{}",
+                owner.kind.unwrap_or_default(),
+                owner.name.unwrap_or_default()
+            )
+        });
+        for rule in caches.rules_of(&result) {
+            if crate::notify::policy::selected(
+                &rule,
+                crate::crd::NotificationEvent::PolicyViolation,
+            )
+            .is_empty()
+            {
+                continue;
+            }
+            let key = (rule.namespace().unwrap_or_default(), rule.name_any());
+            let items = &mut by_rule
+                .entry(key)
+                .or_insert_with(|| (rule.clone(), Vec::new()))
+                .1;
+            items.push(PolicyEventItem {
+                kind: crate::crd::NotificationEvent::PolicyViolation,
+                object: PolicyObject {
+                    kind: "Pod".into(),
+                    namespace: namespace.clone(),
+                    name: pod.name_any(),
+                    owner: owner.clone(),
+                },
+                policy: Some(policy.clone()),
+                image: Some(image.clone()),
+                reasons: reasons.clone(),
+                when: when.clone(),
+            });
+        }
+    }
+    by_rule.into_values().collect()
+}
+
+/// Sends one `PolicyViolation` notification per rule and target for the sweep's new
+/// violations, in the background (the sweep does not wait on receivers).
+fn notify_new(
+    ctx: &Arc<Context>,
+    caches: &Caches,
+    violations: Vec<(Arc<Pod>, String, String, Vec<String>)>,
+) {
+    if violations.is_empty() {
+        return;
+    }
+    let batches = violations_by_rule(&violations, caches, chrono::Utc::now());
+    if batches.is_empty() {
+        return;
+    }
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let opts = crate::notify::NotifyOptions {
+            egress: ctx.config.egress.policy(),
+            task_locks: ctx.notify_locks.clone(),
+            ..Default::default()
+        };
+        for (rule, items) in batches {
+            crate::notify::policy::notify_violations(
+                &ctx.client,
+                &ctx.recorder,
+                &rule,
+                items,
+                &opts,
+            )
+            .await;
+        }
+    });
 }

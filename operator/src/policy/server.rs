@@ -117,6 +117,48 @@ impl Caches {
     }
 }
 
+impl Caches {
+    /// The ScanRules that produced `result`: the rules of the ScanTasks owning it, else
+    /// the rules of its namespace that cover its image.
+    pub fn rules_of(&self, result: &ImageScanResult) -> Vec<Arc<ScanRule>> {
+        let namespace = result.metadata.namespace.clone().unwrap_or_default();
+        let mut names: Vec<String> = result
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .filter(|o| o.kind == "ScanTask")
+            .filter_map(|o| {
+                self.tasks
+                    .get(&reflector::ObjectRef::new(&o.name).within(&namespace))
+            })
+            .filter_map(|t| t.spec.rule_ref.as_ref().map(|r| r.name.clone()))
+            .collect();
+        names.sort();
+        names.dedup();
+        let mut rules: Vec<Arc<ScanRule>> = names
+            .iter()
+            .filter_map(|n| {
+                self.rules
+                    .get(&reflector::ObjectRef::new(n).within(&namespace))
+            })
+            .collect();
+        if rules.is_empty() {
+            let image = ImageReference {
+                name: crate::policy::result_image(result),
+                tag: None,
+                digest: Some(result.spec.digest.clone()),
+            };
+            rules = self.rules.state_filter(|r| {
+                r.metadata.namespace.as_deref() == Some(namespace.as_str())
+                    && super::unscanned::rule_covers(&r.spec, &image)
+            });
+            rules.sort_by_key(|r| r.name_any());
+        }
+        rules
+    }
+}
+
 fn scan_time(r: &ImageScanResult) -> i64 {
     r.status
         .as_ref()
@@ -314,8 +356,9 @@ pub fn router(
 }
 
 /// Starts the caches, waits until they are filled, then serves the webhook on
-/// `config.addr` over TLS (the certificate files are read again when they change, so a
-/// rotated certificate is served without a restart) and writes admission counts to the
+/// `config.addr` over TLS (the certificate files, or the operator's certificate Secret,
+/// are read again when they change, so a rotated certificate is served without a
+/// restart) and writes admission counts to the
 /// policies. Returns when listening. Call it once `caches` are [`Caches::ready`].
 pub async fn spawn(
     ctx: Arc<Context>,
@@ -323,8 +366,32 @@ pub async fn spawn(
     config: AdmissionServerConfig,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    let tls = super::tls::reloading_config(&config.cert_file, &config.key_file)
-        .map_err(|e| anyhow::anyhow!("admission webhook TLS: {e}"))?;
+    let tls = match &config.tls {
+        super::admission::AdmissionTls::Files {
+            cert_file,
+            key_file,
+        } => super::tls::reloading_config(cert_file, key_file),
+        super::admission::AdmissionTls::Operator(certs) => {
+            // Every replica: the shared Secret (created by whichever replica comes
+            // first), served from memory and swapped when the Secret changes.
+            let namespace = ctx.config.lease_namespace.clone();
+            let secret = super::certs::ensure(&ctx.client, &namespace, certs).await?;
+            let (cert, key) = super::certs::serving_pem(&secret)
+                .ok_or_else(|| anyhow::anyhow!("Secret {} holds no certificate", certs.secret))?;
+            let shared = Arc::new(
+                super::tls::SharedCert::new(&cert, &key)
+                    .map_err(|e| anyhow::anyhow!("Secret {}: {e}", certs.secret))?,
+            );
+            tokio::spawn(super::certs::watch_secret(
+                ctx.client.clone(),
+                namespace,
+                certs.secret.clone(),
+                shared.clone(),
+            ));
+            shared.config()
+        }
+    }
+    .map_err(|e| anyhow::anyhow!("admission webhook TLS: {e}"))?;
     let stats = Arc::new(AdmissionStats::default());
     let client = ctx.client.clone();
     let app = router(

@@ -111,11 +111,92 @@ pub fn reloading_config(
             checked: Instant::now(),
         }),
     };
+    server_config(provider, Arc::new(resolver))
+}
+
+/// Serves whatever certificate it was last given ([`SharedCert::set_pem`]): the
+/// operator-made certificate, handed over from the Secret watch.
+pub struct SharedCert {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    current: std::sync::RwLock<(Vec<u8>, Arc<CertifiedKey>)>,
+}
+
+impl std::fmt::Debug for SharedCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedCert").finish_non_exhaustive()
+    }
+}
+
+fn certified_from_pem(
+    cert: &[u8],
+    key: &[u8],
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<Arc<CertifiedKey>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let certs: Vec<rustls_pki_types::CertificateDer<'static>> =
+        rustls_pki_types::CertificateDer::pem_slice_iter(cert)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("certificate: {e}"))?;
+    if certs.is_empty() {
+        return Err("no certificate".into());
+    }
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key)
+        .map_err(|e| format!("private key: {e}"))?;
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("unusable private key: {e}"))?;
+    let certified = CertifiedKey::new(certs, signing);
+    certified
+        .keys_match()
+        .map_err(|e| format!("certificate and key do not belong together: {e}"))?;
+    Ok(Arc::new(certified))
+}
+
+impl SharedCert {
+    /// Starts with the PEM certificate chain and key given.
+    pub fn new(cert: &[u8], key: &[u8]) -> Result<Self, String> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let certified = certified_from_pem(cert, key, &provider)?;
+        Ok(Self {
+            provider,
+            current: std::sync::RwLock::new((cert.to_vec(), certified)),
+        })
+    }
+
+    /// Serves `cert` and `key` from now on. `Ok(false)`: that is the certificate served
+    /// already; `Err`: unusable, the previous one stays.
+    pub fn set_pem(&self, cert: &[u8], key: &[u8]) -> Result<bool, String> {
+        if self.current.read().map(|c| c.0 == cert).unwrap_or(false) {
+            return Ok(false);
+        }
+        let certified = certified_from_pem(cert, key, &self.provider)?;
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        *current = (cert.to_vec(), certified);
+        Ok(true)
+    }
+
+    /// TLS settings serving this certificate.
+    pub fn config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>, String> {
+        server_config(self.provider.clone(), self.clone())
+    }
+}
+
+impl ResolvesServerCert for SharedCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.current.read().ok().map(|c| c.1.clone())
+    }
+}
+
+fn server_config(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    resolver: Arc<dyn ResolvesServerCert>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS settings: {e}"))?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -241,10 +241,53 @@ async fn reconcile_exception(
         )
         .await?;
     }
+    if !live {
+        notify_expired(ctx, &data.1, exception).await?;
+    }
     Ok(match (expires - now).to_std() {
         Ok(left) if live => Action::requeue((left + Duration::from_secs(1)).min(RESYNC)),
         _ => Action::await_change(),
     })
+}
+
+/// The rules whose results of the exception's namespace it covered (it accepted one of
+/// their findings just before it expired).
+pub fn rules_covered(
+    caches: &Caches,
+    exception: &VulnerabilityException,
+) -> Vec<Arc<crate::crd::ScanRule>> {
+    let namespace = exception.namespace().unwrap_or_default();
+    let before = crate::to_chrono(&exception.spec.expires) - chrono::Duration::seconds(1);
+    let mut rules: Vec<Arc<crate::crd::ScanRule>> = caches
+        .results
+        .state_filter(|r| r.metadata.namespace.as_deref() == Some(namespace.as_str()))
+        .iter()
+        .filter(|r| excepted_counts(r, &[exception], before).total() > 0)
+        .flat_map(|r| caches.rules_of(r))
+        .collect();
+    rules.sort_by_key(|r| r.name_any());
+    rules.dedup_by_key(|r| r.name_any());
+    rules
+}
+
+/// `ExceptionExpired` to the targets of the rules the exception covered.
+async fn notify_expired(
+    ctx: &Context,
+    caches: &Caches,
+    exception: &VulnerabilityException,
+) -> Result<(), Error> {
+    let rules = rules_covered(caches, exception);
+    if rules.is_empty() {
+        return Ok(());
+    }
+    let opts = crate::notify::NotifyOptions {
+        egress: ctx.config.egress.policy(),
+        task_locks: ctx.notify_locks.clone(),
+        ..Default::default()
+    };
+    crate::notify::policy::notify_expired(&ctx.client, &ctx.recorder, exception, &rules, &opts)
+        .await?;
+    Ok(())
 }
 
 async fn publish(
