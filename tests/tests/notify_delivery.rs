@@ -544,27 +544,44 @@ fn fast_options() -> NotifyOptions {
 // ---------------------------------------------------------------------------------------
 // Scenarios
 
-fn payload_schema() -> Result<jsonschema::Validator> {
+fn schema_file(name: &str) -> Result<jsonschema::Validator> {
     let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
-        repo_root().join("docs/notification-payload.schema.json"),
+        repo_root().join("docs").join(name),
     )?)?;
-    jsonschema::validator_for(&schema).context("the payload schema compiles")
+    jsonschema::validator_for(&schema).with_context(|| format!("{name} compiles"))
 }
 
+fn payload_schema() -> Result<jsonschema::Validator> {
+    schema_file("notification-payload.schema.json")
+}
+
+/// Each JSON sample in docs/notifications.md follows its schema: scan events the scan
+/// payload's, policy events (`PolicyViolation`, `ExceptionExpired`) the policy payload's.
 #[test]
-fn the_documented_sample_payload_follows_the_schema() -> Result<()> {
+fn the_documented_sample_payloads_follow_their_schemas() -> Result<()> {
     let doc = std::fs::read_to_string(repo_root().join("docs/notifications.md"))?;
-    let start = doc.find("```json\n").context("a JSON sample in the docs")? + "```json\n".len();
-    let end = start
-        + doc[start..]
-            .find("\n```")
-            .context("end of the JSON sample")?;
-    let sample: serde_json::Value = serde_json::from_str(&doc[start..end])?;
-    let errors: Vec<String> = payload_schema()?
-        .iter_errors(&sample)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{errors:?}");
+    let scan = payload_schema()?;
+    let policy = schema_file("notification-policy-payload.schema.json")?;
+    let mut rest = doc.as_str();
+    let mut checked = std::collections::BTreeSet::new();
+    while let Some(start) = rest.find("```json\n") {
+        let body = &rest[start + "```json\n".len()..];
+        let end = body.find("\n```").context("end of a JSON sample")?;
+        let sample: serde_json::Value = serde_json::from_str(&body[..end])?;
+        rest = &body[end..];
+        let event = sample["event"].as_str().unwrap_or_default().to_string();
+        let (kind, schema) = match event.as_str() {
+            "PolicyViolation" | "ExceptionExpired" => ("policy", &policy),
+            _ => ("scan", &scan),
+        };
+        let errors: Vec<String> = schema
+            .iter_errors(&sample)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{event}: {errors:?}");
+        checked.insert(kind);
+    }
+    assert_eq!(checked.len(), 2, "samples of both payloads: {checked:?}");
     Ok(())
 }
 
