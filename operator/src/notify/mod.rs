@@ -172,15 +172,7 @@ pub fn delivery_id(
     event: NotificationEvent,
     target: &str,
 ) -> String {
-    let uid: String = task
-        .metadata
-        .uid
-        .as_deref()
-        .unwrap_or_default()
-        .chars()
-        .filter(|c| *c != '-')
-        .take(12)
-        .collect();
+    let uid = short_uid(task.metadata.uid.as_deref());
     format!(
         "{}/{}/{}/{uid}/{}/{target}",
         task.namespace().unwrap_or_default(),
@@ -625,6 +617,15 @@ async fn publish(
     if let Err(e) = recorder.publish(&event, regarding).await {
         tracing::warn!(reason, error = %e, "could not record event");
     }
+}
+
+/// The first 12 hex digits of an object's uid, as delivery ids carry it.
+pub(crate) fn short_uid(uid: Option<&str>) -> String {
+    uid.unwrap_or_default()
+        .chars()
+        .filter(|c| *c != '-')
+        .take(12)
+        .collect()
 }
 
 #[cfg(test)]

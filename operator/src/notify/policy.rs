@@ -330,15 +330,7 @@ pub async fn notify_expired(
         Err(kube::Error::Api(e)) if e.code == 409 => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
-    let uid: String = current
-        .metadata
-        .uid
-        .as_deref()
-        .unwrap_or_default()
-        .chars()
-        .filter(|c| *c != '-')
-        .take(12)
-        .collect();
+    let uid = super::short_uid(current.metadata.uid.as_deref());
     let expires = crate::to_chrono(&current.spec.expires).timestamp();
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut finals = Vec::new();
