@@ -272,6 +272,8 @@ pub struct OperatorConfig {
     pub network_policy: NetworkPolicySettings,
     #[command(flatten)]
     pub admission: crate::policy::admission::AdmissionArgs,
+    #[command(flatten)]
+    pub api: crate::console::ApiArgs,
 }
 
 impl OperatorConfig {

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod conditions;
 pub mod config;
+pub mod console;
 pub mod context;
 pub mod controller;
 pub mod crd;

@@ -287,6 +287,24 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         imagewarden_operator::policy::server::spawn(ctx.clone(), policy_caches.clone(), server)
             .await?;
     }
+    // The status API on every replica, from the same caches.
+    let api_server = config.api.server_config().map_err(anyhow::Error::msg)?;
+    let api_certs = match api_server.as_ref().map(|s| &s.tls) {
+        Some(imagewarden_operator::policy::admission::AdmissionTls::Operator(certs)) => {
+            Some(certs.clone())
+        }
+        _ => None,
+    };
+    if let Some(server) = api_server {
+        let Some(policy_caches) = &policy_caches else {
+            anyhow::bail!("--watch-namespaces and the status API (--api-addr) exclude each other: the API answers from cluster-wide caches");
+        };
+        tokio::time::timeout(Duration::from_secs(300), policy_caches.ready())
+            .await
+            .context("the status API caches did not fill within 5 minutes: are the CRDs installed and may the operator list them?")?
+            .context("a status API cache stopped")?;
+        imagewarden_operator::console::spawn(ctx.clone(), policy_caches.clone(), server).await?;
+    }
 
     let leading = if config.leader_elect {
         let identity = config
@@ -362,6 +380,14 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
     spawn_push_trigger(ctx.clone()).await?;
     if let Some(certs) = operator_certs {
         // The leader renews the admission certificates and keeps the caBundle current.
+        tokio::spawn(imagewarden_operator::policy::certs::run_leader(
+            ctx.client.clone(),
+            ctx.config.lease_namespace.clone(),
+            certs,
+        ));
+    }
+    if let Some(certs) = api_certs {
+        // The leader renews the status API's certificates.
         tokio::spawn(imagewarden_operator::policy::certs::run_leader(
             ctx.client.clone(),
             ctx.config.lease_namespace.clone(),

@@ -212,28 +212,39 @@ impl ControlPlane {
         client_for(&self.kubeconfig).await
     }
 
-    /// A kubeconfig (written into this control plane's directory) that authenticates as
-    /// ServiceAccount `namespace/name` with a token from the TokenRequest API, as a Pod
-    /// running as that ServiceAccount would: its requests are authorized by RBAC.
-    pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> Result<PathBuf> {
+    /// A token of ServiceAccount `namespace/name` from the TokenRequest API, for
+    /// `audiences` (empty: the API server's own), valid for an hour.
+    pub async fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        audiences: &[&str],
+    ) -> Result<String> {
         use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
         use k8s_openapi::api::core::v1::ServiceAccount;
         let accounts: Api<ServiceAccount> = Api::namespaced(self.client().await?, namespace);
         let request = TokenRequest {
             spec: TokenRequestSpec {
-                audiences: vec![],
+                audiences: audiences.iter().map(|a| a.to_string()).collect(),
                 expiration_seconds: Some(3600),
                 ..Default::default()
             },
             ..Default::default()
         };
-        let token = accounts
+        Ok(accounts
             .create_token_request(name, &Default::default(), &request)
             .await
             .with_context(|| format!("requesting a token for ServiceAccount {namespace}/{name}"))?
             .status
             .context("TokenRequest without status")?
-            .token;
+            .token)
+    }
+
+    /// A kubeconfig (written into this control plane's directory) that authenticates as
+    /// ServiceAccount `namespace/name` with a token from the TokenRequest API, as a Pod
+    /// running as that ServiceAccount would: its requests are authorized by RBAC.
+    pub async fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> Result<PathBuf> {
+        let token = self.service_account_token(namespace, name, &[]).await?;
         let ca = std::fs::read_to_string(self.dir().join("ca.crt"))?;
         let path = self.dir().join(format!("kubeconfig-{namespace}-{name}"));
         std::fs::write(

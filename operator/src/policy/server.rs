@@ -355,18 +355,13 @@ pub fn router(
         .with_state(state)
 }
 
-/// Starts the caches, waits until they are filled, then serves the webhook on
-/// `config.addr` over TLS (the certificate files, or the operator's certificate Secret,
-/// are read again when they change, so a rotated certificate is served without a
-/// restart) and writes admission counts to the
-/// policies. Returns when listening. Call it once `caches` are [`Caches::ready`].
-pub async fn spawn(
-    ctx: Arc<Context>,
-    caches: Caches,
-    config: AdmissionServerConfig,
-) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let tls = match &config.tls {
+/// TLS settings serving the certificate `tls` names: files reloaded when they change, or
+/// the operator's certificate Secret (created if missing, followed as it changes).
+pub async fn serving_tls(
+    ctx: &Context,
+    tls: &super::admission::AdmissionTls,
+) -> anyhow::Result<Arc<tokio_rustls::rustls::ServerConfig>> {
+    match tls {
         super::admission::AdmissionTls::Files {
             cert_file,
             key_file,
@@ -391,7 +386,23 @@ pub async fn spawn(
             shared.config()
         }
     }
-    .map_err(|e| anyhow::anyhow!("admission webhook TLS: {e}"))?;
+    .map_err(anyhow::Error::msg)
+}
+
+/// Starts the caches, waits until they are filled, then serves the webhook on
+/// `config.addr` over TLS (the certificate files, or the operator's certificate Secret,
+/// are read again when they change, so a rotated certificate is served without a
+/// restart) and writes admission counts to the
+/// policies. Returns when listening. Call it once `caches` are [`Caches::ready`].
+pub async fn spawn(
+    ctx: Arc<Context>,
+    caches: Caches,
+    config: AdmissionServerConfig,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let tls = serving_tls(&ctx, &config.tls)
+        .await
+        .map_err(|e| anyhow::anyhow!("admission webhook TLS: {e}"))?;
     let stats = Arc::new(AdmissionStats::default());
     let client = ctx.client.clone();
     let app = router(
