@@ -255,21 +255,25 @@ pub fn repository_label_value(repository: &str) -> String {
     }
 }
 
+/// The order findings are stored and shown in: most severe first, then by score, id,
+/// package.
+pub fn most_severe_first(a: &Finding, b: &Finding) -> std::cmp::Ordering {
+    a.severity
+        .cmp(&b.severity)
+        .then_with(|| {
+            b.score
+                .unwrap_or(0.0)
+                .partial_cmp(&a.score.unwrap_or(0.0))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
+        .then_with(|| a.id.cmp(&b.id))
+        .then_with(|| a.package.cmp(&b.package))
+}
+
 /// Sorts findings most severe first (then by score, id, package) and keeps as many as fit
 /// in `budget` serialized bytes. Returns whether any were cut.
 pub fn sort_and_cut(findings: &mut Vec<Finding>, budget: usize) -> bool {
-    findings.sort_by(|a, b| {
-        a.severity
-            .cmp(&b.severity)
-            .then_with(|| {
-                b.score
-                    .unwrap_or(0.0)
-                    .partial_cmp(&a.score.unwrap_or(0.0))
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            })
-            .then_with(|| a.id.cmp(&b.id))
-            .then_with(|| a.package.cmp(&b.package))
-    });
+    findings.sort_by(most_severe_first);
     let mut used = 0usize;
     let mut keep = findings.len();
     for (i, f) in findings.iter().enumerate() {

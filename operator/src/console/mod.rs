@@ -272,6 +272,19 @@ impl ApiState {
         Ok(in_scope(all, &scope))
     }
 
+    /// [`Self::tasks`], none when the caller may read no tasks (what is shown with them
+    /// is then shown without).
+    async fn tasks_if_readable(
+        &self,
+        caller: &Caller,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Arc<ScanTask>>, ApiError> {
+        match self.tasks(caller, namespace).await {
+            Err(e) if e.code == StatusCode::FORBIDDEN => Ok(Vec::new()),
+            tasks => tasks,
+        }
+    }
+
     /// A client acting as the caller.
     fn as_caller(&self, token: &str) -> Result<kube::Client, ApiError> {
         let mut config = self.kube_config.clone();
@@ -354,11 +367,7 @@ async fn scan_status(
     let results = s.results(&caller, None).await?;
     // Tasks are read where the caller may read them; a caller who may read results but
     // no tasks sees results only.
-    let tasks = match s.tasks(&caller, None).await {
-        Ok(tasks) => tasks,
-        Err(e) if e.code == StatusCode::FORBIDDEN => Vec::new(),
-        Err(e) => return Err(e),
-    };
+    let tasks = s.tasks_if_readable(&caller, None).await?;
     json(views::scan_status(&query, &results, &tasks))
 }
 
@@ -376,11 +385,7 @@ async fn list_rules(
     let mut rules = in_scope(all, &scope);
     rules.sort_by_key(|r| (r.metadata.namespace.clone(), r.metadata.name.clone()));
     // A rule's last task is shown only to callers who may read tasks there.
-    let tasks = match s.tasks(&caller, q.namespace.as_deref()).await {
-        Ok(tasks) => tasks,
-        Err(e) if e.code == StatusCode::FORBIDDEN => Vec::new(),
-        Err(e) => return Err(e),
-    };
+    let tasks = s.tasks_if_readable(&caller, q.namespace.as_deref()).await?;
     json(paging.page(rules.iter().map(|r| views::rule_view(r, &tasks)).collect()))
 }
 
@@ -400,11 +405,7 @@ async fn get_rule(
         .rules
         .get(&ObjectRef::new(&name).within(&ns))
         .ok_or_else(|| ApiError::not_found(&format!("ScanRule {ns}/{name}")))?;
-    let tasks = match s.tasks(&caller, Some(&ns)).await {
-        Ok(tasks) => tasks,
-        Err(e) if e.code == StatusCode::FORBIDDEN => Vec::new(),
-        Err(e) => return Err(e),
-    };
+    let tasks = s.tasks_if_readable(&caller, Some(&ns)).await?;
     json(views::rule_view(&rule, &tasks))
 }
 

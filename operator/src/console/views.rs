@@ -574,17 +574,7 @@ pub fn findings(r: &ImageScanResult, filter: &FindingFilter) -> Vec<Finding> {
         .filter(|f| filter.keeps(f))
         .cloned()
         .collect();
-    kept.sort_by(|a, b| {
-        a.severity
-            .cmp(&b.severity)
-            .then_with(|| {
-                b.score
-                    .unwrap_or(0.0)
-                    .partial_cmp(&a.score.unwrap_or(0.0))
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            })
-            .then_with(|| a.id.cmp(&b.id))
-    });
+    kept.sort_by(crate::result::most_severe_first);
     kept
 }
 
