@@ -89,6 +89,9 @@ impl std::fmt::Display for Access {
     }
 }
 
+/// Answers of the API server by key, each with the time it was given.
+type Memory<K, T> = Mutex<HashMap<K, Remembered<T>>>;
+
 struct Remembered<T> {
     value: T,
     at: Instant,
@@ -98,21 +101,18 @@ struct Remembered<T> {
 /// a few seconds.
 pub struct Authorizer {
     client: Client,
-    callers: Mutex<HashMap<[u8; 32], Remembered<Caller>>>,
-    decisions: Mutex<HashMap<([u8; 32], Access), Remembered<bool>>>,
+    callers: Memory<[u8; 32], Caller>,
+    decisions: Memory<([u8; 32], Access), bool>,
 }
 
-fn recall<K: std::hash::Hash + Eq, T: Clone>(
-    map: &Mutex<HashMap<K, Remembered<T>>>,
-    key: &K,
-) -> Option<T> {
+fn recall<K: std::hash::Hash + Eq, T: Clone>(map: &Memory<K, T>, key: &K) -> Option<T> {
     let map = map.lock().unwrap_or_else(|e| e.into_inner());
     map.get(key)
         .filter(|r| r.at.elapsed() < REUSE_FOR)
         .map(|r| r.value.clone())
 }
 
-fn remember<K: std::hash::Hash + Eq, T>(map: &Mutex<HashMap<K, Remembered<T>>>, key: K, value: T) {
+fn remember<K: std::hash::Hash + Eq, T>(map: &Memory<K, T>, key: K, value: T) {
     let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
     if map.len() >= MAX_REMEMBERED {
         map.retain(|_, r| r.at.elapsed() < REUSE_FOR);
