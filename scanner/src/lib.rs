@@ -7,6 +7,7 @@ pub mod analyzer;
 pub mod budget;
 pub mod checks;
 pub mod egress;
+pub mod fix;
 pub mod finding;
 pub mod inventory;
 pub mod layer;

@@ -14,6 +14,7 @@ pub(crate) use note;
 
 pub mod db;
 pub mod docs;
+pub mod fix;
 pub mod inventory;
 pub mod policy;
 pub mod scan;

@@ -101,7 +101,7 @@ pub fn registry_auth(
 }
 
 /// A client for pulls from the registry of `reference`.
-fn client(
+pub(crate) fn client(
     reference: &Reference,
     target: &str,
     opts: &PullOptions,
