@@ -52,7 +52,11 @@ pub struct Args {
     pub overwrite: bool,
     /// An apt package source, `URL SUITE COMPONENT...` (as a sources.list line, without
     /// `deb`). Repeatable; without it, the image's own /etc/apt/sources.list(.d).
-    #[arg(long = "source", value_name = "URL SUITE COMPONENT...", help_heading = "Fix Flags")]
+    #[arg(
+        long = "source",
+        value_name = "URL SUITE COMPONENT...",
+        help_heading = "Fix Flags"
+    )]
     pub sources: Vec<String>,
     /// OpenPGP keyring (binary or armored) the sources' InRelease must be signed with.
     /// Repeatable; without it, the image's own apt keyring (/etc/apt/trusted.gpg.d,
@@ -67,7 +71,13 @@ pub struct Args {
     #[arg(long, help_heading = "Fix Flags")]
     pub plan_only: bool,
     /// Output format.
-    #[arg(long, short, value_enum, default_value = "table", help_heading = "Report Flags")]
+    #[arg(
+        long,
+        short,
+        value_enum,
+        default_value = "table",
+        help_heading = "Report Flags"
+    )]
     pub format: FixFormat,
     #[command(flatten)]
     pub pull: super::PullArgs,
@@ -98,7 +108,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let progress: Option<Arc<dyn Fn(&str) + Send + Sync>> = match &spinner {
         Some(bar) => {
             let bar = bar.clone();
-            Some(Arc::new(move |step: &str| bar.set_message(step.to_string())))
+            Some(Arc::new(move |step: &str| {
+                bar.set_message(step.to_string())
+            }))
         }
         None => None,
     };
@@ -139,11 +151,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .verification
         .as_ref()
         .is_some_and(|v| !v.remaining.is_empty());
-    Ok(if remaining || (!args.vulns.is_empty() && !report.plan.unfixable.is_empty()) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if remaining || (!args.vulns.is_empty() && !report.plan.unfixable.is_empty()) {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 /// The plan, the unfixable ids and the outcome as text tables.

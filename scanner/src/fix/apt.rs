@@ -63,7 +63,10 @@ impl AptSource {
         if components.is_empty() {
             return Err(bad("no component (main, ...)"));
         }
-        if components.iter().any(|c| c.contains("..") || c.starts_with('/')) {
+        if components
+            .iter()
+            .any(|c| c.contains("..") || c.starts_with('/'))
+        {
             return Err(bad("a component is not a plain name"));
         }
         Ok(AptSource {
@@ -104,7 +107,13 @@ impl AptSource {
 
 impl std::fmt::Display for AptSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {} {}", self.url, self.suite, self.components.join(" "))
+        write!(
+            f,
+            "{} {} {}",
+            self.url,
+            self.suite,
+            self.components.join(" ")
+        )
     }
 }
 
@@ -137,7 +146,9 @@ impl Keyring {
             }
         }
         if self.keys.len() == before {
-            return Err(FixError::Keyring(format!("{name}: holds no usable public key")));
+            return Err(FixError::Keyring(format!(
+                "{name}: holds no usable public key"
+            )));
         }
         self.sources.push(name.to_string());
         Ok(())
@@ -301,7 +312,10 @@ impl Candidate {
 pub fn source_of(stanza: &Stanza, name: &str, version: &str) -> (String, String) {
     match stanza.get("Source") {
         Some(s) => match s.split_once('(') {
-            Some((n, v)) => (n.trim().to_string(), v.trim_end_matches(')').trim().to_string()),
+            Some((n, v)) => (
+                n.trim().to_string(),
+                v.trim_end_matches(')').trim().to_string(),
+            ),
             None => (s.trim().to_string(), version.to_string()),
         },
         None => (name.to_string(), version.to_string()),
@@ -350,9 +364,7 @@ impl Fetcher {
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(transport)? {
             if body.len() as u64 + chunk.len() as u64 > limit {
-                return Err(FixError::Fetch(format!(
-                    "{url}: larger than {limit} bytes"
-                )));
+                return Err(FixError::Fetch(format!("{url}: larger than {limit} bytes")));
             }
             body.extend_from_slice(&chunk);
         }
@@ -441,9 +453,7 @@ pub fn check_sha256(data: &[u8], hash: &str, size: u64) -> Result<(), String> {
     }
     let got = hex::encode(Sha256::digest(data));
     if !got.eq_ignore_ascii_case(hash) {
-        return Err(format!(
-            "SHA256 {got} where the signed index says {hash}"
-        ));
+        return Err(format!("SHA256 {got} where the signed index says {hash}"));
     }
     Ok(())
 }
@@ -473,8 +483,9 @@ mod tests {
 
     #[test]
     fn source_lines_parse_and_odd_ones_are_refused() {
-        let s = AptSource::parse("deb http://deb.debian.org/debian-security bookworm-security main")
-            .unwrap();
+        let s =
+            AptSource::parse("deb http://deb.debian.org/debian-security bookworm-security main")
+                .unwrap();
         assert_eq!(s.url.as_str(), "http://deb.debian.org/debian-security/");
         assert_eq!(s.suite, "bookworm-security");
         assert_eq!(s.components, ["main"]);
@@ -502,9 +513,15 @@ mod tests {
 
     #[test]
     fn keyring_paths_are_apts() {
-        assert!(is_keyring_path("etc/apt/trusted.gpg.d/debian-archive-bookworm-stable.asc"));
-        assert!(is_keyring_path("usr/share/keyrings/debian-archive-keyring.gpg"));
-        assert!(!is_keyring_path("usr/share/keyrings/debian-archive-removed-keys.gpg"));
+        assert!(is_keyring_path(
+            "etc/apt/trusted.gpg.d/debian-archive-bookworm-stable.asc"
+        ));
+        assert!(is_keyring_path(
+            "usr/share/keyrings/debian-archive-keyring.gpg"
+        ));
+        assert!(!is_keyring_path(
+            "usr/share/keyrings/debian-archive-removed-keys.gpg"
+        ));
         assert!(!is_keyring_path("etc/apt/trusted.gpg.d/sub/x.gpg"));
     }
 

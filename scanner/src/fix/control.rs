@@ -40,7 +40,8 @@ impl Stanza {
             .iter()
             .position(|(n, _)| n.eq_ignore_ascii_case(after))
             .map_or(self.fields.len(), |i| i + 1);
-        self.fields.insert(at, (name.to_string(), value.to_string()));
+        self.fields
+            .insert(at, (name.to_string(), value.to_string()));
     }
 
     pub fn remove(&mut self, name: &str) {
@@ -165,13 +166,17 @@ mod tests {
 
     #[test]
     fn stanzas_keep_fields_in_order_and_continuations() {
-        let text = "Package: a\nStatus: install ok installed\nDescription: x\n long\n .\n\n\nPackage: b\n";
+        let text =
+            "Package: a\nStatus: install ok installed\nDescription: x\n long\n .\n\n\nPackage: b\n";
         let s = stanzas(text).unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].get("description"), Some("x\n long\n ."));
         let mut out = String::new();
         s[0].write(&mut out);
-        assert_eq!(out, "Package: a\nStatus: install ok installed\nDescription: x\n long\n .\n");
+        assert_eq!(
+            out,
+            "Package: a\nStatus: install ok installed\nDescription: x\n long\n .\n"
+        );
         assert!(stanzas(" orphan\n").is_err());
     }
 

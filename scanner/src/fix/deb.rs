@@ -67,7 +67,8 @@ impl DebPackage {
                 .read_to_end(&mut body)
                 .map_err(|e| bad(e.to_string()))?;
             if name == "control" {
-                let text = String::from_utf8(body).map_err(|_| bad("control is not UTF-8".into()))?;
+                let text =
+                    String::from_utf8(body).map_err(|_| bad("control is not UTF-8".into()))?;
                 control = stanzas(&text).map_err(bad)?.into_iter().next();
             } else {
                 control_files.insert(name, body);
@@ -144,10 +145,7 @@ fn decompress(name: &str, data: &[u8]) -> Result<Vec<u8>, String> {
     } else if name.ends_with(".gz") {
         Box::new(flate2::read::MultiGzDecoder::new(data))
     } else if name.ends_with(".zst") {
-        Box::new(
-            ruzstd::decoding::StreamingDecoder::new(data)
-                .map_err(|e| format!("{name}: {e}"))?,
-        )
+        Box::new(ruzstd::decoding::StreamingDecoder::new(data).map_err(|e| format!("{name}: {e}"))?)
     } else if name.ends_with(".tar") {
         Box::new(data)
     } else {
@@ -159,7 +157,9 @@ fn decompress(name: &str, data: &[u8]) -> Result<Vec<u8>, String> {
         .read_to_end(&mut out)
         .map_err(|e| format!("{name}: {e}"))?;
     if out.len() as u64 > MAX_MEMBER_BYTES {
-        return Err(format!("{name}: more than {MAX_MEMBER_BYTES} bytes uncompressed"));
+        return Err(format!(
+            "{name}: more than {MAX_MEMBER_BYTES} bytes uncompressed"
+        ));
     }
     Ok(out)
 }
@@ -207,7 +207,10 @@ pub struct FixLayer {
 }
 
 /// Writes the layer that replaces each `(installed name, new package)` in the image.
-pub fn build_layer(image: &ImageFiles, packages: &[(String, DebPackage)]) -> Result<FixLayer, FixError> {
+pub fn build_layer(
+    image: &ImageFiles,
+    packages: &[(String, DebPackage)],
+) -> Result<FixLayer, FixError> {
     let status_text = image
         .status()
         .ok_or_else(|| FixError::Invalid("the image has no /var/lib/dpkg/status".into()))?;
@@ -237,7 +240,12 @@ pub fn build_layer(image: &ImageFiles, packages: &[(String, DebPackage)]) -> Res
         let old_list: Vec<String> = image
             .files
             .get(&old_list_path)
-            .map(|b| String::from_utf8_lossy(b).lines().map(str::to_string).collect())
+            .map(|b| {
+                String::from_utf8_lossy(b)
+                    .lines()
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         let old_stanza = status
             .iter()
@@ -450,7 +458,17 @@ mod tests {
     fn ar_members_are_read_and_truncation_is_refused() {
         let mut ar = b"!<arch>\n".to_vec();
         for (name, body) in [("debian-binary", &b"2.0\n"[..]), ("odd", &b"abc"[..])] {
-            ar.extend_from_slice(format!("{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n", 0, 0, 0, 100644, body.len()).as_bytes());
+            ar.extend_from_slice(
+                format!(
+                    "{name:<16}{:<12}{:<6}{:<6}{:<8}{:<10}`\n",
+                    0,
+                    0,
+                    0,
+                    100644,
+                    body.len()
+                )
+                .as_bytes(),
+            );
             ar.extend_from_slice(body);
             if body.len() % 2 == 1 {
                 ar.push(b'\n');

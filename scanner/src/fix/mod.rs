@@ -186,12 +186,17 @@ pub async fn fix(image: &str, db: &Db, opts: &FixOptions) -> Result<FixReport, F
     let config_json = client.small_blob(&repository, &config.digest).await?;
     oci::verify_digest(&config_json, &config.digest, &format!("{image}: config"))?;
     let pinned = format!("{}/{repository}@{digest}", reference.resolve_registry());
-    let scanned =
-        crate::pipeline::read_image(&ImageRef::Registry(pinned.clone()), &opts.pull, &Default::default())
-            .await?;
+    let scanned = crate::pipeline::read_image(
+        &ImageRef::Registry(pinned.clone()),
+        &opts.pull,
+        &Default::default(),
+    )
+    .await?;
     let matches = match_inventory(&scanned.inventory, db)?;
     let files = read_image_files(&client, &repository, &layers).await?;
-    let status_text = files.status().map(|s| String::from_utf8_lossy(s).into_owned());
+    let status_text = files
+        .status()
+        .map(|s| String::from_utf8_lossy(s).into_owned());
     let installed = match &status_text {
         Some(text) => InstalledPackage::from_status(
             &control::stanzas(text).map_err(|e| FixError::Invalid(format!("{STATUS}: {e}")))?,
@@ -266,7 +271,12 @@ pub async fn fix(image: &str, db: &Db, opts: &FixOptions) -> Result<FixReport, F
         candidates.extend(index.packages);
     }
     say("planning");
-    report.plan = plan::plan(&matches.vulnerabilities, &opts.selection, &installed, &candidates);
+    report.plan = plan::plan(
+        &matches.vulnerabilities,
+        &opts.selection,
+        &installed,
+        &candidates,
+    );
     if report.plan.upgrades.is_empty() {
         return Ok(report);
     }
@@ -352,9 +362,9 @@ pub async fn fix(image: &str, db: &Db, opts: &FixOptions) -> Result<FixReport, F
             (repository.clone(), tag.clone())
         }
         FixTarget::Reference(to) => {
-            let to_ref: Reference = to
-                .parse()
-                .map_err(|e| FixError::Invalid(format!("--to {to}: not an image reference: {e}")))?;
+            let to_ref: Reference = to.parse().map_err(|e| {
+                FixError::Invalid(format!("--to {to}: not an image reference: {e}"))
+            })?;
             if to_ref.resolve_registry() != reference.resolve_registry() {
                 return Err(FixError::Invalid(format!(
                     "--to {to}: the fixed image is pushed to the image's own registry ({})",
@@ -383,10 +393,18 @@ pub async fn fix(image: &str, db: &Db, opts: &FixOptions) -> Result<FixReport, F
         }
     }
     client
-        .push_blob(&target_repository, &layer.digest, bytes::Bytes::from(layer.gzip))
+        .push_blob(
+            &target_repository,
+            &layer.digest,
+            bytes::Bytes::from(layer.gzip),
+        )
         .await?;
     client
-        .push_blob(&target_repository, &config_digest, bytes::Bytes::from(new_config))
+        .push_blob(
+            &target_repository,
+            &config_digest,
+            bytes::Bytes::from(new_config),
+        )
         .await?;
     if matches!(opts.target, FixTarget::Overwrite) {
         let orig_tag = format!("{tag}{ORIGINAL_SUFFIX}");
@@ -497,11 +515,10 @@ async fn read_image_files(
         let reader = SyncIoBridge::new(StreamReader::new(stream));
         let expected = l.digest.clone();
         let budget = MAX_IMAGE_FILES_BYTES;
-        let (found, whiteouts, opaque) = tokio::task::spawn_blocking(move || {
-            read_layer_files(reader, &expected, budget)
-        })
-        .await
-        .map_err(|e| FixError::Invalid(format!("layer task failed: {e}")))??;
+        let (found, whiteouts, opaque) =
+            tokio::task::spawn_blocking(move || read_layer_files(reader, &expected, budget))
+                .await
+                .map_err(|e| FixError::Invalid(format!("layer task failed: {e}")))??;
         files.retain(|path, _| {
             !whiteouts
                 .iter()
@@ -601,7 +618,11 @@ fn image_sources(files: &ImageFiles) -> Vec<AptSource> {
         let text = String::from_utf8_lossy(&files.files[path]);
         if path.ends_with(".sources") {
             for s in control::stanzas(&text).unwrap_or_default() {
-                if !s.get("Types").unwrap_or("deb").split_whitespace().any(|t| t == "deb")
+                if !s
+                    .get("Types")
+                    .unwrap_or("deb")
+                    .split_whitespace()
+                    .any(|t| t == "deb")
                     || s.get("Enabled") == Some("no")
                 {
                     continue;
@@ -651,7 +672,9 @@ fn fixed_config(
     let mut config: serde_json::Value =
         serde_json::from_slice(config_json).map_err(|_| bad("is not JSON"))?;
     let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let root = config.as_object_mut().ok_or_else(|| bad("is not an object"))?;
+    let root = config
+        .as_object_mut()
+        .ok_or_else(|| bad("is not an object"))?;
     root.get_mut("rootfs")
         .and_then(|r| r.get_mut("diff_ids"))
         .and_then(|d| d.as_array_mut())

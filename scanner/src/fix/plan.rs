@@ -128,8 +128,7 @@ pub fn plan(
             out.unfixable.push(Unfixable {
                 id: id.clone(),
                 package: String::new(),
-                reason: "the image is not affected by it (no finding has this id or alias)"
-                    .into(),
+                reason: "the image is not affected by it (no finding has this id or alias)".into(),
             });
         }
     }
@@ -201,7 +200,8 @@ pub fn plan(
         }
     }
     out.upgrades = chosen.into_values().collect();
-    out.unfixable.sort_by(|a, b| a.id.cmp(&b.id).then(a.package.cmp(&b.package)));
+    out.unfixable
+        .sort_by(|a, b| a.id.cmp(&b.id).then(a.package.cmp(&b.package)));
     out.unfixable.dedup();
     out
 }
@@ -327,7 +327,10 @@ fn arch_fits(candidate: &str, installed: &str) -> bool {
     candidate == installed || candidate == "all" || installed == "all"
 }
 
-fn lowest<'a>(candidates: &'a [Candidate], pred: impl Fn(&Candidate) -> bool) -> Option<&'a Candidate> {
+fn lowest<'a>(
+    candidates: &'a [Candidate],
+    pred: impl Fn(&Candidate) -> bool,
+) -> Option<&'a Candidate> {
     candidates
         .iter()
         .filter(|c| pred(c))
@@ -341,10 +344,12 @@ fn satisfied(
     installed: &[InstalledPackage],
     upgrades: &BTreeMap<String, Upgrade>,
 ) -> bool {
-    let version = upgrades
-        .get(&r.name)
-        .map(|u| u.to.as_str())
-        .or_else(|| installed.iter().find(|p| p.name == r.name).map(|p| p.version.as_str()));
+    let version = upgrades.get(&r.name).map(|u| u.to.as_str()).or_else(|| {
+        installed
+            .iter()
+            .find(|p| p.name == r.name)
+            .map(|p| p.version.as_str())
+    });
     match (version, &r.constraint) {
         (Some(_), None) => true,
         (Some(v), Some((op, c))) => satisfies(v, op, c),
@@ -420,11 +425,21 @@ mod tests {
 
     #[test]
     fn every_binary_of_the_source_goes_to_the_lowest_fixed_version() {
-        let findings = [finding("CVE-1", "libexpat1", "expat", Some("2.5.0-1+deb12u3"))];
+        let findings = [finding(
+            "CVE-1",
+            "libexpat1",
+            "expat",
+            Some("2.5.0-1+deb12u3"),
+        )];
         let candidates = [
             candidate("libexpat1", "2.5.0-1+deb12u5", "expat", "libc6 (>= 2.36)"),
             candidate("libexpat1", "2.5.0-1+deb12u3", "expat", "libc6 (>= 2.36)"),
-            candidate("expat", "2.5.0-1+deb12u3", "expat", "libexpat1 (>= 2.5.0), libc6"),
+            candidate(
+                "expat",
+                "2.5.0-1+deb12u3",
+                "expat",
+                "libexpat1 (>= 2.5.0), libc6",
+            ),
         ];
         let plan = plan(&findings, &Selection::default(), &image(), &candidates);
         let got: Vec<(&str, &str)> = plan
@@ -434,7 +449,10 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            [("expat", "2.5.0-1+deb12u3"), ("libexpat1", "2.5.0-1+deb12u3")]
+            [
+                ("expat", "2.5.0-1+deb12u3"),
+                ("libexpat1", "2.5.0-1+deb12u3")
+            ]
         );
         assert!(plan.upgrades.iter().all(|u| u.fixes == ["CVE-1"]));
         assert!(plan.unfixable.is_empty());
@@ -442,18 +460,37 @@ mod tests {
 
     #[test]
     fn a_fix_that_needs_a_new_package_is_unfixable_with_its_reason() {
-        let findings = [finding("CVE-1", "libexpat1", "expat", Some("2.5.0-1+deb12u3"))];
-        let candidates = [candidate("libexpat1", "2.5.0-1+deb12u3", "expat", "libnew1")];
+        let findings = [finding(
+            "CVE-1",
+            "libexpat1",
+            "expat",
+            Some("2.5.0-1+deb12u3"),
+        )];
+        let candidates = [candidate(
+            "libexpat1",
+            "2.5.0-1+deb12u3",
+            "expat",
+            "libnew1",
+        )];
         let only_lib = vec![installed("libexpat1", "2.5.0-1+deb12u2", "expat")];
         let plan = plan(&findings, &Selection::default(), &only_lib, &candidates);
         assert!(plan.upgrades.is_empty());
         assert_eq!(plan.unfixable.len(), 1);
-        assert!(plan.unfixable[0].reason.contains("needs libnew1"), "{:?}", plan.unfixable);
+        assert!(
+            plan.unfixable[0].reason.contains("needs libnew1"),
+            "{:?}",
+            plan.unfixable
+        );
     }
 
     #[test]
     fn an_installed_dependency_too_old_is_upgraded_too() {
-        let findings = [finding("CVE-1", "libexpat1", "expat", Some("2.5.0-1+deb12u3"))];
+        let findings = [finding(
+            "CVE-1",
+            "libexpat1",
+            "expat",
+            Some("2.5.0-1+deb12u3"),
+        )];
         let candidates = [
             candidate("libexpat1", "2.5.0-1+deb12u3", "expat", "libc6 (>= 2.37)"),
             candidate("libc6", "2.37-1", "glibc", ""),

@@ -917,7 +917,13 @@ impl RegistryClient {
     pub async fn has_blob(&self, repository: &str, digest: &str) -> Result<bool, RegistryError> {
         let url = self.url(&format!("v2/{repository}/blobs/{digest}"), &[]);
         match self
-            .send(Method::HEAD, url, None, &push_scope(repository), Some(repository))
+            .send(
+                Method::HEAD,
+                url,
+                None,
+                &push_scope(repository),
+                Some(repository),
+            )
             .await
         {
             Ok(_) => Ok(true),
