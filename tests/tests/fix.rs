@@ -281,6 +281,7 @@ async fn a_debian_image_is_fixed_from_the_signed_security_archive() -> Result<()
 
     // The real dpkg reads the fixed root as sound, with the new versions.
     let root = work.path().join("root");
+    std::fs::create_dir_all(&root)?;
     unpack(&registry, &fixed_ref, &root).await?;
     let status = dpkg(&root, &["-s", "libexpat1:amd64"])?;
     assert!(
@@ -334,12 +335,13 @@ async fn a_tampered_packages_index_is_refused_and_nothing_is_pushed() -> Result<
     let db = database(work.path())?;
     let registry = Registry::start(RegistryMode::TlsAuth).await?;
     push_image(&registry, "team-a/xml", "1.0", &image()?).await?;
-    // A package offered at a higher version, as a mirror that lies would.
+    // A package offered at another version, the index's size unchanged, as a mirror that
+    // lies would.
     let archive = serve_archive(Arc::new(|path: &str, body: Vec<u8>| {
         if path.ends_with("binary-amd64/Packages") {
             String::from_utf8(body)
                 .unwrap()
-                .replace("Version: 2.5.0-1+deb12u", "Version: 2.5.0-1+deb12u9")
+                .replacen("Version: 2.5.0-1+deb12u5", "Version: 2.5.0-1+deb12u9", 1)
                 .into_bytes()
         } else {
             body

@@ -138,11 +138,9 @@ impl Keyring {
         let parsed = SignedPublicKey::from_reader_many(data)
             .map_err(|e| FixError::Keyring(format!("{name}: not an OpenPGP keyring: {e}")))?;
         for key in parsed.0 {
-            match key {
-                Ok(key) if key.verify_bindings().is_ok() => self.keys.push(key),
-                // A key that cannot be read or whose self-signatures do not verify is
-                // not trusted; the others of the file still are.
-                Ok(_) | Err(_) => {}
+            // A key that cannot be read is skipped; the others of the file still count.
+            if let Ok(key) = key {
+                self.keys.push(key);
             }
         }
         if self.keys.len() == before {
@@ -208,11 +206,12 @@ pub fn verify_in_release(
     let (message, _) = CleartextSignedMessage::from_string(text)
         .map_err(|e| refuse(format!("is not a signed message: {e}")))?;
     let verified = keyring.keys.iter().any(|key| {
+        // The keyring's primary keys are trusted as given; a subkey only when its binding
+        // signature by the primary key verifies.
         message.verify(key).is_ok()
-            || key
-                .public_subkeys
-                .iter()
-                .any(|sub| message.verify(sub).is_ok())
+            || key.public_subkeys.iter().any(|sub| {
+                sub.verify_bindings(&key.primary_key).is_ok() && message.verify(sub).is_ok()
+            })
     });
     if !verified {
         return Err(refuse(format!(
@@ -398,10 +397,10 @@ pub async fn read_repository(
     let mut packages = Vec::new();
     for component in &source.components {
         let base = format!("{component}/binary-{arch}/Packages");
-        // The smallest listed form that can be read: xz, gz, then plain.
-        let (path, (hash, size)) = ["xz", "gz", ""]
+        // The smallest listed form the mirror has: xz, gz, then plain (as apt falls back).
+        let listed: Vec<(String, (String, u64))> = ["xz", "gz", ""]
             .iter()
-            .find_map(|ext| {
+            .filter_map(|ext| {
                 let path = if ext.is_empty() {
                     base.clone()
                 } else {
@@ -409,21 +408,33 @@ pub async fn read_repository(
                 };
                 release.sha256.get(&path).map(|h| (path, h.clone()))
             })
-            .ok_or_else(|| {
-                FixError::Index(format!("{source}: the InRelease lists no {base} index"))
-            })?;
-        if size > MAX_INDEX_BYTES {
+            .collect();
+        if listed.is_empty() {
             return Err(FixError::Index(format!(
-                "{source}: {path} is {size} bytes, more than {MAX_INDEX_BYTES}"
+                "{source}: the InRelease lists no {base} index"
             )));
         }
-        let url = source.dist_url(&path)?;
-        let data = fetcher
-            .get(&url, size)
-            .await?
-            .ok_or_else(|| FixError::Fetch(format!("{url}: not found")))?;
-        check_sha256(&data, &hash, size)
-            .map_err(|why| FixError::Index(format!("{url}: {why}; the index was refused")))?;
+        let mut found = None;
+        for (path, (hash, size)) in listed {
+            if size > MAX_INDEX_BYTES {
+                return Err(FixError::Index(format!(
+                    "{source}: {path} is {size} bytes, more than {MAX_INDEX_BYTES}"
+                )));
+            }
+            let url = source.dist_url(&path)?;
+            let Some(data) = fetcher.get(&url, size).await? else {
+                continue;
+            };
+            check_sha256(&data, &hash, size)
+                .map_err(|why| FixError::Index(format!("{url}: {why}; the index was refused")))?;
+            found = Some((path, url, data));
+            break;
+        }
+        let (path, url, data) = found.ok_or_else(|| {
+            FixError::Fetch(format!(
+                "{source}: none of the {base} indexes it lists is there"
+            ))
+        })?;
         let text = decompress_index(&path, &data)
             .map_err(|e| FixError::Index(format!("{url}: cannot read: {e}")))?;
         let text = String::from_utf8(text)
