@@ -105,7 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         bar
     });
-    let progress: Option<Arc<dyn Fn(&str) + Send + Sync>> = match &spinner {
+    let progress: Option<fix::ProgressFn> = match &spinner {
         Some(bar) => {
             let bar = bar.clone();
             Some(Arc::new(move |step: &str| {

@@ -137,12 +137,8 @@ impl Keyring {
         let before = self.keys.len();
         let parsed = SignedPublicKey::from_reader_many(data)
             .map_err(|e| FixError::Keyring(format!("{name}: not an OpenPGP keyring: {e}")))?;
-        for key in parsed.0 {
-            // A key that cannot be read is skipped; the others of the file still count.
-            if let Ok(key) = key {
-                self.keys.push(key);
-            }
-        }
+        // A key that cannot be read is skipped; the others of the file still count.
+        self.keys.extend(parsed.0.flatten());
         if self.keys.len() == before {
             return Err(FixError::Keyring(format!(
                 "{name}: holds no usable public key"

@@ -97,6 +97,9 @@ impl Default for FixTarget {
     }
 }
 
+/// Told each step of a fix as it starts.
+pub type ProgressFn = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// How a fix runs.
 #[derive(Clone, Default)]
 pub struct FixOptions {
@@ -113,7 +116,7 @@ pub struct FixOptions {
     pub plan_only: bool,
     pub pull: PullOptions,
     /// Told each step as it starts (`planning`, `downloading 3 packages`, ...).
-    pub progress: Option<Arc<dyn Fn(&str) + Send + Sync>>,
+    pub progress: Option<ProgressFn>,
 }
 
 /// What a fix did: the JSON contract of `imagewarden fix`.
@@ -311,7 +314,7 @@ pub async fn fix(image: &str, db: &Db, opts: &FixOptions) -> Result<FixReport, F
             .ok_or_else(|| FixError::Fetch(format!("{url}: not found")))?;
         apt::check_sha256(&data, &c.sha256, c.size)
             .map_err(|why| FixError::Package(format!("{url}: {why}; the package was refused")))?;
-        let deb = DebPackage::read(&url.to_string(), &data)?;
+        let deb = DebPackage::read(url.as_ref(), &data)?;
         if deb.control.get("Package") != Some(c.name.as_str())
             || deb.control.get("Version") != Some(c.version.as_str())
         {

@@ -327,10 +327,7 @@ fn arch_fits(candidate: &str, installed: &str) -> bool {
     candidate == installed || candidate == "all" || installed == "all"
 }
 
-fn lowest<'a>(
-    candidates: &'a [Candidate],
-    pred: impl Fn(&Candidate) -> bool,
-) -> Option<&'a Candidate> {
+fn lowest(candidates: &[Candidate], pred: impl Fn(&Candidate) -> bool) -> Option<&Candidate> {
     candidates
         .iter()
         .filter(|c| pred(c))
