@@ -1,15 +1,15 @@
 //! The validating admission webhook: `POST /validate` (AdmissionReview v1) over HTTPS,
 //! answered from informer caches on every replica, leader or not.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::Api;
 use kube::core::admission::{AdmissionRequest, AdmissionReview};
@@ -35,6 +35,8 @@ pub const VALIDATE_PATH: &str = "/validate";
 pub struct Caches {
     pub policies: Store<ImagePolicy>,
     pub results: Store<ImageScanResult>,
+    /// The results' keys by digest, kept by the same watch as `results`.
+    pub results_by_digest: DigestIndex,
     pub exceptions: Store<VulnerabilityException>,
     pub namespaces: Store<Namespace>,
     pub tasks: Store<ScanTask>,
@@ -54,12 +56,33 @@ where
         + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
+    watch_with(api, modify, |_| {})
+}
+
+/// [`watch`], showing every event to `observe` once the object is changed and before the
+/// cache applies it.
+fn watch_with<K>(
+    api: Api<K>,
+    modify: impl FnMut(&mut K) + Send + 'static,
+    mut observe: impl FnMut(&watcher::Event<K>) + Send + 'static,
+) -> Store<K>
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
     let (store, writer) = reflector::store();
     let stream = reflector::reflector(
         writer,
         watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
-            .modify(modify),
+            .modify(modify)
+            .inspect_ok(move |event| observe(event)),
     )
     .applied_objects()
     .for_each(|_| async {});
@@ -67,22 +90,99 @@ where
     store
 }
 
+type ResultKey = reflector::ObjectRef<ImageScanResult>;
+
+/// The keys of the cached results by image digest, so admission finds an image's results
+/// without reading every result. Fed the results watch's events; a key found here is
+/// read from the results cache and checked again, so the index may lag the cache but
+/// never decides alone.
+#[derive(Clone, Default)]
+pub struct DigestIndex(Arc<RwLock<IndexState>>);
+
+#[derive(Default)]
+struct IndexState {
+    by_digest: HashMap<String, Vec<ResultKey>>,
+    digest_of: HashMap<ResultKey, String>,
+    /// Built during a relist, swapped in when it is complete.
+    relisting: Option<Box<IndexState>>,
+}
+
+impl IndexState {
+    fn insert(&mut self, result: &ImageScanResult) {
+        let key = reflector::ObjectRef::from_obj(result);
+        self.remove(&key);
+        let digest = result.spec.digest.clone();
+        self.by_digest
+            .entry(digest.clone())
+            .or_default()
+            .push(key.clone());
+        self.digest_of.insert(key, digest);
+    }
+
+    fn remove(&mut self, key: &ResultKey) {
+        let Some(digest) = self.digest_of.remove(key) else {
+            return;
+        };
+        if let Some(keys) = self.by_digest.get_mut(&digest) {
+            keys.retain(|k| k != key);
+            if keys.is_empty() {
+                self.by_digest.remove(&digest);
+            }
+        }
+    }
+}
+
+impl DigestIndex {
+    /// Applies a watch event, as the reflector applies it to the cache.
+    pub fn apply(&self, event: &watcher::Event<ImageScanResult>) {
+        let mut state = self.0.write().expect("index lock");
+        match event {
+            watcher::Event::Apply(r) => state.insert(r),
+            watcher::Event::Delete(r) => state.remove(&reflector::ObjectRef::from_obj(r)),
+            watcher::Event::Init => state.relisting = Some(Box::default()),
+            watcher::Event::InitApply(r) => state.relisting.get_or_insert_default().insert(r),
+            watcher::Event::InitDone => {
+                let fresh = state.relisting.take().unwrap_or_default();
+                *state = *fresh;
+            }
+        }
+    }
+
+    /// Keys of the results recorded for `digest`.
+    pub fn get(&self, digest: &str) -> Vec<ResultKey> {
+        self.0
+            .read()
+            .expect("index lock")
+            .by_digest
+            .get(digest)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
 impl Caches {
     /// Starts the watches. Results are kept without their stored inventory and every
     /// object without its managed fields, to keep the caches small.
     pub fn start(client: &Client) -> Self {
         let strip = |meta: &mut kube::api::ObjectMeta| meta.managed_fields = None;
+        let results_by_digest = DigestIndex::default();
+        let index = results_by_digest.clone();
         Self {
+            results_by_digest,
             policies: watch(Api::all(client.clone()), move |p: &mut ImagePolicy| {
                 strip(&mut p.metadata)
             }),
-            results: watch(Api::all(client.clone()), move |r: &mut ImageScanResult| {
-                strip(&mut r.metadata);
-                if let Some(s) = r.status.as_mut() {
-                    s.inventory = None;
-                    s.warnings.clear();
-                }
-            }),
+            results: watch_with(
+                Api::all(client.clone()),
+                move |r: &mut ImageScanResult| {
+                    strip(&mut r.metadata);
+                    if let Some(s) = r.status.as_mut() {
+                        s.inventory = None;
+                        s.warnings.clear();
+                    }
+                },
+                move |event| index.apply(event),
+            ),
             exceptions: watch(
                 Api::all(client.clone()),
                 move |e: &mut VulnerabilityException| strip(&mut e.metadata),
@@ -178,14 +278,23 @@ impl Lookup for Caches {
     }
 
     fn result(&self, image: &ImageReference, namespace: &str) -> Option<Arc<ImageScanResult>> {
-        // Digest or tag first: a string comparison, where the name allocates.
-        let candidates = self.results.state_filter(|r| {
-            (match (&image.digest, &image.tag) {
-                (Some(digest), _) => r.spec.digest == *digest,
-                (None, Some(tag)) => r.spec.tags.iter().any(|t| t == tag),
-                (None, None) => false,
-            }) && crate::policy::result_image(r) == image.name
-        });
+        let candidates = match (&image.digest, &image.tag) {
+            // By digest through the index: the keys of that digest's results only.
+            (Some(digest), _) => self
+                .results_by_digest
+                .get(digest)
+                .iter()
+                .filter_map(|key| self.results.get(key))
+                .filter(|r| {
+                    r.spec.digest == *digest && crate::policy::result_image(r) == image.name
+                })
+                .collect(),
+            // Tag first: a string comparison, where the name allocates.
+            (None, Some(tag)) => self.results.state_filter(|r| {
+                r.spec.tags.iter().any(|t| t == tag) && crate::policy::result_image(r) == image.name
+            }),
+            (None, None) => Vec::new(),
+        };
         // A tag that moved is judged by its newest digest; the Pod's namespace first.
         candidates.into_iter().max_by_key(|r| {
             (
@@ -417,4 +526,63 @@ pub async fn spawn(
     });
     tokio::spawn(async move { stats.run(client).await });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ImageScanResultSpec;
+
+    fn result(namespace: &str, name: &str, digest: &str) -> ImageScanResult {
+        let mut r = ImageScanResult::new(
+            name,
+            ImageScanResultSpec {
+                registry: "r.example".into(),
+                repository: "team/app".into(),
+                digest: digest.into(),
+                tags: vec![],
+                tags_seen: vec![],
+            },
+        );
+        r.metadata.namespace = Some(namespace.into());
+        r
+    }
+
+    fn names(index: &DigestIndex, digest: &str) -> Vec<String> {
+        let mut names: Vec<String> = index
+            .get(digest)
+            .iter()
+            .map(|k| format!("{}/{}", k.namespace.clone().unwrap_or_default(), k.name))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_digest_index_follows_applies_deletes_and_relists() {
+        use watcher::Event;
+        let index = DigestIndex::default();
+        index.apply(&Event::Apply(result("a", "one", "sha256:1")));
+        index.apply(&Event::Apply(result("b", "one", "sha256:1")));
+        index.apply(&Event::Apply(result("a", "two", "sha256:2")));
+        assert_eq!(names(&index, "sha256:1"), ["a/one", "b/one"]);
+        assert_eq!(names(&index, "sha256:2"), ["a/two"]);
+
+        // An object whose digest changed leaves its old digest.
+        index.apply(&Event::Apply(result("b", "one", "sha256:2")));
+        assert_eq!(names(&index, "sha256:1"), ["a/one"]);
+        assert_eq!(names(&index, "sha256:2"), ["a/two", "b/one"]);
+
+        index.apply(&Event::Delete(result("a", "one", "sha256:1")));
+        assert!(index.get("sha256:1").is_empty());
+
+        // A relist replaces everything once it is complete, not before.
+        index.apply(&Event::Init);
+        index.apply(&Event::InitApply(result("c", "three", "sha256:3")));
+        assert_eq!(names(&index, "sha256:2"), ["a/two", "b/one"]);
+        assert!(index.get("sha256:3").is_empty());
+        index.apply(&Event::InitDone);
+        assert!(index.get("sha256:2").is_empty());
+        assert_eq!(names(&index, "sha256:3"), ["c/three"]);
+    }
 }
