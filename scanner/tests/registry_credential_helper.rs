@@ -139,3 +139,83 @@ async fn credentials_come_from_the_helper_the_docker_config_names() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn an_identity_token_from_a_helper_is_exchanged_for_access_tokens() {
+    use imagewarden_tests::token_service::{self, REFRESH_TOKEN};
+    let (registry, service) = token_service::start().await.unwrap();
+    let layer = LayerBuilder::new()
+        .file("etc/os-release", 0o644, b"ID=alpine\nVERSION_ID=3.20.3\n")
+        .unwrap()
+        .finish()
+        .unwrap();
+    let image = TestImage {
+        layers: vec![layer],
+        ..Default::default()
+    };
+    token_service::push(&registry, "team-a/app", "v1", &image)
+        .await
+        .unwrap();
+    let reference = format!("{}/team-a/app:v1", registry.host);
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    let config = dir.path().join("docker");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&config).unwrap();
+    // What the ACR helper answers: Docker's `<token>` username with a refresh token.
+    for (name, secret) in [
+        ("iwacr", REFRESH_TOKEN),
+        ("iwstale", "revoked-refresh-token"),
+    ] {
+        helper(
+            &bin,
+            name,
+            &format!(
+                "cat > /dev/null; printf '{{\"Username\":\"<token>\",\"Secret\":\"{secret}\"}}'"
+            ),
+        );
+    }
+    let run = |helper: &str| {
+        std::fs::write(
+            config.join("config.json"),
+            serde_json::to_vec(
+                &serde_json::json!({"credHelpers": {registry.host.clone(): helper}}),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = Command::new(env!("CARGO_BIN_EXE_imagewarden"))
+            .args(["inventory", &reference, "--format", "json", "--insecure"])
+            .env("PATH", path)
+            .env("DOCKER_CONFIG", &config)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (ok, out, err) = run("iwacr");
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["os"]["version"], "3.20.3");
+    let forms = service.oauth_forms.lock().unwrap().clone();
+    assert!(
+        forms
+            .iter()
+            .any(|f| f.contains(&("refresh_token".into(), REFRESH_TOKEN.into()))),
+        "{forms:?}"
+    );
+
+    let (ok, _, err) = run("iwstale");
+    assert!(!ok);
+    assert!(err.contains("401"), "{err}");
+    assert!(!err.contains("revoked-refresh-token"), "{err}");
+}

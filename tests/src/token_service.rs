@@ -27,6 +27,8 @@ pub const USER: &str = "ci-robot";
 pub const PASSWORD: &str = "t0ken-Pa55";
 pub const SERVICE: &str = "imagewarden-test-registry";
 pub const ISSUER: &str = "imagewarden-test-token-service";
+/// The identity (refresh) token the OAuth2 endpoint accepts, as `docker login` keeps one.
+pub const REFRESH_TOKEN: &str = "0a1b2c3d-identity-token-of-ci-robot";
 
 /// A token service: basic credentials in, JWTs granting every requested action out.
 pub struct TokenService {
@@ -34,6 +36,8 @@ pub struct TokenService {
     cert_der: Vec<u8>,
     /// Token requests served so far.
     pub requests: AtomicUsize,
+    /// OAuth2 requests (`POST`) among them, and the forms they carried.
+    pub oauth_forms: std::sync::Mutex<Vec<Vec<(String, String)>>>,
 }
 
 impl TokenService {
@@ -124,6 +128,42 @@ async fn token(
         .into_response()
 }
 
+/// The OAuth2 flow of the token spec: `POST` a form with `grant_type=refresh_token`, the
+/// refresh token, `service`, `scope` and `client_id`; `access_token` in the reply.
+async fn oauth_token(
+    State(service): State<Arc<TokenService>>,
+    axum::Form(form): axum::Form<Vec<(String, String)>>,
+) -> Response {
+    service.requests.fetch_add(1, Ordering::SeqCst);
+    service.oauth_forms.lock().expect("lock").push(form.clone());
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if field("grant_type") != Some("refresh_token")
+        || field("refresh_token") != Some(REFRESH_TOKEN)
+        || field("client_id").is_none_or(str::is_empty)
+        || field("service") != Some(SERVICE)
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({"error": "invalid_grant"})),
+        )
+            .into_response();
+    }
+    let access: Vec<serde_json::Value> = field("scope")
+        .unwrap_or_default()
+        .split(' ')
+        .filter_map(access_entry)
+        .collect();
+    let token = service.jwt(serde_json::Value::Array(access));
+    axum::Json(
+        serde_json::json!({"access_token": token, "expires_in": 300, "scope": field("scope")}),
+    )
+    .into_response()
+}
+
 /// Starts the token service and a plain-HTTP registry that trusts it.
 pub async fn start() -> Result<(Registry, Arc<TokenService>)> {
     let key = KeyPair::generate()?;
@@ -133,11 +173,12 @@ pub async fn start() -> Result<(Registry, Arc<TokenService>)> {
         cert_der: cert.der().to_vec(),
         key,
         requests: AtomicUsize::new(0),
+        oauth_forms: Default::default(),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let realm = format!("http://{}/token", listener.local_addr()?);
     let app = Router::new()
-        .route("/token", get(token))
+        .route("/token", get(token).post(oauth_token))
         .with_state(service.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
 

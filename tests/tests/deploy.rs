@@ -887,6 +887,8 @@ fn rendered_manifests_are_locked_down() -> Result<()> {
     check_locked_down(&webhook, "kustomize webhook")?;
     let admission = objects(&kustomize(&kustomize_dir("admission"))?)?;
     check_locked_down(&admission, "kustomize admission")?;
+    let operator_certs = objects(&kustomize(&kustomize_dir("admission-operator-certs"))?)?;
+    check_locked_down(&operator_certs, "kustomize admission-operator-certs")?;
     let examples = objects(&kustomize(&kustomize_dir("examples"))?)?;
     assert_eq!(
         examples.len(),
@@ -966,6 +968,16 @@ fn kustomize_installs_what_the_chart_installs() -> Result<()> {
         ])?)?,
         objects(&kustomize(&kustomize_dir("admission"))?)?,
         "kustomize admission vs helm --set webhook.enabled=false,admission.certManager.enabled=true",
+    );
+    assert_same_objects(
+        objects(&helm_template(&[
+            "--set",
+            "webhook.enabled=false",
+            "--set",
+            "admission.operatorCertificates.enabled=true",
+        ])?)?,
+        objects(&kustomize(&kustomize_dir("admission-operator-certs"))?)?,
+        "kustomize admission-operator-certs vs helm --set webhook.enabled=false,admission.operatorCertificates.enabled=true",
     );
     Ok(())
 }

@@ -105,3 +105,49 @@ async fn a_wrong_password_is_refused_with_the_image_named() -> Result<()> {
     assert!(err.contains(&format!("{}/app:v1", registry.host)), "{err}");
     Ok(())
 }
+
+/// A Docker config whose entry for the registry holds `identitytoken`, as `docker login`
+/// leaves one for Azure Container Registry.
+fn identity_token_config(dir: &std::path::Path, host: &str, token: &str) -> std::path::PathBuf {
+    let path = dir.join("config.json");
+    let doc = serde_json::json!({"auths": {host: {"identitytoken": token}}});
+    std::fs::write(&path, serde_json::to_vec(&doc).unwrap()).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn an_identity_token_is_exchanged_at_the_token_service_with_oauth2() -> Result<()> {
+    use imagewarden_tests::token_service::{REFRESH_TOKEN, SERVICE};
+    let (registry, service) = start().await?;
+    let dir = tempfile::tempdir()?;
+    let target = ImageRef::parse(&format!("{}/app:v1", registry.host))?;
+    let opts = |token: &str| PullOptions {
+        insecure: true,
+        credentials: RegistryCredentials {
+            docker_config: Some(identity_token_config(dir.path(), &registry.host, token)),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    expect_alpine(&source::inventory(&target, &opts(REFRESH_TOKEN)).await?);
+    let forms = service.oauth_forms.lock().unwrap().clone();
+    assert!(
+        !forms.is_empty(),
+        "no OAuth2 request reached the token service"
+    );
+    let form = &forms[0];
+    let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(field("grant_type").as_deref(), Some("refresh_token"));
+    assert_eq!(field("refresh_token").as_deref(), Some(REFRESH_TOKEN));
+    assert_eq!(field("service").as_deref(), Some(SERVICE));
+    assert_eq!(field("scope").as_deref(), Some("repository:app:pull"));
+
+    // A refresh token the service does not know: refused, the token never quoted.
+    let err = source::inventory(&target, &opts("stale-identity-token"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("401"), "{err}");
+    assert!(!err.contains("stale-identity-token"), "{err}");
+    Ok(())
+}

@@ -32,6 +32,9 @@ pub struct RegistryAccess {
     pub credentials: Option<Credentials>,
     /// A bearer token sent as is (instead of asking a token service).
     pub token: Option<String>,
+    /// An identity (OAuth2 refresh) token, exchanged at the registry's token service for
+    /// access tokens, as `docker login` keeps for Azure Container Registry and others.
+    pub identity_token: Option<String>,
     /// Where requests for this registry may go (the operator's egress policy).
     pub egress: Arc<EgressPolicy>,
 }
@@ -44,6 +47,10 @@ impl fmt::Debug for RegistryAccess {
             .field("ca_pem", &self.ca_pem.as_ref().map(|_| "<pem>"))
             .field("credentials", &self.credentials)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "identity_token",
+                &self.identity_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("egress", &self.egress)
             .finish()
     }
@@ -60,6 +67,7 @@ impl RegistryAccess {
             ca_pem: None,
             credentials: None,
             token: None,
+            identity_token: None,
             egress: Arc::new(EgressPolicy::default()),
         })
     }
@@ -86,6 +94,12 @@ impl RegistryAccess {
     /// Sets a bearer token sent as is.
     pub fn with_token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// Sets an identity token, exchanged for access tokens at the token service.
+    pub fn with_identity_token(mut self, token: impl Into<String>) -> Self {
+        self.identity_token = Some(token.into());
         self
     }
 
@@ -201,8 +215,13 @@ pub enum CredentialsError {
         helper: String,
         message: String,
     },
-    #[error("{key}: the credentials for {host} are an identity token, which is not supported; use a username and password or an access token")]
-    IdentityToken { key: &'static str, host: String },
+    #[error("{key}: the credentials for {host} are an identity token, which {user} cannot use; use a username and password or an access token")]
+    IdentityToken {
+        key: &'static str,
+        host: String,
+        /// What refused it.
+        user: &'static str,
+    },
 }
 
 impl Credentials {

@@ -59,6 +59,8 @@ pub struct RegistryClient {
     credentials: Option<Credentials>,
     /// A bearer token sent as is.
     static_token: Option<String>,
+    /// An OAuth2 refresh token, exchanged at the token service for access tokens.
+    identity_token: Option<String>,
     tokens: Mutex<HashMap<String, Token>>,
     /// Set once the registry asked for Basic auth, so later requests send it up front.
     basic_auth: Mutex<bool>,
@@ -93,6 +95,9 @@ struct TagsPage {
     #[serde(default)]
     tags: Option<Vec<String>>,
 }
+
+/// The client id sent with OAuth2 token requests.
+const OAUTH_CLIENT_ID: &str = "imagewarden";
 
 #[derive(Deserialize)]
 struct TokenResponse {
@@ -256,6 +261,7 @@ impl RegistryClient {
             egress: access.egress.clone(),
             credentials: access.credentials.clone(),
             static_token: access.token.clone(),
+            identity_token: access.identity_token.clone(),
             tokens: Mutex::new(HashMap::new()),
             basic_auth: Mutex::new(false),
             max_manifest_bytes: crate::budget::DEFAULT_MAX_REGISTRY_MANIFEST_BYTES as usize,
@@ -732,10 +738,36 @@ impl RegistryClient {
                 query.append_pair("scope", scope);
             }
         }
-        let mut request = self.http.get(url);
-        if let Some(c) = &self.credentials {
-            request = request.basic_auth(&c.username, Some(&c.password));
-        }
+        let request = match &self.identity_token {
+            // The OAuth2 flow of the distribution token spec: the refresh token in a form
+            // POSTed to the realm, never in the URL.
+            Some(refresh_token) => {
+                let mut form = url::form_urlencoded::Serializer::new(String::new());
+                form.append_pair("grant_type", "refresh_token")
+                    .append_pair("refresh_token", refresh_token)
+                    .append_pair("client_id", OAUTH_CLIENT_ID);
+                if let Some(service) = service {
+                    form.append_pair("service", service);
+                }
+                form.append_pair("scope", wanted_scope);
+                let mut post = url.clone();
+                post.set_query(None);
+                self.http
+                    .post(post)
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(form.finish())
+            }
+            None => {
+                let mut get = self.http.get(url);
+                if let Some(c) = &self.credentials {
+                    get = get.basic_auth(&c.username, Some(&c.password));
+                }
+                get
+            }
+        };
         let requested = Instant::now();
         let response = request
             .send()
@@ -863,7 +895,10 @@ impl RegistryClient {
                 registry,
                 repository,
                 status: status.as_u16(),
-                message: if self.credentials.is_none() && self.static_token.is_none() {
+                message: if self.credentials.is_none()
+                    && self.static_token.is_none()
+                    && self.identity_token.is_none()
+                {
                     format!("{message} (no credentials are configured)")
                 } else {
                     message

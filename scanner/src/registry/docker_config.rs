@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::access::{is_docker_hub, same_registry, Credentials, CredentialsError};
+use super::access::{is_docker_hub, same_registry, Credentials, CredentialsError, RegistryAccess};
 
 /// Largest reply read from a credential helper (stdout and stderr each).
 const MAX_HELPER_OUTPUT: u64 = 64 * 1024;
@@ -49,6 +49,21 @@ pub enum DockerCredential {
     Basic(Credentials),
     /// A registry token sent as a bearer token (`registrytoken`).
     Bearer(String),
+    /// An identity token (`identitytoken`, or a helper's reply with username `<token>`):
+    /// an OAuth2 refresh token the registry's token service exchanges for access tokens.
+    IdentityToken(String),
+}
+
+impl RegistryAccess {
+    /// Uses what a Docker config holds for this registry, if anything.
+    pub fn with_docker_credential(self, credential: Option<DockerCredential>) -> Self {
+        match credential {
+            Some(DockerCredential::Basic(c)) => self.with_credentials(c),
+            Some(DockerCredential::Bearer(t)) => self.with_token(t),
+            Some(DockerCredential::IdentityToken(t)) => self.with_identity_token(t),
+            None => self,
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -126,7 +141,7 @@ impl DockerConfig {
         }
         let entry = self.file.auths.iter().find(|(k, _)| matches(k));
         if let Some((_, entry)) = entry {
-            if let Some(credential) = self.decode(entry, registry_host)? {
+            if let Some(credential) = self.decode(entry)? {
                 return Ok(Some(credential));
             }
         }
@@ -146,11 +161,7 @@ impl DockerConfig {
 
     /// The credentials of one `auths` entry; `None` for an empty entry (which Docker
     /// writes when a credential store holds the secret).
-    fn decode(
-        &self,
-        entry: &AuthEntry,
-        registry_host: &str,
-    ) -> Result<Option<DockerCredential>, CredentialsError> {
+    fn decode(&self, entry: &AuthEntry) -> Result<Option<DockerCredential>, CredentialsError> {
         let key = self.key;
         let present = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
         if let Some(auth) = present(&entry.auth) {
@@ -185,11 +196,8 @@ impl DockerConfig {
         if let Some(token) = present(&entry.registrytoken) {
             return Ok(Some(DockerCredential::Bearer(token)));
         }
-        if present(&entry.identitytoken).is_some() {
-            return Err(CredentialsError::IdentityToken {
-                key,
-                host: registry_host.to_string(),
-            });
+        if let Some(token) = present(&entry.identitytoken) {
+            return Ok(Some(DockerCredential::IdentityToken(token)));
         }
         Ok(None)
     }
@@ -265,14 +273,12 @@ fn run(
     }
     let reply: Reply = serde_json::from_slice(&reply)
         .map_err(|_| helper_error("did not reply with {\"Username\": …, \"Secret\": …}".into()))?;
-    if reply.username == "<token>" {
-        return Err(CredentialsError::IdentityToken {
-            key: source_key,
-            host: registry_host.to_string(),
-        });
-    }
     if reply.secret.is_empty() {
         return Ok(None);
+    }
+    // Docker's convention for identity tokens kept by a helper.
+    if reply.username == "<token>" {
+        return Ok(Some(DockerCredential::IdentityToken(reply.secret)));
     }
     Ok(Some(DockerCredential::Basic(Credentials::new(
         reply.username,
@@ -435,6 +441,11 @@ fn basic_from(config: &DockerConfig, registry_host: &str) -> Result<Credentials,
                  a username and password"
             ),
         }),
+        Some(DockerCredential::IdentityToken(_)) => Err(CredentialsError::IdentityToken {
+            key: config.key(),
+            host: registry_host.to_string(),
+            user: "the operator",
+        }),
         None => Err(CredentialsError::NoEntryForRegistry {
             host: registry_host.to_string(),
             known: config.known_registries().join(", "),
@@ -483,6 +494,27 @@ mod tests {
                 .credentials_for("r.example", &HelperPolicy::Refuse)
                 .unwrap(),
             Some(DockerCredential::Bearer("tok".into()))
+        );
+    }
+
+    #[test]
+    fn identity_tokens_are_kept_for_the_token_service_and_refused_by_the_operator() {
+        let json = br#"{"auths":{"r.example":{"identitytoken":"refresh-me"}}}"#;
+        let config = DockerConfig::parse(json, "config.json").unwrap();
+        assert_eq!(
+            config
+                .credentials_for("r.example", &HelperPolicy::Refuse)
+                .unwrap(),
+            Some(DockerCredential::IdentityToken("refresh-me".into()))
+        );
+        let err = Credentials::from_docker_config_json(json, "r.example")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("identity token")
+                && err.contains("the operator")
+                && !err.contains("refresh-me"),
+            "{err}"
         );
     }
 

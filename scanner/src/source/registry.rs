@@ -9,8 +9,8 @@ use crate::analyzer::Analyzer;
 use crate::egress::EgressPolicy;
 use crate::layer::{scan_layer_with, LayerError, LayerScan};
 use crate::registry::{
-    Credentials, DockerConfig, DockerCredential, HelperPolicy, RegistryAccess, RegistryClient,
-    RegistryError,
+    Credentials, CredentialsError, DockerConfig, DockerCredential, HelperPolicy, RegistryAccess,
+    RegistryClient, RegistryError,
 };
 use futures::StreamExt;
 use oci_client::secrets::RegistryAuth;
@@ -96,6 +96,16 @@ pub fn registry_auth(
     Ok(match registry_credentials(registry, creds)? {
         Some(DockerCredential::Basic(c)) => RegistryAuth::Basic(c.username, c.password),
         Some(DockerCredential::Bearer(t)) => RegistryAuth::Bearer(t),
+        Some(DockerCredential::IdentityToken(_)) => {
+            return Err(SourceError::Invalid(
+                CredentialsError::IdentityToken {
+                    key: "config.json",
+                    host: registry.to_string(),
+                    user: "a database push or pull through oci://",
+                }
+                .to_string(),
+            ))
+        }
         None => RegistryAuth::Anonymous,
     })
 }
@@ -114,11 +124,7 @@ fn client(
                 .clone()
                 .unwrap_or_else(|| Arc::new(EgressPolicy::unrestricted())),
         );
-    match registry_credentials(registry, &opts.credentials)? {
-        Some(DockerCredential::Basic(c)) => access = access.with_credentials(c),
-        Some(DockerCredential::Bearer(t)) => access = access.with_token(t),
-        None => {}
-    }
+    access = access.with_docker_credential(registry_credentials(registry, &opts.credentials)?);
     if let Some(ca) = &opts.ca_file {
         let pem = std::fs::read_to_string(ca)
             .map_err(SourceError::io(format!("CA file {}", ca.display())))?;

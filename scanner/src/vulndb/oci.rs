@@ -12,7 +12,7 @@ use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::{Client, Reference};
 
 use crate::layer::Digester;
-use crate::registry::{DockerCredential, RegistryAccess, RegistryClient, RegistryError};
+use crate::registry::{RegistryAccess, RegistryClient, RegistryError};
 use crate::source::oci::{parse_manifest, verify_digest, Manifest, OCI_MANIFEST};
 use crate::source::{registry_auth, registry_credentials, RegistryCredentials};
 
@@ -116,11 +116,10 @@ fn pull_client(
         .clone()
         .unwrap_or_else(|| std::sync::Arc::new(crate::egress::EgressPolicy::unrestricted()));
     let mut access = RegistryAccess::new(registry, source.insecure)?.with_egress(egress);
-    match registry_credentials(registry, &RegistryCredentials::from_environment())? {
-        Some(DockerCredential::Basic(c)) => access = access.with_credentials(c),
-        Some(DockerCredential::Bearer(t)) => access = access.with_token(t),
-        None => {}
-    }
+    access = access.with_docker_credential(registry_credentials(
+        registry,
+        &RegistryCredentials::from_environment(),
+    )?);
     if let Some(pem) = ca_pem(opts)? {
         access = access.with_ca_pem(pem);
     }
