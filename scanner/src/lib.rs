@@ -8,6 +8,7 @@ pub mod budget;
 pub mod checks;
 pub mod egress;
 pub mod finding;
+pub mod fix;
 pub mod inventory;
 pub mod layer;
 pub mod matcher;

@@ -20,6 +20,9 @@ enum Command {
     Inventory(Box<cli::inventory::Args>),
     /// Scan an image and report its vulnerabilities.
     Scan(Box<cli::scan::Args>),
+    /// Push a patched image (`<tag>_fixd`) with the fixable system vulnerabilities of an
+    /// image fixed from verified apt repositories.
+    Fix(Box<cli::fix::Args>),
     /// Build and inspect the compiled vulnerability database.
     #[command(subcommand)]
     Db(cli::db::Command),
@@ -52,6 +55,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Inventory(args) => cli::inventory::run(*args),
         Command::Scan(args) => cli::scan::run(*args),
+        Command::Fix(args) => cli::fix::run(*args),
         Command::Db(cmd) => cli::db::run(cmd),
         Command::Server(args) => imagewarden_scanner::server::run(*args),
         Command::Docs(cmd) => cli::docs::run(cmd, command()),

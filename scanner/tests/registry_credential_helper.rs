@@ -140,7 +140,8 @@ async fn credentials_come_from_the_helper_the_docker_config_names() {
     );
 }
 
-#[tokio::test]
+// The token service runs on this test's runtime while the CLI is waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_identity_token_from_a_helper_is_exchanged_for_access_tokens() {
     use imagewarden_tests::token_service::{self, REFRESH_TOKEN};
     let (registry, service) = token_service::start().await.unwrap();

@@ -123,10 +123,57 @@ debian_node_modules() {
     test -f root/usr/share/nodejs/lodash/package.json
 }
 
+debian_security_repo() {
+    # A slice of Debian's bookworm-security archive as Debian publishes it: the signed
+    # InRelease, the main/binary-amd64 Packages index it names (checked here by its SHA256),
+    # the security builds of expat's binaries from the pool, and the older builds of
+    # bookworm's main archive with a root made by the real dpkg from them (what an image
+    # built before the security update holds). The fix tests serve the archive slice over
+    # HTTP and patch an image made from the root.
+    local mirror=http://deb.debian.org/debian-security suite=bookworm-security
+    mkdir -p "archive/dists/$suite/main/binary-amd64" old
+    curl -fsS -o "archive/dists/$suite/InRelease" "$mirror/dists/$suite/InRelease"
+    curl -fsS -o Packages.xz "$mirror/dists/$suite/main/binary-amd64/Packages.xz"
+    xz -dc Packages.xz >"archive/dists/$suite/main/binary-amd64/Packages"
+    rm Packages.xz
+    local want
+    want=$(awk '$3 == "main/binary-amd64/Packages" { print $1; exit }' \
+        <(sed -n '/^SHA256:/,/^[^ ]/p' "archive/dists/$suite/InRelease"))
+    echo "$want  archive/dists/$suite/main/binary-amd64/Packages" | sha256sum -c --quiet
+    local pkg file
+    for pkg in libexpat1 expat; do
+        file=$(awk -v p="$pkg" '$1 == "Package:" { cur = $2 } cur == p && $1 == "Filename:" { print $2; exit }' \
+            "archive/dists/$suite/main/binary-amd64/Packages")
+        mkdir -p "archive/$(dirname "$file")"
+        curl -fsS -o "archive/$file" "$mirror/$file"
+    done
+    ( cd old && apt-get download libexpat1/bookworm expat/bookworm libc6/bookworm \
+        debian-archive-keyring/bookworm 2>/dev/null )
+    mkdir -p root/var/lib/dpkg/info root/var/lib/dpkg/updates
+    touch root/var/lib/dpkg/status
+    # libc6's maintainer scripts need a chroot: it is recorded the way dpkg records an
+    # unpacked package, from its own control fields and file list, without running them.
+    local libc6=(old/libc6_*.deb)
+    dpkg-deb -x "${libc6[0]}" root
+    { dpkg-deb -f "${libc6[0]}" | awk '{ print } /^Package:/ { print "Status: install ok installed" }'
+      echo; } >root/var/lib/dpkg/status
+    dpkg-deb --fsys-tarfile "${libc6[0]}" | tar -t | sed -e 's|^\./|/|' -e 's|/$||' -e 's|^$|/.|' \
+        >root/var/lib/dpkg/info/libc6:amd64.list
+    dpkg-deb --ctrl-tarfile "${libc6[0]}" | tar -xO ./md5sums >root/var/lib/dpkg/info/libc6:amd64.md5sums
+    local dpkg=(dpkg --root="$PWD/root" --force-depends --force-script-chrootless)
+    "${dpkg[@]}" --unpack old/libexpat1_*.deb old/expat_*.deb
+    "${dpkg[@]}" --configure libexpat1 expat
+    # The image's own apt keyring, as the keyring package ships it.
+    dpkg-deb -x old/debian-archive-keyring_*.deb root
+    rm -f root/var/lib/dpkg/*-old
+    grep -q "Package: libexpat1" root/var/lib/dpkg/status
+}
+
 fetch pypi pypi
 fetch npm npm_packages
 fetch maven maven
 fetch go go_binary
 fetch rust rust_auditable
 fetch debian-node debian_node_modules
+fetch debian-security debian_security_repo
 echo "$DEST"

@@ -14,6 +14,7 @@ pub(crate) use note;
 
 pub mod db;
 pub mod docs;
+pub mod fix;
 pub mod inventory;
 pub mod policy;
 pub mod scan;
@@ -183,6 +184,13 @@ pub struct PullArgs {
     /// Talk plain HTTP to the registry.
     #[arg(long, help_heading = "Registry Flags")]
     pub insecure: bool,
+    /// Layers pulled and analyzed at once from a registry (1: one after another). Each
+    /// layer in flight may hold its own largest file in memory (--max-file-bytes).
+    #[arg(long, env = "IMAGEWARDEN_LAYER_CONCURRENCY",
+          default_value_t = imagewarden_scanner::source::DEFAULT_LAYER_CONCURRENCY,
+          value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u16).range(1..=64), usize::from),
+          help_heading = "Scan Flags")]
+    pub layer_concurrency: usize,
     #[command(flatten, next_help_heading = "Scan Flags")]
     pub budgets: imagewarden_scanner::budget::BudgetArgs,
 }
@@ -212,6 +220,7 @@ impl PullArgs {
             // A user's own machine, against registries the user names: any address.
             egress: None,
             budgets: self.budgets.budgets(),
+            layer_concurrency: self.layer_concurrency,
         }
     }
 }

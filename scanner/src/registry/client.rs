@@ -645,6 +645,20 @@ impl RegistryClient {
         scope: &str,
         repository: Option<&str>,
     ) -> Result<Response, RegistryError> {
+        self.send_body(method, url, accept, None, scope, repository)
+            .await
+    }
+
+    /// [`RegistryClient::send`] with a body and its content type (pushes).
+    async fn send_body(
+        &self,
+        method: Method,
+        url: Url,
+        accept: Option<&str>,
+        body: Option<(&bytes::Bytes, &str)>,
+        scope: &str,
+        repository: Option<&str>,
+    ) -> Result<Response, RegistryError> {
         let mut challenged = false;
         let mut retries = 0;
         self.check_egress(&url)?;
@@ -652,6 +666,11 @@ impl RegistryClient {
             let mut request = self.http.request(method.clone(), url.clone());
             if let Some(accept) = accept {
                 request = request.header(ACCEPT, accept);
+            }
+            if let Some((body, content_type)) = body {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, content_type)
+                    .body(body.clone());
             }
             if let Some(token) = &self.static_token {
                 request = request.bearer_auth(token);
@@ -924,6 +943,131 @@ impl RegistryClient {
             },
         }
     }
+}
+
+/// The write side: blobs and manifests pushed (`imagewarden fix`). Upload locations must
+/// stay on the registry's origin, so the credentials never go elsewhere.
+impl RegistryClient {
+    /// Whether `repository` has the blob `digest`.
+    pub async fn has_blob(&self, repository: &str, digest: &str) -> Result<bool, RegistryError> {
+        let url = self.url(&format!("v2/{repository}/blobs/{digest}"), &[]);
+        match self
+            .send(
+                Method::HEAD,
+                url,
+                None,
+                &push_scope(repository),
+                Some(repository),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(RegistryError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Uploads `data` as the blob `digest` of `repository` (one POST, one PUT), unless the
+    /// repository has it already.
+    pub async fn push_blob(
+        &self,
+        repository: &str,
+        digest: &str,
+        data: bytes::Bytes,
+    ) -> Result<(), RegistryError> {
+        if self.has_blob(repository, digest).await? {
+            return Ok(());
+        }
+        let scope = push_scope(repository);
+        let url = self.url(&format!("v2/{repository}/blobs/uploads/"), &[]);
+        let started = self
+            .send(Method::POST, url, None, &scope, Some(repository))
+            .await?;
+        let mut location = self.upload_location(started.headers(), repository)?;
+        location.query_pairs_mut().append_pair("digest", digest);
+        self.send_body(
+            Method::PUT,
+            location,
+            None,
+            Some((&data, "application/octet-stream")),
+            &scope,
+            Some(repository),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Mounts the blob `digest` of `from` into `repository` (same registry); `false` when
+    /// the registry started an upload instead (it would not mount).
+    pub async fn mount_blob(
+        &self,
+        repository: &str,
+        digest: &str,
+        from: &str,
+    ) -> Result<bool, RegistryError> {
+        if self.has_blob(repository, digest).await? {
+            return Ok(true);
+        }
+        let url = self.url(
+            &format!("v2/{repository}/blobs/uploads/"),
+            &[("mount", digest), ("from", from)],
+        );
+        let scope = format!("{} repository:{from}:pull", push_scope(repository));
+        let response = self
+            .send(Method::POST, url, None, &scope, Some(repository))
+            .await?;
+        Ok(response.status() == StatusCode::CREATED)
+    }
+
+    /// Puts `manifest` (of `media_type`) as `reference` of `repository`; returns its digest.
+    pub async fn put_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        manifest: bytes::Bytes,
+        media_type: &str,
+    ) -> Result<String, RegistryError> {
+        let url = self.url(&format!("v2/{repository}/manifests/{reference}"), &[]);
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&manifest)));
+        self.send_body(
+            Method::PUT,
+            url,
+            None,
+            Some((&manifest, media_type)),
+            &push_scope(repository),
+            Some(repository),
+        )
+        .await?;
+        Ok(digest)
+    }
+
+    /// The `Location` of a started upload, resolved against the registry and kept on its
+    /// origin.
+    fn upload_location(&self, headers: &HeaderMap, repository: &str) -> Result<Url, RegistryError> {
+        let refuse = |message: String| RegistryError::Protocol {
+            registry: self.host.clone(),
+            repository: InRepository(Some(repository.to_string())),
+            message,
+        };
+        let location = headers
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| refuse("the upload was started without a Location".into()))?;
+        let url = self
+            .base
+            .join(location)
+            .map_err(|_| refuse("the upload Location is not a URL".into()))?;
+        if url.origin() != self.base.origin() {
+            return Err(refuse(
+                "the upload Location points to another origin; nothing was sent there".into(),
+            ));
+        }
+        Ok(url)
+    }
+}
+
+fn push_scope(repository: &str) -> String {
+    format!("repository:{repository}:pull,push")
 }
 
 /// What the registry's error body says, in our words: the distribution error codes it

@@ -201,9 +201,21 @@ pub struct PullOptions {
     /// What one scan may read and keep (uncompressed bytes, file, SBOM and manifest
     /// sizes, archive entries, warnings).
     pub budgets: crate::budget::ScanBudgets,
+    /// Layers pulled and analyzed at once from a registry; 0 and 1: one after another.
+    /// Each layer in flight may hold its own largest file (`max_file_bytes`) and results,
+    /// so memory grows with it; the result does not change.
+    pub layer_concurrency: usize,
 }
 
+/// Layers the CLI pulls at once by default (Trivy analyzes 5 at once).
+pub const DEFAULT_LAYER_CONCURRENCY: usize = 3;
+
 impl PullOptions {
+    /// Layers pulled at once: [`PullOptions::layer_concurrency`], at least one.
+    pub fn layers_at_once(&self) -> usize {
+        self.layer_concurrency.max(1)
+    }
+
     /// The budgets of a scan with these options.
     pub fn budgets(&self) -> crate::budget::ScanBudgets {
         self.budgets

@@ -7,7 +7,7 @@ use super::progress::{bar, label, ProgressReader};
 use super::{assemble, ImageRef, PullOptions, ScannedImage, SourceError};
 use crate::analyzer::Analyzer;
 use crate::egress::EgressPolicy;
-use crate::layer::{scan_layer_with, LayerScan};
+use crate::layer::{scan_layer_with, LayerError, LayerScan};
 use crate::registry::{
     Credentials, CredentialsError, DockerConfig, DockerCredential, HelperPolicy, RegistryAccess,
     RegistryClient, RegistryError,
@@ -111,7 +111,7 @@ pub fn registry_auth(
 }
 
 /// A client for pulls from the registry of `reference`.
-fn client(
+pub(crate) fn client(
     reference: &Reference,
     target: &str,
     opts: &PullOptions,
@@ -147,6 +147,95 @@ fn registry_error(target: &str, e: RegistryError) -> SourceError {
     SourceError::Registry {
         reference: target.to_string(),
         message: e.to_string(),
+    }
+}
+
+/// Uncompressed bytes read and result bytes kept by layers.
+#[derive(Debug, Default, Clone, Copy)]
+struct Usage {
+    read: u64,
+    kept: u64,
+}
+
+impl Usage {
+    fn add(&mut self, scan: &LayerScan) {
+        self.read = self.read.saturating_add(scan.uncompressed_size);
+        self.kept = self.kept.saturating_add(scan.retained_bytes);
+    }
+}
+
+/// Pulls one layer and reads it, with what is left of the scan's budgets after the layers
+/// that `finished` counts (those read at the same time are checked afterwards, in order,
+/// by [`within_budgets`]).
+async fn pull_layer(
+    client: &RegistryClient,
+    repository: &str,
+    target: &str,
+    opts: &PullOptions,
+    l: &oci::Descriptor,
+    analyzers: Arc<Vec<Box<dyn Analyzer>>>,
+    finished: &std::sync::Mutex<Usage>,
+) -> Result<LayerScan, SourceError> {
+    let response = client
+        .blob(repository, l.digest.as_str())
+        .await
+        .map_err(|e| registry_error(target, e))?;
+    let content_length = response.content_length();
+    let size = (l.size > 0).then_some(l.size as u64);
+    let progress = bar(
+        opts.progress,
+        size.or(content_length),
+        label(opts, target, &l.digest),
+    );
+    let stream = response
+        .bytes_stream()
+        .map(|chunk| chunk.map_err(std::io::Error::other));
+    let reader = SyncIoBridge::new(StreamReader::new(stream));
+    let before = *finished.lock().unwrap_or_else(|e| e.into_inner());
+    let layer_opts = opts.layer_options(before.read, before.kept, false);
+    let digest = l.digest.clone();
+    let scan = tokio::task::spawn_blocking(move || {
+        let reader = ProgressReader {
+            inner: reader,
+            bar: progress,
+        };
+        scan_layer_with(reader, Some(&digest), size, &analyzers, &layer_opts)
+    })
+    .await
+    .map_err(|e| SourceError::Invalid(format!("{target}: layer task failed: {e}")))??;
+    finished
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .add(&scan);
+    Ok(scan)
+}
+
+/// A layer's result as reading the layers one after another gives it: a layer read beside
+/// others started with more of the budgets left than the layers below it leave, so the
+/// budgets are checked again over the layers in order, failing on the same layer.
+fn within_budgets(
+    result: Result<LayerScan, SourceError>,
+    digest: &str,
+    earlier: &Usage,
+    budgets: &crate::budget::ScanBudgets,
+) -> Result<LayerScan, SourceError> {
+    let left_to_read = budgets.max_image_bytes.saturating_sub(earlier.read);
+    let left_to_keep = budgets.max_retained_bytes.saturating_sub(earlier.kept);
+    let over_read = || LayerError::OverBudget {
+        digest: digest.to_string(),
+        limit: left_to_read,
+    };
+    let over_kept = || LayerError::RetainedOverBudget {
+        digest: digest.to_string(),
+        limit: left_to_keep,
+    };
+    match result {
+        Ok(scan) if scan.uncompressed_size > left_to_read => Err(over_read().into()),
+        Ok(scan) if scan.retained_bytes > left_to_keep => Err(over_kept().into()),
+        Ok(scan) => Ok(scan),
+        Err(SourceError::Layer(LayerError::OverBudget { .. })) => Err(over_read().into()),
+        Err(SourceError::Layer(LayerError::RetainedOverBudget { .. })) => Err(over_kept().into()),
+        Err(e) => Err(e),
     }
 }
 
@@ -199,36 +288,25 @@ pub async fn read(
         .map_err(error)?;
     oci::verify_digest(&config_json, &config.digest, &format!("{target}: config"))?;
 
-    let mut scans = Vec::with_capacity(layers.len());
-    for l in layers {
-        let response = client
-            .blob(repository, l.digest.as_str())
-            .await
-            .map_err(error)?;
-        let content_length = response.content_length();
-        let size = (l.size > 0).then_some(l.size as u64);
-        let progress = bar(
-            opts.progress,
-            size.or(content_length),
-            label(opts, target, &l.digest),
-        );
-        let stream = response
-            .bytes_stream()
-            .map(|chunk| chunk.map_err(std::io::Error::other));
-        let reader = SyncIoBridge::new(StreamReader::new(stream));
+    // Up to `layers_at_once` layers stream and are analyzed together; results come back in
+    // layer order, so the image's result is the same as one layer at a time.
+    let finished = Arc::new(std::sync::Mutex::new(Usage::default()));
+    let client = &client;
+    let mut pulls = futures::stream::iter(layers.into_iter().map(|l| {
         let analyzers = analyzers.clone();
-        let used = scans.iter().map(|s: &LayerScan| s.uncompressed_size).sum();
-        let kept = scans.iter().map(|s: &LayerScan| s.retained_bytes).sum();
-        let layer_opts = opts.layer_options(used, kept, false);
-        let scan = tokio::task::spawn_blocking(move || {
-            let reader = ProgressReader {
-                inner: reader,
-                bar: progress,
-            };
-            scan_layer_with(reader, Some(&l.digest), size, &analyzers, &layer_opts)
-        })
-        .await
-        .map_err(|e| SourceError::Invalid(format!("{target}: layer task failed: {e}")))??;
+        let finished = finished.clone();
+        async move {
+            let result =
+                pull_layer(client, repository, target, opts, &l, analyzers, &finished).await;
+            (l, result)
+        }
+    }))
+    .buffered(opts.layers_at_once());
+    let mut scans: Vec<LayerScan> = Vec::new();
+    let mut earlier = Usage::default();
+    while let Some((l, result)) = pulls.next().await {
+        let scan = within_budgets(result, &l.digest, &earlier, &opts.budgets)?;
+        earlier.add(&scan);
         scans.push(scan);
     }
     Ok(assemble(

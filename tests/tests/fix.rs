@@ -1,0 +1,419 @@
+//! `imagewarden fix` against real parts: Debian's bookworm-security archive slice (its
+//! signed InRelease, the Packages index it names and the security builds of expat, as
+//! `tests/scripts/fetch-fixtures.sh` fetched them) served over HTTP on 127.0.0.1, an image
+//! whose root the real dpkg made from bookworm's older expat packages with Debian's own
+//! keyring in it, and the TLS + basic-auth registry. The advisory is an OSV record the
+//! test writes, naming the security build as fixed (bookworm has none in the test data).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use imagewarden_scanner::fix::apt::AptSource;
+use imagewarden_scanner::fix::plan::Selection;
+use imagewarden_scanner::fix::{self, FixError, FixOptions, FixOutcome, FixTarget};
+use imagewarden_scanner::pipeline;
+use imagewarden_scanner::source::{ImageRef, PullOptions, RegistryCredentials};
+use imagewarden_scanner::vulndb::Db;
+use imagewarden_tests::image::{auth_for, client_for, push_image, sha256, Layer, TestImage};
+use imagewarden_tests::{loopback_egress, Registry, RegistryMode};
+use oci_client::Reference;
+
+const SUITE: &str = "bookworm-security";
+const ADVISORY: &str = "IMAGEWARDEN-TEST-EXPAT-1";
+
+fn fixture() -> PathBuf {
+    let dir = std::env::var_os("IMAGEWARDEN_FIXTURES")
+        .map(PathBuf::from)
+        .expect(
+            "IMAGEWARDEN_FIXTURES is not set: run tests/scripts/fetch-fixtures.sh, then set \
+         IMAGEWARDEN_FIXTURES=${IMAGEWARDEN_CACHE:-$HOME/.cache/imagewarden}/fixtures",
+        );
+    dir.join("debian-security")
+}
+
+/// What the archive's Packages index says of a package: (version, source version).
+fn archive_version(package: &str) -> Result<String> {
+    let index = std::fs::read_to_string(
+        fixture().join(format!("archive/dists/{SUITE}/main/binary-amd64/Packages")),
+    )?;
+    index
+        .split("\n\n")
+        .find(|s| s.lines().any(|l| l == format!("Package: {package}")))
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Version: ")))
+        .map(str::to_string)
+        .context("the package is not in the archive slice")
+}
+
+/// The image: the dpkg-made root of the old expat packages and Debian's keyring, with
+/// Debian 12's os-release.
+fn image() -> Result<TestImage> {
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.follow_symlinks(false);
+    tar.append_dir_all(".", fixture().join("root"))?;
+    let os_release = b"PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nVERSION_CODENAME=bookworm\nID=debian\n";
+    let mut header = tar::Header::new_gnu();
+    header.set_size(os_release.len() as u64);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, "etc/os-release", &os_release[..])?;
+    let tar = tar.into_inner()?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &tar)?;
+    Ok(TestImage {
+        layers: vec![Layer {
+            gzip: gz.finish()?,
+            diff_id: sha256(&tar),
+        }],
+        user: String::new(),
+        env: vec!["PATH=/usr/bin:/bin".into()],
+    })
+}
+
+/// A database of one advisory: expat in Debian 12 fixed in the archive's build.
+fn database(dir: &Path) -> Result<Db> {
+    let fixed = archive_version("libexpat1")?;
+    let osv = dir.join("osv/Debian");
+    std::fs::create_dir_all(&osv)?;
+    std::fs::write(
+        osv.join(format!("{ADVISORY}.json")),
+        serde_json::to_vec(&serde_json::json!({
+            "id": ADVISORY,
+            "modified": "2026-01-01T00:00:00Z",
+            "published": "2026-01-01T00:00:00Z",
+            "summary": "expat security update",
+            "affected": [{
+                "package": {"ecosystem": "Debian:12", "name": "expat"},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": fixed}]}],
+            }],
+        }))?,
+    )?;
+    Ok(Db::load(&[dir.join("osv").display().to_string()])?)
+}
+
+type Tamper = Arc<dyn Fn(&str, Vec<u8>) -> Vec<u8> + Send + Sync>;
+
+/// Serves the archive slice on 127.0.0.1, each file passed through `tamper`.
+async fn serve_archive(tamper: Tamper) -> Result<String> {
+    let root = fixture().join("archive");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/", listener.local_addr()?);
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let root = root.clone();
+        let tamper = tamper.clone();
+        async move {
+            let path = uri.path().trim_start_matches('/').to_string();
+            if path.split('/').any(|p| p == ".." || p.is_empty()) {
+                return Err(axum::http::StatusCode::NOT_FOUND);
+            }
+            match std::fs::read(root.join(&path)) {
+                Ok(body) => Ok(tamper(&path, body)),
+                Err(_) => Err(axum::http::StatusCode::NOT_FOUND),
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(url)
+}
+
+fn untouched() -> Tamper {
+    Arc::new(|_, body| body)
+}
+
+fn pull_options(registry: &Registry) -> PullOptions {
+    let (user, password) = registry.credentials().expect("credentials");
+    PullOptions {
+        ca_file: registry.ca_path(),
+        credentials: RegistryCredentials {
+            username: Some(user.into()),
+            password: Some(password.into()),
+            ..Default::default()
+        },
+        egress: Some(loopback_egress()),
+        ..Default::default()
+    }
+}
+
+fn options(registry: &Registry, archive: &str, target: FixTarget) -> FixOptions {
+    FixOptions {
+        selection: Selection::default(),
+        target,
+        sources: vec![AptSource::parse(&format!("{archive} {SUITE} main")).unwrap()],
+        keyrings: Vec::new(),
+        // The archive slice is cached for longer than the week its InRelease is valid.
+        check_valid_until: false,
+        plan_only: false,
+        pull: pull_options(registry),
+        progress: None,
+    }
+}
+
+async fn digest_of(registry: &Registry, reference: &str) -> Result<Option<String>> {
+    let reference: Reference = reference.parse()?;
+    match client_for(registry)
+        .pull_image_manifest(&reference, &auth_for(registry))
+        .await
+    {
+        Ok((_, digest)) => Ok(Some(digest)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// `name → version` of the dpkg packages in an image.
+async fn dpkg_versions(registry: &Registry, reference: &str) -> Result<HashMap<String, String>> {
+    let scanned = pipeline::read_image(
+        &ImageRef::Registry(reference.to_string()),
+        &pull_options(registry),
+        &Default::default(),
+    )
+    .await?;
+    Ok(scanned
+        .inventory
+        .packages
+        .iter()
+        .map(|p| (p.name.clone(), p.version.clone()))
+        .collect())
+}
+
+/// Unpacks an image's layers into a directory, whiteouts applied, for the real dpkg.
+async fn unpack(registry: &Registry, reference: &str, dir: &Path) -> Result<()> {
+    let reference: Reference = reference.parse()?;
+    let client = client_for(registry);
+    let auth = auth_for(registry);
+    let (manifest, _) = client.pull_image_manifest(&reference, &auth).await?;
+    for layer in &manifest.layers {
+        let mut blob = Vec::new();
+        client.pull_blob(&reference, layer, &mut blob).await?;
+        let mut tar = Vec::new();
+        flate2::read::GzDecoder::new(blob.as_slice()).read_to_end(&mut tar)?;
+        let mut archive = tar::Archive::new(tar.as_slice());
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            let path = entry.path()?.into_owned();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if let Some(target) = name.strip_prefix(".wh.") {
+                let victim = dir
+                    .join(path.parent().unwrap_or(Path::new("")))
+                    .join(target);
+                let _ = std::fs::remove_file(&victim).or_else(|_| std::fs::remove_dir_all(&victim));
+                continue;
+            }
+            entry.set_preserve_permissions(false);
+            entry.unpack_in(dir)?;
+        }
+    }
+    Ok(())
+}
+
+fn dpkg(root: &Path, args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new("dpkg")
+        .arg(format!("--root={}", root.display()))
+        .args(args)
+        .output()
+        .context("running dpkg")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "dpkg {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test]
+async fn a_debian_image_is_fixed_from_the_signed_security_archive() -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let db = database(work.path())?;
+    let registry = Registry::start(RegistryMode::TlsAuth).await?;
+    let original = push_image(&registry, "team-a/xml", "1.0", &image()?).await?;
+    let archive = serve_archive(untouched()).await?;
+    let image = format!("{}/team-a/xml:1.0", registry.host);
+    let before = dpkg_versions(&registry, &image).await?;
+    let new_version = archive_version("libexpat1")?;
+    assert_ne!(
+        before["libexpat1"], new_version,
+        "the image starts with the old build"
+    );
+
+    let report = fix::fix(
+        &image,
+        &db,
+        &options(&registry, &archive, FixTarget::default()),
+    )
+    .await?;
+
+    assert_eq!(report.outcome, FixOutcome::Completed, "{report:?}");
+    let upgraded: Vec<(&str, &str)> = report
+        .plan
+        .upgrades
+        .iter()
+        .map(|u| (u.package.as_str(), u.to.as_str()))
+        .collect();
+    // Every installed binary of the expat source, not only the one the finding names.
+    assert_eq!(
+        upgraded,
+        [
+            ("expat", archive_version("expat")?.as_str()),
+            ("libexpat1", new_version.as_str())
+        ]
+    );
+    let verification = report.verification.clone().expect("verified");
+    assert_eq!(verification.fixed, [ADVISORY]);
+    assert!(verification.remaining.is_empty());
+    let fixed_ref = format!("{}/team-a/xml:1.0_fixd", registry.host);
+    let pushed = digest_of(&registry, &fixed_ref)
+        .await?
+        .expect("the _fixd tag");
+    assert!(report.pushed.as_deref().unwrap().ends_with(&pushed));
+    assert_eq!(
+        digest_of(&registry, &image).await?.as_deref(),
+        Some(original.as_str())
+    );
+    let after = dpkg_versions(&registry, &fixed_ref).await?;
+    assert_eq!(after["libexpat1"], new_version);
+    assert_eq!(after["libc6"], before["libc6"]);
+
+    // The real dpkg reads the fixed root as sound, with the new versions.
+    let root = work.path().join("root");
+    std::fs::create_dir_all(&root)?;
+    unpack(&registry, &fixed_ref, &root).await?;
+    let status = dpkg(&root, &["-s", "libexpat1:amd64"])?;
+    assert!(
+        status.contains(&format!("Version: {new_version}")),
+        "{status}"
+    );
+    assert!(status.contains("Status: install ok installed"), "{status}");
+    assert_eq!(dpkg(&root, &["--audit"])?, "");
+    let verify = std::process::Command::new("dpkg")
+        .arg(format!("--root={}", root.display()))
+        .args(["--verify", "libexpat1", "expat"])
+        .output()?;
+    assert!(
+        verify.status.success() && verify.stdout.is_empty(),
+        "dpkg --verify: {}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn overwrite_moves_the_tag_and_keeps_the_original() -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let db = database(work.path())?;
+    let registry = Registry::start(RegistryMode::TlsAuth).await?;
+    let original = push_image(&registry, "team-a/xml", "1.0", &image()?).await?;
+    let archive = serve_archive(untouched()).await?;
+    let image = format!("{}/team-a/xml:1.0", registry.host);
+
+    let report = fix::fix(
+        &image,
+        &db,
+        &options(&registry, &archive, FixTarget::Overwrite),
+    )
+    .await?;
+
+    let moved = digest_of(&registry, &image).await?.expect("the tag");
+    assert_ne!(moved, original);
+    assert!(report.pushed.as_deref().unwrap().ends_with(&moved));
+    let kept = format!("{}/team-a/xml:1.0_orig", registry.host);
+    assert_eq!(
+        digest_of(&registry, &kept).await?.as_deref(),
+        Some(original.as_str())
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tampered_packages_index_is_refused_and_nothing_is_pushed() -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let db = database(work.path())?;
+    let registry = Registry::start(RegistryMode::TlsAuth).await?;
+    push_image(&registry, "team-a/xml", "1.0", &image()?).await?;
+    // A package offered at another version, the index's size unchanged, as a mirror that
+    // lies would.
+    let archive = serve_archive(Arc::new(|path: &str, body: Vec<u8>| {
+        if path.ends_with("binary-amd64/Packages") {
+            String::from_utf8(body)
+                .unwrap()
+                .replacen("Version: 2.5.0-1+deb12u5", "Version: 2.5.0-1+deb12u9", 1)
+                .into_bytes()
+        } else {
+            body
+        }
+    }))
+    .await?;
+    let image = format!("{}/team-a/xml:1.0", registry.host);
+
+    let err = fix::fix(
+        &image,
+        &db,
+        &options(&registry, &archive, FixTarget::default()),
+    )
+    .await
+    .unwrap_err();
+
+    assert!(matches!(err, FixError::Index(_)), "{err}");
+    assert!(
+        err.to_string().contains("where the signed index says"),
+        "{err}"
+    );
+    let fixed_ref = format!("{}/team-a/xml:1.0_fixd", registry.host);
+    assert_eq!(digest_of(&registry, &fixed_ref).await?, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unsigned_or_foreign_signed_release_is_refused() -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let db = database(work.path())?;
+    let registry = Registry::start(RegistryMode::TlsAuth).await?;
+    push_image(&registry, "team-a/xml", "1.0", &image()?).await?;
+    let image = format!("{}/team-a/xml:1.0", registry.host);
+
+    // Debian's own trixie key: a real key, but not the one that signs bookworm-security.
+    let archive = serve_archive(untouched()).await?;
+    let mut opts = options(&registry, &archive, FixTarget::default());
+    let foreign = "usr/share/keyrings/debian-archive-trixie-stable.gpg";
+    opts.keyrings = vec![(
+        foreign.into(),
+        std::fs::read(fixture().join("root").join(foreign))?,
+    )];
+    let err = fix::fix(&image, &db, &opts).await.unwrap_err();
+    assert!(matches!(err, FixError::Signature(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("is not signed by a key of the keyring"),
+        "{err}"
+    );
+
+    // The signed text alone, its signature dropped.
+    let stripped = serve_archive(Arc::new(|path: &str, body: Vec<u8>| {
+        if path.ends_with("InRelease") {
+            let text = String::from_utf8(body).unwrap();
+            let start = text.find("\n\n").unwrap() + 2;
+            let end = text.find("-----BEGIN PGP SIGNATURE-----").unwrap();
+            text[start..end].as_bytes().to_vec()
+        } else {
+            body
+        }
+    }))
+    .await?;
+    let err = fix::fix(
+        &image,
+        &db,
+        &options(&registry, &stripped, FixTarget::default()),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, FixError::Signature(_)), "{err}");
+    assert!(err.to_string().contains("not a signed message"), "{err}");
+    let fixed_ref = format!("{}/team-a/xml:1.0_fixd", registry.host);
+    assert_eq!(digest_of(&registry, &fixed_ref).await?, None);
+    Ok(())
+}
