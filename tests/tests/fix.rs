@@ -90,7 +90,7 @@ fn database(dir: &Path) -> Result<Db> {
             }],
         }))?,
     )?;
-    Ok(Db::load(&[dir.join("osv").display().to_string()])?)
+    Db::load(&[dir.join("osv").display().to_string()])
 }
 
 type Tamper = Arc<dyn Fn(&str, Vec<u8>) -> Vec<u8> + Send + Sync>;
@@ -398,7 +398,7 @@ async fn an_unsigned_or_foreign_signed_release_is_refused() -> Result<()> {
             let text = String::from_utf8(body).unwrap();
             let start = text.find("\n\n").unwrap() + 2;
             let end = text.find("-----BEGIN PGP SIGNATURE-----").unwrap();
-            text[start..end].as_bytes().to_vec()
+            text.as_bytes()[start..end].to_vec()
         } else {
             body
         }
