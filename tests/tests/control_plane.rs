@@ -314,7 +314,14 @@ async fn kubectl_explains_the_kinds_and_selects_and_widens_results() -> Result<(
         ("imagepolicy", "A cluster-wide security policy"),
         ("vulnerabilityexception", "Findings accepted, with a reason"),
     ] {
-        let out = cp.kubectl_output(&["explain", kind])?;
+        // The API server publishes a new CRD's OpenAPI schema a moment after the CRD is
+        // Established; kubectl explain reads that schema.
+        let out = imagewarden_tests::process::poll(
+            &format!("kubectl explain {kind}"),
+            std::time::Duration::from_secs(60),
+            || async { Ok(cp.kubectl_output(&["explain", kind]).ok()) },
+        )
+        .await?;
         assert!(out.contains(says), "kubectl explain {kind}: {out}");
         assert!(
             !out.contains("Auto-generated"),
