@@ -161,9 +161,32 @@ async fn send(
     ))
 }
 
-type ClientRun = tokio::task::JoinHandle<anyhow::Result<(Vec<Duration>, usize)>>;
-
-async fn collect(tasks: Vec<ClientRun>) -> anyhow::Result<(Vec<Duration>, usize)> {
+/// Every client sends `per_client` reviews, each after the last is answered and, with
+/// `barrier`, once every client is ready to send: all latencies, and how many were denied.
+async fn run(
+    https: &[reqwest::Client],
+    url: &str,
+    per_client: usize,
+    barrier: Option<Arc<tokio::sync::Barrier>>,
+) -> anyhow::Result<(Vec<Duration>, usize)> {
+    let mut tasks = Vec::new();
+    for (c, http) in https.iter().cloned().enumerate() {
+        let (url, barrier) = (url.to_string(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_client);
+            let mut denied = 0usize;
+            for k in 0..per_client {
+                let body = review(c * per_client + k);
+                if let Some(barrier) = &barrier {
+                    barrier.wait().await;
+                }
+                let (latency, was_denied) = send(&http, &url, body).await?;
+                latencies.push(latency);
+                denied += usize::from(was_denied);
+            }
+            anyhow::Ok((latencies, denied))
+        }));
+    }
     let mut all = Vec::new();
     let mut denied = 0;
     for t in tasks {
@@ -310,23 +333,7 @@ async fn main() -> anyhow::Result<()> {
     // starts when all are answered.
     let barrier = Arc::new(tokio::sync::Barrier::new(clients));
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for (c, http) in https.iter().cloned().enumerate() {
-        let (url, barrier) = (url.clone(), barrier.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(per_client);
-            let mut denied = 0usize;
-            for k in 0..per_client {
-                let body = review(c * per_client + k);
-                barrier.wait().await;
-                let (latency, was_denied) = send(&http, &url, body).await?;
-                latencies.push(latency);
-                denied += usize::from(was_denied);
-            }
-            anyhow::Ok((latencies, denied))
-        }));
-    }
-    let (all, denied) = collect(tasks).await?;
+    let (all, denied) = run(&https, &url, per_client, Some(barrier)).await?;
     report(
         &format!("bursts of {clients} simultaneous reviews"),
         all,
@@ -337,22 +344,7 @@ async fn main() -> anyhow::Result<()> {
     // Closed loop: each client sends its next review as soon as the last is answered, so
     // `clients` reviews are always in flight (throughput-bound: latency = clients / rate).
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for (c, http) in https.iter().cloned().enumerate() {
-        let url = url.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(per_client);
-            let mut denied = 0usize;
-            for k in 0..per_client {
-                let body = review(c * per_client + k);
-                let (latency, was_denied) = send(&http, &url, body).await?;
-                latencies.push(latency);
-                denied += usize::from(was_denied);
-            }
-            anyhow::Ok((latencies, denied))
-        }));
-    }
-    let (all, denied) = collect(tasks).await?;
+    let (all, denied) = run(&https, &url, per_client, None).await?;
     report(
         &format!("closed loop, {clients} reviews always in flight"),
         all,
