@@ -196,6 +196,11 @@ network_up() {
   if ! ip link show "$bridge" >/dev/null 2>&1; then
     ip link add "$bridge" type bridge
   fi
+  # A bridge whose address was never set takes the lowest address of its ports, so it
+  # changes when a Pod's veth comes or goes; Pods then send to a gateway address nobody
+  # answers (in both directions: the node cannot reach them either) until their ARP entry
+  # expires. Setting it once pins it, as the CNI bridge plugin does for bridges it makes.
+  ip link set "$bridge" address "$(cat "/sys/class/net/$bridge/address")"
   ip addr replace "$pod_gateway/24" dev "$bridge"
   ip addr replace "$node_ip/32" dev "$bridge"
   ip link set "$bridge" up
