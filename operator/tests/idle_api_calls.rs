@@ -19,11 +19,11 @@
 //! printed but not counted; the operator runs with `--leader-elect=false`, so it makes
 //! no Lease calls of its own).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Result;
 use imagewarden_operator::crd::{RuleRef, ScanPhase, ScanTask, ScanTaskSpec};
+use imagewarden_tests::control_plane::apiserver_request_totals;
 use imagewarden_tests::image::push_image;
 use imagewarden_tests::operator::OperatorProcess;
 use imagewarden_tests::process::{free_port, poll as wait_for};
@@ -54,39 +54,6 @@ const OPERATOR_RESOURCES: &[&str] = &[
     "rolebindings",
     "networkpolicies",
 ];
-
-/// `apiserver_request_total` summed by `verb resource[/subresource]`.
-async fn request_totals(client: &Client) -> Result<BTreeMap<String, f64>> {
-    let request = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client.request_text(request).await?;
-    let mut totals = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let label = |name: &str| {
-            labels
-                .split("\",")
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
-                .map(|v| v.trim_end_matches('"').to_string())
-                .unwrap_or_default()
-        };
-        let mut resource = label("resource");
-        if resource.is_empty() {
-            continue; // non-resource URLs such as /metrics and /readyz
-        }
-        let sub = label("subresource");
-        if !sub.is_empty() {
-            resource = format!("{resource}/{sub}");
-        }
-        let key = format!("{} {resource}", label("verb"));
-        *totals.entry(key).or_insert(0.0) += value.trim().parse::<f64>().unwrap_or(0.0);
-    }
-    Ok(totals)
-}
 
 async fn create_tasks(client: &Client, prefix: &str, image: &str, n: usize) -> Result<()> {
     let api: Api<ScanTask> = Api::default_namespaced(client.clone());
@@ -197,9 +164,9 @@ async fn api_requests_per_minute_with_ten_idle_tasks() -> Result<()> {
     // Let the start-up reconciles and the first watch events pass.
     tokio::time::sleep(Duration::from_secs(10)).await;
 
-    let before = request_totals(&client).await?;
+    let before = apiserver_request_totals(&client).await?;
     tokio::time::sleep(WINDOW).await;
-    let after = request_totals(&client).await?;
+    let after = apiserver_request_totals(&client).await?;
 
     let mut operator_total = 0.0;
     let mut other_total = 0.0;

@@ -368,3 +368,39 @@ fn client_certificate(cert: &str, key: &str) -> String {
         b64(key)
     )
 }
+
+/// The API server's `apiserver_request_total`, summed by `verb resource[/subresource]`
+/// (requests for non-resource URLs such as `/metrics` left out).
+pub async fn apiserver_request_totals(
+    client: &Client,
+) -> Result<std::collections::BTreeMap<String, f64>> {
+    let request = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(request).await?;
+    let mut totals = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split("\",")
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        let mut resource = label("resource");
+        if resource.is_empty() {
+            continue;
+        }
+        let sub = label("subresource");
+        if !sub.is_empty() {
+            resource = format!("{resource}/{sub}");
+        }
+        let key = format!("{} {resource}", label("verb"));
+        *totals.entry(key).or_insert(0.0) += value.trim().parse::<f64>().unwrap_or(0.0);
+    }
+    Ok(totals)
+}

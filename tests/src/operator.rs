@@ -85,6 +85,11 @@ impl OperatorProcess {
         self.process.stop();
     }
 
+    /// The process id (for its memory figures in `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// Path of the log file.
     pub fn log_path(&self) -> PathBuf {
         self.process.log_path().to_path_buf()
