@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{stream, StreamExt};
 use imagewarden_scanner::vulndb::Db;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
@@ -148,9 +148,22 @@ pub async fn refresh(ctx: Arc<Context>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Re-matches every result not yet made with `loaded`, page by page; returns, per rule,
-/// the images that gained findings and those that keep no inventory (too large for the
-/// object, or unreadable): those are scanned again by the rule's database-update task.
+/// Results re-matched and written at once: the writes are two API requests each, so
+/// with one at a time a re-match of thousands of results waits on round trips.
+const REMATCH_CONCURRENCY: usize = 8;
+
+/// What re-matching one result gave.
+enum Rematched {
+    /// Written; `true` when it gained findings (its rule is told).
+    Written(bool),
+    /// No stored inventory, or it could not be read: scanned again by its rule.
+    Rescan,
+}
+
+/// Re-matches every result not yet made with `loaded`, page by page (up to
+/// [`REMATCH_CONCURRENCY`] at once); returns, per rule, the images that gained findings
+/// and those that keep no inventory (too large for the object, or unreadable): those
+/// are scanned again by the rule's database-update task.
 async fn rematch_all(
     ctx: &Context,
     loaded: &LoadedDb,
@@ -160,39 +173,26 @@ async fn rematch_all(
     // when an expired listing starts again.
     let mut pages = std::pin::pin!(scoped_result_pages(ctx, ListParams::default()));
     while let Some(page) = pages.next().await {
-        for result in page? {
+        let stale = page?.into_iter().filter(|result| {
             let old_version = result
                 .status
                 .as_ref()
                 .and_then(|s| s.database_version.as_deref());
-            if result.status.is_none() || old_version == Some(loaded.version.as_str()) {
+            result.status.is_some() && old_version != Some(loaded.version.as_str())
+        });
+        let outcomes: Vec<(ImageScanResult, Result<Rematched, Error>)> = stream::iter(stale)
+            .map(|result| async move {
+                let outcome = rematch_one(ctx, loaded, &result).await;
+                (result, outcome)
+            })
+            .buffer_unordered(REMATCH_CONCURRENCY)
+            .collect()
+            .await;
+        for (result, outcome) in outcomes {
+            if let Rematched::Written(false) = outcome? {
                 continue;
             }
             let ns = result.namespace().unwrap_or_default();
-            match rematch(&result, loaded) {
-                Ok(Some((status, new))) => {
-                    apply_result_status(&ctx.client, &ns, &result.name_any(), &status).await?;
-                    if new.is_empty() {
-                        continue;
-                    }
-                    // Bounded: the annotation names at most 200 new ids.
-                    let ids: Vec<&str> = new.iter().take(200).map(String::as_str).collect();
-                    let annotate = serde_json::json!({"metadata": {"annotations": {NEW_FINDINGS_ANNOTATION: ids.join(",")}}});
-                    let api: Api<ImageScanResult> = Api::namespaced(ctx.client.clone(), &ns);
-                    api.patch(
-                        &result.name_any(),
-                        &PatchParams::default(),
-                        &Patch::Merge(annotate),
-                    )
-                    .await?;
-                }
-                Ok(None) => {
-                    info!(result = %result.name_any(), "no stored inventory: the image is scanned again by its rule's database-update task");
-                }
-                Err(e) => {
-                    warn!(result = %result.name_any(), error = %e, "re-matching failed: the image is scanned again by its rule's database-update task");
-                }
-            }
             for owner in result
                 .owner_references()
                 .iter()
@@ -209,6 +209,42 @@ async fn rematch_all(
         }
     }
     Ok(touched)
+}
+
+/// Re-matches one result and writes it, marking the new findings' ids.
+async fn rematch_one(
+    ctx: &Context,
+    loaded: &LoadedDb,
+    result: &ImageScanResult,
+) -> Result<Rematched, Error> {
+    let ns = result.namespace().unwrap_or_default();
+    match rematch(result, loaded) {
+        Ok(Some((status, new))) => {
+            apply_result_status(&ctx.client, &ns, &result.name_any(), &status).await?;
+            if new.is_empty() {
+                return Ok(Rematched::Written(false));
+            }
+            // Bounded: the annotation names at most 200 new ids.
+            let ids: Vec<&str> = new.iter().take(200).map(String::as_str).collect();
+            let annotate = serde_json::json!({"metadata": {"annotations": {NEW_FINDINGS_ANNOTATION: ids.join(",")}}});
+            let api: Api<ImageScanResult> = Api::namespaced(ctx.client.clone(), &ns);
+            api.patch(
+                &result.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(annotate),
+            )
+            .await?;
+            Ok(Rematched::Written(true))
+        }
+        Ok(None) => {
+            info!(result = %result.name_any(), "no stored inventory: the image is scanned again by its rule's database-update task");
+            Ok(Rematched::Rescan)
+        }
+        Err(e) => {
+            warn!(result = %result.name_any(), error = %e, "re-matching failed: the image is scanned again by its rule's database-update task");
+            Ok(Rematched::Rescan)
+        }
+    }
 }
 
 /// Writes an ImageScanResult's status (server-side apply, the operator's field manager).
