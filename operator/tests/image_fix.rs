@@ -17,7 +17,7 @@ use imagewarden_tests::samples::testdata;
 use imagewarden_tests::{ControlPlane, Registry, RegistryMode};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::Client;
+use kube::{Client, ResourceExt};
 use oci_client::Reference;
 
 const BIN: &str = env!("CARGO_BIN_EXE_imagewarden-operator");
@@ -351,5 +351,175 @@ spec:
             .contains("set exactly one of resultRef and image"),
         "{err}"
     );
+    Ok(())
+}
+
+async fn fixes_of(client: &Client) -> Result<Vec<ImageFix>> {
+    Ok(Api::<ImageFix>::default_namespaced(client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items)
+}
+
+async fn finished_task_of(client: &Client, rule: &str, previous: Option<&str>) -> Result<String> {
+    let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
+    let tasks: Api<imagewarden_operator::crd::ScanTask> = Api::default_namespaced(client.clone());
+    wait_for(
+        "the rule's scan to finish",
+        Duration::from_secs(120),
+        || {
+            let (rules, tasks) = (rules.clone(), tasks.clone());
+            async move {
+                let Some(task) = rules.get(rule).await?.status.and_then(|s| s.last_task) else {
+                    return Ok(None);
+                };
+                if Some(task.as_str()) == previous {
+                    return Ok(None);
+                }
+                let done = tasks.get(&task).await?.status.is_some_and(|s| {
+                    matches!(
+                        s.phase,
+                        imagewarden_operator::crd::ScanPhase::Completed
+                            | imagewarden_operator::crd::ScanPhase::Failed
+                    )
+                });
+                Ok(done.then_some(task))
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_fix_now_annotation_and_a_rule_s_spec_fix_create_each_fix_once() -> Result<()> {
+    let cp = ControlPlane::start().await?;
+    cp.install_crds(&imagewarden_operator::crd::all()).await?;
+    let client = cp.client().await?;
+    let work = tempfile::tempdir()?;
+    let osv = work.path().join("osv");
+    write_advisory(&osv)?;
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    let original = push_image(&registry, "team-a/xml", "v1.0", &image()?).await?;
+    let archive = serve_archive(untouched()).await?;
+    let args = vec![
+        format!("--db={}", osv.display()),
+        "--egress-allow=127.0.0.0/8".to_string(),
+        "--executor=inline".to_string(),
+        "--leader-elect=false".to_string(),
+    ];
+    let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    let h = &registry.host;
+    let rule = |fix: &str, scan_now: &str| -> Result<ScanRule> {
+        Ok(serde_norway::from_str(&format!(
+            "apiVersion: imagewarden.io/v1alpha1
+kind: ScanRule
+metadata:
+  name: team-a
+  annotations: {{imagewarden.io/scan-now: {scan_now}}}
+spec:
+  registry: {{url: {h}, insecure: true}}
+  scope: {{type: Repository, name: team-a/xml}}
+  tagFilter: '^v'
+  fix: {{{fix}, sources: ['{archive} {SUITE} main'], checkValidUntil: false}}
+"
+        ))?)
+    };
+    let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
+    let apply = |rule: ScanRule| {
+        let rules = rules.clone();
+        async move {
+            rules
+                .patch(
+                    "team-a",
+                    &PatchParams::apply("test").force(),
+                    &Patch::Apply(&rule),
+                )
+                .await
+        }
+    };
+
+    // Not enabled: a scan makes no fix.
+    apply(rule("enabled: false", "first")?).await?;
+    let first = finished_task_of(&client, "team-a", None).await?;
+    let result = result_for(&client, &original).await?;
+    let result_name = result.metadata.name.clone().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(fixes_of(&client).await?.is_empty());
+
+    // fix-now, twice: one ImageFix, with the rule's settings; the annotation is removed.
+    let results: Api<ImageScanResult> = Api::default_namespaced(client.clone());
+    for value in ["one", "two"] {
+        let patch =
+            serde_json::json!({"metadata": {"annotations": {"imagewarden.io/fix-now": value}}});
+        results
+            .patch(&result_name, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+        wait_for(
+            "the fix-now annotation to be taken",
+            Duration::from_secs(30),
+            || {
+                let results = results.clone();
+                let name = result_name.clone();
+                async move {
+                    let r = results.get(&name).await?;
+                    Ok((!r.annotations().contains_key("imagewarden.io/fix-now")).then_some(()))
+                }
+            },
+        )
+        .await?;
+    }
+    let fixes = fixes_of(&client).await?;
+    assert_eq!(fixes.len(), 1, "{fixes:?}");
+    let name = fixes[0].metadata.name.clone().unwrap();
+    assert_eq!(fixes[0].spec.result_ref.as_ref().unwrap().name, result_name);
+    assert_eq!(fixes[0].labels()["imagewarden.io/fix-trigger"], "FixNow");
+    let status = finished_fix(&client, &name, &operator)
+        .await?
+        .status
+        .unwrap();
+    assert_eq!(status.phase, ImageFixPhase::Completed, "{status:?}");
+    assert!(digest_of(&registry, &format!("{h}/team-a/xml:v1.0_fixd"))
+        .await
+        .is_some());
+
+    // Enabled, overwriting: the next scan fixes the image (a new fix: other settings) and
+    // leaves the `_fixd` image it also scanned alone.
+    apply(rule("enabled: true, overwrite: true", "second")?).await?;
+    let second = finished_task_of(&client, "team-a", Some(&first)).await?;
+    let task = Api::<imagewarden_operator::crd::ScanTask>::default_namespaced(client.clone())
+        .get(&second)
+        .await?;
+    assert_eq!(
+        task.status.unwrap().images.len(),
+        2,
+        "v1.0 and v1.0_fixd scanned"
+    );
+    let by_rule = wait_for("the rule's fix", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move {
+            Ok(fixes_of(&client).await?.into_iter().find(|f| {
+                f.labels()
+                    .get("imagewarden.io/fix-trigger")
+                    .map(String::as_str)
+                    == Some("Rule")
+            }))
+        }
+    })
+    .await?;
+    let status = finished_fix(&client, &by_rule.name_any(), &operator)
+        .await?
+        .status
+        .unwrap();
+    assert_eq!(status.phase, ImageFixPhase::Completed, "{status:?}");
+    let moved = digest_of(&registry, &format!("{h}/team-a/xml:v1.0"))
+        .await
+        .unwrap();
+    assert_ne!(moved, original);
+    assert_eq!(
+        digest_of(&registry, &format!("{h}/team-a/xml:v1.0_orig")).await,
+        Some(original)
+    );
+    let fixes = fixes_of(&client).await?;
+    assert_eq!(fixes.len(), 2, "{fixes:?}");
     Ok(())
 }

@@ -142,34 +142,16 @@ pub fn validate(spec: &ImageFixSpec, egress: &EgressPolicy) -> Result<ValidFix, 
             ));
         }
     }
-    let target = if spec.target.overwrite {
-        fix::FixTarget::Overwrite
-    } else {
-        let suffix = &spec.target.tag_suffix;
-        let ok = !suffix.is_empty()
-            && suffix.len() <= 32
-            && suffix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-        if !ok {
-            return Err(format!(
-                "spec.target.tagSuffix {:?} is not a tag suffix (letters, digits, _ . -, \
-                 1 to 32)",
-                truncate(suffix, 64)
-            ));
-        }
-        fix::FixTarget::TagSuffix(suffix.clone())
+    let sources = validate_settings(
+        ("spec.target.tagSuffix", "spec.sources"),
+        &spec.target.tag_suffix,
+        &spec.sources,
+        egress,
+    )?;
+    let target = match spec.target.overwrite {
+        true => fix::FixTarget::Overwrite,
+        false => fix::FixTarget::TagSuffix(spec.target.tag_suffix.clone()),
     };
-    if spec.sources.len() > MAX_FIX_SOURCES {
-        return Err(format!(
-            "spec.sources: {} sources, at most {MAX_FIX_SOURCES}",
-            spec.sources.len()
-        ));
-    }
-    let mut sources = Vec::new();
-    for (i, line) in spec.sources.iter().enumerate() {
-        sources.push(parse_source(i, line, egress)?);
-    }
     Ok(ValidFix {
         selection: Selection {
             ids: spec.vulnerabilities.clone(),
@@ -179,6 +161,38 @@ pub fn validate(spec: &ImageFixSpec, egress: &EgressPolicy) -> Result<ValidFix, 
         sources,
         image,
     })
+}
+
+/// Checks a tag suffix and package sources (named in errors as the two fields given);
+/// returns the sources parsed.
+pub fn validate_settings(
+    (suffix_field, sources_field): (&str, &str),
+    tag_suffix: &str,
+    sources: &[String],
+    egress: &EgressPolicy,
+) -> Result<Vec<AptSource>, String> {
+    let ok = !tag_suffix.is_empty()
+        && tag_suffix.len() <= 32
+        && tag_suffix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !ok {
+        return Err(format!(
+            "{suffix_field} {:?} is not a tag suffix (letters, digits, _ . -, 1 to 32)",
+            truncate(tag_suffix, 64)
+        ));
+    }
+    if sources.len() > MAX_FIX_SOURCES {
+        return Err(format!(
+            "{sources_field}: {} sources, at most {MAX_FIX_SOURCES}",
+            sources.len()
+        ));
+    }
+    sources
+        .iter()
+        .enumerate()
+        .map(|(i, line)| parse_source(&format!("{sources_field}[{i}]"), line, egress))
+        .collect()
 }
 
 fn check_name(field: &str, name: &str) -> Result<(), String> {
@@ -219,8 +233,7 @@ fn parse_image(image: &str) -> Result<Reference, String> {
 }
 
 /// One package source: an apt line whose URL the egress policy allows.
-fn parse_source(i: usize, line: &str, egress: &EgressPolicy) -> Result<AptSource, String> {
-    let field = format!("spec.sources[{i}]");
+fn parse_source(field: &str, line: &str, egress: &EgressPolicy) -> Result<AptSource, String> {
     if line.len() > MAX_SOURCE_CHARS {
         return Err(format!(
             "{field}: longer than {MAX_SOURCE_CHARS} characters"

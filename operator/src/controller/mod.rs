@@ -1,6 +1,7 @@
 //! The controllers: one module per resource, each with
 //! `reconcile(Arc<K>, Arc<Context>) -> Result<Action, Error>`.
 
+pub mod fix_triggers;
 pub mod image_fix;
 pub mod notify;
 pub mod resolve;
@@ -276,6 +277,7 @@ pub async fn run(ctx: Arc<Context>) {
     futures::join!(
         futures::future::join_all(rules),
         futures::future::join_all(tasks),
-        futures::future::join_all(fixes)
+        futures::future::join_all(fixes),
+        fix_triggers::run(ctx.clone())
     );
 }
