@@ -354,6 +354,30 @@ spec:
     Ok(())
 }
 
+/// An HTTP notification receiver on 127.0.0.1: its URL, and the bodies it gets.
+async fn receiver() -> Result<(
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+)> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                    let _ = tx.send(v);
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, rx))
+}
+
 async fn fixes_of(client: &Client) -> Result<Vec<ImageFix>> {
     Ok(Api::<ImageFix>::default_namespaced(client.clone())
         .list(&ListParams::default())
@@ -408,6 +432,7 @@ async fn the_fix_now_annotation_and_a_rule_s_spec_fix_create_each_fix_once() -> 
         "--leader-elect=false".to_string(),
     ];
     let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    let (hook, mut notified) = receiver().await?;
     let h = &registry.host;
     let rule = |fix: &str, scan_now: &str| -> Result<ScanRule> {
         Ok(serde_norway::from_str(&format!(
@@ -421,6 +446,8 @@ spec:
   scope: {{type: Repository, name: team-a/xml}}
   tagFilter: '^v'
   fix: {{{fix}, sources: ['{archive} {SUITE} main'], checkValidUntil: false}}
+  notifications:
+    - {{name: hook, type: HTTP, url: '{hook}', events: [FixCompleted, FixFailed]}}
 "
         ))?)
     };
@@ -478,9 +505,21 @@ spec:
         .status
         .unwrap();
     assert_eq!(status.phase, ImageFixPhase::Completed, "{status:?}");
-    assert!(digest_of(&registry, &format!("{h}/team-a/xml:v1.0_fixd"))
+    let fixed = digest_of(&registry, &format!("{h}/team-a/xml:v1.0_fixd"))
         .await
-        .is_some());
+        .unwrap();
+    // FixCompleted to the rule's target, naming the fix and the pushed image.
+    let sent = tokio::time::timeout(Duration::from_secs(30), notified.recv())
+        .await?
+        .unwrap();
+    assert_eq!(sent["event"], "FixCompleted", "{sent}");
+    assert_eq!(sent["rule"]["name"], "team-a");
+    assert_eq!(sent["items"][0]["object"]["kind"], "ImageFix");
+    assert_eq!(sent["items"][0]["object"]["name"], name.as_str());
+    assert_eq!(
+        sent["items"][0]["image"],
+        format!("{h}/team-a/xml:v1.0_fixd@{fixed}").as_str()
+    );
 
     // Enabled, overwriting: the next scan fixes the image (a new fix: other settings) and
     // leaves the `_fixd` image it also scanned alone.

@@ -428,6 +428,7 @@ pub fn failure(e: &FixError) -> Refusal {
 struct Subject {
     /// `host/repository:tag@digest`.
     image: String,
+    rule: ScanRule,
     access: RegistryAccess,
 }
 
@@ -526,7 +527,11 @@ async fn resolve(
             ),
         ));
     }
-    Ok(Subject { image, access })
+    Ok(Subject {
+        image,
+        rule,
+        access,
+    })
 }
 
 fn fix_key(fix: &ImageFix) -> String {
@@ -720,18 +725,87 @@ async fn run(ctx: &Context, fix: &ImageFix, subject: Subject, valid: ValidFix) {
                 _ => (false, "UnsupportedImage", EventType::Warning, "FixFailed"),
             };
             let message = done.message.clone().unwrap_or_default();
-            let written = write_status(ctx, fix, done, ok, reason).await;
+            let written = write_status(ctx, fix, done.clone(), ok, reason).await;
             publish(ctx, fix, event_type, event, &message).await;
+            notify(ctx, &subject.rule, fix, &done).await;
             written
         }
         Err(e) => {
             warn!(fix = %name, image = %subject.image, error = %e, "fix failed");
-            fail(ctx, fix, status, &failure(&e)).await
+            let refusal = failure(&e);
+            let written = fail(ctx, fix, status.clone(), &refusal).await;
+            status.phase = ImageFixPhase::Failed;
+            status.message = Some(refusal.message);
+            notify(ctx, &subject.rule, fix, &status).await;
+            written
         }
     };
     if let Err(e) = result {
         warn!(fix = %name, error = %e, "writing status");
     }
+}
+
+/// `FixCompleted` / `FixFailed` to the rule's targets that select it (policy-event
+/// payload; outcomes as events on the ImageFix).
+async fn notify(ctx: &Context, rule: &ScanRule, fix: &ImageFix, status: &ImageFixStatus) {
+    use crate::crd::NotificationEvent;
+    use crate::notify::payload::{policy_event_payload, ObjectName, PolicyEventItem, PolicyObject};
+    use crate::notify::policy;
+    let event = match status.phase {
+        ImageFixPhase::Completed => NotificationEvent::FixCompleted,
+        ImageFixPhase::Failed => NotificationEvent::FixFailed,
+        _ => return,
+    };
+    let targets: Vec<_> = policy::selected(rule, event)
+        .into_iter()
+        .map(|t| (t, 0))
+        .collect();
+    if targets.is_empty() {
+        return;
+    }
+    let ns = fix.namespace().unwrap_or_default();
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut reasons = vec![status.message.clone().unwrap_or_default()];
+    if let Some(v) = &status.verification {
+        if !v.fixed.is_empty() {
+            reasons.push(format!("fixed: {}", v.fixed.join(", ")));
+        }
+    }
+    let item = PolicyEventItem {
+        kind: event,
+        object: PolicyObject {
+            kind: "ImageFix".into(),
+            namespace: ns.clone(),
+            name: fix.name_any(),
+            owner: None,
+        },
+        policy: None,
+        image: status.pushed.clone().or_else(|| status.image.clone()),
+        reasons,
+        when: now.clone(),
+    };
+    let payload = policy_event_payload(
+        &ObjectName {
+            namespace: ns.clone(),
+            name: rule.name_any(),
+        },
+        event,
+        vec![item],
+        &now,
+    );
+    let key = format!(
+        "{ns}/{}/{}/{}",
+        fix.name_any(),
+        crate::notify::plan::event_name(event),
+        fix.metadata.generation.unwrap_or_default()
+    );
+    let opts = crate::notify::NotifyOptions {
+        egress: ctx.config.egress.policy(),
+        task_locks: ctx.notify_locks.clone(),
+        ..Default::default()
+    };
+    let deliveries = policy::send(&ctx.client, rule, &targets, &payload, &key, &opts).await;
+    policy::publish_outcomes(&ctx.recorder, &fix.object_ref(&()), event, &deliveries).await;
 }
 
 #[cfg(test)]

@@ -175,6 +175,12 @@ pub enum NotificationEvent {
     /// A running Pod's image, scanned under the rule, is now denied by an ImagePolicy
     /// (policy-event payload, one per sweep with every new violation).
     PolicyViolation,
+    /// An ImageFix of one of the rule's images pushed and verified its fixed image
+    /// (policy-event payload: the ImageFix, the pushed image, what was fixed).
+    FixCompleted,
+    /// An ImageFix of one of the rule's images failed (policy-event payload with the
+    /// reason).
+    FixFailed,
 }
 
 /// One place that hears about scan results.
