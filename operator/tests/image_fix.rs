@@ -97,17 +97,27 @@ async fn result_for(client: &Client, digest: &str) -> Result<ImageScanResult> {
     .await
 }
 
-#[tokio::test]
-async fn image_fixes_push_verify_overwrite_and_refuse_what_they_cannot_do() -> Result<()> {
+/// A control plane, the registry with the Debian image as `team-a/xml:v1.0`, the archive
+/// slice served, and the operator (inline executor, the expat advisory as its database).
+struct Setup {
+    cp: ControlPlane,
+    client: Client,
+    registry: Registry,
+    original: String,
+    archive: String,
+    operator: OperatorProcess,
+    _work: tempfile::TempDir,
+}
+
+async fn setup(mode: RegistryMode) -> Result<Setup> {
     let cp = ControlPlane::start().await?;
     cp.install_crds(&imagewarden_operator::crd::all()).await?;
     let client = cp.client().await?;
     let work = tempfile::tempdir()?;
     let osv = work.path().join("osv");
     write_advisory(&osv)?;
-    let registry = Registry::start(RegistryMode::TlsAuth).await?;
+    let registry = Registry::start(mode).await?;
     let original = push_image(&registry, "team-a/xml", "v1.0", &image()?).await?;
-    let rpm = push_image(&registry, "team-a/alma", "v8", &rpm_image()?).await?;
     let archive = serve_archive(untouched()).await?;
     let args = vec![
         format!("--db={}", osv.display()),
@@ -116,6 +126,29 @@ async fn image_fixes_push_verify_overwrite_and_refuse_what_they_cannot_do() -> R
         "--leader-elect=false".to_string(),
     ];
     let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    Ok(Setup {
+        cp,
+        client,
+        registry,
+        original,
+        archive,
+        operator,
+        _work: work,
+    })
+}
+
+#[tokio::test]
+async fn image_fixes_push_verify_overwrite_and_refuse_what_they_cannot_do() -> Result<()> {
+    let Setup {
+        cp: _cp,
+        client,
+        registry,
+        original,
+        archive,
+        operator,
+        _work,
+    } = setup(RegistryMode::TlsAuth).await?;
+    let rpm = push_image(&registry, "team-a/alma", "v8", &rpm_image()?).await?;
 
     let (user, password) = registry.credentials().unwrap();
     let secret: Secret = serde_json::from_value(serde_json::json!({
@@ -416,22 +449,15 @@ async fn finished_task_of(client: &Client, rule: &str, previous: Option<&str>) -
 
 #[tokio::test]
 async fn the_fix_now_annotation_and_a_rule_s_spec_fix_create_each_fix_once() -> Result<()> {
-    let cp = ControlPlane::start().await?;
-    cp.install_crds(&imagewarden_operator::crd::all()).await?;
-    let client = cp.client().await?;
-    let work = tempfile::tempdir()?;
-    let osv = work.path().join("osv");
-    write_advisory(&osv)?;
-    let registry = Registry::start(RegistryMode::Plain).await?;
-    let original = push_image(&registry, "team-a/xml", "v1.0", &image()?).await?;
-    let archive = serve_archive(untouched()).await?;
-    let args = vec![
-        format!("--db={}", osv.display()),
-        "--egress-allow=127.0.0.0/8".to_string(),
-        "--executor=inline".to_string(),
-        "--leader-elect=false".to_string(),
-    ];
-    let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    let Setup {
+        cp: _cp,
+        client,
+        registry,
+        original,
+        archive,
+        operator,
+        _work,
+    } = setup(RegistryMode::Plain).await?;
     let (hook, mut notified) = receiver().await?;
     let h = &registry.host;
     let rule = |fix: &str, scan_now: &str| -> Result<ScanRule> {
