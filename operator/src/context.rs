@@ -272,6 +272,8 @@ pub struct Context {
     pub registry_probes: crate::probe::RegistryProbes,
     /// The namespaces the operator acts in.
     pub scope: crate::scope::WatchScope,
+    /// The ImageFixes running in this process.
+    pub fixes: crate::controller::image_fix::RunningFixes,
 }
 
 impl Context {
@@ -303,6 +305,7 @@ impl Context {
             lifecycle: Default::default(),
             registry_probes: Default::default(),
             scope,
+            fixes: Default::default(),
         }
     }
 

@@ -56,18 +56,11 @@ impl ScanTarget {
     }
 }
 
-/// Pulls and scans `target` with the scanner library's pipeline, running `scanners` only:
-/// matching against `db`, with the file checks' settings of `checks` (its malware rules
-/// compiled once, at start-up). Returns the result's status.
-pub async fn scan_target(
-    target: &ScanTarget,
+/// The scanner library's pull options for `access`, with the file holding its CA
+/// certificates (the scanner takes a CA file): keep the file for the duration of the pull.
+pub fn pull_options(
     access: &RegistryAccess,
-    db: &LoadedDb,
-    checks: &CheckOptions,
-    scanners: &[ScannerKind],
-    budgets: imagewarden_scanner::budget::ScanBudgets,
-) -> Result<ImageScanResultStatus, Error> {
-    // The scanner takes a CA file; keep it for the duration of the pull.
+) -> Result<(PullOptions, Option<tempfile::NamedTempFile>), Error> {
     let ca_file = match &access.ca_pem {
         Some(pem) => {
             let io = |source| Error::Io {
@@ -80,20 +73,36 @@ pub async fn scan_target(
         }
         None => None,
     };
+    let pull = PullOptions {
+        credentials: RegistryCredentials {
+            username: access.credentials.as_ref().map(|c| c.username.clone()),
+            password: access.credentials.as_ref().map(|c| c.password.clone()),
+            ..Default::default()
+        },
+        ca_file: ca_file.as_ref().map(|f| f.path().to_path_buf()),
+        insecure: access.insecure,
+        egress: Some(access.egress.clone()),
+        ..Default::default()
+    };
+    Ok((pull, ca_file))
+}
+
+/// Pulls and scans `target` with the scanner library's pipeline, running `scanners` only:
+/// matching against `db`, with the file checks' settings of `checks` (its malware rules
+/// compiled once, at start-up). Returns the result's status.
+pub async fn scan_target(
+    target: &ScanTarget,
+    access: &RegistryAccess,
+    db: &LoadedDb,
+    checks: &CheckOptions,
+    scanners: &[ScannerKind],
+    budgets: imagewarden_scanner::budget::ScanBudgets,
+) -> Result<ImageScanResultStatus, Error> {
+    let (pull, _ca_file) = pull_options(access)?;
     let mut options = ScanOptions {
         scanners: scanners.to_vec(),
         checks: checks.clone(),
-        pull: PullOptions {
-            credentials: RegistryCredentials {
-                username: access.credentials.as_ref().map(|c| c.username.clone()),
-                password: access.credentials.as_ref().map(|c| c.password.clone()),
-                ..Default::default()
-            },
-            ca_file: ca_file.as_ref().map(|f| f.path().to_path_buf()),
-            insecure: access.insecure,
-            egress: Some(access.egress.clone()),
-            ..Default::default()
-        },
+        pull,
         filter: Default::default(),
     };
     options.pull = options.pull.with_budgets(budgets);

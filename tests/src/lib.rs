@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod control_plane;
+pub mod debian_archive;
 pub mod image;
 pub mod operator;
 pub mod osv_mirror;

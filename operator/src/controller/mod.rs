@@ -1,6 +1,8 @@
 //! The controllers: one module per resource, each with
 //! `reconcile(Arc<K>, Arc<Context>) -> Result<Action, Error>`.
 
+pub mod fix_triggers;
+pub mod image_fix;
 pub mod notify;
 pub mod resolve;
 pub mod scan_rule;
@@ -22,7 +24,7 @@ use kube::ResourceExt;
 use tracing::{debug, warn};
 
 use crate::context::{Context, Watched};
-use crate::crd::{ImageScanResult, ScanRule, ScanTask};
+use crate::crd::{ImageFix, ImageScanResult, ScanRule, ScanTask};
 use crate::executor::{job_state, JobState};
 use crate::Error;
 
@@ -117,6 +119,23 @@ async fn reconcile_task(
     Ok(action)
 }
 
+async fn reconcile_fix(
+    guard: Arc<DeserializeGuard<ImageFix>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let fix = match &guard.0 {
+        Ok(fix) => Arc::new(fix.clone()),
+        Err(invalid) => {
+            report_invalid(&ctx, "ImageFix", invalid).await;
+            return Ok(Action::await_change());
+        }
+    };
+    let key = object_key("imagefix", fix.as_ref());
+    let action = image_fix::reconcile(fix, ctx.clone()).await?;
+    ctx.record_success(&key);
+    Ok(action)
+}
+
 /// Keeps what the ScanTask controller decides by: the versions and whether an inventory
 /// is stored, not findings or inventories, so the cache stays small.
 fn slim_result(guard: &mut DeserializeGuard<ImageScanResult>) {
@@ -151,7 +170,8 @@ fn tasks_awaiting(
         .collect()
 }
 
-/// Runs both controllers until the stream ends (the process is stopping): one of each per
+/// Runs the ScanRule, ScanTask and ImageFix controllers until the stream ends (the process
+/// is stopping): one of each per
 /// watched scope (all namespaces, or each `--watch-namespaces` entry). The ScanTask
 /// controllers read rules, results and scanner Jobs from watches shared by every scope.
 pub async fn run(ctx: Arc<Context>) {
@@ -240,8 +260,24 @@ pub async fn run(ctx: Arc<Context>) {
                 })
         })
         .collect();
+    let fixes: Vec<_> = ctx
+        .scoped_apis::<DeserializeGuard<ImageFix>>()
+        .into_iter()
+        .map(|fixes| {
+            Controller::new(fixes, watcher::Config::default())
+                .shutdown_on_signal()
+                .run(reconcile_fix, error_policy("imagefix"), ctx.clone())
+                .for_each(|r| async move {
+                    if let Err(e) = r {
+                        debug!(error = %e, "imagefix controller");
+                    }
+                })
+        })
+        .collect();
     futures::join!(
         futures::future::join_all(rules),
-        futures::future::join_all(tasks)
+        futures::future::join_all(tasks),
+        futures::future::join_all(fixes),
+        fix_triggers::run(ctx.clone())
     );
 }

@@ -48,12 +48,14 @@ pub fn validate(spec: &ScanRuleSpec) -> Result<(), String> {
     if let Some(r) = &spec.result_retention {
         crate::lifecycle::deleted::parse_retention(r)?;
     }
-    if spec.fix.as_ref().is_some_and(|f| f.enabled) {
-        return Err(
-            "spec.fix.enabled: this version of the operator does not build patched images; \
-             set enabled: false or remove spec.fix (the rule scans nothing until then)"
-                .into(),
-        );
+    if let Some(fix) = &spec.fix {
+        // Hosts are checked against the egress policy on each ImageFix.
+        super::image_fix::validate_settings(
+            ("spec.fix.tagSuffix", "spec.fix.sources"),
+            &fix.tag_suffix,
+            &fix.sources,
+            &EgressPolicy::unrestricted(),
+        )?;
     }
     let mut names = std::collections::HashSet::new();
     for n in &spec.notifications {
@@ -376,13 +378,15 @@ mod tests {
         );
         let err = validate(&bad_retention).unwrap_err();
         assert!(err.contains("spec.resultRetention \"two days\""), "{err}");
-        // Patched images are not built: asking for them is refused, not ignored.
         let fix =
             spec("registry: {url: r}\nscope: {type: Namespace, name: a}\nfix: {enabled: true}");
-        assert!(validate(&fix).unwrap_err().contains("spec.fix.enabled"));
-        let no_fix =
-            spec("registry: {url: r}\nscope: {type: Namespace, name: a}\nfix: {enabled: false}");
-        assert_eq!(validate(&no_fix), Ok(()));
+        assert_eq!(validate(&fix), Ok(()));
+        let apk = spec("registry: {url: r}\nscope: {type: Namespace, name: a}\nfix: {enabled: true, sources: ['https://dl-cdn.alpinelinux.org/alpine/v3.19/main']}");
+        let err = validate(&apk).unwrap_err();
+        assert!(err.contains("spec.fix.sources[0]: apk"), "{err}");
+        let suffix = spec("registry: {url: r}\nscope: {type: Namespace, name: a}\nfix: {enabled: true, tagSuffix: '/x'}");
+        let err = validate(&suffix).unwrap_err();
+        assert!(err.contains("spec.fix.tagSuffix"), "{err}");
     }
 
     #[test]

@@ -4,12 +4,14 @@
 //! strings and variants are spelled out as separate optional fields, so the
 //! generated OpenAPI schemas are structural and `kubectl explain` documents them.
 
+pub mod image_fix;
 pub mod image_policy;
 pub mod image_scan_result;
 pub mod scan_rule;
 pub mod scan_task;
 pub mod vulnerability_exception;
 
+pub use image_fix::*;
 pub use image_policy::*;
 pub use image_scan_result::*;
 pub use scan_rule::*;
@@ -32,6 +34,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         ImageScanResult::crd(),
         ImagePolicy::crd(),
         VulnerabilityException::crd(),
+        ImageFix::crd(),
     ]
 }
 

@@ -175,6 +175,12 @@ pub enum NotificationEvent {
     /// A running Pod's image, scanned under the rule, is now denied by an ImagePolicy
     /// (policy-event payload, one per sweep with every new violation).
     PolicyViolation,
+    /// An ImageFix of one of the rule's images pushed and verified its fixed image
+    /// (policy-event payload: the ImageFix, the pushed image, what was fixed).
+    FixCompleted,
+    /// An ImageFix of one of the rule's images failed (policy-event payload with the
+    /// reason).
+    FixFailed,
 }
 
 /// One place that hears about scan results.
@@ -225,20 +231,40 @@ pub struct NotificationTarget {
     pub min_severity: Option<Severity>,
 }
 
-/// Building patched images for images with fixable OS vulnerabilities.
+/// Building patched images for images with fixable OS vulnerabilities: the settings of
+/// the ImageFixes made for the rule's images, after each scan (`enabled`) or by the
+/// `imagewarden.io/fix-now` annotation on one of its ImageScanResults.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FixSpec {
-    /// Build and push patched images.
+    /// After each scan, create an ImageFix for every image of the rule that was scanned
+    /// (not for the images the fixes pushed).
     #[serde(default)]
     pub enabled: bool,
-    /// Suffix appended to the tag of the patched image.
+    /// Suffix appended to the tag of the patched image (letters, digits, `_ . -`).
     #[serde(default = "default_fix_suffix")]
-    #[schemars(default = "default_fix_suffix")]
+    #[schemars(default = "default_fix_suffix", length(min = 1, max = 32))]
     pub tag_suffix: String,
-    /// Replace an existing patched tag instead of leaving it alone.
+    /// Move the image's tag to the patched image instead; the original image stays
+    /// reachable as `<tag>_orig`.
     #[serde(default)]
     pub overwrite: bool,
+    /// Vulnerabilities below this severity are left alone. Unset: every severity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_severity: Option<Severity>,
+    /// apt package sources (`[deb] URL SUITE COMPONENT...`, at most 16). Empty: each
+    /// image's own apt sources.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub sources: Vec<String>,
+    /// Refuse a repository's `InRelease` past its `Valid-Until`, as apt does.
+    #[serde(default = "default_true")]
+    #[schemars(default = "default_true")]
+    pub check_valid_until: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_fix_suffix() -> String {

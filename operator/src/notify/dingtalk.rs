@@ -62,6 +62,8 @@ fn event_heading(event: NotificationEvent) -> (&'static str, &'static str) {
         NotificationEvent::NewFindings => ("🆕", "New findings"),
         NotificationEvent::ExceptionExpired => ("⌛", "Vulnerability exception expired"),
         NotificationEvent::PolicyViolation => ("🚫", "Running image now denied"),
+        NotificationEvent::FixCompleted => ("🔧", "Image fixed"),
+        NotificationEvent::FixFailed => ("❌", "Image fix failed"),
     }
 }
 

@@ -49,6 +49,8 @@ pub fn event_name(event: NotificationEvent) -> &'static str {
         NotificationEvent::NewFindings => "NewFindings",
         NotificationEvent::ExceptionExpired => "ExceptionExpired",
         NotificationEvent::PolicyViolation => "PolicyViolation",
+        NotificationEvent::FixCompleted => "FixCompleted",
+        NotificationEvent::FixFailed => "FixFailed",
     }
 }
 

@@ -8,8 +8,8 @@
 //! tag) to the same registry, then read again to tell which ids are gone.
 //!
 //! Maintainer scripts are never run; packages that carry them are listed as warnings.
-//! Debian and Ubuntu (apt) images are supported; apk and rpm findings are reported as
-//! unfixable with that reason.
+//! Debian and Ubuntu (apt) images are supported; an apk or rpm image is refused with that
+//! reason ("rpm fixing is not supported yet").
 
 pub mod apt;
 pub mod control;
@@ -72,6 +72,9 @@ pub enum FixError {
     Egress(String),
     #[error("package refused: {0}")]
     Package(String),
+    /// The image's packages are managed by a package manager the engine cannot fix.
+    #[error("{0}")]
+    Unsupported(String),
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
@@ -216,6 +219,13 @@ pub async fn fix(image: &str, db: &Db, opts: &FixOptions) -> Result<FixReport, F
         verification: None,
         warnings: Vec::new(),
     };
+    if status_text.is_none() {
+        if let Some(kind) = foreign_package_manager(&scanned.inventory) {
+            return Err(FixError::Unsupported(format!(
+                "{kind} fixing is not supported yet"
+            )));
+        }
+    }
     // Which findings the selection takes; with none, the plan has nothing to ask for.
     let no_repository = plan::plan(&matches.vulnerabilities, &opts.selection, &installed, &[]);
     let wanted_os = no_repository.unfixable.iter().any(|u| {
@@ -606,6 +616,20 @@ fn read_layer_files<R: Read>(blob: R, digest: &str, budget: u64) -> Result<Layer
         )));
     }
     Ok((found, whiteouts, opaque))
+}
+
+/// `rpm` or `apk` when the image's system packages are managed by one of them.
+fn foreign_package_manager(inventory: &crate::inventory::Inventory) -> Option<&'static str> {
+    use crate::inventory::Ecosystem;
+    inventory
+        .packages
+        .iter()
+        .map(|p| p.ecosystem)
+        .find(|e| e.is_os() && !matches!(e, Ecosystem::Debian | Ecosystem::Ubuntu))
+        .map(|e| match e {
+            Ecosystem::Alpine => "apk",
+            _ => "rpm",
+        })
 }
 
 /// The image's own apt sources: one-line `deb` entries and deb822 `.sources` stanzas.

@@ -1,0 +1,931 @@
+//! The ImageFix controller: checks the spec, finds the image (an ImageScanResult or an
+//! `image@digest` with a rule's registry access), runs the scanner library's patch
+//! engine in this process (inline executor) and records each phase, the plan, what cannot
+//! be fixed and why, the pushed digest and its verification in the status.
+//!
+//! A fix runs once per generation: a final phase with the current `observedGeneration` is
+//! left alone; a fix found mid-way with no run in this process (the operator restarted)
+//! runs again, which pushes the same tags again.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use imagewarden_scanner::egress::EgressPolicy;
+use imagewarden_scanner::finding::Severity as ScannerSeverity;
+use imagewarden_scanner::fix::apt::AptSource;
+use imagewarden_scanner::fix::plan::{Plan, Selection};
+use imagewarden_scanner::fix::{self, FixError, FixOptions, FixOutcome, FixReport};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use oci_client::Reference;
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use crate::access::registry_access;
+use crate::config::ExecutorKind;
+use crate::context::{Context, FIELD_MANAGER};
+use crate::crd::{
+    FixVerification, ImageFix, ImageFixPhase, ImageFixSpec, ImageFixStatus, ImageScanResult,
+    PlannedUpgrade, ScanRule, Severity, UnfixableVulnerability, MAX_FIX_SOURCES,
+    MAX_FIX_STATUS_ENTRIES, MAX_FIX_VULNERABILITIES,
+};
+use crate::registry::RegistryAccess;
+use crate::Error;
+
+/// Fixes run at once in one operator process (each holds a plan's packages in memory).
+const MAX_CONCURRENT_FIXES: usize = 2;
+/// Longest vulnerability id accepted in a spec.
+const MAX_ID_CHARS: usize = 128;
+/// Longest package source line accepted in a spec.
+const MAX_SOURCE_CHARS: usize = 1024;
+/// Longest message written to the status.
+const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// The fixes running in this process, and the bound on how many run at once.
+pub struct RunningFixes {
+    running: Mutex<HashSet<String>>,
+    slots: Arc<Semaphore>,
+}
+
+impl Default for RunningFixes {
+    fn default() -> Self {
+        Self {
+            running: Mutex::default(),
+            slots: Arc::new(Semaphore::new(MAX_CONCURRENT_FIXES)),
+        }
+    }
+}
+
+impl RunningFixes {
+    /// Marks `key` running; false when it already is.
+    fn start(&self, key: &str) -> bool {
+        self.running
+            .lock()
+            .expect("fixes lock")
+            .insert(key.to_string())
+    }
+
+    fn finish(&self, key: &str) {
+        self.running.lock().expect("fixes lock").remove(key);
+    }
+}
+
+/// A spec checked and read into what the patch engine takes.
+#[derive(Clone, Debug)]
+pub struct ValidFix {
+    pub selection: Selection,
+    pub target: fix::FixTarget,
+    pub sources: Vec<AptSource>,
+    /// `image`, parsed, when the spec names the image directly.
+    pub image: Option<Reference>,
+}
+
+/// Why a fix does not run: a condition reason and a message for the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Checks an ImageFix's spec (pure): sizes, ids, the tag suffix, the image reference and
+/// the package sources, whose hosts go through `egress` as registries' do.
+pub fn validate(spec: &ImageFixSpec, egress: &EgressPolicy) -> Result<ValidFix, String> {
+    let image = match (&spec.result_ref, &spec.image) {
+        (Some(_), Some(_)) | (None, None) => {
+            return Err("set exactly one of spec.resultRef and spec.image".into())
+        }
+        (Some(r), None) => {
+            check_name("spec.resultRef.name", &r.name)?;
+            None
+        }
+        (None, Some(image)) => Some(parse_image(image)?),
+    };
+    match &spec.rule_ref {
+        Some(r) => check_name("spec.ruleRef.name", &r.name)?,
+        None if image.is_some() => {
+            return Err(
+                "spec.image needs spec.ruleRef: the ScanRule whose registry access \
+                        reads the image and pushes the fixed one"
+                    .into(),
+            )
+        }
+        None => {}
+    }
+    if spec.vulnerabilities.len() > MAX_FIX_VULNERABILITIES {
+        return Err(format!(
+            "spec.vulnerabilities: {} ids, at most {MAX_FIX_VULNERABILITIES}",
+            spec.vulnerabilities.len()
+        ));
+    }
+    for id in &spec.vulnerabilities {
+        let ok = !id.is_empty()
+            && id.len() <= MAX_ID_CHARS
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '+'));
+        if !ok {
+            return Err(format!(
+                "spec.vulnerabilities: {:?} is not a vulnerability id (letters, digits, \
+                 - _ . : +, at most {MAX_ID_CHARS})",
+                truncate(id, 64)
+            ));
+        }
+    }
+    let sources = validate_settings(
+        ("spec.target.tagSuffix", "spec.sources"),
+        &spec.target.tag_suffix,
+        &spec.sources,
+        egress,
+    )?;
+    let target = match spec.target.overwrite {
+        true => fix::FixTarget::Overwrite,
+        false => fix::FixTarget::TagSuffix(spec.target.tag_suffix.clone()),
+    };
+    Ok(ValidFix {
+        selection: Selection {
+            ids: spec.vulnerabilities.clone(),
+            min_severity: spec.min_severity.map(scanner_severity),
+        },
+        target,
+        sources,
+        image,
+    })
+}
+
+/// Checks a tag suffix and package sources (named in errors as the two fields given);
+/// returns the sources parsed.
+pub fn validate_settings(
+    (suffix_field, sources_field): (&str, &str),
+    tag_suffix: &str,
+    sources: &[String],
+    egress: &EgressPolicy,
+) -> Result<Vec<AptSource>, String> {
+    let ok = !tag_suffix.is_empty()
+        && tag_suffix.len() <= 32
+        && tag_suffix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !ok {
+        return Err(format!(
+            "{suffix_field} {:?} is not a tag suffix (letters, digits, _ . -, 1 to 32)",
+            truncate(tag_suffix, 64)
+        ));
+    }
+    if sources.len() > MAX_FIX_SOURCES {
+        return Err(format!(
+            "{sources_field}: {} sources, at most {MAX_FIX_SOURCES}",
+            sources.len()
+        ));
+    }
+    sources
+        .iter()
+        .enumerate()
+        .map(|(i, line)| parse_source(&format!("{sources_field}[{i}]"), line, egress))
+        .collect()
+}
+
+fn check_name(field: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'));
+    match ok {
+        true => Ok(()),
+        false => Err(format!(
+            "{field} {:?} is not an object name",
+            truncate(name, 64)
+        )),
+    }
+}
+
+/// `registry/repository:tag@sha256:...`: the tag names the fixed image, the digest is
+/// what is fixed.
+fn parse_image(image: &str) -> Result<Reference, String> {
+    let shown = truncate(image, 128);
+    let reference: Reference = image
+        .parse()
+        .map_err(|_| format!("spec.image {shown:?} is not an image reference"))?;
+    if reference.digest().is_none() || reference.tag().is_none() {
+        return Err(format!(
+            "spec.image {shown:?}: name the image by tag and digest \
+             (registry/repository:tag@sha256:...): the digest is fixed, the fixed image's \
+             tag derives from the tag"
+        ));
+    }
+    if !image.starts_with(reference.registry()) {
+        return Err(format!(
+            "spec.image {shown:?}: name the registry (registry/repository:tag@sha256:...)"
+        ));
+    }
+    Ok(reference)
+}
+
+/// One package source: an apt line whose URL the egress policy allows.
+fn parse_source(field: &str, line: &str, egress: &EgressPolicy) -> Result<AptSource, String> {
+    if line.len() > MAX_SOURCE_CHARS {
+        return Err(format!(
+            "{field}: longer than {MAX_SOURCE_CHARS} characters"
+        ));
+    }
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let first = words.first().copied().unwrap_or("");
+    if first == "deb-src" {
+        return Err(format!(
+            "{field}: deb-src lines name source packages; give a deb line \
+             ([deb] URL SUITE COMPONENT...)"
+        ));
+    }
+    let url_words = if first == "deb" {
+        &words[1..]
+    } else {
+        &words[..]
+    };
+    // An apk repository is one URL (…/alpine/v3.19/main), with no suite or component.
+    if url_words.len() == 1 || line.contains("/alpine/") {
+        return Err(format!(
+            "{field}: apk (Alpine) repositories are not supported yet; only apt sources \
+             ([deb] URL SUITE COMPONENT...) can be fixed from"
+        ));
+    }
+    let source = AptSource::parse(line).map_err(|e| {
+        format!("{field}: {e} (an apt source is [deb] URL SUITE COMPONENT..., http or https)")
+    })?;
+    egress
+        .check_url(&source.url)
+        .map_err(|d| format!("{field}: {}", d.message))?;
+    Ok(source)
+}
+
+fn scanner_severity(s: Severity) -> ScannerSeverity {
+    match s {
+        Severity::Critical => ScannerSeverity::Critical,
+        Severity::High => ScannerSeverity::High,
+        Severity::Medium => ScannerSeverity::Medium,
+        Severity::Low => ScannerSeverity::Low,
+        Severity::Unknown => ScannerSeverity::Unknown,
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// The phase a step of the engine (its progress line) belongs to.
+pub fn phase_of_step(step: &str) -> ImageFixPhase {
+    if step.starts_with("downloading") || step.starts_with("writing the layer") {
+        ImageFixPhase::Building
+    } else if step.starts_with("pushing") {
+        ImageFixPhase::Pushing
+    } else if step.starts_with("verifying") {
+        ImageFixPhase::Verifying
+    } else {
+        ImageFixPhase::Planning
+    }
+}
+
+/// The status of a finished fix (pure): the plan, what is unfixable, the push and its
+/// verification; an image whose package manager the engine cannot fix is `Failed`.
+pub fn finished_status(report: &FixReport, base: ImageFixStatus) -> ImageFixStatus {
+    let mut status = base;
+    status.plan = report
+        .plan
+        .upgrades
+        .iter()
+        .take(MAX_FIX_STATUS_ENTRIES)
+        .map(|u| PlannedUpgrade {
+            package: u.package.clone(),
+            from: u.from.clone(),
+            to: u.to.clone(),
+            fixes: u
+                .fixes
+                .iter()
+                .take(MAX_FIX_STATUS_ENTRIES)
+                .cloned()
+                .collect(),
+        })
+        .collect();
+    status.upgrade_count = Some(report.plan.upgrades.len() as u32);
+    status.unfixable = report
+        .plan
+        .unfixable
+        .iter()
+        .take(MAX_FIX_STATUS_ENTRIES)
+        .map(|u| UnfixableVulnerability {
+            id: u.id.clone(),
+            package: u.package.clone(),
+            reason: u.reason.clone(),
+        })
+        .collect();
+    status.unfixable_count = Some(report.plan.unfixable.len() as u32);
+    status.pushed = report.pushed.clone();
+    status.original = report.original.clone();
+    status.verification = report.verification.as_ref().map(|v| FixVerification {
+        fixed: v.fixed.clone(),
+        remaining: v.remaining.clone(),
+    });
+    match report.outcome {
+        FixOutcome::Completed => {
+            let v = status.verification.clone().unwrap_or_default();
+            status.phase = ImageFixPhase::Completed;
+            status.message = Some(match v.remaining.len() {
+                0 => format!(
+                    "{} vulnerabilities fixed by {} package upgrades",
+                    v.fixed.len(),
+                    report.plan.upgrades.len()
+                ),
+                n => format!(
+                    "{} vulnerabilities fixed, {n} still found in the fixed image (see \
+                     verification.remaining)",
+                    v.fixed.len()
+                ),
+            });
+        }
+        FixOutcome::NothingToFix | FixOutcome::Planned => match unsupported_manager(&report.plan) {
+            Some(reason) => {
+                status.phase = ImageFixPhase::Failed;
+                status.message = Some(reason);
+            }
+            None => {
+                status.phase = ImageFixPhase::NothingToFix;
+                status.message = Some(match report.plan.unfixable.len() {
+                    0 => "the image has no fixable OS vulnerability selected".into(),
+                    n => format!(
+                        "none of the {n} selected vulnerabilities can be fixed (see unfixable)"
+                    ),
+                });
+            }
+        },
+    }
+    status
+}
+
+/// "rpm fixing is not supported yet" (or apk) when the plan leaves the image's OS
+/// vulnerabilities for that reason alone.
+fn unsupported_manager(plan: &Plan) -> Option<String> {
+    if !plan.upgrades.is_empty() {
+        return None;
+    }
+    plan.unfixable
+        .iter()
+        .find(|u| u.reason.ends_with("fixing is not supported yet"))
+        .map(|u| u.reason.clone())
+}
+
+/// A condition reason and a message for a failed fix. Registry errors are told by kind
+/// (the full error goes to the log): what a registry answers is never quoted.
+pub fn failure(e: &FixError) -> Refusal {
+    match e {
+        FixError::Registry(r) => Refusal::new(
+            "RegistryError",
+            format!(
+                "the registry refused or failed ({}); the operator log has the details",
+                r.reason()
+            ),
+        ),
+        FixError::Source(_) => Refusal::new(
+            "ImageUnreadable",
+            "the image could not be read from the registry; the operator log has the details",
+        ),
+        FixError::Database(_) => Refusal::new(
+            "DatabaseError",
+            "the vulnerability database could not be matched; the operator log has the details",
+        ),
+        FixError::Signature(_) | FixError::Keyring(_) => Refusal::new(
+            "SignatureRefused",
+            truncate(&e.to_string(), MAX_MESSAGE_CHARS),
+        ),
+        FixError::Index(_) | FixError::Package(_) => Refusal::new(
+            "PackageRefused",
+            truncate(&e.to_string(), MAX_MESSAGE_CHARS),
+        ),
+        FixError::Fetch(_) | FixError::Egress(_) => Refusal::new(
+            "DownloadFailed",
+            truncate(&e.to_string(), MAX_MESSAGE_CHARS),
+        ),
+        FixError::Unsupported(why) => Refusal::new("UnsupportedImage", why.clone()),
+        FixError::Invalid(_) => {
+            Refusal::new("FixFailed", truncate(&e.to_string(), MAX_MESSAGE_CHARS))
+        }
+    }
+}
+
+/// The image to fix, resolved: its reference, the rule whose access reaches it.
+struct Subject {
+    /// `host/repository:tag@digest`.
+    image: String,
+    rule: ScanRule,
+    access: RegistryAccess,
+}
+
+/// Finds the image and the rule of a valid fix.
+async fn resolve(
+    fix: &ImageFix,
+    valid: &ValidFix,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Subject, Refusal> {
+    let (image, rule_name, registry): (String, String, String) =
+        match (&fix.spec.result_ref, &valid.image) {
+            (Some(r), _) => {
+                let results: Api<ImageScanResult> = Api::namespaced(ctx.client.clone(), ns);
+                let result = results
+                    .get_opt(&r.name)
+                    .await
+                    .map_err(|e| Refusal::new("ApiError", format!("reading the result: {e}")))?
+                    .ok_or_else(|| {
+                        Refusal::new(
+                            "ResultNotFound",
+                            format!("spec.resultRef: no ImageScanResult {:?} in {ns}", r.name),
+                        )
+                    })?;
+                let mut tags = result.spec.tags.clone();
+                tags.sort();
+                let Some(tag) = tags.into_iter().next() else {
+                    return Err(Refusal::new(
+                        "NoTag",
+                        format!(
+                            "ImageScanResult {} names no tag pointing at {}: the fixed image's \
+                         tag derives from one",
+                            r.name, result.spec.digest
+                        ),
+                    ));
+                };
+                let rule = fix
+                    .spec
+                    .rule_ref
+                    .as_ref()
+                    .map(|r| r.name.clone())
+                    .or_else(|| result.labels().get(crate::result::RULE_LABEL).cloned())
+                    .ok_or_else(|| {
+                        Refusal::new(
+                            "NoRule",
+                            format!(
+                                "ImageScanResult {} was not made for a ScanRule; set spec.ruleRef \
+                             to the rule whose registry access reaches the image",
+                                r.name
+                            ),
+                        )
+                    })?;
+                let image = format!(
+                    "{}/{}:{tag}@{}",
+                    result.spec.registry, result.spec.repository, result.spec.digest
+                );
+                (image, rule, result.spec.registry.clone())
+            }
+            (None, Some(reference)) => (
+                fix.spec.image.clone().unwrap_or_default(),
+                fix.spec
+                    .rule_ref
+                    .as_ref()
+                    .map(|r| r.name.clone())
+                    .unwrap_or_default(),
+                reference.registry().to_string(),
+            ),
+            (None, None) => unreachable!("validate asks for one of them"),
+        };
+    let rules: Api<ScanRule> = Api::namespaced(ctx.client.clone(), ns);
+    let rule = rules
+        .get_opt(&rule_name)
+        .await
+        .map_err(|e| Refusal::new("ApiError", format!("reading the rule: {e}")))?
+        .ok_or_else(|| {
+            Refusal::new(
+                "RuleNotFound",
+                format!("no ScanRule {rule_name:?} in {ns} for the registry access"),
+            )
+        })?;
+    let access = registry_access(
+        &ctx.client,
+        ns,
+        &rule.spec.registry,
+        ctx.config.egress.policy(),
+    )
+    .await
+    .map_err(|e| Refusal::new("RegistryAccess", e.to_string()))?;
+    if !crate::registry::access::same_registry(&access.host, &registry) {
+        return Err(Refusal::new(
+            "OtherRegistry",
+            format!(
+                "the image is on {registry}, not on the registry of ScanRule {rule_name} ({}): \
+                 its credentials are used for its own registry only",
+                access.host
+            ),
+        ));
+    }
+    Ok(Subject {
+        image,
+        rule,
+        access,
+    })
+}
+
+fn fix_key(fix: &ImageFix) -> String {
+    format!("{}/{}", fix.namespace().unwrap_or_default(), fix.name_any())
+}
+
+/// Reconciles one ImageFix.
+pub async fn reconcile(fix: Arc<ImageFix>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconcile("imagefix");
+    let ns = fix.namespace().unwrap_or_default();
+    let status = fix.status.clone().unwrap_or_default();
+    let current = status.observed_generation == fix.metadata.generation;
+    if current && status.phase.is_final() {
+        return Ok(Action::await_change());
+    }
+    let key = fix_key(&fix);
+    if ctx.fixes.running.lock().expect("fixes lock").contains(&key) {
+        return Ok(Action::await_change());
+    }
+    let valid = match validate(&fix.spec, &ctx.config.egress.policy()) {
+        Ok(v) => v,
+        Err(message) => {
+            let refusal = Refusal::new("InvalidSpec", message);
+            fail(&ctx, &fix, status, &refusal).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    if ctx.config.executor == ExecutorKind::Job {
+        let refusal = Refusal::new(
+            "ExecutorUnsupported",
+            "fixes run only with the inline executor for now: the job executor (scanner \
+             Jobs) does not run the patch engine yet; run the operator with \
+             --executor=inline to fix images",
+        );
+        fail(&ctx, &fix, status, &refusal).await?;
+        return Ok(Action::await_change());
+    }
+    let subject = match resolve(&fix, &valid, &ctx, &ns).await {
+        Ok(s) => s,
+        Err(refusal) => {
+            fail(&ctx, &fix, status, &refusal).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    if !ctx.fixes.start(&key) {
+        return Ok(Action::await_change());
+    }
+    let ctx2 = ctx.clone();
+    tokio::spawn(async move {
+        run(&ctx2, &fix, subject, valid).await;
+        ctx2.fixes.finish(&key);
+    });
+    Ok(Action::await_change())
+}
+
+/// Writes a `Failed` status with `refusal` and a Warning event.
+async fn fail(
+    ctx: &Context,
+    fix: &ImageFix,
+    mut status: ImageFixStatus,
+    refusal: &Refusal,
+) -> Result<(), Error> {
+    status.phase = ImageFixPhase::Failed;
+    status.message = Some(refusal.message.clone());
+    status.observed_generation = fix.metadata.generation;
+    write_status(ctx, fix, status, false, refusal.reason).await?;
+    publish(ctx, fix, EventType::Warning, "FixFailed", &refusal.message).await;
+    Ok(())
+}
+
+async fn write_status(
+    ctx: &Context,
+    fix: &ImageFix,
+    mut status: ImageFixStatus,
+    ok: bool,
+    reason: &str,
+) -> Result<(), Error> {
+    let previous = fix
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let message = status.message.clone().unwrap_or_default();
+    status.conditions = vec![crate::conditions::condition(
+        "Ready",
+        ok,
+        reason,
+        &message,
+        fix.metadata.generation,
+        &previous,
+    )];
+    let api: Api<ImageFix> =
+        Api::namespaced(ctx.client.clone(), &fix.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "imagewarden.io/v1alpha1",
+        "kind": "ImageFix",
+        "status": status,
+    });
+    api.patch_status(
+        &fix.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, fix: &ImageFix, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(truncate(note, MAX_MESSAGE_CHARS)),
+        action: "Fix".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &fix.object_ref(&())).await {
+        warn!(error = %e, "publishing event");
+    }
+}
+
+/// Runs the engine for one fix and records its phases and its end.
+async fn run(ctx: &Context, fix: &ImageFix, subject: Subject, valid: ValidFix) {
+    let name = fix_key(fix);
+    let db = ctx.db();
+    let mut status = ImageFixStatus {
+        observed_generation: fix.metadata.generation,
+        phase: ImageFixPhase::Planning,
+        message: Some("waiting for a fix slot".into()),
+        image: Some(subject.image.clone()),
+        database_version: Some(db.version.clone()),
+        ..Default::default()
+    };
+    if let Err(e) = write_status(ctx, fix, status.clone(), true, "Running").await {
+        warn!(fix = %name, error = %e, "writing status");
+    }
+    let _permit = ctx.fixes.slots.clone().acquire_owned().await;
+    let (pull, _ca_file) = match crate::executor::pull_options(&subject.access) {
+        Ok(p) => p,
+        Err(e) => {
+            let refusal = Refusal::new("RegistryAccess", e.to_string());
+            if let Err(e) = fail(ctx, fix, status, &refusal).await {
+                warn!(fix = %name, error = %e, "writing status");
+            }
+            return;
+        }
+    };
+    let (tx, mut steps) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let options = FixOptions {
+        selection: valid.selection,
+        target: valid.target,
+        sources: valid.sources,
+        keyrings: Vec::new(),
+        check_valid_until: fix.spec.check_valid_until,
+        plan_only: false,
+        pull: pull.with_budgets(ctx.config.job.budgets.budgets()),
+        progress: Some(Arc::new(move |step: &str| {
+            let _ = tx.send(step.to_string());
+        })),
+    };
+    info!(fix = %name, image = %subject.image, "fixing");
+    let started = std::time::Instant::now();
+    let outcome = {
+        let work = fix::fix(&subject.image, &db.db, &options);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                outcome = &mut work => break outcome,
+                Some(step) = steps.recv() => {
+                    let phase = phase_of_step(&step);
+                    if phase != status.phase || status.message.as_deref() != Some(step.as_str()) {
+                        status.phase = phase;
+                        status.message = Some(truncate(&step, MAX_MESSAGE_CHARS));
+                        if let Err(e) = write_status(ctx, fix, status.clone(), true, "Running").await {
+                            warn!(fix = %name, error = %e, "writing status");
+                        }
+                    }
+                }
+            }
+        }
+    };
+    drop(options);
+    let result = match outcome {
+        Ok(report) => {
+            let done = finished_status(&report, status);
+            info!(fix = %name, phase = ?done.phase, seconds = started.elapsed().as_secs_f64(), "fix ended");
+            let (ok, reason, event_type, event) = match done.phase {
+                ImageFixPhase::Completed => (true, "Completed", EventType::Normal, "FixCompleted"),
+                ImageFixPhase::NothingToFix => {
+                    (true, "NothingToFix", EventType::Normal, "NothingToFix")
+                }
+                _ => (false, "UnsupportedImage", EventType::Warning, "FixFailed"),
+            };
+            let message = done.message.clone().unwrap_or_default();
+            let written = write_status(ctx, fix, done.clone(), ok, reason).await;
+            publish(ctx, fix, event_type, event, &message).await;
+            notify(ctx, &subject.rule, fix, &done).await;
+            written
+        }
+        Err(e) => {
+            warn!(fix = %name, image = %subject.image, error = %e, "fix failed");
+            let refusal = failure(&e);
+            let written = fail(ctx, fix, status.clone(), &refusal).await;
+            status.phase = ImageFixPhase::Failed;
+            status.message = Some(refusal.message);
+            notify(ctx, &subject.rule, fix, &status).await;
+            written
+        }
+    };
+    if let Err(e) = result {
+        warn!(fix = %name, error = %e, "writing status");
+    }
+}
+
+/// `FixCompleted` / `FixFailed` to the rule's targets that select it (policy-event
+/// payload; outcomes as events on the ImageFix).
+async fn notify(ctx: &Context, rule: &ScanRule, fix: &ImageFix, status: &ImageFixStatus) {
+    use crate::crd::NotificationEvent;
+    use crate::notify::payload::{policy_event_payload, ObjectName, PolicyEventItem, PolicyObject};
+    use crate::notify::policy;
+    let event = match status.phase {
+        ImageFixPhase::Completed => NotificationEvent::FixCompleted,
+        ImageFixPhase::Failed => NotificationEvent::FixFailed,
+        _ => return,
+    };
+    let targets: Vec<_> = policy::selected(rule, event)
+        .into_iter()
+        .map(|t| (t, 0))
+        .collect();
+    if targets.is_empty() {
+        return;
+    }
+    let ns = fix.namespace().unwrap_or_default();
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut reasons = vec![status.message.clone().unwrap_or_default()];
+    if let Some(v) = &status.verification {
+        if !v.fixed.is_empty() {
+            reasons.push(format!("fixed: {}", v.fixed.join(", ")));
+        }
+    }
+    let item = PolicyEventItem {
+        kind: event,
+        object: PolicyObject {
+            kind: "ImageFix".into(),
+            namespace: ns.clone(),
+            name: fix.name_any(),
+            owner: None,
+        },
+        policy: None,
+        image: status.pushed.clone().or_else(|| status.image.clone()),
+        reasons,
+        when: now.clone(),
+    };
+    let payload = policy_event_payload(
+        &ObjectName {
+            namespace: ns.clone(),
+            name: rule.name_any(),
+        },
+        event,
+        vec![item],
+        &now,
+    );
+    let key = format!(
+        "{ns}/{}/{}/{}",
+        fix.name_any(),
+        crate::notify::plan::event_name(event),
+        fix.metadata.generation.unwrap_or_default()
+    );
+    let opts = crate::notify::NotifyOptions {
+        egress: ctx.config.egress.policy(),
+        task_locks: ctx.notify_locks.clone(),
+        ..Default::default()
+    };
+    let deliveries = policy::send(&ctx.client, rule, &targets, &payload, &key, &opts).await;
+    policy::publish_outcomes(&ctx.recorder, &fix.object_ref(&()), event, &deliveries).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{ImageFixTarget, ResultRef, RuleRef};
+
+    fn spec() -> ImageFixSpec {
+        ImageFixSpec {
+            result_ref: Some(ResultRef { name: "r".into() }),
+            image: None,
+            rule_ref: None,
+            vulnerabilities: Vec::new(),
+            min_severity: None,
+            target: ImageFixTarget::default(),
+            sources: Vec::new(),
+            check_valid_until: true,
+        }
+    }
+
+    fn egress() -> EgressPolicy {
+        EgressPolicy::new(&[], &[])
+    }
+
+    #[test]
+    fn a_valid_spec_is_read_into_the_engine_options() {
+        let mut s = spec();
+        s.vulnerabilities = vec!["CVE-2024-45491".into()];
+        s.min_severity = Some(Severity::High);
+        s.sources =
+            vec!["deb https://deb.debian.org/debian-security bookworm-security main".into()];
+        let v = validate(&s, &egress()).unwrap();
+        assert_eq!(v.selection.ids, ["CVE-2024-45491"]);
+        assert_eq!(v.selection.min_severity, Some(ScannerSeverity::High));
+        assert!(matches!(v.target, fix::FixTarget::TagSuffix(ref t) if t == "_fixd"));
+        assert_eq!(v.sources[0].suite, "bookworm-security");
+    }
+
+    #[test]
+    fn hostile_specs_are_refused_with_what_is_wrong() {
+        type Change = Box<dyn Fn(&mut ImageFixSpec)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (
+                Box::new(|s| {
+                    s.sources = vec!["https://dl-cdn.alpinelinux.org/alpine/v3.19/main".into()]
+                }),
+                "apk (Alpine) repositories are not supported yet",
+            ),
+            (
+                Box::new(|s| s.sources = vec!["deb ftp://example.org/debian bookworm main".into()]),
+                "only http and https",
+            ),
+            (
+                Box::new(|s| {
+                    s.sources = vec!["deb http://169.254.169.254/debian bookworm main".into()]
+                }),
+                "169.254.169.254",
+            ),
+            (
+                Box::new(|s| {
+                    s.sources = vec!["deb http://127.0.0.1:8080/debian bookworm main".into()]
+                }),
+                "127.0.0.1",
+            ),
+            (
+                Box::new(|s| s.vulnerabilities = vec!["CVE-1; rm -rf /".into()]),
+                "is not a vulnerability id",
+            ),
+            (
+                Box::new(|s| s.vulnerabilities = vec!["CVE-1".into(); 257]),
+                "at most 256",
+            ),
+            (
+                Box::new(|s| s.target.tag_suffix = ":latest".into()),
+                "is not a tag suffix",
+            ),
+            (
+                Box::new(|s| {
+                    s.result_ref = None;
+                    s.image = Some("r.example/team-a/api@sha256:0123456789012345678901234567890123456789012345678901234567890123".into());
+                    s.rule_ref = Some(RuleRef {
+                        name: "rule".into(),
+                    });
+                }),
+                "name the image by tag and digest",
+            ),
+            (
+                Box::new(|s| {
+                    s.result_ref = None;
+                    s.image = Some("r.example/team-a/api:1.0@sha256:0123456789012345678901234567890123456789012345678901234567890123".into());
+                }),
+                "needs spec.ruleRef",
+            ),
+            (
+                Box::new(|s| s.image = Some("r.example/a:1".into())),
+                "exactly one of",
+            ),
+        ];
+        for (change, expected) in cases {
+            let mut s = spec();
+            change(&mut s);
+            let err = validate(&s, &egress()).unwrap_err();
+            assert!(err.contains(expected), "{err:?} should say {expected:?}");
+        }
+    }
+
+    #[test]
+    fn steps_map_to_phases() {
+        assert_eq!(phase_of_step("reading the image"), ImageFixPhase::Planning);
+        assert_eq!(
+            phase_of_step("downloading 2 packages (10 bytes)"),
+            ImageFixPhase::Building
+        );
+        assert_eq!(
+            phase_of_step("pushing team-a/xml:1.0_fixd"),
+            ImageFixPhase::Pushing
+        );
+        assert_eq!(
+            phase_of_step("verifying the fixed image"),
+            ImageFixPhase::Verifying
+        );
+    }
+}

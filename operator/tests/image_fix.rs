@@ -1,0 +1,590 @@
+//! ImageFixes run by the operator (inline executor) as a real process against a real
+//! kube-apiserver, the TLS + basic-auth registry and Debian's bookworm-security archive
+//! slice served on 127.0.0.1 (see `imagewarden_tests::debian_archive`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+use imagewarden_operator::crd::{ImageFix, ImageFixPhase, ImageScanResult, ScanRule};
+use imagewarden_tests::debian_archive::{
+    archive_version, image, serve_archive, untouched, write_advisory, ADVISORY, SUITE,
+};
+use imagewarden_tests::image::{auth_for, client_for, push_image, LayerBuilder, TestImage};
+use imagewarden_tests::operator::OperatorProcess;
+use imagewarden_tests::process::poll as wait_for;
+use imagewarden_tests::samples::testdata;
+use imagewarden_tests::{ControlPlane, Registry, RegistryMode};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use oci_client::Reference;
+
+const BIN: &str = env!("CARGO_BIN_EXE_imagewarden-operator");
+
+/// An AlmaLinux 8 image with rpm's SQLite database (openssl-libs 1:1.1.1k-5.el8).
+fn rpm_image() -> Result<TestImage> {
+    let layer = LayerBuilder::new()
+        .file(
+            "etc/os-release",
+            0o644,
+            &std::fs::read(testdata("os-release/almalinux-8.10"))?,
+        )?
+        .file(
+            "var/lib/rpm/rpmdb.sqlite",
+            0o644,
+            &std::fs::read(testdata("rpmdb.sqlite"))?,
+        )?
+        .finish()?;
+    Ok(TestImage {
+        layers: vec![layer],
+        ..Default::default()
+    })
+}
+
+async fn digest_of(registry: &Registry, reference: &str) -> Option<String> {
+    let reference: Reference = reference.parse().ok()?;
+    client_for(registry)
+        .pull_image_manifest(&reference, &auth_for(registry))
+        .await
+        .ok()
+        .map(|(_, digest)| digest)
+}
+
+async fn create_fix(client: &Client, yaml: &str) -> Result<ImageFix> {
+    let fix: ImageFix = serde_norway::from_str(yaml)?;
+    Ok(Api::<ImageFix>::default_namespaced(client.clone())
+        .create(&PostParams::default(), &fix)
+        .await?)
+}
+
+async fn finished_fix(client: &Client, name: &str, operator: &OperatorProcess) -> Result<ImageFix> {
+    let api: Api<ImageFix> = Api::default_namespaced(client.clone());
+    let fix = wait_for(
+        &format!("ImageFix {name} to finish"),
+        Duration::from_secs(180),
+        || {
+            let api = api.clone();
+            async move {
+                Ok(api
+                    .get_opt(name)
+                    .await?
+                    .filter(|f| f.status.as_ref().is_some_and(|s| s.phase.is_final())))
+            }
+        },
+    )
+    .await;
+    match fix {
+        Ok(f) => Ok(f),
+        Err(e) => anyhow::bail!("{e}\noperator log:\n{}", operator.log()),
+    }
+}
+
+/// The result of the rule's scan for `digest`.
+async fn result_for(client: &Client, digest: &str) -> Result<ImageScanResult> {
+    let api: Api<ImageScanResult> = Api::default_namespaced(client.clone());
+    wait_for("the image's scan result", Duration::from_secs(120), || {
+        let api = api.clone();
+        async move {
+            Ok(api
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .find(|r| r.spec.digest == digest && r.status.is_some()))
+        }
+    })
+    .await
+}
+
+/// A control plane, the registry with the Debian image as `team-a/xml:v1.0`, the archive
+/// slice served, and the operator (inline executor, the expat advisory as its database).
+struct Setup {
+    cp: ControlPlane,
+    client: Client,
+    registry: Registry,
+    original: String,
+    archive: String,
+    operator: OperatorProcess,
+    _work: tempfile::TempDir,
+}
+
+async fn setup(mode: RegistryMode) -> Result<Setup> {
+    let cp = ControlPlane::start().await?;
+    cp.install_crds(&imagewarden_operator::crd::all()).await?;
+    let client = cp.client().await?;
+    let work = tempfile::tempdir()?;
+    let osv = work.path().join("osv");
+    write_advisory(&osv)?;
+    let registry = Registry::start(mode).await?;
+    let original = push_image(&registry, "team-a/xml", "v1.0", &image()?).await?;
+    let archive = serve_archive(untouched()).await?;
+    let args = vec![
+        format!("--db={}", osv.display()),
+        "--egress-allow=127.0.0.0/8".to_string(),
+        "--executor=inline".to_string(),
+        "--leader-elect=false".to_string(),
+    ];
+    let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    Ok(Setup {
+        cp,
+        client,
+        registry,
+        original,
+        archive,
+        operator,
+        _work: work,
+    })
+}
+
+#[tokio::test]
+async fn image_fixes_push_verify_overwrite_and_refuse_what_they_cannot_do() -> Result<()> {
+    let Setup {
+        cp: _cp,
+        client,
+        registry,
+        original,
+        archive,
+        operator,
+        _work,
+    } = setup(RegistryMode::TlsAuth).await?;
+    let rpm = push_image(&registry, "team-a/alma", "v8", &rpm_image()?).await?;
+
+    let (user, password) = registry.credentials().unwrap();
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "creds"},
+        "stringData": {"username": user, "password": password, "ca.crt": registry.ca_pem().unwrap()},
+    }))?;
+    Api::<Secret>::default_namespaced(client.clone())
+        .create(&PostParams::default(), &secret)
+        .await?;
+    let h = &registry.host;
+    let rule: ScanRule = serde_norway::from_str(&format!(
+        "apiVersion: imagewarden.io/v1alpha1
+kind: ScanRule
+metadata:
+  name: team-a
+  annotations: {{imagewarden.io/scan-now: first}}
+spec:
+  registry:
+    url: {h}
+    credentialsSecretRef: {{name: creds}}
+    caSecretRef: {{name: creds, key: ca.crt}}
+  scope: {{type: Repository, name: team-a/xml}}
+  tagFilter: '^v'
+"
+    ))?;
+    Api::<ScanRule>::default_namespaced(client.clone())
+        .patch(
+            "team-a",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&rule),
+        )
+        .await?;
+    let result = result_for(&client, &original).await?;
+    let source = format!("{archive} {SUITE} main");
+
+    // A fix of the scanned result: `v1.0_fixd` pushed, `v1.0` untouched.
+    create_fix(
+        &client,
+        &format!(
+            "apiVersion: imagewarden.io/v1alpha1
+kind: ImageFix
+metadata: {{name: xml}}
+spec:
+  resultRef: {{name: {}}}
+  sources: ['{source}']
+  checkValidUntil: false
+",
+            result.metadata.name.as_deref().unwrap()
+        ),
+    )
+    .await?;
+    let fix = finished_fix(&client, "xml", &operator).await?;
+    let status = fix.status.unwrap();
+    assert_eq!(status.phase, ImageFixPhase::Completed, "{status:?}");
+    let plan: Vec<(&str, &str)> = status
+        .plan
+        .iter()
+        .map(|u| (u.package.as_str(), u.to.as_str()))
+        .collect();
+    let (expat, libexpat) = (archive_version("expat")?, archive_version("libexpat1")?);
+    assert_eq!(
+        plan,
+        [("expat", expat.as_str()), ("libexpat1", libexpat.as_str())]
+    );
+    assert_eq!(status.plan[1].fixes, [ADVISORY]);
+    let verification = status.verification.clone().unwrap();
+    assert_eq!(verification.fixed, [ADVISORY]);
+    assert!(verification.remaining.is_empty());
+    let fixed = digest_of(&registry, &format!("{h}/team-a/xml:v1.0_fixd"))
+        .await
+        .expect("the v1.0_fixd tag");
+    assert_eq!(
+        status.pushed.as_deref(),
+        Some(format!("{h}/team-a/xml:v1.0_fixd@{fixed}").as_str())
+    );
+    assert_eq!(
+        status.image.as_deref(),
+        Some(format!("{h}/team-a/xml:v1.0@{original}").as_str())
+    );
+    assert_eq!(
+        digest_of(&registry, &format!("{h}/team-a/xml:v1.0")).await,
+        Some(original.clone())
+    );
+    let ready = &status.conditions[0];
+    assert_eq!(
+        (ready.type_.as_str(), ready.status.as_str()),
+        ("Ready", "True")
+    );
+
+    // By image and rule, overwriting: the tag moves, the original stays as `_orig`.
+    create_fix(
+        &client,
+        &format!(
+            "apiVersion: imagewarden.io/v1alpha1
+kind: ImageFix
+metadata: {{name: xml-overwrite}}
+spec:
+  image: {h}/team-a/xml:v1.0@{original}
+  ruleRef: {{name: team-a}}
+  target: {{overwrite: true}}
+  sources: ['{source}']
+  checkValidUntil: false
+"
+        ),
+    )
+    .await?;
+    let status = finished_fix(&client, "xml-overwrite", &operator)
+        .await?
+        .status
+        .unwrap();
+    assert_eq!(status.phase, ImageFixPhase::Completed, "{status:?}");
+    let moved = digest_of(&registry, &format!("{h}/team-a/xml:v1.0"))
+        .await
+        .unwrap();
+    assert_ne!(moved, original);
+    assert!(status.pushed.unwrap().ends_with(&moved));
+    assert_eq!(
+        digest_of(&registry, &format!("{h}/team-a/xml:v1.0_orig")).await,
+        Some(original.clone())
+    );
+    assert_eq!(
+        status.original.as_deref(),
+        Some(format!("{h}/team-a/xml:v1.0_orig@{original}").as_str())
+    );
+
+    // An id the image does not have: nothing to fix, and why.
+    create_fix(
+        &client,
+        &format!(
+            "apiVersion: imagewarden.io/v1alpha1
+kind: ImageFix
+metadata: {{name: xml-unknown-id}}
+spec:
+  image: {h}/team-a/xml:v1.0_orig@{original}
+  ruleRef: {{name: team-a}}
+  vulnerabilities: [CVE-1999-0001]
+  sources: ['{source}']
+  checkValidUntil: false
+"
+        ),
+    )
+    .await?;
+    let status = finished_fix(&client, "xml-unknown-id", &operator)
+        .await?
+        .status
+        .unwrap();
+    assert_eq!(status.phase, ImageFixPhase::NothingToFix, "{status:?}");
+    assert_eq!(status.unfixable.len(), 1);
+    assert_eq!(status.unfixable[0].id, "CVE-1999-0001");
+    assert!(
+        status.unfixable[0].reason.contains("not affected"),
+        "{:?}",
+        status.unfixable[0]
+    );
+    assert_eq!(
+        digest_of(&registry, &format!("{h}/team-a/xml:v1.0_orig_fixd")).await,
+        None
+    );
+
+    // An rpm image: Failed, with the reason.
+    create_fix(
+        &client,
+        &format!(
+            "apiVersion: imagewarden.io/v1alpha1
+kind: ImageFix
+metadata: {{name: alma}}
+spec:
+  image: {h}/team-a/alma:v8@{rpm}
+  ruleRef: {{name: team-a}}
+"
+        ),
+    )
+    .await?;
+    let status = finished_fix(&client, "alma", &operator)
+        .await?
+        .status
+        .unwrap();
+    assert_eq!(status.phase, ImageFixPhase::Failed, "{status:?}");
+    assert_eq!(
+        status.message.as_deref(),
+        Some("rpm fixing is not supported yet")
+    );
+    assert_eq!(status.conditions[0].reason, "UnsupportedImage");
+    assert_eq!(
+        digest_of(&registry, &format!("{h}/team-a/alma:v8_fixd")).await,
+        None
+    );
+
+    // Hostile specs: refused on the object, with what is wrong.
+    for (name, spec, expected) in [
+        (
+            "metadata-host",
+            format!(
+                "resultRef: {{name: {}}}\n  sources: ['deb http://169.254.169.254/debian bookworm main']",
+                result.metadata.name.as_deref().unwrap()
+            ),
+            "169.254.169.254",
+        ),
+        (
+            "apk",
+            format!(
+                "resultRef: {{name: {}}}\n  sources: ['https://dl-cdn.alpinelinux.org/alpine/v3.19/main']",
+                result.metadata.name.as_deref().unwrap()
+            ),
+            "apk (Alpine) repositories are not supported yet",
+        ),
+        (
+            "other-registry",
+            format!("image: registry.example/team-a/xml:v1.0@{original}\n  ruleRef: {{name: team-a}}"),
+            "not on the registry of ScanRule team-a",
+        ),
+    ] {
+        create_fix(
+            &client,
+            &format!("apiVersion: imagewarden.io/v1alpha1\nkind: ImageFix\nmetadata: {{name: {name}}}\nspec:\n  {spec}\n"),
+        )
+        .await?;
+        let status = finished_fix(&client, name, &operator).await?.status.unwrap();
+        assert_eq!(status.phase, ImageFixPhase::Failed, "{name}: {status:?}");
+        let message = status.message.unwrap_or_default();
+        assert!(message.contains(expected), "{name}: {message}");
+        assert_eq!(status.conditions[0].status, "False");
+    }
+    // The API server refuses a spec naming neither the result nor the image.
+    let err = create_fix(
+        &client,
+        "apiVersion: imagewarden.io/v1alpha1\nkind: ImageFix\nmetadata: {name: nothing}\nspec: {}\n",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("set exactly one of resultRef and image"),
+        "{err}"
+    );
+    Ok(())
+}
+
+/// An HTTP notification receiver on 127.0.0.1: its URL, and the bodies it gets.
+async fn receiver() -> Result<(
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+)> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                    let _ = tx.send(v);
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, rx))
+}
+
+async fn fixes_of(client: &Client) -> Result<Vec<ImageFix>> {
+    Ok(Api::<ImageFix>::default_namespaced(client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items)
+}
+
+async fn finished_task_of(client: &Client, rule: &str, previous: Option<&str>) -> Result<String> {
+    let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
+    let tasks: Api<imagewarden_operator::crd::ScanTask> = Api::default_namespaced(client.clone());
+    wait_for(
+        "the rule's scan to finish",
+        Duration::from_secs(120),
+        || {
+            let (rules, tasks) = (rules.clone(), tasks.clone());
+            async move {
+                let Some(task) = rules.get(rule).await?.status.and_then(|s| s.last_task) else {
+                    return Ok(None);
+                };
+                if Some(task.as_str()) == previous {
+                    return Ok(None);
+                }
+                let done = tasks.get(&task).await?.status.is_some_and(|s| {
+                    matches!(
+                        s.phase,
+                        imagewarden_operator::crd::ScanPhase::Completed
+                            | imagewarden_operator::crd::ScanPhase::Failed
+                    )
+                });
+                Ok(done.then_some(task))
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_fix_now_annotation_and_a_rule_s_spec_fix_create_each_fix_once() -> Result<()> {
+    let Setup {
+        cp: _cp,
+        client,
+        registry,
+        original,
+        archive,
+        operator,
+        _work,
+    } = setup(RegistryMode::Plain).await?;
+    let (hook, mut notified) = receiver().await?;
+    let h = &registry.host;
+    let rule = |fix: &str, scan_now: &str| -> Result<ScanRule> {
+        Ok(serde_norway::from_str(&format!(
+            "apiVersion: imagewarden.io/v1alpha1
+kind: ScanRule
+metadata:
+  name: team-a
+  annotations: {{imagewarden.io/scan-now: {scan_now}}}
+spec:
+  registry: {{url: {h}, insecure: true}}
+  scope: {{type: Repository, name: team-a/xml}}
+  tagFilter: '^v'
+  fix: {{{fix}, sources: ['{archive} {SUITE} main'], checkValidUntil: false}}
+  notifications:
+    - {{name: hook, type: HTTP, url: '{hook}', events: [FixCompleted, FixFailed]}}
+"
+        ))?)
+    };
+    let rules: Api<ScanRule> = Api::default_namespaced(client.clone());
+    let apply = |rule: ScanRule| {
+        let rules = rules.clone();
+        async move {
+            rules
+                .patch(
+                    "team-a",
+                    &PatchParams::apply("test").force(),
+                    &Patch::Apply(&rule),
+                )
+                .await
+        }
+    };
+
+    // Not enabled: a scan makes no fix.
+    apply(rule("enabled: false", "first")?).await?;
+    let first = finished_task_of(&client, "team-a", None).await?;
+    let result = result_for(&client, &original).await?;
+    let result_name = result.metadata.name.clone().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(fixes_of(&client).await?.is_empty());
+
+    // fix-now, twice: one ImageFix, with the rule's settings; the annotation is removed.
+    let results: Api<ImageScanResult> = Api::default_namespaced(client.clone());
+    for value in ["one", "two"] {
+        let patch =
+            serde_json::json!({"metadata": {"annotations": {"imagewarden.io/fix-now": value}}});
+        results
+            .patch(&result_name, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
+        wait_for(
+            "the fix-now annotation to be taken",
+            Duration::from_secs(30),
+            || {
+                let results = results.clone();
+                let name = result_name.clone();
+                async move {
+                    let r = results.get(&name).await?;
+                    Ok((!r.annotations().contains_key("imagewarden.io/fix-now")).then_some(()))
+                }
+            },
+        )
+        .await?;
+    }
+    let fixes = fixes_of(&client).await?;
+    assert_eq!(fixes.len(), 1, "{fixes:?}");
+    let name = fixes[0].metadata.name.clone().unwrap();
+    assert_eq!(fixes[0].spec.result_ref.as_ref().unwrap().name, result_name);
+    assert_eq!(fixes[0].labels()["imagewarden.io/fix-trigger"], "FixNow");
+    let status = finished_fix(&client, &name, &operator)
+        .await?
+        .status
+        .unwrap();
+    assert_eq!(status.phase, ImageFixPhase::Completed, "{status:?}");
+    let fixed = digest_of(&registry, &format!("{h}/team-a/xml:v1.0_fixd"))
+        .await
+        .unwrap();
+    // FixCompleted to the rule's target, naming the fix and the pushed image.
+    let sent = tokio::time::timeout(Duration::from_secs(30), notified.recv())
+        .await?
+        .unwrap();
+    assert_eq!(sent["event"], "FixCompleted", "{sent}");
+    assert_eq!(sent["rule"]["name"], "team-a");
+    assert_eq!(sent["items"][0]["object"]["kind"], "ImageFix");
+    assert_eq!(sent["items"][0]["object"]["name"], name.as_str());
+    assert_eq!(
+        sent["items"][0]["image"],
+        format!("{h}/team-a/xml:v1.0_fixd@{fixed}").as_str()
+    );
+
+    // Enabled, overwriting: the next scan fixes the image (a new fix: other settings) and
+    // leaves the `_fixd` image it also scanned alone.
+    apply(rule("enabled: true, overwrite: true", "second")?).await?;
+    let second = finished_task_of(&client, "team-a", Some(&first)).await?;
+    let task = Api::<imagewarden_operator::crd::ScanTask>::default_namespaced(client.clone())
+        .get(&second)
+        .await?;
+    assert_eq!(
+        task.status.unwrap().images.len(),
+        2,
+        "v1.0 and v1.0_fixd scanned"
+    );
+    let by_rule = wait_for("the rule's fix", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move {
+            Ok(fixes_of(&client).await?.into_iter().find(|f| {
+                f.labels()
+                    .get("imagewarden.io/fix-trigger")
+                    .map(String::as_str)
+                    == Some("Rule")
+            }))
+        }
+    })
+    .await?;
+    let status = finished_fix(&client, &by_rule.name_any(), &operator)
+        .await?
+        .status
+        .unwrap();
+    assert_eq!(status.phase, ImageFixPhase::Completed, "{status:?}");
+    let moved = digest_of(&registry, &format!("{h}/team-a/xml:v1.0"))
+        .await
+        .unwrap();
+    assert_ne!(moved, original);
+    assert_eq!(
+        digest_of(&registry, &format!("{h}/team-a/xml:v1.0_orig")).await,
+        Some(original)
+    );
+    let fixes = fixes_of(&client).await?;
+    assert_eq!(fixes.len(), 2, "{fixes:?}");
+    Ok(())
+}
