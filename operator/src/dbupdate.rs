@@ -220,7 +220,7 @@ async fn rematch_one(
     let ns = result.namespace().unwrap_or_default();
     match rematch(result, loaded) {
         Ok(Some((status, new))) => {
-            apply_result_status(&ctx.client, &ns, &result.name_any(), &status).await?;
+            apply_result_status(&ctx.client, result, &status).await?;
             if new.is_empty() {
                 return Ok(Rematched::Written(false));
             }
@@ -247,32 +247,38 @@ async fn rematch_one(
     }
 }
 
-/// Writes an ImageScanResult's status (server-side apply, the operator's field manager).
+/// Writes the re-matched status of `result` (server-side apply, the operator's field
+/// manager), and its worst-severity label when that changed.
 pub(crate) async fn apply_result_status(
     client: &kube::Client,
-    namespace: &str,
-    name: &str,
+    result: &ImageScanResult,
     status: &crate::crd::ImageScanResultStatus,
 ) -> Result<(), kube::Error> {
-    let api: Api<ImageScanResult> = Api::namespaced(client.clone(), namespace);
+    let name = result.name_any();
+    let api: Api<ImageScanResult> =
+        Api::namespaced(client.clone(), &result.namespace().unwrap_or_default());
     let patch = serde_json::json!({
         "apiVersion": "imagewarden.io/v1alpha1",
         "kind": "ImageScanResult",
         "status": status,
     });
     api.patch_status(
-        name,
+        &name,
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(patch),
     )
     .await?;
     // The status subresource leaves labels alone: the worst severity follows the findings
     // with a merge patch (an apply of the label alone would drop the spec this field
-    // manager owns).
+    // manager owns), sent only when the label changes.
+    let worst = crate::result::worst_severity_label_value(&status.summary);
+    if result.labels().get(crate::result::WORST_SEVERITY_LABEL) == Some(&worst.to_string()) {
+        return Ok(());
+    }
     let labels = serde_json::json!({"metadata": {"labels": {
-        crate::result::WORST_SEVERITY_LABEL: crate::result::worst_severity_label_value(&status.summary),
+        crate::result::WORST_SEVERITY_LABEL: worst,
     }}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(labels))
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(labels))
         .await?;
     Ok(())
 }

@@ -38,6 +38,8 @@ use kube::{Client, ResourceExt};
 /// The advisory taken out to change the database: it matches the scanned image.
 const ADVISORY: &str = "Alpine/ALPINE-CVE-2019-14697.json";
 const IDLE_WINDOW: Duration = Duration::from_secs(60);
+/// How long the re-match may take before the measurement gives up.
+const REMATCH_LIMIT: Duration = Duration::from_secs(1200);
 /// Resources the operator uses; requests for anything else are the API server's own.
 const OPERATOR_RESOURCES: &[&str] = &[
     "scanrules",
@@ -226,13 +228,32 @@ async fn the_operator_over_thousands_of_results() -> Result<()> {
         .try_collect::<()>()
         .await?;
     let seeded_in = seeding.elapsed();
+    println!();
+    println!(
+        "operator {} over {results} ImageScanResults of {object_kib:.1} KiB each",
+        binary().display()
+    );
+    println!("{:<48} {:>14} {:>10}", "figure", "measured", "target");
+    row(
+        "results created (16 at a time)",
+        format!("{:.1} s", seeded_in.as_secs_f64()),
+        "",
+    );
 
     // A fresh operator over all of them.
     let started = Instant::now();
     let operator = OperatorProcess::start(&binary(), &cp, &args).await?;
-    let listening_in = started.elapsed();
+    row(
+        "start-up: process to listening",
+        format!("{:.2} s", started.elapsed().as_secs_f64()),
+        "",
+    );
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let (rss_settled, _) = memory_mib(operator.pid())?;
+    row(
+        "resident memory, 20 s after start",
+        format!("{:.0} MiB", memory_mib(operator.pid())?.0),
+        "< 300 MB",
+    );
 
     let before = apiserver_request_totals(&client).await?;
     tokio::time::sleep(IDLE_WINDOW).await;
@@ -245,77 +266,42 @@ async fn the_operator_over_thousands_of_results() -> Result<()> {
             idle_requests += value - before.get(key).copied().unwrap_or(0.0);
         }
     }
-    let (rss_idle, _) = memory_mib(operator.pid())?;
-
-    // A database update: every result is re-matched.
-    std::fs::remove_file(db.path().join(ADVISORY))?;
-    let changed = Instant::now();
-    let total = results;
-    wait_for("every result re-matched", Duration::from_secs(900), || {
-        let client = client.clone();
-        let old_version = old_version.clone();
-        async move {
-            let left = total - count_not_made_with(&client, &old_version).await?;
-            Ok((left == 0).then_some(()))
-        }
-    })
-    .await?;
-    let rematched_in = changed.elapsed();
-    let (rss_after, hwm) = memory_mib(operator.pid())?;
-    let gone = api
-        .get(&format!("scale-{:05}", total - 1))
-        .await?
-        .status
-        .context("status")?
-        .findings
-        .iter()
-        .all(|f| f.id != "ALPINE-CVE-2019-14697");
-    anyhow::ensure!(gone, "the re-matched results no longer hold the advisory");
-
-    println!();
-    println!(
-        "operator {} over {total} ImageScanResults of {object_kib:.1} KiB each",
-        binary().display()
-    );
-    println!("{:<44} {:>14} {:>14}", "figure", "measured", "target");
-    let row = |name: &str, measured: String, target: &str| {
-        println!("{name:<44} {measured:>14} {target:>14}")
-    };
-    row(
-        "results created (16 at a time)",
-        format!("{:.1} s", seeded_in.as_secs_f64()),
-        "",
-    );
-    row(
-        "start-up: process to listening",
-        format!("{:.2} s", listening_in.as_secs_f64()),
-        "",
-    );
-    row(
-        "resident memory, 20 s after start",
-        format!("{rss_settled:.0} MiB"),
-        "< 300 MB",
-    );
-    row(
-        "resident memory, idle minute later",
-        format!("{rss_idle:.0} MiB"),
-        "< 300 MB",
-    );
     row(
         "API requests in the idle minute",
         format!("{idle_requests}"),
         "near zero",
     );
     row(
-        "re-match of every result (incl. ≤ 2 s refresh)",
+        "resident memory after the idle minute",
+        format!("{:.0} MiB", memory_mib(operator.pid())?.0),
+        "< 300 MB",
+    );
+
+    // A database update: every result is re-matched.
+    std::fs::remove_file(db.path().join(ADVISORY))?;
+    let changed = Instant::now();
+    let mut left = results;
+    while left > 0 && changed.elapsed() < REMATCH_LIMIT {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        left = results - count_not_made_with(&client, &old_version).await?;
+    }
+    let rematched_in = changed.elapsed();
+    anyhow::ensure!(
+        left == 0,
+        "{left} of {results} results not re-matched after {} s",
+        REMATCH_LIMIT.as_secs()
+    );
+    row(
+        "re-match of every result (incl. the 2 s refresh)",
         format!("{:.1} s", rematched_in.as_secs_f64()),
         "< 60 s",
     );
     row(
         "re-match rate",
-        format!("{:.0} /s", total as f64 / rematched_in.as_secs_f64()),
+        format!("{:.0} /s", results as f64 / rematched_in.as_secs_f64()),
         "",
     );
+    let (rss_after, hwm) = memory_mib(operator.pid())?;
     row(
         "resident memory after the re-match",
         format!("{rss_after:.0} MiB"),
@@ -326,6 +312,21 @@ async fn the_operator_over_thousands_of_results() -> Result<()> {
         format!("{hwm:.0} MiB"),
         "< 300 MB",
     );
+    let last = api
+        .get(&format!("scale-{:05}", results - 1))
+        .await?
+        .status
+        .context("status")?;
+    anyhow::ensure!(
+        last.findings
+            .iter()
+            .all(|f| f.id != "ALPINE-CVE-2019-14697"),
+        "the re-matched results no longer hold the advisory"
+    );
     drop(operator);
     Ok(())
+}
+
+fn row(name: &str, measured: String, target: &str) {
+    println!("{name:<48} {measured:>14} {target:>10}");
 }

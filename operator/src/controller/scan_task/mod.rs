@@ -517,13 +517,7 @@ async fn rematch_result(
             return Ok(false);
         }
     };
-    crate::dbupdate::apply_result_status(
-        &ctx.client,
-        &result.namespace().unwrap_or_default(),
-        &result.name_any(),
-        &status,
-    )
-    .await?;
+    crate::dbupdate::apply_result_status(&ctx.client, result, &status).await?;
     Ok(true)
 }
 
