@@ -505,7 +505,13 @@ fn advance_job(
             &settings.db_version,
         )
         .bounded(attempt, settings.max_scan_attempts);
-        return apply_verdict(inputs, entry, verdict, &name, stored, pass);
+        // Inline scans count when they end; a Job's scan counts when its result is read.
+        let scanned = verdict == ScanVerdict::Completed;
+        let fetch = apply_verdict(inputs, entry, verdict, &name, stored, pass);
+        if scanned && fetch.is_none() {
+            pass.steps.push(Step::Count(Metric::Scan("scanned")));
+        }
+        return fetch;
     }
     if pass.starting.contains(&jname) {
         return None;
@@ -1146,6 +1152,7 @@ mod tests {
             (ScanPhase::Completed, Some("scanned"))
         );
         assert_eq!(written(&steps).unwrap().phase, ScanPhase::Completed);
+        assert!(has(&steps, |s| *s == Step::Count(Metric::Scan("scanned"))));
     }
 
     #[test]
