@@ -6,10 +6,12 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::image_metrics::ImageGauges;
@@ -29,6 +31,20 @@ impl Deref for AtomicGauge {
 
     fn deref(&self) -> &AtomicI64 {
         self.0.inner()
+    }
+}
+
+/// A family whose `# HELP` and `# TYPE` are rendered before its first series, so scrapers
+/// (and the chart's dashboard and alert tests) see every family the operator has.
+#[derive(Debug)]
+struct Described<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Described<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
     }
 }
 
@@ -111,28 +127,28 @@ impl Default for Metrics {
         registry.register(
             "imagewarden_reconciles",
             "Reconciles by controller",
-            reconciles.clone(),
+            Described(reconciles.clone()),
         );
         registry.register(
             "imagewarden_reconcile_errors",
             "Reconcile errors",
-            errors.clone(),
+            Described(errors.clone()),
         );
         registry.register(
             "imagewarden_tasks_started",
             "Scan tasks started, by trigger",
-            tasks_started.clone(),
+            Described(tasks_started.clone()),
         );
         registry.register(
             "imagewarden_tasks_finished",
             "Scan tasks finished, by phase",
-            tasks_finished.clone(),
+            Described(tasks_finished.clone()),
         );
         registry.register(
             "imagewarden_image_scans",
             "Image scans, by outcome (scanned, reused, rematched: made with a replaced \
              database and re-matched, failed)",
-            scans.clone(),
+            Described(scans.clone()),
         );
         registry.register(
             "imagewarden_scan_duration_seconds",
@@ -157,7 +173,7 @@ impl Default for Metrics {
         registry.register(
             "imagewarden_database_info",
             "The vulnerability database in use (scanner Jobs get the same one)",
-            database_info.clone(),
+            Described(database_info.clone()),
         );
         registry.register(
             "imagewarden_database_records",
@@ -168,7 +184,7 @@ impl Default for Metrics {
             "imagewarden_admissions",
             "Admission decisions by ImagePolicy and verdict (allowed, denied, warned, \
              audited); requests no policy covers count under policy=\"\"",
-            admissions.clone(),
+            Described(admissions.clone()),
         );
         registry.register(
             "imagewarden_admission_duration_seconds",
@@ -179,12 +195,12 @@ impl Default for Metrics {
             "imagewarden_admission_errors",
             "AdmissionReviews that could not be judged, by reason (bad_request: not an \
              AdmissionReview; invalid_object: refused, unreadable object or image reference)",
-            admission_errors.clone(),
+            Described(admission_errors.clone()),
         );
         registry.register(
             "imagewarden_running_pods_denied",
             "Running Pods whose images an ImagePolicy would deny now (judged every 30 s)",
-            running_denied.clone(),
+            Described(running_denied.clone()),
         );
         registry.register(
             "imagewarden_database_built_timestamp_seconds",
@@ -203,7 +219,7 @@ impl Default for Metrics {
             "Notification deliveries by target type (DingTalk, HTTP, HTTPS), event and outcome \
              (delivered; failed: refused, unreachable or out of attempts; misconfigured: the \
              target's Secrets or URL could not be used)",
-            notifications.clone(),
+            Described(notifications.clone()),
         );
         registry.register_collector(Box::new(images.clone()));
         Self {
