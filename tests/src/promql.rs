@@ -3,24 +3,10 @@
 
 use std::collections::BTreeSet;
 
-/// Words of PromQL that are not metric names where they stand alone.
+/// Words of PromQL that are not metric names where they stand alone (besides
+/// [`LABEL_LISTS`]).
 const KEYWORDS: &[&str] = &[
-    "and",
-    "or",
-    "unless",
-    "bool",
-    "offset",
-    "by",
-    "without",
-    "on",
-    "ignoring",
-    "group_left",
-    "group_right",
-    "inf",
-    "nan",
-    "Inf",
-    "NaN",
-    "atan2",
+    "and", "or", "unless", "bool", "offset", "inf", "nan", "Inf", "NaN", "atan2",
 ];
 
 /// Modifiers followed by a parenthesised list of label names.
@@ -137,7 +123,10 @@ pub fn metric_names(expr: &str) -> BTreeSet<String> {
                     names.extend(metric_names(&selector));
                 }
                 i = end;
-            } else if !call && !KEYWORDS.contains(&word.as_str()) {
+            } else if !call
+                && !KEYWORDS.contains(&word.as_str())
+                && !LABEL_LISTS.contains(&word.as_str())
+            {
                 names.insert(word);
             }
         } else {

@@ -982,17 +982,21 @@ fn kustomize_installs_what_the_chart_installs() -> Result<()> {
     Ok(())
 }
 
-/// Just enough of the Prometheus Operator's ServiceMonitor CRD for the API server to know
-/// the kind (its schema is checked by the test above, not by the server).
-const SERVICE_MONITOR_CRD: &str = r#"
+/// Just enough of a Prometheus Operator CRD (`ServiceMonitor`, `PrometheusRule`) for the
+/// API server to know the kind (the objects' contents are checked by the chart tests, not
+/// by the server).
+fn monitoring_crd(kind: &str) -> String {
+    let singular = kind.to_lowercase();
+    format!(
+        r#"
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
 metadata:
-  name: servicemonitors.monitoring.coreos.com
+  name: {singular}s.monitoring.coreos.com
 spec:
   group: monitoring.coreos.com
   scope: Namespaced
-  names: {kind: ServiceMonitor, listKind: ServiceMonitorList, plural: servicemonitors, singular: servicemonitor}
+  names: {{kind: {kind}, listKind: {kind}List, plural: {singular}s, singular: {singular}}}
   versions:
     - name: v1
       served: true
@@ -1001,28 +1005,9 @@ spec:
         openAPIV3Schema:
           type: object
           x-kubernetes-preserve-unknown-fields: true
-"#;
-
-/// Just enough of the Prometheus Operator's PrometheusRule CRD for the API server to know
-/// the kind (its expressions are checked by the chart tests, not by the server).
-const PROMETHEUS_RULE_CRD: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: prometheusrules.monitoring.coreos.com
-spec:
-  group: monitoring.coreos.com
-  scope: Namespaced
-  names: {kind: PrometheusRule, listKind: PrometheusRuleList, plural: prometheusrules, singular: prometheusrule}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema:
-        openAPIV3Schema:
-          type: object
-          x-kubernetes-preserve-unknown-fields: true
-"#;
+"#
+    )
+}
 
 /// Applies `yaml` to `cp` with `kubectl apply ARGS -f -`; returns stdout and stderr.
 fn kubectl_apply(cp: &ControlPlane, args: &[&str], yaml: &str) -> Result<(String, String)> {
@@ -1075,8 +1060,9 @@ async fn a_real_apiserver_accepts_the_chart_and_the_kustomize_bases() -> Result<
     // (crds/, as a release of the chart before the CRDs became templates installed them.)
     let crds = repo_root().join("crds").display().to_string();
     cp.kubectl_output(&["apply", "--server-side", "-f", &crds])?;
-    kubectl_apply(&cp, &["--server-side"], SERVICE_MONITOR_CRD)?;
-    kubectl_apply(&cp, &["--server-side"], PROMETHEUS_RULE_CRD)?;
+    for kind in ["ServiceMonitor", "PrometheusRule"] {
+        kubectl_apply(&cp, &["--server-side"], &monitoring_crd(kind))?;
+    }
     cp.kubectl_output(&[
         "wait",
         "--for=condition=Established",
