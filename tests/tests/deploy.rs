@@ -979,6 +979,46 @@ fn kustomize_installs_what_the_chart_installs() -> Result<()> {
         objects(&kustomize(&kustomize_dir("admission-operator-certs"))?)?,
         "kustomize admission-operator-certs vs helm --set webhook.enabled=false,admission.operatorCertificates.enabled=true",
     );
+    assert_same_objects(
+        objects(&helm_template(&[
+            "--set",
+            "webhook.enabled=false",
+            "--set",
+            "admission.enabled=false",
+            "--set",
+            "api.enabled=true",
+        ])?)?,
+        objects(&kustomize(&kustomize_dir("status-api"))?)?,
+        "kustomize status-api vs helm --set webhook.enabled=false,admission.enabled=false,api.enabled=true",
+    );
+    // The component also composes with the admission overlays (kustomize takes relative
+    // paths only).
+    let both = tempfile::tempdir()?;
+    let up = "../".repeat(both.path().components().count() - 1);
+    let relative = |name: &str| {
+        let dir = kustomize_dir(name);
+        format!("{up}{}", dir.strip_prefix("/").unwrap_or(&dir).display())
+    };
+    std::fs::write(
+        both.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {}\ncomponents:\n  - {}\n",
+            relative("admission-operator-certs"),
+            relative("components/status-api"),
+        ),
+    )?;
+    assert_same_objects(
+        objects(&helm_template(&[
+            "--set",
+            "webhook.enabled=false",
+            "--set",
+            "admission.operatorCertificates.enabled=true",
+            "--set",
+            "api.enabled=true",
+        ])?)?,
+        objects(&kustomize(both.path())?)?,
+        "kustomize admission-operator-certs + components/status-api vs helm --set webhook.enabled=false,admission.operatorCertificates.enabled=true,api.enabled=true",
+    );
     Ok(())
 }
 

@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use serde::Deserialize;
 
 use self::auth::{Access, AuthError, Authorizer, Caller, Scope};
@@ -252,14 +252,31 @@ impl ApiState {
         Ok(scope)
     }
 
+    /// The objects of `store` in the namespaces where the caller may list `resource`
+    /// (only `namespace` when given).
+    async fn visible<K>(
+        &self,
+        store: &Store<K>,
+        resource: &'static str,
+        caller: &Caller,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Arc<K>>, ApiError>
+    where
+        K: kube::Resource + Clone + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone,
+    {
+        let all = store.state();
+        let scope = self.readable(caller, resource, namespace).await?;
+        Ok(in_scope(all, &scope))
+    }
+
     async fn results(
         &self,
         caller: &Caller,
         namespace: Option<&str>,
     ) -> Result<Vec<Arc<ImageScanResult>>, ApiError> {
-        let all = self.caches.results.state();
-        let scope = self.readable(caller, "imagescanresults", namespace).await?;
-        Ok(in_scope(all, &scope))
+        self.visible(&self.caches.results, "imagescanresults", caller, namespace)
+            .await
     }
 
     async fn tasks(
@@ -267,9 +284,8 @@ impl ApiState {
         caller: &Caller,
         namespace: Option<&str>,
     ) -> Result<Vec<Arc<ScanTask>>, ApiError> {
-        let all = self.caches.tasks.state();
-        let scope = self.readable(caller, "scantasks", namespace).await?;
-        Ok(in_scope(all, &scope))
+        self.visible(&self.caches.tasks, "scantasks", caller, namespace)
+            .await
     }
 
     /// [`Self::tasks`], none when the caller may read no tasks (what is shown with them
@@ -378,11 +394,14 @@ async fn list_rules(
 ) -> ApiResult {
     let (caller, _) = s.caller(&headers).await?;
     let paging = q.check()?;
-    let all = s.caches.rules.state();
-    let scope = s
-        .readable(&caller, "scanrules", q.namespace.as_deref())
+    let mut rules = s
+        .visible(
+            &s.caches.rules,
+            "scanrules",
+            &caller,
+            q.namespace.as_deref(),
+        )
         .await?;
-    let mut rules = in_scope(all, &scope);
     rules.sort_by_key(|r| (r.metadata.namespace.clone(), r.metadata.name.clone()));
     // A rule's last task is shown only to callers who may read tasks there.
     let tasks = s.tasks_if_readable(&caller, q.namespace.as_deref()).await?;

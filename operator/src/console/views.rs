@@ -173,10 +173,12 @@ fn task_second(t: &ScanTask) -> i64 {
         .map_or(0, |t| t.0.as_second())
 }
 
-/// Whether a task entry still being worked on has had a failed attempt: inline scans
-/// wait as Pending with their attempt counted, Jobs count the next attempt at once.
+/// Whether a task entry still being worked on has had a failed attempt: `Retrying` while
+/// the next attempt waits, `Running` with more than one attempt while it runs.
 pub fn retrying(entry: &ImageProgress) -> bool {
     match entry.phase {
+        ScanPhase::Retrying => true,
+        // As recorded before `Retrying` existed.
         ScanPhase::Pending => entry.attempts >= 1 && entry.message.is_some(),
         ScanPhase::Running => entry.attempts >= 2,
         ScanPhase::Completed | ScanPhase::Failed => false,
@@ -231,8 +233,12 @@ pub fn scan_status(
     if let Some((task, e)) = entry {
         let newer = result.is_none_or(|r| task_second(task) >= scan_second(r));
         let state = match e.phase {
-            ScanPhase::Pending | ScanPhase::Running if retrying(e) => Some(ScanState::Retrying),
-            ScanPhase::Pending | ScanPhase::Running => Some(ScanState::Scanning),
+            ScanPhase::Pending | ScanPhase::Running | ScanPhase::Retrying if retrying(e) => {
+                Some(ScanState::Retrying)
+            }
+            ScanPhase::Pending | ScanPhase::Running | ScanPhase::Retrying => {
+                Some(ScanState::Scanning)
+            }
             ScanPhase::Failed if newer => Some(ScanState::Failed),
             ScanPhase::Failed | ScanPhase::Completed => None,
         };

@@ -73,6 +73,9 @@ pub enum ScanPhase {
     Pending,
     /// In progress.
     Running,
+    /// An image only: an attempt failed and another is scheduled (it runs as `Running`,
+    /// with `attempts` above 1).
+    Retrying,
     /// Finished; for a task, every image succeeded.
     Completed,
     /// Finished; for a task, at least one image failed.

@@ -584,7 +584,7 @@ fn apply_verdict(
             entry.message = Some("scanned".into());
         }
         ScanVerdict::Rescan(message) => {
-            entry.phase = ScanPhase::Pending;
+            entry.phase = ScanPhase::Retrying;
             if settings.executor == ExecutorKind::Job {
                 // The next Job is the next attempt (inline scans count when they start).
                 entry.attempts = entry.attempts.max(1) + 1;
@@ -997,7 +997,7 @@ mod tests {
         // A result that cannot be re-matched is scanned again.
         w.fetched.rematched.insert(result_name(), false);
         let img = image(&w.plan());
-        assert_eq!(img.phase, ScanPhase::Pending);
+        assert_eq!(img.phase, ScanPhase::Retrying);
         assert!(img.message.unwrap().ends_with("; rescanning"));
     }
 
@@ -1011,7 +1011,7 @@ mod tests {
         let img = image(&steps);
         assert_eq!(
             (img.phase, img.message.as_deref()),
-            (ScanPhase::Pending, Some("registry said 503"))
+            (ScanPhase::Retrying, Some("registry said 503"))
         );
         let retry = scan_retry_delay(1);
         assert!(has(&steps, |s| *s == Step::RetryAt(key(), w.now + retry)));
@@ -1031,7 +1031,35 @@ mod tests {
         w.now += Duration::from_secs(3);
         let steps = w.plan();
         assert!(has(&steps, |s| matches!(s, Step::StartInline { .. })));
-        assert_eq!(image(&steps).attempts, 2);
+        assert_eq!(
+            (image(&steps).phase, image(&steps).attempts),
+            (ScanPhase::Running, 2)
+        );
+    }
+
+    #[test]
+    fn a_retrying_image_gets_the_next_job_once_a_slot_is_free() {
+        let mut retrying = entry(ScanPhase::Retrying, 2);
+        retrying.message = Some("scanner Pod killed".into());
+        let w = World::new(ExecutorKind::Job, vec![retrying]);
+        let steps = w.plan();
+        assert!(has(&steps, |s| matches!(
+            s,
+            Step::CreateJob { attempt: 2, .. }
+        )));
+        assert_eq!(image(&steps).phase, ScanPhase::Running);
+        // No free slot: it stays Retrying, and the task stays Running.
+        let mut w = World::new(ExecutorKind::Job, vec![entry(ScanPhase::Retrying, 2)]);
+        w.active_jobs = w.settings.max_concurrent_scans;
+        let steps = w.plan();
+        assert!(!has(&steps, |s| matches!(s, Step::CreateJob { .. })));
+        assert!(has(&steps, |s| *s == Step::WaitForSlot));
+        let status = written(&steps)
+            .cloned()
+            .unwrap_or_else(|| w.task.status.clone().unwrap());
+        assert_eq!(status.images[0].phase, ScanPhase::Retrying);
+        assert_ne!(status.phase, ScanPhase::Completed);
+        assert_ne!(status.phase, ScanPhase::Failed);
     }
 
     #[test]
@@ -1141,7 +1169,7 @@ mod tests {
         w.job(1, JobState::Succeeded);
         // The watch has not shown the result yet: the Job ended without writing it.
         let img = image(&w.plan());
-        assert_eq!((img.phase, img.attempts), (ScanPhase::Pending, 2));
+        assert_eq!((img.phase, img.attempts), (ScanPhase::Retrying, 2));
         assert!(img
             .message
             .unwrap()
@@ -1202,7 +1230,7 @@ mod tests {
         let mut w = World::new(ExecutorKind::Job, vec![entry(ScanPhase::Running, 1)]);
         w.job(1, unavailable.clone());
         let img = image(&w.plan());
-        assert_eq!((img.phase, img.attempts), (ScanPhase::Pending, 2));
+        assert_eq!((img.phase, img.attempts), (ScanPhase::Retrying, 2));
         let mut w = World::new(ExecutorKind::Job, vec![entry(ScanPhase::Running, 3)]);
         w.job(3, unavailable);
         assert_eq!(image(&w.plan()).phase, ScanPhase::Failed);
