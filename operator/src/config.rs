@@ -233,6 +233,11 @@ pub struct OperatorConfig {
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "IMAGEWARDEN_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: SocketAddr,
+    /// Most series of `imagewarden_image_findings` and `imagewarden_image_policy_verdict`
+    /// one scrape renders; results past it are left out whole and counted in
+    /// `imagewarden_image_series_dropped`. 0 renders no per-image series.
+    #[arg(long, env = "IMAGEWARDEN_METRICS_IMAGE_SERIES_LIMIT", default_value_t = crate::image_metrics::DEFAULT_SERIES_LIMIT)]
+    pub metrics_image_series_limit: usize,
     /// Acquire a Lease before acting, so that only one replica reconciles.
     #[arg(long, env = "IMAGEWARDEN_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,

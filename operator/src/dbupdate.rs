@@ -124,8 +124,7 @@ pub async fn refresh(ctx: Arc<Context>) -> anyhow::Result<()> {
     info!(version = %loaded.version, records = loaded.db.info().records, "vulnerability database changed");
     let loaded = Arc::new(loaded);
     ctx.replace_db(loaded.clone());
-    ctx.metrics
-        .database(&loaded.version, loaded.db.info().records);
+    ctx.metrics.database(&loaded.version, loaded.db.info());
 
     // (namespace, rule) -> images with new findings, or to scan again
     let touched = rematch_all(&ctx, &loaded).await?;

@@ -12,6 +12,7 @@ pub mod dbserve;
 pub mod dbupdate;
 pub mod executor;
 pub mod finding_ids;
+pub mod image_metrics;
 pub mod install_check;
 pub mod leader;
 pub mod lifecycle;

@@ -230,7 +230,7 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         }
     }
     let metrics = Arc::new(Metrics::default());
-    metrics.database(&db.version, db.db.info().records);
+    metrics.database(&db.version, db.db.info());
     let mut ctx =
         Context::new(client.clone(), config.clone(), db, metrics.clone()).with_checks(checks);
     if let Some(url) = db_base_url {
@@ -279,6 +279,20 @@ async fn run(config: OperatorConfig) -> anyhow::Result<()> {
         .watch_namespaces
         .is_empty()
         .then(|| imagewarden_operator::policy::server::Caches::start(&client));
+    // The per-image gauges read the results cache (one per watched namespace without it).
+    metrics.images.set_limit(config.metrics_image_series_limit);
+    match &policy_caches {
+        Some(caches) => metrics.images.add_results(caches.results.clone()),
+        None => {
+            for ns in &config.watch_namespaces {
+                metrics
+                    .images
+                    .add_results(imagewarden_operator::image_metrics::watch_results(
+                        kube::Api::namespaced(client.clone(), ns),
+                    ));
+            }
+        }
+    }
     if let (Some(server), Some(policy_caches)) = (admission_server, &policy_caches) {
         tokio::time::timeout(Duration::from_secs(300), policy_caches.ready())
             .await

@@ -2,14 +2,19 @@
 //! OpenMetrics text format on `/metrics`.
 
 use std::ops::Deref;
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+
+use crate::image_metrics::ImageGauges;
 
 /// Label pairs of one series.
 type Labels = Vec<(&'static str, String)>;
@@ -26,6 +31,20 @@ impl Deref for AtomicGauge {
 
     fn deref(&self) -> &AtomicI64 {
         self.0.inner()
+    }
+}
+
+/// A family whose `# HELP` and `# TYPE` are rendered before its first series, so scrapers
+/// (and the chart's dashboard and alert tests) see every family the operator has.
+#[derive(Debug)]
+struct Described<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Described<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
     }
 }
 
@@ -61,6 +80,20 @@ pub struct Metrics {
     admission_errors: Family<Labels, Counter>,
     /// Running Pods each ImagePolicy would deny now.
     running_denied: Family<Labels, Gauge>,
+    /// When the database in use was compiled (Unix seconds).
+    database_built: Gauge<f64, AtomicU64>,
+    /// The newest record's modification time in the database in use (Unix seconds).
+    database_newest_record: Gauge<f64, AtomicU64>,
+    /// Notification deliveries by target type, event and outcome.
+    notifications: Family<Labels, Counter>,
+    /// Per-image findings and verdicts, read from the result caches at each scrape.
+    pub images: Arc<ImageGauges>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
 }
 
 impl Default for Metrics {
@@ -83,32 +116,39 @@ impl Default for Metrics {
         let admission_seconds = Histogram::new(exponential_buckets(0.00005, 2.0, 15));
         let admission_errors = Family::default();
         let running_denied = Family::default();
+        let database_built = Gauge::default();
+        let database_newest_record = Gauge::default();
+        let notifications = Family::default();
+        let leader_value = leader.clone();
+        let images = Arc::new(ImageGauges::new(Arc::new(move || {
+            leader_value.load(Ordering::Relaxed) > 0
+        })));
         // Counters are registered without `_total`: the encoder appends it.
         registry.register(
             "imagewarden_reconciles",
             "Reconciles by controller",
-            reconciles.clone(),
+            Described(reconciles.clone()),
         );
         registry.register(
             "imagewarden_reconcile_errors",
             "Reconcile errors",
-            errors.clone(),
+            Described(errors.clone()),
         );
         registry.register(
             "imagewarden_tasks_started",
             "Scan tasks started, by trigger",
-            tasks_started.clone(),
+            Described(tasks_started.clone()),
         );
         registry.register(
             "imagewarden_tasks_finished",
             "Scan tasks finished, by phase",
-            tasks_finished.clone(),
+            Described(tasks_finished.clone()),
         );
         registry.register(
             "imagewarden_image_scans",
             "Image scans, by outcome (scanned, reused, rematched: made with a replaced \
              database and re-matched, failed)",
-            scans.clone(),
+            Described(scans.clone()),
         );
         registry.register(
             "imagewarden_scan_duration_seconds",
@@ -133,7 +173,7 @@ impl Default for Metrics {
         registry.register(
             "imagewarden_database_info",
             "The vulnerability database in use (scanner Jobs get the same one)",
-            database_info.clone(),
+            Described(database_info.clone()),
         );
         registry.register(
             "imagewarden_database_records",
@@ -144,7 +184,7 @@ impl Default for Metrics {
             "imagewarden_admissions",
             "Admission decisions by ImagePolicy and verdict (allowed, denied, warned, \
              audited); requests no policy covers count under policy=\"\"",
-            admissions.clone(),
+            Described(admissions.clone()),
         );
         registry.register(
             "imagewarden_admission_duration_seconds",
@@ -155,13 +195,33 @@ impl Default for Metrics {
             "imagewarden_admission_errors",
             "AdmissionReviews that could not be judged, by reason (bad_request: not an \
              AdmissionReview; invalid_object: refused, unreadable object or image reference)",
-            admission_errors.clone(),
+            Described(admission_errors.clone()),
         );
         registry.register(
             "imagewarden_running_pods_denied",
             "Running Pods whose images an ImagePolicy would deny now (judged every 30 s)",
-            running_denied.clone(),
+            Described(running_denied.clone()),
         );
+        registry.register(
+            "imagewarden_database_built_timestamp_seconds",
+            "When the vulnerability database in use was compiled (Unix time); it stops moving \
+             when refreshes fail or an offline database is not replaced",
+            database_built.clone(),
+        );
+        registry.register(
+            "imagewarden_database_newest_record_timestamp_seconds",
+            "Modification time of the newest advisory in the vulnerability database in use \
+             (Unix time)",
+            database_newest_record.clone(),
+        );
+        registry.register(
+            "imagewarden_notifications",
+            "Notification deliveries by target type (DingTalk, HTTP, HTTPS), event and outcome \
+             (delivered; failed: refused, unreachable or out of attempts; misconfigured: the \
+             target's Secrets or URL could not be used)",
+            Described(notifications.clone()),
+        );
+        registry.register_collector(Box::new(images.clone()));
         Self {
             registry,
             reconciles,
@@ -179,6 +239,10 @@ impl Default for Metrics {
             admission_seconds,
             admission_errors,
             running_denied,
+            database_built,
+            database_newest_record,
+            notifications,
+            images,
         }
     }
 }
@@ -251,13 +315,27 @@ impl Metrics {
     }
 
     /// Records the vulnerability database in use.
-    pub fn database(&self, version: &str, records: u64) {
+    pub fn database(&self, version: &str, info: &imagewarden_scanner::vulndb::index::DbInfo) {
         self.database_info.clear();
         self.database_info
             .get_or_create(&label("version", version))
             .set(1);
         self.database_records
-            .set(i64::try_from(records).unwrap_or(i64::MAX));
+            .set(i64::try_from(info.records).unwrap_or(i64::MAX));
+        self.database_built.set(unix_seconds(&info.built_at));
+        self.database_newest_record
+            .set(info.newest_modified.as_deref().map_or(0.0, unix_seconds));
+    }
+
+    /// Counts one notification delivery that reached its final state.
+    pub fn notification(&self, target_type: &str, event: &str, outcome: &str) {
+        self.notifications
+            .get_or_create(&vec![
+                ("type", target_type.to_string()),
+                ("event", event.to_string()),
+                ("outcome", outcome.to_string()),
+            ])
+            .inc();
     }
 
     /// The metrics in the OpenMetrics text format (served as [`CONTENT_TYPE`]).
@@ -268,10 +346,17 @@ impl Metrics {
     }
 }
 
+/// Unix seconds of an RFC 3339 time; 0 when it cannot be read (the gauge then reads as
+/// "very old", which the staleness alert reports rather than hides).
+fn unix_seconds(rfc3339: &str) -> f64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.timestamp_millis() as f64 / 1000.0)
+        .unwrap_or(0.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::Ordering;
 
     /// The value of the series `series` (name and labels as written), as a scraper reads it.
     fn value(text: &str, series: &str) -> Option<f64> {
@@ -371,8 +456,14 @@ mod tests {
     #[test]
     fn a_replaced_database_leaves_one_info_series() {
         let m = Metrics::default();
-        m.database("sha256:a", 10);
-        m.database("sha256:b", 12);
+        let info = |records, built: &str| imagewarden_scanner::vulndb::index::DbInfo {
+            records,
+            built_at: built.into(),
+            newest_modified: Some("2026-11-27T08:00:00.5Z".into()),
+            ..Default::default()
+        };
+        m.database("sha256:a", &info(10, "2026-11-28T00:00:00Z"));
+        m.database("sha256:b", &info(12, "2026-11-29T00:00:00Z"));
         let text = m.render();
         assert_eq!(
             value(&text, "imagewarden_database_info{version=\"sha256:b\"}"),
@@ -380,5 +471,56 @@ mod tests {
         );
         assert!(!text.contains("sha256:a"), "{text}");
         assert_eq!(value(&text, "imagewarden_database_records"), Some(12.0));
+        assert_eq!(
+            value(&text, "imagewarden_database_built_timestamp_seconds"),
+            Some(1_795_910_400.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                "imagewarden_database_newest_record_timestamp_seconds"
+            ),
+            Some(1_795_766_400.5)
+        );
+    }
+
+    #[test]
+    fn notification_deliveries_are_counted_by_type_event_and_outcome() {
+        let m = Metrics::default();
+        m.notification("HTTP", "ScanCompleted", "delivered");
+        m.notification("HTTP", "ScanCompleted", "delivered");
+        m.notification("DingTalk", "NewFindings", "failed");
+        let text = m.render();
+        assert_eq!(
+            value(
+                &text,
+                "imagewarden_notifications_total{type=\"HTTP\",event=\"ScanCompleted\",outcome=\"delivered\"}"
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                "imagewarden_notifications_total{type=\"DingTalk\",event=\"NewFindings\",outcome=\"failed\"}"
+            ),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn per_image_families_are_described_even_before_any_result() {
+        let m = Metrics::default();
+        let text = m.render();
+        for family in [
+            crate::image_metrics::FINDINGS,
+            crate::image_metrics::VERDICTS,
+        ] {
+            assert!(text.contains(&format!("# TYPE {family} gauge")), "{text}");
+        }
+        assert_eq!(
+            value(&text, crate::image_metrics::DROPPED),
+            Some(0.0),
+            "{text}"
+        );
     }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use imagewarden_operator::crd::{
     FindingClass, ImageScanResult, ScanPhase, ScanRule, ScanTask, ScannerKind,
 };
@@ -218,7 +218,7 @@ async fn namespace_rule_scans_each_matching_digest_once_and_cleans_up() -> Resul
         .unwrap();
     let mut tags = vulnerable.spec.tags.clone();
     tags.sort();
-    assert_eq!(tags, ["v1", "v1-rc"]);
+    assert_eq!(tags, ["v1"]);
     let st = vulnerable.status.clone().unwrap();
     assert_eq!(st.os.as_ref().unwrap().family, "alpine");
     let musl = st
@@ -979,6 +979,161 @@ async fn database_update_rematches_results_and_notifies_only_new_findings() -> R
             .await?,
         1.0
     );
+    Ok(())
+}
+
+/// The series of family `name` in a `/metrics` text: labels and value.
+fn series_of(text: &str, name: &str) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix('{')?;
+            let (labels, value) = rest.rsplit_once("} ")?;
+            let labels = labels
+                .split("\",")
+                .filter_map(|kv| {
+                    let (k, v) = kv.split_once("=\"")?;
+                    Some((k.to_string(), v.trim_end_matches('"').to_string()))
+                })
+                .collect();
+            Some((labels, value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn scraped_image_gauges_follow_the_results_and_deliveries_are_counted() -> Result<()> {
+    let (cp, client) = setup(false).await?;
+    let registry = Registry::start(RegistryMode::Plain).await?;
+    // One digest under two tags.
+    let digest = push_image(&registry, "team-a/alpine", "v1", &vulnerable_alpine()).await?;
+    push_image(&registry, "team-a/alpine", "v2", &vulnerable_alpine()).await?;
+    let (port, mut bodies) = json_receiver().await?;
+    let started = chrono::Utc::now().timestamp() as f64;
+    // NVD's ratings give the image's musl advisory its Critical severity.
+    let mut args = db_args();
+    args.push(format!("--db=nvd:{}", testdata("nvd").display()));
+    args.push("--leader-elect=false".to_string());
+    let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    // A target that delivers, and one whose URL Secret does not exist.
+    let notify = format!(
+        "  notifications:
+  - name: hook
+    type: HTTP
+    url: http://127.0.0.1:{port}/hook
+  - name: broken
+    type: HTTP
+    urlSecretRef: {{name: missing, key: url}}
+"
+    );
+    apply::<ScanRule>(&client, &rule_yaml("team-a", &registry, &notify)).await?;
+    let task = last_task_of(&client, "team-a").await?;
+    finished_task(&client, &task, Duration::from_secs(90)).await?;
+    next_body(&mut bodies, "ScanCompleted").await?;
+    let results: Api<ImageScanResult> = Api::default_namespaced(client.clone());
+    let result = results
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .next()
+        .context("no result")?;
+    assert_eq!(result.spec.digest, digest);
+    let status = result.status.clone().context("no status")?;
+    let mut tags = result.spec.tags.clone();
+    tags.sort();
+    assert_eq!(tags, ["v1", "v2"]);
+
+    // Findings: one series per tag, class and severity with findings, valued as the summary.
+    let text = operator.metrics().await?;
+    let mut want = std::collections::BTreeMap::new();
+    let s = &status.summary;
+    for tag in &tags {
+        for (class, c) in [
+            ("SystemVulnerability", &s.system_vulnerabilities),
+            ("ApplicationVulnerability", &s.application_vulnerabilities),
+            ("BaselineRisk", &s.baseline_risks),
+            ("MaliciousSample", &s.malicious_samples),
+        ] {
+            for (severity, n) in [
+                ("Critical", c.critical),
+                ("High", c.high),
+                ("Medium", c.medium),
+                ("Low", c.low),
+                ("Unknown", c.unknown),
+            ] {
+                if n > 0 {
+                    want.insert(
+                        (tag.clone(), class.to_string(), severity.to_string()),
+                        f64::from(n),
+                    );
+                }
+            }
+        }
+    }
+    assert!(!want.is_empty(), "the vulnerable image has findings: {s:?}");
+    let mut got = std::collections::BTreeMap::new();
+    for (labels, value) in series_of(&text, "imagewarden_image_findings") {
+        assert_eq!(labels["namespace"], "default", "{labels:?}");
+        assert_eq!(labels["registry"], registry.host, "{labels:?}");
+        assert_eq!(labels["repository"], "team-a/alpine", "{labels:?}");
+        assert_eq!(labels["digest"], digest, "{labels:?}");
+        got.insert(
+            (
+                labels["tag"].clone(),
+                labels["class"].clone(),
+                labels["severity"].clone(),
+            ),
+            value,
+        );
+    }
+    assert_eq!(got, want, "{text}");
+    assert_eq!(
+        operator.metric("imagewarden_image_series_dropped").await?,
+        0.0
+    );
+
+    // Deliveries by outcome, and the database's age.
+    let delivered = "imagewarden_notifications_total{type=\"HTTP\",event=\"ScanCompleted\",outcome=\"delivered\"}";
+    let misconfigured = "imagewarden_notifications_total{type=\"HTTP\",event=\"ScanCompleted\",outcome=\"misconfigured\"}";
+    wait_for(
+        "the deliveries to be counted",
+        Duration::from_secs(30),
+        || {
+            let operator = &operator;
+            async move {
+                Ok((operator.metric(delivered).await? == 1.0
+                    && operator.metric(misconfigured).await? == 1.0)
+                    .then_some(()))
+            }
+        },
+    )
+    .await?;
+    let built = operator
+        .metric("imagewarden_database_built_timestamp_seconds")
+        .await?;
+    let now = chrono::Utc::now().timestamp() as f64;
+    assert!(
+        (started - 5.0..=now + 1.0).contains(&built),
+        "the test database is compiled at start: {built} not in [{started}, {now}]"
+    );
+
+    // A deleted result takes its series with it.
+    results
+        .delete(
+            &result.metadata.name.clone().unwrap(),
+            &DeleteParams::default(),
+        )
+        .await?;
+    wait_for("the series to go", Duration::from_secs(30), || {
+        let operator = &operator;
+        async move {
+            let text = operator.metrics().await?;
+            Ok(series_of(&text, "imagewarden_image_findings")
+                .is_empty()
+                .then_some(()))
+        }
+    })
+    .await?;
     Ok(())
 }
 

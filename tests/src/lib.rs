@@ -12,6 +12,7 @@ pub mod operator;
 pub mod osv_mirror;
 pub mod pki;
 pub mod process;
+pub mod promql;
 pub mod registry;
 pub mod samples;
 pub mod token_service;

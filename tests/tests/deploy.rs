@@ -1022,17 +1022,21 @@ fn kustomize_installs_what_the_chart_installs() -> Result<()> {
     Ok(())
 }
 
-/// Just enough of the Prometheus Operator's ServiceMonitor CRD for the API server to know
-/// the kind (its schema is checked by the test above, not by the server).
-const SERVICE_MONITOR_CRD: &str = r#"
+/// Just enough of a Prometheus Operator CRD (`ServiceMonitor`, `PrometheusRule`) for the
+/// API server to know the kind (the objects' contents are checked by the chart tests, not
+/// by the server).
+fn monitoring_crd(kind: &str) -> String {
+    let singular = kind.to_lowercase();
+    format!(
+        r#"
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
 metadata:
-  name: servicemonitors.monitoring.coreos.com
+  name: {singular}s.monitoring.coreos.com
 spec:
   group: monitoring.coreos.com
   scope: Namespaced
-  names: {kind: ServiceMonitor, listKind: ServiceMonitorList, plural: servicemonitors, singular: servicemonitor}
+  names: {{kind: {kind}, listKind: {kind}List, plural: {singular}s, singular: {singular}}}
   versions:
     - name: v1
       served: true
@@ -1041,7 +1045,9 @@ spec:
         openAPIV3Schema:
           type: object
           x-kubernetes-preserve-unknown-fields: true
-"#;
+"#
+    )
+}
 
 /// Applies `yaml` to `cp` with `kubectl apply ARGS -f -`; returns stdout and stderr.
 fn kubectl_apply(cp: &ControlPlane, args: &[&str], yaml: &str) -> Result<(String, String)> {
@@ -1094,7 +1100,9 @@ async fn a_real_apiserver_accepts_the_chart_and_the_kustomize_bases() -> Result<
     // (crds/, as a release of the chart before the CRDs became templates installed them.)
     let crds = repo_root().join("crds").display().to_string();
     cp.kubectl_output(&["apply", "--server-side", "-f", &crds])?;
-    kubectl_apply(&cp, &["--server-side"], SERVICE_MONITOR_CRD)?;
+    for kind in ["ServiceMonitor", "PrometheusRule"] {
+        kubectl_apply(&cp, &["--server-side"], &monitoring_crd(kind))?;
+    }
     cp.kubectl_output(&[
         "wait",
         "--for=condition=Established",
@@ -1103,6 +1111,7 @@ async fn a_real_apiserver_accepts_the_chart_and_the_kustomize_bases() -> Result<
         "crd/scantasks.imagewarden.io",
         "crd/imagescanresults.imagewarden.io",
         "crd/servicemonitors.monitoring.coreos.com",
+        "crd/prometheusrules.monitoring.coreos.com",
     ])?;
     cp.kubectl_output(&["create", "namespace", NAMESPACE])?;
     cp.kubectl_output(&[
@@ -1141,7 +1150,7 @@ async fn a_real_apiserver_accepts_the_chart_and_the_kustomize_bases() -> Result<
     server_dry_run_restricted(
         &cp,
         &helm_template(&["-f", &everything_values().display().to_string()])?,
-        "helm everything-values (ServiceMonitor, example ScanRule, inline executor)",
+        "helm everything-values (ServiceMonitor, PrometheusRule, dashboard, example ScanRule, inline executor)",
     )?;
     server_dry_run_restricted(&cp, &kustomize(&kustomize_dir("base"))?, "kustomize base")?;
     server_dry_run_restricted(
@@ -1726,6 +1735,244 @@ async fn namespace_viewers_read_results_and_editors_write_rules() -> Result<()> 
         &["patch", "imagescanresults.imagewarden.io", "-n", "team-a"],
     ] {
         assert!(!can_i(&cp, "bob", args)?, "edit can {args:?}");
+    }
+    Ok(())
+}
+
+/// The series names the operator exposes on `/metrics` (families without samples yet
+/// included), read from its own renderer.
+fn operator_metric_names() -> std::collections::BTreeSet<String> {
+    let rendered = imagewarden_operator::metrics::Metrics::default().render();
+    imagewarden_tests::promql::exposed_names(&rendered)
+}
+
+/// Fails naming each query of `what` that reads a metric the operator does not expose,
+/// or no metric at all (a query the extraction could not read).
+fn check_queries(queries: &[String], what: &str) {
+    let exposed = operator_metric_names();
+    assert!(!queries.is_empty(), "{what}: no queries");
+    for q in queries {
+        let used = imagewarden_tests::promql::metric_names(q);
+        assert!(!used.is_empty(), "{what}: no metric in {q}");
+        for name in used {
+            assert!(
+                exposed.contains(&name),
+                "{what}: {name} (in {q}) is not a metric the operator exposes: {exposed:?}"
+            );
+        }
+    }
+}
+
+/// The dashboard's PromQL: every panel target's `expr` and every query variable.
+fn dashboard_queries(dashboard: &Value) -> Vec<String> {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                if let Some(expr) = o.get("expr").and_then(Value::as_str) {
+                    out.push(expr.to_string());
+                }
+                for v in o.values() {
+                    walk(v, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dashboard["panels"], &mut out);
+    for var in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if var["type"] == "query" {
+            let q = var["query"]["query"].as_str().or(var["query"].as_str());
+            out.push(q.expect("a query variable has a query").to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn the_grafana_dashboard_is_valid_and_queries_only_metrics_the_operator_exposes() -> Result<()> {
+    let path = chart_dir().join("files/grafana/imagewarden-dashboard.json");
+    let dashboard: Value = serde_json::from_slice(&std::fs::read(&path)?)
+        .with_context(|| format!("{} is not JSON", path.display()))?;
+    for key in ["uid", "title"] {
+        assert!(
+            dashboard[key].as_str().is_some_and(|s| !s.is_empty()),
+            "{key}"
+        );
+    }
+    assert!(dashboard["schemaVersion"].as_u64().is_some());
+    let panels = dashboard["panels"].as_array().context("panels")?;
+    let mut ids = std::collections::BTreeSet::new();
+    for p in panels {
+        assert!(ids.insert(p["id"].as_u64().context("panel id")?), "{p}");
+        for k in ["x", "y", "w", "h"] {
+            assert!(p["gridPos"][k].as_u64().is_some(), "gridPos.{k} of {p}");
+        }
+        if p["type"] == "row" {
+            continue;
+        }
+        // Every query goes to the data source the user picks.
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+        let targets = p["targets"].as_array().context("targets")?;
+        assert!(!targets.is_empty(), "{} has no query", p["title"]);
+        for t in targets {
+            assert_eq!(t["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+        }
+    }
+    let vars: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .context("templating")?
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert!(vars.contains(&"datasource"), "{vars:?}");
+    check_queries(&dashboard_queries(&dashboard), "the Grafana dashboard");
+    Ok(())
+}
+
+#[test]
+fn the_dashboard_configmap_and_the_prometheus_rule_are_rendered_only_when_enabled() -> Result<()> {
+    let default = objects(&helm_template(&[])?)?;
+    assert!(!has(&default, "ConfigMap", "imagewarden-grafana-dashboard"));
+    assert!(!default.iter().any(|o| o["kind"] == "PrometheusRule"));
+
+    let on = objects(&helm_template(&[
+        "--set",
+        "metrics.grafanaDashboard.enabled=true",
+        "--set",
+        "metrics.grafanaDashboard.labelKey=example.com/dashboard",
+        "--set",
+        "metrics.grafanaDashboard.labelValue=imagewarden",
+        "--set",
+        "metrics.grafanaDashboard.namespace=monitoring",
+        "--set",
+        "metrics.grafanaDashboard.annotations.grafana_folder=Security",
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+        "--set",
+        "metrics.prometheusRule.labels.release=prometheus",
+        "--set",
+        "metrics.prometheusRule.databaseMaxAgeHours=72",
+        // --set makes 0.25 a string, which the schema refuses; values files give numbers.
+        "--set-json",
+        "metrics.prometheusRule.scanFailureRatio=0.25",
+    ])?)?;
+    let cm = find_in(
+        &on,
+        "ConfigMap",
+        "imagewarden-grafana-dashboard",
+        "monitoring",
+    )?;
+    assert_eq!(
+        cm["metadata"]["labels"]["example.com/dashboard"],
+        "imagewarden"
+    );
+    assert_eq!(cm["metadata"]["annotations"]["grafana_folder"], "Security");
+    let file =
+        std::fs::read_to_string(chart_dir().join("files/grafana/imagewarden-dashboard.json"))?;
+    let carried = cm["data"]["imagewarden-dashboard.json"]
+        .as_str()
+        .context("dashboard data")?;
+    assert_eq!(
+        serde_json::from_str::<Value>(carried)?,
+        serde_json::from_str::<Value>(&file)?
+    );
+    // The default label is the one Grafana's sidecar looks for.
+    let sidecar = objects(&helm_template(&[
+        "--set",
+        "metrics.grafanaDashboard.enabled=true",
+    ])?)?;
+    let cm = find_in(
+        &sidecar,
+        "ConfigMap",
+        "imagewarden-grafana-dashboard",
+        NAMESPACE,
+    )?;
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+
+    let rule = find_in(&on, "PrometheusRule", "imagewarden-operator", NAMESPACE)?;
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prometheus");
+    let rules: Vec<&Value> = rule["spec"]["groups"]
+        .as_array()
+        .context("groups")?
+        .iter()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .collect();
+    let alerts: Vec<&str> = rules.iter().filter_map(|r| r["alert"].as_str()).collect();
+    assert_eq!(
+        alerts,
+        [
+            "ImagewardenNewCriticalFinding",
+            "ImagewardenDatabaseStale",
+            "ImagewardenScansFailing",
+            "ImagewardenNotificationsFailing"
+        ]
+    );
+    let expr = |alert: &str| -> String {
+        rules
+            .iter()
+            .find(|r| r["alert"] == alert)
+            .and_then(|r| r["expr"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        expr("ImagewardenDatabaseStale").ends_with("> 259200"),
+        "{}",
+        expr("ImagewardenDatabaseStale")
+    );
+    assert!(
+        expr("ImagewardenScansFailing").ends_with("> 0.25"),
+        "{}",
+        expr("ImagewardenScansFailing")
+    );
+    let exprs: Vec<String> = alerts.iter().map(|a| expr(a)).collect();
+    check_queries(&exprs, "the PrometheusRule");
+    for r in &rules {
+        // Prometheus expands the annotations' templates, not Helm.
+        let summary = r["annotations"]["summary"].as_str().unwrap_or_default();
+        assert!(!summary.is_empty(), "{r}");
+    }
+    assert!(
+        rules[0]["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("{{ $labels.repository }}"),
+        "{}",
+        rules[0]["annotations"]["summary"]
+    );
+
+    // Values the schema refuses.
+    let chart = chart_dir().display().to_string();
+    for (set, reason) in [
+        (
+            "metrics.prometheusRule.databaseMaxAgeHours=0",
+            "at '/metrics/prometheusRule/databaseMaxAgeHours'",
+        ),
+        (
+            "metrics.prometheusRule.scanFailureRatio=2",
+            "at '/metrics/prometheusRule/scanFailureRatio'",
+        ),
+        (
+            "metrics.grafanaDashboard.labelKey=not a label",
+            "at '/metrics/grafanaDashboard/labelKey'",
+        ),
+        (
+            "metrics.grafanaDashboard.folder=Security",
+            "additional properties 'folder' not allowed",
+        ),
+    ] {
+        let (ok, _, stderr) = run(helm(&["template", "x", &chart, "--set", set])?, None)?;
+        assert!(
+            !ok && stderr.contains(reason),
+            "helm template --set {set}: {stderr}"
+        );
     }
     Ok(())
 }

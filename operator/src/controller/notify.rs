@@ -89,6 +89,7 @@ pub async fn after_finish(task: &ScanTask, ctx: &Arc<Context>) -> Result<Action,
         &NotifyOptions {
             egress: ctx.config.egress.policy(),
             task_locks: ctx.notify_locks.clone(),
+            metrics: Some(ctx.metrics.clone()),
             result_url: ctx.config.result_url_template.clone(),
             ..Default::default()
         },

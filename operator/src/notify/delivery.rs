@@ -86,6 +86,17 @@ pub(crate) struct Outcome {
     pub message: String,
 }
 
+impl Outcome {
+    /// The outcome as `imagewarden_notifications_total` counts it.
+    pub fn label(&self) -> &'static str {
+        if self.delivered {
+            "delivered"
+        } else {
+            "failed"
+        }
+    }
+}
+
 /// The Secrets of the rule's namespace.
 pub(crate) type Secrets = crate::secrets::SecretReader;
 

@@ -45,8 +45,8 @@ pub use plan::{DeliveryState, CONDITION_NOTIFICATION_FAILED};
 pub use retry::RetryPolicy;
 
 use crate::crd::{
-    ImageScanResult, NotificationDelivery, NotificationEvent, NotificationTarget, ScanPhase,
-    ScanRule, ScanTask, ScanTaskStatus, TaskTrigger,
+    ImageScanResult, NotificationDelivery, NotificationEvent, NotificationTarget, NotificationType,
+    ScanPhase, ScanRule, ScanTask, ScanTaskStatus, TaskTrigger,
 };
 use delivery::{ResolvedTarget, Secrets};
 use plan::{event_name, notification_condition, plan, set_condition, upsert, Planned};
@@ -83,6 +83,22 @@ pub struct NotifyOptions {
     /// Link of each image's result in payloads and DingTalk messages; unset: DingTalk
     /// messages end with the `kubectl get scanresults` hint.
     pub result_url: Option<links::ResultUrlTemplate>,
+    /// Where deliveries are counted (`imagewarden_notifications_total`); unset: nowhere.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
+impl NotifyOptions {
+    /// Counts a delivery to a target of `kind` that reached its final `outcome`.
+    fn count(&self, kind: NotificationType, event: NotificationEvent, outcome: &str) {
+        if let Some(m) = &self.metrics {
+            let kind = match kind {
+                NotificationType::DingTalk => "DingTalk",
+                NotificationType::HTTP => "HTTP",
+                NotificationType::HTTPS => "HTTPS",
+            };
+            m.notification(kind, event_name(event), outcome);
+        }
+    }
 }
 
 impl Default for NotifyOptions {
@@ -96,6 +112,7 @@ impl Default for NotifyOptions {
             egress: Default::default(),
             task_locks: Default::default(),
             result_url: None,
+            metrics: None,
         }
     }
 }
@@ -329,13 +346,16 @@ pub async fn notify_task(
                         ));
                         sends.push((resolved, previous_attempts, target));
                     }
-                    Err(message) => intents.push(entry(
-                        target,
-                        event,
-                        DeliveryState::Failed,
-                        previous_attempts,
-                        Some(format!("target misconfigured: {message}")),
-                    )),
+                    Err(message) => {
+                        opts.count(target.target_type, event, "misconfigured");
+                        intents.push(entry(
+                            target,
+                            event,
+                            DeliveryState::Failed,
+                            previous_attempts,
+                            Some(format!("target misconfigured: {message}")),
+                        ))
+                    }
                 },
             }
         }
@@ -392,6 +412,7 @@ pub async fn notify_task(
         } else {
             DeliveryState::Failed
         };
+        opts.count(resolved.kind, event, outcome.label());
         tracing::info!(
             task = %name,
             target_name = %resolved.name,

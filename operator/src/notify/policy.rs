@@ -83,6 +83,7 @@ pub async fn send(
             let resolved = match delivery::resolve(secrets, target, opts).await {
                 Ok(r) => r,
                 Err(message) => {
+                    opts.count(target.target_type, event, "misconfigured");
                     return entry(
                         name,
                         event,
@@ -95,6 +96,7 @@ pub async fn send(
             let mut payload = payload.clone();
             payload.delivery_id = format!("{key}/{}", target.name);
             let outcome = resolved.deliver(&payload, &opts.retry).await;
+            opts.count(resolved.kind, event, outcome.label());
             tracing::info!(target_name = %name, event = event_name(event), delivered = outcome.delivered, attempts = outcome.attempts, message = %outcome.message, "notification");
             entry(
                 name,

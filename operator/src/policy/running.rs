@@ -238,6 +238,7 @@ fn notify_new(
         let opts = crate::notify::NotifyOptions {
             egress: ctx.config.egress.policy(),
             task_locks: ctx.notify_locks.clone(),
+            metrics: Some(ctx.metrics.clone()),
             ..Default::default()
         };
         for (rule, items) in batches {

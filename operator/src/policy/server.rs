@@ -160,6 +160,16 @@ impl DigestIndex {
     }
 }
 
+/// A result as the caches keep it: without its stored inventory, warnings and managed
+/// fields.
+pub(crate) fn slim_result(r: &mut ImageScanResult) {
+    r.metadata.managed_fields = None;
+    if let Some(s) = r.status.as_mut() {
+        s.inventory = None;
+        s.warnings.clear();
+    }
+}
+
 impl Caches {
     /// Starts the watches. Results are kept without their stored inventory and every
     /// object without its managed fields, to keep the caches small.
@@ -172,17 +182,9 @@ impl Caches {
             policies: watch(Api::all(client.clone()), move |p: &mut ImagePolicy| {
                 strip(&mut p.metadata)
             }),
-            results: watch_with(
-                Api::all(client.clone()),
-                move |r: &mut ImageScanResult| {
-                    strip(&mut r.metadata);
-                    if let Some(s) = r.status.as_mut() {
-                        s.inventory = None;
-                        s.warnings.clear();
-                    }
-                },
-                move |event| index.apply(event),
-            ),
+            results: watch_with(Api::all(client.clone()), slim_result, move |event| {
+                index.apply(event)
+            }),
             exceptions: watch(
                 Api::all(client.clone()),
                 move |e: &mut VulnerabilityException| strip(&mut e.metadata),

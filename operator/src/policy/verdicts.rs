@@ -283,6 +283,7 @@ async fn notify_expired(
     let opts = crate::notify::NotifyOptions {
         egress: ctx.config.egress.policy(),
         task_locks: ctx.notify_locks.clone(),
+        metrics: Some(ctx.metrics.clone()),
         ..Default::default()
     };
     crate::notify::policy::notify_expired(&ctx.client, &ctx.recorder, exception, &rules, &opts)

@@ -386,6 +386,9 @@ fn reuse(
     };
     if !scanned_here {
         pass.steps.push(Step::Count(Metric::Scan("reused")));
+    } else if inputs.settings.executor == ExecutorKind::Job {
+        // Inline scans count when they end; a Job's scan counts when its result is read.
+        pass.steps.push(Step::Count(Metric::Scan("scanned")));
     }
     let owner = result_owner(inputs.task, inputs.rule.get());
     let record = match existing {
@@ -505,7 +508,13 @@ fn advance_job(
             &settings.db_version,
         )
         .bounded(attempt, settings.max_scan_attempts);
-        return apply_verdict(inputs, entry, verdict, &name, stored, pass);
+        // As in `reuse`: a Job's scan counts when its result is read.
+        let scanned = verdict == ScanVerdict::Completed;
+        let fetch = apply_verdict(inputs, entry, verdict, &name, stored, pass);
+        if scanned && fetch.is_none() {
+            pass.steps.push(Step::Count(Metric::Scan("scanned")));
+        }
+        return fetch;
     }
     if pass.starting.contains(&jname) {
         return None;
@@ -1174,6 +1183,7 @@ mod tests {
             (ScanPhase::Completed, Some("scanned"))
         );
         assert_eq!(written(&steps).unwrap().phase, ScanPhase::Completed);
+        assert!(has(&steps, |s| *s == Step::Count(Metric::Scan("scanned"))));
     }
 
     #[test]
