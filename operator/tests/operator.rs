@@ -218,7 +218,7 @@ async fn namespace_rule_scans_each_matching_digest_once_and_cleans_up() -> Resul
         .unwrap();
     let mut tags = vulnerable.spec.tags.clone();
     tags.sort();
-    assert_eq!(tags, ["v1"]);
+    assert_eq!(tags, ["v1", "v1-rc"]);
     let st = vulnerable.status.clone().unwrap();
     assert_eq!(st.os.as_ref().unwrap().family, "alpine");
     let musl = st

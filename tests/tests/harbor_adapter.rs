@@ -256,6 +256,8 @@ async fn direct_scan(
 
 #[tokio::test]
 async fn metadata_follows_the_spec_and_names_the_database() -> Result<()> {
+    // Whole seconds, as the database records its build time.
+    let before = chrono::Utc::now().timestamp();
     let adapter = Adapter::start(config()).await?;
     let response = reqwest::Client::new()
         .get(format!("{}/api/v1/metadata", adapter.base))
@@ -293,9 +295,18 @@ async fn metadata_follows_the_spec_and_names_the_database() -> Result<()> {
         body["properties"]["imagewarden.io/database-version"],
         db.info().digest.as_str()
     );
-    assert_eq!(
-        body["properties"]["harbor.scanner-adapter/vulnerability-database-updated-at"],
-        db.info().built_at.as_str()
+    // The adapter built its database from the same records when it started: the same
+    // digest, built (to the second) between the test's start and now.
+    let updated = body["properties"]["harbor.scanner-adapter/vulnerability-database-updated-at"]
+        .as_str()
+        .unwrap_or_default();
+    let updated = chrono::DateTime::parse_from_rfc3339(updated)
+        .map_err(|e| anyhow::anyhow!("updated-at {updated:?}: {e}"))?
+        .timestamp();
+    assert!(
+        (before..=chrono::Utc::now().timestamp()).contains(&updated),
+        "updated-at {updated} outside the adapter's start ({before}..now); the test's own build: {}",
+        db.info().built_at
     );
     adapter.stop().await
 }
