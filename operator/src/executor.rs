@@ -280,6 +280,21 @@ pub struct JobDatabase {
 }
 
 impl JobDatabase {
+    /// The `imagewarden-operator` arguments that download this database.
+    pub fn args(&self) -> [String; 3] {
+        [
+            format!(
+                "--db-url={}",
+                crate::dbserve::db_url(&self.base_url, &self.version)
+            ),
+            format!("--db-version={}", self.version),
+            format!(
+                "--db-max-bytes={}",
+                self.size + crate::dbserve::SIZE_HEADROOM
+            ),
+        ]
+    }
+
     /// The database the operator uses now, at `base_url`.
     pub fn current(base_url: &str, db: &LoadedDb) -> Self {
         Self {
@@ -332,23 +347,105 @@ pub fn build_job(
         format!("--registry={}", target.registry),
         format!("--repository={}", target.repository),
         format!("--digest={}", target.digest),
-        format!(
-            "--db-url={}",
-            crate::dbserve::db_url(&database.base_url, &database.version)
-        ),
-        format!("--db-version={}", database.version),
-        format!(
-            "--db-max-bytes={}",
-            database.size + crate::dbserve::SIZE_HEADROOM
-        ),
+    ];
+    args.extend(database.args());
+    args.extend([
         format!("--owner-kind={}", owner.kind),
         format!("--owner-name={}", owner.name),
         format!("--owner-uid={}", owner.uid),
         scanners_arg(scanners),
-    ];
+    ]);
     for t in &target.tags {
         args.push(format!("--tag={t}"));
     }
+    let mut extra = Vec::new();
+    if let Some(configmap) = &settings.job_malware_rules_configmap {
+        extra.push((
+            Volume {
+                name: "malware-rules".into(),
+                config_map: Some(k8s_openapi::api::core::v1::ConfigMapVolumeSource {
+                    name: configmap.clone(),
+                    // A namespace without the ConfigMap scans with the bundled rules.
+                    optional: Some(true),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "malware-rules".into(),
+                mount_path: JOB_MALWARE_RULES_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        ));
+        args.push(format!("--malware-rules={JOB_MALWARE_RULES_DIR}"));
+    }
+    hardened_job(
+        settings,
+        HardenedJob {
+            name: job_name(&owner.uid, target, attempt),
+            namespace: namespace.to_string(),
+            labels: job_labels(task_name, target),
+            database_version: database.version.clone(),
+            owner,
+            args,
+            backoff_limit: settings.job_backoff_limit,
+            // Without the database another Pod would fail the same way: fail the Job at
+            // once, with the reason in its condition.
+            fail_job_on: ExitCodes::In(vec![
+                crate::dbserve::EXIT_DB_UNAVAILABLE,
+                crate::dbserve::EXIT_DB_REJECTED,
+            ]),
+            extra_volumes: extra,
+        },
+        registry,
+    )
+}
+
+/// Exit codes of the scanner container that fail its Job at once (no Pod retry), with
+/// the code in the Job's `Failed` condition.
+#[derive(Clone, Debug)]
+pub enum ExitCodes {
+    In(Vec<i32>),
+    /// Every code but these.
+    NotIn(Vec<i32>),
+}
+
+/// What one scanner Job (a scan or a fix) has of its own; the rest is the same hardened
+/// Pod for both.
+#[derive(Clone, Debug)]
+pub struct HardenedJob {
+    pub name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    /// The database version it downloads ([`JOB_DATABASE_ANNOTATION`]).
+    pub database_version: String,
+    /// Its controller.
+    pub owner: OwnerReference,
+    /// `imagewarden-operator` arguments; the registry's are added.
+    pub args: Vec<String>,
+    pub backoff_limit: i32,
+    pub fail_job_on: ExitCodes,
+    pub extra_volumes: Vec<(Volume, VolumeMount)>,
+}
+
+/// A scanner Job (pure): `imagewarden-operator <args>` in the operator's image, as its
+/// own ServiceAccount (named after the Job), non-root, read-only root file system, all
+/// capabilities dropped, the runtime's seccomp profile, an emptyDir `/tmp`, the
+/// registry's Secrets mounted read-only, the container's resources and the Job's
+/// deadline and TTL from `settings`.
+pub fn hardened_job(settings: &JobSettings, job: HardenedJob, registry: &JobRegistry) -> Job {
+    let HardenedJob {
+        name,
+        namespace,
+        labels,
+        database_version,
+        owner,
+        mut args,
+        backoff_limit,
+        fail_job_on,
+        extra_volumes,
+    } = job;
     if registry.insecure {
         args.push("--insecure".to_string());
     }
@@ -401,24 +498,9 @@ pub fn build_job(
         });
         args.push(format!("--ca-file=/var/run/imagewarden/registry-ca/{key}"));
     }
-    if let Some(configmap) = &settings.job_malware_rules_configmap {
-        volumes.push(Volume {
-            name: "malware-rules".into(),
-            config_map: Some(k8s_openapi::api::core::v1::ConfigMapVolumeSource {
-                name: configmap.clone(),
-                // A namespace without the ConfigMap scans with the bundled rules.
-                optional: Some(true),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        mounts.push(VolumeMount {
-            name: "malware-rules".into(),
-            mount_path: JOB_MALWARE_RULES_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        });
-        args.push(format!("--malware-rules={JOB_MALWARE_RULES_DIR}"));
+    for (volume, mount) in extra_volumes {
+        volumes.push(volume);
+        mounts.push(mount);
     }
     let limits = BTreeMap::from([
         ("cpu".to_string(), Quantity(settings.job_cpu_limit.clone())),
@@ -431,34 +513,31 @@ pub fn build_job(
         ("cpu".to_string(), Quantity("100m".into())),
         ("memory".to_string(), Quantity("128Mi".into())),
     ]);
-    let labels = job_labels(task_name, target);
-    let name = job_name(&owner.uid, target, attempt);
+    let (operator, values) = match fail_job_on {
+        ExitCodes::In(v) => ("In", v),
+        ExitCodes::NotIn(v) => ("NotIn", v),
+    };
     Job {
         metadata: ObjectMeta {
             name: Some(name.clone()),
-            namespace: Some(namespace.to_string()),
+            namespace: Some(namespace),
             labels: Some(labels.clone()),
             annotations: Some(BTreeMap::from([(
                 JOB_DATABASE_ANNOTATION.to_string(),
-                database.version.clone(),
+                database_version,
             )])),
             owner_references: Some(vec![owner]),
             ..Default::default()
         },
         spec: Some(JobSpec {
-            backoff_limit: Some(settings.job_backoff_limit),
-            // Without the database another Pod would fail the same way: fail the Job at
-            // once, with the reason in its condition.
+            backoff_limit: Some(backoff_limit),
             pod_failure_policy: Some(PodFailurePolicy {
                 rules: vec![PodFailurePolicyRule {
                     action: "FailJob".into(),
                     on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
                         container_name: Some("scanner".into()),
-                        operator: "In".into(),
-                        values: vec![
-                            crate::dbserve::EXIT_DB_UNAVAILABLE,
-                            crate::dbserve::EXIT_DB_REJECTED,
-                        ],
+                        operator: operator.into(),
+                        values,
                     }),
                     on_pod_conditions: None,
                 }],
@@ -472,7 +551,7 @@ pub fn build_job(
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
-                    // The Job's own ServiceAccount: it may write this image's result only
+                    // The Job's own ServiceAccount: it may write its own object only
                     // (see crate::scanner_identity).
                     service_account_name: Some(name),
                     automount_service_account_token: Some(true),
@@ -492,7 +571,7 @@ pub fn build_job(
                         image: Some(settings.scanner_image.clone()),
                         command: Some(vec!["imagewarden-operator".into()]),
                         args: Some(args),
-                        // The error `scan-image` ends with shows in the Pod's status.
+                        // The error the command ends with shows in the Pod's status.
                         termination_message_policy: Some("FallbackToLogsOnError".into()),
                         resources: Some(ResourceRequirements {
                             limits: Some(limits),

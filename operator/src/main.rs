@@ -32,6 +32,9 @@ enum Command {
     Run(Box<OperatorConfig>),
     /// Scan one image and write its ImageScanResult (what scanner Jobs run).
     ScanImage(Box<ScanImageArgs>),
+    /// Fix one image for an ImageFix and record each phase and the outcome in its status
+    /// (what fix Jobs run).
+    FixImage(Box<FixImageArgs>),
     /// Check an installed release (what `helm test` runs): the operator answers `/readyz`
     /// and every imagewarden CRD is Established. Exits non-zero on the first failure.
     Check(CheckArgs),
@@ -45,22 +48,9 @@ struct CheckArgs {
     readyz_url: String,
 }
 
+/// Where a scanner Job gets the vulnerability database.
 #[derive(clap::Args)]
-struct ScanImageArgs {
-    /// Namespace of the ImageScanResult.
-    #[arg(long)]
-    namespace: String,
-    /// Registry `host[:port]`.
-    #[arg(long)]
-    registry: String,
-    #[arg(long)]
-    repository: String,
-    /// Manifest digest to scan.
-    #[arg(long)]
-    digest: String,
-    /// Tags pointing at the digest.
-    #[arg(long = "tag")]
-    tags: Vec<String>,
+struct JobDbArgs {
     /// Vulnerability database from local sources (index file, OSV directory or zips), for
     /// running by hand; scanner Jobs download the operator's with `--db-url` instead.
     #[arg(
@@ -82,6 +72,11 @@ struct ScanImageArgs {
     /// How long failed downloads are retried (the operator may be restarting).
     #[arg(long, value_parser = imagewarden_operator::config::parse_duration, default_value = "2m")]
     db_fetch_patience: Duration,
+}
+
+/// How a scanner Job reaches the registry (the rule's Secrets, mounted).
+#[derive(clap::Args)]
+struct JobRegistryArgs {
     /// Plain HTTP.
     #[arg(long)]
     insecure: bool,
@@ -91,6 +86,56 @@ struct ScanImageArgs {
     /// PEM CA file.
     #[arg(long)]
     ca_file: Option<PathBuf>,
+}
+
+/// Fix one image for an ImageFix and record the outcome in its status (what fix Jobs run).
+#[derive(clap::Args)]
+struct FixImageArgs {
+    /// Namespace of the ImageFix.
+    #[arg(long)]
+    namespace: String,
+    /// Name of the ImageFix.
+    #[arg(long)]
+    name: String,
+    /// UID of the ImageFix the Job was made for.
+    #[arg(long)]
+    uid: String,
+    /// Generation of the ImageFix's spec the Job was made for.
+    #[arg(long)]
+    generation: i64,
+    /// The image to fix: `registry/repository:tag@digest`.
+    #[arg(long)]
+    image: String,
+    #[command(flatten)]
+    db: JobDbArgs,
+    #[command(flatten)]
+    registry_access: JobRegistryArgs,
+    #[command(flatten)]
+    egress: imagewarden_operator::config::EgressSettings,
+    #[command(flatten)]
+    budgets: imagewarden_operator::config::ScanBudgetSettings,
+}
+
+#[derive(clap::Args)]
+struct ScanImageArgs {
+    /// Namespace of the ImageScanResult.
+    #[arg(long)]
+    namespace: String,
+    /// Registry `host[:port]`.
+    #[arg(long)]
+    registry: String,
+    #[arg(long)]
+    repository: String,
+    /// Manifest digest to scan.
+    #[arg(long)]
+    digest: String,
+    /// Tags pointing at the digest.
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    #[command(flatten)]
+    db: JobDbArgs,
+    #[command(flatten)]
+    registry_access: JobRegistryArgs,
     #[arg(long)]
     owner_kind: Option<String>,
     #[arg(long)]
@@ -155,6 +200,15 @@ async fn main() -> anyhow::Result<()> {
                 Err(e) => anyhow::bail!(e),
             }
         }
+        Command::FixImage(args) => match fix_image(*args).await {
+            Err(ScanImageError::Database(e)) => {
+                error!(error = %e, "no vulnerability database");
+                eprintln!("Error: {e}");
+                std::process::exit(e.exit_code());
+            }
+            Err(ScanImageError::Other(e)) => Err(e),
+            Ok(()) => Ok(()),
+        },
         Command::ScanImage(args) => match scan_image(*args).await {
             Err(ScanImageError::Database(e)) => {
                 // A distinct exit code: the Job's Pod failure policy fails the Job at once.
@@ -582,46 +636,8 @@ async fn scan_image(args: ScanImageArgs) -> Result<(), ScanImageError> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;
-    let db = match &args.db_url {
-        Some(url) => {
-            let version = args.db_version.clone().unwrap_or_default();
-            if !dbserve::is_version(&version) {
-                return Err(ScanImageError::Other(anyhow::anyhow!(
-                    "--db-version {version:?} is not a database version (sha256:<64 hex digits>)"
-                )));
-            }
-            let download = dbserve::DbDownload {
-                url: url.clone(),
-                version,
-                max_bytes: args.db_max_bytes.unwrap_or_default(),
-                patience: args.db_fetch_patience,
-            };
-            let db = dbserve::fetch(&download)
-                .await
-                .map_err(ScanImageError::Database)?;
-            info!(version = %db.version, bytes = db.db.size(), "vulnerability database downloaded and verified");
-            db
-        }
-        None => dbupdate::load(args.db.clone(), args.egress.policy()).await?,
-    };
-    let mut access =
-        RegistryAccess::new(&args.registry, args.insecure)?.with_egress(args.egress.policy());
-    if let Some(dir) = &args.credentials_dir {
-        let mut data = std::collections::BTreeMap::new();
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("..") || !entry.path().is_file() {
-                continue;
-            }
-            data.insert(name, k8s_openapi::ByteString(std::fs::read(entry.path())?));
-        }
-        let credentials = Credentials::from_secret_data(&data, &access.host)?;
-        access = access.with_credentials(credentials);
-    }
-    if let Some(ca) = &args.ca_file {
-        access = access.with_ca_pem(std::fs::read_to_string(ca)?);
-    }
+    let db = load_db(&args.db, &args.egress).await?;
+    let access = registry_access(&args.registry, &args.registry_access, &args.egress)?;
     let target = ScanTarget {
         registry: access.host.clone(),
         repository: args.repository,
@@ -649,5 +665,91 @@ async fn scan_image(args: ScanImageArgs) -> Result<(), ScanImageError> {
     .await?;
     let name = executor::store_result(&client, &args.namespace, &target, owner, &status).await?;
     info!(result = %name, findings = status.total_findings, "result written");
+    Ok(())
+}
+
+/// The database of a scanner Job: downloaded from the operator and verified, or loaded
+/// from local sources.
+async fn load_db(
+    args: &JobDbArgs,
+    egress: &imagewarden_operator::config::EgressSettings,
+) -> Result<imagewarden_operator::db::LoadedDb, ScanImageError> {
+    match &args.db_url {
+        Some(url) => {
+            let version = args.db_version.clone().unwrap_or_default();
+            if !dbserve::is_version(&version) {
+                return Err(ScanImageError::Other(anyhow::anyhow!(
+                    "--db-version {version:?} is not a database version (sha256:<64 hex digits>)"
+                )));
+            }
+            let download = dbserve::DbDownload {
+                url: url.clone(),
+                version,
+                max_bytes: args.db_max_bytes.unwrap_or_default(),
+                patience: args.db_fetch_patience,
+            };
+            let db = dbserve::fetch(&download)
+                .await
+                .map_err(ScanImageError::Database)?;
+            info!(version = %db.version, bytes = db.db.size(), "vulnerability database downloaded and verified");
+            Ok(db)
+        }
+        None => Ok(dbupdate::load(args.db.clone(), egress.policy()).await?),
+    }
+}
+
+/// Access to `registry` with the mounted credentials and CA of a scanner Job.
+fn registry_access(
+    registry: &str,
+    args: &JobRegistryArgs,
+    egress: &imagewarden_operator::config::EgressSettings,
+) -> anyhow::Result<RegistryAccess> {
+    let mut access = RegistryAccess::new(registry, args.insecure)?.with_egress(egress.policy());
+    if let Some(dir) = &args.credentials_dir {
+        let mut data = std::collections::BTreeMap::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("..") || !entry.path().is_file() {
+                continue;
+            }
+            data.insert(name, k8s_openapi::ByteString(std::fs::read(entry.path())?));
+        }
+        let credentials = Credentials::from_secret_data(&data, &access.host)?;
+        access = access.with_credentials(credentials);
+    }
+    if let Some(ca) = &args.ca_file {
+        access = access.with_ca_pem(std::fs::read_to_string(ca)?);
+    }
+    Ok(access)
+}
+
+async fn fix_image(args: FixImageArgs) -> Result<(), ScanImageError> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let reference: oci_client::Reference = args
+        .image
+        .parse()
+        .with_context(|| format!("--image {:?} is not an image reference", args.image))?;
+    let access = registry_access(reference.registry(), &args.registry_access, &args.egress)?;
+    let db = load_db(&args.db, &args.egress).await?;
+    let job = controller::image_fix::FixJobRun {
+        namespace: &args.namespace,
+        name: &args.name,
+        uid: &args.uid,
+        generation: args.generation,
+        image: &args.image,
+    };
+    let status = controller::image_fix::run_in_job(
+        &client,
+        &job,
+        &access,
+        &db,
+        &args.egress.policy(),
+        args.budgets.budgets(),
+    )
+    .await?;
+    info!(fix = %args.name, phase = ?status.phase, "fix recorded");
     Ok(())
 }

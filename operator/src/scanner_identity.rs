@@ -26,6 +26,43 @@ pub struct ScannerIdentity {
 /// `get`, `create` and `patch` of ImageScanResult `result_name` and `patch` of its status,
 /// by name (an apply that creates the object is authorized as `create` of that name).
 pub fn scanner_identity(namespace: &str, job_name: &str, result_name: &str) -> ScannerIdentity {
+    job_identity(
+        namespace,
+        job_name,
+        vec![
+            named_rule("imagescanresults", result_name, &["get", "create", "patch"]),
+            named_rule("imagescanresults/status", result_name, &["patch"]),
+        ],
+    )
+}
+
+/// What the identity of fix Job `job_name` in `namespace` is (pure): the Role grants
+/// `get` of ImageFix `fix_name` (the spec it runs) and `patch` of its status, by name.
+pub fn fix_identity(namespace: &str, job_name: &str, fix_name: &str) -> ScannerIdentity {
+    job_identity(
+        namespace,
+        job_name,
+        vec![
+            named_rule("imagefixes", fix_name, &["get"]),
+            named_rule("imagefixes/status", fix_name, &["patch"]),
+        ],
+    )
+}
+
+/// `verbs` on one imagewarden.io object, by name.
+fn named_rule(resource: &str, name: &str, verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(vec!["imagewarden.io".into()]),
+        resources: Some(vec![resource.into()]),
+        resource_names: Some(vec![name.to_string()]),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// A ServiceAccount, a Role with `rules` and their RoleBinding, all named after Job
+/// `job_name`.
+fn job_identity(namespace: &str, job_name: &str, rules: Vec<PolicyRule>) -> ScannerIdentity {
     let meta = ObjectMeta {
         name: Some(job_name.to_string()),
         namespace: Some(namespace.to_string()),
@@ -41,13 +78,6 @@ pub fn scanner_identity(namespace: &str, job_name: &str, result_name: &str) -> S
         ])),
         ..Default::default()
     };
-    let rule = |resource: &str, verbs: &[&str]| PolicyRule {
-        api_groups: Some(vec!["imagewarden.io".into()]),
-        resources: Some(vec![resource.into()]),
-        resource_names: Some(vec![result_name.to_string()]),
-        verbs: verbs.iter().map(|v| v.to_string()).collect(),
-        ..Default::default()
-    };
     ScannerIdentity {
         service_account: ServiceAccount {
             metadata: meta.clone(),
@@ -55,10 +85,7 @@ pub fn scanner_identity(namespace: &str, job_name: &str, result_name: &str) -> S
         },
         role: Role {
             metadata: meta.clone(),
-            rules: Some(vec![
-                rule("imagescanresults", &["get", "create", "patch"]),
-                rule("imagescanresults/status", &["patch"]),
-            ]),
+            rules: Some(rules),
         },
         binding: RoleBinding {
             metadata: meta,
@@ -96,9 +123,22 @@ pub async fn create_scanner_job(
     job: &Job,
     result_name: &str,
 ) -> Result<(), Error> {
+    let identity = scanner_identity(
+        &job.namespace().unwrap_or_default(),
+        &job.name_any(),
+        result_name,
+    );
+    create_job_with_identity(client, job, &identity).await
+}
+
+/// Creates Job `job` with `identity` (see [`create_scanner_job`]).
+pub async fn create_job_with_identity(
+    client: &Client,
+    job: &Job,
+    identity: &ScannerIdentity,
+) -> Result<(), Error> {
     let namespace = job.namespace().unwrap_or_default();
     let name = job.name_any();
-    let identity = scanner_identity(&namespace, &name, result_name);
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
     let roles: Api<Role> = Api::namespaced(client.clone(), &namespace);
     let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &namespace);

@@ -1,11 +1,17 @@
 //! The ImageFix controller: checks the spec, finds the image (an ImageScanResult or an
 //! `image@digest` with a rule's registry access), runs the scanner library's patch
-//! engine in this process (inline executor) and records each phase, the plan, what cannot
-//! be fixed and why, the pushed digest and its verification in the status.
+//! engine and records each phase, the plan, what cannot be fixed and why, the pushed
+//! digest and its verification in the status. The engine runs in a fix Job (the job
+//! executor: the scanner Jobs' hardened Pod running `imagewarden-operator fix-image` as
+//! its own ServiceAccount, which may read the ImageFix and write its status only) or in
+//! this process (the inline executor); both run [`execute`].
 //!
 //! A fix runs once per generation: a final phase with the current `observedGeneration` is
-//! left alone; a fix found mid-way with no run in this process (the operator restarted)
-//! runs again, which pushes the same tags again.
+//! left alone. With the job executor, the Job's name derives from the ImageFix's uid and
+//! generation, so a restarted operator finds the Job it made; when the Job ends, the
+//! operator records a failure the Job could not record (deadline, memory, Pod failure),
+//! tells of the outcome and deletes the Job. Inline, a fix found mid-way with no run in
+//! this process (the operator restarted) runs again, which pushes the same tags again.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -15,10 +21,12 @@ use imagewarden_scanner::finding::Severity as ScannerSeverity;
 use imagewarden_scanner::fix::apt::AptSource;
 use imagewarden_scanner::fix::plan::{Plan, Selection};
 use imagewarden_scanner::fix::{self, FixError, FixOptions, FixOutcome, FixReport};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
-use kube::{Resource, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use oci_client::Reference;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
@@ -31,6 +39,7 @@ use crate::crd::{
     PlannedUpgrade, ScanRule, Severity, UnfixableVulnerability, MAX_FIX_SOURCES,
     MAX_FIX_STATUS_ENTRIES, MAX_FIX_VULNERABILITIES,
 };
+use crate::executor::{job_state, ExitCodes, HardenedJob, JobDatabase, JobRegistry, JobState};
 use crate::registry::RegistryAccess;
 use crate::Error;
 
@@ -544,7 +553,16 @@ pub async fn reconcile(fix: Arc<ImageFix>, ctx: Arc<Context>) -> Result<Action, 
     let ns = fix.namespace().unwrap_or_default();
     let status = fix.status.clone().unwrap_or_default();
     let current = status.observed_generation == fix.metadata.generation;
+    let jobs = ctx.config.executor == ExecutorKind::Job;
     if current && status.phase.is_final() {
+        if jobs {
+            // The fix Job recorded the outcome: report it once the Job has ended.
+            if let Some(job) = fix_job(&ctx, &fix).await? {
+                if job_state(&job) != JobState::Running {
+                    finish_job(&ctx, &fix, &job, &status).await?;
+                }
+            }
+        }
         return Ok(Action::await_change());
     }
     let key = fix_key(&fix);
@@ -559,15 +577,14 @@ pub async fn reconcile(fix: Arc<ImageFix>, ctx: Arc<Context>) -> Result<Action, 
             return Ok(Action::await_change());
         }
     };
-    if ctx.config.executor == ExecutorKind::Job {
-        let refusal = Refusal::new(
-            "ExecutorUnsupported",
-            "fixes run only with the inline executor for now: the job executor (scanner \
-             Jobs) does not run the patch engine yet; run the operator with \
-             --executor=inline to fix images",
-        );
-        fail(&ctx, &fix, status, &refusal).await?;
-        return Ok(Action::await_change());
+    if jobs {
+        if let Some(job) = fix_job(&ctx, &fix).await? {
+            // Made by this or an earlier operator process: never a second one.
+            if job_state(&job) != JobState::Running {
+                finish_job(&ctx, &fix, &job, &status).await?;
+            }
+            return Ok(Action::await_change());
+        }
     }
     let subject = match resolve(&fix, &valid, &ctx, &ns).await {
         Ok(s) => s,
@@ -576,6 +593,10 @@ pub async fn reconcile(fix: Arc<ImageFix>, ctx: Arc<Context>) -> Result<Action, 
             return Ok(Action::await_change());
         }
     };
+    if jobs {
+        start_job(&ctx, &fix, &subject).await?;
+        return Ok(Action::await_change());
+    }
     if !ctx.fixes.start(&key) {
         return Ok(Action::await_change());
     }
@@ -597,13 +618,15 @@ async fn fail(
     status.phase = ImageFixPhase::Failed;
     status.message = Some(refusal.message.clone());
     status.observed_generation = fix.metadata.generation;
-    write_status(ctx, fix, status, false, refusal.reason).await?;
+    write_status(&ctx.client, fix, status, false, refusal.reason).await?;
     publish(ctx, fix, EventType::Warning, "FixFailed", &refusal.message).await;
     Ok(())
 }
 
-async fn write_status(
-    ctx: &Context,
+/// Writes the status of `fix` (server-side apply) with its `Ready` condition: `ok`, for
+/// `reason`, saying the status's message.
+pub async fn write_status(
+    client: &Client,
     fix: &ImageFix,
     mut status: ImageFixStatus,
     ok: bool,
@@ -623,8 +646,7 @@ async fn write_status(
         fix.metadata.generation,
         &previous,
     )];
-    let api: Api<ImageFix> =
-        Api::namespaced(ctx.client.clone(), &fix.namespace().unwrap_or_default());
+    let api: Api<ImageFix> = Api::namespaced(client.clone(), &fix.namespace().unwrap_or_default());
     let patch = serde_json::json!({
         "apiVersion": "imagewarden.io/v1alpha1",
         "kind": "ImageFix",
@@ -652,19 +674,105 @@ async fn publish(ctx: &Context, fix: &ImageFix, type_: EventType, reason: &str, 
     }
 }
 
-/// Runs the engine for one fix and records its phases and its end.
+/// The `Ready` condition's status and reason of a final status.
+fn ready_of(status: &ImageFixStatus) -> (bool, &'static str) {
+    match status.phase {
+        ImageFixPhase::Completed => (true, "Completed"),
+        ImageFixPhase::NothingToFix => (true, "NothingToFix"),
+        _ => (false, "UnsupportedImage"),
+    }
+}
+
+/// Runs the patch engine for `fix` on `image` with the options of `valid` (both
+/// executors: inline in the operator, or in the fix Job): records each phase as it starts,
+/// then the outcome, in the status. Returns the final status written.
+pub async fn execute(
+    client: &Client,
+    fix: &ImageFix,
+    image: &str,
+    valid: ValidFix,
+    pull: imagewarden_scanner::source::PullOptions,
+    db: &crate::db::LoadedDb,
+    mut status: ImageFixStatus,
+) -> Result<ImageFixStatus, Error> {
+    let name = fix_key(fix);
+    let (tx, mut steps) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let options = FixOptions {
+        selection: valid.selection,
+        target: valid.target,
+        sources: valid.sources,
+        keyrings: Vec::new(),
+        check_valid_until: fix.spec.check_valid_until,
+        plan_only: false,
+        pull,
+        progress: Some(Arc::new(move |step: &str| {
+            let _ = tx.send(step.to_string());
+        })),
+    };
+    info!(fix = %name, image, "fixing");
+    let started = std::time::Instant::now();
+    let outcome = {
+        let work = fix::fix(image, &db.db, &options);
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                outcome = &mut work => break outcome,
+                Some(step) = steps.recv() => {
+                    let phase = phase_of_step(&step);
+                    if phase != status.phase || status.message.as_deref() != Some(step.as_str()) {
+                        status.phase = phase;
+                        status.message = Some(truncate(&step, MAX_MESSAGE_CHARS));
+                        if let Err(e) = write_status(client, fix, status.clone(), true, "Running").await {
+                            warn!(fix = %name, error = %e, "writing status");
+                        }
+                    }
+                }
+            }
+        }
+    };
+    drop(options);
+    let (done, ok, reason) = match outcome {
+        Ok(report) => {
+            let done = finished_status(&report, status);
+            let (ok, reason) = ready_of(&done);
+            (done, ok, reason)
+        }
+        Err(e) => {
+            warn!(fix = %name, image, error = %e, "fix failed");
+            let refusal = failure(&e);
+            status.phase = ImageFixPhase::Failed;
+            status.message = Some(refusal.message);
+            (status, false, refusal.reason)
+        }
+    };
+    info!(fix = %name, phase = ?done.phase, seconds = started.elapsed().as_secs_f64(), "fix ended");
+    write_status(client, fix, done.clone(), ok, reason).await?;
+    Ok(done)
+}
+
+/// The first status of a fix about to run (`image`, the database, the generation).
+fn starting_status(fix: &ImageFix, image: &str, database: &str, message: String) -> ImageFixStatus {
+    ImageFixStatus {
+        observed_generation: fix.metadata.generation,
+        phase: ImageFixPhase::Planning,
+        message: Some(message),
+        image: Some(image.to_string()),
+        database_version: Some(database.to_string()),
+        ..Default::default()
+    }
+}
+
+/// Runs the engine for one fix in this process and records its phases and its end.
 async fn run(ctx: &Context, fix: &ImageFix, subject: Subject, valid: ValidFix) {
     let name = fix_key(fix);
     let db = ctx.db();
-    let mut status = ImageFixStatus {
-        observed_generation: fix.metadata.generation,
-        phase: ImageFixPhase::Planning,
-        message: Some("waiting for a fix slot".into()),
-        image: Some(subject.image.clone()),
-        database_version: Some(db.version.clone()),
-        ..Default::default()
-    };
-    if let Err(e) = write_status(ctx, fix, status.clone(), true, "Running").await {
+    let status = starting_status(
+        fix,
+        &subject.image,
+        &db.version,
+        "waiting for a fix slot".into(),
+    );
+    if let Err(e) = write_status(&ctx.client, fix, status.clone(), true, "Running").await {
         warn!(fix = %name, error = %e, "writing status");
     }
     let _permit = ctx.fixes.slots.clone().acquire_owned().await;
@@ -678,71 +786,363 @@ async fn run(ctx: &Context, fix: &ImageFix, subject: Subject, valid: ValidFix) {
             return;
         }
     };
-    let (tx, mut steps) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let options = FixOptions {
-        selection: valid.selection,
-        target: valid.target,
-        sources: valid.sources,
-        keyrings: Vec::new(),
-        check_valid_until: fix.spec.check_valid_until,
-        plan_only: false,
-        pull: pull.with_budgets(ctx.config.job.budgets.budgets()),
-        progress: Some(Arc::new(move |step: &str| {
-            let _ = tx.send(step.to_string());
-        })),
+    let pull = pull.with_budgets(ctx.config.job.budgets.budgets());
+    match execute(&ctx.client, fix, &subject.image, valid, pull, &db, status).await {
+        Ok(done) => report(ctx, &subject.rule, fix, &done).await,
+        Err(e) => warn!(fix = %name, error = %e, "writing status"),
+    }
+}
+
+/// Tells of a finished fix: an Event on the ImageFix and the rule's notifications.
+async fn report(ctx: &Context, rule: &ScanRule, fix: &ImageFix, status: &ImageFixStatus) {
+    let (event_type, event) = match status.phase {
+        ImageFixPhase::Completed => (EventType::Normal, "FixCompleted"),
+        ImageFixPhase::NothingToFix => (EventType::Normal, "NothingToFix"),
+        _ => (EventType::Warning, "FixFailed"),
     };
-    info!(fix = %name, image = %subject.image, "fixing");
-    let started = std::time::Instant::now();
-    let outcome = {
-        let work = fix::fix(&subject.image, &db.db, &options);
-        tokio::pin!(work);
-        loop {
-            tokio::select! {
-                outcome = &mut work => break outcome,
-                Some(step) = steps.recv() => {
-                    let phase = phase_of_step(&step);
-                    if phase != status.phase || status.message.as_deref() != Some(step.as_str()) {
-                        status.phase = phase;
-                        status.message = Some(truncate(&step, MAX_MESSAGE_CHARS));
-                        if let Err(e) = write_status(ctx, fix, status.clone(), true, "Running").await {
-                            warn!(fix = %name, error = %e, "writing status");
-                        }
-                    }
-                }
+    let message = status.message.clone().unwrap_or_default();
+    publish(ctx, fix, event_type, event, &message).await;
+    notify(ctx, rule, fix, status).await;
+}
+
+/// Label value of fix Jobs (`app.kubernetes.io/component`).
+pub const FIX_JOB_COMPONENT: &str = "fix";
+/// The label selector of fix Jobs.
+pub const FIX_JOB_SELECTOR: &str =
+    "app.kubernetes.io/name=imagewarden-scanner,app.kubernetes.io/component=fix";
+/// Annotation of fix Jobs: the ScanRule whose notifications tell of the outcome.
+const FIX_JOB_RULE_ANNOTATION: &str = "imagewarden.io/rule";
+
+/// Name of the fix Job of one generation of an ImageFix: deterministic, so a restarted
+/// operator finds the Job it created instead of starting a second fix.
+pub fn fix_job_name(fix_uid: &str, generation: i64) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(format!("{fix_uid}/{generation}").as_bytes());
+    format!("iw-fix-{}", &hex::encode(h)[..16])
+}
+
+/// What a fix Job is given (pure parts of [`build_fix_job`]).
+pub struct FixJobInput<'a> {
+    /// The ImageFix, as the Job's controller.
+    pub owner: OwnerReference,
+    pub namespace: &'a str,
+    pub generation: i64,
+    /// `host/repository:tag@digest`.
+    pub image: &'a str,
+    pub rule: &'a str,
+}
+
+/// The fix Job of one ImageFix generation (pure): the scanner Jobs' hardened Pod running
+/// `imagewarden-operator fix-image`, never retried (a fix pushes; a Pod failure fails the
+/// fix with its reason).
+pub fn build_fix_job(
+    settings: &crate::config::JobSettings,
+    input: FixJobInput<'_>,
+    registry: &JobRegistry,
+    database: &JobDatabase,
+) -> Job {
+    let FixJobInput {
+        owner,
+        namespace,
+        generation,
+        image,
+        rule,
+    } = input;
+    let name = fix_job_name(&owner.uid, generation);
+    let mut args = vec![
+        "fix-image".to_string(),
+        format!("--namespace={namespace}"),
+        format!("--name={}", owner.name),
+        format!("--uid={}", owner.uid),
+        format!("--generation={generation}"),
+        format!("--image={image}"),
+    ];
+    args.extend(database.args());
+    let labels = std::collections::BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "imagewarden-scanner".to_string(),
+        ),
+        (
+            "app.kubernetes.io/component".to_string(),
+            FIX_JOB_COMPONENT.to_string(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "imagewarden".to_string(),
+        ),
+    ]);
+    let mut job = crate::executor::hardened_job(
+        settings,
+        HardenedJob {
+            name,
+            namespace: namespace.to_string(),
+            labels,
+            database_version: database.version.clone(),
+            owner,
+            args,
+            backoff_limit: 0,
+            // Every failure fails the Job at once, with the exit code in its condition.
+            fail_job_on: ExitCodes::NotIn(vec![0]),
+            extra_volumes: Vec::new(),
+        },
+        registry,
+    );
+    job.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(FIX_JOB_RULE_ANNOTATION.to_string(), rule.to_string());
+    job
+}
+
+/// Why a fix Job that ended without a final status failed (pure): the Job's deadline,
+/// the container killed (its memory limit), the database, or the Job's own message.
+pub fn job_failure(
+    job_name: &str,
+    state: &JobState,
+    settings: &crate::config::JobSettings,
+) -> Refusal {
+    match state {
+        JobState::Running => Refusal::new("Running", format!("fix Job {job_name} is running")),
+        JobState::Succeeded => Refusal::new(
+            "JobFailed",
+            format!(
+                "fix Job {job_name} ended without recording the outcome; the Pod's log says why"
+            ),
+        ),
+        JobState::Failed { message, .. }
+            if message.contains("active longer than specified deadline") =>
+        {
+            Refusal::new(
+                "DeadlineExceeded",
+                format!(
+                    "fix Job {job_name} ran longer than its deadline of {} s \
+                     (--job-active-deadline-seconds) and was stopped",
+                    settings.job_active_deadline_seconds
+                ),
+            )
+        }
+        JobState::Failed {
+            exit_code: Some(137),
+            ..
+        } => Refusal::new(
+            "JobKilled",
+            format!(
+                "fix Job {job_name} was killed (exit code 137), most likely for going over \
+                 its memory limit of {} (--job-memory-limit)",
+                settings.job_memory_limit
+            ),
+        ),
+        JobState::Failed {
+            exit_code: Some(code),
+            ..
+        } if *code == crate::dbserve::EXIT_DB_UNAVAILABLE
+            || *code == crate::dbserve::EXIT_DB_REJECTED =>
+        {
+            Refusal::new(
+                "DatabaseUnavailable",
+                format!(
+                    "fix Job {job_name} could not get the vulnerability database from the \
+                     operator (exit code {code}); the Pod's log says why"
+                ),
+            )
+        }
+        JobState::Failed {
+            exit_code: Some(code),
+            ..
+        } => Refusal::new(
+            "JobFailed",
+            format!(
+                "fix Job {job_name} failed with exit code {code} before recording the \
+                 outcome; the Pod's log says why"
+            ),
+        ),
+        JobState::Failed {
+            exit_code: None,
+            message,
+        } => Refusal::new(
+            "JobFailed",
+            format!("fix Job {job_name} failed: {}", truncate(message, 512)),
+        ),
+    }
+}
+
+/// The fix Job of the ImageFix's current generation, if it exists.
+async fn fix_job(ctx: &Context, fix: &ImageFix) -> Result<Option<Job>, Error> {
+    let (Some(uid), Some(generation)) = (fix.uid(), fix.metadata.generation) else {
+        return Ok(None);
+    };
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &fix.namespace().unwrap_or_default());
+    Ok(jobs.get_opt(&fix_job_name(&uid, generation)).await?)
+}
+
+/// Creates the fix Job of `fix` (with its own identity, which may read the ImageFix and
+/// write its status only) and records that it was created.
+async fn start_job(ctx: &Context, fix: &ImageFix, subject: &Subject) -> Result<(), Error> {
+    let ns = fix.namespace().unwrap_or_default();
+    let owner = fix
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::InvalidObject("ImageFix without name or uid".into()))?;
+    let generation = fix.metadata.generation.unwrap_or_default();
+    let db = ctx.db();
+    let registry = JobRegistry {
+        egress_args: ctx.config.egress.args(),
+        ..crate::controller::scan_task::job_registry(Some(&subject.rule))
+    };
+    let job = build_fix_job(
+        &ctx.config.job,
+        FixJobInput {
+            owner,
+            namespace: &ns,
+            generation,
+            image: &subject.image,
+            rule: &subject.rule.name_any(),
+        },
+        &registry,
+        &JobDatabase::current(ctx.db_base_url.as_deref().unwrap_or_default(), &db),
+    );
+    let name = job.name_any();
+    crate::controller::scan_task::ensure_scanner_network_policy(ctx, &ns).await?;
+    let identity = crate::scanner_identity::fix_identity(&ns, &name, &fix.name_any());
+    crate::scanner_identity::create_job_with_identity(&ctx.client, &job, &identity).await?;
+    info!(fix = %fix_key(fix), job = %name, image = %subject.image, "fix Job created");
+    let status = starting_status(
+        fix,
+        &subject.image,
+        &db.version,
+        format!("fix Job {name} created; waiting for it to start"),
+    );
+    write_status(&ctx.client, fix, status, true, "Running").await
+}
+
+/// A fix Job has ended: records a failure it could not record itself (its Pod failed,
+/// ran out of time or memory), tells of the outcome, and deletes the Job, so the outcome
+/// is told once.
+async fn finish_job(
+    ctx: &Context,
+    fix: &ImageFix,
+    job: &Job,
+    status: &ImageFixStatus,
+) -> Result<(), Error> {
+    let ns = fix.namespace().unwrap_or_default();
+    let name = job.name_any();
+    let api: Api<ImageFix> = Api::namespaced(ctx.client.clone(), &ns);
+    let current =
+        |s: &ImageFixStatus| s.observed_generation == fix.metadata.generation && s.phase.is_final();
+    // The Job's last status write may not have reached this watch yet.
+    let (fix, status) = if current(status) {
+        (fix.clone(), status.clone())
+    } else {
+        match api.get_opt(&fix.name_any()).await? {
+            Some(fresh) => {
+                let s = fresh.status.clone().unwrap_or_default();
+                (fresh, s)
+            }
+            None => return Ok(()),
+        }
+    };
+    let rule_name = job
+        .annotations()
+        .get(FIX_JOB_RULE_ANNOTATION)
+        .cloned()
+        .unwrap_or_default();
+    let rule = Api::<ScanRule>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&rule_name)
+        .await?;
+    if current(&status) {
+        info!(fix = %fix_key(&fix), job = %name, phase = ?status.phase, "fix Job ended");
+        match &rule {
+            Some(rule) => report(ctx, rule, &fix, &status).await,
+            None => {
+                let (event_type, event) = match status.phase {
+                    ImageFixPhase::Failed => (EventType::Warning, "FixFailed"),
+                    ImageFixPhase::Completed => (EventType::Normal, "FixCompleted"),
+                    _ => (EventType::Normal, "NothingToFix"),
+                };
+                let message = status.message.clone().unwrap_or_default();
+                publish(ctx, &fix, event_type, event, &message).await;
             }
         }
-    };
-    drop(options);
-    let result = match outcome {
-        Ok(report) => {
-            let done = finished_status(&report, status);
-            info!(fix = %name, phase = ?done.phase, seconds = started.elapsed().as_secs_f64(), "fix ended");
-            let (ok, reason, event_type, event) = match done.phase {
-                ImageFixPhase::Completed => (true, "Completed", EventType::Normal, "FixCompleted"),
-                ImageFixPhase::NothingToFix => {
-                    (true, "NothingToFix", EventType::Normal, "NothingToFix")
-                }
-                _ => (false, "UnsupportedImage", EventType::Warning, "FixFailed"),
-            };
-            let message = done.message.clone().unwrap_or_default();
-            let written = write_status(ctx, fix, done.clone(), ok, reason).await;
-            publish(ctx, fix, event_type, event, &message).await;
-            notify(ctx, &subject.rule, fix, &done).await;
-            written
+    } else {
+        let refusal = job_failure(&name, &job_state(job), &ctx.config.job);
+        warn!(fix = %fix_key(&fix), job = %name, reason = refusal.reason, "fix Job failed");
+        fail(ctx, &fix, status.clone(), &refusal).await?;
+        if let Some(rule) = &rule {
+            let mut failed = status;
+            failed.phase = ImageFixPhase::Failed;
+            failed.message = Some(refusal.message);
+            notify(ctx, rule, &fix, &failed).await;
         }
-        Err(e) => {
-            warn!(fix = %name, image = %subject.image, error = %e, "fix failed");
-            let refusal = failure(&e);
-            let written = fail(ctx, fix, status.clone(), &refusal).await;
-            status.phase = ImageFixPhase::Failed;
-            status.message = Some(refusal.message);
-            notify(ctx, &subject.rule, fix, &status).await;
-            written
-        }
-    };
-    if let Err(e) = result {
-        warn!(fix = %name, error = %e, "writing status");
     }
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    match jobs
+        .delete(&name, &kube::api::DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A fix Job's run of `imagewarden-operator fix-image`.
+pub struct FixJobRun<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub uid: &'a str,
+    pub generation: i64,
+    /// `host/repository:tag@digest`, as the operator resolved it.
+    pub image: &'a str,
+}
+
+/// Runs one fix in a fix Job: reads the ImageFix (it must still be the object and
+/// generation the Job was made for), checks its spec as the operator does, runs the
+/// engine and records each phase and the outcome in the status (the Job's own identity
+/// may do exactly that). Returns the final status.
+pub async fn run_in_job(
+    client: &Client,
+    job: &FixJobRun<'_>,
+    access: &RegistryAccess,
+    db: &crate::db::LoadedDb,
+    egress: &EgressPolicy,
+    budgets: imagewarden_scanner::budget::ScanBudgets,
+) -> Result<ImageFixStatus, Error> {
+    let api: Api<ImageFix> = Api::namespaced(client.clone(), job.namespace);
+    let fix = api.get(job.name).await?;
+    if fix.uid().as_deref() != Some(job.uid) || fix.metadata.generation != Some(job.generation) {
+        return Err(Error::InvalidObject(format!(
+            "ImageFix {}/{} is not generation {} of {} any more; the operator fixes its \
+             current spec with another Job",
+            job.namespace, job.name, job.generation, job.uid
+        )));
+    }
+    let previous = fix.status.clone().unwrap_or_default();
+    let status = starting_status(&fix, job.image, &db.version, "reading the image".into());
+    let status = ImageFixStatus {
+        conditions: previous.conditions,
+        ..status
+    };
+    let valid = match validate(&fix.spec, egress) {
+        Ok(v) => v,
+        Err(message) => {
+            let mut failed = status;
+            failed.phase = ImageFixPhase::Failed;
+            failed.message = Some(message);
+            write_status(client, &fix, failed.clone(), false, "InvalidSpec").await?;
+            return Ok(failed);
+        }
+    };
+    let (pull, _ca_file) = crate::executor::pull_options(access)?;
+    execute(
+        client,
+        &fix,
+        job.image,
+        valid,
+        pull.with_budgets(budgets),
+        db,
+        status,
+    )
+    .await
 }
 
 /// `FixCompleted` / `FixFailed` to the rule's targets that select it (policy-event
@@ -910,6 +1310,133 @@ mod tests {
             let err = validate(&s, &egress()).unwrap_err();
             assert!(err.contains(expected), "{err:?} should say {expected:?}");
         }
+    }
+
+    fn job_settings() -> crate::config::JobSettings {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: crate::config::JobSettings,
+        }
+        Cli::try_parse_from(["x"]).unwrap().settings
+    }
+
+    #[test]
+    fn a_fix_job_runs_fix_image_in_the_hardened_scanner_pod_once() {
+        let owner = OwnerReference {
+            api_version: "imagewarden.io/v1alpha1".into(),
+            kind: "ImageFix".into(),
+            name: "xml".into(),
+            uid: "uid-1".into(),
+            controller: Some(true),
+            ..Default::default()
+        };
+        let registry = JobRegistry {
+            credentials_secret: Some("creds".into()),
+            ca_secret: Some(("creds".into(), "ca.crt".into())),
+            egress_args: vec!["--egress-allow=127.0.0.0/8".into()],
+            ..Default::default()
+        };
+        let database = JobDatabase {
+            base_url: "http://10.96.0.7:8081".into(),
+            version: "sha256:ab".into(),
+            size: 100,
+        };
+        let image = "r:5000/team-a/xml:v1.0@sha256:cd";
+        let job = build_fix_job(
+            &job_settings(),
+            FixJobInput {
+                owner,
+                namespace: "team-a",
+                generation: 3,
+                image,
+                rule: "team-a",
+            },
+            &registry,
+            &database,
+        );
+        assert_eq!(job.metadata.name, Some(fix_job_name("uid-1", 3)));
+        assert_ne!(fix_job_name("uid-1", 3), fix_job_name("uid-1", 4));
+        let labels = job.metadata.labels.clone().unwrap();
+        assert_eq!(labels["app.kubernetes.io/component"], "fix");
+        assert_eq!(
+            job.metadata.annotations.unwrap()["imagewarden.io/rule"],
+            "team-a"
+        );
+        let spec = job.spec.unwrap();
+        assert_eq!(spec.backoff_limit, Some(0));
+        let rule = &spec.pod_failure_policy.unwrap().rules[0];
+        let codes = rule.on_exit_codes.as_ref().unwrap();
+        assert_eq!(
+            (codes.operator.as_str(), &codes.values[..]),
+            ("NotIn", &[0][..])
+        );
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.service_account_name, Some(fix_job_name("uid-1", 3)));
+        let c = &pod.containers[0];
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        let args = c.args.clone().unwrap();
+        assert_eq!(args[0], "fix-image");
+        for want in [
+            "--namespace=team-a".to_string(),
+            "--name=xml".to_string(),
+            "--uid=uid-1".to_string(),
+            "--generation=3".to_string(),
+            format!("--image={image}"),
+            "--db-url=http://10.96.0.7:8081/db/sha256:ab".to_string(),
+            "--credentials-dir=/var/run/imagewarden/registry-credentials".to_string(),
+            "--ca-file=/var/run/imagewarden/registry-ca/ca.crt".to_string(),
+            "--egress-allow=127.0.0.0/8".to_string(),
+        ] {
+            assert!(args.contains(&want), "{want} not in {args:?}");
+        }
+    }
+
+    #[test]
+    fn a_fix_job_that_failed_tells_why() {
+        let settings = job_settings();
+        let failed = |code: Option<i32>, message: &str| JobState::Failed {
+            exit_code: code,
+            message: message.into(),
+        };
+        let deadline = job_failure(
+            "iw-fix-1",
+            &failed(None, "Job was active longer than specified deadline"),
+            &settings,
+        );
+        assert_eq!(deadline.reason, "DeadlineExceeded");
+        assert!(
+            deadline.message.contains("deadline of 1800 s"),
+            "{deadline:?}"
+        );
+        let killed = job_failure(
+            "iw-fix-1",
+            &failed(Some(137), "Container scanner for pod a/b failed with exit code 137 matching FailJob rule at index 0"),
+            &settings,
+        );
+        assert_eq!(killed.reason, "JobKilled");
+        assert!(
+            killed.message.contains("memory limit of 512Mi"),
+            "{killed:?}"
+        );
+        let db = job_failure(
+            "iw-fix-1",
+            &failed(Some(crate::dbserve::EXIT_DB_UNAVAILABLE), ""),
+            &settings,
+        );
+        assert_eq!(db.reason, "DatabaseUnavailable");
+        let other = job_failure("iw-fix-1", &failed(Some(1), ""), &settings);
+        assert_eq!(
+            other.message,
+            "fix Job iw-fix-1 failed with exit code 1 before recording the outcome; the Pod's log says why"
+        );
+        assert_eq!(
+            job_failure("iw-fix-1", &JobState::Succeeded, &settings).reason,
+            "JobFailed"
+        );
     }
 
     #[test]

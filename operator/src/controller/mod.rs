@@ -260,11 +260,22 @@ pub async fn run(ctx: Arc<Context>) {
                 })
         })
         .collect();
+    let fix_jobs = ctx.config.executor == crate::config::ExecutorKind::Job;
     let fixes: Vec<_> = ctx
         .scoped_apis::<DeserializeGuard<ImageFix>>()
         .into_iter()
-        .map(|fixes| {
-            Controller::new(fixes, watcher::Config::default())
+        .zip(ctx.scoped_apis::<Job>())
+        .map(|(fixes, jobs)| {
+            let controller = Controller::new(fixes, watcher::Config::default());
+            // With the job executor, a fix Job that ends reconciles its ImageFix.
+            let controller = match fix_jobs {
+                true => controller.owns(
+                    jobs,
+                    watcher::Config::default().labels(image_fix::FIX_JOB_SELECTOR),
+                ),
+                false => controller,
+            };
+            controller
                 .shutdown_on_signal()
                 .run(reconcile_fix, error_policy("imagefix"), ctx.clone())
                 .for_each(|r| async move {

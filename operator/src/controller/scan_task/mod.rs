@@ -449,7 +449,7 @@ async fn publish(
 
 /// The scanner NetworkPolicy (when enabled) in the namespace scanner Jobs run in; each
 /// Job gets its own identity when it is created.
-async fn ensure_scanner_network_policy(ctx: &Context, ns: &str) -> Result<(), Error> {
+pub(crate) async fn ensure_scanner_network_policy(ctx: &Context, ns: &str) -> Result<(), Error> {
     if ctx.config.network_policy.scanner_network_policy {
         crate::netpol::ensure_scanner_network_policy(
             &ctx.client,
@@ -521,7 +521,7 @@ async fn rematch_result(
     Ok(true)
 }
 
-fn job_registry(rule: Option<&ScanRule>) -> JobRegistry {
+pub(crate) fn job_registry(rule: Option<&ScanRule>) -> JobRegistry {
     match rule {
         Some(rule) => JobRegistry {
             insecure: rule.spec.registry.insecure,
