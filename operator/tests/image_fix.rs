@@ -588,3 +588,297 @@ spec:
     assert_eq!(fixes.len(), 2, "{fixes:?}");
     Ok(())
 }
+
+/// The fix Jobs in the default namespace.
+async fn fix_jobs(client: &Client) -> Result<Vec<k8s_openapi::api::batch::v1::Job>> {
+    Ok(
+        Api::<k8s_openapi::api::batch::v1::Job>::default_namespaced(client.clone())
+            .list(
+                &ListParams::default()
+                    .labels(imagewarden_operator::controller::image_fix::FIX_JOB_SELECTOR),
+            )
+            .await?
+            .items,
+    )
+}
+
+/// The fix Job of ImageFix `name`, once the operator created it.
+async fn fix_job_of(client: &Client, name: &str) -> Result<k8s_openapi::api::batch::v1::Job> {
+    let fix = Api::<ImageFix>::default_namespaced(client.clone())
+        .get(name)
+        .await?;
+    let job = imagewarden_operator::controller::image_fix::fix_job_name(
+        &fix.uid().unwrap(),
+        fix.metadata.generation.unwrap(),
+    );
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::default_namespaced(client.clone());
+    wait_for(&format!("fix Job {job}"), Duration::from_secs(60), || {
+        let (jobs, job) = (jobs.clone(), job.clone());
+        async move { Ok(jobs.get_opt(&job).await?) }
+    })
+    .await
+}
+
+/// Plays the kubelet for the Pod of fix Job `job` (this control plane has no node): runs
+/// the container's command here as the Job's own ServiceAccount, with the registry
+/// Secret's files where the Pod mounts them, and reports how it ended in the Pod's
+/// status. Returns the exit code and the output.
+async fn run_fix_pod(
+    cp: &ControlPlane,
+    client: &Client,
+    job: &k8s_openapi::api::batch::v1::Job,
+    secret: &Path,
+) -> Result<(i32, String)> {
+    let name = job.name_any();
+    let pod = imagewarden_tests::operator::pod_of_job(client, "default", &name).await?;
+    let container = &pod.spec.as_ref().unwrap().containers[0];
+    let args: Vec<String> = container
+        .args
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| {
+            a.replace(
+                "/var/run/imagewarden/registry-credentials",
+                &secret.display().to_string(),
+            )
+            .replace(
+                "/var/run/imagewarden/registry-ca",
+                &secret.display().to_string(),
+            )
+        })
+        .collect();
+    let kubeconfig = cp.service_account_kubeconfig("default", &name).await?;
+    let out = tokio::process::Command::new(BIN)
+        .args(&args)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("IMAGEWARDEN_LOG", "info")
+        .output()
+        .await?;
+    let code = out.status.code().unwrap_or(-1);
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reason = if code == 0 { "Completed" } else { "Error" };
+    imagewarden_tests::operator::end_pod(client, &pod, code, reason).await?;
+    Ok((code, output))
+}
+
+#[tokio::test]
+async fn with_the_job_executor_a_fix_runs_in_its_own_job_once_and_a_failed_pod_fails_it(
+) -> Result<()> {
+    use imagewarden_tests::control_plane::ControlPlaneOptions;
+    let cp = ControlPlane::start_with(ControlPlaneOptions {
+        controller_manager: true,
+    })
+    .await?;
+    cp.install_crds(&imagewarden_operator::crd::all()).await?;
+    let client = cp.client().await?;
+    let work = tempfile::tempdir()?;
+    let osv = work.path().join("osv");
+    write_advisory(&osv)?;
+    let registry = Registry::start(RegistryMode::TlsAuth).await?;
+    let original = push_image(&registry, "team-a/xml", "v1.0", &image()?).await?;
+    let archive = serve_archive(untouched()).await?;
+    let serve_port = imagewarden_tests::process::free_port()?;
+    let args = vec![
+        format!("--db={}", osv.display()),
+        "--egress-allow=127.0.0.0/8".to_string(),
+        "--executor=job".to_string(),
+        "--scanner-image=registry.local/imagewarden:test".to_string(),
+        format!("--db-serve-addr=127.0.0.1:{serve_port}"),
+        format!("--db-serve-url=http://127.0.0.1:{serve_port}"),
+        "--job-memory-limit=768Mi".to_string(),
+        "--leader-elect=false".to_string(),
+    ];
+    let mut operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+
+    // The registry Secret, and its files where a fix Pod would mount them.
+    let (user, password) = registry.credentials().unwrap();
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "creds"},
+        "stringData": {"username": user, "password": password, "ca.crt": registry.ca_pem().unwrap()},
+    }))?;
+    Api::<Secret>::default_namespaced(client.clone())
+        .create(&PostParams::default(), &secret)
+        .await?;
+    let mounted = work.path().join("secret");
+    std::fs::create_dir(&mounted)?;
+    std::fs::write(mounted.join("username"), user)?;
+    std::fs::write(mounted.join("password"), password)?;
+    std::fs::write(mounted.join("ca.crt"), registry.ca_pem().unwrap())?;
+    let h = &registry.host;
+    let rule: ScanRule = serde_norway::from_str(&format!(
+        "apiVersion: imagewarden.io/v1alpha1
+kind: ScanRule
+metadata: {{name: team-a}}
+spec:
+  registry:
+    url: {h}
+    credentialsSecretRef: {{name: creds}}
+    caSecretRef: {{name: creds, key: ca.crt}}
+  scope: {{type: Repository, name: team-a/xml}}
+  tagFilter: '^v'
+"
+    ))?;
+    Api::<ScanRule>::default_namespaced(client.clone())
+        .patch(
+            "team-a",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&rule),
+        )
+        .await?;
+    let source = format!("{archive} {SUITE} main");
+    let fix_yaml = |name: &str, suffix: &str| {
+        format!(
+            "apiVersion: imagewarden.io/v1alpha1
+kind: ImageFix
+metadata: {{name: {name}}}
+spec:
+  image: {h}/team-a/xml:v1.0@{original}
+  ruleRef: {{name: team-a}}
+  target: {{tagSuffix: {suffix}}}
+  sources: ['{source}']
+  checkValidUntil: false
+"
+        )
+    };
+    create_fix(&client, &fix_yaml("xml", "_fixd")).await?;
+
+    // One fix Job, owned by the ImageFix, with the scanner Jobs' hardening and an
+    // identity that may read this ImageFix and write its status only.
+    let job = fix_job_of(&client, "xml").await?;
+    let name = job.name_any();
+    let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("ImageFix", "xml")
+    );
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some(name.as_str()));
+    let sc = pod.containers[0].security_context.as_ref().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(
+        pod.containers[0].args.as_ref().unwrap()[0],
+        "fix-image".to_string()
+    );
+    let role = Api::<k8s_openapi::api::rbac::v1::Role>::default_namespaced(client.clone())
+        .get(&name)
+        .await?;
+    for rule in role.rules.unwrap() {
+        assert_eq!(rule.resource_names, Some(vec!["xml".to_string()]));
+    }
+    let status = Api::<ImageFix>::default_namespaced(client.clone())
+        .get("xml")
+        .await?
+        .status
+        .unwrap();
+    assert_eq!(status.phase, ImageFixPhase::Planning);
+    assert_eq!(
+        status.message,
+        Some(format!("fix Job {name} created; waiting for it to start"))
+    );
+
+    // The operator restarts mid-fix: it finds the Job, and starts no second fix.
+    operator.kill();
+    let operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let jobs = fix_jobs(&client).await?;
+    assert_eq!(jobs.len(), 1, "{}", operator.log());
+    assert_eq!(jobs[0].uid(), job.uid());
+
+    // The Pod runs: `fix-image` as the Job's ServiceAccount fixes, pushes and verifies,
+    // and records it all in the status.
+    let (code, output) = run_fix_pod(&cp, &client, &job, &mounted).await?;
+    assert_eq!(code, 0, "{output}");
+    let fix = finished_fix(&client, "xml", &operator).await?;
+    let status = fix.status.unwrap();
+    assert_eq!(status.phase, ImageFixPhase::Completed, "{status:?}");
+    let (expat, libexpat) = (archive_version("expat")?, archive_version("libexpat1")?);
+    let plan: Vec<(&str, &str)> = status
+        .plan
+        .iter()
+        .map(|u| (u.package.as_str(), u.to.as_str()))
+        .collect();
+    assert_eq!(
+        plan,
+        [("expat", expat.as_str()), ("libexpat1", libexpat.as_str())]
+    );
+    assert_eq!(status.verification.clone().unwrap().fixed, [ADVISORY]);
+    let fixed = digest_of(&registry, &format!("{h}/team-a/xml:v1.0_fixd"))
+        .await
+        .expect("the v1.0_fixd tag");
+    assert_eq!(
+        status.pushed.as_deref(),
+        Some(format!("{h}/team-a/xml:v1.0_fixd@{fixed}").as_str())
+    );
+    assert_eq!(status.conditions[0].reason, "Completed");
+    // The Job's identity cannot write another ImageFix's status.
+    let as_job = cp.service_account_client("default", &name).await?;
+    let forged = Api::<ImageFix>::default_namespaced(as_job)
+        .patch_status(
+            "other",
+            &PatchParams::apply("forger").force(),
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "imagewarden.io/v1alpha1",
+                "kind": "ImageFix",
+                "status": {"phase": "Completed"},
+            })),
+        )
+        .await;
+    assert!(
+        matches!(forged, Err(kube::Error::Api(ref e)) if e.code == 403),
+        "{forged:?}"
+    );
+    // Once the Job has ended, the operator tells of the outcome and deletes the Job.
+    wait_for("the fix Job deleted", Duration::from_secs(60), || {
+        let client = client.clone();
+        async move {
+            Ok(fix_jobs(&client)
+                .await?
+                .iter()
+                .all(|j| j.metadata.deletion_timestamp.is_some())
+                .then_some(()))
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", operator.log()))?;
+    let events = Api::<k8s_openapi::api::events::v1::Event>::default_namespaced(client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let told: Vec<_> = events
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("xml"))
+        .filter_map(|e| e.reason.as_deref())
+        .collect();
+    assert_eq!(told, ["FixCompleted"], "{}", operator.log());
+
+    // A Pod killed for its memory: the fix is Failed with the reason, nothing pushed.
+    create_fix(&client, &fix_yaml("xml-killed", "_killed")).await?;
+    let job = fix_job_of(&client, "xml-killed").await?;
+    let pod = imagewarden_tests::operator::pod_of_job(&client, "default", &job.name_any()).await?;
+    imagewarden_tests::operator::end_pod(&client, &pod, 137, "OOMKilled").await?;
+    let status = finished_fix(&client, "xml-killed", &operator)
+        .await?
+        .status
+        .unwrap();
+    assert_eq!(status.phase, ImageFixPhase::Failed, "{status:?}");
+    assert_eq!(status.conditions[0].reason, "JobKilled");
+    assert_eq!(
+        status.message,
+        Some(format!(
+            "fix Job {} was killed (exit code 137), most likely for going over its memory \
+             limit of 768Mi (--job-memory-limit)",
+            job.name_any()
+        ))
+    );
+    assert_eq!(
+        digest_of(&registry, &format!("{h}/team-a/xml:v1.0_killed")).await,
+        None
+    );
+    Ok(())
+}

@@ -1182,28 +1182,6 @@ async fn failing_scans_are_retried_a_bounded_number_of_times_then_fail_with_the_
     Ok(())
 }
 
-/// The scanner Pod of Job `job`, once the Job controller created it.
-async fn pod_of_job(client: &Client, job: &str) -> Result<k8s_openapi::api::core::v1::Pod> {
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::default_namespaced(client.clone());
-    let selector = format!("job-name={job}");
-    wait_for(
-        &format!("the Pod of Job {job}"),
-        Duration::from_secs(60),
-        || {
-            let (pods, selector) = (pods.clone(), selector.clone());
-            async move {
-                Ok(pods
-                    .list(&ListParams::default().labels(&selector))
-                    .await?
-                    .items
-                    .into_iter()
-                    .next())
-            }
-        },
-    )
-    .await
-}
-
 /// Plays the kubelet for the Pod of scanner Job `job` (this control plane has no node): runs
 /// the Pod's container command here, with the control plane's kubeconfig instead of the
 /// in-cluster ServiceAccount and `extra` flags, and reports how it ended in the Pod's
@@ -1214,7 +1192,7 @@ async fn run_scanner_pod(
     job: &str,
     extra: &[&str],
 ) -> Result<(i32, String)> {
-    let pod = pod_of_job(client, job).await?;
+    let pod = imagewarden_tests::operator::pod_of_job(client, "default", job).await?;
     let container = &pod.spec.as_ref().unwrap().containers[0];
     assert_eq!(
         container.command.as_deref(),
@@ -1234,31 +1212,8 @@ async fn run_scanner_pod(
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::default_namespaced(client.clone());
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let status = serde_json::json!({"status": {
-        "phase": if code == 0 { "Succeeded" } else { "Failed" },
-        "startTime": now,
-        "containerStatuses": [{
-            "name": "scanner",
-            "image": container.image,
-            "imageID": "",
-            "ready": false,
-            "restartCount": 0,
-            "state": {"terminated": {
-                "exitCode": code,
-                "reason": if code == 0 { "Completed" } else { "Error" },
-                "startedAt": now,
-                "finishedAt": now,
-            }},
-        }],
-    }});
-    pods.patch_status(
-        &pod.metadata.name.clone().unwrap(),
-        &PatchParams::default(),
-        &Patch::Merge(status),
-    )
-    .await?;
+    let reason = if code == 0 { "Completed" } else { "Error" };
+    imagewarden_tests::operator::end_pod(client, &pod, code, reason).await?;
     Ok((code, output))
 }
 

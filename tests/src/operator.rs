@@ -113,3 +113,72 @@ async fn reqwest_get(url: &str) -> Result<String> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default())
 }
+
+/// The Pod the Job controller made for Job `job` in `namespace`, once it exists.
+pub async fn pod_of_job(
+    client: &kube::Client,
+    namespace: &str,
+    job: &str,
+) -> Result<k8s_openapi::api::core::v1::Pod> {
+    use kube::api::{Api, ListParams};
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("job-name={job}");
+    crate::process::poll(
+        &format!("the Pod of Job {job}"),
+        Duration::from_secs(60),
+        || {
+            let (pods, selector) = (pods.clone(), selector.clone());
+            async move {
+                Ok(pods
+                    .list(&ListParams::default().labels(&selector))
+                    .await?
+                    .items
+                    .into_iter()
+                    .next())
+            }
+        },
+    )
+    .await
+}
+
+/// Records in the status of `pod` that its first container ended with exit code `code`
+/// for `reason` (`Completed`, `Error`, `OOMKilled`), as the kubelet of a node would; the
+/// Job controller takes it from there.
+pub async fn end_pod(
+    client: &kube::Client,
+    pod: &k8s_openapi::api::core::v1::Pod,
+    code: i32,
+    reason: &str,
+) -> Result<()> {
+    use kube::api::{Api, Patch, PatchParams};
+    let container = &pod.spec.as_ref().expect("a Pod spec").containers[0];
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(
+        client.clone(),
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+    );
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = serde_json::json!({"status": {
+        "phase": if code == 0 { "Succeeded" } else { "Failed" },
+        "startTime": now,
+        "containerStatuses": [{
+            "name": container.name,
+            "image": container.image,
+            "imageID": "",
+            "ready": false,
+            "restartCount": 0,
+            "state": {"terminated": {
+                "exitCode": code,
+                "reason": reason,
+                "startedAt": now,
+                "finishedAt": now,
+            }},
+        }],
+    }});
+    pods.patch_status(
+        pod.metadata.name.as_deref().unwrap_or_default(),
+        &PatchParams::default(),
+        &Patch::Merge(status),
+    )
+    .await?;
+    Ok(())
+}
