@@ -98,8 +98,14 @@ pub fn untouched() -> Tamper {
 /// Serves the archive slice on 127.0.0.1, each file passed through `tamper`; returns its
 /// URL (`http://127.0.0.1:PORT/`).
 pub async fn serve_archive(tamper: Tamper) -> Result<String> {
+    serve_archive_on("127.0.0.1", tamper).await
+}
+
+/// Serves the archive slice on `address` (an address of this host, e.g. the node's, for
+/// Pods to reach), each file passed through `tamper`; returns its URL.
+pub async fn serve_archive_on(address: &str, tamper: Tamper) -> Result<String> {
     let root = fixture().join("archive");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = tokio::net::TcpListener::bind((address, 0)).await?;
     let url = format!("http://{}/", listener.local_addr()?);
     let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
         let root = root.clone();

@@ -1274,3 +1274,211 @@ spec:
     assert_eq!(running, 1, "{diag}");
     Ok(())
 }
+
+/// The Debian image of `imagewarden_tests::debian_archive` with `dpkg-query` (and the
+/// one library it needs besides libc) from this Debian 12 host in a second layer, so a
+/// container can read the image's own dpkg database.
+fn debian_image_with_dpkg_query() -> Result<TestImage> {
+    let mut image = imagewarden_tests::debian_archive::image()?;
+    let tools = LayerBuilder::new()
+        .file(
+            "usr/bin/dpkg-query",
+            0o755,
+            &std::fs::read("/usr/bin/dpkg-query")?,
+        )?
+        .file(
+            "usr/lib/x86_64-linux-gnu/libmd.so.0",
+            0o644,
+            &std::fs::read("/usr/lib/x86_64-linux-gnu/libmd.so.0")?,
+        )?
+        .finish()?;
+    image.layers.push(tools);
+    Ok(image)
+}
+
+#[tokio::test]
+async fn an_image_fix_runs_in_a_scanner_pod_and_the_fixed_image_runs_on_the_node() -> Result<()> {
+    use imagewarden_operator::crd::{ImageFix, ImageFixPhase};
+    use imagewarden_tests::debian_archive::{
+        archive_version, serve_archive_on, untouched, write_advisory, ADVISORY, SUITE,
+    };
+    use kube::api::PostParams;
+
+    let (cluster, client, _guard) = setup().await?;
+    let ns = namespace(cluster, "e2e-fix")?;
+    let team = unique("fix");
+    let digest = push(
+        &cluster.registry,
+        &format!("{team}/xml"),
+        "v1.0",
+        &debian_image_with_dpkg_query()?,
+    )
+    .await?;
+    // Debian's bookworm-security slice, served on the node for the fix Pod; the advisory
+    // naming its expat build as fixed joins the operator's database.
+    let archive = serve_archive_on(&cluster.node_ip, untouched()).await?;
+    let records = tempfile::tempdir()?;
+    copy_dir(&osv_records(), records.path())?;
+    write_advisory(records.path())?;
+    mirror().serve(records.path(), &[])?;
+    let outcome = async {
+        operator_uses(cluster, &mirror_version().await?).await?;
+        let rule: ScanRule = serde_norway::from_str(&format!(
+            "apiVersion: imagewarden.io/v1alpha1
+kind: ScanRule
+metadata: {{name: fix}}
+spec:
+  registry:
+    url: {}
+    insecure: true
+  scope: {{type: Repository, name: {team}/xml}}
+",
+            cluster.registry
+        ))?;
+        Api::<ScanRule>::namespaced(client.clone(), &ns)
+            .patch(
+                "fix",
+                &PatchParams::apply("e2e").force(),
+                &Patch::Apply(&rule),
+            )
+            .await?;
+        let fix: ImageFix = serde_norway::from_str(&format!(
+            "apiVersion: imagewarden.io/v1alpha1
+kind: ImageFix
+metadata: {{name: xml}}
+spec:
+  image: {}/{team}/xml:v1.0@{digest}
+  ruleRef: {{name: fix}}
+  sources: ['{archive} {SUITE} main']
+  checkValidUntil: false
+",
+            cluster.registry
+        ))?;
+        let fixes: Api<ImageFix> = Api::namespaced(client.clone(), &ns);
+        fixes.create(&PostParams::default(), &fix).await?;
+        // The chart's executor: the fix runs in a scanner Pod on the node.
+        let fixed = wait_for("the ImageFix to finish", Duration::from_secs(300), || {
+            let fixes = fixes.clone();
+            async move {
+                Ok(fixes
+                    .get("xml")
+                    .await?
+                    .status
+                    .filter(|s| s.phase.is_final()))
+            }
+        })
+        .await
+        .map_err(|e| e.context(diagnostics(cluster, &ns)))?;
+        anyhow::Ok(fixed)
+    }
+    .await;
+    mirror().serve(&osv_records(), &[])?;
+    let status = outcome?;
+    assert_eq!(
+        status.phase,
+        ImageFixPhase::Completed,
+        "{status:?}\n{}",
+        diagnostics(cluster, &ns)
+    );
+    assert_eq!(status.verification.clone().unwrap().fixed, [ADVISORY]);
+    let pushed = status.pushed.clone().context("the pushed image")?;
+    assert!(
+        pushed.starts_with(&format!(
+            "{}/{team}/xml:v1.0_fixd@sha256:",
+            cluster.registry
+        )),
+        "{pushed}"
+    );
+
+    // The fixed image runs on the node: its dpkg database has the archive's versions, and
+    // its expat tool runs with the new library.
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "fixed", "namespace": ns},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "dpkg",
+                    "image": pushed,
+                    "command": ["dpkg-query", "-W", "-f", "${Package} ${Version} ${Status}\\n", "libexpat1", "expat"],
+                },
+                {
+                    "name": "xmlwf",
+                    "image": pushed,
+                    "command": ["xmlwf", "-v"],
+                },
+            ],
+        },
+    }))?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    pods.create(&PostParams::default(), &pod).await?;
+    let phase = wait_for(
+        "the fixed image's Pod to end",
+        Duration::from_secs(180),
+        || {
+            let pods = pods.clone();
+            async move {
+                Ok(pods
+                    .get("fixed")
+                    .await?
+                    .status
+                    .and_then(|s| s.phase)
+                    .filter(|p| p == "Succeeded" || p == "Failed"))
+            }
+        },
+    )
+    .await
+    .map_err(|e| e.context(diagnostics(cluster, &ns)))?;
+    let logs = |container: &'static str| {
+        let pods = pods.clone();
+        async move {
+            pods.logs(
+                "fixed",
+                &kube::api::LogParams {
+                    container: Some(container.into()),
+                    ..Default::default()
+                },
+            )
+            .await
+        }
+    };
+    let (dpkg, xmlwf) = (logs("dpkg").await?, logs("xmlwf").await?);
+    assert_eq!(
+        phase,
+        "Succeeded",
+        "{dpkg}\n{xmlwf}\n{}",
+        diagnostics(cluster, &ns)
+    );
+    assert_eq!(
+        dpkg,
+        format!(
+            "libexpat1 {} install ok installed\nexpat {} install ok installed\n",
+            archive_version("libexpat1")?,
+            archive_version("expat")?
+        )
+    );
+    assert!(xmlwf.starts_with("xmlwf using expat_"), "{xmlwf}");
+    Ok(())
+}
+
+/// Copies the OSV records of `from` (one folder per ecosystem) into `to`.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    for eco in std::fs::read_dir(from)? {
+        let eco = eco?.path();
+        if !eco.is_dir() {
+            continue;
+        }
+        let dest = to.join(eco.file_name().context("a folder name")?);
+        std::fs::create_dir_all(&dest)?;
+        for f in std::fs::read_dir(&eco)? {
+            let f = f?.path();
+            if f.is_file() {
+                std::fs::copy(&f, dest.join(f.file_name().context("a file name")?))?;
+            }
+        }
+    }
+    Ok(())
+}
