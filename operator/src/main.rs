@@ -200,25 +200,22 @@ async fn main() -> anyhow::Result<()> {
                 Err(e) => anyhow::bail!(e),
             }
         }
-        Command::FixImage(args) => match fix_image(*args).await {
-            Err(ScanImageError::Database(e)) => {
-                error!(error = %e, "no vulnerability database");
-                eprintln!("Error: {e}");
-                std::process::exit(e.exit_code());
-            }
-            Err(ScanImageError::Other(e)) => Err(e),
-            Ok(()) => Ok(()),
-        },
-        Command::ScanImage(args) => match scan_image(*args).await {
-            Err(ScanImageError::Database(e)) => {
-                // A distinct exit code: the Job's Pod failure policy fails the Job at once.
-                error!(error = %e, "no vulnerability database");
-                eprintln!("Error: {e}");
-                std::process::exit(e.exit_code());
-            }
-            Err(ScanImageError::Other(e)) => Err(e),
-            Ok(()) => Ok(()),
-        },
+        Command::FixImage(args) => job_exit(fix_image(*args).await),
+        Command::ScanImage(args) => job_exit(scan_image(*args).await),
+    }
+}
+
+/// How a scanner Job's command ends: without the database with its own exit code (the
+/// Job's Pod failure policy fails the Job at once), else as `result` says.
+fn job_exit(result: Result<(), ScanImageError>) -> anyhow::Result<()> {
+    match result {
+        Err(ScanImageError::Database(e)) => {
+            error!(error = %e, "no vulnerability database");
+            eprintln!("Error: {e}");
+            std::process::exit(e.exit_code());
+        }
+        Err(ScanImageError::Other(e)) => Err(e),
+        Ok(()) => Ok(()),
     }
 }
 

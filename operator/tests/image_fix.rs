@@ -1,6 +1,7 @@
-//! ImageFixes run by the operator (inline executor) as a real process against a real
-//! kube-apiserver, the TLS + basic-auth registry and Debian's bookworm-security archive
-//! slice served on 127.0.0.1 (see `imagewarden_tests::debian_archive`).
+//! ImageFixes run by the operator (inline executor, and in fix Jobs with the job executor)
+//! as a real process against a real kube-apiserver, the TLS + basic-auth registry and
+//! Debian's bookworm-security archive slice served on 127.0.0.1 (see
+//! `imagewarden_tests::debian_archive`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -137,6 +138,42 @@ async fn setup(mode: RegistryMode) -> Result<Setup> {
     })
 }
 
+/// The registry's credentials and CA as Secret `creds`, and ScanRule `team-a` (with
+/// `metadata` lines after its name) for `team-a/xml` with that registry access.
+async fn apply_rule(client: &Client, registry: &Registry, metadata: &str) -> Result<()> {
+    let (user, password) = registry.credentials().unwrap();
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "creds"},
+        "stringData": {"username": user, "password": password, "ca.crt": registry.ca_pem().unwrap()},
+    }))?;
+    Api::<Secret>::default_namespaced(client.clone())
+        .create(&PostParams::default(), &secret)
+        .await?;
+    let rule: ScanRule = serde_norway::from_str(&format!(
+        "apiVersion: imagewarden.io/v1alpha1
+kind: ScanRule
+metadata:
+  name: team-a{metadata}
+spec:
+  registry:
+    url: {}
+    credentialsSecretRef: {{name: creds}}
+    caSecretRef: {{name: creds, key: ca.crt}}
+  scope: {{type: Repository, name: team-a/xml}}
+  tagFilter: '^v'
+",
+        registry.host
+    ))?;
+    Api::<ScanRule>::default_namespaced(client.clone())
+        .patch(
+            "team-a",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&rule),
+        )
+        .await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn image_fixes_push_verify_overwrite_and_refuse_what_they_cannot_do() -> Result<()> {
     let Setup {
@@ -150,37 +187,13 @@ async fn image_fixes_push_verify_overwrite_and_refuse_what_they_cannot_do() -> R
     } = setup(RegistryMode::TlsAuth).await?;
     let rpm = push_image(&registry, "team-a/alma", "v8", &rpm_image()?).await?;
 
-    let (user, password) = registry.credentials().unwrap();
-    let secret: Secret = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "creds"},
-        "stringData": {"username": user, "password": password, "ca.crt": registry.ca_pem().unwrap()},
-    }))?;
-    Api::<Secret>::default_namespaced(client.clone())
-        .create(&PostParams::default(), &secret)
-        .await?;
+    apply_rule(
+        &client,
+        &registry,
+        "\n  annotations: {imagewarden.io/scan-now: first}",
+    )
+    .await?;
     let h = &registry.host;
-    let rule: ScanRule = serde_norway::from_str(&format!(
-        "apiVersion: imagewarden.io/v1alpha1
-kind: ScanRule
-metadata:
-  name: team-a
-  annotations: {{imagewarden.io/scan-now: first}}
-spec:
-  registry:
-    url: {h}
-    credentialsSecretRef: {{name: creds}}
-    caSecretRef: {{name: creds, key: ca.crt}}
-  scope: {{type: Repository, name: team-a/xml}}
-  tagFilter: '^v'
-"
-    ))?;
-    Api::<ScanRule>::default_namespaced(client.clone())
-        .patch(
-            "team-a",
-            &PatchParams::apply("test").force(),
-            &Patch::Apply(&rule),
-        )
-        .await?;
     let result = result_for(&client, &original).await?;
     let source = format!("{archive} {SUITE} main");
 
@@ -649,21 +662,8 @@ async fn run_fix_pod(
         })
         .collect();
     let kubeconfig = cp.service_account_kubeconfig("default", &name).await?;
-    let out = tokio::process::Command::new(BIN)
-        .args(&args)
-        .env("KUBECONFIG", &kubeconfig)
-        .env("IMAGEWARDEN_LOG", "info")
-        .output()
-        .await?;
-    let code = out.status.code().unwrap_or(-1);
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reason = if code == 0 { "Completed" } else { "Error" };
-    imagewarden_tests::operator::end_pod(client, &pod, code, reason).await?;
-    Ok((code, output))
+    imagewarden_tests::operator::run_pod_here(client, &pod, Path::new(BIN), &args, &kubeconfig)
+        .await
 }
 
 #[tokio::test]
@@ -696,40 +696,14 @@ async fn with_the_job_executor_a_fix_runs_in_its_own_job_once_and_a_failed_pod_f
     let mut operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
 
     // The registry Secret, and its files where a fix Pod would mount them.
+    apply_rule(&client, &registry, "").await?;
     let (user, password) = registry.credentials().unwrap();
-    let secret: Secret = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "creds"},
-        "stringData": {"username": user, "password": password, "ca.crt": registry.ca_pem().unwrap()},
-    }))?;
-    Api::<Secret>::default_namespaced(client.clone())
-        .create(&PostParams::default(), &secret)
-        .await?;
     let mounted = work.path().join("secret");
     std::fs::create_dir(&mounted)?;
     std::fs::write(mounted.join("username"), user)?;
     std::fs::write(mounted.join("password"), password)?;
     std::fs::write(mounted.join("ca.crt"), registry.ca_pem().unwrap())?;
     let h = &registry.host;
-    let rule: ScanRule = serde_norway::from_str(&format!(
-        "apiVersion: imagewarden.io/v1alpha1
-kind: ScanRule
-metadata: {{name: team-a}}
-spec:
-  registry:
-    url: {h}
-    credentialsSecretRef: {{name: creds}}
-    caSecretRef: {{name: creds, key: ca.crt}}
-  scope: {{type: Repository, name: team-a/xml}}
-  tagFilter: '^v'
-"
-    ))?;
-    Api::<ScanRule>::default_namespaced(client.clone())
-        .patch(
-            "team-a",
-            &PatchParams::apply("test").force(),
-            &Patch::Apply(&rule),
-        )
-        .await?;
     let source = format!("{archive} {SUITE} main");
     let fix_yaml = |name: &str, suffix: &str| {
         format!(

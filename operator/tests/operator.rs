@@ -1200,21 +1200,8 @@ async fn run_scanner_pod(
     );
     let mut args = container.args.clone().unwrap_or_default();
     args.extend(extra.iter().map(|s| s.to_string()));
-    let out = tokio::process::Command::new(BIN)
-        .args(&args)
-        .env("KUBECONFIG", cp.kubeconfig())
-        .env("IMAGEWARDEN_LOG", "info")
-        .output()
-        .await?;
-    let code = out.status.code().unwrap_or(-1);
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reason = if code == 0 { "Completed" } else { "Error" };
-    imagewarden_tests::operator::end_pod(client, &pod, code, reason).await?;
-    Ok((code, output))
+    imagewarden_tests::operator::run_pod_here(client, &pod, Path::new(BIN), &args, cp.kubeconfig())
+        .await
 }
 
 /// A copy of the OSV test records in a directory the test may change.

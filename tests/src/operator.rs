@@ -182,3 +182,30 @@ pub async fn end_pod(
     .await?;
     Ok(())
 }
+
+/// Plays the kubelet for `pod` (a control plane without a node): runs `binary` with
+/// `args` here, talking to the API server as `kubeconfig` says, then reports how it
+/// ended in the Pod's status. Returns the exit code and the output.
+pub async fn run_pod_here(
+    client: &kube::Client,
+    pod: &k8s_openapi::api::core::v1::Pod,
+    binary: &Path,
+    args: &[String],
+    kubeconfig: &Path,
+) -> Result<(i32, String)> {
+    let out = tokio::process::Command::new(binary)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("IMAGEWARDEN_LOG", "info")
+        .output()
+        .await?;
+    let code = out.status.code().unwrap_or(-1);
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reason = if code == 0 { "Completed" } else { "Error" };
+    end_pod(client, pod, code, reason).await?;
+    Ok((code, output))
+}

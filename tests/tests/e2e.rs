@@ -1390,8 +1390,8 @@ spec:
         "{pushed}"
     );
 
-    // The fixed image runs on the node: its dpkg database has the archive's versions, and
-    // its expat tool runs with the new library.
+    // The fixed image runs on the node: its dpkg database has the archive's versions
+    // (dpkg-query lists them by name), and its expat tool runs with the new library.
     let pod: Pod = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -1455,9 +1455,9 @@ spec:
     assert_eq!(
         dpkg,
         format!(
-            "libexpat1 {} install ok installed\nexpat {} install ok installed\n",
-            archive_version("libexpat1")?,
-            archive_version("expat")?
+            "expat {} install ok installed\nlibexpat1 {} install ok installed\n",
+            archive_version("expat")?,
+            archive_version("libexpat1")?
         )
     );
     assert!(xmlwf.starts_with("xmlwf using expat_"), "{xmlwf}");

@@ -1116,12 +1116,7 @@ pub async fn run_in_job(
             job.namespace, job.name, job.generation, job.uid
         )));
     }
-    let previous = fix.status.clone().unwrap_or_default();
     let status = starting_status(&fix, job.image, &db.version, "reading the image".into());
-    let status = ImageFixStatus {
-        conditions: previous.conditions,
-        ..status
-    };
     let valid = match validate(&fix.spec, egress) {
         Ok(v) => v,
         Err(message) => {
