@@ -9,8 +9,9 @@ use serde::Serialize;
 
 use super::super::policy::image::{ImageName, ImageReference};
 use crate::crd::{
-    Finding, FindingClass, ImageProgress, ImageScanResult, ResultSummary, ScanPhase, ScanRule,
-    ScanTask, Severity, SeverityCounts,
+    Finding, FindingClass, FixVerification, ImageFix, ImageFixPhase, ImageProgress,
+    ImageScanResult, PlannedUpgrade, ResultSummary, ScanPhase, ScanRule, ScanTask, Severity,
+    SeverityCounts, UnfixableVulnerability,
 };
 
 /// Largest page of a list.
@@ -467,6 +468,53 @@ pub fn repositories(results: &[Arc<ImageScanResult>]) -> Vec<RepositoryView> {
             .then_with(|| (&a.namespace, &a.repository).cmp(&(&b.namespace, &b.repository)))
     });
     views
+}
+
+/// An ImageFix's progress and outcome.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct FixView {
+    pub namespace: String,
+    pub name: String,
+    /// The ImageScanResult the fix is for, when made from one.
+    pub result: Option<String>,
+    pub phase: ImageFixPhase,
+    /// Whether the phase is one the fix ends in.
+    pub finished: bool,
+    pub message: Option<String>,
+    pub image: Option<String>,
+    pub plan: Vec<PlannedUpgrade>,
+    pub unfixable: Vec<UnfixableVulnerability>,
+    pub pushed: Option<String>,
+    pub original: Option<String>,
+    pub verification: Option<FixVerification>,
+    pub database: Option<String>,
+    pub created: Option<String>,
+}
+
+pub fn fix_view(f: &ImageFix) -> FixView {
+    let s = f.status.clone().unwrap_or_default();
+    let current = s.observed_generation == f.metadata.generation;
+    FixView {
+        namespace: f.metadata.namespace.clone().unwrap_or_default(),
+        name: f.metadata.name.clone().unwrap_or_default(),
+        result: f.spec.result_ref.as_ref().map(|r| r.name.clone()),
+        phase: s.phase,
+        finished: current && s.phase.is_final(),
+        message: s.message,
+        image: s.image.or_else(|| f.spec.image.clone()),
+        plan: s.plan,
+        unfixable: s.unfixable,
+        pushed: s.pushed,
+        original: s.original,
+        verification: s.verification,
+        database: s.database_version,
+        created: f
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string()),
+    }
 }
 
 /// An ImageScanResult without its findings.

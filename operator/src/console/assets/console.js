@@ -179,12 +179,32 @@ async function watchTask(namespace, name, node) {
   }
 }
 
+function fixSummary(f) {
+  const parts = [`Fix ${f.name}: ${f.phase}`];
+  if (f.plan.length) parts.push(`${f.plan.length} upgrade(s)`);
+  if (f.unfixable.length) parts.push(`${f.unfixable.length} unfixable`);
+  if (f.pushed) parts.push(`pushed ${f.pushed}`);
+  if (f.verification) parts.push(`${f.verification.fixed.length} fixed, ${f.verification.remaining.length} remaining`);
+  if (f.message) parts.push(f.message);
+  return parts.join(" · ");
+}
+
+async function watchFix(namespace, name, node) {
+  for (;;) {
+    const f = await api(`/api/v1/namespaces/${ns([namespace, "imagefixes", name])}`);
+    node.textContent = fixSummary(f);
+    if (f.finished) return f;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
 async function imagePage(namespace, name, selected) {
   const base = `/api/v1/namespaces/${ns([namespace, "imagescanresults", name])}`;
   const r = await api(`${base}?limit=1`);
   const current = CLASSES.find((c) => c[0] === selected) || CLASSES[0];
   const findings = await api(`${base}?class=${current[0]}&limit=500`);
   const taskLine = el("p", { id: "scan-progress", role: "status" });
+  const fixLine = el("p", { id: "fix-progress", role: "status" });
   const tag = r.tags[0];
   const tabs = el("div", { role: "tablist", "aria-label": "Finding classes" }, CLASSES.map(([cls, label, key]) => {
     const counts = r.summary[key] || {};
@@ -218,9 +238,14 @@ async function imagePage(namespace, name, selected) {
       }, tag ? `Scan ${tag} now` : "Scan (no tag)"),
       el("button", {
         type: "button", id: "fix",
-        onclick: () => act(`${base}/fix`, {}, () => "Fix requested"),
+        onclick: async () => {
+          const answer = await act(`${base}/fix`, {},
+            (a) => (a.created ? `Fix ${a.fix} created` : `Fix ${a.fix} exists already`));
+          if (answer) watchFix(namespace, answer.fix, fixLine).catch((e) => say(e.message));
+        },
       }, "Fix")),
     taskLine,
+    fixLine,
     tabs,
     el("div", { id: "findings", role: "tabpanel", "aria-labelledby": `tab-${current[0]}` },
       table(`${current[1]} (${findings.findings.total})`,
