@@ -539,7 +539,7 @@ async fn callers_see_what_rbac_lets_them_and_scan_status_follows_the_scan() -> R
     assert_eq!(fix.spec.result_ref.as_ref().unwrap().name, result_name);
     assert_eq!(fix.labels()["imagewarden.io/fix-trigger"], "Api");
     let result: ImageScanResult = Api::namespaced(s.client.clone(), "team-a")
-        .get(&result_name)
+        .get(result_name)
         .await?;
     assert_eq!(
         fix.owner_references()[0].uid,
