@@ -515,16 +515,9 @@ async fn rematch_result(
     result: &ImageScanResult,
     db: &LoadedDb,
 ) -> Result<bool, Error> {
-    let status = match crate::dbupdate::rematch(result, db) {
-        Ok(Some((status, _new))) => status,
-        Ok(None) => return Ok(false),
-        Err(e) => {
-            warn!(result = %result.name_any(), error = %e, "re-matching failed");
-            return Ok(false);
-        }
-    };
-    crate::dbupdate::apply_result_status(&ctx.client, result, &status).await?;
-    Ok(true)
+    Ok(crate::dbupdate::rematch_and_write(&ctx.client, result, db)
+        .await?
+        .is_some())
 }
 
 fn job_registry(rule: Option<&ScanRule>) -> JobRegistry {
