@@ -788,13 +788,13 @@ async fn run(ctx: &Context, fix: &ImageFix, subject: Subject, valid: ValidFix) {
     };
     let pull = pull.with_budgets(ctx.config.job.budgets.budgets());
     match execute(&ctx.client, fix, &subject.image, valid, pull, &db, status).await {
-        Ok(done) => report(ctx, &subject.rule, fix, &done).await,
+        Ok(done) => report(ctx, Some(&subject.rule), fix, &done).await,
         Err(e) => warn!(fix = %name, error = %e, "writing status"),
     }
 }
 
 /// Tells of a finished fix: an Event on the ImageFix and the rule's notifications.
-async fn report(ctx: &Context, rule: &ScanRule, fix: &ImageFix, status: &ImageFixStatus) {
+async fn report(ctx: &Context, rule: Option<&ScanRule>, fix: &ImageFix, status: &ImageFixStatus) {
     let (event_type, event) = match status.phase {
         ImageFixPhase::Completed => (EventType::Normal, "FixCompleted"),
         ImageFixPhase::NothingToFix => (EventType::Normal, "NothingToFix"),
@@ -802,7 +802,9 @@ async fn report(ctx: &Context, rule: &ScanRule, fix: &ImageFix, status: &ImageFi
     };
     let message = status.message.clone().unwrap_or_default();
     publish(ctx, fix, event_type, event, &message).await;
-    notify(ctx, rule, fix, status).await;
+    if let Some(rule) = rule {
+        notify(ctx, rule, fix, status).await;
+    }
 }
 
 /// Label value of fix Jobs (`app.kubernetes.io/component`).
@@ -1051,18 +1053,7 @@ async fn finish_job(
         .await?;
     if current(&status) {
         info!(fix = %fix_key(&fix), job = %name, phase = ?status.phase, "fix Job ended");
-        match &rule {
-            Some(rule) => report(ctx, rule, &fix, &status).await,
-            None => {
-                let (event_type, event) = match status.phase {
-                    ImageFixPhase::Failed => (EventType::Warning, "FixFailed"),
-                    ImageFixPhase::Completed => (EventType::Normal, "FixCompleted"),
-                    _ => (EventType::Normal, "NothingToFix"),
-                };
-                let message = status.message.clone().unwrap_or_default();
-                publish(ctx, &fix, event_type, event, &message).await;
-            }
-        }
+        report(ctx, rule.as_ref(), &fix, &status).await;
     } else {
         let refusal = job_failure(&name, &job_state(job), &ctx.config.job);
         warn!(fix = %fix_key(&fix), job = %name, reason = refusal.reason, "fix Job failed");
