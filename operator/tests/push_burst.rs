@@ -33,9 +33,7 @@ use kube::Client;
 const LIMIT: Duration = Duration::from_secs(1800);
 
 fn binary() -> std::path::PathBuf {
-    std::env::var_os("IMAGEWARDEN_OPERATOR_BIN")
-        .map(Into::into)
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_imagewarden-operator").into())
+    imagewarden_tests::operator::benchmark_binary(env!("CARGO_BIN_EXE_imagewarden-operator"))
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -43,20 +41,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// `VmRSS` and `VmHWM` of `pid`, in MiB.
-fn memory_mib(pid: u32) -> Result<(f64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> Result<f64> {
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .with_context(|| format!("{name} in /proc/{pid}/status"))?;
-        let kib: f64 = line.split_whitespace().nth(1).context("a value")?.parse()?;
-        Ok(kib / 1024.0)
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 async fn all<K>(api: &Api<K>) -> Result<Vec<K>>
@@ -102,14 +86,7 @@ async fn a_burst_of_pushes_is_coalesced_and_scanned() -> Result<()> {
     let registry = Registry::start_with(
         RegistryMode::Plain,
         RegistryOptions {
-            notifications: vec![NotificationEndpoint {
-                name: "imagewarden".into(),
-                url: format!(
-                    "http://127.0.0.1:{}/webhook/distribution",
-                    operator.webhook_port
-                ),
-                bearer_token: Some(token.into()),
-            }],
+            notifications: vec![NotificationEndpoint::operator(operator.webhook_port, token)],
             ..Default::default()
         },
     )
@@ -163,7 +140,7 @@ async fn a_burst_of_pushes_is_coalesced_and_scanned() -> Result<()> {
         .collect();
     anyhow::ensure!(digests.len() == pushes, "distinct digests");
 
-    let (rss_before, _) = memory_mib(operator.pid())?;
+    let (rss_before, _) = operator.memory_mib()?;
     let started = Instant::now();
     futures::stream::iter(bodies)
         .map(|(tag, body)| {
@@ -218,7 +195,7 @@ async fn a_burst_of_pushes_is_coalesced_and_scanned() -> Result<()> {
         if done > 0 && first_result.is_none() {
             first_result = Some(started.elapsed());
         }
-        peak = peak.max(memory_mib(operator.pid())?.1);
+        peak = peak.max(operator.memory_mib()?.1);
         if done == pushes {
             break started.elapsed();
         }
@@ -235,11 +212,11 @@ async fn a_burst_of_pushes_is_coalesced_and_scanned() -> Result<()> {
         .filter_map(|t| t.status)
         .filter(|s| s.phase == ScanPhase::Completed)
         .count();
-    let (rss_after, hwm) = memory_mib(operator.pid())?;
+    let (rss_after, hwm) = operator.memory_mib()?;
     let scan_seconds = (scanned - queued).as_secs_f64();
 
     println!();
-    row("figure", "measured".into(), "target".into());
+    row("figure", "measured".into(), "target");
     row(
         &format!("{pushes} manifest pushes (8 at a time)"),
         format!("{:.1} s", pushed.as_secs_f64()),

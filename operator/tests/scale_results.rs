@@ -55,9 +55,7 @@ const OPERATOR_RESOURCES: &[&str] = &[
 ];
 
 fn binary() -> std::path::PathBuf {
-    std::env::var_os("IMAGEWARDEN_OPERATOR_BIN")
-        .map(Into::into)
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_imagewarden-operator").into())
+    imagewarden_tests::operator::benchmark_binary(env!("CARGO_BIN_EXE_imagewarden-operator"))
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
@@ -72,20 +70,6 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// `VmRSS` and `VmHWM` of `pid`, in MiB.
-fn memory_mib(pid: u32) -> Result<(f64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> Result<f64> {
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .with_context(|| format!("{name} in /proc/{pid}/status"))?;
-        let kib: f64 = line.split_whitespace().nth(1).context("a value")?.parse()?;
-        Ok(kib / 1024.0)
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 /// How many results in `default` were made with a database other than `version`.
@@ -251,7 +235,7 @@ async fn the_operator_over_thousands_of_results() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(20)).await;
     row(
         "resident memory, 20 s after start",
-        format!("{:.0} MiB", memory_mib(operator.pid())?.0),
+        format!("{:.0} MiB", operator.memory_mib()?.0),
         "< 300 MB",
     );
 
@@ -273,7 +257,7 @@ async fn the_operator_over_thousands_of_results() -> Result<()> {
     );
     row(
         "resident memory after the idle minute",
-        format!("{:.0} MiB", memory_mib(operator.pid())?.0),
+        format!("{:.0} MiB", operator.memory_mib()?.0),
         "< 300 MB",
     );
 
@@ -323,7 +307,7 @@ async fn the_operator_over_thousands_of_results() -> Result<()> {
         ),
         "",
     );
-    let (rss_after, hwm) = memory_mib(operator.pid())?;
+    let (rss_after, hwm) = operator.memory_mib()?;
     row(
         "resident memory after the re-match",
         format!("{rss_after:.0} MiB"),
