@@ -348,12 +348,12 @@ spec:
             "169.254.169.254",
         ),
         (
-            "apk",
+            "apk-tagged",
             format!(
-                "resultRef: {{name: {}}}\n  sources: ['https://dl-cdn.alpinelinux.org/alpine/v3.19/main']",
+                "resultRef: {{name: {}}}\n  sources: ['@edge https://dl-cdn.alpinelinux.org/alpine/edge/main']",
                 result.metadata.name.as_deref().unwrap()
             ),
-            "apk (Alpine) repositories are not supported yet",
+            "tagged repositories (@tag URL) are not supported",
         ),
         (
             "other-registry",

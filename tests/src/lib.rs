@@ -4,6 +4,7 @@
 //! `docker-registry`). Each runs on free 127.0.0.1 ports with a temporary directory and
 //! stops when dropped.
 
+pub mod alpine_repo;
 pub mod cluster;
 pub mod control_plane;
 pub mod debian_archive;

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 
 use imagewarden_scanner::egress::EgressPolicy;
 use imagewarden_scanner::finding::Severity as ScannerSeverity;
-use imagewarden_scanner::fix::apt::AptSource;
 use imagewarden_scanner::fix::plan::{Plan, Selection};
 use imagewarden_scanner::fix::{self, FixError, FixOptions, FixOutcome, FixReport};
 use kube::api::{Api, Patch, PatchParams};
@@ -77,7 +76,7 @@ impl RunningFixes {
 pub struct ValidFix {
     pub selection: Selection,
     pub target: fix::FixTarget,
-    pub sources: Vec<AptSource>,
+    pub sources: Vec<fix::PackageSource>,
     /// `image`, parsed, when the spec names the image directly.
     pub image: Option<Reference>,
 }
@@ -170,7 +169,7 @@ pub fn validate_settings(
     tag_suffix: &str,
     sources: &[String],
     egress: &EgressPolicy,
-) -> Result<Vec<AptSource>, String> {
+) -> Result<Vec<fix::PackageSource>, String> {
     let ok = !tag_suffix.is_empty()
         && tag_suffix.len() <= 32
         && tag_suffix
@@ -232,8 +231,13 @@ fn parse_image(image: &str) -> Result<Reference, String> {
     Ok(reference)
 }
 
-/// One package source: an apt line whose URL the egress policy allows.
-fn parse_source(field: &str, line: &str, egress: &EgressPolicy) -> Result<AptSource, String> {
+/// One package source (an apt line or an apk repository URL) whose URL the egress policy
+/// allows.
+fn parse_source(
+    field: &str,
+    line: &str,
+    egress: &EgressPolicy,
+) -> Result<fix::PackageSource, String> {
     if line.len() > MAX_SOURCE_CHARS {
         return Err(format!(
             "{field}: longer than {MAX_SOURCE_CHARS} characters"
@@ -247,23 +251,14 @@ fn parse_source(field: &str, line: &str, egress: &EgressPolicy) -> Result<AptSou
              ([deb] URL SUITE COMPONENT...)"
         ));
     }
-    let url_words = if first == "deb" {
-        &words[1..]
-    } else {
-        &words[..]
-    };
-    // An apk repository is one URL (…/alpine/v3.19/main), with no suite or component.
-    if url_words.len() == 1 || line.contains("/alpine/") {
-        return Err(format!(
-            "{field}: apk (Alpine) repositories are not supported yet; only apt sources \
-             ([deb] URL SUITE COMPONENT...) can be fixed from"
-        ));
-    }
-    let source = AptSource::parse(line).map_err(|e| {
-        format!("{field}: {e} (an apt source is [deb] URL SUITE COMPONENT..., http or https)")
+    let source = fix::PackageSource::parse(line).map_err(|e| {
+        format!(
+            "{field}: {e} (an apt source is [deb] URL SUITE COMPONENT..., an apk repository \
+             one URL; http or https)"
+        )
     })?;
     egress
-        .check_url(&source.url)
+        .check_url(source.url())
         .map_err(|d| format!("{field}: {}", d.message))?;
     Ok(source)
 }
@@ -841,7 +836,12 @@ mod tests {
         assert_eq!(v.selection.ids, ["CVE-2024-45491"]);
         assert_eq!(v.selection.min_severity, Some(ScannerSeverity::High));
         assert!(matches!(v.target, fix::FixTarget::TagSuffix(ref t) if t == "_fixd"));
-        assert_eq!(v.sources[0].suite, "bookworm-security");
+        assert!(
+            matches!(&v.sources[0], fix::PackageSource::Apt(a) if a.suite == "bookworm-security")
+        );
+        s.sources = vec!["https://dl-cdn.alpinelinux.org/alpine/v3.19/main".into()];
+        let v = validate(&s, &egress()).unwrap();
+        assert!(matches!(&v.sources[0], fix::PackageSource::Apk(_)));
     }
 
     #[test]
@@ -850,9 +850,9 @@ mod tests {
         let cases: Vec<(Change, &str)> = vec![
             (
                 Box::new(|s| {
-                    s.sources = vec!["https://dl-cdn.alpinelinux.org/alpine/v3.19/main".into()]
+                    s.sources = vec!["@edge https://dl-cdn.alpinelinux.org/alpine/edge/main".into()]
                 }),
-                "apk (Alpine) repositories are not supported yet",
+                "tagged repositories (@tag URL) are not supported",
             ),
             (
                 Box::new(|s| s.sources = vec!["deb ftp://example.org/debian bookworm main".into()]),
