@@ -14,6 +14,7 @@ use imagewarden_scanner::egress::EgressPolicy;
 use imagewarden_scanner::finding::Severity as ScannerSeverity;
 use imagewarden_scanner::fix::plan::{Plan, Selection};
 use imagewarden_scanner::fix::{self, FixError, FixOptions, FixOutcome, FixReport};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -41,6 +42,10 @@ const MAX_ID_CHARS: usize = 128;
 const MAX_SOURCE_CHARS: usize = 1024;
 /// Longest message written to the status.
 const MAX_MESSAGE_CHARS: usize = 1024;
+/// Most entries read from a keyring Secret.
+const MAX_KEYRING_FILES: usize = 64;
+/// Largest sum of a keyring Secret's entries.
+const MAX_KEYRING_BYTES: usize = 1 << 20;
 
 /// The fixes running in this process, and the bound on how many run at once.
 pub struct RunningFixes {
@@ -121,6 +126,9 @@ pub fn validate(spec: &ImageFixSpec, egress: &EgressPolicy) -> Result<ValidFix, 
         }
         None => {}
     }
+    if let Some(r) = &spec.keyring_secret_ref {
+        check_name("spec.keyringSecretRef.name", &r.name)?;
+    }
     if spec.vulnerabilities.len() > MAX_FIX_VULNERABILITIES {
         return Err(format!(
             "spec.vulnerabilities: {} ids, at most {MAX_FIX_VULNERABILITIES}",
@@ -194,7 +202,8 @@ pub fn validate_settings(
         .collect()
 }
 
-fn check_name(field: &str, name: &str) -> Result<(), String> {
+/// Checks an object name (named in errors as `field`).
+pub fn check_name(field: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 253
         && name
@@ -529,6 +538,58 @@ async fn resolve(
     })
 }
 
+/// The keyring files of Secret `name` (pure): its data entries, each key a file name;
+/// bounded in number and size, and not empty.
+pub fn keyring_files(
+    name: &str,
+    secret: Option<&Secret>,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let secret = secret.ok_or_else(|| {
+        format!("spec.keyringSecretRef: Secret {name} does not exist in the ImageFix's namespace")
+    })?;
+    let data = secret.data.clone().unwrap_or_default();
+    if data.is_empty() {
+        return Err(format!(
+            "spec.keyringSecretRef: Secret {name} holds no keyring file (its data is empty)"
+        ));
+    }
+    if data.len() > MAX_KEYRING_FILES {
+        return Err(format!(
+            "spec.keyringSecretRef: Secret {name} holds {} entries, at most {MAX_KEYRING_FILES}",
+            data.len()
+        ));
+    }
+    let total: usize = data.values().map(|v| v.0.len()).sum();
+    if total > MAX_KEYRING_BYTES {
+        return Err(format!(
+            "spec.keyringSecretRef: Secret {name} holds {total} bytes, at most {MAX_KEYRING_BYTES}"
+        ));
+    }
+    Ok(data
+        .into_iter()
+        .map(|(file, bytes)| (format!("secret {name}/{file}"), bytes.0))
+        .collect())
+}
+
+/// Reads the keyring Secret the spec names (none: the image's own keys are used).
+async fn read_keyrings(
+    ctx: &Context,
+    ns: &str,
+    spec: &ImageFixSpec,
+) -> Result<Vec<(String, Vec<u8>)>, Refusal> {
+    let Some(r) = &spec.keyring_secret_ref else {
+        return Ok(Vec::new());
+    };
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secret = api.get_opt(&r.name).await.map_err(|e| {
+        Refusal::new(
+            "KeyringSecret",
+            format!("spec.keyringSecretRef: reading Secret {}: {e}", r.name),
+        )
+    })?;
+    keyring_files(&r.name, secret.as_ref()).map_err(|m| Refusal::new("KeyringSecret", m))
+}
+
 fn fix_key(fix: &ImageFix) -> String {
     format!("{}/{}", fix.namespace().unwrap_or_default(), fix.name_any())
 }
@@ -571,12 +632,19 @@ pub async fn reconcile(fix: Arc<ImageFix>, ctx: Arc<Context>) -> Result<Action, 
             return Ok(Action::await_change());
         }
     };
+    let keyrings = match read_keyrings(&ctx, &ns, &fix.spec).await {
+        Ok(k) => k,
+        Err(refusal) => {
+            fail(&ctx, &fix, status, &refusal).await?;
+            return Ok(Action::await_change());
+        }
+    };
     if !ctx.fixes.start(&key) {
         return Ok(Action::await_change());
     }
     let ctx2 = ctx.clone();
     tokio::spawn(async move {
-        run(&ctx2, &fix, subject, valid).await;
+        run(&ctx2, &fix, subject, valid, keyrings).await;
         ctx2.fixes.finish(&key);
     });
     Ok(Action::await_change())
@@ -648,7 +716,13 @@ async fn publish(ctx: &Context, fix: &ImageFix, type_: EventType, reason: &str, 
 }
 
 /// Runs the engine for one fix and records its phases and its end.
-async fn run(ctx: &Context, fix: &ImageFix, subject: Subject, valid: ValidFix) {
+async fn run(
+    ctx: &Context,
+    fix: &ImageFix,
+    subject: Subject,
+    valid: ValidFix,
+    keyrings: Vec<(String, Vec<u8>)>,
+) {
     let name = fix_key(fix);
     let db = ctx.db();
     let mut status = ImageFixStatus {
@@ -678,7 +752,7 @@ async fn run(ctx: &Context, fix: &ImageFix, subject: Subject, valid: ValidFix) {
         selection: valid.selection,
         target: valid.target,
         sources: valid.sources,
-        keyrings: Vec::new(),
+        keyrings,
         check_valid_until: fix.spec.check_valid_until,
         plan_only: false,
         pull: pull.with_budgets(ctx.config.job.budgets.budgets()),
@@ -817,6 +891,7 @@ mod tests {
             min_severity: None,
             target: ImageFixTarget::default(),
             sources: Vec::new(),
+            keyring_secret_ref: None,
             check_valid_until: true,
         }
     }
@@ -842,6 +917,37 @@ mod tests {
         s.sources = vec!["https://dl-cdn.alpinelinux.org/alpine/v3.19/main".into()];
         let v = validate(&s, &egress()).unwrap();
         assert!(matches!(&v.sources[0], fix::PackageSource::Apk(_)));
+    }
+
+    #[test]
+    fn a_keyring_secret_is_read_bounded_and_named_in_its_errors() {
+        use k8s_openapi::ByteString;
+        let secret = |entries: Vec<(&str, Vec<u8>)>| Secret {
+            data: Some(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v)))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let files =
+            keyring_files("keys", Some(&secret(vec![("debian.gpg", b"k".to_vec())]))).unwrap();
+        assert_eq!(
+            files,
+            [("secret keys/debian.gpg".to_string(), b"k".to_vec())]
+        );
+        for (s, expected) in [
+            (None, "Secret keys does not exist"),
+            (Some(secret(vec![])), "holds no keyring file"),
+            (
+                Some(secret(vec![("big.gpg", vec![0; MAX_KEYRING_BYTES + 1])])),
+                "at most 1048576",
+            ),
+        ] {
+            let err = keyring_files("keys", s.as_ref()).unwrap_err();
+            assert!(err.contains(expected), "{err}");
+        }
     }
 
     #[test]

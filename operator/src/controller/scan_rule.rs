@@ -56,6 +56,9 @@ pub fn validate(spec: &ScanRuleSpec) -> Result<(), String> {
             &fix.sources,
             &EgressPolicy::unrestricted(),
         )?;
+        if let Some(r) = &fix.keyring_secret_ref {
+            super::image_fix::check_name("spec.fix.keyringSecretRef.name", &r.name)?;
+        }
     }
     let mut names = std::collections::HashSet::new();
     for n in &spec.notifications {
