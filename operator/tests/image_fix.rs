@@ -598,6 +598,19 @@ spec:
     Ok(())
 }
 
+/// Creates the ImageFix of `yaml` and returns its status once it ends.
+async fn run_fix(
+    client: &Client,
+    operator: &OperatorProcess,
+    yaml: &str,
+) -> Result<imagewarden_operator::crd::ImageFixStatus> {
+    let fix = create_fix(client, yaml).await?;
+    Ok(finished_fix(client, &fix.name_any(), operator)
+        .await?
+        .status
+        .unwrap_or_default())
+}
+
 #[tokio::test]
 async fn a_keyring_secret_stands_in_for_the_keyring_an_image_lacks() -> Result<()> {
     let Setup {
@@ -635,11 +648,9 @@ spec:
         )
     };
 
-    create_fix(&client, &fix_yaml("no-keyring", "")).await?;
-    let status = finished_fix(&client, "no-keyring", &operator)
-        .await?
-        .status
-        .unwrap();
+    const KEYRING_REF: &str = "  keyringSecretRef: {name: debian-keyring}\n";
+    const KEYRING_REF: &str = "  keyringSecretRef: {name: debian-keyring}\n";
+    let status = run_fix(&client, &operator, &fix_yaml("no-keyring", "")).await?;
     assert_eq!(status.phase, ImageFixPhase::Failed, "{status:?}");
     assert!(
         status
@@ -651,18 +662,7 @@ spec:
     );
 
     // A Secret naming none that exists: Failed, and which.
-    create_fix(
-        &client,
-        &fix_yaml(
-            "missing-secret",
-            "  keyringSecretRef: {name: debian-keyring}\n",
-        ),
-    )
-    .await?;
-    let status = finished_fix(&client, "missing-secret", &operator)
-        .await?
-        .status
-        .unwrap();
+    let status = run_fix(&client, &operator, &fix_yaml("missing-secret", KEYRING_REF)).await?;
     assert_eq!(status.phase, ImageFixPhase::Failed, "{status:?}");
     assert_eq!(status.conditions[0].reason, "KeyringSecret");
     assert!(
@@ -686,18 +686,7 @@ spec:
     Api::<Secret>::default_namespaced(client.clone())
         .create(&PostParams::default(), &secret)
         .await?;
-    create_fix(
-        &client,
-        &fix_yaml(
-            "secret-keyring",
-            "  keyringSecretRef: {name: debian-keyring}\n",
-        ),
-    )
-    .await?;
-    let status = finished_fix(&client, "secret-keyring", &operator)
-        .await?
-        .status
-        .unwrap();
+    let status = run_fix(&client, &operator, &fix_yaml("secret-keyring", KEYRING_REF)).await?;
     assert_eq!(status.phase, ImageFixPhase::Completed, "{status:?}");
     assert_eq!(status.verification.unwrap().fixed, [ADVISORY]);
     assert!(digest_of(&registry, &format!("{h}/team-a/xml:v2.0_fixd"))

@@ -29,6 +29,22 @@ pub fn repo_root() -> std::path::PathBuf {
         .to_path_buf()
 }
 
+/// How the scanner pulls from (and the fix pushes to) `registry`: its CA, its credentials,
+/// the loopback interface allowed.
+pub fn pull_options(registry: &Registry) -> imagewarden_scanner::source::PullOptions {
+    let (user, password) = registry.credentials().expect("credentials");
+    imagewarden_scanner::source::PullOptions {
+        ca_file: registry.ca_path(),
+        credentials: imagewarden_scanner::source::RegistryCredentials {
+            username: Some(user.into()),
+            password: Some(password.into()),
+            ..Default::default()
+        },
+        egress: Some(loopback_egress()),
+        ..Default::default()
+    }
+}
+
 /// An egress policy that lets requests reach the loopback interface, where every fixture
 /// listens (the default policy denies it).
 pub fn loopback_egress() -> std::sync::Arc<imagewarden_scanner::egress::EgressPolicy> {

@@ -12,7 +12,7 @@ use imagewarden_scanner::fix::apt::AptSource;
 use imagewarden_scanner::fix::plan::Selection;
 use imagewarden_scanner::fix::{self, FixError, FixOptions, FixOutcome, FixTarget, PackageSource};
 use imagewarden_scanner::pipeline;
-use imagewarden_scanner::source::{ImageRef, PullOptions, RegistryCredentials};
+use imagewarden_scanner::source::ImageRef;
 use imagewarden_scanner::vulndb::Db;
 use imagewarden_tests::alpine_repo;
 use imagewarden_tests::debian_archive::{
@@ -20,27 +20,13 @@ use imagewarden_tests::debian_archive::{
     SUITE,
 };
 use imagewarden_tests::image::{auth_for, client_for, push_image};
-use imagewarden_tests::{loopback_egress, Registry, RegistryMode};
+use imagewarden_tests::{pull_options, Registry, RegistryMode};
 use oci_client::Reference;
 
 /// A database of one advisory: expat in Debian 12 fixed in the archive's build.
 fn database(dir: &Path) -> Result<Db> {
     write_advisory(&dir.join("osv"))?;
     Db::load(&[dir.join("osv").display().to_string()])
-}
-
-fn pull_options(registry: &Registry) -> PullOptions {
-    let (user, password) = registry.credentials().expect("credentials");
-    PullOptions {
-        ca_file: registry.ca_path(),
-        credentials: RegistryCredentials {
-            username: Some(user.into()),
-            password: Some(password.into()),
-            ..Default::default()
-        },
-        egress: Some(loopback_egress()),
-        ..Default::default()
-    }
 }
 
 fn options(registry: &Registry, archive: &str, target: FixTarget) -> FixOptions {
@@ -471,6 +457,7 @@ async fn an_alpine_image_is_fixed_from_a_signed_apk_repository() -> Result<()> {
             "a:0:0:755",
             &format!("Z:{library_sum}"),
             "R:libz.so.1",
+            "a:0:0:777",
             &format!("Z:{link_sum}"),
         ]
     );

@@ -26,8 +26,8 @@ use super::deb::ImageFiles;
 use super::layer::{for_each_entry, FixLayer, LayerWriter};
 use super::plan::{self, Candidate, InstalledPackage, PackageManager};
 use super::{
-    check_download_sizes, fetcher, given_sources, say, FixError, FixOptions, FixOutcome, FixReport,
-    ImageToFix, PackageSource,
+    check_download_sizes, fetcher, package_sources, proceed_with, say, FixError, FixOptions,
+    FixReport, ImageToFix, PackageSource,
 };
 
 /// apk's database of installed packages.
@@ -630,25 +630,24 @@ pub(super) async fn layer(
 ) -> Result<Option<FixLayer>, FixError> {
     let name = image.name;
     say(opts, "reading the package sources");
-    let repositories = if opts.sources.is_empty() {
-        image
-            .files
-            .files
-            .get(REPOSITORIES)
-            .map(|t| ApkRepository::from_repositories(&String::from_utf8_lossy(t)))
-            .unwrap_or_default()
-    } else {
-        given_sources(opts, name, PackageManager::Apk, |s| match s {
+    let repositories = package_sources(
+        opts,
+        name,
+        PackageManager::Apk,
+        || {
+            image
+                .files
+                .files
+                .get(REPOSITORIES)
+                .map(|t| ApkRepository::from_repositories(&String::from_utf8_lossy(t)))
+                .unwrap_or_default()
+        },
+        "/etc/apk/repositories",
+        |s| match s {
             PackageSource::Apk(a) => Some(a),
             PackageSource::Apt(_) => None,
-        })?
-    };
-    if repositories.is_empty() {
-        return Err(FixError::Invalid(format!(
-            "{name} names no apk repository (/{REPOSITORIES}); give the package sources to \
-             fix from"
-        )));
-    }
+        },
+    )?;
     let keys = if opts.keyrings.is_empty() {
         ApkKeys::from_image(&image.files.files)
     } else {
@@ -688,12 +687,7 @@ pub(super) async fn layer(
             candidates,
         )
     };
-    report.plan = plan_with(&candidates);
-    if report.plan.upgrades.is_empty() {
-        return Ok(None);
-    }
-    if opts.plan_only {
-        report.outcome = FixOutcome::Planned;
+    if !proceed_with(report, plan_with(&candidates), opts) {
         return Ok(None);
     }
     // Packages with install scripts the fix cannot stand in for are taken out of the
@@ -744,12 +738,24 @@ pub(super) async fn layer(
         let before = report.plan.clone();
         candidates.retain(|c| !refused.contains_key(&(c.name.clone(), c.version.clone())));
         report.plan = plan_with(&candidates);
-        // The ids the refused packages took away: unfixable for their scripts.
-        let reasons: Vec<&str> = refused.values().map(String::as_str).collect();
+        // The ids the refused packages took away: unfixable for their scripts (those of the
+        // packages that fixed the id, else of every refused one: a dependency's).
         for u in report.plan.unfixable.iter_mut() {
-            if before.fixed_ids().contains(&u.id) {
-                u.reason = reasons.join("; ");
+            if !before.fixed_ids().contains(&u.id) {
+                continue;
             }
+            let own: Vec<&str> = before
+                .upgrades
+                .iter()
+                .filter(|b| b.fixes.contains(&u.id))
+                .filter_map(|b| refused.get(&(b.candidate.name.clone(), b.to.clone())))
+                .map(String::as_str)
+                .collect();
+            u.reason = if own.is_empty() {
+                refused.values().cloned().collect::<Vec<_>>().join("; ")
+            } else {
+                own.join("; ")
+            };
         }
         if report.plan.upgrades.is_empty() {
             return Ok(None);
@@ -946,8 +952,9 @@ pub fn build_layer(
             };
             let i = dir_index(&mut dirs, dir);
             dirs[i].2.push(format!("R:{base}"));
-            let default_mode = if kind.is_symlink() { 0o777 } else { 0o644 };
-            if let Some(a) = acl(&entry.header, default_mode) {
+            // apk writes `a:` for every file whose owner or mode is not root's 0644,
+            // symlinks (0777) included.
+            if let Some(a) = acl(&entry.header, 0o644) {
                 dirs[i].2.push(format!("a:{a}"));
             }
             if !checksum.is_empty() {
@@ -974,14 +981,7 @@ pub fn build_layer(
         text.push_str("\n\n");
     }
     layer.file(INSTALLED, text.as_bytes(), 0o644)?;
-    let (gzip, diff_id, digest) = layer.finish()?;
-    Ok(FixLayer {
-        gzip,
-        diff_id,
-        digest,
-        scripts_not_run,
-        kept_conffiles: Vec::new(),
-    })
+    layer.finish(scripts_not_run, Vec::new())
 }
 
 #[cfg(test)]

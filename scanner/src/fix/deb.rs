@@ -330,14 +330,7 @@ pub fn build_layer(
         s.write(&mut text);
     }
     layer.file(STATUS, text.as_bytes(), 0o644)?;
-    let (gzip, diff_id, digest) = layer.finish()?;
-    Ok(FixLayer {
-        gzip,
-        diff_id,
-        digest,
-        scripts_not_run,
-        kept_conffiles,
-    })
+    layer.finish(scripts_not_run, kept_conffiles)
 }
 
 fn arch_of(s: &Stanza) -> String {

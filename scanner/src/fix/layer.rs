@@ -156,8 +156,12 @@ impl LayerWriter {
         self.whiteouts.insert(path.to_string());
     }
 
-    /// Writes the whiteouts and returns the gzipped layer with its digests.
-    pub fn finish(mut self) -> Result<(Vec<u8>, String, String), FixError> {
+    /// Writes the whiteouts and returns the layer, gzipped, with what the fix tells of it.
+    pub fn finish(
+        mut self,
+        scripts_not_run: Vec<(String, Vec<String>)>,
+        kept_conffiles: Vec<String>,
+    ) -> Result<FixLayer, FixError> {
         let mut whiteouts = std::mem::take(&mut self.whiteouts);
         whiteouts.retain(|p| !self.written_paths.contains(p));
         for path in &whiteouts {
@@ -179,6 +183,12 @@ impl LayerWriter {
             .finish()
             .map_err(|e| FixError::Package(format!("compressing the layer: {e}")))?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&gzip)));
-        Ok((gzip, diff_id, digest))
+        Ok(FixLayer {
+            gzip,
+            diff_id,
+            digest,
+            scripts_not_run,
+            kept_conffiles,
+        })
     }
 }

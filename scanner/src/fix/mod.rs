@@ -461,28 +461,56 @@ fn say(opts: &FixOptions, what: &str) {
     }
 }
 
-/// The sources given of one kind; an error naming a source of the other kind.
-fn given_sources<T: Clone>(
+/// The package sources of the fix: those given (all of `manager`'s kind, picked by `pick`),
+/// else the image's own (`own`, read from `where_`); an error when there are none.
+fn package_sources<T: Clone>(
     opts: &FixOptions,
     image: &str,
     manager: PackageManager,
+    own: impl FnOnce() -> Vec<T>,
+    where_: &str,
     pick: impl Fn(&PackageSource) -> Option<&T>,
 ) -> Result<Vec<T>, FixError> {
-    opts.sources
-        .iter()
-        .map(|s| {
-            pick(s).cloned().ok_or_else(|| {
-                FixError::Invalid(format!(
-                    "package source {s} is not an {} repository, and {image} is fixed with {}",
-                    match manager {
-                        PackageManager::Dpkg => "apt",
-                        PackageManager::Apk => "apk",
-                    },
-                    manager
-                ))
+    let kind = match manager {
+        PackageManager::Dpkg => "apt",
+        PackageManager::Apk => "apk",
+    };
+    let sources = if opts.sources.is_empty() {
+        own()
+    } else {
+        opts.sources
+            .iter()
+            .map(|s| {
+                pick(s).cloned().ok_or_else(|| {
+                    FixError::Invalid(format!(
+                        "package source {s} is not an {kind} repository, and {image} is fixed \
+                         with {manager}"
+                    ))
+                })
             })
-        })
-        .collect()
+            .collect::<Result<_, _>>()?
+    };
+    if sources.is_empty() {
+        return Err(FixError::Invalid(format!(
+            "{image} names no {kind} package source ({where_}); give the package sources to \
+             fix from"
+        )));
+    }
+    Ok(sources)
+}
+
+/// Records `plan` in the report; false when nothing is to be downloaded (nothing to
+/// upgrade, or only the plan was asked for).
+fn proceed_with(report: &mut FixReport, plan: Plan, opts: &FixOptions) -> bool {
+    report.plan = plan;
+    if report.plan.upgrades.is_empty() {
+        return false;
+    }
+    if opts.plan_only {
+        report.outcome = FixOutcome::Planned;
+        return false;
+    }
+    true
 }
 
 /// The HTTP client of package downloads, within the pull's egress policy.
@@ -526,20 +554,17 @@ async fn apt_layer(
 ) -> Result<Option<FixLayer>, FixError> {
     let name = image.name;
     say(opts, "reading the package sources");
-    let sources = if opts.sources.is_empty() {
-        image_sources(&image.files)
-    } else {
-        given_sources(opts, name, PackageManager::Dpkg, |s| match s {
+    let sources = package_sources(
+        opts,
+        name,
+        PackageManager::Dpkg,
+        || image_sources(&image.files),
+        "/etc/apt/sources.list, sources.list.d",
+        |s| match s {
             PackageSource::Apt(a) => Some(a),
             PackageSource::Apk(_) => None,
-        })?
-    };
-    if sources.is_empty() {
-        return Err(FixError::Invalid(format!(
-            "{name} names no apt source (/etc/apt/sources.list, sources.list.d); give the \
-             package sources to fix from"
-        )));
-    }
+        },
+    )?;
     let given: Vec<&(String, Vec<u8>)> = opts
         .keyrings
         .iter()
@@ -573,18 +598,14 @@ async fn apt_layer(
         candidates.extend(index.packages);
     }
     say(opts, "planning");
-    report.plan = plan::plan(
+    let plan = plan::plan(
         PackageManager::Dpkg,
         image.findings,
         &opts.selection,
         &image.installed,
         &candidates,
     );
-    if report.plan.upgrades.is_empty() {
-        return Ok(None);
-    }
-    if opts.plan_only {
-        report.outcome = FixOutcome::Planned;
+    if !proceed_with(report, plan, opts) {
         return Ok(None);
     }
     let total = check_download_sizes(&report.plan, MAX_DEB_BYTES, MAX_DEBS_BYTES)?;

@@ -482,6 +482,21 @@ mod tests {
         }
     }
 
+    fn dpkg_plan(
+        findings: &[Finding],
+        selection: &Selection,
+        installed: &[InstalledPackage],
+        candidates: &[Candidate],
+    ) -> Plan {
+        plan(
+            PackageManager::Dpkg,
+            findings,
+            selection,
+            installed,
+            candidates,
+        )
+    }
+
     fn image() -> Vec<InstalledPackage> {
         vec![
             installed("libc6", "2.36-9", "glibc"),
@@ -508,13 +523,7 @@ mod tests {
                 "libexpat1 (>= 2.5.0), libc6",
             ),
         ];
-        let plan = plan(
-            PackageManager::Dpkg,
-            &findings,
-            &Selection::default(),
-            &image(),
-            &candidates,
-        );
+        let plan = dpkg_plan(&findings, &Selection::default(), &image(), &candidates);
         let got: Vec<(&str, &str)> = plan
             .upgrades
             .iter()
@@ -546,13 +555,7 @@ mod tests {
             "libnew1",
         )];
         let only_lib = vec![installed("libexpat1", "2.5.0-1+deb12u2", "expat")];
-        let plan = plan(
-            PackageManager::Dpkg,
-            &findings,
-            &Selection::default(),
-            &only_lib,
-            &candidates,
-        );
+        let plan = dpkg_plan(&findings, &Selection::default(), &only_lib, &candidates);
         assert!(plan.upgrades.is_empty());
         assert_eq!(plan.unfixable.len(), 1);
         assert!(
@@ -578,13 +581,7 @@ mod tests {
             installed("libc6", "2.36-9", "glibc"),
             installed("libexpat1", "2.5.0-1+deb12u2", "expat"),
         ];
-        let plan = plan(
-            PackageManager::Dpkg,
-            &findings,
-            &Selection::default(),
-            &only_lib,
-            &candidates,
-        );
+        let plan = dpkg_plan(&findings, &Selection::default(), &only_lib, &candidates);
         let libc = plan.upgrades.iter().find(|u| u.package == "libc6").unwrap();
         assert_eq!((libc.to.as_str(), libc.fixes.len()), ("2.37-1", 0));
     }
@@ -596,7 +593,7 @@ mod tests {
             ids: vec!["CVE-2".into(), "CVE-9".into()],
             min_severity: None,
         };
-        let plan = plan(PackageManager::Dpkg, &findings, &selection, &image(), &[]);
+        let plan = dpkg_plan(&findings, &selection, &image(), &[]);
         let reasons: Vec<(&str, &str)> = plan
             .unfixable
             .iter()
@@ -611,13 +608,7 @@ mod tests {
     fn no_candidate_at_the_fixed_version_is_unfixable() {
         let findings = [finding("CVE-1", "libexpat1", "expat", Some("2.6.0-1"))];
         let candidates = [candidate("libexpat1", "2.5.0-1+deb12u5", "expat", "")];
-        let plan = plan(
-            PackageManager::Dpkg,
-            &findings,
-            &Selection::default(),
-            &image(),
-            &candidates,
-        );
+        let plan = dpkg_plan(&findings, &Selection::default(), &image(), &candidates);
         assert!(plan.upgrades.is_empty());
         assert!(plan.unfixable[0].reason.contains("2.6.0-1 or later"));
     }
