@@ -649,7 +649,6 @@ spec:
     };
 
     const KEYRING_REF: &str = "  keyringSecretRef: {name: debian-keyring}\n";
-    const KEYRING_REF: &str = "  keyringSecretRef: {name: debian-keyring}\n";
     let status = run_fix(&client, &operator, &fix_yaml("no-keyring", "")).await?;
     assert_eq!(status.phase, ImageFixPhase::Failed, "{status:?}");
     assert!(

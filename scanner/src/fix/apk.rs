@@ -363,7 +363,7 @@ fn stanzas(text: &str) -> Result<Vec<&str>, String> {
 }
 
 /// The first value of field `key` of a stanza.
-fn field<'a>(stanza: &'a str, key: char) -> Option<&'a str> {
+fn field(stanza: &str, key: char) -> Option<&str> {
     values(stanza, key).next()
 }
 
