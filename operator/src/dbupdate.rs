@@ -217,38 +217,53 @@ async fn rematch_one(
     result: &ImageScanResult,
 ) -> Result<Rematched, Error> {
     let ns = result.namespace().unwrap_or_default();
+    let Some(new) = rematch_and_write(&ctx.client, result, loaded).await? else {
+        return Ok(Rematched::Rescan);
+    };
+    if new.is_empty() {
+        return Ok(Rematched::Written(false));
+    }
+    // Bounded: the annotation names at most 200 new ids.
+    let ids: Vec<&str> = new.iter().take(200).map(String::as_str).collect();
+    let annotate =
+        serde_json::json!({"metadata": {"annotations": {NEW_FINDINGS_ANNOTATION: ids.join(",")}}});
+    let api: Api<ImageScanResult> = Api::namespaced(ctx.client.clone(), &ns);
+    api.patch(
+        &result.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(annotate),
+    )
+    .await?;
+    Ok(Rematched::Written(true))
+}
+
+/// Re-matches the stored inventory of `result` with `loaded` and writes the status; the
+/// ids of the findings that are new. `None` when the result keeps no inventory or it
+/// could not be read: the image is then scanned again.
+pub(crate) async fn rematch_and_write(
+    client: &kube::Client,
+    result: &ImageScanResult,
+    loaded: &LoadedDb,
+) -> Result<Option<Vec<String>>, Error> {
     match rematch(result, loaded) {
         Ok(Some((status, new))) => {
-            apply_result_status(&ctx.client, result, &status).await?;
-            if new.is_empty() {
-                return Ok(Rematched::Written(false));
-            }
-            // Bounded: the annotation names at most 200 new ids.
-            let ids: Vec<&str> = new.iter().take(200).map(String::as_str).collect();
-            let annotate = serde_json::json!({"metadata": {"annotations": {NEW_FINDINGS_ANNOTATION: ids.join(",")}}});
-            let api: Api<ImageScanResult> = Api::namespaced(ctx.client.clone(), &ns);
-            api.patch(
-                &result.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(annotate),
-            )
-            .await?;
-            Ok(Rematched::Written(true))
+            apply_result_status(client, result, &status).await?;
+            Ok(Some(new))
         }
         Ok(None) => {
-            info!(result = %result.name_any(), "no stored inventory: the image is scanned again by its rule's database-update task");
-            Ok(Rematched::Rescan)
+            info!(result = %result.name_any(), "no stored inventory: the image is scanned again");
+            Ok(None)
         }
         Err(e) => {
-            warn!(result = %result.name_any(), error = %e, "re-matching failed: the image is scanned again by its rule's database-update task");
-            Ok(Rematched::Rescan)
+            warn!(result = %result.name_any(), error = %e, "re-matching failed: the image is scanned again");
+            Ok(None)
         }
     }
 }
 
 /// Writes the re-matched status of `result` (server-side apply, the operator's field
 /// manager), and its worst-severity label when that changed.
-pub(crate) async fn apply_result_status(
+async fn apply_result_status(
     client: &kube::Client,
     result: &ImageScanResult,
     status: &crate::crd::ImageScanResultStatus,

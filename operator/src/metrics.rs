@@ -278,8 +278,13 @@ impl Metrics {
     pub fn scan(&self, outcome: &str, seconds: Option<f64>) {
         self.scans.get_or_create(&label("outcome", outcome)).inc();
         if let Some(s) = seconds {
-            self.scan_seconds.observe(s);
+            self.scan_duration(s);
         }
+    }
+
+    /// Records how long one image's scan took (inline, or a scanner Job from start to end).
+    pub fn scan_duration(&self, seconds: f64) {
+        self.scan_seconds.observe(seconds);
     }
 
     /// Counts one admission decision of `policy` (empty: no policy covered the request).

@@ -15,8 +15,8 @@ use imagewarden_scanner::report::{unrated_warning, ScanReport};
 use sha2::{Digest, Sha256};
 
 use crate::crd::{
-    Finding, FindingClass, ImageScanResultStatus, OperatingSystem, ResultSummary, Severity,
-    SeverityCounts,
+    Finding, FindingClass, ImageScanResultStatus, OperatingSystem, PreviousMatch, ResultSummary,
+    Severity, SeverityCounts,
 };
 use crate::db::LoadedDb;
 use crate::Error;
@@ -149,6 +149,17 @@ pub fn report_findings(report: &ScanReport) -> Vec<Finding> {
 }
 
 impl ResultSummary {
+    /// The number of findings at each severity, every class together.
+    pub fn totals(&self) -> SeverityCounts {
+        SeverityCounts {
+            critical: self.critical,
+            high: self.high,
+            medium: self.medium,
+            low: self.low,
+            unknown: self.unknown,
+        }
+    }
+
     /// Counts `findings` by severity, per class and in total.
     pub fn of(findings: &[Finding]) -> ResultSummary {
         let mut summary = ResultSummary::default();
@@ -355,6 +366,14 @@ pub fn rematched_status(
     status.scanners = old.scanners.clone();
     status.scan_time = old.scan_time.clone();
     status.conditions = old.conditions.clone();
+    status.previous = match &old.database_version {
+        // Matched again with another database: the counts before it.
+        Some(before) if before != database_version => Some(PreviousMatch {
+            database_version: before.clone(),
+            totals: old.summary.totals(),
+        }),
+        _ => old.previous.clone(),
+    };
     status
 }
 
@@ -814,5 +833,27 @@ mod tests {
             .findings
             .iter()
             .any(|f| f.id == "IW-CIS-4.1-ROOT-USER"));
+    }
+
+    #[test]
+    fn a_rematch_with_another_database_keeps_the_counts_before_it() {
+        let db = crate::db::LoadedDb::new(db_with_nvd());
+        let old = ImageScanResultStatus {
+            scanners: vec![ScannerKind::Vulnerability],
+            database_version: Some("sha256:older".into()),
+            summary: ResultSummary {
+                high: 4,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let status = rematch_inventory(&old, debian_inventory(), "sha256:00", &db).unwrap();
+        let previous = status.previous.clone().unwrap();
+        assert_eq!(previous.database_version, "sha256:older");
+        assert_eq!(previous.totals.high, 4);
+        // Matched again with the same database: the counts before the update stay.
+        let again = rematch_inventory(&status, debian_inventory(), "sha256:00", &db).unwrap();
+        assert_eq!(again.previous, Some(previous));
+        assert_eq!(again.summary, status.summary);
     }
 }

@@ -968,6 +968,23 @@ async fn database_update_rematches_results_and_notifies_only_new_findings() -> R
         .findings
         .iter()
         .any(|f| f.id == "ALPINE-CVE-2019-14697"));
+    // What the findings were before the update is kept for the console's trend.
+    let (old, new) = (before.status.unwrap(), after.status.clone().unwrap());
+    let previous = new.previous.expect("the counts before the update");
+    assert_eq!(
+        Some(previous.database_version),
+        old.database_version,
+        "the database the findings were matched with before"
+    );
+    assert_eq!(previous.totals, old.summary.totals());
+    let sum = |c: imagewarden_operator::crd::SeverityCounts| {
+        c.critical + c.high + c.medium + c.low + c.unknown
+    };
+    assert_eq!(
+        sum(new.summary.totals()),
+        sum(old.summary.totals()) + 1,
+        "one finding more: the musl advisory"
+    );
     let body = next_body(&mut bodies, "NewFindings").await?;
     assert_eq!(body["event"], "NewFindings", "{body}\n{}", operator.log());
     let text = body.to_string();

@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use imagewarden_operator::crd::{ScanRule, ScanTask, VulnerabilityException};
+use imagewarden_operator::crd::{
+    ImageFix, ImageScanResult, ScanRule, ScanTask, VulnerabilityException,
+};
 use imagewarden_tests::image::push_image;
 use imagewarden_tests::operator::OperatorProcess;
 use imagewarden_tests::pki::TestCa;
@@ -17,7 +19,7 @@ use imagewarden_tests::{ControlPlane, Registry, RegistryMode};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, PostParams};
-use kube::Client;
+use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_imagewarden-operator");
@@ -51,7 +53,7 @@ async fn setup() -> Result<Setup> {
     for ns in ["team-a", "team-b"] {
         create::<Namespace>(Api::all(client.clone()), json!({"metadata": {"name": ns}})).await?;
     }
-    for sa in ["viewer", "stranger"] {
+    for sa in ["viewer", "stranger", "fixer"] {
         create::<ServiceAccount>(
             Api::namespaced(client.clone(), "team-a"),
             json!({"metadata": {"name": sa}}),
@@ -76,6 +78,28 @@ async fn setup() -> Result<Setup> {
             "metadata": {"name": "viewer"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "imagewarden-viewer"},
             "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": "team-a"}]
+        }),
+    )
+    .await?;
+
+    // Reads results and fixes images, nothing else.
+    create::<Role>(
+        Api::namespaced(client.clone(), "team-a"),
+        json!({
+            "metadata": {"name": "imagewarden-fixer"},
+            "rules": [
+                {"apiGroups": ["imagewarden.io"], "resources": ["imagescanresults"], "verbs": ["get"]},
+                {"apiGroups": ["imagewarden.io"], "resources": ["imagefixes"], "verbs": ["get", "create"]}
+            ]
+        }),
+    )
+    .await?;
+    create::<RoleBinding>(
+        Api::namespaced(client.clone(), "team-a"),
+        json!({
+            "metadata": {"name": "fixer"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "imagewarden-fixer"},
+            "subjects": [{"kind": "ServiceAccount", "name": "fixer", "namespace": "team-a"}]
         }),
     )
     .await?;
@@ -495,17 +519,69 @@ async fn callers_see_what_rbac_lets_them_and_scan_status_follows_the_scan() -> R
         .await?;
     assert_eq!(code, 403);
 
-    let (code, body) = s
-        .post(
-            &viewer,
-            &format!("/api/v1/namespaces/team-a/imagescanresults/{result_name}/fix"),
-            json!({}),
-        )
-        .await?;
-    assert_eq!(code, 501, "{body}");
+    // Fix: only with create rights on ImageFixes; the same result and settings make the
+    // same fix, however often it is asked for.
+    let fix_path = format!("/api/v1/namespaces/team-a/imagescanresults/{result_name}/fix");
+    let (code, body) = s.post(&viewer, &fix_path, json!({})).await?;
+    assert_eq!(code, 403, "{body}");
     assert!(
-        body["message"].as_str().unwrap().contains("ImageFix"),
+        body["message"].as_str().unwrap().contains("imagefixes"),
         "{body}"
+    );
+    let fixer = s.token("fixer").await?;
+    let (code, body) = s.post(&fixer, &fix_path, json!({})).await?;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["created"], true, "{body}");
+    let fix_name = body["fix"].as_str().unwrap().to_string();
+    let fix: ImageFix = Api::namespaced(s.client.clone(), "team-a")
+        .get(&fix_name)
+        .await?;
+    assert_eq!(fix.spec.result_ref.as_ref().unwrap().name, result_name);
+    assert_eq!(fix.labels()["imagewarden.io/fix-trigger"], "Api");
+    let result: ImageScanResult = Api::namespaced(s.client.clone(), "team-a")
+        .get(result_name)
+        .await?;
+    assert_eq!(
+        fix.owner_references()[0].uid,
+        result.uid().unwrap(),
+        "the fix goes with its result"
+    );
+    assert_eq!(
+        fix.spec.rule_ref.as_ref().map(|r| r.name.as_str()),
+        result
+            .labels()
+            .get("imagewarden.io/rule")
+            .map(String::as_str),
+        "the result's rule gives the fix's registry access and settings"
+    );
+    let (code, again) = s.post(&fixer, &fix_path, json!({})).await?;
+    assert_eq!(
+        (code, again["fix"].as_str(), again["created"].as_bool()),
+        (200, Some(fix_name.as_str()), Some(false)),
+        "{again}"
+    );
+    let fix_url = format!("/api/v1/namespaces/team-a/imagefixes/{fix_name}");
+    let (code, _) = s.get(Some(&viewer), &fix_url).await?;
+    assert_eq!(code, 403, "the viewer may not read ImageFixes");
+    let view = wait_for("the fix to end", Duration::from_secs(120), || {
+        let (s, fixer, fix_url) = (&s, &fixer, &fix_url);
+        async move {
+            let view = s.ok(fixer, fix_url).await?;
+            Ok(view["finished"].as_bool().unwrap_or(false).then_some(view))
+        }
+    })
+    .await?;
+    let stored: ImageFix = Api::namespaced(s.client.clone(), "team-a")
+        .get(&fix_name)
+        .await?;
+    let status = stored.status.unwrap();
+    assert_eq!(view["name"], fix_name.as_str());
+    assert_eq!(view["result"], json!(result_name));
+    assert_eq!(view["phase"], json!(status.phase), "{view}");
+    assert_eq!(view["message"], json!(status.message), "{view}");
+    assert_eq!(
+        view["unfixable"].as_array().unwrap().len(),
+        status.unfixable.len()
     );
     Ok(())
 }

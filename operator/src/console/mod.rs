@@ -1,7 +1,7 @@
 //! The status API (`/api/v1/...`, JSON) on its own HTTPS port, served by every replica
 //! from the informer caches. Callers send a Kubernetes bearer token: it is checked with a
 //! `TokenReview`, and every read or action with a `SubjectAccessReview` for the caller on
-//! the resource and namespace it concerns. Actions (scan now, exceptions) are made with
+//! the resource and namespace it concerns. Actions (scan now, fix, exceptions) are made with
 //! the caller's own token, so the API server applies the caller's rights and records the
 //! caller in its audit log; the operator needs no write rights for them.
 
@@ -24,7 +24,7 @@ use serde::Deserialize;
 use self::auth::{Access, AuthError, Authorizer, Caller, Scope};
 use self::views::{FindingFilter, ImageQuery, Paging};
 use crate::context::Context;
-use crate::crd::{ImageScanResult, ScanTask, VulnerabilityException};
+use crate::crd::{ImageFix, ImageScanResult, ScanTask, VulnerabilityException};
 use crate::policy::admission::AdmissionTls;
 use crate::policy::server::Caches;
 
@@ -741,23 +741,78 @@ async fn add_exception(
         .into_response())
 }
 
-/// `POST .../imagescanresults/{name}/fix`: fixing needs the ImageFix resource, which
-/// this version does not have.
+/// `POST .../imagescanresults/{name}/fix`: the ImageFix of the result's image with its
+/// rule's `spec.fix` settings, created as the caller (the name is derived from the result
+/// and the settings, so pressing Fix again answers with the same fix).
 async fn fix_image(
     State(s): State<Arc<ApiState>>,
     headers: HeaderMap,
     Path((ns, name)): Path<(String, String)>,
 ) -> ApiResult {
-    let (caller, _) = s.caller(&headers).await?;
+    use kube::ResourceExt;
+    let (caller, token) = s.caller(&headers).await?;
     s.require(
         &caller,
         Access::imagewarden("get", "imagescanresults", &ns).named(&name),
     )
     .await?;
-    Err(ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "fixing images needs the ImageFix resource, which this version of imagewarden does not have; rebuild the image with updated packages and push it, then scan again",
-    ))
+    s.require(&caller, Access::imagewarden("create", "imagefixes", &ns))
+        .await?;
+    let result = s
+        .caches
+        .results
+        .get(&ObjectRef::new(&name).within(&ns))
+        .ok_or_else(|| ApiError::not_found(&format!("ImageScanResult {ns}/{name}")))?;
+    let rule = result
+        .labels()
+        .get(crate::result::RULE_LABEL)
+        .and_then(|rule| s.caches.rules.get(&ObjectRef::new(rule).within(&ns)));
+    let fix = crate::controller::fix_triggers::fix_for_result(
+        &name,
+        result.uid().as_deref(),
+        rule.as_deref(),
+        "Api",
+    );
+    let fix_name = fix.name_any();
+    let created = match Api::<ImageFix>::namespaced(s.as_caller(&token)?, &ns)
+        .create(&PostParams::default(), &fix)
+        .await
+    {
+        Ok(_) => true,
+        Err(kube::Error::Api(e)) if e.code == 409 => false,
+        Err(e) => return Err(e.into()),
+    };
+    if created {
+        tracing::info!(fix = %fix_name, namespace = %ns, user = %caller.username, "image fix created through the API");
+    }
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(serde_json::json!({"fix": fix_name, "namespace": ns, "created": created})),
+    )
+        .into_response())
+}
+
+/// `GET .../imagefixes/{name}`: an ImageFix's progress and outcome, read as the caller.
+async fn get_fix(
+    State(s): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path((ns, name)): Path<(String, String)>,
+) -> ApiResult {
+    let (caller, token) = s.caller(&headers).await?;
+    s.require(
+        &caller,
+        Access::imagewarden("get", "imagefixes", &ns).named(&name),
+    )
+    .await?;
+    let fix = Api::<ImageFix>::namespaced(s.as_caller(&token)?, &ns)
+        .get_opt(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(&format!("ImageFix {ns}/{name}")))?;
+    json(views::fix_view(&fix))
 }
 
 async fn not_found() -> ApiError {
@@ -834,6 +889,7 @@ pub fn router(caches: Caches, client: kube::Client, kube_config: kube::Config) -
             "/api/v1/namespaces/{ns}/imagescanresults/{name}/fix",
             post(fix_image),
         )
+        .route("/api/v1/namespaces/{ns}/imagefixes/{name}", get(get_fix))
         .route("/api/v1/namespaces/{ns}/exceptions", post(add_exception))
         .route("/api/v1/{*rest}", get(not_found).post(not_found))
         .layer(DefaultBodyLimit::max(MAX_BODY))

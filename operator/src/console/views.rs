@@ -9,8 +9,9 @@ use serde::Serialize;
 
 use super::super::policy::image::{ImageName, ImageReference};
 use crate::crd::{
-    Finding, FindingClass, ImageProgress, ImageScanResult, ResultSummary, ScanPhase, ScanRule,
-    ScanTask, Severity, SeverityCounts,
+    Finding, FindingClass, FixVerification, ImageFix, ImageFixPhase, ImageProgress,
+    ImageScanResult, PlannedUpgrade, PreviousMatch, ResultSummary, ScanPhase, ScanRule, ScanTask,
+    Severity, SeverityCounts, UnfixableVulnerability,
 };
 
 /// Largest page of a list.
@@ -292,11 +293,53 @@ fn parse_severity(s: &str) -> Option<Severity> {
 
 /// Adds the totals of `summary` to `counts`.
 fn add_totals(counts: &mut SeverityCounts, summary: &ResultSummary) {
-    counts.critical += summary.critical;
-    counts.high += summary.high;
-    counts.medium += summary.medium;
-    counts.low += summary.low;
-    counts.unknown += summary.unknown;
+    let t = summary.totals();
+    counts.critical += t.critical;
+    counts.high += t.high;
+    counts.medium += t.medium;
+    counts.low += t.low;
+    counts.unknown += t.unknown;
+}
+
+/// How the findings changed when database updates re-matched images.
+#[derive(Serialize, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Trend {
+    /// Results re-matched by a database update since their last full scan.
+    pub images: usize,
+    /// Findings now minus findings before the update, by severity.
+    pub critical: i64,
+    pub high: i64,
+    pub medium: i64,
+    pub low: i64,
+    pub unknown: i64,
+}
+
+impl Trend {
+    /// Adds the change of `r` when a database update re-matched it.
+    fn add(&mut self, r: &ImageScanResult) {
+        let Some(status) = &r.status else { return };
+        let Some(previous) = &status.previous else {
+            return;
+        };
+        let (now, before) = (status.summary.totals(), &previous.totals);
+        let d = |a: u32, b: u32| i64::from(a) - i64::from(b);
+        self.images += 1;
+        self.critical += d(now.critical, before.critical);
+        self.high += d(now.high, before.high);
+        self.medium += d(now.medium, before.medium);
+        self.low += d(now.low, before.low);
+        self.unknown += d(now.unknown, before.unknown);
+    }
+
+    /// The change of every result that database updates re-matched; `None` when none.
+    pub fn of<'a>(results: impl IntoIterator<Item = &'a ImageScanResult>) -> Option<Trend> {
+        let mut trend = Trend::default();
+        for r in results {
+            trend.add(r);
+        }
+        (trend.images > 0).then_some(trend)
+    }
 }
 
 /// A ScanRule, without its notification targets (their URLs may be secret).
@@ -406,6 +449,8 @@ pub struct RepositoryView {
     /// Findings of every digest added up.
     pub counts: SeverityCounts,
     pub last_scanned: Option<String>,
+    /// Since the last database update (of the digests it re-matched).
+    pub trend: Option<Trend>,
 }
 
 /// Repositories, the worst first.
@@ -445,6 +490,7 @@ pub fn repositories(results: &[Arc<ImageScanResult>]) -> Vec<RepositoryView> {
                     .and_then(|s| s.scan_time.as_ref())
                     .map(|t| t.0.to_string()),
                 counts,
+                trend: Trend::of(rs.iter().copied()),
                 namespace,
                 registry,
                 repository,
@@ -469,6 +515,53 @@ pub fn repositories(results: &[Arc<ImageScanResult>]) -> Vec<RepositoryView> {
     views
 }
 
+/// An ImageFix's progress and outcome.
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct FixView {
+    pub namespace: String,
+    pub name: String,
+    /// The ImageScanResult the fix is for, when made from one.
+    pub result: Option<String>,
+    pub phase: ImageFixPhase,
+    /// Whether the phase is one the fix ends in.
+    pub finished: bool,
+    pub message: Option<String>,
+    pub image: Option<String>,
+    pub plan: Vec<PlannedUpgrade>,
+    pub unfixable: Vec<UnfixableVulnerability>,
+    pub pushed: Option<String>,
+    pub original: Option<String>,
+    pub verification: Option<FixVerification>,
+    pub database: Option<String>,
+    pub created: Option<String>,
+}
+
+pub fn fix_view(f: &ImageFix) -> FixView {
+    let s = f.status.clone().unwrap_or_default();
+    let current = s.observed_generation == f.metadata.generation;
+    FixView {
+        namespace: f.metadata.namespace.clone().unwrap_or_default(),
+        name: f.metadata.name.clone().unwrap_or_default(),
+        result: f.spec.result_ref.as_ref().map(|r| r.name.clone()),
+        phase: s.phase,
+        finished: current && s.phase.is_final(),
+        message: s.message,
+        image: s.image.or_else(|| f.spec.image.clone()),
+        plan: s.plan,
+        unfixable: s.unfixable,
+        pushed: s.pushed,
+        original: s.original,
+        verification: s.verification,
+        database: s.database_version,
+        created: f
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string()),
+    }
+}
+
 /// An ImageScanResult without its findings.
 #[derive(Serialize, Debug)]
 #[serde(rename_all = "camelCase")]
@@ -487,6 +580,8 @@ pub struct ResultView {
     pub os: Option<String>,
     pub database: Option<String>,
     pub scanned_at: Option<String>,
+    /// The findings before the last database update re-matched the image.
+    pub previous: Option<PreviousMatch>,
 }
 
 pub fn result_view(r: &ImageScanResult) -> ResultView {
@@ -504,6 +599,7 @@ pub fn result_view(r: &ImageScanResult) -> ResultView {
         os: s.os.map(|o| format!("{} {}", o.family, o.version)),
         database: s.database_version,
         scanned_at: s.scan_time.map(|t| t.0.to_string()),
+        previous: s.previous,
         summary: s.summary,
     }
 }

@@ -193,50 +193,48 @@ async fn after_scan(ctx: &Context, task: &ScanTask) -> Result<(), Error> {
 
 /// Runs both triggers until the watches end: one of each per watched scope.
 pub async fn run(ctx: Arc<Context>) {
-    let annotations = ctx
-        .scoped_apis::<PartialObjectMeta<ImageScanResult>>()
-        .into_iter()
-        .map(|api| {
-            let ctx = ctx.clone();
-            watcher(api, watcher::Config::default())
-                .default_backoff()
-                .applied_objects()
-                .for_each(move |r| {
-                    let ctx = ctx.clone();
-                    async move {
-                        if let Ok(result) = r {
-                            if let Err(e) = fix_now(&ctx, &result).await {
-                                warn!(result = %result.name_any(), error = %e, "fix-now");
-                            }
-                        }
-                    }
-                })
-        })
-        .collect::<Vec<_>>();
-    let scans = ctx
-        .scoped_apis::<ScanTask>()
-        .into_iter()
-        .map(|api| {
-            let ctx = ctx.clone();
-            watcher(api, watcher::Config::default())
-                .default_backoff()
-                .applied_objects()
-                .for_each(move |r| {
-                    let ctx = ctx.clone();
-                    async move {
-                        if let Ok(task) = r {
-                            if let Err(e) = after_scan(&ctx, &task).await {
-                                warn!(task = %task.name_any(), error = %e, "fixes after a scan");
-                            }
-                        }
-                    }
-                })
-        })
-        .collect::<Vec<_>>();
     futures::join!(
-        futures::future::join_all(annotations),
-        futures::future::join_all(scans)
+        on_each::<PartialObjectMeta<ImageScanResult>, _, _>(&ctx, "fix-now", |ctx, result| {
+            async move { fix_now(&ctx, &result).await }
+        }),
+        on_each::<ScanTask, _, _>(&ctx, "fixes after a scan", |ctx, task| async move {
+            after_scan(&ctx, &task).await
+        }),
     );
+}
+
+/// Calls `act` with each object the watches of `K` (one per watched scope) show, one at
+/// a time per watch; failures are logged with `what`.
+async fn on_each<K, F, Fut>(ctx: &Arc<Context>, what: &'static str, act: F)
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + 'static,
+    K::DynamicType: Default,
+    F: Fn(Arc<Context>, K) -> Fut + Clone,
+    Fut: std::future::Future<Output = Result<(), Error>>,
+{
+    let watches = ctx.scoped_apis::<K>().into_iter().map(|api| {
+        let (ctx, act) = (ctx.clone(), act.clone());
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .applied_objects()
+            .for_each(move |r| {
+                let (ctx, act) = (ctx.clone(), act.clone());
+                async move {
+                    if let Ok(object) = r {
+                        let name = object.name_any();
+                        if let Err(e) = act(ctx, object).await {
+                            warn!(object = %name, error = %e, "{what}");
+                        }
+                    }
+                }
+            })
+    });
+    futures::future::join_all(watches).await;
 }
 
 #[cfg(test)]

@@ -225,6 +225,21 @@ pub struct ImageScanResultStatus {
     /// Written by the policy controller.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<PolicyVerdictEntry>,
+    /// Before the last database update: the database the findings were matched with and
+    /// their counts, set when a database update re-matched the stored inventory (the
+    /// console's trend). Unset after a full scan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<PreviousMatch>,
+}
+
+/// The findings of a result before a database update re-matched it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviousMatch {
+    /// The database version the findings were matched with.
+    pub database_version: String,
+    /// Their number at each severity, every class together.
+    pub totals: SeverityCounts,
 }
 
 /// One ImagePolicy's verdict on an image.

@@ -95,6 +95,26 @@ function taskRows(items) {
     el("td", { class: "progress" }, progress(t)), el("td", {}, t.created || "")));
 }
 
+// "+2 critical, −1 high": how database updates changed the findings of re-matched images.
+function trendText(t) {
+  if (!t) return "—";
+  const parts = SEVERITIES.map((s) => [s.toLowerCase(), t[s.toLowerCase()] || 0])
+    .filter(([, n]) => n !== 0)
+    .map(([s, n]) => `${n > 0 ? "+" : "\u2212"}${Math.abs(n)} ${s}`);
+  return `${parts.length ? parts.join(", ") : "no change"} (${t.images} image${t.images === 1 ? "" : "s"})`;
+}
+
+function totalTrend(items) {
+  const trends = items.map((r) => r.trend).filter(Boolean);
+  if (!trends.length) return null;
+  const sum = { images: 0 };
+  for (const t of trends) {
+    sum.images += t.images;
+    for (const s of SEVERITIES) sum[s.toLowerCase()] = (sum[s.toLowerCase()] || 0) + (t[s.toLowerCase()] || 0);
+  }
+  return sum;
+}
+
 const TASK_HEADERS = ["Task", "Namespace", "Rule", "Trigger", "Progress", "Created"];
 
 async function overview() {
@@ -104,11 +124,13 @@ async function overview() {
   ]);
   show(
     el("h1", {}, "Repositories"),
+    el("p", { id: "trend" }, `Since the last database update: ${trendText(totalTrend(repos.items))}`),
     table(`Repositories by worst severity (${repos.total})`,
-      ["Repository", "Namespace", "Worst", "Findings", "Digests", "Tags", "Last scanned"],
+      ["Repository", "Namespace", "Worst", "Findings", "Since the database update", "Digests", "Tags", "Last scanned"],
       repos.items.map((r) => el("tr", {},
         el("td", {}, link(`#/repo/${ns([r.namespace, r.registry, r.repository])}`, `${r.registry}/${r.repository}`)),
         el("td", {}, r.namespace), el("td", {}, severity(r.worst)), el("td", {}, bar(r.counts)),
+        el("td", { class: "trend" }, trendText(r.trend)),
         el("td", {}, r.digests), el("td", {}, r.tags), el("td", {}, r.lastScanned || "")))),
     el("h2", {}, "Latest tasks"),
     table("Latest tasks", TASK_HEADERS, taskRows(tasks.items)));
@@ -179,12 +201,32 @@ async function watchTask(namespace, name, node) {
   }
 }
 
+function fixSummary(f) {
+  const parts = [`Fix ${f.name}: ${f.phase}`];
+  if (f.plan.length) parts.push(`${f.plan.length} upgrade(s)`);
+  if (f.unfixable.length) parts.push(`${f.unfixable.length} unfixable`);
+  if (f.pushed) parts.push(`pushed ${f.pushed}`);
+  if (f.verification) parts.push(`${f.verification.fixed.length} fixed, ${f.verification.remaining.length} remaining`);
+  if (f.message) parts.push(f.message);
+  return parts.join(" · ");
+}
+
+async function watchFix(namespace, name, node) {
+  for (;;) {
+    const f = await api(`/api/v1/namespaces/${ns([namespace, "imagefixes", name])}`);
+    node.textContent = fixSummary(f);
+    if (f.finished) return f;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
 async function imagePage(namespace, name, selected) {
   const base = `/api/v1/namespaces/${ns([namespace, "imagescanresults", name])}`;
   const r = await api(`${base}?limit=1`);
   const current = CLASSES.find((c) => c[0] === selected) || CLASSES[0];
   const findings = await api(`${base}?class=${current[0]}&limit=500`);
   const taskLine = el("p", { id: "scan-progress", role: "status" });
+  const fixLine = el("p", { id: "fix-progress", role: "status" });
   const tag = r.tags[0];
   const tabs = el("div", { role: "tablist", "aria-label": "Finding classes" }, CLASSES.map(([cls, label, key]) => {
     const counts = r.summary[key] || {};
@@ -207,6 +249,8 @@ async function imagePage(namespace, name, selected) {
     el("p", {}, `Tags: ${r.tags.join(", ") || "none"} · digest `, el("code", {}, r.digest),
       ` · ${r.os || "unknown OS"} · scanned ${r.scannedAt || "never"} · database `, el("code", {}, (r.database || "").slice(0, 19))),
     el("p", {}, "Worst: ", severity(r.worst), " ", bar(r.summary)),
+    r.previous ? el("p", { id: "previous" }, "Before the database update (", el("code", {}, r.previous.databaseVersion.slice(0, 19)), "): ",
+      SEVERITIES.map((s) => `${r.previous.totals[s.toLowerCase()] || 0} ${s.toLowerCase()}`).join(", ")) : null,
     el("div", { class: "actions" },
       el("button", {
         type: "button", id: "scan", disabled: !tag,
@@ -218,9 +262,14 @@ async function imagePage(namespace, name, selected) {
       }, tag ? `Scan ${tag} now` : "Scan (no tag)"),
       el("button", {
         type: "button", id: "fix",
-        onclick: () => act(`${base}/fix`, {}, () => "Fix requested"),
+        onclick: async () => {
+          const answer = await act(`${base}/fix`, {},
+            (a) => (a.created ? `Fix ${a.fix} created` : `Fix ${a.fix} exists already`));
+          if (answer) watchFix(namespace, answer.fix, fixLine).catch((e) => say(e.message));
+        },
       }, "Fix")),
     taskLine,
+    fixLine,
     tabs,
     el("div", { id: "findings", role: "tabpanel", "aria-labelledby": `tab-${current[0]}` },
       table(`${current[1]} (${findings.findings.total})`,

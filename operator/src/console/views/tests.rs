@@ -253,6 +253,68 @@ fn repositories_are_grouped_per_namespace_and_worst_first() {
 }
 
 #[test]
+fn the_trend_adds_up_what_database_updates_changed_in_each_repository() {
+    let rematched = |name: &str, critical: u32, before: SeverityCounts| {
+        let mut r = (*result(
+            "team-a",
+            name,
+            D1,
+            &["v1"],
+            "2026-01-01T00:00:00Z",
+            critical,
+        ))
+        .clone();
+        r.status.as_mut().unwrap().previous = Some(PreviousMatch {
+            database_version: "sha256:old".into(),
+            totals: before,
+        });
+        Arc::new(r)
+    };
+    let results = [
+        // One more critical finding, one high finding fewer.
+        rematched(
+            "a-1",
+            2,
+            SeverityCounts {
+                critical: 1,
+                high: 2,
+                ..Default::default()
+            },
+        ),
+        // Unchanged.
+        rematched(
+            "a-2",
+            0,
+            SeverityCounts {
+                high: 1,
+                ..Default::default()
+            },
+        ),
+        // Scanned in full since: not compared.
+        result(
+            "team-a",
+            "a-3",
+            "sha256:3",
+            &["v3"],
+            "2026-01-02T00:00:00Z",
+            5,
+        ),
+    ];
+    let repos = repositories(&results);
+    assert_eq!(
+        repos[0].trend,
+        Some(Trend {
+            images: 2,
+            critical: 1,
+            high: -1,
+            ..Default::default()
+        })
+    );
+    let untouched = repositories(&results[2..]);
+    assert_eq!(untouched[0].trend, None, "no image was re-matched");
+}
+
+#[test]
 fn pages_are_bounded() {
     let p = Paging::new(Some(2), Some(10_000));
     assert_eq!(p.limit, MAX_LIMIT);

@@ -214,6 +214,11 @@ fn jobs_of(task: &ScanTask, watched: &Watched) -> BTreeMap<String, JobView> {
             let view = JobView {
                 state: job_state(&job),
                 database: job.annotations().get(JOB_DATABASE_ANNOTATION).cloned(),
+                started_ms: job
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.start_time.as_ref())
+                    .map(|t| t.0.as_millisecond()),
             };
             (job.name_any(), view)
         })
@@ -395,6 +400,7 @@ fn count(ctx: &Context, metric: Metric) {
         Metric::TaskStarted(trigger) => ctx.metrics.task_started(&trigger),
         Metric::TaskFinished(phase) => ctx.metrics.task_finished(phase),
         Metric::Scan(outcome) => ctx.metrics.scan(outcome, None),
+        Metric::JobScanMillis(millis) => ctx.metrics.scan_duration(millis as f64 / 1000.0),
         Metric::QueueDepth(n) => ctx
             .metrics
             .queue_depth
@@ -509,16 +515,9 @@ async fn rematch_result(
     result: &ImageScanResult,
     db: &LoadedDb,
 ) -> Result<bool, Error> {
-    let status = match crate::dbupdate::rematch(result, db) {
-        Ok(Some((status, _new))) => status,
-        Ok(None) => return Ok(false),
-        Err(e) => {
-            warn!(result = %result.name_any(), error = %e, "re-matching failed");
-            return Ok(false);
-        }
-    };
-    crate::dbupdate::apply_result_status(&ctx.client, result, &status).await?;
-    Ok(true)
+    Ok(crate::dbupdate::rematch_and_write(&ctx.client, result, db)
+        .await?
+        .is_some())
 }
 
 fn job_registry(rule: Option<&ScanRule>) -> JobRegistry {

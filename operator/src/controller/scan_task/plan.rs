@@ -62,6 +62,8 @@ pub struct JobView {
     pub state: JobState,
     /// The database version the Job was given.
     pub database: Option<String>,
+    /// When the Job started (Unix milliseconds, the Job controller's time).
+    pub started_ms: Option<i64>,
 }
 
 /// What the watches and this process know.
@@ -113,6 +115,8 @@ pub enum Metric {
     TaskFinished(&'static str),
     /// An image's scan ended: `reused`, `rematched` or `failed`.
     Scan(&'static str),
+    /// How long a scanner Job took, in milliseconds (inline scans are timed where they run).
+    JobScanMillis(u64),
     /// Images waiting for the concurrency bound or a retry.
     QueueDepth(i64),
 }
@@ -389,6 +393,14 @@ fn reuse(
     } else if inputs.settings.executor == ExecutorKind::Job {
         // Inline scans count when they end; a Job's scan counts when its result is read.
         pass.steps.push(Step::Count(Metric::Scan("scanned")));
+        let jname = job_name(
+            &inputs.task.uid().unwrap_or_default(),
+            target,
+            entry.attempts.max(1),
+        );
+        if let Some(job) = inputs.observed.jobs.get(&jname) {
+            count_job_duration(inputs, job, pass);
+        }
     }
     let owner = result_owner(inputs.task, inputs.rule.get());
     let record = match existing {
@@ -485,6 +497,16 @@ fn advance_inline(
     None
 }
 
+/// A Job's scan took from the Job's start until its result is read.
+fn count_job_duration(inputs: Inputs<'_>, job: &JobView, pass: &mut Pass) {
+    if let Some(started) = job.started_ms {
+        let now = inputs.now.0 .0.as_millisecond();
+        if let Ok(millis) = u64::try_from(now - started) {
+            pass.steps.push(Step::Count(Metric::JobScanMillis(millis)));
+        }
+    }
+}
+
 fn advance_job(
     inputs: Inputs<'_>,
     entry: &mut ImageProgress,
@@ -513,6 +535,7 @@ fn advance_job(
         let fetch = apply_verdict(inputs, entry, verdict, &name, stored, pass);
         if scanned && fetch.is_none() {
             pass.steps.push(Step::Count(Metric::Scan("scanned")));
+            count_job_duration(inputs, job, pass);
         }
         return fetch;
     }
@@ -730,6 +753,8 @@ mod tests {
     use super::*;
     use crate::crd::{ImageScanResultSpec, ImageScanResultStatus, RuleRef, ScanTaskSpec};
 
+    /// 2026-01-01T00:00:00Z.
+    const JOB_STARTED_MS: i64 = 1_767_225_600_000;
     const DB: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
     const OLD_DB: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     const DIGEST: &str = "sha256:abababababababababababababababababababababababababababababababab";
@@ -861,6 +886,7 @@ mod tests {
                 JobView {
                     state,
                     database: Some(DB.into()),
+                    started_ms: Some(JOB_STARTED_MS),
                 },
             );
         }
@@ -1176,6 +1202,7 @@ mod tests {
             .contains("finished without writing result"));
         // With the result written by the Job, the image is done.
         w.results.insert(result_name(), result(DB, true, &["v1"]));
+        let before = crate::now();
         let steps = w.plan();
         let img = image(&steps);
         assert_eq!(
@@ -1184,6 +1211,13 @@ mod tests {
         );
         assert_eq!(written(&steps).unwrap().phase, ScanPhase::Completed);
         assert!(has(&steps, |s| *s == Step::Count(Metric::Scan("scanned"))));
+        // Timed from the Job's start until the result was read.
+        let least = u64::try_from(before.0.as_millisecond() - JOB_STARTED_MS).unwrap();
+        let most = u64::try_from(crate::now().0.as_millisecond() - JOB_STARTED_MS).unwrap();
+        assert!(has(&steps, |s| matches!(
+            s,
+            Step::Count(Metric::JobScanMillis(ms)) if (least..=most).contains(ms)
+        )));
     }
 
     #[test]
