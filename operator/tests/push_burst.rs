@@ -239,7 +239,7 @@ async fn a_burst_of_pushes_is_coalesced_and_scanned() -> Result<()> {
     let scan_seconds = (scanned - queued).as_secs_f64();
 
     println!();
-    row("figure", "measured".into(), "target".into());
+    row("figure", "measured".into(), "target");
     row(
         &format!("{pushes} manifest pushes (8 at a time)"),
         format!("{:.1} s", pushed.as_secs_f64()),
