@@ -98,7 +98,12 @@ pub fn untouched() -> Tamper {
 /// Serves the archive slice on 127.0.0.1, each file passed through `tamper`; returns its
 /// URL (`http://127.0.0.1:PORT/`).
 pub async fn serve_archive(tamper: Tamper) -> Result<String> {
-    let root = fixture().join("archive");
+    serve_dir(fixture().join("archive"), tamper).await
+}
+
+/// Serves the files under `root` on 127.0.0.1, each passed through `tamper`; returns the
+/// URL (`http://127.0.0.1:PORT/`).
+pub async fn serve_dir(root: PathBuf, tamper: Tamper) -> Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/", listener.local_addr()?);
     let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
