@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
+use base64::Engine as _;
 use imagewarden_operator::crd::{ImageFix, ImageFixPhase, ImageScanResult, ScanRule};
 use imagewarden_tests::debian_archive::{
     archive_version, image, serve_archive, untouched, write_advisory, ADVISORY, SUITE,
@@ -138,9 +139,9 @@ async fn setup(mode: RegistryMode) -> Result<Setup> {
     })
 }
 
-/// The registry's credentials and CA as Secret `creds`, and ScanRule `team-a` (with
-/// `metadata` lines after its name) for `team-a/xml` with that registry access.
-async fn apply_rule(client: &Client, registry: &Registry, metadata: &str) -> Result<()> {
+/// The registry's credentials and CA as Secret `creds` and ScanRule `team-a` (scope
+/// `team-a/xml`, tags `^v`), scanned once now.
+async fn create_rule(client: &Client, registry: &Registry) -> Result<()> {
     let (user, password) = registry.credentials().unwrap();
     let secret: Secret = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "creds"},
@@ -149,20 +150,21 @@ async fn apply_rule(client: &Client, registry: &Registry, metadata: &str) -> Res
     Api::<Secret>::default_namespaced(client.clone())
         .create(&PostParams::default(), &secret)
         .await?;
+    let h = &registry.host;
     let rule: ScanRule = serde_norway::from_str(&format!(
         "apiVersion: imagewarden.io/v1alpha1
 kind: ScanRule
 metadata:
-  name: team-a{metadata}
+  name: team-a
+  annotations: {{imagewarden.io/scan-now: first}}
 spec:
   registry:
-    url: {}
+    url: {h}
     credentialsSecretRef: {{name: creds}}
     caSecretRef: {{name: creds, key: ca.crt}}
   scope: {{type: Repository, name: team-a/xml}}
   tagFilter: '^v'
-",
-        registry.host
+"
     ))?;
     Api::<ScanRule>::default_namespaced(client.clone())
         .patch(
@@ -187,12 +189,7 @@ async fn image_fixes_push_verify_overwrite_and_refuse_what_they_cannot_do() -> R
     } = setup(RegistryMode::TlsAuth).await?;
     let rpm = push_image(&registry, "team-a/alma", "v8", &rpm_image()?).await?;
 
-    apply_rule(
-        &client,
-        &registry,
-        "\n  annotations: {imagewarden.io/scan-now: first}",
-    )
-    .await?;
+    create_rule(&client, &registry).await?;
     let h = &registry.host;
     let result = result_for(&client, &original).await?;
     let source = format!("{archive} {SUITE} main");
@@ -361,12 +358,12 @@ spec:
             "169.254.169.254",
         ),
         (
-            "apk",
+            "apk-tagged",
             format!(
-                "resultRef: {{name: {}}}\n  sources: ['https://dl-cdn.alpinelinux.org/alpine/v3.19/main']",
+                "resultRef: {{name: {}}}\n  sources: ['@edge https://dl-cdn.alpinelinux.org/alpine/edge/main']",
                 result.metadata.name.as_deref().unwrap()
             ),
-            "apk (Alpine) repositories are not supported yet",
+            "tagged repositories (@tag URL) are not supported",
         ),
         (
             "other-registry",
@@ -602,6 +599,102 @@ spec:
     Ok(())
 }
 
+/// Creates the ImageFix of `yaml` and returns its status once it ends.
+async fn run_fix(
+    client: &Client,
+    operator: &OperatorProcess,
+    yaml: &str,
+) -> Result<imagewarden_operator::crd::ImageFixStatus> {
+    let fix = create_fix(client, yaml).await?;
+    Ok(finished_fix(client, &fix.name_any(), operator)
+        .await?
+        .status
+        .unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_keyring_secret_stands_in_for_the_keyring_an_image_lacks() -> Result<()> {
+    let Setup {
+        cp: _cp,
+        client,
+        registry,
+        original: _,
+        archive,
+        operator,
+        _work,
+    } = setup(RegistryMode::TlsAuth).await?;
+    create_rule(&client, &registry).await?;
+    // The Debian image with its apt keyrings whited out.
+    let mut keyless = image()?;
+    keyless.layers.push(
+        LayerBuilder::new()
+            .file("etc/apt/.wh.trusted.gpg.d", 0o644, b"")?
+            .file("usr/share/.wh.keyrings", 0o644, b"")?
+            .finish()?,
+    );
+    let digest = push_image(&registry, "team-a/xml", "v2.0", &keyless).await?;
+    let h = &registry.host;
+    let source = format!("{archive} {SUITE} main");
+    let fix_yaml = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: imagewarden.io/v1alpha1
+kind: ImageFix
+metadata: {{name: {name}}}
+spec:
+  image: {h}/team-a/xml:v2.0@{digest}
+  ruleRef: {{name: team-a}}
+  sources: ['{source}']
+  checkValidUntil: false
+{extra}"
+        )
+    };
+
+    const KEYRING_REF: &str = "  keyringSecretRef: {name: debian-keyring}\n";
+    let status = run_fix(&client, &operator, &fix_yaml("no-keyring", "")).await?;
+    assert_eq!(status.phase, ImageFixPhase::Failed, "{status:?}");
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("has no apt keyring"),
+        "{status:?}"
+    );
+
+    // A Secret naming none that exists: Failed, and which.
+    let status = run_fix(&client, &operator, &fix_yaml("missing-secret", KEYRING_REF)).await?;
+    assert_eq!(status.phase, ImageFixPhase::Failed, "{status:?}");
+    assert_eq!(status.conditions[0].reason, "KeyringSecret");
+    assert!(
+        status
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("Secret debian-keyring does not exist"),
+        "{status:?}"
+    );
+
+    // Debian's archive keyring, the one the image had, given through the Secret.
+    let keyring = std::fs::read(
+        imagewarden_tests::debian_archive::fixture()
+            .join("root/usr/share/keyrings/debian-archive-keyring.gpg"),
+    )?;
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "debian-keyring"},
+        "data": {"debian-archive-keyring.gpg": base64::engine::general_purpose::STANDARD.encode(&keyring)},
+    }))?;
+    Api::<Secret>::default_namespaced(client.clone())
+        .create(&PostParams::default(), &secret)
+        .await?;
+    let status = run_fix(&client, &operator, &fix_yaml("secret-keyring", KEYRING_REF)).await?;
+    assert_eq!(status.phase, ImageFixPhase::Completed, "{status:?}");
+    assert_eq!(status.verification.unwrap().fixed, [ADVISORY]);
+    assert!(digest_of(&registry, &format!("{h}/team-a/xml:v2.0_fixd"))
+        .await
+        .is_some());
+    Ok(())
+}
+
 /// The fix Jobs in the default namespace.
 async fn fix_jobs(client: &Client) -> Result<Vec<k8s_openapi::api::batch::v1::Job>> {
     Ok(
@@ -696,7 +789,7 @@ async fn with_the_job_executor_a_fix_runs_in_its_own_job_once_and_a_failed_pod_f
     let mut operator = OperatorProcess::start(Path::new(BIN), &cp, &args).await?;
 
     // The registry Secret, and its files where a fix Pod would mount them.
-    apply_rule(&client, &registry, "").await?;
+    create_rule(&client, &registry).await?;
     let (user, password) = registry.credentials().unwrap();
     let mounted = work.path().join("secret");
     std::fs::create_dir(&mounted)?;

@@ -517,14 +517,7 @@ async fn a_push_starts_a_task_for_the_pushed_tag_only() -> Result<()> {
     let registry = Registry::start_with(
         RegistryMode::Plain,
         RegistryOptions {
-            notifications: vec![NotificationEndpoint {
-                name: "imagewarden".into(),
-                url: format!(
-                    "http://127.0.0.1:{}/webhook/distribution",
-                    operator.webhook_port
-                ),
-                bearer_token: Some(token.into()),
-            }],
+            notifications: vec![NotificationEndpoint::operator(operator.webhook_port, token)],
             ..Default::default()
         },
     )

@@ -235,14 +235,7 @@ async fn a_registry_delete_event_marks_the_result_deleted_and_a_push_brings_it_b
     let registry = Registry::start_with(
         RegistryMode::Plain,
         RegistryOptions {
-            notifications: vec![NotificationEndpoint {
-                name: "imagewarden".into(),
-                url: format!(
-                    "http://127.0.0.1:{}/webhook/distribution",
-                    operator.webhook_port
-                ),
-                bearer_token: Some(token.into()),
-            }],
+            notifications: vec![NotificationEndpoint::operator(operator.webhook_port, token)],
             ..Default::default()
         },
     )

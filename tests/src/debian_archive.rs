@@ -98,13 +98,24 @@ pub fn untouched() -> Tamper {
 /// Serves the archive slice on 127.0.0.1, each file passed through `tamper`; returns its
 /// URL (`http://127.0.0.1:PORT/`).
 pub async fn serve_archive(tamper: Tamper) -> Result<String> {
-    serve_archive_on("127.0.0.1", tamper).await
+    serve_dir(fixture().join("archive"), tamper).await
 }
 
 /// Serves the archive slice on `address` (an address of this host, e.g. the node's, for
 /// Pods to reach), each file passed through `tamper`; returns its URL.
 pub async fn serve_archive_on(address: &str, tamper: Tamper) -> Result<String> {
-    let root = fixture().join("archive");
+    serve_dir_on(address, fixture().join("archive"), tamper).await
+}
+
+/// Serves the files under `root` on 127.0.0.1, each passed through `tamper`; returns the
+/// URL (`http://127.0.0.1:PORT/`).
+pub async fn serve_dir(root: PathBuf, tamper: Tamper) -> Result<String> {
+    serve_dir_on("127.0.0.1", root, tamper).await
+}
+
+/// Serves the files under `root` on `address`, each passed through `tamper`; returns the
+/// URL (`http://ADDRESS:PORT/`).
+pub async fn serve_dir_on(address: &str, root: PathBuf, tamper: Tamper) -> Result<String> {
     let listener = tokio::net::TcpListener::bind((address, 0)).await?;
     let url = format!("http://{}/", listener.local_addr()?);
     let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {

@@ -4,6 +4,7 @@
 //! `docker-registry`). Each runs on free 127.0.0.1 ports with a temporary directory and
 //! stops when dropped.
 
+pub mod alpine_repo;
 pub mod cluster;
 pub mod control_plane;
 pub mod debian_archive;
@@ -26,6 +27,22 @@ pub fn repo_root() -> std::path::PathBuf {
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()
+}
+
+/// How the scanner pulls from (and the fix pushes to) `registry`: its CA, its credentials,
+/// the loopback interface allowed.
+pub fn pull_options(registry: &Registry) -> imagewarden_scanner::source::PullOptions {
+    let (user, password) = registry.credentials().expect("credentials");
+    imagewarden_scanner::source::PullOptions {
+        ca_file: registry.ca_path(),
+        credentials: imagewarden_scanner::source::RegistryCredentials {
+            username: Some(user.into()),
+            password: Some(password.into()),
+            ..Default::default()
+        },
+        egress: Some(loopback_egress()),
+        ..Default::default()
+    }
 }
 
 /// An egress policy that lets requests reach the loopback interface, where every fixture

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::control_plane::ControlPlane;
 use crate::process::{free_port, port_open, wait_until, Running};
@@ -90,10 +90,33 @@ impl OperatorProcess {
         self.process.pid()
     }
 
+    /// `VmRSS` and `VmHWM` (peak) of the process, in MiB.
+    pub fn memory_mib(&self) -> Result<(f64, f64)> {
+        let pid = self.pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let field = |name: &str| -> Result<f64> {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .with_context(|| format!("{name} in /proc/{pid}/status"))?;
+            let kib: f64 = line.split_whitespace().nth(1).context("a value")?.parse()?;
+            Ok(kib / 1024.0)
+        };
+        Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
     /// Path of the log file.
     pub fn log_path(&self) -> PathBuf {
         self.process.log_path().to_path_buf()
     }
+}
+
+/// The operator binary a benchmark runs: `IMAGEWARDEN_OPERATOR_BIN` (e.g. a release
+/// build), else `built` (the test's own build).
+pub fn benchmark_binary(built: &str) -> PathBuf {
+    std::env::var_os("IMAGEWARDEN_OPERATOR_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| built.into())
 }
 
 async fn reqwest_get(url: &str) -> Result<String> {

@@ -30,6 +30,17 @@ pub struct NotificationEndpoint {
     pub bearer_token: Option<String>,
 }
 
+impl NotificationEndpoint {
+    /// The push webhook of an operator listening on `127.0.0.1:port`, with its token.
+    pub fn operator(port: u16, token: &str) -> Self {
+        Self {
+            name: "imagewarden".into(),
+            url: format!("http://127.0.0.1:{port}/webhook/distribution"),
+            bearer_token: Some(token.into()),
+        }
+    }
+}
+
 /// Token authentication as the distribution token spec describes it: the registry
 /// answers unauthenticated requests with `WWW-Authenticate: Bearer realm=...,service=...`
 /// and accepts JWTs from `issuer`, for audience `service`, whose `x5c` chain leads to

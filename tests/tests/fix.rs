@@ -10,15 +10,17 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use imagewarden_scanner::fix::apt::AptSource;
 use imagewarden_scanner::fix::plan::Selection;
-use imagewarden_scanner::fix::{self, FixError, FixOptions, FixOutcome, FixTarget};
+use imagewarden_scanner::fix::{self, FixError, FixOptions, FixOutcome, FixTarget, PackageSource};
 use imagewarden_scanner::pipeline;
-use imagewarden_scanner::source::{ImageRef, PullOptions, RegistryCredentials};
+use imagewarden_scanner::source::ImageRef;
 use imagewarden_scanner::vulndb::Db;
+use imagewarden_tests::alpine_repo;
 use imagewarden_tests::debian_archive::{
-    archive_version, fixture, image, serve_archive, untouched, write_advisory, ADVISORY, SUITE,
+    archive_version, fixture, image, serve_archive, serve_dir, untouched, write_advisory, ADVISORY,
+    SUITE,
 };
 use imagewarden_tests::image::{auth_for, client_for, push_image};
-use imagewarden_tests::{loopback_egress, Registry, RegistryMode};
+use imagewarden_tests::{pull_options, Registry, RegistryMode};
 use oci_client::Reference;
 
 /// A database of one advisory: expat in Debian 12 fixed in the archive's build.
@@ -27,25 +29,13 @@ fn database(dir: &Path) -> Result<Db> {
     Db::load(&[dir.join("osv").display().to_string()])
 }
 
-fn pull_options(registry: &Registry) -> PullOptions {
-    let (user, password) = registry.credentials().expect("credentials");
-    PullOptions {
-        ca_file: registry.ca_path(),
-        credentials: RegistryCredentials {
-            username: Some(user.into()),
-            password: Some(password.into()),
-            ..Default::default()
-        },
-        egress: Some(loopback_egress()),
-        ..Default::default()
-    }
-}
-
 fn options(registry: &Registry, archive: &str, target: FixTarget) -> FixOptions {
     FixOptions {
         selection: Selection::default(),
         target,
-        sources: vec![AptSource::parse(&format!("{archive} {SUITE} main")).unwrap()],
+        sources: vec![PackageSource::Apt(
+            AptSource::parse(&format!("{archive} {SUITE} main")).unwrap(),
+        )],
         keyrings: Vec::new(),
         // The archive slice is cached for longer than the week its InRelease is valid.
         check_valid_until: false,
@@ -66,7 +56,7 @@ async fn digest_of(registry: &Registry, reference: &str) -> Result<Option<String
     }
 }
 
-/// `name → version` of the dpkg packages in an image.
+/// `name → version` of the system packages in an image.
 async fn dpkg_versions(registry: &Registry, reference: &str) -> Result<HashMap<String, String>> {
     let scanned = pipeline::read_image(
         &ImageRef::Registry(reference.to_string()),
@@ -318,5 +308,263 @@ async fn an_unsigned_or_foreign_signed_release_is_refused() -> Result<()> {
     assert!(err.to_string().contains("not a signed message"), "{err}");
     let fixed_ref = format!("{}/team-a/xml:1.0_fixd", registry.host);
     assert_eq!(digest_of(&registry, &fixed_ref).await?, None);
+    Ok(())
+}
+
+/// A signed apk repository served on 127.0.0.1 (each file through `tamper`), the
+/// alpine:3.10 image with its key and that repository pushed as `team-a/alpine:3.10`, and
+/// the database of the three Alpine advisories.
+struct AlpineCase {
+    _work: tempfile::TempDir,
+    registry: Registry,
+    key: alpine_repo::SigningKey,
+    zlib: alpine_repo::BuiltApk,
+    db: Db,
+    image: String,
+    original: String,
+    repository: String,
+}
+
+async fn alpine_case(tamper: imagewarden_tests::debian_archive::Tamper) -> Result<AlpineCase> {
+    let work = tempfile::tempdir()?;
+    let key = alpine_repo::SigningKey::generate("imagewarden-test-5f1a0c2e")?;
+    let zlib = alpine_repo::write_repository(&work.path().join("repo"), &key)?;
+    let url = serve_dir(work.path().join("repo"), tamper).await?;
+    let repository = format!("{url}{}", alpine_repo::REPOSITORY);
+    let registry = Registry::start(RegistryMode::TlsAuth).await?;
+    let original = push_image(
+        &registry,
+        "team-a/alpine",
+        "3.10",
+        &alpine_repo::image(&key, &format!("{repository}\n"))?,
+    )
+    .await?;
+    let osv = work.path().join("osv");
+    alpine_repo::write_advisories(&osv)?;
+    let db = Db::load(&[osv.display().to_string()])?;
+    let image = format!("{}/team-a/alpine:3.10", registry.host);
+    Ok(AlpineCase {
+        _work: work,
+        registry,
+        key,
+        zlib,
+        db,
+        image,
+        original,
+        repository,
+    })
+}
+
+fn alpine_options(case: &AlpineCase) -> FixOptions {
+    FixOptions {
+        selection: Selection::default(),
+        target: FixTarget::default(),
+        sources: Vec::new(),
+        keyrings: Vec::new(),
+        check_valid_until: true,
+        plan_only: false,
+        pull: pull_options(&case.registry),
+        progress: None,
+    }
+}
+
+/// The stanza of `package` in an apk installed database.
+fn apk_stanza<'a>(installed: &'a str, package: &str) -> &'a str {
+    installed
+        .split("\n\n")
+        .find(|s| s.lines().any(|l| l == format!("P:{package}")))
+        .unwrap_or_else(|| panic!("no {package} in the installed database"))
+}
+
+#[tokio::test]
+async fn an_alpine_image_is_fixed_from_a_signed_apk_repository() -> Result<()> {
+    let case = alpine_case(untouched()).await?;
+
+    let report = fix::fix(&case.image, &case.db, &alpine_options(&case)).await?;
+
+    assert_eq!(report.outcome, FixOutcome::Completed, "{report:?}");
+    let upgraded: Vec<(&str, &str, &str)> = report
+        .plan
+        .upgrades
+        .iter()
+        .map(|u| (u.package.as_str(), u.from.as_str(), u.to.as_str()))
+        .collect();
+    assert_eq!(upgraded, [("zlib", "1.2.11-r1", alpine_repo::ZLIB_FIXED)]);
+    // musl's fix needs a package the image lacks; scanelf's carries a script: neither is
+    // half-applied, each is reported with its reason.
+    let reasons: HashMap<&str, &str> = report
+        .plan
+        .unfixable
+        .iter()
+        .map(|u| (u.id.as_str(), u.reason.as_str()))
+        .collect();
+    assert!(
+        reasons[alpine_repo::MUSL_ADVISORY]
+            .contains("needs musl-newthing, which the image does not have"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[alpine_repo::PAX_UTILS_ADVISORY]
+            .contains("scanelf 1.2.3-r1 has install scripts (.post-upgrade)"),
+        "{reasons:?}"
+    );
+    let verification = report.verification.clone().expect("verified");
+    assert_eq!(verification.fixed, [alpine_repo::ZLIB_ADVISORY]);
+    assert!(verification.remaining.is_empty());
+    let fixed_ref = format!("{}/team-a/alpine:3.10_fixd", case.registry.host);
+    let pushed = digest_of(&case.registry, &fixed_ref)
+        .await?
+        .expect("the _fixd tag");
+    assert!(report.pushed.as_deref().unwrap().ends_with(&pushed));
+    assert_eq!(
+        digest_of(&case.registry, &case.image).await?.as_deref(),
+        Some(case.original.as_str())
+    );
+    let after = dpkg_versions(&case.registry, &fixed_ref).await?;
+    assert_eq!(after["zlib"], alpine_repo::ZLIB_FIXED);
+    assert_eq!(after["musl"], "1.1.22-r3");
+    assert_eq!(after["scanelf"], "1.2.3-r0");
+
+    // The unpacked root: the database names the new version and its files as they are.
+    let root = case._work.path().join("root");
+    std::fs::create_dir_all(&root)?;
+    unpack(&case.registry, &fixed_ref, &root).await?;
+    let installed = std::fs::read_to_string(root.join("lib/apk/db/installed"))?;
+    let zlib = apk_stanza(&installed, "zlib");
+    let library = std::fs::read(root.join("lib/libz.so.1.2.12"))?;
+    let lines: Vec<&str> = zlib.lines().collect();
+    assert!(
+        lines.contains(&format!("C:{}", case.zlib.checksum).as_str()),
+        "{zlib}"
+    );
+    assert!(lines.contains(&"V:1.2.12-r0"), "{zlib}");
+    assert!(
+        lines.contains(&format!("S:{}", case.zlib.bytes.len()).as_str()),
+        "{zlib}"
+    );
+    let file_lines: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| ["F:", "R:", "a:", "Z:"].iter().any(|p| l.starts_with(p)))
+        .collect();
+    let library_sum = alpine_repo::q1(&library);
+    let link_sum = alpine_repo::q1(b"libz.so.1.2.12");
+    assert_eq!(
+        file_lines,
+        [
+            "F:lib",
+            "R:libz.so.1.2.12",
+            "a:0:0:755",
+            &format!("Z:{library_sum}"),
+            "R:libz.so.1",
+            "a:0:0:777",
+            &format!("Z:{link_sum}"),
+        ]
+    );
+    assert_eq!(
+        std::fs::read_link(root.join("lib/libz.so.1"))?,
+        Path::new("libz.so.1.2.12")
+    );
+    assert!(
+        !root.join("lib/libz.so.1.2.11").exists(),
+        "the old library is whited out"
+    );
+    // The other packages' entries are as they were.
+    let before = alpine_repo::alpine310_file("lib/apk/db/installed")?;
+    let before = String::from_utf8(before)?;
+    for package in ["musl", "scanelf", "busybox", "apk-tools"] {
+        assert_eq!(
+            apk_stanza(&installed, package),
+            apk_stanza(&before, package)
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_forged_apkindex_is_refused_and_nothing_is_pushed() -> Result<()> {
+    // The genuine signature segment in front of another index, as a mirror that lies would
+    // serve it.
+    let forged: imagewarden_tests::debian_archive::Tamper = Arc::new(|path: &str, body| {
+        if !path.ends_with("APKINDEX.tar.gz") {
+            return body;
+        }
+        let mut decoder = flate2::bufread::GzDecoder::new(body.as_slice());
+        std::io::copy(&mut decoder, &mut std::io::sink()).unwrap();
+        let signature_length = body.len() - decoder.into_inner().len();
+        let mut out = body[..signature_length].to_vec();
+        out.extend(
+            alpine_repo::index_body(&[alpine_repo::index_stanza(
+                "zlib",
+                "1.2.12-r0",
+                "zlib",
+                &alpine_repo::q1(b"another package"),
+                100,
+                "",
+                "",
+            )])
+            .unwrap(),
+        );
+        out
+    });
+    let case = alpine_case(forged).await?;
+
+    let err = fix::fix(&case.image, &case.db, &alpine_options(&case))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, FixError::Signature(_)), "{err}");
+    assert!(
+        err.to_string().contains(&format!(
+            "its signature by {} does not verify",
+            case.key.name
+        )),
+        "{err}"
+    );
+    let fixed_ref = format!("{}/team-a/alpine:3.10_fixd", case.registry.host);
+    assert_eq!(digest_of(&case.registry, &fixed_ref).await?, None);
+
+    // Keys given replace the image's: an index by a key not among them is refused.
+    let other = alpine_repo::SigningKey::generate("someone-else")?;
+    let mut opts = alpine_options(&case);
+    opts.keyrings = vec![(other.name.clone(), other.public_pem.clone())];
+    let err = fix::fix(&case.image, &case.db, &opts).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("which is not a key of the keyring (someone-else.rsa.pub)"),
+        "{err}"
+    );
+    assert_eq!(digest_of(&case.registry, &fixed_ref).await?, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_apk_whose_data_differs_from_its_signed_hash_is_refused() -> Result<()> {
+    // One byte of zlib's data segment changed: the size and the signed control segment
+    // are the genuine ones.
+    let data_at = Arc::new(std::sync::OnceLock::<usize>::new());
+    let at = data_at.clone();
+    let case = alpine_case(Arc::new(move |path: &str, mut body: Vec<u8>| {
+        if path.ends_with("zlib-1.2.12-r0.apk") {
+            let i = *at.get().unwrap() + (body.len() - at.get().unwrap()) / 2;
+            body[i] ^= 0x55;
+        }
+        body
+    }))
+    .await?;
+    data_at.set(case.zlib.data_at).unwrap();
+    let mut opts = alpine_options(&case);
+    // The repository given rather than the image's: the same one.
+    opts.sources = vec![PackageSource::parse(&case.repository)?];
+
+    let err = fix::fix(&case.image, &case.db, &opts).await.unwrap_err();
+
+    assert!(matches!(err, FixError::Package(_)), "{err}");
+    assert!(
+        err.to_string().contains("where the signed .PKGINFO says"),
+        "{err}"
+    );
+    let fixed_ref = format!("{}/team-a/alpine:3.10_fixd", case.registry.host);
+    assert_eq!(digest_of(&case.registry, &fixed_ref).await?, None);
     Ok(())
 }

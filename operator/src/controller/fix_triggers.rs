@@ -56,6 +56,7 @@ pub fn fix_for_result(
             .as_ref()
             .map(|s| s.sources.clone())
             .unwrap_or_default(),
+        keyring_secret_ref: settings.as_ref().and_then(|s| s.keyring_secret_ref.clone()),
         check_valid_until: settings.as_ref().is_none_or(|s| s.check_valid_until),
     };
     let mut fix = ImageFix::new(&fix_name(result, &spec), spec);
@@ -249,7 +250,9 @@ mod tests {
 
     #[test]
     fn the_same_result_and_settings_make_the_same_fix() {
-        let r = rule("  fix: {enabled: true, overwrite: true, minSeverity: High}");
+        let r = rule(
+            "  fix: {enabled: true, overwrite: true, minSeverity: High, keyringSecretRef: {name: keys}}",
+        );
         let a = fix_for_result("team-a-xml-0123abcd", Some("uid"), Some(&r), "FixNow");
         let b = fix_for_result("team-a-xml-0123abcd", Some("uid"), Some(&r), "Rule");
         assert_eq!(a.name_any(), b.name_any());
@@ -257,6 +260,7 @@ mod tests {
         assert!(a.spec.target.overwrite);
         assert_eq!(a.spec.min_severity, Some(crate::crd::Severity::High));
         assert_eq!(a.spec.rule_ref.as_ref().unwrap().name, "team-a");
+        assert_eq!(a.spec.keyring_secret_ref.as_ref().unwrap().name, "keys");
         assert_eq!(a.metadata.owner_references.as_ref().unwrap()[0].uid, "uid");
         // Other settings or another digest: another fix.
         let other = rule("  fix: {enabled: true}");

@@ -18,10 +18,10 @@ use std::sync::{Arc, Mutex};
 
 use imagewarden_scanner::egress::EgressPolicy;
 use imagewarden_scanner::finding::Severity as ScannerSeverity;
-use imagewarden_scanner::fix::apt::AptSource;
 use imagewarden_scanner::fix::plan::{Plan, Selection};
 use imagewarden_scanner::fix::{self, FixError, FixOptions, FixOutcome, FixReport};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -51,6 +51,10 @@ const MAX_ID_CHARS: usize = 128;
 const MAX_SOURCE_CHARS: usize = 1024;
 /// Longest message written to the status.
 const MAX_MESSAGE_CHARS: usize = 1024;
+/// Most entries read from a keyring Secret.
+const MAX_KEYRING_FILES: usize = 64;
+/// Largest sum of a keyring Secret's entries.
+const MAX_KEYRING_BYTES: usize = 1 << 20;
 
 /// The fixes running in this process, and the bound on how many run at once.
 pub struct RunningFixes {
@@ -86,9 +90,12 @@ impl RunningFixes {
 pub struct ValidFix {
     pub selection: Selection,
     pub target: fix::FixTarget,
-    pub sources: Vec<AptSource>,
+    pub sources: Vec<fix::PackageSource>,
     /// `image`, parsed, when the spec names the image directly.
     pub image: Option<Reference>,
+    /// The files of `spec.keyringSecretRef` (name, content), once read; empty: the
+    /// image's own keyring.
+    pub keyrings: Vec<(String, Vec<u8>)>,
 }
 
 /// Why a fix does not run: a condition reason and a message for the user.
@@ -131,6 +138,9 @@ pub fn validate(spec: &ImageFixSpec, egress: &EgressPolicy) -> Result<ValidFix, 
         }
         None => {}
     }
+    if let Some(r) = &spec.keyring_secret_ref {
+        check_name("spec.keyringSecretRef.name", &r.name)?;
+    }
     if spec.vulnerabilities.len() > MAX_FIX_VULNERABILITIES {
         return Err(format!(
             "spec.vulnerabilities: {} ids, at most {MAX_FIX_VULNERABILITIES}",
@@ -169,6 +179,7 @@ pub fn validate(spec: &ImageFixSpec, egress: &EgressPolicy) -> Result<ValidFix, 
         target,
         sources,
         image,
+        keyrings: Vec::new(),
     })
 }
 
@@ -179,7 +190,7 @@ pub fn validate_settings(
     tag_suffix: &str,
     sources: &[String],
     egress: &EgressPolicy,
-) -> Result<Vec<AptSource>, String> {
+) -> Result<Vec<fix::PackageSource>, String> {
     let ok = !tag_suffix.is_empty()
         && tag_suffix.len() <= 32
         && tag_suffix
@@ -204,7 +215,8 @@ pub fn validate_settings(
         .collect()
 }
 
-fn check_name(field: &str, name: &str) -> Result<(), String> {
+/// Checks an object name (named in errors as `field`).
+pub fn check_name(field: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 253
         && name
@@ -241,8 +253,13 @@ fn parse_image(image: &str) -> Result<Reference, String> {
     Ok(reference)
 }
 
-/// One package source: an apt line whose URL the egress policy allows.
-fn parse_source(field: &str, line: &str, egress: &EgressPolicy) -> Result<AptSource, String> {
+/// One package source (an apt line or an apk repository URL) whose URL the egress policy
+/// allows.
+fn parse_source(
+    field: &str,
+    line: &str,
+    egress: &EgressPolicy,
+) -> Result<fix::PackageSource, String> {
     if line.len() > MAX_SOURCE_CHARS {
         return Err(format!(
             "{field}: longer than {MAX_SOURCE_CHARS} characters"
@@ -256,23 +273,14 @@ fn parse_source(field: &str, line: &str, egress: &EgressPolicy) -> Result<AptSou
              ([deb] URL SUITE COMPONENT...)"
         ));
     }
-    let url_words = if first == "deb" {
-        &words[1..]
-    } else {
-        &words[..]
-    };
-    // An apk repository is one URL (…/alpine/v3.19/main), with no suite or component.
-    if url_words.len() == 1 || line.contains("/alpine/") {
-        return Err(format!(
-            "{field}: apk (Alpine) repositories are not supported yet; only apt sources \
-             ([deb] URL SUITE COMPONENT...) can be fixed from"
-        ));
-    }
-    let source = AptSource::parse(line).map_err(|e| {
-        format!("{field}: {e} (an apt source is [deb] URL SUITE COMPONENT..., http or https)")
+    let source = fix::PackageSource::parse(line).map_err(|e| {
+        format!(
+            "{field}: {e} (an apt source is [deb] URL SUITE COMPONENT..., an apk repository \
+             one URL; http or https)"
+        )
     })?;
     egress
-        .check_url(&source.url)
+        .check_url(source.url())
         .map_err(|d| format!("{field}: {}", d.message))?;
     Ok(source)
 }
@@ -543,6 +551,58 @@ async fn resolve(
     })
 }
 
+/// The keyring files of Secret `name` (pure): its data entries, each key a file name;
+/// bounded in number and size, and not empty.
+pub fn keyring_files(
+    name: &str,
+    secret: Option<&Secret>,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let secret = secret.ok_or_else(|| {
+        format!("spec.keyringSecretRef: Secret {name} does not exist in the ImageFix's namespace")
+    })?;
+    let data = secret.data.clone().unwrap_or_default();
+    if data.is_empty() {
+        return Err(format!(
+            "spec.keyringSecretRef: Secret {name} holds no keyring file (its data is empty)"
+        ));
+    }
+    if data.len() > MAX_KEYRING_FILES {
+        return Err(format!(
+            "spec.keyringSecretRef: Secret {name} holds {} entries, at most {MAX_KEYRING_FILES}",
+            data.len()
+        ));
+    }
+    let total: usize = data.values().map(|v| v.0.len()).sum();
+    if total > MAX_KEYRING_BYTES {
+        return Err(format!(
+            "spec.keyringSecretRef: Secret {name} holds {total} bytes, at most {MAX_KEYRING_BYTES}"
+        ));
+    }
+    Ok(data
+        .into_iter()
+        .map(|(file, bytes)| (format!("secret {name}/{file}"), bytes.0))
+        .collect())
+}
+
+/// Reads the keyring Secret the spec names (none: the image's own keys are used).
+async fn read_keyrings(
+    ctx: &Context,
+    ns: &str,
+    spec: &ImageFixSpec,
+) -> Result<Vec<(String, Vec<u8>)>, Refusal> {
+    let Some(r) = &spec.keyring_secret_ref else {
+        return Ok(Vec::new());
+    };
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secret = api.get_opt(&r.name).await.map_err(|e| {
+        Refusal::new(
+            "KeyringSecret",
+            format!("spec.keyringSecretRef: reading Secret {}: {e}", r.name),
+        )
+    })?;
+    keyring_files(&r.name, secret.as_ref()).map_err(|m| Refusal::new("KeyringSecret", m))
+}
+
 fn fix_key(fix: &ImageFix) -> String {
     format!("{}/{}", fix.namespace().unwrap_or_default(), fix.name_any())
 }
@@ -594,15 +654,32 @@ pub async fn reconcile(fix: Arc<ImageFix>, ctx: Arc<Context>) -> Result<Action, 
         }
     };
     if jobs {
+        if fix.spec.keyring_secret_ref.is_some() {
+            let refusal = Refusal::new(
+                "KeyringUnsupported",
+                "spec.keyringSecretRef is not supported with the job executor yet (fix Jobs \
+                 do not mount the keyring Secret); leave it unset to use the image's own \
+                 keyring, or run the operator with --executor=inline",
+            );
+            fail(&ctx, &fix, status, &refusal).await?;
+            return Ok(Action::await_change());
+        }
         start_job(&ctx, &fix, &subject).await?;
         return Ok(Action::await_change());
     }
+    let keyrings = match read_keyrings(&ctx, &ns, &fix.spec).await {
+        Ok(k) => k,
+        Err(refusal) => {
+            fail(&ctx, &fix, status, &refusal).await?;
+            return Ok(Action::await_change());
+        }
+    };
     if !ctx.fixes.start(&key) {
         return Ok(Action::await_change());
     }
     let ctx2 = ctx.clone();
     tokio::spawn(async move {
-        run(&ctx2, &fix, subject, valid).await;
+        run(&ctx2, &fix, subject, ValidFix { keyrings, ..valid }).await;
         ctx2.fixes.finish(&key);
     });
     Ok(Action::await_change())
@@ -701,7 +778,7 @@ pub async fn execute(
         selection: valid.selection,
         target: valid.target,
         sources: valid.sources,
-        keyrings: Vec::new(),
+        keyrings: valid.keyrings,
         check_valid_until: fix.spec.check_valid_until,
         plan_only: false,
         pull,
@@ -1208,6 +1285,7 @@ mod tests {
             min_severity: None,
             target: ImageFixTarget::default(),
             sources: Vec::new(),
+            keyring_secret_ref: None,
             check_valid_until: true,
         }
     }
@@ -1227,7 +1305,43 @@ mod tests {
         assert_eq!(v.selection.ids, ["CVE-2024-45491"]);
         assert_eq!(v.selection.min_severity, Some(ScannerSeverity::High));
         assert!(matches!(v.target, fix::FixTarget::TagSuffix(ref t) if t == "_fixd"));
-        assert_eq!(v.sources[0].suite, "bookworm-security");
+        assert!(
+            matches!(&v.sources[0], fix::PackageSource::Apt(a) if a.suite == "bookworm-security")
+        );
+        s.sources = vec!["https://dl-cdn.alpinelinux.org/alpine/v3.19/main".into()];
+        let v = validate(&s, &egress()).unwrap();
+        assert!(matches!(&v.sources[0], fix::PackageSource::Apk(_)));
+    }
+
+    #[test]
+    fn a_keyring_secret_is_read_bounded_and_named_in_its_errors() {
+        use k8s_openapi::ByteString;
+        let secret = |entries: Vec<(&str, Vec<u8>)>| Secret {
+            data: Some(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v)))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let files =
+            keyring_files("keys", Some(&secret(vec![("debian.gpg", b"k".to_vec())]))).unwrap();
+        assert_eq!(
+            files,
+            [("secret keys/debian.gpg".to_string(), b"k".to_vec())]
+        );
+        for (s, expected) in [
+            (None, "Secret keys does not exist"),
+            (Some(secret(vec![])), "holds no keyring file"),
+            (
+                Some(secret(vec![("big.gpg", vec![0; MAX_KEYRING_BYTES + 1])])),
+                "at most 1048576",
+            ),
+        ] {
+            let err = keyring_files("keys", s.as_ref()).unwrap_err();
+            assert!(err.contains(expected), "{err}");
+        }
     }
 
     #[test]
@@ -1236,9 +1350,9 @@ mod tests {
         let cases: Vec<(Change, &str)> = vec![
             (
                 Box::new(|s| {
-                    s.sources = vec!["https://dl-cdn.alpinelinux.org/alpine/v3.19/main".into()]
+                    s.sources = vec!["@edge https://dl-cdn.alpinelinux.org/alpine/edge/main".into()]
                 }),
-                "apk (Alpine) repositories are not supported yet",
+                "tagged repositories (@tag URL) are not supported",
             ),
             (
                 Box::new(|s| s.sources = vec!["deb ftp://example.org/debian bookworm main".into()]),

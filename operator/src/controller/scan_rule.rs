@@ -56,6 +56,9 @@ pub fn validate(spec: &ScanRuleSpec) -> Result<(), String> {
             &fix.sources,
             &EgressPolicy::unrestricted(),
         )?;
+        if let Some(r) = &fix.keyring_secret_ref {
+            super::image_fix::check_name("spec.fix.keyringSecretRef.name", &r.name)?;
+        }
     }
     let mut names = std::collections::HashSet::new();
     for n in &spec.notifications {
@@ -382,8 +385,13 @@ mod tests {
             spec("registry: {url: r}\nscope: {type: Namespace, name: a}\nfix: {enabled: true}");
         assert_eq!(validate(&fix), Ok(()));
         let apk = spec("registry: {url: r}\nscope: {type: Namespace, name: a}\nfix: {enabled: true, sources: ['https://dl-cdn.alpinelinux.org/alpine/v3.19/main']}");
-        let err = validate(&apk).unwrap_err();
-        assert!(err.contains("spec.fix.sources[0]: apk"), "{err}");
+        assert_eq!(validate(&apk), Ok(()));
+        let tagged = spec("registry: {url: r}\nscope: {type: Namespace, name: a}\nfix: {enabled: true, sources: ['@edge https://dl-cdn.alpinelinux.org/alpine/edge/main']}");
+        let err = validate(&tagged).unwrap_err();
+        assert!(err.contains("spec.fix.sources[0]: apk repository"), "{err}");
+        let keyring = spec("registry: {url: r}\nscope: {type: Namespace, name: a}\nfix: {enabled: true, keyringSecretRef: {name: 'Keys!'}}");
+        let err = validate(&keyring).unwrap_err();
+        assert!(err.contains("spec.fix.keyringSecretRef.name"), "{err}");
         let suffix = spec("registry: {url: r}\nscope: {type: Namespace, name: a}\nfix: {enabled: true, tagSuffix: '/x'}");
         let err = validate(&suffix).unwrap_err();
         assert!(err.contains("spec.fix.tagSuffix"), "{err}");

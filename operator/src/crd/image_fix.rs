@@ -6,7 +6,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{RuleRef, Severity};
+use super::{RuleRef, SecretRef, Severity};
 
 /// Most vulnerability ids one ImageFix may name.
 pub const MAX_FIX_VULNERABILITIES: usize = 256;
@@ -15,7 +15,7 @@ pub const MAX_FIX_SOURCES: usize = 16;
 /// Most upgrades and unfixable ids kept in the status (the counts say how many in all).
 pub const MAX_FIX_STATUS_ENTRIES: usize = 256;
 
-/// A patched image for the fixable OS (dpkg/apt) vulnerabilities of one image digest:
+/// A patched image for the fixable OS (dpkg/apt, apk) vulnerabilities of one image digest:
 /// the plan (package upgrades from verified repository indexes), one new layer, the push
 /// (`<tag>_fixd`, or over the tag with the original kept as `<tag>_orig`) and the
 /// rescan of the pushed digest.
@@ -28,7 +28,7 @@ pub const MAX_FIX_STATUS_ENTRIES: usize = 256;
     status = "ImageFixStatus",
     shortname = "ifx",
     category = "imagewarden",
-    doc = "A patched image for the fixable OS (Debian/Ubuntu) vulnerabilities of one image digest: the plan (package upgrades from repository indexes verified against the image's apt keyring), one new layer with dpkg's database rewritten, the push (`<tag>_fixd`, or over the tag with the original kept as `<tag>_orig`) and the rescan of the pushed digest. Created by hand, by the `imagewarden.io/fix-now` annotation on an ImageScanResult, or by a ScanRule's `spec.fix` after each scan.",
+    doc = "A patched image for the fixable OS (Debian/Ubuntu, Alpine) vulnerabilities of one image digest: the plan (package upgrades from repository indexes verified against the image's apt keyring or apk keys, or those of spec.keyringSecretRef instead), one new layer with dpkg's or apk's database rewritten, the push (`<tag>_fixd`, or over the tag with the original kept as `<tag>_orig`) and the rescan of the pushed digest. Created by hand, by the `imagewarden.io/fix-now` annotation on an ImageScanResult, or by a ScanRule's `spec.fix` after each scan.",
     printcolumn = r#"{"name":"Image","type":"string","jsonPath":".status.image"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Fixed","type":"string","jsonPath":".status.pushed"}"#,
@@ -67,12 +67,22 @@ pub struct ImageFixSpec {
     /// Where the fixed image goes.
     #[serde(default)]
     pub target: ImageFixTarget,
-    /// apt package sources to fix from, in `sources.list` one-line form
-    /// (`[deb] URL SUITE COMPONENT...`, http or https, at most 16). Empty: the image's own
-    /// apt sources. Indexes are verified against the image's apt keyring.
+    /// Package sources to fix from (http or https, at most 16): apt's in `sources.list`
+    /// one-line form (`[deb] URL SUITE COMPONENT...`), apk's as a repository URL (a line
+    /// of `/etc/apk/repositories`). Empty: the image's own sources. Indexes are verified
+    /// against the image's keys, or those of `keyringSecretRef`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub sources: Vec<String>,
+    /// A Secret in this namespace whose data entries are keyring files, each entry's key
+    /// its file name: OpenPGP keyrings (binary or armored) for apt sources' `InRelease`,
+    /// RSA public keys named `<name>.rsa.pub` (the name signatures give) for apk's
+    /// `APKINDEX`. Given, these keys are used instead of the image's own
+    /// (`/etc/apt/trusted.gpg.d`, `/usr/share/keyrings`, `/etc/apk/keys`): for images
+    /// that hold none, or to trust only the keys named here. At most 64 entries, 1 MiB
+    /// in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyring_secret_ref: Option<SecretRef>,
     /// Refuse a repository's `InRelease` past its `Valid-Until`, as apt does. False only
     /// for archives kept for replay on purpose (apt's `Check-Valid-Until=false`).
     #[serde(default = "default_true")]

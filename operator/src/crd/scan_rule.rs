@@ -252,11 +252,20 @@ pub struct FixSpec {
     /// Vulnerabilities below this severity are left alone. Unset: every severity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_severity: Option<Severity>,
-    /// apt package sources (`[deb] URL SUITE COMPONENT...`, at most 16). Empty: each
-    /// image's own apt sources.
+    /// Package sources (apt's `[deb] URL SUITE COMPONENT...`, apk's repository URL; at
+    /// most 16). Empty: each image's own sources.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub sources: Vec<String>,
+    /// A Secret in the rule's namespace whose data entries are keyring files, each entry's key
+    /// its file name: OpenPGP keyrings (binary or armored) for apt sources' `InRelease`,
+    /// RSA public keys named `<name>.rsa.pub` (the name signatures give) for apk's
+    /// `APKINDEX`. Given, these keys are used instead of the image's own
+    /// (`/etc/apt/trusted.gpg.d`, `/usr/share/keyrings`, `/etc/apk/keys`): for images
+    /// that hold none, or to trust only the keys named here. At most 64 entries, 1 MiB
+    /// in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyring_secret_ref: Option<SecretRef>,
     /// Refuse a repository's `InRelease` past its `Valid-Until`, as apt does.
     #[serde(default = "default_true")]
     #[schemars(default = "default_true")]

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use imagewarden_scanner::finding::Severity;
-use imagewarden_scanner::fix::apt::AptSource;
 use imagewarden_scanner::fix::plan::Selection;
 use imagewarden_scanner::fix::{self, FixOptions, FixOutcome, FixReport, FixTarget};
 use imagewarden_scanner::vulndb::Db;
@@ -50,17 +49,19 @@ pub struct Args {
     /// Move the image's tag to the fixed image; the original stays as `<tag>_orig`.
     #[arg(long, help_heading = "Fix Flags")]
     pub overwrite: bool,
-    /// An apt package source, `URL SUITE COMPONENT...` (as a sources.list line, without
-    /// `deb`). Repeatable; without it, the image's own /etc/apt/sources.list(.d).
+    /// A package source: apt's `URL SUITE COMPONENT...` (a sources.list line, without
+    /// `deb`) or an apk repository URL (a line of /etc/apk/repositories). Repeatable;
+    /// without it, the image's own /etc/apt/sources.list(.d) or /etc/apk/repositories.
     #[arg(
         long = "source",
-        value_name = "URL SUITE COMPONENT...",
+        value_name = "URL [SUITE COMPONENT...]",
         help_heading = "Fix Flags"
     )]
     pub sources: Vec<String>,
-    /// OpenPGP keyring (binary or armored) the sources' InRelease must be signed with.
-    /// Repeatable; without it, the image's own apt keyring (/etc/apt/trusted.gpg.d,
-    /// /usr/share/keyrings).
+    /// A keyring the package indexes must be signed with: for apt, an OpenPGP keyring
+    /// (binary or armored) for InRelease; for apk, an RSA public key named `*.rsa.pub`
+    /// for APKINDEX. Repeatable; given, used instead of the image's own (/etc/apt/trusted.gpg.d,
+    /// /usr/share/keyrings, /etc/apk/keys).
     #[arg(long = "keyring", value_name = "FILE", help_heading = "Fix Flags")]
     pub keyrings: Vec<PathBuf>,
     /// Accept an InRelease past its Valid-Until (an archive kept on purpose, as apt's
@@ -88,7 +89,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let sources = args
         .sources
         .iter()
-        .map(|s| AptSource::parse(s))
+        .map(|s| fix::PackageSource::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
     let mut keyrings = Vec::new();
     for path in &args.keyrings {

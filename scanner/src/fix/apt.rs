@@ -11,7 +11,8 @@ use pgp::composed::{CleartextSignedMessage, Deserializable, SignedPublicKey};
 use reqwest::Url;
 use sha2::{Digest as _, Sha256};
 
-use super::control::{stanzas, Stanza};
+use super::control::{relations, stanzas, Stanza};
+use super::plan::Candidate;
 use super::FixError;
 use crate::egress::{denial_in, EgressPolicy};
 
@@ -264,42 +265,26 @@ fn parse_release(text: &str) -> Result<Release, String> {
     })
 }
 
-/// One package the index offers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
-    pub name: String,
-    pub version: String,
-    pub architecture: String,
-    pub source: String,
-    pub source_version: String,
-    pub filename: String,
-    pub sha256: String,
-    pub size: u64,
-    pub depends: String,
-    pub pre_depends: String,
-    /// Index of the repository in the list the plan was made from.
-    pub repository: usize,
-}
-
-impl Candidate {
-    fn from_stanza(stanza: &Stanza, repository: usize) -> Option<Candidate> {
-        let name = stanza.get("Package")?.to_string();
-        let version = stanza.get("Version")?.to_string();
-        let (source, source_version) = source_of(stanza, &name, &version);
-        Some(Candidate {
-            architecture: stanza.get("Architecture").unwrap_or("").to_string(),
-            filename: stanza.get("Filename")?.to_string(),
-            sha256: stanza.get("SHA256")?.to_ascii_lowercase(),
-            size: stanza.get("Size")?.parse().ok()?,
-            depends: stanza.get("Depends").unwrap_or("").to_string(),
-            pre_depends: stanza.get("Pre-Depends").unwrap_or("").to_string(),
-            name,
-            version,
-            source,
-            source_version,
-            repository,
-        })
-    }
+/// The package a `Packages` stanza offers.
+fn candidate(stanza: &Stanza, repository: usize) -> Option<Candidate> {
+    let name = stanza.get("Package")?.to_string();
+    let version = stanza.get("Version")?.to_string();
+    let (source, source_version) = source_of(stanza, &name, &version);
+    Some(Candidate {
+        architecture: stanza.get("Architecture").unwrap_or("").to_string(),
+        filename: stanza.get("Filename")?.to_string(),
+        checksum: stanza.get("SHA256")?.to_ascii_lowercase(),
+        size: stanza.get("Size")?.parse().ok()?,
+        depends: relations(stanza.get("Pre-Depends").unwrap_or(""))
+            .into_iter()
+            .chain(relations(stanza.get("Depends").unwrap_or("")))
+            .collect(),
+        name,
+        version,
+        source,
+        source_version,
+        repository,
+    })
 }
 
 /// A stanza's source package and its version (`Source: name (version)`, `Source: name`,
@@ -436,7 +421,7 @@ pub async fn read_repository(
         let text = String::from_utf8(text)
             .map_err(|_| FixError::Index(format!("{url}: not UTF-8 text")))?;
         for stanza in stanzas(&text).map_err(|e| FixError::Index(format!("{url}: {e}")))? {
-            if let Some(c) = Candidate::from_stanza(&stanza, repository) {
+            if let Some(c) = candidate(&stanza, repository) {
                 if c.architecture == arch || c.architecture == "all" {
                     packages.push(c);
                 }

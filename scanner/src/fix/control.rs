@@ -2,6 +2,8 @@
 //! `control`): stanzas of fields, kept in order so a status file is rewritten as dpkg
 //! writes it.
 
+use crate::vulndb::version::VersionScheme;
+
 /// Largest number of stanzas read from one file.
 const MAX_STANZAS: usize = 500_000;
 
@@ -146,16 +148,23 @@ pub fn relations(field: &str) -> Vec<Vec<Relation>> {
         .collect()
 }
 
-/// Whether `version` satisfies `op constraint` (dpkg's operators).
-pub fn satisfies(version: &str, op: &str, constraint: &str) -> bool {
+/// Whether `version` satisfies `op constraint`, ordered by `scheme` (dpkg's operators and
+/// apk's, whose `~` is a fuzzy match: the constraint's version or one it prefixes).
+pub fn satisfies(scheme: VersionScheme, version: &str, op: &str, constraint: &str) -> bool {
     use std::cmp::Ordering::*;
-    let ord = crate::vulndb::version::dpkg::compare(version, constraint);
+    let ord = scheme.compare(version, constraint);
     match op {
         ">=" => ord != Less,
         "<=" => ord != Greater,
         ">>" | ">" => ord == Greater,
         "<<" | "<" => ord == Less,
         "=" => ord == Equal,
+        "~" | "~=" => {
+            ord == Equal
+                || version
+                    .strip_prefix(constraint)
+                    .is_some_and(|rest| rest.starts_with(['.', '-', '_']))
+        }
         _ => false,
     }
 }
@@ -190,8 +199,11 @@ mod tests {
         );
         assert_eq!(r[1][1].name, "debconf-2.0");
         assert_eq!(r[2][0].name, "libfoo");
-        assert!(satisfies("2.36-9+deb12u14", ">=", "2.36"));
-        assert!(!satisfies("2.35", ">=", "2.36"));
-        assert!(satisfies("1.0", "<<", "1.0.1"));
+        let dpkg = VersionScheme::Dpkg;
+        assert!(satisfies(dpkg, "2.36-9+deb12u14", ">=", "2.36"));
+        assert!(!satisfies(dpkg, "2.35", ">=", "2.36"));
+        assert!(satisfies(dpkg, "1.0", "<<", "1.0.1"));
+        assert!(satisfies(VersionScheme::Apk, "1.2.12-r0", "~", "1.2"));
+        assert!(!satisfies(VersionScheme::Apk, "1.20-r0", "~", "1.2"));
     }
 }

@@ -4,21 +4,17 @@
 //! run: packages that carry them are named in the fix's warnings.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{Read, Write};
+use std::io::Read;
 
 use md5::{Digest as _, Md5};
-use sha2::Sha256;
 
 use super::control::{stanzas, Stanza};
+use super::layer::{for_each_entry, FixLayer, LayerWriter};
 use super::FixError;
 use crate::layer::normalize_entry_path;
 
 /// Largest uncompressed size of one package's control or data archive.
 pub const MAX_MEMBER_BYTES: u64 = 512 << 20;
-/// Largest layer a fix writes (uncompressed).
-pub const MAX_LAYER_BYTES: u64 = 1 << 30;
-/// Entries read from one package's data archive.
-const MAX_ENTRIES: usize = 200_000;
 
 /// Maintainer scripts dpkg would run.
 const MAINTAINER_SCRIPTS: &[&str] = &["preinst", "postinst", "prerm", "postrm", "config"];
@@ -193,19 +189,6 @@ impl ImageFiles {
 pub const STATUS: &str = "var/lib/dpkg/status";
 pub const INFO: &str = "var/lib/dpkg/info";
 
-/// The new layer: its tar, gzip and digests.
-pub struct FixLayer {
-    pub gzip: Vec<u8>,
-    /// `sha256:` of the uncompressed tar.
-    pub diff_id: String,
-    /// `sha256:` of the gzip.
-    pub digest: String,
-    /// Packages whose maintainer scripts were not run, with the scripts.
-    pub scripts_not_run: Vec<(String, Vec<String>)>,
-    /// Conffiles the image had changed, left as they were.
-    pub kept_conffiles: Vec<String>,
-}
-
 /// Writes the layer that replaces each `(installed name, new package)` in the image.
 pub fn build_layer(
     image: &ImageFiles,
@@ -227,12 +210,9 @@ pub fn build_layer(
             }
         }
     }
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut written = 0u64;
+    let mut layer = LayerWriter::new();
     let mut scripts_not_run = Vec::new();
     let mut kept_conffiles = Vec::new();
-    let mut whiteouts: BTreeSet<String> = BTreeSet::new();
-    let mut all_new: BTreeSet<String> = BTreeSet::new();
     for (name, deb) in packages {
         let arch = deb.control.get("Architecture").unwrap_or("").to_string();
         let info = image.info_name(name, &arch);
@@ -258,63 +238,24 @@ pub fn build_layer(
         let conffiles = deb.conffiles();
         let mut new_list = vec!["/.".to_string()];
         let mut conffile_md5 = BTreeMap::new();
-        let mut archive = tar::Archive::new(deb.data.as_slice());
-        let bad = |e: std::io::Error| FixError::Package(format!("{name}: data: {e}"));
-        for (count, entry) in archive.entries().map_err(bad)?.enumerate() {
-            if count >= MAX_ENTRIES {
-                return Err(FixError::Package(format!(
-                    "{name}: more than {MAX_ENTRIES} files"
-                )));
-            }
-            let mut entry = entry.map_err(bad)?;
-            let raw = entry.path_bytes().into_owned();
-            let Some(path) = normalize_entry_path(&raw) else {
-                continue;
-            };
-            if path.is_empty() || path.split('/').any(|p| p.starts_with(".wh.")) {
-                continue;
-            }
-            let mut header = entry.header().clone();
-            let mut body = Vec::new();
-            entry.read_to_end(&mut body).map_err(bad)?;
-            written += body.len() as u64 + 512;
-            if written > MAX_LAYER_BYTES {
-                return Err(FixError::Package(format!(
-                    "the fix layer would be larger than {MAX_LAYER_BYTES} bytes"
-                )));
-            }
+        for_each_entry(name, &deb.data, |entry| {
+            let path = &entry.path;
             new_list.push(format!("/{path}"));
-            all_new.insert(path.clone());
-            if conffiles.contains(&path) {
-                conffile_md5.insert(path.clone(), hex::encode(Md5::digest(&body)));
+            if conffiles.contains(path) {
+                conffile_md5.insert(path.clone(), hex::encode(Md5::digest(&entry.body)));
                 // A conffile the image changed (its content differs from what the old
                 // version recorded) stays as it is, as dpkg keeps it by default.
                 if let (Some(have), Some(recorded)) =
-                    (image.files.get(&path), old_conffiles.get(&path))
+                    (image.files.get(path), old_conffiles.get(path))
                 {
                     if &hex::encode(Md5::digest(have)) != recorded {
                         kept_conffiles.push(format!("/{path}"));
-                        continue;
+                        return Ok(());
                     }
                 }
             }
-            let link = header.link_name_bytes().map(|l| l.into_owned());
-            let kind = header.entry_type();
-            match link {
-                Some(link) if kind.is_hard_link() || kind.is_symlink() => {
-                    // Hard links name their target by archive path: normalize it too.
-                    let target = if kind.is_hard_link() {
-                        normalize_entry_path(&link).unwrap_or_default()
-                    } else {
-                        String::from_utf8_lossy(&link).into_owned()
-                    };
-                    tar.append_link(&mut header, &path, &target).map_err(bad)?;
-                }
-                _ => tar
-                    .append_data(&mut header, &path, body.as_slice())
-                    .map_err(bad)?,
-            }
-        }
+            layer.copy(&entry)
+        })?;
         // Files the old version had and the new one lacks, unless another package lists
         // them or they are directories of what stays.
         let new_set: BTreeSet<&str> = new_list.iter().map(String::as_str).collect();
@@ -329,7 +270,7 @@ pub fn build_layer(
             if old_list.iter().any(|p| p.starts_with(&prefix)) {
                 continue;
             }
-            whiteouts.insert(old.trim_start_matches('/').to_string());
+            layer.whiteout(old.trim_start_matches('/'));
         }
         // dpkg's info files: the new list, the new control members, whiteouts for old
         // control members the new version lacks.
@@ -343,11 +284,11 @@ pub fn build_layer(
         let old_prefix = format!("{INFO}/{info}.");
         for old in image.files.keys().filter(|p| p.starts_with(&old_prefix)) {
             if !info_files.contains_key(old) {
-                whiteouts.insert(old.clone());
+                layer.whiteout(old);
             }
         }
         for (path, body) in &info_files {
-            append_file(&mut tar, path, body, 0o644)?;
+            layer.file(path, body, 0o644)?;
         }
         let scripts = deb.scripts();
         if !scripts.is_empty() {
@@ -381,13 +322,6 @@ pub fn build_layer(
             None => status.push(entry),
         }
     }
-    for path in whiteouts.iter().filter(|p| !all_new.contains(*p)) {
-        let (dir, base) = match path.rsplit_once('/') {
-            Some((d, b)) => (format!("{d}/"), b),
-            None => (String::new(), path.as_str()),
-        };
-        append_file(&mut tar, &format!("{dir}.wh.{base}"), b"", 0o644)?;
-    }
     let mut text = String::new();
     for (i, s) in status.iter().enumerate() {
         if i > 0 {
@@ -395,25 +329,8 @@ pub fn build_layer(
         }
         s.write(&mut text);
     }
-    append_file(&mut tar, STATUS, text.as_bytes(), 0o644)?;
-    let tar = tar
-        .into_inner()
-        .map_err(|e| FixError::Package(format!("writing the layer: {e}")))?;
-    let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(&tar)));
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&tar)
-        .map_err(|e| FixError::Package(format!("compressing the layer: {e}")))?;
-    let gzip = gz
-        .finish()
-        .map_err(|e| FixError::Package(format!("compressing the layer: {e}")))?;
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&gzip)));
-    Ok(FixLayer {
-        gzip,
-        diff_id,
-        digest,
-        scripts_not_run,
-        kept_conffiles,
-    })
+    layer.file(STATUS, text.as_bytes(), 0o644)?;
+    layer.finish(scripts_not_run, kept_conffiles)
 }
 
 fn arch_of(s: &Stanza) -> String {
@@ -433,21 +350,6 @@ fn recorded_conffiles(s: &Stanza) -> HashMap<String, String> {
             ))
         })
         .collect()
-}
-
-fn append_file(
-    tar: &mut tar::Builder<Vec<u8>>,
-    path: &str,
-    body: &[u8],
-    mode: u32,
-) -> Result<(), FixError> {
-    let mut header = tar::Header::new_gnu();
-    header.set_size(body.len() as u64);
-    header.set_mode(mode);
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_mtime(0);
-    tar.append_data(&mut header, path, body)
-        .map_err(|e| FixError::Package(format!("writing {path} to the layer: {e}")))
 }
 
 #[cfg(test)]

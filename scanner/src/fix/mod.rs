@@ -7,13 +7,20 @@
 //! with dpkg's database rewritten, and the image is pushed as `<tag>_fixd` (or another
 //! tag) to the same registry, then read again to tell which ids are gone.
 //!
-//! Maintainer scripts are never run; packages that carry them are listed as warnings.
-//! Debian and Ubuntu (apt) images are supported; an apk or rpm image is refused with that
-//! reason ("rpm fixing is not supported yet").
+//! Alpine (apk) images the same way: `APKINDEX.tar.gz` verified against the image's
+//! `/etc/apk/keys` (or given keys), each `.apk` by the index's checksum of its control
+//! segment, its signature and the data hash its signed control names, and
+//! `/lib/apk/db/installed` rewritten.
+//!
+//! Maintainer scripts are never run: a `.deb`'s are listed as warnings; an `.apk` with a
+//! script beyond the known-safe ones (`ldconfig`) makes its fix unfixable with that
+//! reason. rpm images are refused ("rpm fixing is not supported yet").
 
+pub mod apk;
 pub mod apt;
 pub mod control;
 pub mod deb;
+pub mod layer;
 pub mod plan;
 
 use std::collections::{BTreeSet, HashMap};
@@ -34,9 +41,11 @@ use crate::registry::{RegistryClient, RegistryError};
 use crate::source::oci::{self, Manifest};
 use crate::source::{ImageRef, PullOptions, SourceError};
 use crate::vulndb::{Db, DbError};
+use apk::ApkRepository;
 use apt::{AptSource, Fetcher, Keyring};
 use deb::{DebPackage, ImageFiles, INFO, STATUS};
-use plan::{InstalledPackage, Plan, Selection};
+use layer::FixLayer;
+use plan::{InstalledPackage, PackageManager, Plan, Selection};
 
 /// The default suffix of the fixed image's tag.
 pub const DEFAULT_TAG_SUFFIX: &str = "_fixd";
@@ -83,6 +92,46 @@ pub enum FixError {
     Database(#[from] DbError),
 }
 
+/// A repository packages are fixed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PackageSource {
+    /// `[deb] URL SUITE COMPONENT...`
+    Apt(AptSource),
+    /// One URL: the repository whose `<arch>/APKINDEX.tar.gz` lists the packages.
+    Apk(ApkRepository),
+}
+
+impl PackageSource {
+    /// An apt source line, or an apk repository (a line of one URL).
+    pub fn parse(line: &str) -> Result<Self, FixError> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words[..] {
+            [url] => Ok(PackageSource::Apk(ApkRepository::parse(url)?)),
+            [tag, ..] if tag.starts_with('@') => {
+                Ok(PackageSource::Apk(ApkRepository::parse(line)?))
+            }
+            _ => Ok(PackageSource::Apt(AptSource::parse(line)?)),
+        }
+    }
+
+    /// The URL of the repository.
+    pub fn url(&self) -> &reqwest::Url {
+        match self {
+            PackageSource::Apt(a) => &a.url,
+            PackageSource::Apk(a) => &a.url,
+        }
+    }
+}
+
+impl std::fmt::Display for PackageSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PackageSource::Apt(a) => a.fmt(f),
+            PackageSource::Apk(a) => a.fmt(f),
+        }
+    }
+}
+
 /// Where the fixed image goes.
 #[derive(Debug, Clone)]
 pub enum FixTarget {
@@ -108,9 +157,13 @@ pub type ProgressFn = Arc<dyn Fn(&str) + Send + Sync>;
 pub struct FixOptions {
     pub selection: Selection,
     pub target: FixTarget,
-    /// Package sources (`URL SUITE COMPONENT...`); empty: the image's own apt sources.
-    pub sources: Vec<AptSource>,
-    /// Keyring files (name, content); empty: the image's own apt keyring.
+    /// Package sources (apt's `URL SUITE COMPONENT...`, apk's repository URL); empty: the
+    /// image's own (`/etc/apt/sources.list(.d)`, `/etc/apk/repositories`).
+    pub sources: Vec<PackageSource>,
+    /// Keyring files (name, content): apk keys are the files named `*.rsa.pub`, apt
+    /// (OpenPGP) keyrings the others. Given, they are used instead of the image's own
+    /// (`/etc/apt/trusted.gpg.d`, `/usr/share/keyrings`, `/etc/apk/keys`); empty: the
+    /// image's own.
     pub keyrings: Vec<(String, Vec<u8>)>,
     /// Refuse an `InRelease` past its `Valid-Until` (apt's default); off for archives
     /// kept for replay on purpose (`Acquire::Check-Valid-Until=false`).
@@ -162,17 +215,12 @@ pub struct Verification {
 
 /// The image fixed: read, plan, download and verify, build, push, rescan.
 pub async fn fix(image: &str, db: &Db, opts: &FixOptions) -> Result<FixReport, FixError> {
-    let say = |what: &str| {
-        if let Some(p) = &opts.progress {
-            p(what);
-        }
-    };
     let reference: Reference = image
         .parse()
         .map_err(|e| FixError::Invalid(format!("{image}: not an image reference: {e}")))?;
     let client = crate::source::registry::client(&reference, image, &opts.pull)?;
     let repository = reference.repository().to_string();
-    say("reading the image");
+    say(opts, "reading the image");
     let (raw_manifest, digest) = client
         .manifest_bytes(
             &repository,
@@ -200,13 +248,22 @@ pub async fn fix(image: &str, db: &Db, opts: &FixOptions) -> Result<FixReport, F
     .await?;
     let matches = match_inventory(&scanned.inventory, db)?;
     let files = read_image_files(&client, &repository, &layers).await?;
-    let status_text = files
-        .status()
-        .map(|s| String::from_utf8_lossy(s).into_owned());
-    let installed = match &status_text {
-        Some(text) => InstalledPackage::from_status(
-            &control::stanzas(text).map_err(|e| FixError::Invalid(format!("{STATUS}: {e}")))?,
-        ),
+    let manager = if files.status().is_some() {
+        Some(PackageManager::Dpkg)
+    } else if files.files.contains_key(apk::INSTALLED) {
+        Some(PackageManager::Apk)
+    } else {
+        None
+    };
+    let installed = match manager {
+        Some(PackageManager::Dpkg) => {
+            let text = String::from_utf8_lossy(files.status().unwrap_or_default());
+            InstalledPackage::from_status(
+                &control::stanzas(&text)
+                    .map_err(|e| FixError::Invalid(format!("{STATUS}: {e}")))?,
+            )
+        }
+        Some(PackageManager::Apk) => apk::installed(&files)?,
         None => Vec::new(),
     };
     let mut report = FixReport {
@@ -219,15 +276,19 @@ pub async fn fix(image: &str, db: &Db, opts: &FixOptions) -> Result<FixReport, F
         verification: None,
         warnings: Vec::new(),
     };
-    if status_text.is_none() {
-        if let Some(kind) = foreign_package_manager(&scanned.inventory) {
-            return Err(FixError::Unsupported(format!(
-                "{kind} fixing is not supported yet"
-            )));
-        }
+    if manager.is_none() && has_rpm_packages(&scanned.inventory) {
+        return Err(FixError::Unsupported(
+            "rpm fixing is not supported yet".into(),
+        ));
     }
     // Which findings the selection takes; with none, the plan has nothing to ask for.
-    let no_repository = plan::plan(&matches.vulnerabilities, &opts.selection, &installed, &[]);
+    let no_repository = plan::plan(
+        manager.unwrap_or(PackageManager::Dpkg),
+        &matches.vulnerabilities,
+        &opts.selection,
+        &installed,
+        &[],
+    );
     let wanted_os = no_repository.unfixable.iter().any(|u| {
         u.reason.starts_with("no package source offers")
             || u.reason.starts_with("no installed package")
@@ -236,121 +297,26 @@ pub async fn fix(image: &str, db: &Db, opts: &FixOptions) -> Result<FixReport, F
         report.plan = no_repository;
         return Ok(report);
     }
-    if status_text.is_none() {
+    let Some(manager) = manager else {
         return Err(FixError::Invalid(format!(
-            "{image} has no /var/lib/dpkg/status: only Debian and Ubuntu (apt) images can be \
-             fixed"
+            "{image} has no package database (/var/lib/dpkg/status, /lib/apk/db/installed): \
+             only Debian and Ubuntu (apt) and Alpine (apk) images can be fixed"
         )));
-    }
-
-    say("reading the package sources");
-    let sources = if opts.sources.is_empty() {
-        image_sources(&files)
-    } else {
-        opts.sources.clone()
     };
-    if sources.is_empty() {
-        return Err(FixError::Invalid(format!(
-            "{image} names no apt source (/etc/apt/sources.list, sources.list.d); give the \
-             package sources to fix from"
-        )));
-    }
-    let keyring = if opts.keyrings.is_empty() {
-        Keyring::from_image(&files.files)
-    } else {
-        let mut k = Keyring::default();
-        for (name, data) in &opts.keyrings {
-            k.add_file(name, data)?;
-        }
-        k
+    let image_to_fix = ImageToFix {
+        name: image,
+        config_json: &config_json,
+        findings: &matches.vulnerabilities,
+        installed,
+        files,
     };
-    if keyring.is_empty() {
-        return Err(FixError::Keyring(format!(
-            "{image} has no apt keyring (/etc/apt/trusted.gpg.d, /usr/share/keyrings); give \
-             the keyring of the package sources"
-        )));
-    }
-    let arch = dpkg_architecture(&config_json)?;
-    let egress = opts
-        .pull
-        .egress
-        .clone()
-        .unwrap_or_else(|| Arc::new(EgressPolicy::unrestricted()));
-    let fetcher = Fetcher::new(egress)?;
-    let now = opts.check_valid_until.then(Utc::now);
-    let mut candidates = Vec::new();
-    for (i, source) in sources.iter().enumerate() {
-        let index = apt::read_repository(&fetcher, source, i, &arch, &keyring, now).await?;
-        candidates.extend(index.packages);
-    }
-    say("planning");
-    report.plan = plan::plan(
-        &matches.vulnerabilities,
-        &opts.selection,
-        &installed,
-        &candidates,
-    );
-    if report.plan.upgrades.is_empty() {
+    let built = match manager {
+        PackageManager::Dpkg => apt_layer(image_to_fix, opts, &mut report).await?,
+        PackageManager::Apk => apk::layer(image_to_fix, opts, &mut report).await?,
+    };
+    let Some(layer) = built else {
         return Ok(report);
-    }
-    if opts.plan_only {
-        report.outcome = FixOutcome::Planned;
-        return Ok(report);
-    }
-
-    let total: u64 = report.plan.upgrades.iter().map(|u| u.candidate.size).sum();
-    if total > MAX_DEBS_BYTES {
-        return Err(FixError::Package(format!(
-            "the plan's packages are {total} bytes, more than {MAX_DEBS_BYTES}"
-        )));
-    }
-    say(&format!(
-        "downloading {} packages ({total} bytes)",
-        report.plan.upgrades.len()
-    ));
-    let mut packages = Vec::new();
-    for u in &report.plan.upgrades {
-        let c = &u.candidate;
-        if c.size > MAX_DEB_BYTES {
-            return Err(FixError::Package(format!(
-                "{} {} is {} bytes, more than {MAX_DEB_BYTES}",
-                c.name, c.version, c.size
-            )));
-        }
-        let url = sources[c.repository].pool_url(&c.filename)?;
-        let data = fetcher
-            .get(&url, c.size)
-            .await?
-            .ok_or_else(|| FixError::Fetch(format!("{url}: not found")))?;
-        apt::check_sha256(&data, &c.sha256, c.size)
-            .map_err(|why| FixError::Package(format!("{url}: {why}; the package was refused")))?;
-        let deb = DebPackage::read(url.as_ref(), &data)?;
-        if deb.control.get("Package") != Some(c.name.as_str())
-            || deb.control.get("Version") != Some(c.version.as_str())
-        {
-            return Err(FixError::Package(format!(
-                "{url}: its control file does not name {} {}",
-                c.name, c.version
-            )));
-        }
-        packages.push((u.package.clone(), deb));
-    }
-    say("writing the layer");
-    let layer = tokio::task::spawn_blocking(move || deb::build_layer(&files, &packages))
-        .await
-        .map_err(|e| FixError::Invalid(format!("layer task failed: {e}")))??;
-    for (name, scripts) in &layer.scripts_not_run {
-        report.warnings.push(format!(
-            "{name}: maintainer scripts not run ({}); check that the package needs none of \
-             their effects",
-            scripts.join(", ")
-        ));
-    }
-    for path in &layer.kept_conffiles {
-        report
-            .warnings
-            .push(format!("{path}: changed in the image, kept as it was"));
-    }
+    };
     let new_config = fixed_config(&config_json, &layer.diff_id, &digest, &report.plan)?;
     let config_digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&new_config)));
     let new_manifest = fixed_manifest(
@@ -391,7 +357,7 @@ pub async fn fix(image: &str, db: &Db, opts: &FixOptions) -> Result<FixReport, F
         }
     };
     check_tag(&target_tag)?;
-    say(&format!("pushing {target_repository}:{target_tag}"));
+    say(opts, &format!("pushing {target_repository}:{target_tag}"));
     if target_repository != repository {
         for l in &layers {
             if !client
@@ -448,7 +414,7 @@ pub async fn fix(image: &str, db: &Db, opts: &FixOptions) -> Result<FixReport, F
     );
     report.pushed = Some(pushed);
 
-    say("verifying the fixed image");
+    say(opts, "verifying the fixed image");
     let rescanned = crate::pipeline::read_image(
         &ImageRef::Registry(format!(
             "{}/{target_repository}@{fixed_digest}",
@@ -478,6 +444,219 @@ pub async fn fix(image: &str, db: &Db, opts: &FixOptions) -> Result<FixReport, F
     Ok(report)
 }
 
+/// What a fix reads of the image before choosing packages.
+pub(crate) struct ImageToFix<'a> {
+    /// The image as named.
+    pub name: &'a str,
+    pub config_json: &'a [u8],
+    /// Every match of the image (not a truncated report).
+    pub findings: &'a [crate::finding::Finding],
+    pub installed: Vec<InstalledPackage>,
+    pub files: ImageFiles,
+}
+
+fn say(opts: &FixOptions, what: &str) {
+    if let Some(p) = &opts.progress {
+        p(what);
+    }
+}
+
+/// The package sources of the fix: those given (all of `manager`'s kind, picked by `pick`),
+/// else the image's own (`own`, read from `where_`); an error when there are none.
+fn package_sources<T: Clone>(
+    opts: &FixOptions,
+    image: &str,
+    manager: PackageManager,
+    own: impl FnOnce() -> Vec<T>,
+    where_: &str,
+    pick: impl Fn(&PackageSource) -> Option<&T>,
+) -> Result<Vec<T>, FixError> {
+    let kind = match manager {
+        PackageManager::Dpkg => "apt",
+        PackageManager::Apk => "apk",
+    };
+    let sources = if opts.sources.is_empty() {
+        own()
+    } else {
+        opts.sources
+            .iter()
+            .map(|s| {
+                pick(s).cloned().ok_or_else(|| {
+                    FixError::Invalid(format!(
+                        "package source {s} is not an {kind} repository, and {image} is fixed \
+                         with {manager}"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?
+    };
+    if sources.is_empty() {
+        return Err(FixError::Invalid(format!(
+            "{image} names no {kind} package source ({where_}); give the package sources to \
+             fix from"
+        )));
+    }
+    Ok(sources)
+}
+
+/// Records `plan` in the report; false when nothing is to be downloaded (nothing to
+/// upgrade, or only the plan was asked for).
+fn proceed_with(report: &mut FixReport, plan: Plan, opts: &FixOptions) -> bool {
+    report.plan = plan;
+    if report.plan.upgrades.is_empty() {
+        return false;
+    }
+    if opts.plan_only {
+        report.outcome = FixOutcome::Planned;
+        return false;
+    }
+    true
+}
+
+/// The HTTP client of package downloads, within the pull's egress policy.
+fn fetcher(opts: &FixOptions) -> Result<Fetcher, FixError> {
+    Fetcher::new(
+        opts.pull
+            .egress
+            .clone()
+            .unwrap_or_else(|| Arc::new(EgressPolicy::unrestricted())),
+    )
+}
+
+/// Fails when the plan's downloads would exceed the bounds.
+fn check_download_sizes(plan: &Plan, each: u64, total_max: u64) -> Result<u64, FixError> {
+    let total: u64 = plan.upgrades.iter().map(|u| u.candidate.size).sum();
+    if total > total_max {
+        return Err(FixError::Package(format!(
+            "the plan's packages are {total} bytes, more than {total_max}"
+        )));
+    }
+    if let Some(c) = plan
+        .upgrades
+        .iter()
+        .map(|u| &u.candidate)
+        .find(|c| c.size > each)
+    {
+        return Err(FixError::Package(format!(
+            "{} {} is {} bytes, more than {each}",
+            c.name, c.version, c.size
+        )));
+    }
+    Ok(total)
+}
+
+/// Debian and Ubuntu: the plan from the verified apt indexes, the `.deb`s downloaded and
+/// checked, the layer written; `None` when there is nothing to push.
+async fn apt_layer(
+    image: ImageToFix<'_>,
+    opts: &FixOptions,
+    report: &mut FixReport,
+) -> Result<Option<FixLayer>, FixError> {
+    let name = image.name;
+    say(opts, "reading the package sources");
+    let sources = package_sources(
+        opts,
+        name,
+        PackageManager::Dpkg,
+        || image_sources(&image.files),
+        "/etc/apt/sources.list, sources.list.d",
+        |s| match s {
+            PackageSource::Apt(a) => Some(a),
+            PackageSource::Apk(_) => None,
+        },
+    )?;
+    let given: Vec<&(String, Vec<u8>)> = opts
+        .keyrings
+        .iter()
+        .filter(|(n, _)| !apk::is_key_name(n))
+        .collect();
+    let keyring = if opts.keyrings.is_empty() {
+        Keyring::from_image(&image.files.files)
+    } else {
+        let mut k = Keyring::default();
+        for (file, data) in given {
+            k.add_file(file, data)?;
+        }
+        k
+    };
+    if keyring.is_empty() {
+        return Err(FixError::Keyring(if opts.keyrings.is_empty() {
+            format!(
+                "{name} has no apt keyring (/etc/apt/trusted.gpg.d, /usr/share/keyrings); \
+                 give the keyring of the package sources"
+            )
+        } else {
+            "the keyrings given hold no apt (OpenPGP) keyring, only apk keys (*.rsa.pub)".into()
+        }));
+    }
+    let arch = dpkg_architecture(image.config_json)?;
+    let fetcher = fetcher(opts)?;
+    let now = opts.check_valid_until.then(Utc::now);
+    let mut candidates = Vec::new();
+    for (i, source) in sources.iter().enumerate() {
+        let index = apt::read_repository(&fetcher, source, i, &arch, &keyring, now).await?;
+        candidates.extend(index.packages);
+    }
+    say(opts, "planning");
+    let plan = plan::plan(
+        PackageManager::Dpkg,
+        image.findings,
+        &opts.selection,
+        &image.installed,
+        &candidates,
+    );
+    if !proceed_with(report, plan, opts) {
+        return Ok(None);
+    }
+    let total = check_download_sizes(&report.plan, MAX_DEB_BYTES, MAX_DEBS_BYTES)?;
+    say(
+        opts,
+        &format!(
+            "downloading {} packages ({total} bytes)",
+            report.plan.upgrades.len()
+        ),
+    );
+    let mut packages = Vec::new();
+    for u in &report.plan.upgrades {
+        let c = &u.candidate;
+        let url = sources[c.repository].pool_url(&c.filename)?;
+        let data = fetcher
+            .get(&url, c.size)
+            .await?
+            .ok_or_else(|| FixError::Fetch(format!("{url}: not found")))?;
+        apt::check_sha256(&data, &c.checksum, c.size)
+            .map_err(|why| FixError::Package(format!("{url}: {why}; the package was refused")))?;
+        let deb = DebPackage::read(url.as_ref(), &data)?;
+        if deb.control.get("Package") != Some(c.name.as_str())
+            || deb.control.get("Version") != Some(c.version.as_str())
+        {
+            return Err(FixError::Package(format!(
+                "{url}: its control file does not name {} {}",
+                c.name, c.version
+            )));
+        }
+        packages.push((u.package.clone(), deb));
+    }
+    say(opts, "writing the layer");
+    let files = image.files;
+    let layer = tokio::task::spawn_blocking(move || deb::build_layer(&files, &packages))
+        .await
+        .map_err(|e| FixError::Invalid(format!("layer task failed: {e}")))??;
+    for (name, scripts) in &layer.scripts_not_run {
+        report.warnings.push(format!(
+            "{name}: maintainer scripts not run ({}); check that the package needs none of \
+             their effects",
+            scripts.join(", ")
+        ));
+    }
+    for path in &layer.kept_conffiles {
+        report
+            .warnings
+            .push(format!("{path}: changed in the image, kept as it was"));
+    }
+    Ok(Some(layer))
+}
+
 use sha2::Digest as _;
 
 /// A tag as the distribution spec allows it.
@@ -504,6 +683,7 @@ fn check_tag(tag: &str) -> Result<(), FixError> {
 /// small files under `etc/` (conffiles).
 fn wanted(path: &str, size: u64) -> bool {
     path == STATUS
+        || apk::is_wanted(path)
         || (path.starts_with(INFO) && path[INFO.len()..].starts_with('/'))
         || apt::is_keyring_path(path)
         || path == "etc/apt/sources.list"
@@ -618,18 +798,16 @@ fn read_layer_files<R: Read>(blob: R, digest: &str, budget: u64) -> Result<Layer
     Ok((found, whiteouts, opaque))
 }
 
-/// `rpm` or `apk` when the image's system packages are managed by one of them.
-fn foreign_package_manager(inventory: &crate::inventory::Inventory) -> Option<&'static str> {
+/// Whether the image's system packages include rpm's.
+fn has_rpm_packages(inventory: &crate::inventory::Inventory) -> bool {
     use crate::inventory::Ecosystem;
-    inventory
-        .packages
-        .iter()
-        .map(|p| p.ecosystem)
-        .find(|e| e.is_os() && !matches!(e, Ecosystem::Debian | Ecosystem::Ubuntu))
-        .map(|e| match e {
-            Ecosystem::Alpine => "apk",
-            _ => "rpm",
-        })
+    inventory.packages.iter().any(|p| {
+        p.ecosystem.is_os()
+            && !matches!(
+                p.ecosystem,
+                Ecosystem::Debian | Ecosystem::Ubuntu | Ecosystem::Alpine
+            )
+    })
 }
 
 /// The image's own apt sources: one-line `deb` entries and deb822 `.sources` stanzas.

@@ -7,16 +7,75 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::apt::Candidate;
-use super::control::{relations, satisfies, Stanza};
+use super::control::{relations, satisfies, Relation, Stanza};
 use crate::finding::{Finding, Severity};
 use crate::inventory::Ecosystem;
-use crate::vulndb::version::dpkg::compare;
+use crate::vulndb::version::VersionScheme;
 
 /// Rounds of dependency closure before a plan is given up (each adds at least one package).
 const MAX_CLOSURE_ROUNDS: usize = 64;
 
-/// A package as `/var/lib/dpkg/status` records it.
+/// The package manager whose database an image's system packages are in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackageManager {
+    /// Debian and Ubuntu: `/var/lib/dpkg/status`, apt repositories.
+    Dpkg,
+    /// Alpine: `/lib/apk/db/installed`, apk repositories.
+    Apk,
+}
+
+impl PackageManager {
+    /// How the manager orders versions.
+    pub fn scheme(self) -> VersionScheme {
+        match self {
+            PackageManager::Dpkg => VersionScheme::Dpkg,
+            PackageManager::Apk => VersionScheme::Apk,
+        }
+    }
+
+    fn manages(self, ecosystem: Ecosystem) -> bool {
+        match self {
+            PackageManager::Dpkg => matches!(ecosystem, Ecosystem::Debian | Ecosystem::Ubuntu),
+            PackageManager::Apk => ecosystem == Ecosystem::Alpine,
+        }
+    }
+
+    fn compare(self, a: &str, b: &str) -> Ordering {
+        self.scheme().compare(a, b)
+    }
+}
+
+impl std::fmt::Display for PackageManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PackageManager::Dpkg => "dpkg",
+            PackageManager::Apk => "apk",
+        })
+    }
+}
+
+/// One package a repository's index offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub name: String,
+    pub version: String,
+    pub architecture: String,
+    pub source: String,
+    pub source_version: String,
+    /// The file's path in the repository.
+    pub filename: String,
+    /// The index's digest of the file: apt's SHA256 (hex) of the `.deb`; apk's `Q1` SHA-1
+    /// (base64) of the `.apk`'s control segment.
+    pub checksum: String,
+    pub size: u64,
+    /// What it needs installed (`Pre-Depends` then `Depends`; apk's `D:`): groups of
+    /// alternatives.
+    pub depends: Vec<Vec<Relation>>,
+    /// Index of the repository in the list the plan was made from.
+    pub repository: usize,
+}
+
+/// A package as the image's package database records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstalledPackage {
     pub name: String,
@@ -111,8 +170,9 @@ impl Plan {
 }
 
 /// Plans the fix of `findings` (the full, unfiltered matches of the image) for the
-/// packages of `installed`, from the repositories' `candidates`.
+/// packages of `installed` (in `manager`'s database), from the repositories' `candidates`.
 pub fn plan(
+    manager: PackageManager,
     findings: &[Finding],
     selection: &Selection,
     installed: &[InstalledPackage],
@@ -141,11 +201,15 @@ pub fn plan(
             reason,
         };
         match f.package.ecosystem {
-            Ecosystem::Debian | Ecosystem::Ubuntu => {}
+            e if manager.manages(e) => {}
             e if e.is_os() => {
-                let kind = if e == Ecosystem::Alpine { "apk" } else { "rpm" };
-                out.unfixable
-                    .push(unfixable(format!("{kind} fixing is not supported yet")));
+                let reason = match e {
+                    Ecosystem::Debian | Ecosystem::Ubuntu | Ecosystem::Alpine => {
+                        format!("{e} packages are not in the image's {manager} database")
+                    }
+                    _ => "rpm fixing is not supported yet".into(),
+                };
+                out.unfixable.push(unfixable(reason));
                 continue;
             }
             // Application packages are fixed by rebuilding the application, not here.
@@ -172,20 +236,20 @@ pub fn plan(
         let entry = by_source
             .entry(source)
             .or_insert_with(|| (fixed.clone(), BTreeSet::new()));
-        if compare(&fixed, &entry.0) == Ordering::Greater {
+        if manager.compare(&fixed, &entry.0) == Ordering::Greater {
             entry.0 = fixed;
         }
         entry.1.insert(f.id.clone());
     }
     let mut chosen: BTreeMap<String, Upgrade> = BTreeMap::new();
     for (source, (fixed, ids)) in by_source {
-        match plan_source(&source, &fixed, installed, candidates) {
+        match plan_source(manager, &source, &fixed, installed, candidates) {
             Ok(upgrades) => {
                 for mut u in upgrades {
                     if u.fixes.is_empty() && u.candidate.source == source {
                         u.fixes = ids.iter().cloned().collect();
                     }
-                    merge(&mut chosen, u);
+                    merge(manager, &mut chosen, u);
                 }
             }
             Err(reason) => {
@@ -207,12 +271,12 @@ pub fn plan(
 }
 
 /// Keeps one upgrade per package: the higher version, with the fixes of both.
-fn merge(chosen: &mut BTreeMap<String, Upgrade>, u: Upgrade) {
+fn merge(manager: PackageManager, chosen: &mut BTreeMap<String, Upgrade>, u: Upgrade) {
     match chosen.get_mut(&u.package) {
         Some(existing) => {
             let mut fixes: BTreeSet<String> = existing.fixes.drain(..).collect();
             fixes.extend(u.fixes.iter().cloned());
-            if compare(&u.to, &existing.to) == Ordering::Greater {
+            if manager.compare(&u.to, &existing.to) == Ordering::Greater {
                 *existing = u;
             }
             existing.fixes = fixes.into_iter().collect();
@@ -226,6 +290,7 @@ fn merge(chosen: &mut BTreeMap<String, Upgrade>, u: Upgrade) {
 /// The upgrades that bring every installed binary of `source` to at least `fixed`, with
 /// the upgrades their dependencies need; or why that cannot be done.
 fn plan_source(
+    manager: PackageManager,
     source: &str,
     fixed: &str,
     installed: &[InstalledPackage],
@@ -238,12 +303,12 @@ fn plan_source(
     }
     let mut upgrades: BTreeMap<String, Upgrade> = BTreeMap::new();
     for b in &binaries {
-        let best = lowest(candidates, |c| {
+        let best = lowest(manager, candidates, |c| {
             c.name == b.name
                 && arch_fits(&c.architecture, &b.architecture)
                 && c.source == source
-                && compare(&c.source_version, fixed) != Ordering::Less
-                && compare(&c.version, &b.version) == Ordering::Greater
+                && manager.compare(&c.source_version, fixed) != Ordering::Less
+                && manager.compare(&c.version, &b.version) == Ordering::Greater
         });
         let Some(c) = best else {
             return Err(format!(
@@ -258,24 +323,24 @@ fn plan_source(
         let mut added = false;
         let current: Vec<Upgrade> = upgrades.values().cloned().collect();
         for u in &current {
-            for group in relations(&u.candidate.pre_depends)
-                .into_iter()
-                .chain(relations(&u.candidate.depends))
-            {
-                if group.iter().any(|r| satisfied(r, installed, &upgrades)) {
+            for group in &u.candidate.depends {
+                if group
+                    .iter()
+                    .any(|r| satisfied(manager, r, installed, &upgrades))
+                {
                     continue;
                 }
                 // An installed package that is too old: upgrade it to the lowest version
                 // that satisfies the relation.
                 let next = group.iter().find_map(|r| {
                     let have = installed.iter().find(|p| p.name == r.name)?;
-                    let c = lowest(candidates, |c| {
+                    let c = lowest(manager, candidates, |c| {
                         c.name == r.name
                             && arch_fits(&c.architecture, &have.architecture)
-                            && r.constraint
-                                .as_ref()
-                                .is_none_or(|(op, v)| satisfies(&c.version, op, v))
-                            && compare(&c.version, &have.version) == Ordering::Greater
+                            && r.constraint.as_ref().is_none_or(|(op, v)| {
+                                satisfies(manager.scheme(), &c.version, op, v)
+                            })
+                            && manager.compare(&c.version, &have.version) == Ordering::Greater
                     })?;
                     Some(upgrade(have, c))
                 });
@@ -316,7 +381,7 @@ fn upgrade(have: &InstalledPackage, c: &Candidate) -> Upgrade {
     }
 }
 
-fn describe(r: &super::control::Relation) -> String {
+fn describe(r: &Relation) -> String {
     match &r.constraint {
         Some((op, v)) => format!("{} ({op} {v})", r.name),
         None => r.name.clone(),
@@ -324,20 +389,26 @@ fn describe(r: &super::control::Relation) -> String {
 }
 
 fn arch_fits(candidate: &str, installed: &str) -> bool {
-    candidate == installed || candidate == "all" || installed == "all"
+    let any = |a: &str| a == "all" || a == "noarch";
+    candidate == installed || any(candidate) || any(installed)
 }
 
-fn lowest(candidates: &[Candidate], pred: impl Fn(&Candidate) -> bool) -> Option<&Candidate> {
+fn lowest(
+    manager: PackageManager,
+    candidates: &[Candidate],
+    pred: impl Fn(&Candidate) -> bool,
+) -> Option<&Candidate> {
     candidates
         .iter()
         .filter(|c| pred(c))
-        .min_by(|a, b| compare(&a.version, &b.version))
+        .min_by(|a, b| manager.compare(&a.version, &b.version))
 }
 
 /// Whether `r` holds after the plan: by the planned version of the package, else the
 /// installed one, else a package that provides it (unversioned relations only).
 fn satisfied(
-    r: &super::control::Relation,
+    manager: PackageManager,
+    r: &Relation,
     installed: &[InstalledPackage],
     upgrades: &BTreeMap<String, Upgrade>,
 ) -> bool {
@@ -349,7 +420,7 @@ fn satisfied(
     });
     match (version, &r.constraint) {
         (Some(_), None) => true,
-        (Some(v), Some((op, c))) => satisfies(v, op, c),
+        (Some(v), Some((op, c))) => satisfies(manager.scheme(), v, op, c),
         (None, None) => installed.iter().any(|p| p.provides.contains(&r.name)),
         (None, Some(_)) => false,
     }
@@ -404,12 +475,26 @@ mod tests {
             source: source.into(),
             source_version: version.into(),
             filename: format!("pool/{name}_{version}.deb"),
-            sha256: String::new(),
+            checksum: String::new(),
             size: 1,
-            depends: depends.into(),
-            pre_depends: String::new(),
+            depends: relations(depends),
             repository: 0,
         }
+    }
+
+    fn dpkg_plan(
+        findings: &[Finding],
+        selection: &Selection,
+        installed: &[InstalledPackage],
+        candidates: &[Candidate],
+    ) -> Plan {
+        plan(
+            PackageManager::Dpkg,
+            findings,
+            selection,
+            installed,
+            candidates,
+        )
     }
 
     fn image() -> Vec<InstalledPackage> {
@@ -438,7 +523,7 @@ mod tests {
                 "libexpat1 (>= 2.5.0), libc6",
             ),
         ];
-        let plan = plan(&findings, &Selection::default(), &image(), &candidates);
+        let plan = dpkg_plan(&findings, &Selection::default(), &image(), &candidates);
         let got: Vec<(&str, &str)> = plan
             .upgrades
             .iter()
@@ -470,7 +555,7 @@ mod tests {
             "libnew1",
         )];
         let only_lib = vec![installed("libexpat1", "2.5.0-1+deb12u2", "expat")];
-        let plan = plan(&findings, &Selection::default(), &only_lib, &candidates);
+        let plan = dpkg_plan(&findings, &Selection::default(), &only_lib, &candidates);
         assert!(plan.upgrades.is_empty());
         assert_eq!(plan.unfixable.len(), 1);
         assert!(
@@ -496,7 +581,7 @@ mod tests {
             installed("libc6", "2.36-9", "glibc"),
             installed("libexpat1", "2.5.0-1+deb12u2", "expat"),
         ];
-        let plan = plan(&findings, &Selection::default(), &only_lib, &candidates);
+        let plan = dpkg_plan(&findings, &Selection::default(), &only_lib, &candidates);
         let libc = plan.upgrades.iter().find(|u| u.package == "libc6").unwrap();
         assert_eq!((libc.to.as_str(), libc.fixes.len()), ("2.37-1", 0));
     }
@@ -508,7 +593,7 @@ mod tests {
             ids: vec!["CVE-2".into(), "CVE-9".into()],
             min_severity: None,
         };
-        let plan = plan(&findings, &selection, &image(), &[]);
+        let plan = dpkg_plan(&findings, &selection, &image(), &[]);
         let reasons: Vec<(&str, &str)> = plan
             .unfixable
             .iter()
@@ -523,7 +608,7 @@ mod tests {
     fn no_candidate_at_the_fixed_version_is_unfixable() {
         let findings = [finding("CVE-1", "libexpat1", "expat", Some("2.6.0-1"))];
         let candidates = [candidate("libexpat1", "2.5.0-1+deb12u5", "expat", "")];
-        let plan = plan(&findings, &Selection::default(), &image(), &candidates);
+        let plan = dpkg_plan(&findings, &Selection::default(), &image(), &candidates);
         assert!(plan.upgrades.is_empty());
         assert!(plan.unfixable[0].reason.contains("2.6.0-1 or later"));
     }
