@@ -838,11 +838,13 @@ spec:
     for rule in role.rules.unwrap() {
         assert_eq!(rule.resource_names, Some(vec!["xml".to_string()]));
     }
-    let status = Api::<ImageFix>::default_namespaced(client.clone())
-        .get("xml")
-        .await?
-        .status
-        .unwrap();
+    // Written just after the Job is created.
+    let fixes: Api<ImageFix> = Api::default_namespaced(client.clone());
+    let status = wait_for("the ImageFix's status", Duration::from_secs(30), || {
+        let fixes = fixes.clone();
+        async move { Ok(fixes.get("xml").await?.status) }
+    })
+    .await?;
     assert_eq!(status.phase, ImageFixPhase::Planning);
     assert_eq!(
         status.message,
