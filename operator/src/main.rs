@@ -106,6 +106,10 @@ struct FixImageArgs {
     /// The image to fix: `registry/repository:tag@digest`.
     #[arg(long)]
     image: String,
+    /// Directory holding the ImageFix's keyring Secret (mounted by the operator): its
+    /// files are used instead of the image's own keys.
+    #[arg(long)]
+    keyring_dir: Option<PathBuf>,
     #[command(flatten)]
     db: JobDbArgs,
     #[command(flatten)]
@@ -731,12 +735,18 @@ async fn fix_image(args: FixImageArgs) -> Result<(), ScanImageError> {
         .with_context(|| format!("--image {:?} is not an image reference", args.image))?;
     let access = registry_access(reference.registry(), &args.registry_access, &args.egress)?;
     let db = load_db(&args.db, &args.egress).await?;
+    let keyrings = match &args.keyring_dir {
+        Some(dir) => controller::image_fix::keyring_dir_files(dir)
+            .map_err(|e| anyhow::anyhow!("--keyring-dir: {e}"))?,
+        None => Vec::new(),
+    };
     let job = controller::image_fix::FixJobRun {
         namespace: &args.namespace,
         name: &args.name,
         uid: &args.uid,
         generation: args.generation,
         image: &args.image,
+        keyrings,
     };
     let status = controller::image_fix::run_in_job(
         &client,

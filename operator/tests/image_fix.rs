@@ -734,6 +734,7 @@ async fn run_fix_pod(
     client: &Client,
     job: &k8s_openapi::api::batch::v1::Job,
     secret: &Path,
+    keyring: Option<&Path>,
 ) -> Result<(i32, String)> {
     let name = job.name_any();
     let pod = imagewarden_tests::operator::pod_of_job(client, "default", &name).await?;
@@ -751,6 +752,10 @@ async fn run_fix_pod(
             .replace(
                 "/var/run/imagewarden/registry-ca",
                 &secret.display().to_string(),
+            )
+            .replace(
+                imagewarden_operator::controller::image_fix::FIX_JOB_KEYRING_DIR,
+                &keyring.unwrap_or(secret).display().to_string(),
             )
         })
         .collect();
@@ -861,7 +866,7 @@ spec:
 
     // The Pod runs: `fix-image` as the Job's ServiceAccount fixes, pushes and verifies,
     // and records it all in the status.
-    let (code, output) = run_fix_pod(&cp, &client, &job, &mounted).await?;
+    let (code, output) = run_fix_pod(&cp, &client, &job, &mounted, None).await?;
     assert_eq!(code, 0, "{output}");
     let fix = finished_fix(&client, "xml", &operator).await?;
     let status = fix.status.unwrap();
@@ -949,5 +954,85 @@ spec:
         digest_of(&registry, &format!("{h}/team-a/xml:v1.0_killed")).await,
         None
     );
+
+    // A keyring Secret: checked by the operator before any Job (a missing one fails the
+    // fix at once), then mounted into the fix Pod, whose files replace the image's keys.
+    let with_keyring = |name: &str, suffix: &str, secret: &str| {
+        format!(
+            "{}  keyringSecretRef: {{name: {secret}}}\n",
+            fix_yaml(name, suffix)
+        )
+    };
+    create_fix(&client, &with_keyring("xml-nokeys", "_nokeys", "absent")).await?;
+    let status = finished_fix(&client, "xml-nokeys", &operator)
+        .await?
+        .status
+        .unwrap();
+    assert_eq!(
+        (status.phase, status.conditions[0].reason.as_str()),
+        (ImageFixPhase::Failed, "KeyringSecret"),
+        "{status:?}"
+    );
+    assert!(fix_jobs(&client)
+        .await?
+        .iter()
+        .all(|j| j.metadata.owner_references.as_ref().unwrap()[0].name != "xml-nokeys"));
+    let keyring = std::fs::read(
+        imagewarden_tests::debian_archive::fixture()
+            .join("root/usr/share/keyrings/debian-archive-keyring.gpg"),
+    )?;
+    for (secret, file, contents) in [
+        (
+            "not-a-keyring",
+            "keys.gpg",
+            b"not an OpenPGP keyring".to_vec(),
+        ),
+        ("debian-keyring", "debian-archive-keyring.gpg", keyring),
+    ] {
+        let object: k8s_openapi::api::core::v1::Secret =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": secret},
+                "data": {file: base64::engine::general_purpose::STANDARD.encode(&contents)},
+            }))?;
+        Api::<k8s_openapi::api::core::v1::Secret>::default_namespaced(client.clone())
+            .create(&PostParams::default(), &object)
+            .await?;
+        let dir = work.path().join(secret);
+        std::fs::create_dir(&dir)?;
+        std::fs::write(dir.join(file), &contents)?;
+        let name = format!("xml-{secret}");
+        create_fix(&client, &with_keyring(&name, &format!("_{secret}"), secret)).await?;
+        let job = fix_job_of(&client, &name).await?;
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let volume = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "keyring")
+            .expect("the keyring volume");
+        assert_eq!(
+            volume.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some(secret)
+        );
+        let (code, output) = run_fix_pod(&cp, &client, &job, &mounted, Some(&dir)).await?;
+        let status = finished_fix(&client, &name, &operator)
+            .await?
+            .status
+            .unwrap();
+        if secret == "not-a-keyring" {
+            // The image's own keyring would have verified the archive: the mounted
+            // file was used instead of it.
+            assert_eq!(status.phase, ImageFixPhase::Failed, "{status:?}\n{output}");
+            assert_eq!(
+                digest_of(&registry, &format!("{h}/team-a/xml:v1.0_{secret}")).await,
+                None
+            );
+        } else {
+            assert_eq!(code, 0, "{output}");
+            assert_eq!(status.phase, ImageFixPhase::Completed, "{status:?}");
+            assert_eq!(status.verification.unwrap().fixed, [ADVISORY]);
+        }
+    }
     Ok(())
 }

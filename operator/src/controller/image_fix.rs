@@ -584,6 +584,49 @@ pub fn keyring_files(
         .collect())
 }
 
+/// The keyring files a fix Job finds where its keyring Secret is mounted (named by their
+/// paths), with the Secret's bounds; the kubelet's `..data` links and other dot files are
+/// not entries.
+pub fn keyring_dir_files(dir: &std::path::Path) -> Result<Vec<(String, Vec<u8>)>, String> {
+    use std::io::Read;
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut files = Vec::new();
+    let mut total = 0usize;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if files.len() >= MAX_KEYRING_FILES {
+            return Err(format!(
+                "{} holds more than {MAX_KEYRING_FILES} keyring files",
+                dir.display()
+            ));
+        }
+        let path = entry.path();
+        let mut bytes = Vec::new();
+        std::fs::File::open(&path)
+            .and_then(|f| {
+                f.take((MAX_KEYRING_BYTES - total + 1) as u64)
+                    .read_to_end(&mut bytes)
+            })
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        total += bytes.len();
+        if total > MAX_KEYRING_BYTES {
+            return Err(format!(
+                "{} holds more than {MAX_KEYRING_BYTES} bytes of keyring files",
+                dir.display()
+            ));
+        }
+        files.push((path.display().to_string(), bytes));
+    }
+    if files.is_empty() {
+        return Err(format!("{} holds no keyring file", dir.display()));
+    }
+    files.sort();
+    Ok(files)
+}
+
 /// Reads the keyring Secret the spec names (none: the image's own keys are used).
 async fn read_keyrings(
     ctx: &Context,
@@ -654,13 +697,9 @@ pub async fn reconcile(fix: Arc<ImageFix>, ctx: Arc<Context>) -> Result<Action, 
         }
     };
     if jobs {
-        if fix.spec.keyring_secret_ref.is_some() {
-            let refusal = Refusal::new(
-                "KeyringUnsupported",
-                "spec.keyringSecretRef is not supported with the job executor yet (fix Jobs \
-                 do not mount the keyring Secret); leave it unset to use the image's own \
-                 keyring, or run the operator with --executor=inline",
-            );
+        // The Job mounts the Secret: it is checked here first, so that a missing or
+        // oversized one fails the fix with its reason instead of a Pod that cannot start.
+        if let Err(refusal) = read_keyrings(&ctx, &ns, &fix.spec).await {
             fail(&ctx, &fix, status, &refusal).await?;
             return Ok(Action::await_change());
         }
@@ -909,7 +948,12 @@ pub struct FixJobInput<'a> {
     /// `host/repository:tag@digest`.
     pub image: &'a str,
     pub rule: &'a str,
+    /// The Secret of `spec.keyringSecretRef`, mounted read-only at [`FIX_JOB_KEYRING_DIR`].
+    pub keyring_secret: Option<&'a str>,
 }
+
+/// Where a fix Job mounts the ImageFix's keyring Secret.
+pub const FIX_JOB_KEYRING_DIR: &str = "/etc/imagewarden/keyring";
 
 /// The fix Job of one ImageFix generation (pure): the scanner Jobs' hardened Pod running
 /// `imagewarden-operator fix-image`, never retried (a fix pushes; a Pod failure fails the
@@ -926,6 +970,7 @@ pub fn build_fix_job(
         generation,
         image,
         rule,
+        keyring_secret,
     } = input;
     let name = fix_job_name(&owner.uid, generation);
     let mut args = vec![
@@ -937,6 +982,27 @@ pub fn build_fix_job(
         format!("--image={image}"),
     ];
     args.extend(database.args());
+    let mut extra_volumes = Vec::new();
+    if let Some(secret) = keyring_secret {
+        args.push(format!("--keyring-dir={FIX_JOB_KEYRING_DIR}"));
+        extra_volumes.push((
+            k8s_openapi::api::core::v1::Volume {
+                name: "keyring".into(),
+                secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
+                    secret_name: Some(secret.to_string()),
+                    optional: Some(false),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            k8s_openapi::api::core::v1::VolumeMount {
+                name: "keyring".into(),
+                mount_path: FIX_JOB_KEYRING_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        ));
+    }
     let labels = std::collections::BTreeMap::from([
         (
             "app.kubernetes.io/name".to_string(),
@@ -963,7 +1029,7 @@ pub fn build_fix_job(
             backoff_limit: 0,
             // Every failure fails the Job at once, with the exit code in its condition.
             fail_job_on: ExitCodes::NotIn(vec![0]),
-            extra_volumes: Vec::new(),
+            extra_volumes,
         },
         registry,
     );
@@ -1076,6 +1142,11 @@ async fn start_job(ctx: &Context, fix: &ImageFix, subject: &Subject) -> Result<(
             generation,
             image: &subject.image,
             rule: &subject.rule.name_any(),
+            keyring_secret: fix
+                .spec
+                .keyring_secret_ref
+                .as_ref()
+                .map(|r| r.name.as_str()),
         },
         &registry,
         &JobDatabase::current(ctx.db_base_url.as_deref().unwrap_or_default(), &db),
@@ -1161,6 +1232,8 @@ pub struct FixJobRun<'a> {
     pub generation: i64,
     /// `host/repository:tag@digest`, as the operator resolved it.
     pub image: &'a str,
+    /// The keyring files of `spec.keyringSecretRef`, read from the Job's mount.
+    pub keyrings: Vec<(String, Vec<u8>)>,
 }
 
 /// Runs one fix in a fix Job: reads the ImageFix (it must still be the object and
@@ -1196,6 +1269,10 @@ pub async fn run_in_job(
         }
     };
     let (pull, _ca_file) = crate::executor::pull_options(access)?;
+    let valid = ValidFix {
+        keyrings: job.keyrings.clone(),
+        ..valid
+    };
     execute(
         client,
         &fix,
@@ -1311,6 +1388,27 @@ mod tests {
         s.sources = vec!["https://dl-cdn.alpinelinux.org/alpine/v3.19/main".into()];
         let v = validate(&s, &egress()).unwrap();
         assert!(matches!(&v.sources[0], fix::PackageSource::Apk(_)));
+    }
+
+    #[test]
+    fn a_mounted_keyring_secret_is_read_without_the_kubelet_s_links_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(keyring_dir_files(dir.path())
+            .unwrap_err()
+            .contains("holds no keyring file"));
+        let data = dir.path().join("..2026_12_01");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("debian.gpg"), b"key").unwrap();
+        std::os::unix::fs::symlink(&data, dir.path().join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/debian.gpg", dir.path().join("debian.gpg")).unwrap();
+        let files = keyring_dir_files(dir.path()).unwrap();
+        assert_eq!(files.len(), 1);
+        assert!(files[0].0.ends_with("/debian.gpg"));
+        assert_eq!(files[0].1, b"key");
+        std::fs::write(dir.path().join("big.gpg"), vec![0u8; MAX_KEYRING_BYTES]).unwrap();
+        assert!(keyring_dir_files(dir.path())
+            .unwrap_err()
+            .contains("bytes of keyring files"));
     }
 
     #[test]
@@ -1452,6 +1550,7 @@ mod tests {
                 generation: 3,
                 image,
                 rule: "team-a",
+                keyring_secret: None,
             },
             &registry,
             &database,
@@ -1493,6 +1592,53 @@ mod tests {
         ] {
             assert!(args.contains(&want), "{want} not in {args:?}");
         }
+        assert!(!args.iter().any(|a| a.starts_with("--keyring-dir")));
+
+        // With a keyring Secret: mounted read-only, and named to fix-image.
+        let job = build_fix_job(
+            &job_settings(),
+            FixJobInput {
+                owner: OwnerReference {
+                    uid: "uid-2".into(),
+                    ..Default::default()
+                },
+                namespace: "team-a",
+                generation: 1,
+                image,
+                rule: "team-a",
+                keyring_secret: Some("debian-keys"),
+            },
+            &registry,
+            &database,
+        );
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let volume = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "keyring")
+            .unwrap();
+        assert_eq!(
+            volume.secret.unwrap().secret_name.as_deref(),
+            Some("debian-keys")
+        );
+        let c = &pod.containers[0];
+        let mount = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "keyring")
+            .unwrap();
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            (FIX_JOB_KEYRING_DIR, Some(true))
+        );
+        assert!(c
+            .args
+            .as_ref()
+            .unwrap()
+            .contains(&format!("--keyring-dir={FIX_JOB_KEYRING_DIR}")));
     }
 
     #[test]
