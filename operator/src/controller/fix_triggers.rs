@@ -26,7 +26,7 @@ use crate::Error;
 /// Annotation on an ImageScanResult that asks for an ImageFix of its image; the operator
 /// removes it once the ImageFix exists.
 pub const FIX_NOW_ANNOTATION: &str = "imagewarden.io/fix-now";
-/// Label of ImageFixes made by a trigger: `FixNow` or `Rule`.
+/// Label of ImageFixes made by a trigger: `FixNow`, `Rule` or `Api` (the status API).
 pub const TRIGGER_LABEL: &str = "imagewarden.io/fix-trigger";
 
 /// The ImageFix of the image of result `result` with the fix settings of `rule` (pure).
