@@ -238,6 +238,28 @@ spec:
         status.image.as_deref(),
         Some(format!("{h}/team-a/xml:v1.0@{original}").as_str())
     );
+    // The pushed image is scanned by a task with trigger Fix: its own result, without the
+    // advisory.
+    let fixed_result = result_for(&client, &fixed).await?;
+    assert!(
+        !fixed_result
+            .status
+            .unwrap()
+            .findings
+            .iter()
+            .any(|f| f.id == ADVISORY),
+        "the fixed image's result no longer lists {ADVISORY}"
+    );
+    let fix_tasks: Vec<_> =
+        Api::<imagewarden_operator::crd::ScanTask>::default_namespaced(client.clone())
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|t| t.spec.trigger == imagewarden_operator::crd::TaskTrigger::Fix)
+            .collect();
+    assert_eq!(fix_tasks.len(), 1);
+    assert_eq!(fix_tasks[0].spec.images, [status.pushed.clone().unwrap()]);
     assert_eq!(
         digest_of(&registry, &format!("{h}/team-a/xml:v1.0")).await,
         Some(original.clone())

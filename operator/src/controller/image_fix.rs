@@ -920,6 +920,29 @@ async fn report(ctx: &Context, rule: Option<&ScanRule>, fix: &ImageFix, status: 
     publish(ctx, fix, event_type, event, &message).await;
     if let Some(rule) = rule {
         notify(ctx, rule, fix, status).await;
+        if let Some(pushed) = status.pushed.as_deref() {
+            scan_pushed(ctx, rule, pushed).await;
+        }
+    }
+}
+
+/// The ScanTask (trigger `Fix`) that scans the image a fix pushed, so that the fixed
+/// digest has its ImageScanResult; named after the pushed image, so telling the outcome
+/// twice starts one task.
+async fn scan_pushed(ctx: &Context, rule: &ScanRule, pushed: &str) {
+    use sha2::Digest;
+    let hash = hex::encode(&sha2::Sha256::digest(pushed.as_bytes())[..5]);
+    let name = crate::controller::scan_rule::task_name(&rule.name_any(), "fix", &hash);
+    if let Err(e) = crate::controller::scan_rule::start_task(
+        ctx,
+        rule,
+        &name,
+        crate::crd::TaskTrigger::Fix,
+        vec![pushed.to_string()],
+    )
+    .await
+    {
+        warn!(task = %name, image = pushed, error = %e, "starting the scan of a fixed image");
     }
 }
 

@@ -63,6 +63,8 @@ pub enum TaskTrigger {
     DatabaseUpdate,
     /// An ImagePolicy with `scanUnscanned` saw the image at admission without a result.
     Admission,
+    /// An ImageFix pushed a fixed image: its ImageScanResult.
+    Fix,
 }
 
 /// Phase of a task or of one image in it.
