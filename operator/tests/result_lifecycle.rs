@@ -257,6 +257,24 @@ async fn a_registry_delete_event_marks_the_result_deleted_and_a_push_brings_it_b
     })
     .await?;
     assert!(deleted(&scanned).is_none());
+    // The push's own task (its coalescing window may end after the rule's first scan) has
+    // finished before the delete: a push task that runs after it finds the digest again.
+    wait_for("the push task to finish", Duration::from_secs(90), || {
+        let client = client.clone();
+        async move {
+            let tasks = Api::<ScanTask>::default_namespaced(client)
+                .list(&ListParams::default())
+                .await?
+                .items;
+            Ok(tasks
+                .iter()
+                .find(|t| t.spec.trigger == TaskTrigger::Push)
+                .and_then(|t| t.status.as_ref())
+                .filter(|st| matches!(st.phase, ScanPhase::Completed | ScanPhase::Failed))
+                .map(|_| ()))
+        }
+    })
+    .await?;
 
     // The manifest is deleted through the registry's API; the registry notifies.
     let response = reqwest::Client::new()
