@@ -113,9 +113,11 @@ fn install(cluster: &Cluster) -> Result<()> {
         // operator's and scanners' requests; registries and receivers are on the node.
         "--set",
         "egress.clusterCIDRs={10.244.0.0/24,10.96.0.0/16}",
+        // The first install pulls the operator's image onto the node while the other tests
+        // start: under load its readiness has taken longer than four minutes.
         "--wait",
         "--timeout",
-        "240s",
+        "480s",
     ])?;
     operator_available(cluster)?;
     Ok(())
