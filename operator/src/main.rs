@@ -611,10 +611,11 @@ async fn spawn_push_trigger(ctx: Arc<Context>) -> anyhow::Result<()> {
             // repeats within the second is one task, a later push of the same digest (after
             // a delete, say) a new one.
             let suffix = {
-                use sha2::Digest;
                 let second = chrono::Utc::now().timestamp();
-                let key = format!("{}@{second}", images.join(","));
-                hex::encode(&sha2::Sha256::digest(key.as_bytes())[..5])
+                imagewarden_operator::controller::scan_rule::short_hash(&format!(
+                    "{}@{second}",
+                    images.join(",")
+                ))
             };
             let task = task_name(&name, "push", &suffix);
             if let Err(e) = start_task(&ctx, &rule, &task, TaskTrigger::Push, images).await {

@@ -661,11 +661,10 @@ async fn scan_image(
         ));
     };
     let reference = format!("{}/{}:{}", body.registry, body.repository, body.tag);
-    let suffix = {
-        use sha2::Digest;
-        let key = format!("{reference}@{}", chrono::Utc::now().timestamp_millis());
-        hex::encode(&sha2::Sha256::digest(key.as_bytes())[..5])
-    };
+    let suffix = crate::controller::scan_rule::short_hash(&format!(
+        "{reference}@{}",
+        chrono::Utc::now().timestamp_millis()
+    ));
     let name = crate::controller::scan_rule::task_name(&rule.name_any(), "api", &suffix);
     let mut task = ScanTask::new(
         &name,

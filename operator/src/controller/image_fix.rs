@@ -930,9 +930,8 @@ async fn report(ctx: &Context, rule: Option<&ScanRule>, fix: &ImageFix, status: 
 /// digest has its ImageScanResult; named after the pushed image, so telling the outcome
 /// twice starts one task.
 async fn scan_pushed(ctx: &Context, rule: &ScanRule, pushed: &str) {
-    use sha2::Digest;
-    let hash = hex::encode(&sha2::Sha256::digest(pushed.as_bytes())[..5]);
-    let name = crate::controller::scan_rule::task_name(&rule.name_any(), "fix", &hash);
+    use crate::controller::scan_rule::{short_hash, task_name};
+    let name = task_name(&rule.name_any(), "fix", &short_hash(pushed));
     if let Err(e) = crate::controller::scan_rule::start_task(
         ctx,
         rule,

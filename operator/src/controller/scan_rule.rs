@@ -184,7 +184,8 @@ pub fn task_name(rule: &str, kind: &str, suffix: &str) -> String {
     format!("{}-{kind}-{suffix}", rule.trim_end_matches('-'))
 }
 
-fn short_hash(s: &str) -> String {
+/// The first 5 bytes of the SHA-256 of `s`, in hex: the suffix of task names.
+pub fn short_hash(s: &str) -> String {
     hex::encode(&sha2::Sha256::digest(s.as_bytes())[..5])
 }
 

@@ -76,11 +76,11 @@ impl ScanRequests {
             tracing::info!(namespace, image = %reference, "scanUnscanned: no ScanRule of the namespace covers the image");
             return;
         };
-        let name = {
-            use sha2::Digest;
-            let h = hex::encode(&sha2::Sha256::digest(reference.as_bytes())[..5]);
-            crate::controller::scan_rule::task_name(&rule.name_any(), "admission", &h)
-        };
+        let name = crate::controller::scan_rule::task_name(
+            &rule.name_any(),
+            "admission",
+            &crate::controller::scan_rule::short_hash(&reference),
+        );
         let ctx = ctx.clone();
         tokio::spawn(async move {
             if let Err(e) = crate::controller::scan_rule::start_task(
